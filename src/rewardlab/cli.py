@@ -1,0 +1,34 @@
+"""The `rewardlab` command line. It only wires: each command lives in `rewardlab.commands.<name>`."""
+
+from __future__ import annotations
+
+import typer
+
+from rewardlab.commands.data import data_app
+from rewardlab.commands.eval_rm import eval_rm
+from rewardlab.commands.export import export
+from rewardlab.commands.score import score
+from rewardlab.commands.serve import serve
+from rewardlab.commands.train_rm import train_rm
+
+app = typer.Typer(
+    name="rewardlab",
+    help="The reward side of RLHF: GRM reward models, R3HF token rewards, best-of-N and PPO.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("train-rm")(train_rm)
+app.command("eval-rm")(eval_rm)
+app.command("export")(export)
+app.command("score")(score)
+app.command("serve")(serve)
+app.add_typer(data_app, name="data")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""`rewardlab data ...`: make built-in preference sets and look at any data file the way rewardlab reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rewardlab.commands.common import quiet_libraries, user_errors
+
+data_app = typer.Typer(help="Make built-in data sets; inspect preference files.", no_args_is_help=True)
+
+
+@data_app.command("easy")
+def easy(
+    output_dir: Path = typer.Option(..., help="Writes train.jsonl and test.jsonl here (TRL conversational format)."),
+    n_train: int = typer.Option(2000, help="Training pairs."),
+    n_test: int = typer.Option(500, help="Held-out pairs (a different seed)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """The easy task: chosen = the correct answer to copy/reverse/sort, rejected = a corrupted one."""
+    from rewardlab.data.loading import preference_to_dict, write_jsonl
+    from rewardlab.tasks.easy import easy_preferences
+
+    with user_errors():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl(output_dir / "train.jsonl", (preference_to_dict(e) for e in easy_preferences(n_train, seed)))
+        write_jsonl(
+            output_dir / "test.jsonl", (preference_to_dict(e) for e in easy_preferences(n_test, seed + 1_000_003))
+        )
+    print(f"wrote {output_dir}/train.jsonl ({n_train} pairs) and test.jsonl ({n_test} pairs)")
+
+
+@data_app.command("inspect")
+def inspect(
+    spec: str = typer.Argument(..., help="A preference file or hub id."),
+    format: str | None = typer.Option(None, help="Force a format instead of detecting it."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid"),
+    model: str = typer.Option("tiny-llama", help="Tokenizer to measure lengths and truncation with."),
+    max_length: int = typer.Option(1024),
+    show: int = typer.Option(1, help="Print this many examples."),
+) -> None:
+    """Detected format, counts (loaded / ties excluded / invalid), token lengths and truncation, a sample."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from rewardlab.data.loading import load_preferences, preference_to_dict
+    from rewardlab.data.pairs import encode_pairs
+    from rewardlab.modeling.reward_model import is_builtin
+    from rewardlab.modeling.tiny import build_byte_tokenizer
+
+    with user_errors():
+        quiet_libraries()
+        ds = load_preferences(spec, format=format, skip_invalid=skip_invalid)
+        tokenizer = build_byte_tokenizer() if is_builtin(model) else AutoTokenizer.from_pretrained(model)
+        pairs, counts = encode_pairs(tokenizer, ds.examples, max_length)
+    lengths = sorted(p.length for p in pairs)
+    print(f"{spec}: format {ds.format}; " + ", ".join(f"{k} {v}" for k, v in ds.stats.items()))
+    if lengths:
+        print(
+            f"tokens per sequence (max of chosen/rejected): min {lengths[0]}, median {lengths[len(lengths) // 2]}, "
+            f"max {lengths[-1]}; truncated {counts['truncated']}, dropped {counts['dropped']} at max_length {max_length}"
+        )
+    for err in ds.skipped:
+        print(f"skipped: {err}")
+    for ex in ds.examples[:show]:
+        print(json.dumps(preference_to_dict(ex), ensure_ascii=False)[:2000])

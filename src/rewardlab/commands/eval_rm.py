@@ -1,0 +1,65 @@
+"""`rewardlab eval-rm`: pairwise accuracy, margins, per-subset and RewardBench section scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rewardlab.commands.common import quiet_libraries, user_errors
+
+
+def eval_rm(
+    model: str = typer.Option(..., help="A reward model directory (or a train-rm output directory)."),
+    data: list[str] = typer.Option(..., help="NAME=SPEC evaluation set; repeat for several."),
+    output: Path = typer.Option(..., help="results.json to write."),
+    scores: Path | None = typer.Option(None, help="Also write each pair's chosen_reward and rejected_reward (JSONL)."),
+    format: str | None = typer.Option(None, help="Data format (auto-detected when omitted)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid"),
+    batch_size: int = typer.Option(16),
+    max_length: int = typer.Option(1024),
+    truncation: str = typer.Option("keep_end", help="keep_end | drop"),
+    aggregate: str | None = typer.Option(None, help="For ensembles: mean | min (default: as saved)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Evaluate a reward model on named preference sets."""
+    from rewardlab.data.loading import load_named_preferences, write_jsonl
+    from rewardlab.evaluation import evaluate_preferences
+    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.train_rm import _version, write_json
+
+    with user_errors():
+        quiet_libraries()
+        datasets = load_named_preferences(data, format=format, skip_invalid=skip_invalid)
+        rm = load_reward_model(model, aggregate=aggregate)
+        results, rows = {}, []
+        for name, ds in datasets.items():
+            metrics, raw = evaluate_preferences(
+                rm, ds.examples, max_length, truncation, batch_size, progress=progress, desc=name
+            )
+            metrics["data"] = ds.stats
+            results[name] = metrics
+            for i, c, r in zip(raw["index"], raw["chosen_reward"], raw["rejected_reward"], strict=True):
+                rows.append(
+                    {
+                        "dataset": name,
+                        "index": i,
+                        "subset": ds.examples[i].subset,
+                        "chosen_reward": c,
+                        "rejected_reward": r,
+                    }
+                )
+        config = {
+            "model": model, "data": data, "format": format, "skip_invalid": skip_invalid, "batch_size": batch_size,
+            "max_length": max_length, "truncation": truncation, "aggregate": aggregate, "rewardlab_version": _version(),
+        }  # fmt: skip
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_json(output, {"config": config, "results": results})
+        if scores is not None:
+            write_jsonl(scores, rows)
+    for name, m in results.items():
+        line = f"{name}: accuracy {m['accuracy']:.4f}  mean margin {m['mean_margin']:.3f}  (n={m['n']})"
+        if "rewardbench" in m:
+            line += "  " + "  ".join(f"{k} {v:.3f}" for k, v in m["rewardbench"].items())
+        print(line)
+    print(f"wrote {output}")

@@ -1,0 +1,48 @@
+"""`rewardlab serve`: an HTTP reward server (/score, OpenRLHF's /get_reward) with request batching."""
+
+from __future__ import annotations
+
+import typer
+
+
+def serve(
+    model: str = typer.Option(..., "--model", help="Reward model directory (saved by rewardlab), or 'tiny-llama'."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    max_batch_size: int = typer.Option(16, "--max-batch-size", min=1, help="Sequences per forward pass."),
+    max_items: int = typer.Option(64, "--max-items", min=1, help="Most items (or queries) in one request (else 413)."),
+    max_length: int = typer.Option(4096, "--max-length", min=2, help="Most tokens in one sequence (else 422)."),
+    beta_c: float = typer.Option(1.0, "--beta-c", help="Default mix weight (a request may override it)."),
+    abc_beta: float = typer.Option(0.8, "--abc-beta", help="Default abc weight (a request may override it)."),
+    device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if any, else cpu)."),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health."""
+    import torch
+
+    from rewardlab.scoring import load_scoring_model
+    from rewardlab.serve import require_serve_extra, run_server
+
+    try:
+        require_serve_extra()
+    except ImportError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        rm = load_scoring_model(model, device=resolved_device)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        typer.echo(f"error: {model}: cannot load reward model: {str(err).splitlines()[0]}", err=True)
+        raise typer.Exit(1) from None
+    run_server(
+        rm,
+        host=host,
+        port=port,
+        log_level=log_level,
+        max_batch_size=max_batch_size,
+        max_items=max_items,
+        max_length=max_length,
+        beta_c=beta_c,
+        abc_beta=abc_beta,
+        model_name=model,
+    )

@@ -1,0 +1,297 @@
+"""Loading preference data, completions and prompt sets from a data spec (file or hub id), and writing JSONL.
+
+Every loader fails on the first bad record with a one-line `DataError` naming file, line and field, unless
+`skip_invalid=True`, which skips bad records and counts them. Loading nothing usable is always an error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rewardlab.data.errors import DataError
+from rewardlab.data.formats import FORMATS, Adapter, detect_format, get_adapter, is_empty_text, parse_messages
+from rewardlab.data.io import Record, parse_named_spec, read_records, type_name
+from rewardlab.data.types import PreferenceExample, PromptCompletion, Text
+
+MAX_KEPT_ERRORS = 10  # skipped-record messages kept on a data set, for a warning
+
+
+@dataclass
+class PreferenceDataset:
+    name: str
+    examples: list[PreferenceExample]
+    format: str
+    # read = loaded + excluded + invalid; excluded = legitimately dropped (ties); invalid = skipped bad records
+    stats: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # the first MAX_KEPT_ERRORS skipped-record errors
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> PreferenceExample:
+        return self.examples[index]
+
+    def __iter__(self) -> Iterator[PreferenceExample]:
+        return iter(self.examples)
+
+
+class _Tally:
+    """Counts what happened to the records of one source; keeps the first few skipped-record errors."""
+
+    def __init__(self, skip_invalid: bool):
+        self.skip_invalid = skip_invalid
+        self.loaded = self.excluded = self.invalid = 0
+        self.errors: list[str] = []
+
+    def reject(self, err: DataError) -> None:
+        """Raise `err`, or count and remember it when skipping invalid records."""
+        if not self.skip_invalid:
+            raise err
+        self.invalid += 1
+        if len(self.errors) < MAX_KEPT_ERRORS:
+            self.errors.append(str(err))
+
+    def records(self, source: str) -> Iterator[Record]:
+        return read_records(source, on_invalid=self.reject if self.skip_invalid else None)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        read = self.loaded + self.excluded + self.invalid
+        return {"read": read, "loaded": self.loaded, "excluded": self.excluded, "invalid": self.invalid}
+
+    def nothing_loaded(self, source: str, what: str) -> DataError:
+        s = self.stats
+        detail = f"read {s['read']}, excluded {s['excluded']}, invalid {s['invalid']}"
+        if self.errors:
+            detail += f"; first error: {self.errors[0]}"
+        return DataError(f"no usable {what} ({detail})", file=source)
+
+
+def _located(err: DataError, record: Record) -> DataError:
+    return DataError(err.message, file=record.file, line=record.line, field=err.field)
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# preferences
+
+
+def load_preferences(
+    spec: str,
+    *,
+    format: str | None = None,
+    name: str | None = None,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+) -> PreferenceDataset:
+    """Load preference pairs from a file or hub id (`name=path` also accepted).
+
+    `format` is one of `FORMATS`, or None to detect it from the first record. `limit` stops after that many loaded
+    examples. Ties and other legitimately excluded records count as `excluded`, not as errors.
+    """
+    _check_limit(limit)
+    spec_name, source = parse_named_spec(spec)
+    adapter = get_adapter(format) if format is not None else None
+    tally = _Tally(skip_invalid)
+    examples: list[PreferenceExample] = []
+    for record in tally.records(source):
+        try:
+            if adapter is None:
+                format = detect_format(record.data)
+                adapter = get_adapter(format)
+            example = adapter(record.data)
+        except DataError as err:
+            tally.reject(_located(err, record))
+            continue
+        if example is None:
+            tally.excluded += 1
+            continue
+        examples.append(example)
+        tally.loaded += 1
+        if tally.loaded == limit:
+            break
+    if not examples:
+        raise tally.nothing_loaded(source, "preference pairs")
+    assert format is not None
+    return PreferenceDataset(name or spec_name, examples, format, tally.stats, tally.errors)
+
+
+def load_named_preferences(specs: list[str], **kwargs: Any) -> dict[str, PreferenceDataset]:
+    """Load several `name=path` specs (`--eval-data id=a.jsonl --eval-data ood=b.jsonl`), keyed by name, in order."""
+    named: dict[str, str] = {}
+    for spec in specs:
+        name, source = parse_named_spec(spec)
+        if name in named:
+            raise DataError(
+                f"duplicate data set name '{name}' (also used by {named[name]}); name them: name=path", file=source
+            )
+        named[name] = source
+    return {name: load_preferences(source, name=name, **kwargs) for name, source in named.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# completions and prompts
+
+
+def _text(data: dict[str, Any], key: str) -> Text:
+    value = data.get(key)
+    if value is None:
+        raise DataError("missing field", field=key)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return parse_messages(value, key)
+    raise DataError(f"expected a string or a list of messages, got {type_name(value)}", field=key)
+
+
+def _completion(data: dict[str, Any]) -> PromptCompletion:
+    key = "response" if data.get("completion") is None and data.get("response") is not None else "completion"
+    prompt, completion = _text(data, "prompt"), _text(data, key)
+    if isinstance(prompt, str) != isinstance(completion, str):
+        raise DataError("prompt and completion must both be strings or both lists of messages", field=key)
+    if isinstance(completion, list) and completion and completion[0]["role"] != "assistant":
+        raise DataError(f"must start with an assistant message, got role '{completion[0]['role']}'", field=key)
+    if is_empty_text(completion):
+        raise DataError("empty response", field=key)
+    metadata = {k: v for k, v in data.items() if k not in ("prompt", "completion", "response")}
+    return PromptCompletion(prompt, completion, metadata)
+
+
+def load_completions(spec: str, *, skip_invalid: bool = False, limit: int | None = None) -> list[PromptCompletion]:
+    """Load prompt/completion rows (TRL prompt-completion format; `response` is accepted for `completion`).
+
+    Both are strings, or both lists of messages (the completion starting with the assistant turn). Other fields go to
+    `metadata`, so scores can be joined back to ids.
+    """
+    _check_limit(limit)
+    _, source = parse_named_spec(spec)
+    tally = _Tally(skip_invalid)
+    rows: list[PromptCompletion] = []
+    for record in tally.records(source):
+        try:
+            rows.append(_completion(record.data))
+        except DataError as err:
+            tally.reject(_located(err, record))
+            continue
+        tally.loaded += 1
+        if tally.loaded == limit:
+            break
+    if not rows:
+        raise tally.nothing_loaded(source, "prompt/completion rows")
+    return rows
+
+
+def load_prompts(spec: str, *, limit: int | None = None, skip_invalid: bool = False, unique: bool = True) -> list[Text]:
+    """Load prompts: rows with a `prompt` (string or messages), or any preference format (its prompt).
+
+    The mode is chosen from the first record: a detectable preference format is read through its adapter (so e.g.
+    RewardBench prompts become a user message, and ties are skipped as in `load_preferences`); anything else needs a
+    `prompt` field. `unique` drops repeated prompts, keeping first occurrences (MT-Bench judgments repeat each question
+    many times); `limit` counts the prompts returned.
+    """
+    _check_limit(limit)
+    _, source = parse_named_spec(spec)
+    tally = _Tally(skip_invalid)
+    prompts: list[Text] = []
+    seen: set[str] = set()
+    adapter: Adapter | None = None
+    mode_known = False
+    for record in tally.records(source):
+        try:
+            if not mode_known:
+                adapter = _prompt_adapter(record.data)
+                mode_known = True
+            if adapter is None:
+                prompt = _text(record.data, "prompt")
+            else:
+                example = adapter(record.data)
+                if example is None:
+                    tally.excluded += 1
+                    continue
+                prompt = example.prompt
+            if not prompt or (isinstance(prompt, str) and not prompt.strip()):
+                raise DataError("empty prompt", field="prompt")
+        except DataError as err:
+            tally.reject(_located(err, record))
+            continue
+        key = json.dumps(prompt, sort_keys=True)
+        if unique and key in seen:
+            tally.excluded += 1
+            continue
+        seen.add(key)
+        prompts.append(prompt)
+        tally.loaded += 1
+        if tally.loaded == limit:
+            break
+    if not prompts:
+        raise tally.nothing_loaded(source, "prompts")
+    return prompts
+
+
+def _prompt_adapter(data: dict[str, Any]) -> Adapter | None:
+    """None for prompt(-completion) rows (`prompt` is read directly), else the record's preference-format adapter."""
+    if "prompt" in data and "chosen" not in data and "rejected" not in data:
+        return None
+    try:
+        return get_adapter(detect_format(data))
+    except DataError:
+        if "prompt" in data:
+            return None
+        seen = ", ".join(sorted(data)) or "none"
+        raise DataError(
+            f"expected a 'prompt' field or a preference format ({', '.join(FORMATS)}); fields seen: {seen}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# writing
+
+
+def preference_to_dict(example: PreferenceExample) -> dict[str, Any]:
+    """A preference pair as a TRL-format row: prompt, chosen, rejected, plus margin / source / subset when set."""
+    row: dict[str, Any] = {"prompt": example.prompt, "chosen": example.chosen, "rejected": example.rejected}
+    for key in ("margin", "source", "subset"):
+        value = getattr(example, key)
+        if value is not None:
+            row[key] = value
+    return row
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSON lines (gzip when the path ends in .gz); returns the number of rows.
+
+    Atomic: rows go to a temporary file in the same directory, which replaces `path` only once every row is written, so
+    an error (in `rows` too) leaves any existing file untouched and no partial file behind.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    count = 0
+    try:
+        # os.open with mode 0o666 lets the umask decide permissions, like a plain open() would
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as raw:
+            out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.endswith(".gz") else raw
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+                count += 1
+            if out is not raw:
+                out.close()  # flushes the gzip trailer into raw
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return count

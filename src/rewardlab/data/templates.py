@@ -1,0 +1,137 @@
+"""Turning (prompt, response) into token ids, and where the response starts.
+
+Conventions (TRL's):
+- Conversational data (messages) is rendered by the tokenizer's chat template. The prompt is rendered with
+  `add_generation_prompt=True`; the response is whatever the full conversation's rendering adds after it (the template's own
+  end-of-turn token included), exactly the tokens a policy would generate after that prompt.
+- Standard data (strings) is concatenated as is: `prompt + response`, with the tokenizer's usual special tokens before the
+  prompt (e.g. BOS) and its EOS token after the response.
+- Messages with a tokenizer that has no chat template use PLAIN_TEMPLATE: each turn as "Role: content" separated by blank
+  lines, the prompt ending in "Assistant: ", the response followed by EOS.
+
+Prompt and response are tokenised separately and concatenated, so the boundary is exact (no re-tokenisation across it).
+
+Truncation of over-long sequences (`max_length`): `keep_end` drops tokens from the start (the prompt's oldest turns first),
+because the reward is read at the end; `drop` skips the example. Callers count both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from rewardlab.data.types import Message, Text
+
+Truncation = Literal["keep_end", "drop"]
+TRUNCATION_CHOICES = ("keep_end", "drop")
+
+
+@dataclass
+class EncodedSequence:
+    input_ids: list[int]
+    response_start: int  # index of the first response token in input_ids
+    truncated: bool = False
+
+
+def _as_messages(response: Text) -> list[Message]:
+    return response if isinstance(response, list) else [{"role": "assistant", "content": response}]
+
+
+def _as_string(response: Text) -> str:
+    if isinstance(response, str):
+        return response
+    return "".join(m["content"] for m in response)
+
+
+def _plain_render(messages: list[Message], add_generation_prompt: bool) -> str:
+    text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+    if add_generation_prompt:
+        text += "\n\nAssistant: "
+    return text
+
+
+def render_prompt_response(tokenizer, prompt: Text, response: Text) -> tuple[str, str, bool]:
+    """(prompt_text, response_text, append_eos). Plain strings get EOS appended; templates supply their own end token."""
+    if isinstance(prompt, str):
+        return prompt, _as_string(response), True
+    messages = _as_messages(response)
+    if getattr(tokenizer, "chat_template", None):
+        prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        full_text = tokenizer.apply_chat_template(prompt + messages, tokenize=False)
+        if not full_text.startswith(prompt_text):
+            raise ValueError(
+                "the chat template renders the prompt differently inside the full conversation; "
+                "cannot locate where the response starts"
+            )
+        return prompt_text, full_text[len(prompt_text) :], False
+    # Plain template: the response is the assistant turn's content; turns after the first are separated as in the prompt.
+    prompt_text = _plain_render(prompt, add_generation_prompt=True)
+    response_text = messages[0]["content"]
+    if len(messages) > 1:
+        response_text += "\n\n" + _plain_render(messages[1:], add_generation_prompt=False)
+    return prompt_text, response_text, True
+
+
+def render_prompt(tokenizer, prompt: Text) -> str:
+    """The text a policy is conditioned on when it generates a response to `prompt`."""
+    if isinstance(prompt, str):
+        return prompt
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    return _plain_render(prompt, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer, prompt: Text) -> list[int]:
+    """Token ids of the rendered prompt (special tokens as the tokenizer adds them for plain strings)."""
+    text = render_prompt(tokenizer, prompt)
+    return tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+
+
+def encode_prompt_response(
+    tokenizer,
+    prompt: Text,
+    response: Text,
+    max_length: int | None = None,
+    truncation: Truncation = "keep_end",
+) -> EncodedSequence | None:
+    """Token ids of prompt + response and the response's start index; None when `truncation='drop'` applies."""
+    prompt_text, response_text, append_eos = render_prompt_response(tokenizer, prompt, response)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+    response_ids = tokenizer(response_text, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if append_eos and eos is not None and (not response_ids or response_ids[-1] != eos):
+        response_ids = response_ids + [eos]
+    ids = prompt_ids + response_ids
+    start = len(prompt_ids)
+    if max_length is None or len(ids) <= max_length:
+        return EncodedSequence(ids, start, truncated=False)
+    if truncation == "drop":
+        return None
+    cut = len(ids) - max_length
+    # Keep at least one prompt token when possible, so R(x) (the score before the response) stays defined.
+    return EncodedSequence(ids[cut:], max(start - cut, 0), truncated=True)
+
+
+def pad_sequences(
+    sequences: list[EncodedSequence], pad_id: int, padding_side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad to a (B, T) batch. Returns input_ids, attention_mask and response_start (indices in the padded tensor)."""
+    width = max(len(s.input_ids) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    response_start = torch.zeros(len(sequences), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        n = len(s.input_ids)
+        offset = width - n if padding_side == "left" else 0
+        input_ids[i, offset : offset + n] = torch.tensor(s.input_ids, dtype=torch.long)
+        attention_mask[i, offset : offset + n] = 1
+        response_start[i] = offset + s.response_start
+    return input_ids, attention_mask, response_start
+
+
+def response_mask(attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool mask of response tokens: from response_start through the last real token."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions[None, :] >= response_start[:, None]) & attention_mask.bool()

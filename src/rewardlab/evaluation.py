@@ -1,0 +1,100 @@
+"""Pairwise evaluation of reward models: accuracy (a tie counts one half), margins, per-subset and RewardBench scores."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from rewardlab.data.pairs import EncodedPair, PairCollator, encode_pairs
+from rewardlab.data.types import PreferenceExample
+
+
+@torch.no_grad()
+def score_pairs(
+    model,
+    pairs: list[EncodedPair],
+    batch_size: int = 16,
+    accelerator=None,
+    progress: bool = False,
+    desc: str = "scoring",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rewards of chosen and rejected for every pair, and the pairs' dataset indices (all on CPU, in index order).
+
+    Pairs are batched by length to limit padding (scores do not depend on padding). Under accelerate, the batches are
+    split over processes and gathered back.
+    """
+    ordered = sorted(pairs, key=lambda p: p.length)
+    loader = DataLoader(
+        ordered, batch_size=batch_size, shuffle=False, collate_fn=PairCollator(model.tokenizer.pad_token_id)
+    )
+    device = model.device
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader)
+        device = accelerator.device
+    was_training = model.training
+    model.eval()
+    chosen, rejected, index = [], [], []
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        b = batch["index"].shape[0]
+        c, r, i = out.sequence_rewards[:b], out.sequence_rewards[b:], batch["index"].to(device)
+        if accelerator is not None:
+            c, r, i = accelerator.gather_for_metrics((c, r, i))
+        chosen.append(c.float().cpu())
+        rejected.append(r.float().cpu())
+        index.append(i.cpu())
+    model.train(was_training)
+    chosen, rejected, index = torch.cat(chosen), torch.cat(rejected), torch.cat(index)
+    order = index.argsort()
+    return chosen[order], rejected[order], index[order]
+
+
+def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, subsets: list[str | None] | None = None) -> dict:
+    """Accuracy, mean margin, and (when examples carry a subset) per-subset accuracy and RewardBench section scores."""
+    from rewardlab.rewardbench import SECTIONS, section_scores
+
+    correct = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
+    metrics: dict = {
+        "n": int(chosen.numel()),
+        "accuracy": correct.mean().item() if chosen.numel() else float("nan"),
+        "mean_margin": (chosen - rejected).mean().item() if chosen.numel() else float("nan"),
+        "mean_chosen_reward": chosen.mean().item() if chosen.numel() else float("nan"),
+        "mean_rejected_reward": rejected.mean().item() if chosen.numel() else float("nan"),
+    }
+    if subsets and any(s is not None for s in subsets):
+        groups: dict[str, list[float]] = defaultdict(list)
+        for s, c in zip(subsets, correct.tolist(), strict=True):
+            groups[s or "unknown"].append(c)
+        per_subset = {s: {"accuracy": sum(v) / len(v), "n": len(v)} for s, v in sorted(groups.items())}
+        metrics["per_subset"] = per_subset
+        known = {s for subs in SECTIONS.values() for s in subs}
+        if known & set(per_subset):
+            metrics["rewardbench"] = section_scores(
+                {s: v["accuracy"] for s, v in per_subset.items()}, {s: v["n"] for s, v in per_subset.items()}
+            )
+    return metrics
+
+
+def evaluate_preferences(
+    model,
+    examples: list[PreferenceExample],
+    max_length: int | None = 1024,
+    truncation: str = "keep_end",
+    batch_size: int = 16,
+    accelerator=None,
+    progress: bool = False,
+    desc: str = "eval",
+) -> tuple[dict, dict]:
+    """Metrics for one preference set, and the raw scores {index, chosen_reward, rejected_reward}."""
+    pairs, counts = encode_pairs(model.tokenizer, examples, max_length, truncation)
+    if not pairs:
+        raise ValueError("no pair left to evaluate after truncation")
+    chosen, rejected, index = score_pairs(model, pairs, batch_size, accelerator, progress, desc)
+    subsets = [examples[i].subset for i in index.tolist()]
+    metrics = preference_metrics(chosen, rejected, subsets)
+    metrics["truncated"], metrics["dropped"] = counts["truncated"], counts["dropped"]
+    scores = {"index": index.tolist(), "chosen_reward": chosen.tolist(), "rejected_reward": rejected.tolist()}
+    return metrics, scores

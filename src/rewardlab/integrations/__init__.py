@@ -1,0 +1,1 @@
+"""Adapters for RL engines that consume rewardlab rewards (imported on demand; no engine is a dependency)."""

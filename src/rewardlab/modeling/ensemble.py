@@ -1,0 +1,69 @@
+"""An ensemble of reward models trained with different seeds (a GRM baseline), scored by the mean or min of members.
+
+On disk: `rewardlab_ensemble.json` ({"members": ["member-0", ...], "aggregate": "mean"}) beside the member directories.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rewardlab.modeling.reward_model import RewardModel, RewardOutput
+
+ENSEMBLE_NAME = "rewardlab_ensemble.json"
+AGGREGATES = ("mean", "min")
+
+
+def aggregate_rewards(stacked: torch.Tensor, how: str) -> torch.Tensor:
+    """Combine member rewards stacked on dim 0: mean, or min (a conservative, pessimistic ensemble)."""
+    if how == "mean":
+        return stacked.mean(0)
+    if how == "min":
+        return stacked.min(0).values
+    raise ValueError(f"unknown ensemble aggregate '{how}' (choose from {', '.join(AGGREGATES)})")
+
+
+class EnsembleRewardModel(nn.Module):
+    def __init__(self, members: list[RewardModel], aggregate: str = "mean"):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        aggregate_rewards(torch.zeros(1, 1), aggregate)  # validate the name early
+        self.members = nn.ModuleList(members)
+        self.aggregate = aggregate
+        self.tokenizer = members[0].tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    def forward(self, input_ids, attention_mask, response_mask=None, output_attentions: bool = False, reference=False):
+        outs = [m(input_ids, attention_mask, output_attentions=output_attentions) for m in self.members]
+        position = aggregate_rewards(torch.stack([o.position_rewards for o in outs]), self.aggregate)
+        sequence = aggregate_rewards(torch.stack([o.sequence_rewards for o in outs]), self.aggregate)
+        attentions = None
+        if output_attentions:
+            attentions = torch.stack([o.attentions for o in outs]).mean(0)
+        return RewardOutput(position, sequence, outs[0].last_index, None, attentions)
+
+    def save_pretrained(self, path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        names = [f"member-{i}" for i in range(len(self.members))]
+        for name, member in zip(names, self.members, strict=True):
+            member.save_pretrained(path / name)
+        (path / ENSEMBLE_NAME).write_text(json.dumps({"members": names, "aggregate": self.aggregate}, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path, aggregate: str | None = None, **kwargs) -> EnsembleRewardModel:
+        path = Path(path)
+        manifest = json.loads((path / ENSEMBLE_NAME).read_text())
+        from rewardlab.modeling.reward_model import resolve_model_dir
+
+        members = [
+            RewardModel.from_pretrained(resolve_model_dir(path / name), **kwargs) for name in manifest["members"]
+        ]
+        return cls(members, aggregate or manifest.get("aggregate", "mean"))

@@ -1,0 +1,385 @@
+"""A reward model on top of any Hugging Face causal LM, keeping its language-model head (GRM, Yang et al. 2024).
+
+    hidden = decoder(input_ids)                      (B, T, H)   one forward pass
+    position_rewards = head(hidden)                  (B, T)      R(x, tokens<=t) at every position t
+    sequence_rewards = position_rewards[b, last_b]   (B,)        read at the last REAL token (attention mask, not pad id)
+    log pi(y|x) = sum over response tokens of log_softmax(lm_head(hidden[t-1]))[token_t]   (response positions only)
+
+Reading the reward by the attention mask rather than by `input_ids != pad_id` makes it correct for left or right padding and
+when pad == eos. Position ids are derived from the mask, so scores do not depend on the padding side or batch composition.
+
+On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`, the tokenizer, and either the full causal LM
+(full fine-tuning) or the LoRA adapter (peft) plus, when the base is not loadable by name (the built-in tiny-llama), the base
+model under `base_model/`. The head is always saved beside the adapter, so a reloaded LoRA reward model gives the same scores.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from rewardlab.modeling.tiny import TINY_LLAMA, build_tiny_llama
+
+CONFIG_NAME = "rewardlab_config.json"
+HEAD_WEIGHTS = "reward_head.safetensors"
+BASE_SUBDIR = "base_model"
+HEAD_CHOICES = ("linear", "mlp")
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the attention projections; GRM's official defaults."""
+
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+
+@dataclass
+class RewardModelConfig:
+    base_model: str
+    head: str = "linear"  # linear: Linear(H, 1, bias=False), as AutoModelForSequenceClassification's `score`
+    head_hidden: int = 1024  # mlp: Linear(H, 1024) -> ReLU -> Linear(1024, 1), GRM's default head
+    head_dropout: float = 0.1
+    lora: LoraSettings | None = None
+    format_version: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RewardModelConfig:
+        d = dict(d)
+        if d.get("lora") is not None:
+            d["lora"] = LoraSettings(**d["lora"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class RewardHead(nn.Module):
+    def __init__(self, hidden_size: int, kind: str = "linear", mlp_hidden: int = 1024, dropout: float = 0.1):
+        super().__init__()
+        if kind not in HEAD_CHOICES:
+            raise ValueError(f"unknown reward head '{kind}' (choose from {', '.join(HEAD_CHOICES)})")
+        self.kind = kind
+        self.dropout = nn.Dropout(dropout)
+        if kind == "linear":
+            self.net = nn.Linear(hidden_size, 1, bias=False)
+            nn.init.normal_(self.net.weight, std=1.0 / (hidden_size + 1) ** 0.5)
+        else:
+            self.net = nn.Sequential(nn.Linear(hidden_size, mlp_hidden), nn.ReLU(), nn.Linear(mlp_hidden, 1))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(self.dropout(hidden)).squeeze(-1)
+
+
+@dataclass
+class RewardOutput:
+    position_rewards: torch.Tensor  # (B, T) float32: R(x, tokens<=t)
+    sequence_rewards: torch.Tensor  # (B,) at the last real token
+    last_index: torch.Tensor  # (B,)
+    hidden_states: torch.Tensor  # (B, T, H) last layer, after the final norm
+    attentions: torch.Tensor | None = None  # (B, heads, T, T) last layer, when asked
+    logprobs: torch.Tensor | None = None  # (B,) summed response log-probs, when a response mask is given
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, for any padding side."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions[None, :] * attention_mask.long()).argmax(-1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """0, 1, 2, ... over real tokens whatever the padding side (padding positions get 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def is_builtin(name: str) -> bool:
+    return name == TINY_LLAMA
+
+
+def load_causal_lm(name_or_path: str, dtype: torch.dtype | None = None):
+    """A causal LM and its tokenizer from a hub id, a local path, or the built-in `tiny-llama`.
+
+    `tiny-llama` is always the same seed-0 model, like a hub checkpoint: a run's seed sets the head and data order only.
+    """
+    if is_builtin(name_or_path):
+        model, tokenizer = build_tiny_llama(seed=0)
+    else:
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.pad_token is None:
+        # Common for causal LMs: pad with EOS. Safe here because rewards are read by the attention mask.
+        tokenizer.pad_token = tokenizer.eos_token
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+class RewardModel(nn.Module):
+    def __init__(self, lm: nn.Module, tokenizer, head: RewardHead, config: RewardModelConfig, reference: nn.Module | None = None):
+        super().__init__()
+        self.lm = lm  # a transformers causal LM, or a peft PeftModel wrapping one
+        self.head = head
+        self.config = config
+        self.tokenizer = tokenizer
+        # A frozen reference causal LM (full fine-tuning with the dpo regulariser); with LoRA the reference is the base
+        # model with adapters disabled, so no copy is kept.
+        self.reference = reference
+        if reference is not None:
+            reference.requires_grad_(False)
+            reference.eval()
+
+    # ----- structure -----
+    @property
+    def uses_lora(self) -> bool:
+        return self.config.lora is not None
+
+    @property
+    def causal_lm(self) -> PreTrainedModel:
+        return self.lm.get_base_model() if self.uses_lora else self.lm
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.causal_lm.get_decoder()
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.causal_lm.get_output_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.head.parameters()).device
+
+    def freeze_backbone(self) -> None:
+        """The frozen-backbone baseline: only the reward head trains."""
+        self.lm.requires_grad_(False)
+
+    # ----- forward -----
+    def hidden(self, lm_body: nn.Module, input_ids, attention_mask, output_attentions: bool = False):
+        out = lm_body(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            output_attentions=output_attentions,
+            use_cache=False,
+        )
+        return out.last_hidden_state, (out.attentions[-1] if output_attentions else None)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        reference: bool = False,
+    ) -> RewardOutput:
+        """Rewards at every position; with `response_mask`, also summed response log-probs from the LM head.
+
+        Everything happens inside this call so that DDP / FSDP / ZeRO-3 wrappers see every parameter use.
+        `reference=True` returns only the reference model's log-probs (no gradients).
+        """
+        if reference:
+            return RewardOutput(
+                None, None, None, None, logprobs=self.reference_logprobs(input_ids, attention_mask, response_mask)
+            )
+        ctx = self._eager_attention() if output_attentions else nullcontext()
+        with ctx:
+            hidden, attentions = self.hidden(self.decoder, input_ids, attention_mask, output_attentions)
+        position_rewards = self.head(hidden).float()
+        last = last_token_index(attention_mask)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        logprobs = None if response_mask is None else self.response_logprobs(hidden, input_ids, response_mask)
+        return RewardOutput(position_rewards, position_rewards[rows, last], last, hidden, attentions, logprobs)
+
+    @contextmanager
+    def _eager_attention(self):
+        """Attention weights need the eager kernel; switch for this call only."""
+        lm = self.causal_lm
+        previous = lm.config._attn_implementation
+        if previous != "eager":
+            lm.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            if previous != "eager":
+                lm.set_attn_implementation(previous)
+
+    def response_logprobs(
+        self,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        lm_head: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Summed log pi(y|x) over response tokens (B,), computing LM-head logits only where a response token is predicted.
+
+        The token at position t is predicted from the hidden state at t-1, so we gather hidden[t-1] for response tokens t.
+        """
+        lm_head = lm_head or self.lm_head
+        predict = response_mask[:, 1:]  # (B, T-1): target positions 1..T-1 that are response tokens
+        rows, cols = predict.nonzero(as_tuple=True)
+        logits = lm_head(hidden[rows, cols])  # (N, V) for the N response tokens only
+        cap = getattr(self.causal_lm.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        targets = input_ids[rows, cols + 1]
+        token_logp = -F.cross_entropy(logits.float(), targets, reduction="none")
+        return torch.zeros(input_ids.shape[0], device=hidden.device, dtype=token_logp.dtype).index_add(0, rows, token_logp)
+
+    @torch.no_grad()
+    def reference_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
+        """log pi_ref(y|x): the base model with LoRA adapters disabled, or the frozen copy under full fine-tuning."""
+        if self.reference is not None:
+            hidden, _ = self.hidden(self.reference.get_decoder(), input_ids, attention_mask)
+            return self.response_logprobs(hidden, input_ids, response_mask, self.reference.get_output_embeddings())
+        if not self.uses_lora:
+            raise ValueError("the dpo regulariser needs a reference: LoRA (adapters disabled) or a frozen copy")
+        with self.lm.disable_adapter():
+            hidden, _ = self.hidden(self.decoder, input_ids, attention_mask)
+            return self.response_logprobs(hidden, input_ids, response_mask)
+
+    # ----- persistence -----
+    def save_pretrained(self, path: str | os.PathLike, save_base: bool | None = None) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(path)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, path / HEAD_WEIGHTS)
+        if self.uses_lora:
+            self.lm.save_pretrained(path)
+            if save_base is None:
+                save_base = is_builtin(self.config.base_model) or not _loadable(self.config.base_model)
+            if save_base:
+                # The frozen base weights, without the injected LoRA modules (peft wraps each as `base_layer`).
+                base_state = {
+                    k.replace(".base_layer.", "."): v for k, v in self.causal_lm.state_dict().items() if "lora_" not in k
+                }
+                self.causal_lm.save_pretrained(path / BASE_SUBDIR, state_dict=base_state)
+        else:
+            self.causal_lm.save_pretrained(path)
+        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        trainable: bool = False,
+    ) -> RewardModel:
+        path = Path(path)
+        config_file = path / CONFIG_NAME
+        if not config_file.exists():
+            raise FileNotFoundError(f"{path}: not a rewardlab reward model (no {CONFIG_NAME})")
+        config = RewardModelConfig.from_dict(json.loads(config_file.read_text()))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        if config.lora is not None:
+            from peft import PeftModel
+
+            base_path = path / BASE_SUBDIR if (path / BASE_SUBDIR).exists() else config.base_model
+            base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+            lm = PeftModel.from_pretrained(base, path, is_trainable=trainable)
+        else:
+            lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        hidden_size = lm.get_input_embeddings().embedding_dim
+        head = RewardHead(hidden_size, config.head, config.head_hidden, config.head_dropout)
+        head.load_state_dict(load_file(path / HEAD_WEIGHTS))
+        head.to(dtype=next(lm.parameters()).dtype)
+        model = cls(lm, tokenizer, head, config)
+        if device is not None:
+            model.to(device)
+        if not trainable:
+            model.eval()
+        return model
+
+
+def _loadable(name_or_path: str) -> bool:
+    """A local directory with a config, or something that looks like a hub id (owner/name)."""
+    p = Path(name_or_path)
+    if p.exists():
+        return (p / "config.json").exists()
+    return name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/"))
+
+
+def build_reward_model(
+    base_model: str,
+    head: str = "linear",
+    head_hidden: int = 1024,
+    head_dropout: float = 0.1,
+    lora: LoraSettings | None = None,
+    reference_copy: bool = False,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> RewardModel:
+    """A new reward model on a causal LM. `reference_copy` keeps a frozen copy for the dpo regulariser (full fine-tuning)."""
+    lm, tokenizer = load_causal_lm(base_model, dtype=dtype)
+    reference = copy.deepcopy(lm) if (reference_copy and lora is None) else None
+    config = RewardModelConfig(base_model=base_model, head=head, head_hidden=head_hidden, head_dropout=head_dropout, lora=lora)
+    hidden_size = lm.get_input_embeddings().embedding_dim
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        reward_head = RewardHead(hidden_size, head, head_hidden, head_dropout)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    reward_head.to(dtype=next(lm.parameters()).dtype)
+    if lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        peft_config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            bias="none",
+        )
+        lm = get_peft_model(lm, peft_config)
+    return RewardModel(lm, tokenizer, reward_head, config, reference=reference)
+
+
+MODEL_SUBDIR = "model"  # a training run writes its reward model under OUTPUT_DIR/model
+
+
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """Accept a reward-model directory or a training run's output directory (which holds it under `model/`)."""
+    from rewardlab.modeling.ensemble import ENSEMBLE_NAME
+
+    p = Path(path)
+    for candidate in (p, p / MODEL_SUBDIR):
+        if (candidate / CONFIG_NAME).exists() or (candidate / ENSEMBLE_NAME).exists():
+            return candidate
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such reward model directory")
+    raise FileNotFoundError(
+        f"{p}: not a rewardlab reward model (no {CONFIG_NAME} or {ENSEMBLE_NAME}, here or in {MODEL_SUBDIR}/)"
+    )
+
+
+def load_reward_model(
+    path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    aggregate: str | None = None,
+):
+    """A trained reward model (or ensemble) for scoring, in eval mode. `path` may be a training run's output directory."""
+    from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
+
+    model_dir = resolve_model_dir(path)
+    if (model_dir / ENSEMBLE_NAME).exists():
+        model = EnsembleRewardModel.from_pretrained(model_dir, aggregate=aggregate, dtype=dtype, device=device)
+    else:
+        model = RewardModel.from_pretrained(model_dir, dtype=dtype, device=device)
+    return model.eval()

@@ -1,0 +1,229 @@
+"""Best-of-N over-optimisation curves (Gao et al. 2022; the GRM paper's Fig. 3 setup).
+
+    1. sample n responses per prompt ONCE from the policy (temperature 0.7, top-p 0.95) -> samples.jsonl
+    2. score every sample with each proxy reward model and with the gold scorer           -> scores.jsonl
+    3. for N on a geometric grid up to n: pick, per prompt, the best of the first N samples by the proxy; record the
+       mean proxy and gold score of the picks, against KL_bon(N) = log N - (N - 1) / N   -> curves.json
+    4. fit R(d) = d (a - b d), d = sqrt(KL), to each curve normalised to start at 0      -> curves.json ("fit")
+    5. plot proxy (dashed) and gold (solid) gains vs KL, one colour per proxy            -> bon_curves.png
+
+Over-optimisation shows as a gold curve that peaks and falls while its proxy keeps rising. Sampling once and reusing the
+same samples for every proxy (`--samples`) makes the proxies' curves directly comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rewardlab.data.errors import DataError
+from rewardlab.rl.bon_math import bon_curve, fit_gao_bon, n_grid, normalise_curve
+from rewardlab.rl.sampling import SampleBatch, load_samples, sample, save_samples
+from rewardlab.rl.scorers import BUILTIN, Scorer, default_device, resolve_policy, resolve_prompts, resolve_scorer
+from rewardlab.train_rm import _version, write_json
+
+
+@dataclass
+class BonConfig:
+    policy: str = BUILTIN  # `builtin` (the world's base policy), a hub id or a local directory
+    proxies: dict[str, str] = field(default_factory=dict)  # NAME -> reward model directory
+    gold: str = BUILTIN  # `builtin` (the world's gold reward) or a reward model directory
+    prompts: str = BUILTIN  # data spec, or `builtin[:SPLIT]`
+    output_dir: str = "runs/bon"
+    n: int = 256  # samples per prompt (the largest N of the curve)
+    samples: str | None = None  # reuse a samples.jsonl instead of sampling
+    max_new_tokens: int = 32
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+    batch_size: int = 64  # sequences per generate call
+    score_batch_size: int = 32  # sequences per reward-model forward pass
+    limit: int | None = None  # prompts
+    unbiased: bool = False  # average over all N-subsets (order statistics) instead of the first N
+    device: str | None = None
+    progress: bool = True
+
+    def validate(self, need_proxies: bool = True) -> None:
+        if self.n < 1:
+            raise ValueError(f"n = {self.n} must be >= 1")
+        if need_proxies and not self.proxies:
+            raise ValueError("no proxy reward model: pass --proxy NAME=PATH (repeat for several)")
+        for name in self.proxies:
+            if not name:
+                raise ValueError("a proxy needs a name: --proxy NAME=PATH")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# samples
+
+
+def first_n_per_prompt(batch: SampleBatch, n: int, source: str = "<samples>") -> SampleBatch:
+    """The first `n` samples of every prompt, prompt-major; a prompt with fewer than `n` is an error."""
+    per_prompt: list[list] = [[] for _ in batch.prompts]
+    for s in batch.samples:
+        if len(per_prompt[s.prompt_index]) < n:
+            per_prompt[s.prompt_index].append(s)
+    short = [i for i, group in enumerate(per_prompt) if len(group) < n]
+    if short:
+        have = len(per_prompt[short[0]])
+        raise DataError(
+            f"prompt_index {short[0]} has {have} samples, fewer than --n {n}", file=source, field="prompt_index"
+        )
+    samples = [s for group in per_prompt for s in group]
+    return SampleBatch(prompts=batch.prompts, samples=samples, settings={**batch.settings, "n": n})
+
+
+def score_matrix(scorer: Scorer, batch: SampleBatch, n: int) -> np.ndarray:
+    """(prompts, n) scores of a prompt-major batch with exactly n samples per prompt."""
+    scores = scorer.score(batch.prompts_of_samples(), batch.texts())
+    return np.asarray(scores, dtype=np.float64).reshape(len(batch.prompts), n)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# curves
+
+
+def compute_curves(
+    proxy_scores: dict[str, np.ndarray], gold_scores: np.ndarray, grid: list[int] | None = None, unbiased: bool = False
+) -> dict[str, dict]:
+    """Per proxy: the best-of-N curve (n, kl, d, proxy, gold, *_sem) and Gao fits of the normalised proxy and gold
+    curves.
+
+    The fit R(d) = d (a - b d) passes through 0 at d = 0, so it is fitted to the gains over N = 1 (Gao et al. 2022).
+    """
+    num_samples = gold_scores.shape[1]
+    grid = grid or n_grid(num_samples)
+    curves = {}
+    for name, scores in proxy_scores.items():
+        curve = bon_curve(scores, gold_scores, grid, unbiased=unbiased)
+        curve["d"] = [math.sqrt(kl) for kl in curve["kl"]]
+        fit = {}
+        for key in ("proxy", "gold"):
+            if len(grid) >= 2:
+                a, b = fit_gao_bon(curve["d"], normalise_curve(curve[key]))
+                fit[key] = {"a": a, "b": b}
+            else:
+                fit[key] = None  # one point: nothing to fit
+        curves[name] = {**curve, "fit": fit}
+    return curves
+
+
+def plot_curves(curves: dict[str, dict], path: str | Path, title: str | None = None) -> None:
+    """GRM-paper style: x = KL_bon, y = reward gain over N = 1; proxy dashed, gold solid, one colour per proxy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, curve) in enumerate(curves.items()):
+        colour = colours[i % len(colours)]
+        kl = np.asarray(curve["kl"])
+        for key, style in (("proxy", "--"), ("gold", "-")):
+            gain = normalise_curve(curve[key])
+            ax.plot(kl, gain, style, color=colour, marker="o", markersize=3, label=f"{name} ({key})")
+            sem = np.asarray(curve[f"{key}_sem"], dtype=np.float64)
+            if np.isfinite(sem).all():
+                ax.fill_between(kl, gain - sem, gain + sem, color=colour, alpha=0.12, linewidth=0)
+    ax.axhline(0.0, color="grey", linewidth=0.6)
+    ax.set_xlabel("KL(best-of-N || policy) = log N - (N-1)/N")
+    ax.set_ylabel("reward gain over N = 1")
+    ax.set_title(title or "best-of-N: proxy (dashed) vs gold (solid)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def run_bon(
+    cfg: BonConfig,
+    *,
+    policy=None,
+    proxy_scorers: dict[str, Scorer] | None = None,
+    gold_scorer: Scorer | None = None,
+) -> dict:
+    """Sample (or reuse samples), score, compute curves; write samples.jsonl, scores.jsonl, curves.json, config.json and
+    bon_curves.png under cfg.output_dir. Returns the curves.json content.
+
+    `policy` = (model, tokenizer) and the scorers may be passed in (tests, the demo); otherwise they come from the
+    config.
+    """
+    from rewardlab.data.loading import write_jsonl
+
+    cfg.validate(need_proxies=proxy_scorers is None)
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = cfg.device or default_device()
+
+    if cfg.samples is not None:
+        batch = first_n_per_prompt(load_samples(cfg.samples), cfg.n, cfg.samples)
+        if cfg.limit is not None:
+            keep = min(cfg.limit, len(batch.prompts))
+            batch = SampleBatch(batch.prompts[:keep], batch.samples[: keep * cfg.n], batch.settings)
+    else:
+        prompts = resolve_prompts(cfg.prompts, limit=cfg.limit, seed=cfg.seed, default_count=64)
+        model, tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=device)
+        batch = sample(
+            model,
+            tokenizer,
+            prompts,
+            n=cfg.n,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            progress=cfg.progress,
+        )
+    save_samples(output_dir / "samples.jsonl", batch)
+
+    if proxy_scorers is None:
+        proxy_scorers = {
+            name: resolve_scorer(spec, device=device, batch_size=cfg.score_batch_size)
+            for name, spec in cfg.proxies.items()
+        }
+    if gold_scorer is None:
+        gold_scorer = resolve_scorer(cfg.gold, device=device, batch_size=cfg.score_batch_size)
+    proxy_scores = {name: score_matrix(scorer, batch, cfg.n) for name, scorer in proxy_scorers.items()}
+    gold_scores = score_matrix(gold_scorer, batch, cfg.n)
+
+    rows = []
+    for k, s in enumerate(batch.samples):
+        p, j = divmod(k, cfg.n)
+        rows.append(
+            {
+                "prompt_index": s.prompt_index,
+                "sample_index": j,
+                "gold": float(gold_scores[p, j]),
+                **{f"proxy/{name}": float(scores[p, j]) for name, scores in proxy_scores.items()},
+            }
+        )
+    write_jsonl(output_dir / "scores.jsonl", rows)
+
+    curves = compute_curves(proxy_scores, gold_scores, unbiased=cfg.unbiased)
+    result = {
+        "num_prompts": len(batch.prompts),
+        "samples_per_prompt": cfg.n,
+        "selection": "unbiased" if cfg.unbiased else "first-n",
+        "gold": cfg.gold,
+        "proxy_specs": dict(cfg.proxies),
+        "gold_mean": float(gold_scores.mean()),
+        "eos_rate": float(np.mean([s.finished for s in batch.samples])),
+        "curves": curves,
+    }
+    write_json(output_dir / "curves.json", result)
+    write_json(
+        output_dir / "config.json",
+        asdict(cfg) | {"sampling": batch.settings, "rewardlab_version": _version()},
+    )
+    plot_curves(curves, output_dir / "bon_curves.png")
+    return result

@@ -1,0 +1,145 @@
+"""Pure math for best-of-N sampling and Gao et al. (2022) over-optimisation curves.
+
+Sources:
+- Stiennon et al. 2020 / Gao et al. 2022, "Scaling laws for reward model overoptimization": KL_bon = log N - (N-1)/N,
+  d = sqrt(KL), fits R_bon(d) = d (alpha - beta d) and R_RL(d) = d (alpha - beta log d).
+- Nakano et al. 2021 (WebGPT, App. I) / Gao et al. 2022: unbiased best-of-N estimator from n >= N samples per prompt.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _to_numpy(x: ArrayLike | list) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def kl_bon(n: int | np.ndarray) -> float | np.ndarray:
+    """Analytic KL(best-of-n || base policy) = log n - (n - 1) / n (Stiennon et al. 2020; Gao et al. 2022, Eq. 1).
+
+    Exact when the n samples are distinct; an upper bound otherwise.
+    """
+    n_arr = np.asarray(n, dtype=np.float64)
+    if np.any(n_arr < 1):
+        raise ValueError(f"best-of-n needs n >= 1, got {n}")
+    kl = np.log(n_arr) - (n_arr - 1.0) / n_arr
+    return float(kl) if kl.ndim == 0 else kl
+
+
+def n_grid(n_max: int) -> list[int]:
+    """Roughly geometric grid of N values for a best-of-N curve: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... and n_max itself."""
+    if n_max < 1:
+        raise ValueError(f"n_max must be >= 1, got {n_max}")
+    grid = {1, n_max}
+    power = 2
+    while power <= n_max:
+        grid.add(power)
+        if power + power // 2 <= n_max:
+            grid.add(power + power // 2)
+        power *= 2
+    return sorted(grid)
+
+
+def best_of_n(proxy_scores: ArrayLike, n: int) -> np.ndarray:
+    """(P,) index of the highest proxy score among the FIRST n samples of each prompt; ties go to the first index."""
+    scores = _to_numpy(proxy_scores)
+    if scores.ndim != 2:
+        raise ValueError(f"proxy_scores must be (prompts, samples), got shape {scores.shape}")
+    if not 1 <= n <= scores.shape[1]:
+        raise ValueError(f"n must be in [1, {scores.shape[1]}], got {n}")
+    if np.isnan(scores[:, :n]).any():
+        raise ValueError("proxy_scores contain NaN")
+    return np.argmax(scores[:, :n], axis=1)  # argmax returns the first maximum
+
+
+def _sem(x: np.ndarray) -> float:
+    """Standard error of the mean over prompts; NaN with a single prompt."""
+    return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def unbiased_bon_weights(n_total: int, n: int) -> np.ndarray:
+    """Probability that the sample of rank i (0 = lowest proxy score) is the pick of a uniformly random n-subset of
+    n_total samples: w_i = C(i, n-1) / C(n_total, n) (Nakano et al. 2021, App. I). Sums to 1 (hockey-stick identity)."""
+    if not 1 <= n <= n_total:
+        raise ValueError(f"n must be in [1, {n_total}], got {n}")
+    ranks = np.arange(n_total)
+    log_weights = np.full(n_total, -np.inf)
+    valid = ranks >= n - 1
+    log_comb = np.array([math.lgamma(i + 1) - math.lgamma(n) - math.lgamma(i - n + 2) for i in ranks[valid]])
+    log_weights[valid] = log_comb - (math.lgamma(n_total + 1) - math.lgamma(n + 1) - math.lgamma(n_total - n + 1))
+    return np.exp(log_weights)
+
+
+def bon_curve(
+    proxy_scores: ArrayLike, gold_scores: ArrayLike, grid: list[int], unbiased: bool = False
+) -> dict[str, list[float]]:
+    """Best-of-N curve: for each N in `grid`, the mean proxy and gold scores of the picked samples, with standard errors
+    over prompts, and KL_bon(N).
+
+    unbiased=False picks among the FIRST N samples of each prompt. unbiased=True averages over all N-subsets of the n
+    samples (exactly, via order-statistic weights): lower variance from the same samples. Ties in the proxy score go to
+    the lower sample index in both modes.
+    """
+    proxy, gold = _to_numpy(proxy_scores), _to_numpy(gold_scores)
+    if proxy.shape != gold.shape or proxy.ndim != 2:
+        raise ValueError(f"proxy and gold scores must both be (prompts, samples), got {proxy.shape} and {gold.shape}")
+    num_prompts, num_samples = proxy.shape
+    rows = np.arange(num_prompts)
+    if unbiased:
+        # Ascending by proxy; among ties the lower index ranks higher, so it wins, as in best_of_n.
+        order = np.stack([np.lexsort((-np.arange(num_samples), proxy[p])) for p in rows])
+        proxy_sorted, gold_sorted = proxy[rows[:, None], order], gold[rows[:, None], order]
+    curve: dict[str, list[float]] = {key: [] for key in ("n", "kl", "proxy", "gold", "proxy_sem", "gold_sem")}
+    for n in grid:
+        if unbiased:
+            weights = unbiased_bon_weights(num_samples, n)
+            picked_proxy, picked_gold = proxy_sorted @ weights, gold_sorted @ weights
+        else:
+            picks = best_of_n(proxy, n)
+            picked_proxy, picked_gold = proxy[rows, picks], gold[rows, picks]
+        curve["n"].append(int(n))
+        curve["kl"].append(float(kl_bon(n)))
+        curve["proxy"].append(float(picked_proxy.mean()))
+        curve["gold"].append(float(picked_gold.mean()))
+        curve["proxy_sem"].append(_sem(picked_proxy))
+        curve["gold_sem"].append(_sem(picked_gold))
+    return curve
+
+
+def fit_gao_bon(d: ArrayLike | list, r: ArrayLike | list) -> tuple[float, float]:
+    """Least-squares fit of R(d) = d (a - b d), d = sqrt(KL) (Gao et al. 2022, Eq. 2). Linear in (a, b)."""
+    d_arr, r_arr = _to_numpy(d).ravel(), _to_numpy(r).ravel()
+    design = np.stack([d_arr, -(d_arr**2)], axis=1)
+    return _least_squares(design, r_arr)
+
+
+def fit_gao_rl(d: ArrayLike | list, r: ArrayLike | list) -> tuple[float, float]:
+    """Least-squares fit of R(d) = d (a - b log d) (Gao et al. 2022, Eq. 3), on the d > 0 points only."""
+    d_arr, r_arr = _to_numpy(d).ravel(), _to_numpy(r).ravel()
+    positive = d_arr > 0
+    d_arr, r_arr = d_arr[positive], r_arr[positive]
+    design = np.stack([d_arr, -d_arr * np.log(d_arr)], axis=1)
+    return _least_squares(design, r_arr)
+
+
+def _least_squares(design: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    if len(target) != len(design):
+        raise ValueError(f"d and r differ in length: {len(design)} vs {len(target)}")
+    if len(target) < 2:
+        raise ValueError(f"need at least 2 usable points to fit 2 coefficients, got {len(target)}")
+    (a, b), *_ = np.linalg.lstsq(design, target, rcond=None)
+    return float(a), float(b)
+
+
+def normalise_curve(values: ArrayLike | list) -> np.ndarray:
+    """Shift a curve so that it starts at 0 (Gao et al. plot gains over the initial policy)."""
+    arr = _to_numpy(values)
+    return arr - arr[0]

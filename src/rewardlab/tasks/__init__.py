@@ -1,0 +1,1 @@
+"""rewardlab's embedded world of symbol tasks (docstring to be completed)."""

@@ -1,0 +1,208 @@
+"""The world's base policy: a tiny Llama pretrained here on noisy demonstrations of every task, cached on disk.
+
+The demonstrations are sloppy on purpose (`noisy_answer`): a share of them are perfect, the rest carry a per-example
+error rate drawn uniformly in [0, max_error_rate]. The policy therefore samples answers of varied quality (some perfect,
+many partly wrong), which is what preference data, best-of-N and PPO need. It sees all families in all styles, the OOD
+ones included, so a reward model built on it knows the OOD tasks from pretraining but never from preferences.
+
+The model and tokenizer are saved with `save_pretrained` in `$REWARDLAB_CACHE/base-policy/<hash of config>` (default
+cache ~/.cache/rewardlab) and loaded back with the Auto classes, i.e. by the same code path as a hub model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from rewardlab.modeling.tiny import build_byte_tokenizer, tiny_llama_config
+from rewardlab.rl.sampling import prompt_token_ids, sample
+from rewardlab.tasks.world import (
+    FAMILIES,
+    GoldReward,
+    TaskInstance,
+    make_tasks,
+    noisy_answer,
+    random_input,
+    split_pairs,
+)
+
+WORLD_VERSION = 1  # bump when the world (families, styles, noise) changes: invalidates cached policies
+
+
+@dataclass(frozen=True)
+class BasePolicyConfig:
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    clean_fraction: float = 0.3  # share of demonstrations with no error
+    max_error_rate: float = 0.5  # the others: per-symbol error rate ~ U(0, max_error_rate)
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> BasePolicyConfig:
+        """A reduced budget for tests (seconds): learns the format and part of the tasks."""
+        return cls(hidden_size=64, num_layers=2, steps=250, batch_size=32)
+
+    def key(self) -> str:
+        payload = json.dumps({"world": WORLD_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("REWARDLAB_CACHE", Path.home() / ".cache" / "rewardlab"))
+
+
+def demonstration(task: TaskInstance, config: BasePolicyConfig, rng: random.Random) -> str:
+    """One (possibly sloppy) demonstrated answer for `task`."""
+    if rng.random() < config.clean_fraction:
+        return task.answer
+    error_rate = rng.uniform(0.0, config.max_error_rate)
+    return noisy_answer(task.answer, FAMILIES[task.family].answer_alphabet, error_rate, rng)
+
+
+def pretraining_batch(
+    tokenizer: PreTrainedTokenizerFast, config: BasePolicyConfig, rng: random.Random
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, labels) for a batch of chat-formatted demonstrations over all families and styles, right padded."""
+    pairs = split_pairs("all")
+    sequences = []
+    for _ in range(config.batch_size):
+        family, style = rng.choice(pairs)
+        task = TaskInstance(family, style, random_input(family, rng))
+        response_ids = tokenizer(demonstration(task, config, rng), add_special_tokens=False).input_ids
+        sequences.append(prompt_token_ids(tokenizer, task.messages) + response_ids + [tokenizer.eos_token_id])
+    width = max(map(len, sequences))
+    input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(sequences), width), -100, dtype=torch.long)  # the LM loss ignores padding
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        labels[row, : len(seq)] = torch.tensor(seq)
+    return input_ids, labels
+
+
+def lr_at(step: int, config: BasePolicyConfig) -> float:
+    """Linear warmup then cosine decay to 10% of the peak."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pretrain_base_policy(
+    config: BasePolicyConfig, progress: bool = True
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, dict[str, Any]]:
+    """Train a fresh tiny Llama on the world's demonstrations; returns (model, tokenizer, training stats)."""
+    tokenizer = build_byte_tokenizer(model_max_length=128)
+    model_config = tiny_llama_config(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        max_positions=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = LlamaForCausalLM(model_config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    rng = random.Random(f"rewardlab-pretrain-{config.seed}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
+    model.train()
+    start = time.perf_counter()
+    losses = []
+    bar = tqdm(range(config.steps), desc="pretraining base policy", disable=not progress)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        input_ids, labels = pretraining_batch(tokenizer, config, rng)
+        loss = model(input_ids=input_ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    model.eval()
+    stats = {"train_seconds": time.perf_counter() - start, "final_loss": sum(losses[-50:]) / len(losses[-50:])}
+    return model, tokenizer, stats
+
+
+def get_base_policy(
+    config: BasePolicyConfig | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, Path]:
+    """The cached base policy for `config` (trained and saved on first use): (model, tokenizer, path)."""
+    config = config or BasePolicyConfig()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = root / "base-policy" / config.key()
+    if not (path / "config.json").exists():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(min(2, os.cpu_count() or 1))  # tiny matrices: more threads only add overhead
+        try:
+            model, tokenizer, stats = pretrain_base_policy(config, progress=progress)
+        finally:
+            torch.set_num_threads(threads)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "rewardlab_base_policy.json").write_text(
+                json.dumps({"config": asdict(config), "world_version": WORLD_VERSION, **stats}, indent=2)
+            )
+            os.rename(tmp, path)  # atomic: readers see a complete directory or none
+        except OSError:
+            if not (path / "config.json").exists():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first, or rename done (tmp gone)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.eval()
+    return model, tokenizer, path
+
+
+def evaluate_gold(
+    model: Any,
+    tokenizer: Any,
+    split: str,
+    n_prompts: int = 256,
+    *,
+    seed: int = 0,
+    temperature: float = 0.7,
+    batch_size: int = 128,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Mean gold reward of one sample per prompt of `split`, plus the share of perfect and of finished responses."""
+    prompts = [t.messages for t in make_tasks(split, n_prompts, seed)]
+    batch = sample(
+        model, tokenizer, prompts, max_new_tokens=16, temperature=temperature, batch_size=batch_size, seed=seed,
+        progress=progress,
+    )
+    scores = GoldReward().score(batch.prompts_of_samples(), batch.texts())
+    return {
+        "mean_gold": sum(scores) / len(scores),
+        "perfect": sum(s == 1.0 for s in scores) / len(scores),
+        "finished": sum(s.finished for s in batch.samples) / len(batch.samples),
+    }

@@ -1,0 +1,490 @@
+"""Reward-model training: Bradley-Terry (and baselines) with GRM's text-generation regularisers.
+
+One training step, for a batch of B preference pairs:
+    1. chosen and rejected go through the model as ONE (2B, T) batch: rewards r_c, r_r at each sequence's last real token,
+       and, when a regulariser needs them, summed response log-probs from the kept LM head (response tokens only);
+    2. L_reward = bt | margin | label-smooth (+ centring), see `rewardlab.losses`;
+    3. L_reg = sft | sft-nll | dpo | dpo-noref on the same hidden states (dpo's reference: LoRA adapters disabled, or a frozen
+       copy under full fine-tuning, computed once per batch without gradients);
+    4. loss = (1 - alpha) * L_reward + alpha * L_reg, backward, clip, AdamW step, scheduler step.
+The loop runs through accelerate, so `accelerate launch` (DDP, DeepSpeed, FSDP configs) works unchanged.
+
+Outputs in `output_dir`: `config.json` (resolved), `metrics.json` (final metrics per eval set), `log.jsonl` (training log),
+`training_curves.png`, `model/` (the reward model), `checkpoints/step-N/` (for --resume).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from rewardlab.data.pairs import LengthGroupedBatchSampler, PairCollator, encode_pairs
+from rewardlab.data.templates import TRUNCATION_CHOICES
+from rewardlab.evaluation import evaluate_preferences
+from rewardlab.losses import (
+    REGULARIZERS,
+    REWARD_LOSSES,
+    dpo_regularizer,
+    grm_total,
+    pairwise_accuracy,
+    reward_loss,
+    sft_nll_regularizer,
+    sft_regularizer,
+)
+from rewardlab.modeling.reward_model import HEAD_CHOICES, MODEL_SUBDIR, LoraSettings, build_reward_model
+
+
+@dataclass
+class RewardTrainingConfig:
+    """Everything a reward-model run needs; names follow TRL's RewardConfig / TrainingArguments where they exist."""
+
+    model: str = "tiny-llama"
+    train_data: str | None = None
+    eval_data: list[str] = field(default_factory=list)  # NAME=SPEC entries
+    format: str | None = None  # auto-detected when None
+    skip_invalid: bool = False
+    output_dir: str = "runs/reward-model"
+    # objective
+    loss: str = "bt"  # bt | margin | label-smooth
+    reg: str = "none"  # none | sft | sft-nll | dpo | dpo-noref
+    alpha: float = 0.01
+    beta: float = 0.1
+    label_smoothing: float = 0.1
+    center_rewards_coefficient: float = 0.0
+    # model
+    head: str = "linear"
+    head_hidden: int = 1024
+    head_dropout: float = 0.1
+    lora: bool = False
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    freeze_backbone: bool = False
+    ensemble_size: int = 1
+    ensemble_aggregate: str = "mean"
+    # data
+    max_length: int = 1024
+    truncation: str = "keep_end"
+    group_by_length: bool = True
+    # optimisation
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 2.0
+    max_steps: int = -1
+    seed: int = 42
+    bf16: bool | None = None  # None: on when a CUDA GPU supports it
+    # bookkeeping
+    logging_steps: int = 10
+    eval_steps: int = 0  # 0: evaluate at the end only
+    save_steps: int = 0  # 0: no intermediate checkpoints
+    save_total_limit: int = 2
+    resume: bool = False
+    report_to: list[str] = field(default_factory=list)  # tensorboard, wandb
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.train_data is None:
+            raise ValueError("no training data: pass --train-data (or train_data in --config)")
+        for name, value, choices in (
+            ("loss", self.loss, REWARD_LOSSES),
+            ("reg", self.reg, REGULARIZERS),
+            ("head", self.head, HEAD_CHOICES),
+            ("truncation", self.truncation, TRUNCATION_CHOICES),
+            ("ensemble_aggregate", self.ensemble_aggregate, ("mean", "min")),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} = '{value}' is not one of {', '.join(choices)}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha = {self.alpha} must lie in [0, 1]")
+        if self.ensemble_size < 1:
+            raise ValueError("ensemble_size must be >= 1")
+        if self.freeze_backbone and self.reg != "none":
+            raise ValueError("a frozen backbone cannot be regularised: use --reg none with --freeze-backbone")
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RewardTrainingConfig:
+        unknown = set(d) - cls.field_names()
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def lora_settings(cfg: RewardTrainingConfig) -> LoraSettings | None:
+    if not cfg.lora:
+        return None
+    return LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules)
+
+
+def compute_loss(model, batch: dict[str, torch.Tensor], cfg: RewardTrainingConfig) -> dict[str, torch.Tensor]:
+    """The GRM objective for one batch of pairs (see the module docstring)."""
+    n_pairs = batch["margin"].shape[0]
+    response_mask = None
+    if cfg.reg != "none":
+        response_mask = batch["response_mask"]
+        if cfg.reg in ("sft", "sft-nll"):  # only the chosen response's log-probs are needed
+            response_mask = response_mask.clone()
+            response_mask[n_pairs:] = False
+    ref_logps = None
+    if cfg.reg == "dpo":
+        with torch.no_grad():
+            ref_logps = model(batch["input_ids"], batch["attention_mask"], response_mask, reference=True).logprobs
+    out = model(batch["input_ids"], batch["attention_mask"], response_mask)
+    chosen, rejected = out.sequence_rewards[:n_pairs], out.sequence_rewards[n_pairs:]
+    l_reward = reward_loss(cfg.loss, chosen, rejected, batch["margin"], cfg.label_smoothing, cfg.center_rewards_coefficient)
+    l_reg = None
+    if cfg.reg == "sft":
+        l_reg = sft_regularizer(out.logprobs[:n_pairs], cfg.beta)
+    elif cfg.reg == "sft-nll":
+        l_reg = sft_nll_regularizer(out.logprobs[:n_pairs])
+    elif cfg.reg == "dpo":
+        l_reg = dpo_regularizer(
+            out.logprobs[:n_pairs], out.logprobs[n_pairs:], ref_logps[:n_pairs], ref_logps[n_pairs:], cfg.beta
+        )
+    elif cfg.reg == "dpo-noref":
+        l_reg = dpo_regularizer(out.logprobs[:n_pairs], out.logprobs[n_pairs:], beta=cfg.beta)
+    total = grm_total(l_reward, l_reg, cfg.alpha)
+    stats = {
+        "loss": total,
+        "reward_loss": l_reward.detach(),
+        "accuracy": pairwise_accuracy(chosen.detach(), rejected.detach()),
+        "margin": (chosen - rejected).detach().mean(),
+    }
+    if l_reg is not None:
+        stats["reg_loss"] = l_reg.detach()
+    return stats
+
+
+def _latest_checkpoint(output_dir: Path) -> Path | None:
+    ckpts = sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def _trackers(report_to: list[str]) -> list[str]:
+    import importlib.util
+
+    available = []
+    for name in report_to:
+        module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name)
+        if module is None:
+            raise ValueError(f"report_to: unknown tracker '{name}' (tensorboard, wandb)")
+        if importlib.util.find_spec(module) is not None:
+            available.append(name)
+        else:
+            print(f"report_to: {name} is not installed; not reporting to it")
+    return available
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (a temp file then rename), so an interrupted run never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def plot_training(log: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in log if r.get("kind") == "train"]
+    evals = [r for r in log if r.get("kind") == "eval"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    steps = [r["step"] for r in train]
+    axes[0].plot(steps, [r["reward_loss"] for r in train], label="reward loss")
+    axes[0].set_title("reward loss")
+    if train and "reg_loss" in train[0]:
+        axes[1].plot(steps, [r["reg_loss"] for r in train], color="tab:orange")
+    axes[1].set_title("regulariser loss")
+    axes[2].plot(steps, [r["accuracy"] for r in train], label="train (batch)", alpha=0.6)
+    for name in sorted({k for r in evals for k in r.get("accuracy", {})}):
+        pts = [(r["step"], r["accuracy"][name]) for r in evals if name in r.get("accuracy", {})]
+        axes[2].plot(*zip(*pts, strict=True), marker="o", label=f"eval: {name}")
+    axes[2].set_title("pairwise accuracy")
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) -> dict:
+    """Train one reward model (or an ensemble) as configured; returns the final metrics (also in metrics.json).
+
+    `datasets` may pass already-loaded data: {"train": PreferenceDataset, "eval": {name: PreferenceDataset}}.
+    """
+    cfg.validate()
+    if cfg.ensemble_size > 1:
+        return train_ensemble(cfg, datasets)
+    from rewardlab.data.loading import load_named_preferences, load_preferences
+
+    output_dir = Path(cfg.output_dir)
+    trackers = _trackers(cfg.report_to)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mixed_precision="bf16" if bf16 else "no",
+        log_with=trackers or None,
+        project_dir=str(output_dir),
+    )
+    set_seed(cfg.seed)
+    is_main = accelerator.is_main_process
+    show = cfg.progress and accelerator.is_local_main_process
+
+    # ---- data ----
+    if datasets is None:
+        train_set = load_preferences(cfg.train_data, format=cfg.format, skip_invalid=cfg.skip_invalid)
+        eval_sets = load_named_preferences(cfg.eval_data, format=cfg.format, skip_invalid=cfg.skip_invalid)
+    else:
+        train_set, eval_sets = datasets["train"], datasets.get("eval", {})
+
+    # ---- model ----
+    model = build_reward_model(
+        cfg.model,
+        head=cfg.head,
+        head_hidden=cfg.head_hidden,
+        head_dropout=cfg.head_dropout,
+        lora=lora_settings(cfg),
+        reference_copy=cfg.reg == "dpo",
+        seed=cfg.seed,
+    )
+    if cfg.freeze_backbone:
+        model.freeze_backbone()
+    elif cfg.reg == "none":
+        model.lm_head.requires_grad_(False)  # unused without a regulariser; DDP requires every trainable param be used
+    tokenizer = model.tokenizer
+
+    pairs, data_counts = encode_pairs(tokenizer, train_set.examples, cfg.max_length, cfg.truncation)
+    if not pairs:
+        raise ValueError(f"{cfg.train_data}: no training pair left after truncation (max_length={cfg.max_length})")
+    collate = PairCollator(tokenizer.pad_token_id)
+    if cfg.group_by_length:
+        sampler = LengthGroupedBatchSampler([p.length for p in pairs], cfg.per_device_train_batch_size, cfg.seed)
+        loader = DataLoader(pairs, batch_sampler=sampler, collate_fn=collate)
+    else:
+        generator = torch.Generator().manual_seed(cfg.seed)
+        loader = DataLoader(
+            pairs, batch_size=cfg.per_device_train_batch_size, shuffle=True, generator=generator, collate_fn=collate
+        )
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    updates_per_epoch = max(1, math.ceil(len(loader) / cfg.gradient_accumulation_steps))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * updates_per_epoch)
+    num_epochs = math.ceil(total_steps / updates_per_epoch)
+    # Stepped by hand once per optimiser update (not prepared: accelerate would step it once per process).
+    scheduler = get_scheduler(
+        cfg.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    accelerator.register_for_checkpointing(scheduler)
+
+    # ---- resume ----
+    global_step, start_epoch, skip_batches, log = 0, 0, 0, []
+    if cfg.resume:
+        ckpt = _latest_checkpoint(output_dir)
+        if ckpt is None:
+            raise ValueError(f"--resume: no checkpoint under {output_dir / 'checkpoints'}")
+        accelerator.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        global_step, log = state["global_step"], state["log"]
+        start_epoch, skip_batches = divmod(global_step * cfg.gradient_accumulation_steps, len(loader))
+        if show:
+            print(f"resumed from {ckpt} at step {global_step}")
+
+    resolved = asdict(cfg) | {
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "total_steps": total_steps,
+        "global_batch_pairs": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes,
+        "train_data_stats": {**train_set.stats, **data_counts},
+        "rewardlab_version": _version(),
+    }
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / "config.json", resolved)
+    if trackers:
+        accelerator.init_trackers(
+            "rewardlab", config={k: v for k, v in resolved.items() if isinstance(v, int | float | str | bool)}
+        )
+
+    def evaluate(step: int) -> dict:
+        results = {}
+        for name, ds in eval_sets.items():
+            metrics, _ = evaluate_preferences(
+                model=accelerator.unwrap_model(model),
+                examples=ds.examples,
+                max_length=cfg.max_length,
+                truncation=cfg.truncation,
+                batch_size=cfg.per_device_eval_batch_size,
+                accelerator=accelerator,
+                desc=f"eval {name}",
+            )
+            results[name] = metrics
+        if results:
+            record = {"kind": "eval", "step": step, "accuracy": {k: v["accuracy"] for k, v in results.items()}}
+            log.append(record)
+            accelerator.log({f"eval/{k}/accuracy": v for k, v in record["accuracy"].items()}, step=step)
+            if show:
+                accs = ", ".join(f"{k} {v:.3f}" for k, v in record["accuracy"].items())
+                tqdm.write(f"eval step {step}: {accs}")
+        return results
+
+    def save_checkpoint(step: int) -> None:
+        ckpt = output_dir / "checkpoints" / f"step-{step}"
+        accelerator.save_state(str(ckpt))
+        if is_main:
+            write_json(ckpt / "trainer_state.json", {"global_step": step, "log": log})
+            old = sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+            for stale in old[: max(0, len(old) - cfg.save_total_limit)]:
+                shutil.rmtree(stale, ignore_errors=True)
+
+    # ---- train ----
+    model.train()
+    bar = tqdm(total=total_steps, initial=global_step, desc="train-rm", disable=not show, dynamic_ncols=True)
+    running: dict[str, list[torch.Tensor]] = {}
+    start_time, pairs_seen = time.perf_counter(), 0
+    done = global_step >= total_steps
+    for epoch in range(start_epoch, num_epochs):
+        if done:
+            break
+        loader.set_epoch(epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+        skip_batches = 0
+        for batch in epoch_loader:
+            with accelerator.accumulate(model):
+                stats = compute_loss(model, batch, cfg)
+                accelerator.backward(stats["loss"])
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            for k, v in stats.items():
+                running.setdefault(k, []).append(v.detach().float())
+            pairs_seen += batch["margin"].shape[0] * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            global_step += 1
+            bar.update(1)
+            if global_step % cfg.logging_steps == 0 or global_step == total_steps:
+                means = {k: accelerator.reduce(torch.stack(v).mean(), "mean").item() for k, v in running.items()}
+                running = {}
+                record = {
+                    "kind": "train",
+                    "step": global_step,
+                    "epoch": epoch,
+                    "lr": scheduler.get_last_lr()[0],
+                    **means,
+                }
+                log.append(record)
+                accelerator.log({f"train/{k}": v for k, v in means.items()}, step=global_step)
+                bar.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}")
+            if cfg.eval_steps > 0 and global_step % cfg.eval_steps == 0 and global_step < total_steps:
+                evaluate(global_step)
+            if cfg.save_steps > 0 and global_step % cfg.save_steps == 0 and global_step < total_steps:
+                save_checkpoint(global_step)
+            if global_step >= total_steps:
+                done = True
+                break
+    bar.close()
+    train_seconds = time.perf_counter() - start_time
+
+    eval_results = evaluate(global_step)
+    metrics = {
+        "eval": eval_results,
+        "train": {
+            "steps": global_step,
+            "seconds": train_seconds,
+            "pairs_per_second": pairs_seen / train_seconds if train_seconds > 0 else None,
+            "final": next((r for r in reversed(log) if r["kind"] == "train"), None),
+        },
+        "data": {"train": {**train_set.stats, **data_counts}},
+    }
+    accelerator.wait_for_everyone()
+    if is_main:
+        accelerator.unwrap_model(model).save_pretrained(output_dir / MODEL_SUBDIR)
+        write_json(output_dir / "metrics.json", metrics)
+        with open(output_dir / "log.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in log)
+        if log:
+            plot_training(log, output_dir / "training_curves.png")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return metrics
+
+
+def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> dict:
+    """K members with seeds seed, seed+1, ...; the ensemble is saved under output_dir/model and evaluated as a whole."""
+    from rewardlab.data.loading import load_named_preferences, load_preferences
+    from rewardlab.modeling.ensemble import ENSEMBLE_NAME
+    from rewardlab.modeling.reward_model import load_reward_model
+
+    output_dir = Path(cfg.output_dir)
+    model_dir = output_dir / MODEL_SUBDIR
+    if datasets is None:
+        datasets = {
+            "train": load_preferences(cfg.train_data, format=cfg.format, skip_invalid=cfg.skip_invalid),
+            "eval": load_named_preferences(cfg.eval_data, format=cfg.format, skip_invalid=cfg.skip_invalid),
+        }
+    members = []
+    for k in range(cfg.ensemble_size):
+        member_cfg = RewardTrainingConfig(
+            **{**asdict(cfg), "ensemble_size": 1, "seed": cfg.seed + k, "output_dir": str(model_dir / f"member-{k}")}
+        )
+        members.append(train_reward_model(member_cfg, datasets))
+    write_json(
+        model_dir / ENSEMBLE_NAME,
+        {"members": [f"member-{k}" for k in range(cfg.ensemble_size)], "aggregate": cfg.ensemble_aggregate},
+    )
+    ensemble = load_reward_model(output_dir)
+    eval_results = {}
+    for name, ds in datasets["eval"].items():
+        eval_results[name], _ = evaluate_preferences(
+            ensemble, ds.examples, cfg.max_length, cfg.truncation, cfg.per_device_eval_batch_size
+        )
+    metrics = {
+        "eval": eval_results,
+        "members": [m["eval"] for m in members],
+        "train": {"members": [m["train"] for m in members]},
+    }
+    write_json(output_dir / "config.json", asdict(cfg) | {"rewardlab_version": _version()})
+    write_json(output_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rewardlab")
+    except PackageNotFoundError:
+        return "unknown"

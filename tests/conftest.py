@@ -1,0 +1,26 @@
+"""Shared fixtures. Everything here is made offline by the project itself (no downloads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def easy_data(tmp_path_factory):
+    """The easy preference task written as TRL-format JSONL files, as a user would have them."""
+    from rewardlab.data.loading import preference_to_dict, write_jsonl
+    from rewardlab.tasks.easy import easy_preferences
+
+    root = tmp_path_factory.mktemp("easy")
+    write_jsonl(root / "train.jsonl", (preference_to_dict(e) for e in easy_preferences(1200, 0)))
+    write_jsonl(root / "test.jsonl", (preference_to_dict(e) for e in easy_preferences(300, 99)))
+    write_jsonl(root / "small.jsonl", (preference_to_dict(e) for e in easy_preferences(48, 5)))
+    return root

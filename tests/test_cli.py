@@ -1,0 +1,154 @@
+"""The CLI as a user drives it: train-rm, eval-rm, export, data; errors are one line with a non-zero exit."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+from typer.testing import CliRunner
+
+from rewardlab.cli import app
+from rewardlab.data.templates import encode_prompt_response, pad_sequences
+from rewardlab.modeling.reward_model import load_reward_model
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(easy_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    config = out.parent / "rm.yaml"
+    config.write_text(f"train_data: {easy_data / 'small.jsonl'}\nreg: sft\nlearning_rate: 0.003\nhead_dropout: 0.0\n")
+    result = runner.invoke(
+        app,
+        [
+            "train-rm",
+            "--config",
+            str(config),
+            "--max-steps",
+            "4",
+            "--batch-size",
+            "8",
+            "--output-dir",
+            str(out),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_rm_flags_override_config_file(trained):
+    cfg = json.loads((trained / "config.json").read_text())
+    assert cfg["reg"] == "sft" and cfg["learning_rate"] == 0.003  # from the file
+    assert cfg["max_steps"] == 4 and cfg["per_device_train_batch_size"] == 8  # from flags
+
+
+def test_eval_rm_writes_results_and_scores(trained, easy_data, tmp_path):
+    out, scores = tmp_path / "results.json", tmp_path / "scores.jsonl"
+    result = runner.invoke(
+        app,
+        ["eval-rm", "--model", str(trained), "--data", f"id={easy_data / 'test.jsonl'}", "--data",
+         f"small={easy_data / 'small.jsonl'}", "--output", str(out), "--scores", str(scores), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"id", "small"} and results["id"]["n"] == 300
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert len(rows) == 300 + 48
+    id_rows = [r for r in rows if r["dataset"] == "id"]
+    acc = sum(
+        (r["chosen_reward"] > r["rejected_reward"]) + 0.5 * (r["chosen_reward"] == r["rejected_reward"])
+        for r in id_rows
+    )
+    assert acc / len(id_rows) == pytest.approx(results["id"]["accuracy"])
+    assert "per_subset" in results["id"] and set(results["id"]["per_subset"]) == {
+        "easy/copy",
+        "easy/reverse",
+        "easy/sort",
+    }
+
+
+def test_export_loads_in_plain_transformers_and_matches(trained, tmp_path):
+    result = runner.invoke(app, ["export", "--model", str(trained), "--output", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    assert classifier.config.num_labels == 1
+    rm = load_reward_model(trained)
+    tok = rm.tokenizer
+    seqs = [
+        encode_prompt_response(tok, [{"role": "user", "content": "copy: abc"}], "abc"),
+        encode_prompt_response(tok, [{"role": "user", "content": "sort: hgfedcba"}], "abcdxfgh"),
+        encode_prompt_response(tok, "plain text prompt", "and a plain response"),
+    ]
+    for side in ("right", "left"):
+        ids, mask, _ = pad_sequences(seqs, tok.pad_token_id, side)
+        with torch.no_grad():
+            ours = rm(ids, mask).sequence_rewards
+            theirs = classifier(input_ids=ids, attention_mask=mask).logits.squeeze(-1)
+        torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
+
+
+def test_export_refuses_the_mlp_head(easy_data, tmp_path):
+    out = tmp_path / "mlp"
+    args = [
+        "train-rm",
+        "--train-data",
+        str(easy_data / "small.jsonl"),
+        "--head",
+        "mlp",
+        "--max-steps",
+        "1",
+        "--output-dir",
+    ]
+    assert runner.invoke(app, [*args, str(out), "--no-progress"]).exit_code == 0
+    result = runner.invoke(app, ["export", "--model", str(out), "--output", str(tmp_path / "hf")])
+    assert result.exit_code == 1
+    assert "mlp" in result.output and "Traceback" not in result.output
+
+
+def test_bad_data_is_one_line_naming_file_line_field(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    good = {"prompt": "q", "chosen": "a", "rejected": "b"}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "q", "chosen": "a", "rejected": ""}) + "\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train-rm", "--train-data", str(bad), "--output-dir", str(out), "--max-steps", "1"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "bad.jsonl:2" in lines[0] and "rejected" in lines[0], result.output
+    assert not out.exists()  # nothing half-written
+    # --skip-invalid skips and counts it
+    result = runner.invoke(
+        app,
+        [
+            "train-rm",
+            "--train-data",
+            str(bad),
+            "--skip-invalid",
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "1",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["train_data_stats"]["invalid"] == 1
+
+
+def test_unknown_choice_is_a_clear_error(easy_data, tmp_path):
+    result = runner.invoke(
+        app, ["train-rm", "--train-data", str(easy_data / "small.jsonl"), "--reg", "ppo", "--output-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "reg = 'ppo' is not one of" in result.output
+
+
+def test_data_easy_and_inspect(tmp_path):
+    assert (
+        runner.invoke(
+            app, ["data", "easy", "--output-dir", str(tmp_path), "--n-train", "20", "--n-test", "5"]
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(app, ["data", "inspect", str(tmp_path / "train.jsonl")])
+    assert result.exit_code == 0 and "format trl" in result.output and "loaded 20" in result.output

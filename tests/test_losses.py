@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+
+from rewardlab.losses import (
+    bradley_terry_loss,
+    centering_penalty,
+    dpo_regularizer,
+    grm_total,
+    label_smoothing_loss,
+    margin_loss,
+    pairwise_accuracy,
+    reward_loss,
+    sft_nll_regularizer,
+    sft_regularizer,
+)
+
+RC = [1.5, -0.3, 0.2]
+RR = [0.5, 0.4, 0.2]
+
+
+def logsig(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def t(xs):
+    return torch.tensor(xs, dtype=torch.float64)
+
+
+def test_bradley_terry_matches_scalar_formula():
+    expected = mean([-logsig(c - r) for c, r in zip(RC, RR, strict=True)])
+    assert bradley_terry_loss(t(RC), t(RR)).item() == pytest.approx(expected, rel=1e-12)
+    assert bradley_terry_loss(t([0.0]), t([0.0])).item() == pytest.approx(math.log(2))
+
+
+def test_margin_loss_shifts_the_difference():
+    m = [0.5, 1.0, 2.0]
+    expected = mean([-logsig(c - r - mm) for c, r, mm in zip(RC, RR, m, strict=True)])
+    assert margin_loss(t(RC), t(RR), t(m)).item() == pytest.approx(expected, rel=1e-12)
+    # zero margin is plain Bradley-Terry
+    assert margin_loss(t(RC), t(RR), t([0, 0, 0])).item() == pytest.approx(bradley_terry_loss(t(RC), t(RR)).item())
+
+
+def test_label_smoothing():
+    eps = 0.1
+    expected = mean([-(1 - eps) * logsig(c - r) - eps * logsig(r - c) for c, r in zip(RC, RR, strict=True)])
+    assert label_smoothing_loss(t(RC), t(RR), eps).item() == pytest.approx(expected, rel=1e-12)
+    # label smoothing penalises very large margins, unlike BT: its minimiser is finite, at d = log((1-eps)/eps)
+    d = torch.linspace(0, 10, 1001, dtype=torch.float64)
+    best = d[torch.stack([label_smoothing_loss(x[None], torch.zeros(1, dtype=torch.float64), eps) for x in d]).argmin()]
+    assert best.item() == pytest.approx(math.log(0.9 / 0.1), abs=0.01)
+
+
+def test_centering_and_dispatch():
+    c = centering_penalty(t(RC), t(RR)).item()
+    assert c == pytest.approx(mean([(a + b) ** 2 for a, b in zip(RC, RR, strict=True)]))
+    total = reward_loss("bt", t(RC), t(RR), center_coef=0.01).item()
+    assert total == pytest.approx(bradley_terry_loss(t(RC), t(RR)).item() + 0.01 * c)
+    with pytest.raises(ValueError, match="margin"):
+        reward_loss("margin", t(RC), t(RR))
+    with pytest.raises(ValueError, match="unknown"):
+        reward_loss("hinge", t(RC), t(RR))
+
+
+def test_grm_regularisers():
+    logp_c, logp_r = [-12.0, -3.0], [-10.0, -7.0]
+    ref_c, ref_r = [-11.0, -4.0], [-10.5, -6.0]
+    beta = 0.1
+    assert sft_regularizer(t(logp_c), beta).item() == pytest.approx(mean([-logsig(beta * x) for x in logp_c]))
+    assert sft_nll_regularizer(t(logp_c)).item() == pytest.approx(7.5)
+    dpo = mean([-logsig(beta * ((a - b) - (c - d))) for a, b, c, d in zip(logp_c, logp_r, ref_c, ref_r, strict=True)])
+    assert dpo_regularizer(t(logp_c), t(logp_r), t(ref_c), t(ref_r), beta).item() == pytest.approx(dpo)
+    noref = mean([-logsig(beta * (a - b)) for a, b in zip(logp_c, logp_r, strict=True)])
+    assert dpo_regularizer(t(logp_c), t(logp_r), beta=beta).item() == pytest.approx(noref)
+
+
+def test_grm_total_and_accuracy():
+    assert grm_total(torch.tensor(2.0), torch.tensor(10.0), 0.01).item() == pytest.approx(0.99 * 2 + 0.01 * 10)
+    assert grm_total(torch.tensor(2.0), None, 0.5).item() == 2.0
+    # a tie counts one half
+    assert pairwise_accuracy(t([1.0, 0.0, 2.0, 1.0]), t([0.0, 1.0, 2.0, 0.5])).item() == pytest.approx(2.5 / 4)
