@@ -3,9 +3,10 @@
     python benchmarks/token_rewards.py            # a table
     python benchmarks/token_rewards.py --json     # one JSON object per comparison: benchmark, ratio, better, ...
 
-Contenders run alternately (A, B, A, B, ...) after a warm-up, several repetitions each, and the median times are
-compared, so drifts in machine load hit both alike. The model is the built-in tiny-llama reward model (random weights;
-speed does not depend on them); the data are seeded prompt/response pairs with log-normally distributed lengths.
+Contenders run alternately (order rotated every repetition) after a warm-up, and the ratio of the median times is
+reported with the range of per-repetition ratios (benchmarks/common.py). The model is the built-in tiny-llama reward
+model (random weights; speed does not depend on them); the data are seeded prompt/response pairs with long-tailed
+(log-normal) lengths, one token per byte.
 
 - token_rewards_vs_sequence: `score_completions(token_rewards="r3hf")` / `score_completions()` on the same rows.
   Target <= 1.1: token rewards come from the forward pass that scoring does anyway.
@@ -16,11 +17,10 @@ speed does not depend on them); the data are seeded prompt/response pairs with l
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -28,22 +28,30 @@ from rewardlab.data.templates import encode_prompt_response, pad_sequences
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.scoring import score_completions
 
-VOCABULARY = (
-    "the model reward policy answer question because however token value people write first then each good bad "
-    "water light house river city small large quickly often never always think explain example result data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    alternate,
+    comparison,
+    default_device,
+    emit,
+    load_average,
+    long_tailed_length,
+    machine,
+    words_of_length,
 )
-WORDS = VOCABULARY.split()
 
 
-def make_pairs(n: int, seed: int, prompt_words: float, response_words: float) -> list[tuple[str, str]]:
-    """Prompt/response pairs whose lengths (in words) are log-normal around the given medians, like chat data."""
+def make_pairs(n: int, seed: int, prompt_tokens: float, response_tokens: float) -> list[tuple[str, str]]:
+    """Prompt/response pairs with long-tailed lengths around the given medians (in bytes = tokens), like chat data."""
+    import random
+
     rng = random.Random(seed)
-
-    def text(median: float) -> str:
-        length = max(1, int(rng.lognormvariate(0.0, 0.6) * median))
-        return " ".join(rng.choice(WORDS) for _ in range(length))
-
-    return [(text(prompt_words) + "?", " " + text(response_words) + ".") for _ in range(n)]
+    pairs = []
+    for _ in range(n):
+        prompt = words_of_length(rng, long_tailed_length(rng, prompt_tokens, 0.6, 8, 600)).strip() + "?"
+        response = " " + words_of_length(rng, long_tailed_length(rng, response_tokens, 0.6, 4, 900)).strip() + "."
+        pairs.append((prompt, response))
+    return pairs
 
 
 @torch.inference_mode()
@@ -65,79 +73,58 @@ def naive_prefix_r3hf(rm, pairs: list[tuple[str, str]], batch_size: int) -> list
     return out
 
 
-def alternate(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Run the contenders in turn `repeats` times after one warm-up round; wall times in seconds."""
-    for run in contenders.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, run in contenders.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def comparison(name: str, times: dict[str, list[float]], numerator: str, denominator: str, **extra) -> dict:
-    top, bottom = statistics.median(times[numerator]), statistics.median(times[denominator])
-    return {
-        "benchmark": name,
-        "ratio": top / bottom,
-        "better": "lower",
-        f"{numerator}_median_s": top,
-        f"{denominator}_median_s": bottom,
-        "repeats": len(times[numerator]),
-        **extra,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=128, help="pairs scored in the one-pass comparison")
-    parser.add_argument("--naive-rows", type=int, default=12, help="pairs in the prefix-scoring comparison")
+    parser.add_argument("--rows", type=int, default=64, help="pairs scored in the one-pass comparison")
+    parser.add_argument("--naive-rows", type=int, default=4, help="pairs in the prefix-scoring comparison")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--prompt-words", type=float, default=25.0, help="median prompt length in words")
-    parser.add_argument("--response-words", type=float, default=40.0, help="median response length in words")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--prompt-tokens", type=float, default=120.0, help="median prompt length (bytes = tokens)")
+    parser.add_argument("--response-tokens", type=float, default=200.0, help="median response length")
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", action="store_true", help="one JSON object per comparison")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     rm = build_reward_model("tiny-llama", seed=0).to(device).eval()
-    pairs = make_pairs(args.rows, 0, args.prompt_words, args.response_words)
+    pairs = make_pairs(args.rows, 0, args.prompt_tokens, args.response_tokens)
     tokens = [len(encode_prompt_response(rm.tokenizer, p, r).input_ids) for p, r in pairs]
-    data = {"rows": len(pairs), "tokens_median": statistics.median(tokens), "tokens_max": max(tokens), "device": device}
+    context = {
+        "rows": len(pairs),
+        "tokens_median": statistics.median(tokens),
+        "tokens_max": max(tokens),
+        "device": machine(device),
+        "load_average": load_average(),
+    }
 
-    def run(method: str | None, rows: list[tuple[str, str]]) -> Callable[[], object]:
-        return lambda: score_completions(rm, rows, token_rewards=method, batch_size=args.batch_size)
+    def run(method: str | None, rows: list[tuple[str, str]]) -> Callable[[], None]:
+        def score() -> None:  # returns None: `alternate` times it by wall clock
+            score_completions(rm, rows, token_rewards=method, batch_size=args.batch_size)
 
-    times = alternate({"r3hf": run("r3hf", pairs), "sequence": run(None, pairs)}, args.repeats)
-    results = [comparison("token_rewards_vs_sequence", times, "r3hf", "sequence", target=1.1, **data)]
+        return score
+
+    def prefix_scoring() -> None:
+        naive_prefix_r3hf(rm, few, args.batch_size)
+
+    runs = alternate({"r3hf": run("r3hf", pairs), "sequence": run(None, pairs)}, args.repeats)
+    results = [comparison("token_rewards_vs_sequence", runs, "r3hf", "sequence", "lower", target=1.1, **context)]
 
     few = pairs[: args.naive_rows]
     one_pass = score_completions(rm, few, token_rewards="r3hf", batch_size=args.batch_size)
     naive = naive_prefix_r3hf(rm, few, args.batch_size)
     gap = max(abs(a - b) for r, n in zip(one_pass, naive, strict=True) for a, b in zip(r.token_rewards, n, strict=True))
-    times = alternate(
-        {"r3hf": run("r3hf", few), "prefix_scoring": lambda: naive_prefix_r3hf(rm, few, args.batch_size)},
+    runs = alternate(
+        {"r3hf": run("r3hf", few), "prefix_scoring": prefix_scoring},
         max(3, args.repeats // 2),
     )
     results.append(
-        comparison("token_rewards_vs_prefix_scoring", times, "r3hf", "prefix_scoring", rows=len(few), max_abs_diff=gap)
+        comparison("token_rewards_vs_prefix_scoring", runs, "r3hf", "prefix_scoring", "lower", rows=len(few), max_abs_diff=gap)
     )
-
-    if args.json:
-        for result in results:
-            print(json.dumps(result))
-        return
-    print(f"tiny-llama reward model on {device}; {data['rows']} rows, median {data['tokens_median']} tokens")
-    for r in results:
-        names = [k for k in r if k.endswith("_median_s")]
-        timing = ", ".join(f"{k[: -len('_median_s')]} {r[k] * 1000:.1f} ms" for k in names)
-        print(f"{r['benchmark']:<34} ratio {r['ratio']:.3f} (lower is better; {timing}; median of {r['repeats']})")
-    print(f"one-pass r3hf vs per-prefix scoring: max |difference| {results[1]['max_abs_diff']:.2e}")
+    header = (
+        f"tiny-llama reward model on {context['device']}; {context['rows']} rows, median {context['tokens_median']} "
+        f"tokens; one-pass r3hf vs per-prefix scoring max |difference| {gap:.2e}"
+    )
+    emit(results, args.json, header)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,17 @@ PROMPTS = [
     [{"role": "user", "content": "copy: abc"}],
     [{"role": "user", "content": "please reverse abcdefg"}],
     [{"role": "user", "content": "sort: hgf"}],
-    [{"role": "user", "content": "add 1+2"}],
+    [{"role": "user", "content": "add: 12+7"}],
 ]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: extra threads only add overhead (and contend with other test processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

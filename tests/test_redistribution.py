@@ -89,9 +89,7 @@ def test_mix_is_eq7_and_sums(side: str) -> None:
     assert mixed.sum(-1).tolist() == pytest.approx([6.0 - 0.25 * 1.0, 4.0 + 0.25 * 1.0, -0.5 + 0.25 * 2.0])
     # Default beta_c = 1 is plain r3hf; beta_c = 0 is sparse.
     assert torch.equal(redistribute("mix", rewards, mask, starts), redistribute("r3hf", rewards, mask, starts))
-    assert torch.allclose(
-        redistribute("mix", rewards, mask, starts, beta_c=0.0), redistribute("sparse", rewards, mask, starts)
-    )
+    assert torch.allclose(redistribute("mix", rewards, mask, starts, beta_c=0.0), redistribute("sparse", rewards, mask, starts))
 
 
 def naive_r3hf(values: list[float], prompt_len: int) -> list[float]:

@@ -148,7 +148,7 @@ def test_cli_writes_rows_config_and_html(rm, tmp_path) -> None:
         ],
     )
     output, html = tmp_path / "out" / "scores.jsonl", tmp_path / "scores.html"
-    args = ["score", "--model", "tiny-llama", "--data", str(data), "--output", str(output)]
+    args = ["score", "--model", "tiny-llama", "--data", str(data), "--output", str(output), "--no-progress"]
     result = CliRunner().invoke(cli(), [*args, "--token-rewards", "r3hf", "--html", str(html), "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in output.read_text().splitlines()]
@@ -163,7 +163,7 @@ def test_cli_writes_rows_config_and_html(rm, tmp_path) -> None:
         assert abs(sum(row["token_rewards"]) - (row["reward"] - row["prompt_reward"])) < 1e-4
     config = json.loads(config_path(output).read_text())
     assert config_path(output).name == "scores.config.json"
-    assert config["token_rewards"] == "r3hf" and config["summary"]["rows"] == 3
+    assert config["config"]["token_rewards"] == "r3hf" and config["summary"]["rows"] == 3
     assert config["summary"]["mean_reward"] == pytest.approx(sum(r["reward"] for r in rows) / 3)
     assert 0 <= config["summary"]["max_abs_sum_gap"] < 1e-4
     assert html.exists()
@@ -173,7 +173,7 @@ def test_cli_sequence_only_and_errors(tmp_path) -> None:
     data = tmp_path / "bad.jsonl"
     write_rows(data, [{"prompt": "fine", "completion": " ok"}, {"prompt": "no completion here"}])
     output = tmp_path / "scores.jsonl"
-    base = ["score", "--model", "tiny-llama", "--output", str(output)]
+    base = ["score", "--model", "tiny-llama", "--output", str(output), "--no-progress"]
     result = CliRunner().invoke(cli(), [*base, "--data", str(data)])
     assert result.exit_code == 1
     assert "bad.jsonl:2" in result.output and "Traceback" not in result.output

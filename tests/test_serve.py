@@ -98,8 +98,7 @@ def test_request_items_share_one_forward_pass_and_concurrent_requests_agree(serv
 
     expected = score_completions(rm, ITEMS, token_rewards="mix", beta_c=0.5)
     bodies = [
-        {"items": as_json_items([ITEMS[i % 4], ITEMS[(i + 1) % 4]]), "token_rewards": "mix", "beta_c": 0.5}
-        for i in range(8)
+        {"items": as_json_items([ITEMS[i % 4], ITEMS[(i + 1) % 4]]), "token_rewards": "mix", "beta_c": 0.5} for i in range(8)
     ]
     with ThreadPoolExecutor(max_workers=8) as pool:
         replies = list(pool.map(lambda body: client.post("/score", json=body), bodies))

@@ -119,9 +119,8 @@ def test_manager_checks_the_vocabulary_and_the_method(rm) -> None:
 
 def test_no_verl_import_at_load_and_a_clear_error_without_it() -> None:
     code = "import sys, rewardlab.integrations.verl; print('verl' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == (
-        "False"
-    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "False"
     if "verl" not in sys.modules:
         with pytest.raises(ImportError, match="verl is not installed"):
             register_with_verl()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from rewardlab.commands.bon import bon
 from rewardlab.commands.data import data_app
+from rewardlab.commands.demo import demo
 from rewardlab.commands.eval_rm import eval_rm
 from rewardlab.commands.export import export
+from rewardlab.commands.ppo import ppo
 from rewardlab.commands.score import score
 from rewardlab.commands.serve import serve
 from rewardlab.commands.train_rm import train_rm
@@ -23,6 +26,9 @@ app.command("eval-rm")(eval_rm)
 app.command("export")(export)
 app.command("score")(score)
 app.command("serve")(serve)
+app.command("bon")(bon)
+app.command("ppo")(ppo)
+app.command("demo")(demo)
 app.add_typer(data_app, name="data")
 
 

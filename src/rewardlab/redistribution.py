@@ -55,9 +55,7 @@ def sequence_rewards(position_rewards: torch.Tensor, attention_mask: torch.Tenso
     return _gather(position_rewards, last_token_index(attention_mask))
 
 
-def prompt_rewards(
-    position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor
-) -> torch.Tensor:
+def prompt_rewards(position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
     """(B,) R(x): the reward head at the last prompt token (response_start - 1); 0 for a row with no prompt token."""
     index = response_start.to(position_rewards.device) - 1
     has_prompt = index >= first_token_index(attention_mask)
@@ -67,9 +65,7 @@ def prompt_rewards(
 # --- methods -------------------------------------------------------------------------------------------------------
 
 
-def sparse_rewards(
-    position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor
-) -> torch.Tensor:
+def sparse_rewards(position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
     """The usual RLHF reward: r_t = R(x, y) * 1[t = n], zero elsewhere. Sum = R(x, y)."""
     positions = _positions(attention_mask)
     on_last = positions == last_token_index(attention_mask).unsqueeze(-1)
@@ -77,9 +73,7 @@ def sparse_rewards(
     return torch.where(on_last, sequence_rewards(position_rewards, attention_mask).unsqueeze(-1), 0.0)
 
 
-def r3hf_rewards(
-    position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor
-) -> torch.Tensor:
+def r3hf_rewards(position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
     """R3HF reward redistribution: r_t = R(x, y<=t) - R(x, y<t), with R(x, y<1) = R(x) (the prompt-only score).
 
     The sum telescopes: sum_t r_t = R(x, y) - R(x). (The paper assumes R(x) = 0; we keep it, so the sum is exact.)
@@ -88,9 +82,7 @@ def r3hf_rewards(
     previous = torch.nn.functional.pad(position_rewards[:, :-1], (1, 0))  # previous[:, t] = R(tokens <= t - 1)
     # Left padding puts pads right before an empty prompt; R(x) handles that case (0), so use it at the first token.
     at_start = positions == response_start.to(positions.device).unsqueeze(-1)
-    previous = torch.where(
-        at_start, prompt_rewards(position_rewards, attention_mask, response_start).unsqueeze(-1), previous
-    )
+    previous = torch.where(at_start, prompt_rewards(position_rewards, attention_mask, response_start).unsqueeze(-1), previous)
     mask = response_mask(attention_mask, response_start)
     return torch.where(mask, position_rewards - previous, 0.0)
 
@@ -124,9 +116,7 @@ def mix_rewards(
     return beta_c * dense + (1.0 - beta_c) * sparse
 
 
-def uniform_rewards(
-    position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor
-) -> torch.Tensor:
+def uniform_rewards(position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
     """Baseline: the sequence reward spread evenly, r_t = R(x, y) / n. Sum = R(x, y)."""
     mask = response_mask(attention_mask, response_start)
     n_tokens = mask.sum(-1, keepdim=True).clamp_min(1)

@@ -60,8 +60,9 @@ class ScoreResult:
         return asdict(self)
 
 
-def load_scoring_model(model: str, device: str | torch.device | None = None) -> RewardModel:
-    """A saved rewardlab reward model, or `tiny-llama` (a random-head demo model built here, no download)."""
+def load_scoring_model(model: str, device: str | torch.device | None = None, aggregate: str | None = None) -> RewardModel:
+    """A saved rewardlab reward model or ensemble (or a training run's output directory), or `tiny-llama`: a random-head
+    demo model built here, no download."""
     if model == TINY_LLAMA:
         from rewardlab.modeling.reward_model import build_reward_model
 
@@ -71,9 +72,7 @@ def load_scoring_model(model: str, device: str | torch.device | None = None) -> 
         return rm.eval()
     from rewardlab.modeling.reward_model import load_reward_model
 
-    if not os.path.isdir(model):
-        raise FileNotFoundError(f"{model}: reward model directory not found")
-    return load_reward_model(model, device=device)
+    return load_reward_model(model, device=device, aggregate=aggregate)
 
 
 # --- one forward pass ----------------------------------------------------------------------------------------------
@@ -155,9 +154,7 @@ def response_token_texts(tokenizer, ids: list[int]) -> list[str]:
     """
     if not ids:
         return []
-    anchor = next(
-        t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, ids[0]) if t is not None
-    )
+    anchor = next(t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, ids[0]) if t is not None)
     anchor_text = tokenizer.decode([anchor])
     decoded = tokenizer.batch_decode([[anchor, i] for i in ids])
 

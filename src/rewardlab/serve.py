@@ -192,9 +192,7 @@ def create_app(
     def check_lengths(sequences: list[EncodedSequence], what: str) -> None:
         for i, seq in enumerate(sequences):
             if len(seq.input_ids) > length_limit:
-                raise RequestError(
-                    422, f"{what}.{i}: {len(seq.input_ids)} tokens; the limit is {length_limit} (--max-length)"
-                )
+                raise RequestError(422, f"{what}.{i}: {len(seq.input_ids)} tokens; the limit is {length_limit} (--max-length)")
 
     def encode_items(items: list[ScoreItem]) -> list[EncodedSequence]:
         sequences = []
@@ -213,9 +211,7 @@ def create_app(
     async def score(body: ScoreRequest) -> dict:
         check_count(len(body.items))
         if body.token_rewards is not None and body.token_rewards not in METHODS:
-            raise RequestError(
-                422, f"token_rewards: unknown method {body.token_rewards!r}; one of {', '.join(METHODS)}"
-            )
+            raise RequestError(422, f"token_rewards: unknown method {body.token_rewards!r}; one of {', '.join(METHODS)}")
         settings = TokenRewardSettings(
             body.token_rewards,
             beta_c if body.beta_c is None else body.beta_c,

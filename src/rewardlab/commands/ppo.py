@@ -15,9 +15,7 @@ from rewardlab.commands.common import UserError, echo, quiet_libraries, user_err
 
 def ppo(
     config: Path | None = typer.Option(None, "--config", help="YAML file with PPOConfig fields."),
-    policy: str | None = typer.Option(
-        None, "--policy", help="'builtin' (default; the world's base policy), hub id or dir."
-    ),
+    policy: str | None = typer.Option(None, "--policy", help="'builtin' (default; the world's base policy), hub id or dir."),
     reward_model: str | None = typer.Option(None, "--reward-model", help="Reward model directory (or training run)."),
     reward_shaping: str | None = typer.Option(
         None, "--reward-shaping", help="sparse (default) | r3hf | r3hf-paper | mix | uniform | abc."

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from rewardlab.data.errors import DataError
 from rewardlab.redistribution import METHODS
 
 # Methods whose token rewards must sum to reward - prompt_reward (mix only when beta_c = 1).
@@ -25,94 +23,72 @@ def config_path(output: Path) -> Path:
 
 
 def score(
-    model: str = typer.Option(..., "--model", help="Reward model directory (saved by rewardlab), or 'tiny-llama'."),
-    data: str = typer.Option(
-        ..., "--data", help="Prompt/completion data: a .jsonl/.json/.parquet/.csv file or hub id."
+    model: str = typer.Option(
+        ..., "--model", help="Reward model directory (or a train-rm output directory, or an ensemble), or 'tiny-llama'."
     ),
+    data: str = typer.Option(..., "--data", help="Prompt/completion data: a .jsonl/.json/.parquet/.csv file or hub id."),
     output: Path = typer.Option(..., "--output", help="JSONL file to write, one scored row per input row."),
     token_rewards: str | None = typer.Option(
         None, "--token-rewards", help=f"Token-level rewards to add: one of {', '.join(METHODS)}."
     ),
     html: Path | None = typer.Option(None, "--html", help="Also write an HTML page colouring tokens by reward."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences per forward pass."),
-    max_length: int | None = typer.Option(
-        None, "--max-length", min=2, help="Truncate longer sequences, keeping their end."
-    ),
+    max_length: int | None = typer.Option(None, "--max-length", min=2, help="Truncate longer sequences, keeping their end."),
     beta_c: float = typer.Option(1.0, "--beta-c", help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="abc: weight of the attention-distributed part."),
+    aggregate: str | None = typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved)."),
     device: str | None = typer.Option(None, "--device", help="torch device, e.g. cuda or cpu (default: cuda if any)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad rows instead of stopping."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
     import torch
 
+    from rewardlab.commands.common import quiet_libraries, user_errors
     from rewardlab.data.loading import load_completions, write_jsonl
     from rewardlab.scoring import load_scoring_model, render_html, results_summary, score_completions
+    from rewardlab.train_rm import _version, write_json
 
     if token_rewards is not None and token_rewards not in METHODS:
         raise typer.BadParameter(f"must be one of {', '.join(METHODS)}", param_hint="--token-rewards")
-    try:
-        items = load_completions(data, skip_invalid=skip_invalid, limit=limit)
-    except DataError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
     resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        rm = load_scoring_model(model, device=resolved_device)
-    except (FileNotFoundError, OSError, ValueError) as err:
-        typer.echo(f"error: {model}: cannot load reward model: {str(err).splitlines()[0]}", err=True)
-        raise typer.Exit(1) from None
+    with user_errors():
+        quiet_libraries()
+        items = load_completions(data, skip_invalid=skip_invalid, limit=limit)
+        rm = load_scoring_model(model, device=resolved_device, aggregate=aggregate)
+        results = score_completions(
+            rm,
+            items,
+            token_rewards=token_rewards,
+            batch_size=batch_size,
+            max_length=max_length,
+            beta_c=beta_c,
+            abc_beta=abc_beta,
+            progress=progress,
+        )
+        rows = []
+        for item, result in zip(items, results, strict=True):
+            row = result.to_row()
+            if item.metadata:
+                row["metadata"] = item.metadata
+            rows.append(row)
+        write_jsonl(output, rows)
 
-    results = score_completions(
-        rm,
-        items,
-        token_rewards=token_rewards,
-        batch_size=batch_size,
-        max_length=max_length,
-        beta_c=beta_c,
-        abc_beta=abc_beta,
-        progress=True,
-    )
-    rows = []
-    for item, result in zip(items, results, strict=True):
-        row = {
-            "prompt": result.prompt,
-            "response": result.response,
-            "reward": result.reward,
-            "prompt_reward": result.prompt_reward,
-            "tokens": result.tokens,
-            "token_rewards": result.token_rewards,
-            "truncated": result.truncated,
-        }
-        if item.metadata:
-            row["metadata"] = item.metadata
-        rows.append(row)
-    write_jsonl(output, rows)
-
-    summary = results_summary(results)
-    telescopes = token_rewards in TELESCOPING or (token_rewards == "mix" and beta_c == 1.0)
-    if not telescopes:
-        summary["max_abs_sum_gap"] = None  # the sum property reward - prompt_reward holds only for r3hf
-    config = {
-        "command": "score",
-        "model": model,
-        "data": data,
-        "output": str(output),
-        "html": str(html) if html else None,
-        "token_rewards": token_rewards,
-        "beta_c": beta_c,
-        "abc_beta": abc_beta,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "device": resolved_device,
-        "limit": limit,
-        "skip_invalid": skip_invalid,
-        "summary": summary,
-    }
-    config_path(output).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    if html is not None:
-        render_html(results, html)
+        summary = results_summary(results)
+        telescopes = token_rewards in TELESCOPING or (token_rewards == "mix" and beta_c == 1.0)
+        if not telescopes:
+            summary["max_abs_sum_gap"] = None  # sum(token rewards) = reward - prompt_reward holds only for r3hf
+        config = {
+            "command": "score", "model": model, "data": data, "output": str(output),
+            "html": str(html) if html else None, "token_rewards": token_rewards, "beta_c": beta_c,
+            "abc_beta": abc_beta, "aggregate": aggregate, "batch_size": batch_size, "max_length": max_length,
+            "device": resolved_device, "limit": limit, "skip_invalid": skip_invalid, "rewardlab_version": _version(),
+        }  # fmt: skip
+        write_json(config_path(output), {"config": config, "summary": summary})
+        if html is not None:
+            html.parent.mkdir(parents=True, exist_ok=True)
+            render_html(results, html)
 
     line = f"scored {summary['rows']} rows, mean reward {summary['mean_reward']:+.4f} -> {output}"
     if telescopes:

@@ -14,26 +14,25 @@ def serve(
     max_length: int = typer.Option(4096, "--max-length", min=2, help="Most tokens in one sequence (else 422)."),
     beta_c: float = typer.Option(1.0, "--beta-c", help="Default mix weight (a request may override it)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="Default abc weight (a request may override it)."),
+    aggregate: str | None = typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved)."),
     device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if any, else cpu)."),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health."""
     import torch
 
+    from rewardlab.commands.common import UserError, quiet_libraries, user_errors
     from rewardlab.scoring import load_scoring_model
     from rewardlab.serve import require_serve_extra, run_server
 
-    try:
-        require_serve_extra()
-    except ImportError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
-    resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        rm = load_scoring_model(model, device=resolved_device)
-    except (FileNotFoundError, OSError, ValueError) as err:
-        typer.echo(f"error: {model}: cannot load reward model: {str(err).splitlines()[0]}", err=True)
-        raise typer.Exit(1) from None
+    with user_errors():
+        try:
+            require_serve_extra()
+        except ImportError as err:
+            raise UserError(str(err)) from None
+        quiet_libraries()
+        resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        rm = load_scoring_model(model, device=resolved_device, aggregate=aggregate)
     run_server(
         rm,
         host=host,

@@ -69,9 +69,7 @@ def first_n_per_prompt(batch: SampleBatch, n: int, source: str = "<samples>") ->
     short = [i for i, group in enumerate(per_prompt) if len(group) < n]
     if short:
         have = len(per_prompt[short[0]])
-        raise DataError(
-            f"prompt_index {short[0]} has {have} samples, fewer than --n {n}", file=source, field="prompt_index"
-        )
+        raise DataError(f"prompt_index {short[0]} has {have} samples, fewer than --n {n}", file=source, field="prompt_index")
     samples = [s for group in per_prompt for s in group]
     return SampleBatch(prompts=batch.prompts, samples=samples, settings={**batch.settings, "n": n})
 
@@ -188,8 +186,7 @@ def run_bon(
 
     if proxy_scorers is None:
         proxy_scorers = {
-            name: resolve_scorer(spec, device=device, batch_size=cfg.score_batch_size)
-            for name, spec in cfg.proxies.items()
+            name: resolve_scorer(spec, device=device, batch_size=cfg.score_batch_size) for name, spec in cfg.proxies.items()
         }
     if gold_scorer is None:
         gold_scorer = resolve_scorer(cfg.gold, device=device, batch_size=cfg.score_batch_size)

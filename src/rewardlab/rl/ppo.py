@@ -140,9 +140,7 @@ class PPOConfig:
         if self.steps < 0 or self.batch_size < 1 or self.minibatch_size < 1 or self.ppo_epochs < 1:
             raise ValueError("steps must be >= 0 and batch_size, minibatch_size, ppo_epochs >= 1")
         if self.algo == "rloo" and (self.rloo_k < 2 or self.batch_size % self.rloo_k):
-            raise ValueError(
-                f"rloo needs rloo_k >= 2 dividing batch_size, got k={self.rloo_k}, batch={self.batch_size}"
-            )
+            raise ValueError(f"rloo needs rloo_k >= 2 dividing batch_size, got k={self.rloo_k}, batch={self.batch_size}")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0: PPO needs the sampling distribution's log-probs")
         if not 0.0 <= self.baseline_decay < 1.0:
@@ -443,9 +441,7 @@ class PPOTrainer:
                 "the policy and the reward model use different tokenizers; token rewards (and the critic) are read per "
                 "policy token, so train the reward model on the policy's tokenizer"
             )
-        self.pad_id = (
-            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        )
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         model = model.to(device)
         self.reference = None
         if cfg.lora:
@@ -579,9 +575,7 @@ class PPOTrainer:
         for rows in _chunks(len(finished), cfg.minibatch_size):
             chunk = batch.rows(rows)
             with accelerator.autocast():
-                out = self.reward_model(
-                    chunk.input_ids, chunk.attention_mask, output_attentions=cfg.reward_shaping == "abc"
-                )
+                out = self.reward_model(chunk.input_ids, chunk.attention_mask, output_attentions=cfg.reward_shaping == "abc")
             sequence_scores.append(out.sequence_rewards.float())
             token_scores.append(
                 response_token_scores(
@@ -602,9 +596,7 @@ class PPOTrainer:
         timings["reward_seconds"] = time.perf_counter() - start
 
         # final rewards and advantages
-        rewards, kl = shape_rewards(
-            token_scores, logprobs, ref_logprobs, mask, self.kl_controller.value, cfg.kl_estimator
-        )
+        rewards, kl = shape_rewards(token_scores, logprobs, ref_logprobs, mask, self.kl_controller.value, cfg.kl_estimator)
         baseline: float | torch.Tensor = 0.0
         if cfg.algo == "reinforce":
             batch_mean = accelerator.gather(reward_to_go(rewards, mask, cfg.gamma)[:, 0]).mean().item()
@@ -671,9 +663,7 @@ class PPOTrainer:
                 loss = pg_loss
                 step_stats = {"policy_loss": pg_loss.detach(), **pg_stats}
                 if values is not None:
-                    vf_loss, vf_clipfrac = value_loss(
-                        values, ro.values[index], ro.returns[index], mask, cfg.value_clip_range
-                    )
+                    vf_loss, vf_clipfrac = value_loss(values, ro.values[index], ro.returns[index], mask, cfg.value_clip_range)
                     loss = loss + cfg.vf_coef * vf_loss
                     step_stats |= {"value_loss": vf_loss.detach(), "value_clipfrac": vf_clipfrac}
                 with torch.no_grad():
@@ -758,9 +748,7 @@ class PPOTrainer:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 (output_dir / name).write_text("")
         log: list[dict] = []
-        bar = tqdm(
-            range(cfg.steps + 1), desc=f"{cfg.algo} ({cfg.reward_shaping})", disable=not (cfg.progress and is_main)
-        )
+        bar = tqdm(range(cfg.steps + 1), desc=f"{cfg.algo} ({cfg.reward_shaping})", disable=not (cfg.progress and is_main))
         start = time.perf_counter()
         for step in bar:
             ro = self.rollout(self.next_prompts(), step)

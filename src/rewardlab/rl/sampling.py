@@ -159,9 +159,7 @@ def sample(
     return SampleBatch(prompts=prompts, samples=samples, settings=settings)
 
 
-def collate_samples(
-    samples: Sequence[Sample], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_samples(samples: Sequence[Sample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded (input_ids, attention_mask, response_mask, response_start) for prompt + response.
 
     response_mask is 1 on response tokens (EOS included); response_start[b] = len(prompt_ids[b]), the column of the
@@ -219,8 +217,9 @@ def load_samples(path: str | Path) -> SampleBatch:
                     raise DataError(f"wrong type {type(record[name]).__name__}", file=str(path), line=line_no, field=name)
             index = record["prompt_index"]
             if prompts.setdefault(index, record["prompt"]) != record["prompt"]:
-                raise DataError(f"prompt differs from an earlier line with prompt_index {index}", file=str(path),
-                                line=line_no, field="prompt")
+                raise DataError(
+                    f"prompt differs from an earlier line with prompt_index {index}", file=str(path), line=line_no, field="prompt"
+                )
             settings = record.get("settings") or settings
             samples.append(Sample(**{name: record[name] for name in _SAMPLE_FIELDS}))
     if prompts and sorted(prompts) != list(range(len(prompts))):

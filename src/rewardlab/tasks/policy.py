@@ -197,7 +197,13 @@ def evaluate_gold(
     """Mean gold reward of one sample per prompt of `split`, plus the share of perfect and of finished responses."""
     prompts = [t.messages for t in make_tasks(split, n_prompts, seed)]
     batch = sample(
-        model, tokenizer, prompts, max_new_tokens=16, temperature=temperature, batch_size=batch_size, seed=seed,
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=16,
+        temperature=temperature,
+        batch_size=batch_size,
+        seed=seed,
         progress=progress,
     )
     scores = GoldReward().score(batch.prompts_of_samples(), batch.texts())

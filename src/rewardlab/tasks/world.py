@@ -13,9 +13,10 @@ per-token terms (`gold_token_scores`), which gives dense-reward methods somethin
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rewardlab.data.types import Message, Text
@@ -177,9 +178,7 @@ class GoldReward:
         """One score per response character (= token for the byte tokenizer); each list sums to `score`."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        return [
-            gold_token_scores(_response_text(r), parse_prompt(p).answer) for p, r in zip(prompts, responses, strict=True)
-        ]
+        return [gold_token_scores(_response_text(r), parse_prompt(p).answer) for p, r in zip(prompts, responses, strict=True)]
 
     __call__ = score
 
@@ -216,18 +215,23 @@ def split_pairs(split: str) -> list[tuple[str, str]]:
     raise ValueError(f"unknown split {split!r}; expected one of {(*SPLITS, 'all')}")
 
 
-def make_tasks(split: str, n: int, seed: int) -> list[TaskInstance]:
-    """`n` task instances of a split, (family, style) pairs cycled evenly, inputs random; deterministic in `seed`."""
+def iter_tasks(split: str, seed: int) -> Iterator[TaskInstance]:
+    """An endless, seeded stream of task instances of a split, cycling evenly through its (family, style) pairs."""
     rng = random.Random(f"rewardlab-world-{split}-{seed}")
     pairs = split_pairs(split)
-    tasks = []
-    while len(tasks) < n:
-        family, style = pairs[len(tasks) % len(pairs)]
-        x = random_input(family, rng)
-        if split == "train" and is_test_input(family, x) or split == "test_id" and not is_test_input(family, x):
-            continue
-        tasks.append(TaskInstance(family, style, x))
-    return tasks
+    for index in itertools.count():
+        family, style = pairs[index % len(pairs)]
+        while True:
+            x = random_input(family, rng)
+            held_out = is_test_input(family, x)
+            if (split != "train" or not held_out) and (split != "test_id" or held_out):
+                break
+        yield TaskInstance(family, style, x)
+
+
+def make_tasks(split: str, n: int, seed: int) -> list[TaskInstance]:
+    """The first `n` tasks of `iter_tasks(split, seed)`."""
+    return list(itertools.islice(iter_tasks(split, seed), n))
 
 
 def make_prompts(split: str, n: int, seed: int) -> list[list[Message]]:

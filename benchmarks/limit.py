@@ -1,0 +1,241 @@
+"""rewardlab's training step vs the compute limit: a bare forward+backward of the same model on the same tokens, no padding.
+
+    python benchmarks/limit.py             # a table (about 3 minutes on 2 CPU cores)
+    python benchmarks/limit.py --quick     # seconds
+    python benchmarks/limit.py --json      # one JSON object per comparison
+    python benchmarks/limit.py --profile   # also: torch.profiler's top operators for each contender
+
+Contenders, each on the same length-grouped (2B, T) batches that rewardlab's trainer makes, each with its own copy of the
+same weights and the same AdamW update + gradient clipping (so the ratio measures the forward/backward work, not the optimiser):
+- rewardlab: `rewardlab.train_rm.compute_loss` (vanilla BT, no regulariser) + backward + clip + AdamW, as the trainer does;
+- packed (THE LIMIT): the batch's 2B sequences concatenated into one row with no padding, position ids restarting at each
+  sequence, attention computed per sequence (causal SDPA on each segment, like a varlen flash-attention kernel; a registered
+  transformers attention function), reward head applied at each sequence's last token only, BT loss, backward, same update;
+- padded: the same bare forward+backward on the padded batch (decoder + head at the last token), to split the gap into
+  padding cost (padded / packed) and rewardlab's own overhead (rewardlab / padded).
+Before timing, the packed forward is checked to give the same rewards as rewardlab's (max_abs_reward_diff in the output).
+
+Comparisons (better: lower): `limit` = rewardlab / packed (target <= 1.15); `limit_padded` = rewardlab / padded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.utils import logging as hf_logging
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    DEFAULT_HIDDEN,
+    DEFAULT_LAYERS,
+    alternate,
+    comparison,
+    default_device,
+    emit,
+    load_average,
+    machine,
+    make_preference_examples,
+    pair_batches,
+    padding_fraction,
+    rewardlab_step,
+    save_tiny_llama,
+    synchronize,
+    trainable_parameters,
+)
+
+SEGMENT_ATTENTION = "rewardlab_bench_segments"
+
+
+def segment_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    segment_lengths: list[int] | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention within each packed sequence only: (1, heads, N, d) -> (1, N, heads, d), no N x N mask."""
+    segments = zip(
+        query.split(segment_lengths, dim=2), key.split(segment_lengths, dim=2), value.split(segment_lengths, dim=2), strict=True
+    )
+    out = [F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling) for q, k, v in segments]
+    return torch.cat(out, dim=2).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
+
+
+def pack_batch(batch: dict[str, torch.Tensor]) -> dict:
+    """The real tokens of a right-padded (2B, T) batch as one (1, N) row, with restarting position ids and segment lengths."""
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    rows = [batch["input_ids"][i, :n] for i, n in enumerate(lengths)]
+    return {
+        "input_ids": torch.cat(rows)[None],
+        "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
+        "segment_lengths": lengths,
+        "last_index": torch.tensor(lengths).cumsum(0) - 1,
+        "n_pairs": len(lengths) // 2,
+    }
+
+
+def packed_rewards(model, packed: dict) -> torch.Tensor:
+    hidden = model.decoder(
+        input_ids=packed["input_ids"],
+        position_ids=packed["position_ids"],
+        segment_lengths=packed["segment_lengths"],
+        use_cache=False,
+    ).last_hidden_state
+    return model.head(hidden[0, packed["last_index"]]).float()
+
+
+def padded_rewards(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    mask = batch["attention_mask"]
+    hidden = model.decoder(
+        input_ids=batch["input_ids"], attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=False
+    ).last_hidden_state
+    last = mask.sum(dim=1) - 1
+    return model.head(hidden[torch.arange(mask.shape[0]), last]).float()
+
+
+def bare_step(rewards: torch.Tensor, n_pairs: int, model, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> None:
+    loss = -F.logsigmoid(rewards[:n_pairs] - rewards[n_pairs:]).mean()  # Bradley-Terry
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def to_device(batch: dict, device: str) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def build_contenders(model_dir: str, batches: list[dict], device: str, lr: float) -> tuple[dict, dict]:
+    from rewardlab.modeling.reward_model import build_reward_model
+    from rewardlab.train_rm import RewardTrainingConfig
+
+    cfg = RewardTrainingConfig(model=model_dir, train_data="<memory>", reg="none", learning_rate=lr)
+    base = build_reward_model(model_dir, seed=cfg.seed)
+    base.lm_head.requires_grad_(False)  # as the trainer does without a regulariser
+    models = {name: copy.deepcopy(base).to(device).train() for name in ("rewardlab", "packed", "padded")}
+    models["packed"].causal_lm.set_attn_implementation(SEGMENT_ATTENTION)
+    optimizers = {name: torch.optim.AdamW(trainable_parameters(m), lr=lr) for name, m in models.items()}
+    padded = [to_device(b, device) for b in batches]
+    packed = [to_device(pack_batch(b), device) for b in batches]
+
+    def run_rewardlab() -> None:
+        for batch in padded:
+            rewardlab_step(models["rewardlab"], optimizers["rewardlab"], batch, cfg)
+        synchronize(device)
+
+    def run_packed() -> None:
+        for p in packed:
+            bare_step(packed_rewards(models["packed"], p), p["n_pairs"], models["packed"], optimizers["packed"], cfg.max_grad_norm)
+        synchronize(device)
+
+    def run_padded() -> None:
+        for batch in padded:
+            n_pairs = batch["margin"].shape[0]
+            bare_step(padded_rewards(models["padded"], batch), n_pairs, models["padded"], optimizers["padded"], cfg.max_grad_norm)
+        synchronize(device)
+
+    # The limit must compute the same function: compare rewards with dropout off, before any update.
+    with torch.no_grad():
+        for m in models.values():
+            m.eval()
+        reference = models["rewardlab"](padded[0]["input_ids"], padded[0]["attention_mask"]).sequence_rewards
+        diffs = {
+            "packed": (packed_rewards(models["packed"], packed[0]) - reference).abs().max().item(),
+            "padded": (padded_rewards(models["padded"], padded[0]) - reference).abs().max().item(),
+        }
+        for m in models.values():
+            m.train()
+    return {"rewardlab": run_rewardlab, "packed": run_packed, "padded": run_padded}, diffs
+
+
+def profile(contenders: dict, rows: int) -> None:
+    """torch.profiler's operator table (self CPU/CUDA time) for one pass of each contender over the batches."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    for name, run in contenders.items():
+        with torch_profile(activities=activities) as prof:
+            run()
+        print(f"\n=== profile: {name} ===")
+        print(prof.key_averages().table(sort_by=sort_by, row_limit=rows))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=96, help="preference pairs; every repetition runs them all")
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per step")
+    parser.add_argument("--hidden-size", type=int, default=DEFAULT_HIDDEN)
+    parser.add_argument("--num-layers", type=int, default=DEFAULT_LAYERS)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=400, help="longest sequence (prompt + response)")
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--quick", action="store_true", help="a tiny setting that runs in seconds (smoke test)")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler tables for each contender")
+    parser.add_argument("--json", action="store_true", help="one JSON object per comparison")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pairs, args.batch_size, args.hidden_size, args.num_layers, args.repeats, args.max_tokens = 8, 4, 64, 2, 1, 80
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(0)
+    device = args.device or default_device()
+    load_before = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_tiny_llama(tmp, args.hidden_size, args.num_layers)
+        from rewardlab.modeling.tiny import build_byte_tokenizer
+
+        examples = make_preference_examples(args.pairs, seed=0, max_tokens=args.max_tokens)
+        batches = pair_batches(build_byte_tokenizer(), examples, args.batch_size)
+        contenders, diffs = build_contenders(model_dir, batches, device, args.lr)
+        runs = alternate(contenders, args.repeats, warmup=1)
+        if args.profile:
+            profile(contenders, rows=25)
+    real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    info = {
+        "device": machine(device),
+        "model": f"tiny-llama hidden {args.hidden_size}, {args.num_layers} layers",
+        "pairs": args.pairs,
+        "batch_pairs": args.batch_size,
+        "steps": len(batches),
+        "real_tokens": real_tokens,
+        "padding_fraction": round(padding_fraction(batches), 4),
+        "max_abs_reward_diff_packed": diffs["packed"],
+        "load_average": [round(load_before, 2), round(load_average(), 2)],
+    }
+    results = [
+        comparison("limit", runs, "rewardlab", "packed", "lower", target=1.15, **info),
+        comparison("limit_padded", runs, "rewardlab", "padded", "lower", **info),
+        comparison("limit_padding_cost", runs, "padded", "packed", "lower", **info),
+    ]
+    header = (
+        f"rewardlab step vs bare forward+backward, {info['model']} on {info['device']}; {info['steps']} steps of "
+        f"{args.batch_size} pairs, {real_tokens} real tokens, padding {info['padding_fraction']:.1%} of rewardlab's batch; "
+        f"packed rewards match to {diffs['packed']:.1e}; load average {info['load_average']}"
+    )
+    emit(results, args.json, header)
+    return results
+
+
+if __name__ == "__main__":
+    main()

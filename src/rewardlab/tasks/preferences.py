@@ -1,0 +1,275 @@
+"""Synthetic preference data labelled by the gold reward (the GRM paper's synthetic setting), written as user data.
+
+For each prompt the base policy samples two responses a, b; pairs with identical responses (and, by default, equal gold)
+are skipped. The label is a Bradley-Terry draw on the gold rewards, then symmetric label noise:
+
+    P(a preferred) = sigmoid((g_a - g_b) / temperature)          (temperature 0: a preferred iff g_a > g_b)
+    then the drawn label is flipped with probability label_noise  (independently per pair)
+
+So with temperature 0 the share of pairs whose `chosen` has the LOWER gold reward is label_noise in expectation;
+`expected_flip_rate` gives it for any temperature and `measured_flip_rate` measures it on data.
+
+Files are JSONL in TRL's conversational format: `prompt` (user turn), `chosen` / `rejected` (assistant turn), plus
+`source` (family), `subset` (family/style), `margin` (g_chosen - g_rejected, the rating difference the margin baseline
+uses), `gold_chosen`, `gold_rejected`. Splits: train (ID families and styles), test_id (held-out ID inputs) and test_ood
+(OOD families or styles); the test splits get clean labels (gold ordering) by default.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from rewardlab.data.errors import DataError
+from rewardlab.data.types import PreferenceExample
+from rewardlab.rl.sampling import sample
+from rewardlab.tasks.world import SPLITS, TaskInstance, gold_score, iter_tasks, make_tasks
+
+DATA_SIZES = {"small": 1_000, "large": 8_000}  # train pairs for the data-size study (small is a prefix of large)
+TEST_SIZES = {"test_id": 1_000, "test_ood": 2_000}
+PROMPTS_PER_CHUNK = 256  # fixed, so a smaller dataset with the same seed is a prefix of a larger one
+MAX_NEW_TOKENS = 16
+
+
+# ---------------------------------------------------------------- labelling math
+
+
+def bradley_terry_prob(gold_a: torch.Tensor, gold_b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """P(a > b) = sigmoid((g_a - g_b) / temperature); temperature 0 is the hard limit (1, 0, or 0.5 on ties)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    diff = gold_a - gold_b
+    if temperature == 0:
+        return (diff > 0).double() + 0.5 * (diff == 0).double()
+    return torch.sigmoid(diff / temperature)
+
+
+def expected_flip_rate(gold_a: torch.Tensor, gold_b: torch.Tensor, temperature: float, label_noise: float) -> float:
+    """Expected share of pairs (with g_a != g_b) whose label disagrees with the gold ordering.
+
+    Per pair, the BT draw disagrees w.p. q = sigmoid(-|g_a - g_b| / T); the flip then gives q (1 - eps) + (1 - q) eps.
+    """
+    gold_a, gold_b = gold_a.double(), gold_b.double()
+    unequal = gold_a != gold_b
+    q = bradley_terry_prob(torch.zeros_like(gold_a[unequal]), (gold_a - gold_b)[unequal].abs(), temperature)
+    return (q * (1 - label_noise) + (1 - q) * label_noise).mean().item()
+
+
+def draw_labels(
+    gold_a: torch.Tensor, gold_b: torch.Tensor, temperature: float, label_noise: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Bool tensor, True where a is chosen: a Bradley-Terry draw, then each label flipped w.p. label_noise."""
+    if not 0 <= label_noise <= 1:
+        raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
+    p_a = bradley_terry_prob(gold_a.double(), gold_b.double(), temperature)
+    a_chosen = torch.rand(p_a.shape, generator=generator, dtype=torch.float64) < p_a
+    flip = torch.rand(p_a.shape, generator=generator, dtype=torch.float64) < label_noise
+    return a_chosen ^ flip
+
+
+def measured_flip_rate(examples: Sequence[PreferenceExample]) -> float:
+    """Share of examples (with unequal gold) whose chosen response has the lower gold reward."""
+    golds = [(e.metadata["gold_chosen"], e.metadata["gold_rejected"]) for e in examples]
+    unequal = [(c, r) for c, r in golds if c != r]
+    return sum(c < r for c, r in unequal) / max(1, len(unequal))
+
+
+# ---------------------------------------------------------------- data generation
+
+
+def make_preference_data(
+    policy: Any,
+    tokenizer: Any,
+    n_pairs: int,
+    split: str = "train",
+    seed: int = 0,
+    *,
+    label_noise: float = 0.0,
+    temperature: float = 0.05,
+    skip_ties: bool = True,
+    sampling_temperature: float = 1.0,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> list[PreferenceExample]:
+    """`n_pairs` labelled pairs of two policy samples per prompt of `split`; deterministic in `seed`.
+
+    `temperature` / `label_noise` set the labels (module docstring); `sampling_temperature` is the policy's.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    tasks: Iterator[TaskInstance] = iter_tasks(split, seed)
+    generator = torch.Generator().manual_seed(seed)
+    examples: list[PreferenceExample] = []
+    bar = tqdm(total=n_pairs, desc=f"preferences {split}", disable=not progress)
+    for chunk_index in itertools.count():
+        if len(examples) >= n_pairs:
+            break
+        if chunk_index > 50 + 4 * math.ceil(n_pairs / PROMPTS_PER_CHUNK):
+            raise RuntimeError("the policy keeps producing identical pairs; raise sampling_temperature")
+        chunk = list(itertools.islice(tasks, PROMPTS_PER_CHUNK))
+        batch = sample(
+            policy,
+            tokenizer,
+            [t.messages for t in chunk],
+            n=2,
+            max_new_tokens=MAX_NEW_TOKENS,
+            temperature=sampling_temperature,
+            top_p=1.0,
+            batch_size=batch_size,
+            seed=seed * 7919 + chunk_index,
+        )
+        texts = [s.text for s in batch.samples]
+        response_a, response_b = texts[0::2], texts[1::2]
+        gold_a = torch.tensor([gold_score(r, t.answer) for r, t in zip(response_a, chunk, strict=True)])
+        gold_b = torch.tensor([gold_score(r, t.answer) for r, t in zip(response_b, chunk, strict=True)])
+        a_chosen = draw_labels(gold_a, gold_b, temperature, label_noise, generator).tolist()
+        for i, task in enumerate(chunk):
+            if len(examples) >= n_pairs:
+                break
+            if response_a[i] == response_b[i] or (skip_ties and gold_a[i] == gold_b[i]):
+                continue
+            (chosen, g_c), (rejected, g_r) = ((response_a[i], gold_a[i]), (response_b[i], gold_b[i]))[:: 1 if a_chosen[i] else -1]
+            examples.append(
+                PreferenceExample(
+                    prompt=task.messages,
+                    chosen=[{"role": "assistant", "content": chosen}],
+                    rejected=[{"role": "assistant", "content": rejected}],
+                    margin=float(g_c - g_r),
+                    source=task.family,
+                    subset=task.subset,
+                    metadata={"gold_chosen": float(g_c), "gold_rejected": float(g_r), "split": split},
+                )
+            )
+            bar.update(1)
+    bar.close()
+    return examples
+
+
+# ---------------------------------------------------------------- files
+
+
+def example_to_record(example: PreferenceExample) -> dict[str, Any]:
+    return {
+        "prompt": example.prompt,
+        "chosen": example.chosen,
+        "rejected": example.rejected,
+        "source": example.source,
+        "subset": example.subset,
+        "margin": example.margin,
+        **{k: example.metadata[k] for k in ("gold_chosen", "gold_rejected") if k in example.metadata},
+    }
+
+
+def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_preference_jsonl(path: str | Path) -> list[PreferenceExample]:
+    """Read back what `write_preference_data` wrote (gold fields land in metadata)."""
+    path = Path(path)
+    examples = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"invalid JSON ({err.msg})", file=str(path), line=line_no) from None
+            for name in ("prompt", "chosen", "rejected"):
+                if not isinstance(record.get(name), (str, list)):
+                    raise DataError("missing or not a string / message list", file=str(path), line=line_no, field=name)
+            examples.append(
+                PreferenceExample(
+                    prompt=record["prompt"],
+                    chosen=record["chosen"],
+                    rejected=record["rejected"],
+                    margin=record.get("margin"),
+                    source=record.get("source"),
+                    subset=record.get("subset"),
+                    metadata={k: record[k] for k in ("gold_chosen", "gold_rejected") if k in record},
+                )
+            )
+    return examples
+
+
+def write_preference_data(
+    out_dir: str | Path,
+    policy: Any = None,
+    tokenizer: Any = None,
+    *,
+    sizes: dict[str, int] | None = None,
+    test_sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    label_noise: float = 0.0,
+    temperature: float = 0.05,
+    clean_test_labels: bool = True,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Write train_<size>.jsonl (each smaller size a prefix of the largest), test_id.jsonl, test_ood.jsonl and
+    world.json (the settings); returns {name: path}. `policy=None` uses `get_base_policy()`."""
+    if policy is None or tokenizer is None:
+        from rewardlab.tasks.policy import get_base_policy
+
+        policy, tokenizer, _ = get_base_policy(progress=progress)
+    sizes = dict(DATA_SIZES if sizes is None else sizes)
+    test_sizes = dict(TEST_SIZES if test_sizes is None else test_sizes)
+    out_dir = Path(out_dir)
+    paths: dict[str, Path] = {}
+    train = make_preference_data(
+        policy,
+        tokenizer,
+        max(sizes.values()),
+        "train",
+        seed,
+        label_noise=label_noise,
+        temperature=temperature,
+        progress=progress,
+    )
+    for name, n in sizes.items():
+        paths[f"train_{name}"] = write_jsonl(out_dir / f"train_{name}.jsonl", [example_to_record(e) for e in train[:n]])
+    test_noise, test_temperature = (0.0, 0.0) if clean_test_labels else (label_noise, temperature)
+    for split, n in test_sizes.items():
+        examples = make_preference_data(
+            policy,
+            tokenizer,
+            n,
+            split,
+            seed + 1,
+            label_noise=test_noise,
+            temperature=test_temperature,
+            progress=progress,
+        )
+        paths[split] = write_jsonl(out_dir / f"{split}.jsonl", [example_to_record(e) for e in examples])
+    settings = {
+        "seed": seed,
+        "label_noise": label_noise,
+        "temperature": temperature,
+        "sizes": sizes,
+        "test_sizes": test_sizes,
+        "clean_test_labels": clean_test_labels,
+        "measured_flip_rate_train": measured_flip_rate(train),
+    }
+    paths["world"] = out_dir / "world.json"
+    paths["world"].write_text(json.dumps(settings, indent=2))
+    return paths
+
+
+def write_prompts(path: str | Path, split: str, n: int, seed: int = 0) -> Path:
+    """Prompts of a split for best-of-N / PPO, one JSON object a line: prompt (messages), source, subset."""
+    records = [{"prompt": t.messages, "source": t.family, "subset": t.subset} for t in make_tasks(split, n, seed)]
+    return write_jsonl(path, records)
