@@ -112,7 +112,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     runs = [(v, s, seed) for s in cfg.sizes for v in VARIANTS for seed in range(cfg.seeds)]
     for variant, size, seed in tqdm(runs, desc="reward models", disable=not cfg.progress):
         rm_cfg = RewardTrainingConfig(
-            model=str(policy_path), train_data=str(paths[f"train_{size}"]), output_dir=str(out / "rm" / f"{variant}-{size}-s{seed}"),
+            model=str(policy_path), train_data=str(paths[f"train_{size}"]),
+            output_dir=str(out / "rm" / f"{variant}-{size}-s{seed}"),
             learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size, num_train_epochs=cfg.rm_epochs,
             alpha=cfg.alpha, seed=seed, logging_steps=10, progress=False, max_length=256, **VARIANTS[variant],
         )  # fmt: skip

@@ -1,0 +1,57 @@
+"""The demo's report logic: every sentence is computed from the run's numbers (flip the numbers, flip the verdict)."""
+
+from rewardlab.demo import VARIANTS, DemoConfig, findings, render_report, summarise_ppo
+
+
+def cell(id_acc, ood_acc):
+    return {"id": {"mean": id_acc, "std": 0.01, "values": [id_acc]}, "ood": {"mean": ood_acc, "std": 0.02, "values": [ood_acc]}}
+
+
+def fake_results(grm_ood: float, r3hf_final: float, grm_bon_end: float) -> dict:
+    table = {v: {"small": cell(0.7, 0.6), "large": cell(0.75, 0.62)} for v in VARIANTS}
+    table["grm-sft"]["small"] = cell(0.71, grm_ood)
+
+    def log(final):
+        return [{"step": s, "gold_reward": 0.3 + (final - 0.3) * s / 3, "kl": 0.1 * s, "proxy_reward": s} for s in range(4)]
+
+    ppo = summarise_ppo({"sparse": [log(0.4)], "r3hf": [log(r3hf_final)]})
+    curves = {
+        "vanilla": {"gold": [0.3, 0.35, 0.33]},
+        "grm-sft": {"gold": [0.3, 0.34, 0.3 + grm_bon_end]},
+    }
+    return {
+        "config": vars(DemoConfig.make(quick=True)),
+        "base_policy": {"gold_id": {"mean_gold": 0.3}, "gold_ood": {"mean_gold": 0.2}},
+        "reward_models": table,
+        "bon": {"curves": curves},
+        "ppo": ppo,
+        "timings_seconds": {"total": 1.0},
+    }
+
+
+def test_findings_follow_the_numbers():
+    good = fake_results(grm_ood=0.7, r3hf_final=0.6, grm_bon_end=0.1)
+    lines = findings(good)
+    sft_small = next(x for x in lines if x.startswith("small data: grm-sft"))
+    assert "OOD +10.0 points" in sft_small and "agrees with" in sft_small
+    assert "agrees with GRM's claim of less over-optimisation" in " ".join(lines)
+    assert "agrees with R3HF" in " ".join(lines)
+
+    bad = fake_results(grm_ood=0.5, r3hf_final=0.35, grm_bon_end=0.0)
+    lines = findings(bad)
+    sft_small = next(x for x in lines if x.startswith("small data: grm-sft"))
+    assert "OOD -10.0 points" in sft_small and "does not reproduce" in sft_small
+    assert "does not reproduce GRM's claim of less over-optimisation" in " ".join(lines)
+    assert "does not reproduce R3HF" in " ".join(lines)
+
+
+def test_ppo_summary_uses_the_last_quarter_and_report_renders():
+    summary = summarise_ppo({"sparse": [[{"gold_reward": g, "kl": 0.0, "proxy_reward": 0.0} for g in (0.1, 0.2, 0.3, 0.5)]]})
+    assert summary["sparse"]["gold_initial"]["mean"] == 0.1
+    assert summary["sparse"]["gold_final"]["mean"] == 0.5  # last quarter of 4 steps = the last step
+    assert abs(summary["sparse"]["gold_gain"]["mean"] - 0.4) < 1e-12
+    results = fake_results(0.7, 0.6, 0.1)
+    results["findings"] = findings(results)
+    report = render_report(results)
+    assert "| grm-sft | 0.710 ± 0.010 | 0.700 ± 0.020 |" in report
+    assert "rm_accuracy.png" in report and "ppo_gold.png" in report
