@@ -148,7 +148,7 @@ def alternate(
 ) -> dict[str, list[dict[str, float]]]:
     """Run every contender `warmup` times (discarded), then `repeats` rounds, rotating the order each round.
 
-    A contender returns its own measurements (a dict with at least `seconds`), or None to be timed by wall clock here.
+    A contender returns its own measurements (a dict with at least `seconds`), or anything else to be timed by wall clock here.
     """
     names = list(contenders)
     for _ in range(warmup):
@@ -161,7 +161,7 @@ def alternate(
             start = time.perf_counter()
             measured = contenders[name]()
             wall = time.perf_counter() - start
-            results[name].append(measured if measured is not None else {"seconds": wall})
+            results[name].append(measured if isinstance(measured, dict) else {"seconds": wall})
     return results
 
 

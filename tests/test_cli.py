@@ -57,10 +57,7 @@ def test_eval_rm_writes_results_and_scores(trained, easy_data, tmp_path):
     rows = [json.loads(line) for line in scores.read_text().splitlines()]
     assert len(rows) == 300 + 48
     id_rows = [r for r in rows if r["dataset"] == "id"]
-    acc = sum(
-        (r["chosen_reward"] > r["rejected_reward"]) + 0.5 * (r["chosen_reward"] == r["rejected_reward"])
-        for r in id_rows
-    )
+    acc = sum((r["chosen_reward"] > r["rejected_reward"]) + 0.5 * (r["chosen_reward"] == r["rejected_reward"]) for r in id_rows)
     assert acc / len(id_rows) == pytest.approx(results["id"]["accuracy"])
     assert "per_subset" in results["id"] and set(results["id"]["per_subset"]) == {
         "easy/copy",
@@ -144,11 +141,33 @@ def test_unknown_choice_is_a_clear_error(easy_data, tmp_path):
 
 
 def test_data_easy_and_inspect(tmp_path):
-    assert (
-        runner.invoke(
-            app, ["data", "easy", "--output-dir", str(tmp_path), "--n-train", "20", "--n-test", "5"]
-        ).exit_code
-        == 0
-    )
+    assert runner.invoke(app, ["data", "easy", "--output-dir", str(tmp_path), "--n-train", "20", "--n-test", "5"]).exit_code == 0
     result = runner.invoke(app, ["data", "inspect", str(tmp_path / "train.jsonl")])
     assert result.exit_code == 0 and "format trl" in result.output and "loaded 20" in result.output
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "data"
+
+
+def test_eval_rm_reads_every_supported_format(trained, tmp_path):
+    """Real-world layouts: HH transcripts (gzipped JSONL), Unified-Feedback, HHH (JSON), MT-Bench (parquet), RewardBench (CSV)."""
+    specs = {
+        "hh": "hh.jsonl.gz",
+        "uf": "unified_feedback.jsonl",
+        "hhh": "hhh.json",
+        "mtb": "mt_bench_human.parquet",
+        "rb": "rewardbench.csv",
+        "trl": "trl_conversational.jsonl",
+    }
+    args = ["eval-rm", "--model", str(trained), "--output", str(tmp_path / "r.json"), "--no-progress"]
+    for name, file in specs.items():
+        args += ["--data", f"{name}={FIXTURES / file}"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert set(results) == set(specs)
+    for name, metrics in results.items():
+        assert metrics["n"] >= 1 and 0.0 <= metrics["accuracy"] <= 1.0, name
+    assert results["uf"]["data"]["excluded"] >= 1  # the tie is dropped, not counted
+    assert results["mtb"]["data"]["excluded"] >= 1
+    assert "rewardbench" in results["rb"]

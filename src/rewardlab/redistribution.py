@@ -14,34 +14,13 @@ from __future__ import annotations
 
 import torch
 
+from rewardlab.masks import first_token_index, last_token_index, response_mask
+from rewardlab.masks import positions as _positions
+
 METHODS = ("sparse", "r3hf", "r3hf-paper", "mix", "uniform", "abc")
 
 
 # --- positions -----------------------------------------------------------------------------------------------------
-
-
-def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    return torch.arange(attention_mask.shape[-1], device=attention_mask.device).unsqueeze(0)  # (1, T)
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) index of the last real token of each row (any padding side); -1 for an all-padding row."""
-    positions = _positions(attention_mask)
-    return torch.where(attention_mask.bool(), positions, -1).amax(dim=-1)
-
-
-def first_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) index of the first real token of each row (any padding side)."""
-    positions = _positions(attention_mask)
-    return torch.where(attention_mask.bool(), positions, attention_mask.shape[-1]).amin(dim=-1)
-
-
-def response_mask(attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
-    """(B, T) bool: True on response tokens, i.e. real tokens at positions response_start .. last real token."""
-    positions = _positions(attention_mask)
-    start = response_start.to(attention_mask.device).unsqueeze(-1)
-    last = last_token_index(attention_mask).unsqueeze(-1)
-    return (positions >= start) & (positions <= last) & attention_mask.bool()
 
 
 def _gather(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

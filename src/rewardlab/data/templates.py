@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 
 from rewardlab.data.types import Message, Text
+from rewardlab.masks import response_mask  # noqa: F401  (re-exported: batches are built here)
 
 Truncation = Literal["keep_end", "drop"]
 TRUNCATION_CHOICES = ("keep_end", "drop")
@@ -129,9 +130,3 @@ def pad_sequences(
         attention_mask[i, offset : offset + n] = 1
         response_start[i] = offset + s.response_start
     return input_ids, attention_mask, response_start
-
-
-def response_mask(attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
-    """(B, T) bool mask of response tokens: from response_start through the last real token."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions[None, :] >= response_start[:, None]) & attention_mask.bool()

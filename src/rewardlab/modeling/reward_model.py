@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.tiny import TINY_LLAMA, build_tiny_llama
 
 CONFIG_NAME = "rewardlab_config.json"
@@ -92,17 +93,6 @@ class RewardOutput:
     hidden_states: torch.Tensor  # (B, T, H) last layer, after the final norm
     attentions: torch.Tensor | None = None  # (B, heads, T, T) last layer, when asked
     logprobs: torch.Tensor | None = None  # (B,) summed response log-probs, when a response mask is given
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last real token of each row, for any padding side."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions[None, :] * attention_mask.long()).argmax(-1)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """0, 1, 2, ... over real tokens whatever the padding side (padding positions get 0)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def is_builtin(name: str) -> bool:

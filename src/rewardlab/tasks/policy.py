@@ -70,6 +70,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("REWARDLAB_CACHE", Path.home() / ".cache" / "rewardlab"))
 
 
+def training_threads() -> int:
+    """Threads for pretraining: at most 2 (the matrices are tiny) and no more than the idle cores, because busy-waiting
+    OpenMP threads on an oversubscribed CPU make every step ~10x slower."""
+    cores = os.cpu_count() or 1
+    try:
+        idle = cores - round(os.getloadavg()[0])
+    except OSError:  # no load average on this platform
+        idle = cores
+    return max(1, min(2, idle))
+
+
 def demonstration(task: TaskInstance, config: BasePolicyConfig, rng: random.Random) -> str:
     """One (possibly sloppy) demonstrated answer for `task`."""
     if rng.random() < config.clean_fraction:
@@ -158,7 +169,7 @@ def get_base_policy(
     path = root / "base-policy" / config.key()
     if not (path / "config.json").exists():
         threads = torch.get_num_threads()
-        torch.set_num_threads(min(2, os.cpu_count() or 1))  # tiny matrices: more threads only add overhead
+        torch.set_num_threads(training_threads())
         try:
             model, tokenizer, stats = pretrain_base_policy(config, progress=progress)
         finally:
