@@ -36,10 +36,11 @@ DEFAULT_LAYERS = 4
 DEFAULT_HEADS = 4
 MAX_LENGTH = 512  # above the longest generated sequence: nothing is truncated or filtered by either trainer
 
-WORDS = (
+VOCABULARY = (
     "the model reward policy answer question because however token value people write first then each good bad water "
     "light house river city small large quickly often never always think explain example result data train step loss"
-).split()
+)
+WORDS = VOCABULARY.split()
 
 
 # ----- data -----
@@ -106,11 +107,19 @@ def padding_fraction(batches: list[dict[str, torch.Tensor]]) -> float:
 
 
 # ----- model -----
-def save_tiny_llama(directory: str | Path, hidden_size: int, num_layers: int, num_heads: int = DEFAULT_HEADS) -> str:
-    """Save a seeded tiny Llama (causal LM + byte tokenizer) of the given size, so trainers load it by path."""
+def save_tiny_llama(
+    directory: str | Path, hidden_size: int, num_layers: int, num_heads: int = DEFAULT_HEADS, vocab_size: int | None = None
+) -> str:
+    """Save a seeded tiny Llama (causal LM + byte tokenizer) of the given size, so trainers load it by path.
+
+    `vocab_size` above the byte tokenizer's 263 enlarges the embeddings and LM head (the extra ids are never produced):
+    the LM-head cost of the sft/dpo regularisers then resembles a real model's (32k-256k vocabularies).
+    """
     from rewardlab.modeling.tiny import build_tiny_llama
 
     model, tokenizer = build_tiny_llama(seed=0, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads)
+    if vocab_size is not None and vocab_size > len(tokenizer):
+        model.resize_token_embeddings(vocab_size, mean_resizing=False)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
@@ -191,6 +200,7 @@ def comparison(
         f"{denominator}_median_{key}": bottom,
         "paired_ratio_min": min(paired),
         "paired_ratio_max": max(paired),
+        "paired_ratios": [round(r, 4) for r in paired],
         "repeats": len(paired),
         **extra,
     }
@@ -199,6 +209,17 @@ def comparison(
 # ----- environment -----
 def load_average() -> float:
     return os.getloadavg()[0]
+
+
+def warn_if_busy(threads: int) -> None:
+    """Several torch threads on a busy machine wait on each other at every operator: timings measure contention, not code."""
+    cores = os.cpu_count() or 1
+    if threads != 1 and load_average() > cores - 0.5:
+        print(
+            f"warning: load average {load_average():.1f} on {cores} cores; multi-threaded timings will mostly measure "
+            "thread contention. Consider --threads 1.",
+            file=sys.stderr,
+        )
 
 
 def peak_rss_mb() -> float:
@@ -215,6 +236,40 @@ def machine(device: str) -> str:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ----- command line -----
+def add_common_arguments(parser, repeats: int) -> None:
+    """The options every benchmark shares: model size, data, repetitions, threads, device, output."""
+    parser.add_argument("--hidden-size", type=int, default=DEFAULT_HIDDEN)
+    parser.add_argument("--num-layers", type=int, default=DEFAULT_LAYERS)
+    parser.add_argument("--vocab-size", type=int, default=None, help="enlarge the LM head to this vocabulary (default 263)")
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs per step")
+    parser.add_argument("--max-tokens", type=int, default=400, help="longest sequence (prompt + response)")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, all cores)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--quick", action="store_true", help="a tiny setting that runs in seconds (smoke test)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per comparison")
+
+
+def setup_run(args) -> str:
+    """Apply --threads, silence download-style progress bars, warn on a busy machine; returns the device."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or default_device()
+    if device == "cpu":
+        warn_if_busy(torch.get_num_threads())
+    return device
+
+
+def model_name(args) -> str:
+    vocab = f", vocab {args.vocab_size}" if args.vocab_size else ""
+    return f"tiny-llama hidden {args.hidden_size}, {args.num_layers} layers{vocab}"
 
 
 # ----- output -----

@@ -29,23 +29,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
-from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    DEFAULT_HIDDEN,
-    DEFAULT_LAYERS,
+    add_common_arguments,
     alternate,
     comparison,
-    default_device,
     emit,
     load_average,
     machine,
     make_preference_examples,
-    pair_batches,
+    model_name,
     padding_fraction,
+    pair_batches,
     rewardlab_step,
     save_tiny_llama,
+    setup_run,
     synchronize,
     trainable_parameters,
 )
@@ -138,14 +137,15 @@ def build_contenders(model_dir: str, batches: list[dict], device: str, lr: float
         synchronize(device)
 
     def run_packed() -> None:
+        model, optimizer = models["packed"], optimizers["packed"]
         for p in packed:
-            bare_step(packed_rewards(models["packed"], p), p["n_pairs"], models["packed"], optimizers["packed"], cfg.max_grad_norm)
+            bare_step(packed_rewards(model, p), p["n_pairs"], model, optimizer, cfg.max_grad_norm)
         synchronize(device)
 
     def run_padded() -> None:
+        model, optimizer = models["padded"], optimizers["padded"]
         for batch in padded:
-            n_pairs = batch["margin"].shape[0]
-            bare_step(padded_rewards(models["padded"], batch), n_pairs, models["padded"], optimizers["padded"], cfg.max_grad_norm)
+            bare_step(padded_rewards(model, batch), batch["margin"].shape[0], model, optimizer, cfg.max_grad_norm)
         synchronize(device)
 
     # The limit must compute the same function: compare rewards with dropout off, before any update.
@@ -178,31 +178,22 @@ def profile(contenders: dict, rows: int) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=96, help="preference pairs; every repetition runs them all")
-    parser.add_argument("--batch-size", type=int, default=8, help="pairs per step")
-    parser.add_argument("--hidden-size", type=int, default=DEFAULT_HIDDEN)
-    parser.add_argument("--num-layers", type=int, default=DEFAULT_LAYERS)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--max-tokens", type=int, default=400, help="longest sequence (prompt + response)")
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--quick", action="store_true", help="a tiny setting that runs in seconds (smoke test)")
+    parser.add_argument("--pairs", type=int, default=32, help="preference pairs; every repetition runs them all")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables for each contender")
-    parser.add_argument("--json", action="store_true", help="one JSON object per comparison")
+    add_common_arguments(parser, repeats=5)
     args = parser.parse_args(argv)
     if args.quick:
-        args.pairs, args.batch_size, args.hidden_size, args.num_layers, args.repeats, args.max_tokens = 8, 4, 64, 2, 1, 80
+        args.pairs, args.batch_size, args.hidden_size, args.num_layers, args.max_tokens, args.repeats = 4, 2, 32, 1, 60, 1
     return args
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    hf_logging.disable_progress_bar()
+    device = setup_run(args)
     torch.manual_seed(0)
-    device = args.device or default_device()
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = save_tiny_llama(tmp, args.hidden_size, args.num_layers)
+        model_dir = save_tiny_llama(tmp, args.hidden_size, args.num_layers, vocab_size=args.vocab_size)
         from rewardlab.modeling.tiny import build_byte_tokenizer
 
         examples = make_preference_examples(args.pairs, seed=0, max_tokens=args.max_tokens)
@@ -214,7 +205,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     info = {
         "device": machine(device),
-        "model": f"tiny-llama hidden {args.hidden_size}, {args.num_layers} layers",
+        "model": model_name(args),
         "pairs": args.pairs,
         "batch_pairs": args.batch_size,
         "steps": len(batches),
@@ -222,6 +213,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "padding_fraction": round(padding_fraction(batches), 4),
         "max_abs_reward_diff_packed": diffs["packed"],
         "load_average": [round(load_before, 2), round(load_average(), 2)],
+        "threads": torch.get_num_threads(),
     }
     results = [
         comparison("limit", runs, "rewardlab", "packed", "lower", target=1.15, **info),

@@ -302,9 +302,7 @@ def test_mt_bench_turn_cuts_conversations():
     assert turn1.prompt == [user("q1")]
     assert turn1.chosen == [assistant("a1")] and turn1.rejected == [assistant("b1")]
     # turn 2 judged whole conversations: prompt + response is each model's full conversation
-    turn2 = from_mt_bench_human(
-        with_changes(MT, conversation_a=conv_a, conversation_b=conv_b, turn=2, winner="model_b")
-    )
+    turn2 = from_mt_bench_human(with_changes(MT, conversation_a=conv_a, conversation_b=conv_b, turn=2, winner="model_b"))
     assert turn2.prompt == [user("q1")]
     assert turn2.chosen == conv_b[1:] and turn2.rejected == conv_a[1:]
     # when the first answers agree, they belong to the prompt

@@ -165,6 +165,16 @@ def test_rloo_and_reinforce_use_per_token_returns() -> None:
     for b in range(4):
         for t in range(lengths[b]):
             assert adv[b, t].item() == pytest.approx(returns[b][t] - 0.25, abs=1e-6)
+    # whitened: centred and scaled over the real tokens, so a scalar REINFORCE baseline drops out
+    real = [returns[b][t] for b in range(4) for t in range(lengths[b])]
+    mean = sum(real) / len(real)
+    std = math.sqrt(sum((v - mean) ** 2 for v in real) / (len(real) - 1))
+    for baseline in (0.0, 0.25):
+        adv, _ = compute_advantages("reinforce", torch.tensor(rewards), mask, baseline=baseline)
+        for b in range(4):
+            for t in range(3):
+                expected = (returns[b][t] - mean) / std if t < lengths[b] else 0.0
+                assert adv[b, t].item() == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize("algo", ["rloo", "reinforce"])

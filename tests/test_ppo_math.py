@@ -69,8 +69,7 @@ def test_masked_whiten() -> None:
     expected = [[-1.5 / std, -0.5 / std, 0.5 / std], [1.5 / std, 0.0, 0.0]]
     assert_close(masked_whiten(x, mask), expected, atol=1e-6)
     unshifted = [
-        [v + 2.5 if m else 0.0 for v, m in zip(row, mrow, strict=True)]
-        for row, mrow in zip(expected, mask.tolist(), strict=True)
+        [v + 2.5 if m else 0.0 for v, m in zip(row, mrow, strict=True)] for row, mrow in zip(expected, mask.tolist(), strict=True)
     ]
     assert_close(masked_whiten(x, mask, shift_mean=False), unshifted, atol=1e-6)
 

@@ -24,10 +24,19 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices gain little from threads, and busy-waiting OpenMP threads crawl on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def eos_prone_model():
-    """The random tiny Llama with an LM-head bias that makes EOS likely (~12% a step at temperature 0.7): some samples finish early,
-    some run to max_new_tokens."""
+    """The random tiny Llama with an LM-head bias that makes EOS likely (~12% a step at temperature 0.7): some
+    samples finish early, some run to max_new_tokens."""
     model, tokenizer = build_tiny_llama(seed=0)
     old_head = model.lm_head
     head = torch.nn.Linear(old_head.in_features, old_head.out_features, bias=True)

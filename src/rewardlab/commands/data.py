@@ -25,9 +25,7 @@ def easy(
     with user_errors():
         output_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(output_dir / "train.jsonl", (preference_to_dict(e) for e in easy_preferences(n_train, seed)))
-        write_jsonl(
-            output_dir / "test.jsonl", (preference_to_dict(e) for e in easy_preferences(n_test, seed + 1_000_003))
-        )
+        write_jsonl(output_dir / "test.jsonl", (preference_to_dict(e) for e in easy_preferences(n_test, seed + 1_000_003)))
     print(f"wrote {output_dir}/train.jsonl ({n_train} pairs) and test.jsonl ({n_test} pairs)")
 
 

@@ -34,9 +34,7 @@ def eval_rm(
         rm = load_reward_model(model, aggregate=aggregate)
         results, rows = {}, []
         for name, ds in datasets.items():
-            metrics, raw = evaluate_preferences(
-                rm, ds.examples, max_length, truncation, batch_size, progress=progress, desc=name
-            )
+            metrics, raw = evaluate_preferences(rm, ds.examples, max_length, truncation, batch_size, progress=progress, desc=name)
             metrics["data"] = ds.stats
             results[name] = metrics
             for i, c, r in zip(raw["index"], raw["chosen_reward"], raw["rejected_reward"], strict=True):

@@ -45,6 +45,9 @@ def ppo(
     ),
     beta_c: float | None = typer.Option(None, "--beta-c", help="mix: weight of r3hf vs sparse (default 1)."),
     vf_coef: float | None = typer.Option(None, "--vf-coef", help="Value loss coefficient (default 0.1)."),
+    whiten_advantages: bool | None = typer.Option(
+        None, "--whiten-advantages/--no-whiten-advantages", help="Centre and scale advantages over the batch (on)."
+    ),
     gamma: float | None = typer.Option(None, "--gamma", help="Discount (default 1)."),
     lam: float | None = typer.Option(None, "--lam", help="GAE lambda (default 0.95)."),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", min=1, help="Default 32."),
@@ -67,8 +70,9 @@ def ppo(
         "reinforce_baseline": reinforce_baseline, "lr": lr, "critic_lr": critic_lr, "kl_coef": kl_coef,
         "kl_estimator": kl_estimator, "adaptive_kl": adaptive_kl, "kl_target": kl_target,
         "missing_eos_penalty": missing_eos_penalty, "normalize_reward": normalize_reward, "beta_c": beta_c,
-        "vf_coef": vf_coef, "gamma": gamma, "lam": lam, "max_new_tokens": max_new_tokens, "temperature": temperature,
-        "top_p": top_p, "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "seed": seed, "bf16": bf16,
+        "vf_coef": vf_coef, "whiten_advantages": whiten_advantages, "gamma": gamma, "lam": lam,
+        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "lora": lora, "lora_r": lora_r,
+        "lora_alpha": lora_alpha, "seed": seed, "bf16": bf16,
     }  # fmt: skip
     with user_errors():
         values: dict = {}

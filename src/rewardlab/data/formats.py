@@ -87,9 +87,7 @@ def parse_messages(value: Any, key: str) -> list[Message]:
     messages = []
     for i, message in enumerate(value):
         if not isinstance(message, dict):
-            raise DataError(
-                f"message {i}: expected an object with role and content, got {type_name(message)}", field=key
-            )
+            raise DataError(f"message {i}: expected an object with role and content, got {type_name(message)}", field=key)
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise DataError(f"message {i}: role must be one of {', '.join(ROLES)}, got {role!r}", field=key)
@@ -183,9 +181,7 @@ def split_shared_prefix(chosen: str, rejected: str) -> tuple[str, str, str]:
     return chosen[:split], chosen[split:], rejected[split:]
 
 
-def split_shared_messages(
-    chosen: list[Message], rejected: list[Message]
-) -> tuple[list[Message], list[Message], list[Message]]:
+def split_shared_messages(chosen: list[Message], rejected: list[Message]) -> tuple[list[Message], list[Message], list[Message]]:
     """Split two conversations into (shared leading messages, chosen rest, rejected rest)."""
     shared = 0
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
@@ -226,9 +222,7 @@ def from_trl(record: dict[str, Any]) -> PreferenceExample | None:
         else:
             prompt, chosen, rejected = split_shared_prefix(chosen, rejected)
             if not prompt:
-                raise DataError(
-                    "no prompt field, and chosen and rejected share no leading words to use as one", field="chosen"
-                )
+                raise DataError("no prompt field, and chosen and rejected share no leading words to use as one", field="chosen")
 
     if conversational:
         _check_assistant_start(chosen, "chosen")
@@ -387,9 +381,7 @@ def from_mt_bench_human(record: dict[str, Any]) -> PreferenceExample | None:
     """
     winner = _string(record, "winner")
     if winner not in MT_BENCH_WINNERS + MT_BENCH_TIES:
-        raise DataError(
-            f"expected one of {', '.join(MT_BENCH_WINNERS + MT_BENCH_TIES)}, got {winner!r}", field="winner"
-        )
+        raise DataError(f"expected one of {', '.join(MT_BENCH_WINNERS + MT_BENCH_TIES)}, got {winner!r}", field="winner")
     conv_a = parse_messages(_require(record, "conversation_a"), "conversation_a")
     conv_b = parse_messages(_require(record, "conversation_b"), "conversation_b")
     turn = record.get("turn")

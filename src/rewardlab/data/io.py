@@ -158,9 +158,7 @@ def _read_jsonl(path: str, on_invalid: OnInvalid | None) -> Iterator[Record]:
                 try:
                     value = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    _reject(
-                        DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=lineno), on_invalid
-                    )
+                    _reject(DataError(f"malformed JSON: {exc.msg} (column {exc.colno})", file=path, line=lineno), on_invalid)
                     continue
                 record = _check_object(value, path, lineno, on_invalid)
                 if record is not None:
@@ -235,9 +233,7 @@ def _read_hub(spec: str, on_invalid: OnInvalid | None) -> Iterator[Record]:
         dataset = datasets.load_dataset(repo, config, split=split)
     except Exception as exc:  # network, auth, missing split...: all one user-facing error
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(
-            f"not a local file, and loading it from the Hugging Face hub failed: {first_line}", file=spec
-        ) from None
+        raise DataError(f"not a local file, and loading it from the Hugging Face hub failed: {first_line}", file=spec) from None
     for index, row in enumerate(dataset, 1):
         record = _check_object(row, spec, index, on_invalid)
         if record is not None:

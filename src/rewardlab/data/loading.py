@@ -132,9 +132,7 @@ def load_named_preferences(specs: list[str], **kwargs: Any) -> dict[str, Prefere
     for spec in specs:
         name, source = parse_named_spec(spec)
         if name in named:
-            raise DataError(
-                f"duplicate data set name '{name}' (also used by {named[name]}); name them: name=path", file=source
-            )
+            raise DataError(f"duplicate data set name '{name}' (also used by {named[name]}); name them: name=path", file=source)
         named[name] = source
     return {name: load_preferences(source, name=name, **kwargs) for name, source in named.items()}
 
@@ -248,9 +246,7 @@ def _prompt_adapter(data: dict[str, Any]) -> Adapter | None:
         if "prompt" in data:
             return None
         seen = ", ".join(sorted(data)) or "none"
-        raise DataError(
-            f"expected a 'prompt' field or a preference format ({', '.join(FORMATS)}); fields seen: {seen}"
-        ) from None
+        raise DataError(f"expected a 'prompt' field or a preference format ({', '.join(FORMATS)}); fields seen: {seen}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -63,7 +63,5 @@ class EnsembleRewardModel(nn.Module):
         manifest = json.loads((path / ENSEMBLE_NAME).read_text())
         from rewardlab.modeling.reward_model import resolve_model_dir
 
-        members = [
-            RewardModel.from_pretrained(resolve_model_dir(path / name), **kwargs) for name in manifest["members"]
-        ]
+        members = [RewardModel.from_pretrained(resolve_model_dir(path / name), **kwargs) for name in manifest["members"]]
         return cls(members, aggregate or manifest.get("aggregate", "mean"))

@@ -123,10 +123,8 @@ def plot_curves(curves: dict[str, dict], path: str | Path, title: str | None = N
         kl = np.asarray(curve["kl"])
         for key, style in (("proxy", "--"), ("gold", "-")):
             gain = normalise_curve(curve[key])
+            # No error bands: the stored s.e.m. are of the picked scores' levels across prompts, not of the gains.
             ax.plot(kl, gain, style, color=colour, marker="o", markersize=3, label=f"{name} ({key})")
-            sem = np.asarray(curve[f"{key}_sem"], dtype=np.float64)
-            if np.isfinite(sem).all():
-                ax.fill_between(kl, gain - sem, gain + sem, color=colour, alpha=0.12, linewidth=0)
     ax.axhline(0.0, color="grey", linewidth=0.6)
     ax.set_xlabel("KL(best-of-N || policy) = log N - (N-1)/N")
     ax.set_ylabel("reward gain over N = 1")

@@ -78,9 +78,7 @@ def unbiased_bon_weights(n_total: int, n: int) -> np.ndarray:
     return np.exp(log_weights)
 
 
-def bon_curve(
-    proxy_scores: ArrayLike, gold_scores: ArrayLike, grid: list[int], unbiased: bool = False
-) -> dict[str, list[float]]:
+def bon_curve(proxy_scores: ArrayLike, gold_scores: ArrayLike, grid: list[int], unbiased: bool = False) -> dict[str, list[float]]:
     """Best-of-N curve: for each N in `grid`, the mean proxy and gold scores of the picked samples, with standard errors
     over prompts, and KL_bon(N).
 

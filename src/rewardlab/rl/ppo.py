@@ -13,14 +13,16 @@ The recipe is Huang et al. 2024 ("The N+ implementation details of RLHF with PPO
     4. r_t = s_t - beta * KL_t (per-token KL to the reference, k1 or k3; fixed or adaptive beta)         (R3HF Eq. 8)
     5. ppo: values V_t from the critic, GAE (gamma 1, lambda 0.95) -> advantages and returns
        rloo / reinforce: per-token returns G_t = sum_{k >= t} r_k, minus a leave-one-out / batch / EMA baseline
-    6. advantages whitened over the batch (ppo; rloo / reinforce only rescale them, keeping their baseline)
+    6. advantages whitened over the batch's response tokens (all algorithms; `whiten_advantages`)
   update: `ppo_epochs` passes over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss, AdamW.
 
 How dense rewards enter each algorithm: GAE and the per-token returns G_t give token t credit only for the rewards at
 and after t, so moving reward mass between tokens (R3HF) changes each token's advantage although the sequence total is
 the same. A sequence-level return (G_0 for every token) would cancel the redistribution exactly (R3HF is
-potential-based shaping with gamma = 1); this module never uses one. For sparse rewards and gamma = 1, G_t = G_0 and
-RLOO / REINFORCE are the usual sequence-level methods.
+potential-based shaping with gamma = 1); this module never uses one. With r3hf, G_t = R(x, y) - R(x, y<t): the sparse
+return minus the prefix score, a state-dependent baseline (unbiased; it lowers the variance only if the reward model's
+prefix scores track the final reward). For sparse rewards and gamma = 1, G_t = G_0 and RLOO / REINFORCE are the usual
+sequence-level methods.
 
 Value model: a separate critic initialised from the reward model (its backbone and scalar head, read at every
 position; V_t is read at the position before token t, i.e. on the state (x, y<t)), as in Huang et al. Policy and critic
@@ -347,8 +349,10 @@ def compute_advantages(
     ppo:       GAE on the critic's values; returns = the value targets (TD(lambda) returns); whitened advantages.
     rloo:      per-token returns G_t minus the mean sequence return of the other samples of the same prompt.
     reinforce: per-token returns G_t minus `baseline` (a scalar, e.g. the batch mean or an EMA of sequence returns).
-    For rloo / reinforce `returns` = G_t, and whitening rescales the advantages without removing their mean (the
-    baseline already centres them).
+    For rloo / reinforce `returns` = G_t. Whitening centres and scales the advantages over all response tokens (Huang et
+    al.). For rloo / reinforce that matters with dense rewards: G_t - b has a token-dependent mean (with r3hf it is
+    R(x, y) - R(x, y<t) - b), and an uncentred negative mean pushes down every sampled token, raising entropy and KL.
+    Centring absorbs a scalar REINFORCE baseline; rloo's per-prompt baseline still matters.
     """
     if algo == "ppo":
         if values is None:
@@ -363,7 +367,7 @@ def compute_advantages(
     else:
         raise ValueError(f"unknown algo {algo!r}; expected one of {', '.join(ALGOS)}")
     if whiten and mask.sum() > 1:
-        advantages = masked_whiten(advantages, mask, shift_mean=algo == "ppo")
+        advantages = masked_whiten(advantages, mask)
     return advantages, returns
 
 
@@ -403,7 +407,8 @@ class PPOTrainer:
     """Holds the models, optimiser and state; `rollout()`, `update()` and `train()` are the algorithm.
 
     Models may be passed in (tests, benchmarks, the demo): `policy` = (model, tokenizer), `reward_model` a loaded
-    RewardModel / EnsembleRewardModel, `gold` any Scorer, `prompts` a list; otherwise they come from the config.
+    RewardModel / EnsembleRewardModel, `gold` any Scorer, `prompts` a list; otherwise they come from the config. A
+    passed-in policy model is trained in place (LoRA: adapters are injected into it).
     """
 
     def __init__(
@@ -809,23 +814,28 @@ def summarise(log: list[dict]) -> dict:
     return summary
 
 
+def moving_average(values: list[float], window: int = 5) -> list[float]:
+    """Trailing mean over up to `window` points (rollout statistics are noisy; the plots show both)."""
+    return [sum(values[max(0, i - window + 1) : i + 1]) / (i - max(0, i - window + 1) + 1) for i in range(len(values))]
+
+
 def plot_ppo(log: list[dict], output_dir: Path) -> None:
-    """reward_vs_step.png (proxy, gold, KL vs step) and, with a gold scorer, gold_vs_kl.png."""
+    """reward_vs_step.png (proxy, gold, KL vs step: raw and a 5-step moving average) and, with a gold scorer,
+    gold_vs_kl.png (gold and proxy vs KL, points coloured by step)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in log]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    axes[0].plot(steps, [r["proxy_reward"] for r in log], "--", label="proxy reward")
-    if "gold_reward" in log[0]:
-        axes[0].plot(steps, [r["gold_reward"] for r in log], "-", label="gold reward")
-    axes[0].set_title("reward vs step")
-    axes[0].legend(fontsize=8)
-    axes[1].plot(steps, [r["kl"] for r in log], color="tab:red")
-    axes[1].set_title("KL(policy || reference) per response")
-    for ax in axes:
+    panels = [("proxy_reward", "proxy reward", "tab:blue"), ("gold_reward", "gold reward", "tab:orange")]
+    panels = [p for p in panels if p[0] in log[0]] + [("kl", "KL(policy || reference) per response", "tab:red")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (key, title, colour) in zip(axes, panels, strict=True):
+        values = [r[key] for r in log]
+        ax.plot(steps, values, color=colour, alpha=0.3, linewidth=1)
+        ax.plot(steps, moving_average(values), color=colour, linewidth=2)
+        ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -833,14 +843,18 @@ def plot_ppo(log: list[dict], output_dir: Path) -> None:
     plt.close(fig)
     if "gold_reward" not in log[0]:
         return
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    ax.plot([r["kl"] for r in log], [r["gold_reward"] for r in log], "-o", markersize=2, label="gold")
-    ax.plot([r["kl"] for r in log], [r["proxy_reward"] for r in log], "--", alpha=0.7, label="proxy")
+    kl = [r["kl"] for r in log]
+    fig, ax = plt.subplots(figsize=(5.8, 4.0))
+    points = ax.scatter(kl, [r["gold_reward"] for r in log], c=steps, cmap="viridis", s=14, label="gold")
+    ax.plot(moving_average(kl), moving_average([r["gold_reward"] for r in log]), "-", color="black", linewidth=1.5)
     ax.set_xlabel("KL(policy || reference) per response")
-    ax.set_ylabel("reward")
+    ax.set_ylabel("gold reward (solid: 5-step moving average)")
+    proxy_ax = ax.twinx()
+    proxy_ax.plot(moving_average(kl), moving_average([r["proxy_reward"] for r in log]), "--", color="grey")
+    proxy_ax.set_ylabel("proxy reward (dashed, moving average)", color="grey")
+    fig.colorbar(points, ax=proxy_ax, label="step", pad=0.15)
     ax.set_title("reward vs KL")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(output_dir / "gold_vs_kl.png", dpi=110)
     plt.close(fig)

@@ -205,9 +205,7 @@ def rloo_advantages(token_returns: torch.Tensor, mask: torch.Tensor, group_size:
     return (token_returns - baselines) * mask
 
 
-def reinforce_advantages(
-    token_returns: torch.Tensor, mask: torch.Tensor, baseline: float | torch.Tensor = 0.0
-) -> torch.Tensor:
+def reinforce_advantages(token_returns: torch.Tensor, mask: torch.Tensor, baseline: float | torch.Tensor = 0.0) -> torch.Tensor:
     """REINFORCE with a baseline: A_t = G_t - b (Williams 1992). `baseline` is a scalar, a (B,) per-sequence tensor
     or a tensor broadcastable to (B, T). Zero outside the mask."""
     if isinstance(baseline, torch.Tensor) and baseline.dim() == 1:

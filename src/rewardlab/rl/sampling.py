@@ -1,8 +1,8 @@
 """Batched sampling from any HF causal LM, the tensors that score or train on the samples, and a JSONL round trip.
 
-Convention (same as `rewardlab.data.templates`): a conversational prompt is rendered with the tokenizer's chat template
-(`add_generation_prompt=True`), a string prompt is used as is; prompt ids are the tokens of that text (no special tokens
-added), response ids are the generated tokens up to and including the first EOS. Prompts are LEFT padded for
+Convention (`rewardlab.data.templates`): a conversational prompt is rendered with the tokenizer's chat template
+(`add_generation_prompt=True`), a string prompt is used as is (with the tokenizer's usual special tokens, e.g. BOS);
+response ids are the generated tokens up to and including the first EOS. Prompts are LEFT padded for
 `model.generate` so every row's continuation starts at the same column.
 """
 
@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rewardlab.data.errors import DataError
+from rewardlab.data.templates import encode_prompt
 from rewardlab.data.types import Text
 
 
@@ -47,15 +48,9 @@ class SampleBatch:
         return [s.text for s in self.samples]
 
 
-def render_prompt(tokenizer: Any, prompt: Text) -> str:
-    """Chat-template rendering of a message list (generation prompt added); a string prompt is returned unchanged."""
-    if isinstance(prompt, list):
-        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    return prompt
-
-
 def prompt_token_ids(tokenizer: Any, prompt: Text) -> list[int]:
-    return list(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False).input_ids)
+    """Token ids of the prompt as rendered for generation (`rewardlab.data.templates.encode_prompt`)."""
+    return list(encode_prompt(tokenizer, prompt))
 
 
 def truncate_at_eos(token_ids: Sequence[int], eos_id: int) -> tuple[list[int], bool]:

@@ -6,7 +6,7 @@ occur in a correct answer. A reward model therefore only has to spot the foreign
 2 layers) learns with a Bradley-Terry loss to >= 95% held-out accuracy in a few seconds. The real comparison task, where
 wrong symbols come from the same alphabet and grading needs the prompt, is the world in `rewardlab.tasks.world`.
 
-Every example is at most 27 tokens with the byte tokenizer (prompt, response and EOS together).
+Every example is at most 25 tokens with the byte tokenizer (prompt, response and EOS together).
 Same `(n, seed)` -> same list; use a different seed for a held-out set.
 """
 

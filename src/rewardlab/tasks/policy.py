@@ -27,8 +27,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from rewardlab.data.templates import encode_prompt_response
 from rewardlab.modeling.tiny import build_byte_tokenizer, tiny_llama_config
-from rewardlab.rl.sampling import prompt_token_ids, sample
+from rewardlab.rl.sampling import sample
 from rewardlab.tasks.world import (
     FAMILIES,
     GoldReward,
@@ -39,12 +40,12 @@ from rewardlab.tasks.world import (
     split_pairs,
 )
 
-WORLD_VERSION = 1  # bump when the world (families, styles, noise) changes: invalidates cached policies
+WORLD_VERSION = 2  # bump when the world (families, styles, noise) changes: invalidates cached policies
 
 
 @dataclass(frozen=True)
 class BasePolicyConfig:
-    hidden_size: int = 128
+    hidden_size: int = 64
     num_layers: int = 4
     num_heads: int = 4
     steps: int = 1500
@@ -59,7 +60,7 @@ class BasePolicyConfig:
     @classmethod
     def quick(cls) -> BasePolicyConfig:
         """A reduced budget for tests (seconds): learns the format and part of the tasks."""
-        return cls(hidden_size=64, num_layers=2, steps=250, batch_size=32)
+        return cls(hidden_size=64, num_layers=2, steps=400, batch_size=32, lr=5e-3, warmup_steps=30)
 
     def key(self) -> str:
         payload = json.dumps({"world": WORLD_VERSION, **asdict(self)}, sort_keys=True)
@@ -98,8 +99,8 @@ def pretraining_batch(
     for _ in range(config.batch_size):
         family, style = rng.choice(pairs)
         task = TaskInstance(family, style, random_input(family, rng))
-        response_ids = tokenizer(demonstration(task, config, rng), add_special_tokens=False).input_ids
-        sequences.append(prompt_token_ids(tokenizer, task.messages) + response_ids + [tokenizer.eos_token_id])
+        response = [{"role": "assistant", "content": demonstration(task, config, rng)}]
+        sequences.append(encode_prompt_response(tokenizer, task.messages, response).input_ids)  # response ends in EOS
     width = max(map(len, sequences))
     input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(sequences), width), -100, dtype=torch.long)  # the LM loss ignores padding
@@ -140,7 +141,7 @@ def pretrain_base_policy(
     rng = random.Random(f"rewardlab-pretrain-{config.seed}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     model.train()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     losses = []
     bar = tqdm(range(config.steps), desc="pretraining base policy", disable=not progress)
     for step in bar:
@@ -156,7 +157,12 @@ def pretrain_base_policy(
         if step % 20 == 0:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
     model.eval()
-    stats = {"train_seconds": time.perf_counter() - start, "final_loss": sum(losses[-50:]) / len(losses[-50:])}
+    stats = {
+        "train_seconds": time.perf_counter() - start,
+        "train_cpu_seconds": time.process_time() - start_cpu,
+        "threads": torch.get_num_threads(),
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+    }
     return model, tokenizer, stats
 
 

@@ -1,7 +1,7 @@
 """Synthetic preference data labelled by the gold reward (the GRM paper's synthetic setting), written as user data.
 
-For each prompt the base policy samples two responses a, b; pairs with identical responses (and, by default, equal gold)
-are skipped. The label is a Bradley-Terry draw on the gold rewards, then symmetric label noise:
+For each prompt the base policy samples two responses a, b; pairs with identical or blank responses (and, by default,
+equal gold) are skipped. The label is a Bradley-Terry draw on the gold rewards, then symmetric label noise:
 
     P(a preferred) = sigmoid((g_a - g_b) / temperature)          (temperature 0: a preferred iff g_a > g_b)
     then the drawn label is flipped with probability label_noise  (independently per pair)
@@ -96,11 +96,14 @@ def make_preference_data(
     skip_ties: bool = True,
     sampling_temperature: float = 1.0,
     batch_size: int = 256,
+    prompts_per_chunk: int = PROMPTS_PER_CHUNK,
     progress: bool = False,
 ) -> list[PreferenceExample]:
     """`n_pairs` labelled pairs of two policy samples per prompt of `split`; deterministic in `seed`.
 
-    `temperature` / `label_noise` set the labels (module docstring); `sampling_temperature` is the policy's.
+    `temperature` / `label_noise` set the labels (module docstring); `sampling_temperature` is the policy's. Prompts
+    are sampled in chunks of `prompts_per_chunk`, each seeded by (seed, chunk): with the same seed and chunk size, a
+    smaller dataset is a prefix of a larger one.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -111,9 +114,9 @@ def make_preference_data(
     for chunk_index in itertools.count():
         if len(examples) >= n_pairs:
             break
-        if chunk_index > 50 + 4 * math.ceil(n_pairs / PROMPTS_PER_CHUNK):
+        if chunk_index > 50 + 4 * math.ceil(n_pairs / prompts_per_chunk):
             raise RuntimeError("the policy keeps producing identical pairs; raise sampling_temperature")
-        chunk = list(itertools.islice(tasks, PROMPTS_PER_CHUNK))
+        chunk = list(itertools.islice(tasks, prompts_per_chunk))
         batch = sample(
             policy,
             tokenizer,
@@ -127,24 +130,32 @@ def make_preference_data(
         )
         texts = [s.text for s in batch.samples]
         response_a, response_b = texts[0::2], texts[1::2]
-        gold_a = torch.tensor([gold_score(r, t.answer) for r, t in zip(response_a, chunk, strict=True)])
-        gold_b = torch.tensor([gold_score(r, t.answer) for r, t in zip(response_b, chunk, strict=True)])
-        a_chosen = draw_labels(gold_a, gold_b, temperature, label_noise, generator).tolist()
+        gold_a = [gold_score(r, t.answer) for r, t in zip(response_a, chunk, strict=True)]
+        gold_b = [gold_score(r, t.answer) for r, t in zip(response_b, chunk, strict=True)]
+        a_chosen = draw_labels(
+            torch.tensor(gold_a, dtype=torch.float64),
+            torch.tensor(gold_b, dtype=torch.float64),
+            temperature,
+            label_noise,
+            generator,
+        ).tolist()
         for i, task in enumerate(chunk):
             if len(examples) >= n_pairs:
                 break
             if response_a[i] == response_b[i] or (skip_ties and gold_a[i] == gold_b[i]):
                 continue
+            if not response_a[i].strip() or not response_b[i].strip():
+                continue  # user-data loaders reject blank responses; they are rare (EOS first) and score 0 anyway
             (chosen, g_c), (rejected, g_r) = ((response_a[i], gold_a[i]), (response_b[i], gold_b[i]))[:: 1 if a_chosen[i] else -1]
             examples.append(
                 PreferenceExample(
                     prompt=task.messages,
                     chosen=[{"role": "assistant", "content": chosen}],
                     rejected=[{"role": "assistant", "content": rejected}],
-                    margin=float(g_c - g_r),
+                    margin=g_c - g_r,
                     source=task.family,
                     subset=task.subset,
-                    metadata={"gold_chosen": float(g_c), "gold_rejected": float(g_r), "split": split},
+                    metadata={"gold_chosen": g_c, "gold_rejected": g_r, "split": split},
                 )
             )
             bar.update(1)

@@ -175,7 +175,7 @@ class GoldReward:
         return [gold_score(_response_text(r), parse_prompt(p).answer) for p, r in zip(prompts, responses, strict=True)]
 
     def token_scores(self, prompts: Sequence[Text], responses: Sequence[Text]) -> list[list[float]]:
-        """One score per response character (= token for the byte tokenizer); each list sums to `score`."""
+        """One score per response character (one token each for ASCII with the byte tokenizer); sums to `score`."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         return [gold_token_scores(_response_text(r), parse_prompt(p).answer) for p, r in zip(prompts, responses, strict=True)]
@@ -188,8 +188,8 @@ class GoldReward:
 
 def random_input(family: str, rng: random.Random) -> str:
     """A random input for `family`: letters for symbol tasks (dedup always has a repeat), `a+b` for add."""
-    if family == "add":
-        return "+".join(str(rng.randint(0, 10 ** rng.randint(1, 3) - 1)) for _ in range(2))
+    if family == "add":  # a number of 1-3 digits plus one digit: mostly copying, then a sum and maybe a carry
+        return f"{rng.randint(0, 10 ** rng.randint(1, 3) - 1)}+{rng.randint(1, 9)}"
     length = rng.randint(MIN_LEN, MAX_LEN)
     if family == "dedup":
         length = max(length, 4)
