@@ -4,6 +4,7 @@ with the same global batch."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -13,6 +14,13 @@ from safetensors.torch import load_file
 
 COMMON = ["--reg", "sft", "--lr", "3e-3", "--max-steps", "4", "--head-dropout", "0", "--no-group-by-length", "--no-progress",
           "--logging-steps", "1"]  # fmt: skip
+
+
+def free_port() -> int:
+    """A port no other run is using now (a fixed port collides when two test runs overlap)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(
@@ -26,13 +34,13 @@ def test_two_processes_match_one(easy_data, tmp_path):
     one = subprocess.run(
         [sys.executable, "-m", "rewardlab.cli", "train-rm", *data, *COMMON, "--batch-size", "4",
          "--output-dir", str(tmp_path / "one")],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "rewardlab.cli", "train-rm", *data, *COMMON,
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "rewardlab.cli", "train-rm", *data, *COMMON,
          "--batch-size", "2", "--output-dir", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-2000:]
     cfg_two = json.loads((tmp_path / "two" / "config.json").read_text())

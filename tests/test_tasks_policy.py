@@ -14,7 +14,6 @@ from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_pol
 from rewardlab.tasks.preferences import (
     make_preference_data,
     measured_flip_rate,
-    read_preference_jsonl,
     write_preference_data,
     write_prompts,
 )
@@ -123,16 +122,20 @@ def test_write_preference_data_round_trip(base_policy, tmp_path):
         progress=False,
     )
     assert set(paths) == {"train_small", "train_large", "test_id", "test_ood", "world"}
-    small, large = read_preference_jsonl(paths["train_small"]), read_preference_jsonl(paths["train_large"])
+
+    def rows(path):
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    small, large = rows(paths["train_small"]), rows(paths["train_large"])
     assert len(small) == 10 and len(large) == 30 and small == large[:10]
     record = json.loads(paths["test_ood"].read_text().splitlines()[0])
     assert set(record) == {"prompt", "chosen", "rejected", "source", "subset", "margin", "gold_chosen", "gold_rejected"}
     assert record["prompt"][0]["role"] == "user" and record["chosen"][0]["role"] == "assistant"
-    assert all(ex.metadata["gold_chosen"] > ex.metadata["gold_rejected"] for ex in read_preference_jsonl(paths["test_id"]))
+    assert all(r["gold_chosen"] > r["gold_rejected"] for r in rows(paths["test_id"]))
     assert json.loads(paths["world"].read_text())["label_noise"] == 0.1
     for name in ("train_large", "test_id", "test_ood"):  # readable like user data, with source and subset kept
         dataset = load_preferences(str(paths[name]))
-        assert len(dataset) == len(read_preference_jsonl(paths[name])) and dataset.format == "trl"
+        assert len(dataset) == len(rows(paths[name])) and dataset.format == "trl"
         assert dataset.examples[0].subset.startswith(dataset.examples[0].source + "/")
     prompts = write_prompts(tmp_path / "prompts.jsonl", "test_ood", 5)
     assert len(prompts.read_text().splitlines()) == 5

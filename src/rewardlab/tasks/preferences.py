@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from rewardlab.data.errors import DataError
+from rewardlab.data.loading import preference_to_dict
+from rewardlab.data.loading import write_jsonl as write_records
 from rewardlab.data.types import PreferenceExample
 from rewardlab.rl.sampling import sample
 from rewardlab.tasks.world import SPLITS, TaskInstance, gold_score, iter_tasks, make_tasks
@@ -167,55 +168,15 @@ def make_preference_data(
 
 
 def example_to_record(example: PreferenceExample) -> dict[str, Any]:
-    return {
-        "prompt": example.prompt,
-        "chosen": example.chosen,
-        "rejected": example.rejected,
-        "source": example.source,
-        "subset": example.subset,
-        "margin": example.margin,
-        **{k: example.metadata[k] for k in ("gold_chosen", "gold_rejected") if k in example.metadata},
-    }
+    """TRL-format record plus the gold rewards of both responses."""
+    gold = {k: example.metadata[k] for k in ("gold_chosen", "gold_rejected") if k in example.metadata}
+    return preference_to_dict(example) | gold
 
 
 def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def read_preference_jsonl(path: str | Path) -> list[PreferenceExample]:
-    """Read back what `write_preference_data` wrote (gold fields land in metadata)."""
-    path = Path(path)
-    examples = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"invalid JSON ({err.msg})", file=str(path), line=line_no) from None
-            for name in ("prompt", "chosen", "rejected"):
-                if not isinstance(record.get(name), (str, list)):
-                    raise DataError("missing or not a string / message list", file=str(path), line=line_no, field=name)
-            examples.append(
-                PreferenceExample(
-                    prompt=record["prompt"],
-                    chosen=record["chosen"],
-                    rejected=record["rejected"],
-                    margin=record.get("margin"),
-                    source=record.get("source"),
-                    subset=record.get("subset"),
-                    metadata={k: record[k] for k in ("gold_chosen", "gold_rejected") if k in record},
-                )
-            )
-    return examples
+    """Atomic JSONL write (the project's writer); returns the path."""
+    write_records(path, records)
+    return Path(path)
 
 
 def write_preference_data(
