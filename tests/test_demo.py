@@ -33,16 +33,22 @@ def test_findings_follow_the_numbers():
     good = fake_results(grm_ood=0.7, r3hf_final=0.6, grm_bon_end=0.1)
     lines = findings(good)
     sft_small = next(x for x in lines if x.startswith("small data: grm-sft"))
-    assert "OOD +10.0 points" in sft_small and "agrees with" in sft_small
+    assert "OOD +10.0 points" in sft_small and "(agrees with" in sft_small
     assert "agrees with GRM's claim of less over-optimisation" in " ".join(lines)
     assert "agrees with R3HF" in " ".join(lines)
 
     bad = fake_results(grm_ood=0.5, r3hf_final=0.35, grm_bon_end=0.0)
     lines = findings(bad)
     sft_small = next(x for x in lines if x.startswith("small data: grm-sft"))
-    assert "OOD -10.0 points" in sft_small and "does not reproduce" in sft_small
-    assert "does not reproduce GRM's claim of less over-optimisation" in " ".join(lines)
-    assert "does not reproduce R3HF" in " ".join(lines)
+    assert "OOD -10.0 points" in sft_small and "contradicts" in sft_small
+    assert "contradicts GRM's claim of less over-optimisation" in " ".join(lines)
+    assert "contradicts R3HF" in " ".join(lines)
+
+
+def test_a_difference_within_the_noise_is_no_agreement():
+    lines = findings(fake_results(grm_ood=0.6004, r3hf_final=0.4005, grm_bon_end=0.035))
+    assert all("agrees with" not in line for line in lines)
+    assert sum("no clear difference" in line for line in lines) >= 3
 
 
 def test_ppo_summary_uses_the_last_quarter_and_report_renders():

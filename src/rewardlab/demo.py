@@ -205,6 +205,17 @@ def summarise_ppo(runs: dict[str, list[list[dict]]]) -> dict:
     return summary
 
 
+def verdict(difference: float, spread: float, floor: float) -> str:
+    """'agrees with' only when the difference exceeds the spread over seeds (or `floor` when there is no spread);
+    within it there is no clear difference, which does not reproduce a claim either."""
+    threshold = max(spread, floor)
+    if difference > threshold:
+        return "agrees with"
+    if difference < -threshold:
+        return "contradicts"
+    return "no clear difference; does not reproduce"
+
+
 def findings(results: dict) -> list[str]:
     """Plain sentences comparing this run's figures with the papers' claims; every number comes from `results`."""
     lines = []
@@ -212,12 +223,13 @@ def findings(results: dict) -> list[str]:
     for size in next(iter(table.values())):
         van = table["vanilla"][size]
         for variant in ("grm-sft", "grm-dpo", "grm-dpo-noref"):
-            d_ood = table[variant][size]["ood"]["mean"] - van["ood"]["mean"]
-            d_id = table[variant][size]["id"]["mean"] - van["id"]["mean"]
-            verdict = "agrees with" if d_ood > 0 else "does not reproduce"
+            cell = table[variant][size]
+            d_ood = cell["ood"]["mean"] - van["ood"]["mean"]
+            d_id = cell["id"]["mean"] - van["id"]["mean"]
+            spread = (cell["ood"]["std"] ** 2 + van["ood"]["std"] ** 2) ** 0.5
             lines.append(
-                f"{size} data: {variant} vs vanilla: OOD {d_ood * 100:+.1f} points, ID {d_id * 100:+.1f} points "
-                f"({verdict} GRM's claim of better OOD accuracy)."
+                f"{size} data: {variant} vs vanilla: OOD {d_ood * 100:+.1f} points (seed spread {spread * 100:.1f}), "
+                f"ID {d_id * 100:+.1f} points ({verdict(d_ood, spread, 0.005)} GRM's claim of better OOD accuracy)."
             )
     bon = results.get("bon", {}).get("curves", results.get("bon", {}))
     gold_end = {}
@@ -225,21 +237,23 @@ def findings(results: dict) -> list[str]:
         curve = bon.get(name) if isinstance(bon, dict) else None
         if curve and "gold" in curve:
             gold = curve["gold"]
-            gold_end[name] = (gold[-1] - gold[0], max(gold) - gold[0])
+            sem = curve.get("gold_sem", [0.0])[-1]
+            gold_end[name] = (gold[-1] - gold[0], max(gold) - gold[0], sem if sem == sem else 0.0)
     if len(gold_end) == 2:
-        (v_end, v_peak), (g_end, g_peak) = gold_end["vanilla"], gold_end["grm-sft"]
+        (v_end, v_peak, v_sem), (g_end, g_peak, g_sem) = gold_end["vanilla"], gold_end["grm-sft"]
         lines.append(
             f"best-of-N: gold gain at the largest N: vanilla {v_end:+.3f} (peak {v_peak:+.3f}), grm-sft {g_end:+.3f} "
-            f"(peak {g_peak:+.3f}); {'agrees with' if g_end > v_end else 'does not reproduce'} GRM's claim of less "
+            f"(peak {g_peak:+.3f}); {verdict(g_end - v_end, (v_sem**2 + g_sem**2) ** 0.5, 0.01)} GRM's claim of less "
             "over-optimisation."
         )
     ppo = results.get("ppo", {})
     if "sparse" in ppo and "r3hf" in ppo:
-        s, r = ppo["sparse"]["gold_gain"]["mean"], ppo["r3hf"]["gold_gain"]["mean"]
+        s, r = ppo["sparse"]["gold_gain"], ppo["r3hf"]["gold_gain"]
+        spread = (s["std"] ** 2 + r["std"] ** 2) ** 0.5
         lines.append(
-            f"PPO gold-reward gain: sparse {s:+.3f}, r3hf {r:+.3f} at final KL {ppo['sparse']['kl_final']['mean']:.2f} / "
-            f"{ppo['r3hf']['kl_final']['mean']:.2f}; {'agrees with' if r > s else 'does not reproduce'} R3HF's claim that "
-            "dense rewards learn faster."
+            f"PPO gold-reward gain: sparse {s['mean']:+.3f}, r3hf {r['mean']:+.3f} (seed spread {spread:.3f}) at final KL "
+            f"{ppo['sparse']['kl_final']['mean']:.2f} / {ppo['r3hf']['kl_final']['mean']:.2f}; "
+            f"{verdict(r['mean'] - s['mean'], spread, 0.01)} R3HF's claim that dense rewards learn faster."
         )
     return lines
 
