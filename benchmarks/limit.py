@@ -7,15 +7,19 @@
 
 Contenders, each on the same length-grouped (2B, T) batches that rewardlab's trainer makes, each with its own copy of the
 same weights and the same AdamW update + gradient clipping (so the ratio measures the forward/backward work, not the optimiser):
-- rewardlab: `rewardlab.train_rm.compute_loss` (vanilla BT, no regulariser) + backward + clip + AdamW, as the trainer does;
+- rewardlab_padded and rewardlab_padding_free: `rewardlab.train_rm.compute_loss` (vanilla BT, no regulariser) + backward +
+  clip + AdamW, as the trainer does, with `padding_free` off and on;
 - packed (THE LIMIT): the batch's 2B sequences concatenated into one row with no padding, position ids restarting at each
-  sequence, attention computed per sequence (causal SDPA on each segment, like a varlen flash-attention kernel; a registered
-  transformers attention function), reward head applied at each sequence's last token only, BT loss, backward, same update;
+  sequence, attention computed per sequence (`rewardlab.packing.segment_attention`: causal SDPA on each segment, like a
+  varlen flash-attention kernel), reward head applied at each sequence's last token only, BT loss, backward, same update;
 - padded: the same bare forward+backward on the padded batch (decoder + head at the last token), to split the gap into
-  padding cost (padded / packed) and rewardlab's own overhead (rewardlab / padded).
-Before timing, the packed forward is checked to give the same rewards as rewardlab's (max_abs_reward_diff in the output).
+  padding cost (padded / packed) and rewardlab's own overhead (rewardlab_padded / padded).
+Before timing, the limit's and rewardlab's padding-free rewards are checked against rewardlab's padded ones
+(max_abs_reward_diff_packed, max_abs_reward_diff_padding_free in the output).
 
-Comparisons (better: lower): `limit` = rewardlab / packed (target <= 1.15); `limit_padded` = rewardlab / padded.
+Comparisons (better: lower): `limit` = rewardlab in its default mode (`rewardlab_default_mode`) / packed (target <= 1.15),
+with the other mode's time and ratio to packed as extra fields (`rewardlab_padded_over_packed` when the default is
+padding-free); `limit_padded` = rewardlab_padded / padded; `limit_padding_cost` = padded / packed.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface
+
+from rewardlab.packing import SEGMENT_ATTENTION, pack_padded, segment_attention  # noqa: F401  (segment_attention: tests)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
@@ -39,6 +44,7 @@ from common import (  # noqa: E402
     load_average,
     machine,
     make_preference_examples,
+    median_of,
     model_name,
     padding_fraction,
     pair_batches,
@@ -49,41 +55,25 @@ from common import (  # noqa: E402
     trainable_parameters,
 )
 
-SEGMENT_ATTENTION = "rewardlab_bench_segments"
+REWARDLAB_MODES = ("padded", "padding_free")
 
 
-def segment_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    segment_lengths: list[int] | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """Causal attention within each packed sequence only: (1, heads, N, d) -> (1, N, heads, d), no N x N mask."""
-    segments = zip(
-        query.split(segment_lengths, dim=2), key.split(segment_lengths, dim=2), value.split(segment_lengths, dim=2), strict=True
-    )
-    out = [F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling) for q, k, v in segments]
-    return torch.cat(out, dim=2).transpose(1, 2).contiguous(), None
+def default_mode() -> str:
+    """rewardlab's default training mode (what `limit` measures)."""
+    from rewardlab.train_rm import RewardTrainingConfig
 
-
-AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
+    return "padding_free" if RewardTrainingConfig.padding_free else "padded"
 
 
 def pack_batch(batch: dict[str, torch.Tensor]) -> dict:
-    """The real tokens of a right-padded (2B, T) batch as one (1, N) row, with restarting position ids and segment lengths."""
-    lengths = batch["attention_mask"].sum(dim=1).tolist()
-    rows = [batch["input_ids"][i, :n] for i, n in enumerate(lengths)]
+    """The real tokens of a padded (2B, T) batch as one (1, N) row (`rewardlab.packing.pack_padded`), as a dict."""
+    packed = pack_padded(batch["input_ids"], batch["attention_mask"])
     return {
-        "input_ids": torch.cat(rows)[None],
-        "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
-        "segment_lengths": lengths,
-        "last_index": torch.tensor(lengths).cumsum(0) - 1,
-        "n_pairs": len(lengths) // 2,
+        "input_ids": packed.input_ids,
+        "position_ids": packed.position_ids,
+        "segment_lengths": packed.lengths,
+        "last_index": packed.last_index,
+        "n_pairs": packed.num_sequences // 2,
     }
 
 
@@ -122,19 +112,28 @@ def build_contenders(model_dir: str, batches: list[dict], device: str, lr: float
     from rewardlab.modeling.reward_model import build_reward_model
     from rewardlab.train_rm import RewardTrainingConfig
 
-    cfg = RewardTrainingConfig(model=model_dir, train_data="<memory>", reg="none", learning_rate=lr)
+    configs = {
+        f"rewardlab_{mode}": RewardTrainingConfig(
+            model=model_dir, train_data="<memory>", reg="none", learning_rate=lr, padding_free=mode == "padding_free"
+        )
+        for mode in REWARDLAB_MODES
+    }
+    cfg = configs["rewardlab_padded"]
     base = build_reward_model(model_dir, seed=cfg.seed)
     base.lm_head.requires_grad_(False)  # as the trainer does without a regulariser
-    models = {name: copy.deepcopy(base).to(device).train() for name in ("rewardlab", "packed", "padded")}
+    models = {name: copy.deepcopy(base).to(device).train() for name in (*configs, "packed", "padded")}
     models["packed"].causal_lm.set_attn_implementation(SEGMENT_ATTENTION)
     optimizers = {name: torch.optim.AdamW(trainable_parameters(m), lr=lr) for name, m in models.items()}
     padded = [to_device(b, device) for b in batches]
     packed = [to_device(pack_batch(b), device) for b in batches]
 
-    def run_rewardlab() -> None:
-        for batch in padded:
-            rewardlab_step(models["rewardlab"], optimizers["rewardlab"], batch, cfg)
-        synchronize(device)
+    def rewardlab_runner(name: str):
+        def run() -> None:
+            for batch in padded:
+                rewardlab_step(models[name], optimizers[name], batch, configs[name])
+            synchronize(device)
+
+        return run
 
     def run_packed() -> None:
         model, optimizer = models["packed"], optimizers["packed"]
@@ -152,14 +151,18 @@ def build_contenders(model_dir: str, batches: list[dict], device: str, lr: float
     with torch.no_grad():
         for m in models.values():
             m.eval()
-        reference = models["rewardlab"](padded[0]["input_ids"], padded[0]["attention_mask"]).sequence_rewards
+        ids, mask = padded[0]["input_ids"], padded[0]["attention_mask"]
+        reference = models["rewardlab_padded"](ids, mask).sequence_rewards
+        padding_free = models["rewardlab_padding_free"](ids, mask, packed=True).sequence_rewards
         diffs = {
             "packed": (packed_rewards(models["packed"], packed[0]) - reference).abs().max().item(),
             "padded": (padded_rewards(models["padded"], padded[0]) - reference).abs().max().item(),
+            "padding_free": (padding_free - reference).abs().max().item(),
         }
         for m in models.values():
             m.train()
-    return {"rewardlab": run_rewardlab, "packed": run_packed, "padded": run_padded}, diffs
+    contenders = {name: rewardlab_runner(name) for name in configs}
+    return contenders | {"packed": run_packed, "padded": run_padded}, diffs
 
 
 def profile(contenders: dict, rows: int) -> None:
@@ -212,18 +215,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "real_tokens": real_tokens,
         "padding_fraction": round(padding_fraction(batches), 4),
         "max_abs_reward_diff_packed": diffs["packed"],
+        "max_abs_reward_diff_padding_free": diffs["padding_free"],
+        "rewardlab_default_mode": default_mode(),
         "load_average": [round(load_before, 2), round(load_average(), 2)],
         "threads": torch.get_num_threads(),
     }
+    mode = info["rewardlab_default_mode"]
+    other = "padded" if mode == "padding_free" else "padding_free"
+    side_by_side = {  # rewardlab's other mode against the limit, beside the default mode's `limit`
+        f"rewardlab_{other}_median_seconds": median_of(runs[f"rewardlab_{other}"]),
+        f"rewardlab_{other}_over_packed": median_of(runs[f"rewardlab_{other}"]) / median_of(runs["packed"]),
+    }
     results = [
-        comparison("limit", runs, "rewardlab", "packed", "lower", target=1.15, **info),
-        comparison("limit_padded", runs, "rewardlab", "padded", "lower", **info),
+        comparison("limit", runs, f"rewardlab_{mode}", "packed", "lower", target=1.15, **side_by_side, **info),
+        comparison("limit_padded", runs, "rewardlab_padded", "padded", "lower", **info),
         comparison("limit_padding_cost", runs, "padded", "packed", "lower", **info),
     ]
     header = (
         f"rewardlab step vs bare forward+backward, {info['model']} on {info['device']}; {info['steps']} steps of "
-        f"{args.batch_size} pairs, {real_tokens} real tokens, padding {info['padding_fraction']:.1%} of rewardlab's batch; "
-        f"packed rewards match to {diffs['packed']:.1e}; load average {info['load_average']}"
+        f"{args.batch_size} pairs, {real_tokens} real tokens, padding {info['padding_fraction']:.1%} of the padded batch; "
+        f"rewardlab's default mode: {mode}; rewards match rewardlab's padded ones to {diffs['packed']:.1e} (limit) and "
+        f"{diffs['padding_free']:.1e} (rewardlab padding-free); load average {info['load_average']}"
     )
     emit(results, args.json, header)
     return results

@@ -61,3 +61,17 @@ def test_ppo_summary_uses_the_last_quarter_and_report_renders():
     report = render_report(results)
     assert "| grm-sft | 0.710 ± 0.010 | 0.700 ± 0.020 |" in report
     assert "rm_accuracy.png" in report and "ppo_gold.png" in report
+
+
+def test_ppo_sampling_error_from_a_noisy_tail_blocks_a_single_seed_verdict():
+    def run(tail):  # 8 steps: the last quarter (2 steps) is `tail`
+        return [{"gold_reward": g, "kl": 0.0, "proxy_reward": 0.0} for g in [0.5] * 6 + tail]
+
+    quiet = summarise_ppo({"sparse": [run([0.60, 0.60])], "r3hf": [run([0.64, 0.64])]})
+    noisy = summarise_ppo({"sparse": [run([0.50, 0.70])], "r3hf": [run([0.54, 0.74])]})
+    assert quiet["r3hf"]["gold_final_sem"] == 0.0
+    # stdev(0.54, 0.74) / sqrt(2) = 0.1414 / 1.414 = 0.1
+    assert abs(noisy["r3hf"]["gold_final_sem"] - 0.1) < 1e-9
+    base = fake_results(0.6, 0.4, 0.0)
+    assert "agrees with R3HF" in " ".join(findings(base | {"ppo": quiet}))
+    assert "no clear difference; does not reproduce R3HF" in " ".join(findings(base | {"ppo": noisy}))

@@ -37,7 +37,7 @@ PROMPTS = [
     [{"role": "user", "content": "copy: abc"}],
     [{"role": "user", "content": "please reverse abcdefg"}],
     [{"role": "user", "content": "sort: hgf"}],
-    [{"role": "user", "content": "add: 12+7"}],
+    [{"role": "user", "content": "rotate: bcda"}],
 ]
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import perturb
 from rewardlab.data.templates import encode_prompt_response, pad_sequences, response_mask
 from rewardlab.modeling.ensemble import EnsembleRewardModel
 from rewardlab.modeling.reward_model import (
@@ -21,15 +22,6 @@ PAIRS = [
 
 def encode(tok):
     return [encode_prompt_response(tok, p, r) for p, r in PAIRS]
-
-
-def perturb(module: torch.nn.Module, seed: int = 0) -> None:
-    """Move trainable weights away from their initial values (LoRA B starts at zero)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ PROMPTS = [
     [{"role": "user", "content": "please reverse abcdefg"}],
     "a plain string prompt: ",
     [{"role": "user", "content": "sort: hgf"}],
-    [{"role": "user", "content": "add: 12+7"}],
+    [{"role": "user", "content": "rotate: bcda"}],
 ]
-RESPONSES = ["abc", "gfedcb", "anything at all, rather long", "", "19"]
+RESPONSES = ["abc", "gfedcb", "anything at all, rather long", "", "cdab"]
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,8 @@ def test_builtin_gold_scorer() -> None:
     scorer = resolve_scorer("builtin")
     assert isinstance(scorer, GoldReward) and isinstance(scorer, Scorer)
     prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[4], PROMPTS[3]]
-    # copy abc -> abc (exact); reverse abcdefg = gfedcba, 6 of 7 positions right; 12+7 = 19 exact; sort hgf = fgh, ""
-    assert scorer.score(prompts, ["abc", "gfedcb", "19", ""]) == pytest.approx([1.0, 6 / 7, 1.0, 0.0])
+    # copy abc -> abc (exact); reverse abcdefg = gfedcba, 6 of 7 positions right; rotate bcda = cdab exact; sort hgf = fgh, ""
+    assert scorer.score(prompts, ["abc", "gfedcb", "cdab", ""]) == pytest.approx([1.0, 6 / 7, 1.0, 0.0])
 
 
 def test_function_scorer() -> None:

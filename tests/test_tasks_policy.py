@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -139,3 +140,17 @@ def test_write_preference_data_round_trip(base_policy, tmp_path):
         assert dataset.examples[0].subset.startswith(dataset.examples[0].source + "/")
     prompts = write_prompts(tmp_path / "prompts.jsonl", "test_ood", 5)
     assert len(prompts.read_text().splitlines()) == 5
+
+
+def test_training_threads_follow_idle_cores_not_the_lagging_load_average(monkeypatch):
+    samples = itertools.cycle([(100, 1000), (100 + 150, 1000 + 200)])  # 150 of 200 jiffies idle, 2 cores -> 1.5 idle
+    monkeypatch.setattr(policy_module, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(policy_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(policy_module.os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # stale: a job that just ended
+    monkeypatch.setattr(policy_module.time, "sleep", lambda s: None)
+    assert policy_module.idle_cores() == pytest.approx(1.5)
+    assert policy_module.training_threads() == 2
+
+    monkeypatch.setattr(policy_module, "_cpu_times", lambda: None)  # no /proc/stat: fall back on the load average
+    assert policy_module.idle_cores() == pytest.approx(0.0)
+    assert policy_module.training_threads() == 1

@@ -55,7 +55,7 @@ def test_solvers_hand_examples():
         "sort": ("dbcab", "abbcd"),
         "dedup": ("abacbd", "abcd"),
         "shift": ("agh", "bha"),
-        "add": ("97+5", "102"),
+        "rotate": ("dbca", "bcad"),
     }
     assert set(cases) == set(FAMILIES)
     for family, (x, answer) in cases.items():
@@ -65,10 +65,10 @@ def test_solvers_hand_examples():
 def test_gold_reward_accepts_every_prompt_shape():
     gold = GoldReward()
     messages = [{"role": "user", "content": "reverse: dbca"}]
-    prompts = [messages, "reverse: dbca", "<|user|>reverse: dbca</s><|assistant|>", "what is add of 97+5?"]
-    responses = ["acbd", [{"role": "assistant", "content": "acbx"}], "", "103"]
-    assert gold.score(prompts, responses) == pytest.approx([1.0, 0.75, 0.0, 2 / 3])
-    assert [sum(t) for t in gold.token_scores(prompts, responses)] == pytest.approx([1.0, 0.75, 0.0, 2 / 3])
+    prompts = [messages, "reverse: dbca", "<|user|>reverse: dbca</s><|assistant|>", "what is rotate of dbca?"]
+    responses = ["acbd", [{"role": "assistant", "content": "acbx"}], "", "bxa"]
+    assert gold.score(prompts, responses) == pytest.approx([1.0, 0.75, 0.0, 0.5])
+    assert [sum(t) for t in gold.token_scores(prompts, responses)] == pytest.approx([1.0, 0.75, 0.0, 0.5])
     with pytest.raises(ValueError, match="not a rewardlab task prompt"):
         gold.score(["tell me a joke"], ["no"])
     with pytest.raises(ValueError):
@@ -113,11 +113,7 @@ def test_prompts_are_deterministic_in_the_seed():
 def test_inputs_are_single_character_symbols():
     for task in make_tasks("all", 500, seed=3):
         x = task.input
-        if task.family == "add":
-            left, right = x.split("+")
-            assert left.isdigit() and len(left) <= 3 and right in set("123456789")
-        else:
-            assert 3 <= len(x) <= 7 and set(x) <= set("abcdefgh")
+        assert 3 <= len(x) <= 7 and set(x) <= set("abcdefgh")
         if task.family == "dedup":
             assert len(set(x)) < len(x)
 

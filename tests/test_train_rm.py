@@ -131,3 +131,22 @@ def test_config_validation():
         RewardTrainingConfig().validate()
     with pytest.raises(ValueError, match="unknown config keys: bogus"):
         RewardTrainingConfig.from_dict({"bogus": 1})
+
+
+@pytest.mark.parametrize("flag, expected", [([], True), (["--no-padding-free"], False)], ids=["default", "off"])
+def test_padding_free_flag_reaches_the_config_and_the_forward(easy_data, tmp_path, monkeypatch, flag, expected):
+    from typer.testing import CliRunner
+
+    from rewardlab.cli import app
+    from rewardlab.modeling.reward_model import RewardModel
+
+    packed_calls = []
+    original = RewardModel._forward_packed
+    monkeypatch.setattr(RewardModel, "_forward_packed", lambda self, *a: packed_calls.append(1) or original(self, *a))
+    out = tmp_path / "run"
+    args = ["train-rm", "--train-data", str(easy_data / "small.jsonl"), "--output-dir", str(out), "--max-steps", "1",
+            "--batch-size", "4", "--no-progress", *flag]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["padding_free"] is expected
+    assert bool(packed_calls) is expected

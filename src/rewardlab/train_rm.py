@@ -3,6 +3,7 @@
 One training step, for a batch of B preference pairs:
     1. chosen and rejected go through the model as ONE (2B, T) batch: rewards r_c, r_r at each sequence's last real token,
        and, when a regulariser needs them, summed response log-probs from the kept LM head (response tokens only);
+       with `padding_free` (default) the batch's real tokens run as one packed row, so padding costs no compute;
     2. L_reward = bt | margin | label-smooth (+ centring), see `rewardlab.losses`;
     3. L_reg = sft | sft-nll | dpo | dpo-noref on the same hidden states (dpo's reference: LoRA adapters disabled, or a frozen
        copy under full fine-tuning, computed once per batch without gradients);
@@ -78,6 +79,7 @@ class RewardTrainingConfig:
     max_length: int = 1024
     truncation: str = "keep_end"
     group_by_length: bool = True
+    padding_free: bool = True  # packed forward (rewardlab.packing); models without support fall back to padded batches
     # optimisation
     learning_rate: float = 1e-5
     weight_decay: float = 0.0
@@ -149,8 +151,10 @@ def compute_loss(model, batch: dict[str, torch.Tensor], cfg: RewardTrainingConfi
     ref_logps = None
     if cfg.reg == "dpo":
         with torch.no_grad():
-            ref_logps = model(batch["input_ids"], batch["attention_mask"], response_mask, reference=True).logprobs
-    out = model(batch["input_ids"], batch["attention_mask"], response_mask)
+            ref_logps = model(
+                batch["input_ids"], batch["attention_mask"], response_mask, reference=True, packed=cfg.padding_free
+            ).logprobs
+    out = model(batch["input_ids"], batch["attention_mask"], response_mask, packed=cfg.padding_free)
     chosen, rejected = out.sequence_rewards[:n_pairs], out.sequence_rewards[n_pairs:]
     l_reward = reward_loss(cfg.loss, chosen, rejected, batch["margin"], cfg.label_smoothing, cfg.center_rewards_coefficient)
     l_reg = None

@@ -42,6 +42,11 @@ def train_rm(
     group_by_length: bool | None = typer.Option(
         None, "--group-by-length/--no-group-by-length", help="Length-bucketed batches (default on: less padding)."
     ),
+    padding_free: bool | None = typer.Option(
+        None,
+        "--padding-free/--no-padding-free",
+        help="Packed batches: no compute on padding, same results (default on; padded where a model lacks support).",
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 1e-5)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per device per step (default 8)."),
     gradient_accumulation_steps: int | None = typer.Option(None, "--grad-accum"),
@@ -66,7 +71,8 @@ def train_rm(
         "label_smoothing": label_smoothing, "center_rewards_coefficient": center_rewards_coefficient, "head": head,
         "head_dropout": head_dropout, "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
         "freeze_backbone": freeze_backbone, "ensemble_size": ensemble_size, "ensemble_aggregate": ensemble_aggregate,
-        "max_length": max_length, "truncation": truncation, "group_by_length": group_by_length, "learning_rate": lr,
+        "max_length": max_length, "truncation": truncation, "group_by_length": group_by_length,
+        "padding_free": padding_free, "learning_rate": lr,
         "per_device_train_batch_size": batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps, "num_train_epochs": epochs, "max_steps": max_steps,
         "warmup_ratio": warmup_ratio, "seed": seed, "bf16": bf16, "logging_steps": logging_steps, "eval_steps": eval_steps,

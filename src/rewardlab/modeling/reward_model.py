@@ -8,6 +8,10 @@
 Reading the reward by the attention mask rather than by `input_ids != pad_id` makes it correct for left or right padding and
 when pad == eos. Position ids are derived from the mask, so scores do not depend on the padding side or batch composition.
 
+`forward(..., packed=True)` computes the same outputs padding-free (`rewardlab.packing`): the batch's real tokens in one row,
+attention within each sequence, so no compute is spent on padding. Models without the attention interface fall back to the
+padded forward, with a one-time warning.
+
 On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`, the tokenizer, and either the full causal LM
 (full fine-tuning) or the LoRA adapter (peft) plus, when the base is not loadable by name (the built-in tiny-llama), the base
 model under `base_model/`. The head is always saved beside the adapter, so a reloaded LoRA reward model gives the same scores.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -30,6 +35,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.tiny import TINY_LLAMA, build_tiny_llama
+from rewardlab.packing import (
+    PackedBatch,
+    pack_padded,
+    pack_values,
+    packed_hidden,
+    packing_unsupported_reason,
+    segment_attention_enabled,
+    sum_per_sequence,
+    unpack,
+)
+
+logger = logging.getLogger(__name__)
+_warned_unpackable: set[str] = set()  # model classes already reported as falling back to padded batches
 
 CONFIG_NAME = "rewardlab_config.json"
 HEAD_WEIGHTS = "reward_head.safetensors"
@@ -87,6 +105,12 @@ class RewardHead(nn.Module):
 
 @dataclass
 class RewardOutput:
+    """Per-row outputs in the padded batch's layout, whether or not the forward ran packed.
+
+    Packed, `position_rewards` and `hidden_states` are 0 at padding positions (padded, they hold whatever the model computed
+    there); `last_index` is always the column of the last real token in the padded (B, T) batch.
+    """
+
     position_rewards: torch.Tensor  # (B, T) float32: R(x, tokens<=t)
     sequence_rewards: torch.Tensor  # (B,) at the last real token
     last_index: torch.Tensor  # (B,)
@@ -131,6 +155,8 @@ class RewardModel(nn.Module):
         if reference is not None:
             reference.requires_grad_(False)
             reference.eval()
+        self._unpackable_reason: str | None = None  # set on the first packed call: why this model cannot run packed
+        self._packing_checked = False
 
     # ----- structure -----
     @property
@@ -175,16 +201,21 @@ class RewardModel(nn.Module):
         response_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
         reference: bool = False,
+        packed: bool = False,
     ) -> RewardOutput:
         """Rewards at every position; with `response_mask`, also summed response log-probs from the LM head.
 
         Everything happens inside this call so that DDP / FSDP / ZeRO-3 wrappers see every parameter use.
         `reference=True` returns only the reference model's log-probs (no gradients).
+        `packed=True` runs padding-free (same outputs, see `RewardOutput`) when the model supports it; attention weights
+        (`output_attentions`) always take the padded path.
         """
+        packed = packed and not output_attentions and self.can_pack()
         if reference:
-            return RewardOutput(
-                None, None, None, None, logprobs=self.reference_logprobs(input_ids, attention_mask, response_mask)
-            )
+            logprobs = self.reference_logprobs(input_ids, attention_mask, response_mask, packed=packed)
+            return RewardOutput(None, None, None, None, logprobs=logprobs)
+        if packed:
+            return self._forward_packed(input_ids, attention_mask, response_mask)
         ctx = self._eager_attention() if output_attentions else nullcontext()
         with ctx:
             hidden, attentions = self.hidden(self.decoder, input_ids, attention_mask, output_attentions)
@@ -193,6 +224,36 @@ class RewardModel(nn.Module):
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         logprobs = None if response_mask is None else self.response_logprobs(hidden, input_ids, response_mask)
         return RewardOutput(position_rewards, position_rewards[rows, last], last, hidden, attentions, logprobs)
+
+    def can_pack(self) -> bool:
+        """Whether the packed forward is available for this model (checked once; a fallback is reported once per class)."""
+        if not self._packing_checked:
+            self._packing_checked = True
+            self._unpackable_reason = packing_unsupported_reason(self.causal_lm)
+            name = type(self.causal_lm).__name__
+            if self._unpackable_reason is not None and name not in _warned_unpackable:
+                _warned_unpackable.add(name)
+                logger.warning("padding-free batches unavailable (%s); using padded batches", self._unpackable_reason)
+        return self._unpackable_reason is None
+
+    def _forward_packed(self, input_ids, attention_mask, response_mask) -> RewardOutput:
+        """`forward` on the packed batch: the decoder sees only real tokens; outputs are unpacked to the (B, T) layout."""
+        batch = pack_padded(input_ids, attention_mask)
+        if min(batch.lengths, default=1) == 0:
+            raise ValueError("a packed forward needs at least one real token in every row")
+        with segment_attention_enabled(self.causal_lm):
+            hidden = packed_hidden(self.decoder, batch)  # (N, H)
+        token_rewards = self.head(hidden).float()  # (N,)
+        logprobs = None
+        if response_mask is not None:
+            logprobs = self.packed_response_logprobs(hidden, batch, pack_values(batch, response_mask))
+        return RewardOutput(
+            position_rewards=unpack(batch, token_rewards),
+            sequence_rewards=token_rewards[batch.last_index],
+            last_index=last_token_index(attention_mask),
+            hidden_states=unpack(batch, hidden),
+            logprobs=logprobs,
+        )
 
     @contextmanager
     def _eager_attention(self):
@@ -218,20 +279,35 @@ class RewardModel(nn.Module):
 
         The token at position t is predicted from the hidden state at t-1, so we gather hidden[t-1] for response tokens t.
         """
-        lm_head = lm_head or self.lm_head
         predict = response_mask[:, 1:]  # (B, T-1): target positions 1..T-1 that are response tokens
         rows, cols = predict.nonzero(as_tuple=True)
-        logits = lm_head(hidden[rows, cols])  # (N, V) for the N response tokens only
+        token_logp = self._token_logprobs(hidden[rows, cols], input_ids[rows, cols + 1], lm_head)
+        return torch.zeros(input_ids.shape[0], device=hidden.device, dtype=token_logp.dtype).index_add(0, rows, token_logp)
+
+    def packed_response_logprobs(
+        self, hidden: torch.Tensor, batch: PackedBatch, response: torch.Tensor, lm_head: nn.Module | None = None
+    ) -> torch.Tensor:
+        """`response_logprobs` on a packed batch: hidden (N, H), response (N,) bool -> (S,) summed log-probs.
+
+        Packed token j is predicted from hidden[j-1] unless j starts its sequence (then nothing predicts it).
+        """
+        targets = (response.bool() & ~batch.is_first).nonzero().squeeze(1)  # (K,) packed indices of predicted tokens
+        token_logp = self._token_logprobs(hidden[targets - 1], batch.input_ids[0, targets], lm_head)
+        return sum_per_sequence(batch, token_logp, targets)
+
+    def _token_logprobs(self, hidden_rows: torch.Tensor, targets: torch.Tensor, lm_head: nn.Module | None = None) -> torch.Tensor:
+        """log softmax(lm_head(h))[target] for K (hidden, target) pairs: (K, H), (K,) -> (K,) float32."""
+        logits = (lm_head or self.lm_head)(hidden_rows)  # (K, V) for the K response tokens only
         cap = getattr(self.causal_lm.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
-        targets = input_ids[rows, cols + 1]
-        token_logp = -F.cross_entropy(logits.float(), targets, reduction="none")
-        return torch.zeros(input_ids.shape[0], device=hidden.device, dtype=token_logp.dtype).index_add(0, rows, token_logp)
+        return -F.cross_entropy(logits.float(), targets, reduction="none")
 
     @torch.no_grad()
-    def reference_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
+    def reference_logprobs(self, input_ids, attention_mask, response_mask, packed: bool = False) -> torch.Tensor:
         """log pi_ref(y|x): the base model with LoRA adapters disabled, or the frozen copy under full fine-tuning."""
+        if packed and self.can_pack():
+            return self._packed_reference_logprobs(input_ids, attention_mask, response_mask)
         if self.reference is not None:
             hidden, _ = self.hidden(self.reference.get_decoder(), input_ids, attention_mask)
             return self.response_logprobs(hidden, input_ids, response_mask, self.reference.get_output_embeddings())
@@ -240,6 +316,19 @@ class RewardModel(nn.Module):
         with self.lm.disable_adapter():
             hidden, _ = self.hidden(self.decoder, input_ids, attention_mask)
             return self.response_logprobs(hidden, input_ids, response_mask)
+
+    def _packed_reference_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
+        batch = pack_padded(input_ids, attention_mask)
+        response = pack_values(batch, response_mask)
+        if self.reference is not None:
+            with segment_attention_enabled(self.reference):
+                hidden = packed_hidden(self.reference.get_decoder(), batch)
+            return self.packed_response_logprobs(hidden, batch, response, self.reference.get_output_embeddings())
+        if not self.uses_lora:
+            raise ValueError("the dpo regulariser needs a reference: LoRA (adapters disabled) or a frozen copy")
+        with self.lm.disable_adapter(), segment_attention_enabled(self.causal_lm):
+            hidden = packed_hidden(self.decoder, batch)
+        return self.packed_response_logprobs(hidden, batch, response)
 
     # ----- persistence -----
     def save_pretrained(self, path: str | os.PathLike, save_base: bool | None = None) -> None:

@@ -1,10 +1,10 @@
 """rewardlab's embedded world: symbol tasks with a programmatic gold reward, so the whole RLHF loop runs offline.
 
-Prompts ask for one of six task families (copy, reverse, sort, add, dedup, shift) on short single-character symbol
-strings (letters a-h, digits: one byte-tokenizer token each), phrased in one of four styles ("reverse: dbca",
+Prompts ask for one of six task families (copy, reverse, sort, rotate, dedup, shift) on short single-character symbol
+strings (letters a-h: one byte-tokenizer token each), phrased in one of four styles ("reverse: dbca",
 "please reverse dbca", "dbca -> reverse", "what is reverse of dbca?"). The gold reward is the share of answer positions
 the response gets right, over the longer of response and answer: a sum of per-token right/wrong terms in [0, 1].
-Families and styles are split: reward models are trained on preferences from ID families (copy, reverse, sort, add) in
+Families and styles are split: reward models are trained on preferences from ID families (copy, reverse, sort, rotate) in
 ID styles (colon, please) only; test_ood holds every pair with an OOD family (dedup, shift) or an OOD style (arrow,
 question). The base policy, a tiny Llama pretrained here in a few minutes on deliberately noisy demonstrations of ALL
 pairs, knows the OOD tasks but a reward model never sees them graded: that is the gap GRM's regulariser should help

@@ -40,7 +40,7 @@ from rewardlab.tasks.world import (
     split_pairs,
 )
 
-WORLD_VERSION = 2  # bump when the world (families, styles, noise) changes: invalidates cached policies
+WORLD_VERSION = 3  # bump when the world (families, styles, noise) changes: invalidates cached policies
 
 
 @dataclass(frozen=True)
@@ -71,15 +71,35 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("REWARDLAB_CACHE", Path.home() / ".cache" / "rewardlab"))
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies summed over all CPUs from /proc/stat, or None where there is no /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields)  # idle + iowait
+
+
+def idle_cores(interval: float = 0.2) -> float:
+    """How many cores are idle right now: sampled from /proc/stat over `interval` seconds, else from the 1-minute load
+    average (which lags: just after another job it still reports the load that job left)."""
+    cores = os.cpu_count() or 1
+    before = _cpu_times()
+    if before is not None:
+        time.sleep(interval)
+        after = _cpu_times()
+        if after is not None and after[1] > before[1]:
+            return cores * (after[0] - before[0]) / (after[1] - before[1])
+    try:
+        return cores - os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return float(cores)
+
+
 def training_threads() -> int:
     """Threads for pretraining: at most 2 (the matrices are tiny) and no more than the idle cores, because busy-waiting
     OpenMP threads on an oversubscribed CPU make every step ~10x slower."""
-    cores = os.cpu_count() or 1
-    try:
-        idle = cores - round(os.getloadavg()[0])
-    except OSError:  # no load average on this platform
-        idle = cores
-    return max(1, min(2, idle))
+    return max(1, min(2, round(idle_cores())))
 
 
 def demonstration(task: TaskInstance, config: BasePolicyConfig, rng: random.Random) -> str:

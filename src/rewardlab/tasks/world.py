@@ -2,7 +2,9 @@
 
 A task instance is (family, style, input). The family fixes the correct answer (`solve`), the style fixes how the user
 asks (`render_prompt`); `parse_prompt` inverts the rendering, so the gold reward needs nothing but the prompt text.
-Symbols are single ASCII characters (letters a-h, digits), i.e. one token each for the byte tokenizer.
+Symbols are single ASCII letters a-h, i.e. one token each for the byte tokenizer. Every family is within reach of the
+tiny base policy (an `add` family was dropped in world version 3: the policy could not add, so neither could a reward
+model built on it judge sums, and PPO simply exploited that blind spot).
 
 Gold reward (`gold_score`): the fraction of positions where the response matches the answer, over the longer of the two:
     gold(y, y*) = sum_i 1[y_i = y*_i] / max(|y|, |y*|)
@@ -22,7 +24,6 @@ from dataclasses import dataclass
 from rewardlab.data.types import Message, Text
 
 LETTERS = "abcdefgh"
-DIGITS = "0123456789"
 
 
 def _shift(symbols: str) -> str:
@@ -33,9 +34,8 @@ def _dedup(symbols: str) -> str:
     return "".join(dict.fromkeys(symbols))
 
 
-def _add(expression: str) -> str:
-    left, right = expression.split("+")
-    return str(int(left) + int(right))
+def _rotate(symbols: str) -> str:
+    return symbols[1:] + symbols[:1]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ FAMILIES: dict[str, Family] = {
         Family("copy", lambda s: s, LETTERS),
         Family("reverse", lambda s: s[::-1], LETTERS),
         Family("sort", lambda s: "".join(sorted(s)), LETTERS),
-        Family("add", _add, DIGITS),
+        Family("rotate", _rotate, LETTERS),
         Family("dedup", _dedup, LETTERS),
         Family("shift", _shift, LETTERS),
     ]
@@ -68,7 +68,7 @@ STYLES: dict[str, str] = {
 # Reward models see preference data only from ID families in ID styles. OOD evaluation uses every (family, style) pair
 # with an OOD family or an OOD style. The base policy is pretrained on all pairs, so OOD tasks are known to the
 # backbone a reward model starts from, but never graded in its preference data.
-ID_FAMILIES = ("copy", "reverse", "sort", "add")
+ID_FAMILIES = ("copy", "reverse", "sort", "rotate")
 OOD_FAMILIES = ("dedup", "shift")
 ID_STYLES = ("colon", "please")
 OOD_STYLES = ("arrow", "question")
@@ -187,9 +187,7 @@ class GoldReward:
 
 
 def random_input(family: str, rng: random.Random) -> str:
-    """A random input for `family`: letters for symbol tasks (dedup always has a repeat), `a+b` for add."""
-    if family == "add":  # a number of 1-3 digits plus one digit: mostly copying, then a sum and maybe a carry
-        return f"{rng.randint(0, 10 ** rng.randint(1, 3) - 1)}+{rng.randint(1, 9)}"
+    """A random input for `family`: 3-7 letters (dedup: at least 4, with a repeat for sure)."""
     length = rng.randint(MIN_LEN, MAX_LEN)
     if family == "dedup":
         length = max(length, 4)
