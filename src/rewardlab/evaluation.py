@@ -20,11 +20,12 @@ def score_pairs(
     accelerator=None,
     progress: bool = False,
     desc: str = "scoring",
+    packed: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rewards of chosen and rejected for every pair, and the pairs' dataset indices (all on CPU, in index order).
 
-    Pairs are batched by length to limit padding (scores do not depend on padding). Under accelerate, the batches are
-    split over processes and gathered back.
+    Pairs are batched by length, and with `packed` (models that support it) run padding-free, so no compute goes to
+    padding; scores do not depend on either. Under accelerate, the batches are split over processes and gathered back.
     """
     ordered = sorted(pairs, key=lambda p: p.length)
     loader = DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=PairCollator(model.tokenizer.pad_token_id))
@@ -36,7 +37,7 @@ def score_pairs(
     model.eval()
     chosen, rejected, index = [], [], []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), packed=packed)
         b = batch["index"].shape[0]
         c, r, i = out.sequence_rewards[:b], out.sequence_rewards[b:], batch["index"].to(device)
         if accelerator is not None:

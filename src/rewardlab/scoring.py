@@ -96,7 +96,7 @@ def score_batch(
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     response_start = response_start.to(device)
     need_attention = any(s.method == "abc" for s in per_row)
-    out = rm(input_ids, attention_mask, output_attentions=need_attention)
+    out = rm(input_ids, attention_mask, output_attentions=need_attention, packed=True)  # padding-free where supported
     positions = out.position_rewards.float()
     token_rewards = None
     if any(s.method is not None for s in per_row):

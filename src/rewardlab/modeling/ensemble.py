@@ -40,8 +40,10 @@ class EnsembleRewardModel(nn.Module):
     def device(self) -> torch.device:
         return self.members[0].device
 
-    def forward(self, input_ids, attention_mask, response_mask=None, output_attentions: bool = False, reference=False):
-        outs = [m(input_ids, attention_mask, output_attentions=output_attentions) for m in self.members]
+    def forward(
+        self, input_ids, attention_mask, response_mask=None, output_attentions: bool = False, reference=False, packed=False
+    ):
+        outs = [m(input_ids, attention_mask, output_attentions=output_attentions, packed=packed) for m in self.members]
         position = aggregate_rewards(torch.stack([o.position_rewards for o in outs]), self.aggregate)
         sequence = aggregate_rewards(torch.stack([o.sequence_rewards for o in outs]), self.aggregate)
         attentions = None
