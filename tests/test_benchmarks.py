@@ -125,3 +125,11 @@ def test_rm_train_main_prints_json(capsys):
     speed = objects[0]
     assert speed["better"] == "higher" and speed["target"] == 1.3
     assert speed["real_tokens"] == speed["trl_real_tokens"]  # both trainers saw exactly the same tokens
+
+
+def test_logprob_chunks_main_prints_json(capsys):
+    chunks = importlib.import_module("logprob_chunks")
+    chunks.main(["--quick", "--json", "--inline"])
+    objects = json_lines(capsys.readouterr().out)
+    check_fields(objects, {"logprob_chunks_peak_memory", "logprob_chunks_time"})
+    assert all(o["better"] == "lower" and o["same_gradients"] for o in objects)  # chunking changes memory, not results

@@ -96,6 +96,34 @@ def test_response_logprobs_match_full_logits(rm):
         assert got[i].item() == pytest.approx(expected.item(), abs=1e-3)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_chunked_logprobs_equal_one_pass_with_gradients(packed):
+    """LM-head log-probs in chunks of 3 response tokens (checkpointed, logits recomputed in backward) give the one-pass
+    values and the same gradients; without autograd the chunks are plain."""
+    model = build_reward_model("tiny-llama", head_dropout=0.0)
+    perturb(model)
+    seqs = encode(model.tokenizer)
+    ids, mask, start = pad_sequences(seqs, model.tokenizer.pad_token_id, "right")
+    rmask = response_mask(mask, start)
+    assert rmask.sum() > 3 * 2  # several chunks
+    results = {}
+    for chunk in (0, 3):
+        model.zero_grad()
+        model.logprob_chunk_tokens = chunk
+        logprobs = model(ids, mask, response_mask=rmask, packed=packed).logprobs
+        (logprobs * torch.tensor([1.0, -0.5, 2.0])).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        with torch.no_grad():
+            no_grad = model(ids, mask, response_mask=rmask, packed=packed).logprobs
+        results[chunk] = (logprobs.detach(), grads, no_grad)
+    (a, grads_a, ng_a), (b, grads_b, ng_b) = results[0], results[3]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ng_a, ng_b, atol=1e-5, rtol=0)
+    assert grads_a.keys() == grads_b.keys() and any("lm_head" in n for n in grads_a)
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_lora_head_saved_and_restored(tmp_path):
     model = build_reward_model("tiny-llama", head_dropout=0.0, lora=LoraSettings(r=4, alpha=8))
     perturb(model)

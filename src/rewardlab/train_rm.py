@@ -80,6 +80,7 @@ class RewardTrainingConfig:
     truncation: str = "keep_end"
     group_by_length: bool = True
     padding_free: bool = True  # packed forward (rewardlab.packing); models without support fall back to padded batches
+    logprob_chunk_size: int = 2048  # regularisers: LM-head logits for at most this many response tokens at once (0: all)
     # optimisation
     learning_rate: float = 1e-5
     weight_decay: float = 0.0
@@ -118,6 +119,8 @@ class RewardTrainingConfig:
             raise ValueError(f"alpha = {self.alpha} must lie in [0, 1]")
         if self.ensemble_size < 1:
             raise ValueError("ensemble_size must be >= 1")
+        if self.logprob_chunk_size < 0:
+            raise ValueError(f"logprob_chunk_size = {self.logprob_chunk_size} must be >= 0 (0: no chunking)")
         if self.freeze_backbone and self.reg != "none":
             raise ValueError("a frozen backbone cannot be regularised: use --reg none with --freeze-backbone")
 
@@ -276,6 +279,7 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
         reference_copy=cfg.reg == "dpo",
         seed=cfg.seed,
     )
+    model.logprob_chunk_tokens = cfg.logprob_chunk_size
     if cfg.freeze_backbone:
         model.freeze_backbone()
     elif cfg.reg == "none":

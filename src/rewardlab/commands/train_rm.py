@@ -47,6 +47,12 @@ def train_rm(
         "--padding-free/--no-padding-free",
         help="Packed batches: no compute on padding, same results (default on; padded where a model lacks support).",
     ),
+    logprob_chunk_size: int | None = typer.Option(
+        None,
+        "--logprob-chunk-size",
+        help="GRM regularisers: LM-head logits for at most this many response tokens at a time, recomputed in the backward "
+        "(default 2048; 0 = all at once). Caps memory with large vocabularies.",
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 1e-5)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per device per step (default 8)."),
     gradient_accumulation_steps: int | None = typer.Option(None, "--grad-accum"),
@@ -72,7 +78,7 @@ def train_rm(
         "head_dropout": head_dropout, "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
         "freeze_backbone": freeze_backbone, "ensemble_size": ensemble_size, "ensemble_aggregate": ensemble_aggregate,
         "max_length": max_length, "truncation": truncation, "group_by_length": group_by_length,
-        "padding_free": padding_free, "learning_rate": lr,
+        "padding_free": padding_free, "logprob_chunk_size": logprob_chunk_size, "learning_rate": lr,
         "per_device_train_batch_size": batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps, "num_train_epochs": epochs, "max_steps": max_steps,
         "warmup_ratio": warmup_ratio, "seed": seed, "bf16": bf16, "logging_steps": logging_steps, "eval_steps": eval_steps,

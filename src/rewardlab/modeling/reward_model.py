@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from rewardlab.masks import last_token_index, position_ids_from_mask
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 _warned_unpackable: set[str] = set()  # model classes already reported as falling back to padded batches
 
 CONFIG_NAME = "rewardlab_config.json"
+DEFAULT_LOGPROB_CHUNK_TOKENS = 2048
 HEAD_WEIGHTS = "reward_head.safetensors"
 BASE_SUBDIR = "base_model"
 HEAD_CHOICES = ("linear", "mlp")
@@ -155,6 +157,8 @@ class RewardModel(nn.Module):
         if reference is not None:
             reference.requires_grad_(False)
             reference.eval()
+        # Response tokens per LM-head chunk for the regularisers' log-probs (0: all at once); see `_token_logprobs`.
+        self.logprob_chunk_tokens = DEFAULT_LOGPROB_CHUNK_TOKENS
         self._unpackable_reason: str | None = None  # set on the first packed call: why this model cannot run packed
         self._packing_checked = False
 
@@ -296,8 +300,27 @@ class RewardModel(nn.Module):
         return sum_per_sequence(batch, token_logp, targets)
 
     def _token_logprobs(self, hidden_rows: torch.Tensor, targets: torch.Tensor, lm_head: nn.Module | None = None) -> torch.Tensor:
-        """log softmax(lm_head(h))[target] for K (hidden, target) pairs: (K, H), (K,) -> (K,) float32."""
-        logits = (lm_head or self.lm_head)(hidden_rows)  # (K, V) for the K response tokens only
+        """log softmax(lm_head(h))[target] for K (hidden, target) pairs: (K, H), (K,) -> (K,) float32.
+
+        With a large vocabulary the (K, V) logits are the largest tensors of a GRM step (gemma: V = 256K, so 1K response
+        tokens take 1 GB in float32, several times over for softmax and gradients). Beyond `logprob_chunk_tokens` rows
+        they are made chunk by chunk, and under autograd each chunk is checkpointed: its logits are freed after the
+        forward and recomputed in the backward (one more LM-head matmul per chunk), so at most (chunk, V) are alive.
+        The LM head is still called as a module, so DeepSpeed ZeRO-3 / FSDP gather its weight as usual.
+        """
+        head = lm_head or self.lm_head
+        chunk = self.logprob_chunk_tokens
+        if not chunk or hidden_rows.shape[0] <= chunk:
+            return self._logprobs_of(head, hidden_rows, targets)
+        recompute = torch.is_grad_enabled()
+        parts = [
+            checkpoint(self._logprobs_of, head, h, t, use_reentrant=False) if recompute else self._logprobs_of(head, h, t)
+            for h, t in zip(hidden_rows.split(chunk), targets.split(chunk), strict=True)
+        ]
+        return torch.cat(parts)
+
+    def _logprobs_of(self, head: nn.Module, hidden_rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = head(hidden_rows)  # (K, V) for the K response tokens only
         cap = getattr(self.causal_lm.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
