@@ -26,6 +26,7 @@ from rewardlab.rl.ppo import (
     build_response_batch,
     compute_advantages,
     gather_logprobs,
+    make_critic,
     response_logits,
     response_values,
     train_ppo,
@@ -383,3 +384,23 @@ def test_cli_ppo_errors_are_one_line(tmp_path, cli_app) -> None:
     assert result.exit_code == 1 and "reward_shaping" in result.output
     result = CliRunner().invoke(cli_app, ["ppo", "--policy", "tiny-llama", "--reward-model", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "nope" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_critic_init_reward_model_or_zero_head(tmp_path, head) -> None:
+    """reward-model: V_t equals the reward model's prefix score R(x, y<t); zero-head: V_t = 0 everywhere, with the
+    reward model's backbone kept and the head trainable."""
+    rm = build_reward_model("tiny-llama", head=head, head_dropout=0.0, seed=3).eval()
+    rows = [([5, 9, 40, 41], [50, 51, 2], True), ([7, 8], [60, 61, 62, 63], False)]
+    batch = build_response_batch(samples_of(rows), pad_id=0)
+    prefix_scores = rm(batch.input_ids, batch.attention_mask).position_rewards[:, batch.context_width - 1 : -1]
+    with torch.no_grad():
+        same = response_values(make_critic(rm), batch)
+        zero_critic = make_critic(rm, zero_head=True)
+        zero = response_values(zero_critic, batch)
+    torch.testing.assert_close(same, prefix_scores)
+    assert prefix_scores.abs().max() > 1e-3 and zero.abs().max() == 0.0
+    assert all(p.requires_grad for p in zero_critic.head.parameters())
+    torch.testing.assert_close(zero_critic.lm.get_input_embeddings().weight, rm.lm.get_input_embeddings().weight)
+    with pytest.raises(ValueError, match="critic_init"):
+        PPOConfig(critic_init="random").validate()

@@ -33,6 +33,9 @@ def ppo(
     reinforce_baseline: str | None = typer.Option(None, "--reinforce-baseline", help="batch | ema (default)."),
     lr: float | None = typer.Option(None, "--lr", help="Policy learning rate (default 1e-5)."),
     critic_lr: float | None = typer.Option(None, "--critic-lr", help="Critic learning rate (default 5e-6)."),
+    critic_init: str | None = typer.Option(
+        None, "--critic-init", help="reward-model (default: V starts as the RM's prefix score) or zero-head (V starts at 0)."
+    ),
     kl_coef: float | None = typer.Option(None, "--kl-coef", help="KL coefficient beta (default 0.05; R3HF: 0.02)."),
     kl_estimator: str | None = typer.Option(None, "--kl-estimator", help="k1 (default) | k3."),
     adaptive_kl: bool | None = typer.Option(None, "--adaptive-kl/--fixed-kl", help="Adaptive KL coefficient."),
@@ -67,7 +70,8 @@ def ppo(
         "policy": policy, "reward_model": reward_model, "reward_shaping": reward_shaping, "gold": gold,
         "prompts": prompts, "limit": limit, "output_dir": output, "algo": algo, "steps": steps,
         "batch_size": batch_size, "minibatch_size": minibatch_size, "ppo_epochs": ppo_epochs, "rloo_k": rloo_k,
-        "reinforce_baseline": reinforce_baseline, "lr": lr, "critic_lr": critic_lr, "kl_coef": kl_coef,
+        "reinforce_baseline": reinforce_baseline, "lr": lr, "critic_lr": critic_lr, "critic_init": critic_init,
+        "kl_coef": kl_coef,
         "kl_estimator": kl_estimator, "adaptive_kl": adaptive_kl, "kl_target": kl_target,
         "missing_eos_penalty": missing_eos_penalty, "normalize_reward": normalize_reward, "beta_c": beta_c,
         "vf_coef": vf_coef, "whiten_advantages": whiten_advantages, "gamma": gamma, "lam": lam,

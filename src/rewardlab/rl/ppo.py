@@ -70,6 +70,7 @@ from rewardlab.rl.scorers import BUILTIN, Scorer
 ALGOS = ("ppo", "rloo", "reinforce")
 KL_ESTIMATORS = ("k1", "k3")
 REINFORCE_BASELINES = ("batch", "ema")
+CRITIC_INITS = ("reward-model", "zero-head")
 
 
 @dataclass
@@ -93,6 +94,9 @@ class PPOConfig:
     baseline_decay: float = 0.9
     lr: float = 1e-5
     critic_lr: float = 5e-6
+    # reward-model: V_t starts as R(x, y<t), a good start for sparse rewards; with r3hf the return from t is
+    # R(x, y) - R(x, y<t), so that start is off by the prefix score and a zero head fits better (see docs/ppo.md)
+    critic_init: str = "reward-model"
     adam_eps: float = 1e-5
     max_grad_norm: float = 1.0
     gamma: float = 1.0
@@ -136,6 +140,7 @@ class PPOConfig:
             ("reward_shaping", self.reward_shaping, METHODS),
             ("kl_estimator", self.kl_estimator, KL_ESTIMATORS),
             ("reinforce_baseline", self.reinforce_baseline, REINFORCE_BASELINES),
+            ("critic_init", self.critic_init, CRITIC_INITS),
         ):
             if value not in choices:
                 raise ValueError(f"{name} = '{value}' is not one of {', '.join(choices)}")
@@ -251,10 +256,17 @@ class PolicyAndCritic(nn.Module):
         return logits, values
 
 
-def make_critic(reward_model: nn.Module) -> RewardModel:
-    """A trainable copy of the reward model (first member of an ensemble) to serve as the value model."""
+def make_critic(reward_model: nn.Module, zero_head: bool = False) -> RewardModel:
+    """A trainable copy of the reward model (first member of an ensemble) to serve as the value model; with `zero_head`
+    the head's output layer starts at zero (V = 0 everywhere), keeping the reward model's backbone."""
     source = reward_model.members[0] if hasattr(reward_model, "members") else reward_model
     critic = copy.deepcopy(source)
+    if zero_head:
+        output_layer = critic.head.net if isinstance(critic.head.net, nn.Linear) else critic.head.net[-1]
+        with torch.no_grad():
+            output_layer.weight.zero_()
+            if output_layer.bias is not None:
+                output_layer.bias.zero_()
     critic.reference = None
     if critic.uses_lora:
         for name, param in critic.lm.named_parameters():
@@ -465,7 +477,9 @@ class PPOTrainer:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
             model.requires_grad_(True)
         model.eval()  # no dropout (Huang et al.); gradients flow in eval mode
-        critic = make_critic(self.reward_model).to(device) if cfg.algo == "ppo" else None
+        critic = None
+        if cfg.algo == "ppo":
+            critic = make_critic(self.reward_model, zero_head=cfg.critic_init == "zero-head").to(device)
 
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
         if critic is not None:
