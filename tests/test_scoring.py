@@ -104,6 +104,21 @@ def test_token_texts_join_to_the_decoded_response(rm) -> None:
     assert pieces[-1] == "</s>"
 
 
+def test_token_texts_of_a_response_cut_inside_a_character(rm) -> None:
+    """A response truncated mid-character (max_new_tokens hit inside an emoji) used to loop forever: the last tokens
+    cannot complete a character, and each must still get its (replacement) text."""
+    emoji = rm.tokenizer("ok 🙂", add_special_tokens=False)["input_ids"]
+    assert len(emoji) == 3 + 4  # byte-level: 'o', 'k', ' ', then 4 bytes
+    for cut in (1, 2, 3):  # 1-3 of the emoji's 4 bytes
+        ids = emoji[: 3 + cut]
+        pieces = response_token_texts(rm.tokenizer, ids)
+        assert len(pieces) == len(ids) and pieces[:3] == ["o", "k", " "]
+        assert all(p == "\ufffd" for p in pieces[3:])
+    # a broken byte in the middle: it gets a replacement character, the rest is unaffected
+    ids = emoji[:4] + rm.tokenizer(" fine", add_special_tokens=False)["input_ids"]
+    assert "".join(response_token_texts(rm.tokenizer, ids)) == "ok \ufffd fine"
+
+
 def test_render_html_escapes_and_colours(rm, tmp_path) -> None:
     items = [("<b>prompt</b>", " <script>alert(1)</script>"), ("a", " b")]
     results = score_completions(rm, items, token_rewards="r3hf")

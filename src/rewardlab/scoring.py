@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,6 +146,9 @@ def score_sequences(
 # --- token text ----------------------------------------------------------------------------------------------------
 
 
+_PIECES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {(anchor, token id): text}
+
+
 def response_token_texts(tokenizer, ids: list[int]) -> list[str]:
     """The text each token adds, so that "".join(result) == tokenizer.decode(ids) for byte-level and sentencepiece.
 
@@ -156,12 +160,18 @@ def response_token_texts(tokenizer, ids: list[int]) -> list[str]:
         return []
     anchor = next(t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, ids[0]) if t is not None)
     anchor_text = tokenizer.decode([anchor])
-    decoded = tokenizer.batch_decode([[anchor, i] for i in ids])
 
     def strip_anchor(text: str, fallback: list[int]) -> str:
         return text[len(anchor_text) :] if text.startswith(anchor_text) else tokenizer.decode(fallback)
 
-    pieces = [strip_anchor(text, [i]) for text, i in zip(decoded, ids, strict=True)]
+    # A token's piece depends only on (anchor, token): decode each once per tokenizer, not once per occurrence (the
+    # token texts were most of what `score --token-rewards` cost beyond scoring).
+    cache = _PIECES.setdefault(tokenizer, {})
+    missing = [i for i in dict.fromkeys(ids) if (anchor, i) not in cache]
+    if missing:  # (batch_decode of an empty list is not an empty list)
+        for i, text in zip(missing, tokenizer.batch_decode([[anchor, i] for i in missing]), strict=True):
+            cache[anchor, i] = strip_anchor(text, [i])
+    pieces = [cache[anchor, i] for i in ids]
     out: list[str] = []
     k = 0
     while k < len(ids):
@@ -169,10 +179,9 @@ def response_token_texts(tokenizer, ids: list[int]) -> list[str]:
             out.append(pieces[k])
             k += 1
             continue
-        # A UTF-8 character spans at most 4 bytes: try groups of 2..4 tokens.
-        for width in range(2, 5):
-            if k + width > len(ids):
-                break
+        # A UTF-8 character spans at most 4 bytes: try groups of 2..4 tokens (fewer at the end of the response; an empty
+        # range falls through to `else`, so a response cut inside a character still advances).
+        for width in range(2, min(4, len(ids) - k) + 1):
             group = ids[k : k + width]
             text = strip_anchor(tokenizer.decode([anchor, *group]), group)
             if "\ufffd" not in text:
