@@ -190,3 +190,13 @@ def test_ensemble_mean_and_min(tmp_path):
     ens.save_pretrained(tmp_path / "ens")
     reloaded = load_reward_model(tmp_path / "ens", aggregate="min")
     torch.testing.assert_close(reloaded(ids, mask).sequence_rewards, each.min(0).values, atol=1e-6, rtol=0)
+
+
+def test_load_reward_model_builds_tiny_llama_without_a_directory():
+    loaded = load_reward_model("tiny-llama")
+    built = build_reward_model("tiny-llama").eval()
+    ids = torch.tensor([[5, 9, 40, 41, 2]])
+    assert not loaded.training
+    torch.testing.assert_close(
+        loaded(ids, torch.ones_like(ids)).sequence_rewards, built(ids, torch.ones_like(ids)).sequence_rewards
+    )

@@ -61,21 +61,6 @@ class ScoreResult:
         return asdict(self)
 
 
-def load_scoring_model(model: str, device: str | torch.device | None = None, aggregate: str | None = None) -> RewardModel:
-    """A saved rewardlab reward model or ensemble (or a training run's output directory), or `tiny-llama`: a random-head
-    demo model built here, no download."""
-    if model == TINY_LLAMA:
-        from rewardlab.modeling.reward_model import build_reward_model
-
-        rm = build_reward_model(TINY_LLAMA)
-        if device is not None:
-            rm.to(device)
-        return rm.eval()
-    from rewardlab.modeling.reward_model import load_reward_model
-
-    return load_reward_model(model, device=device, aggregate=aggregate)
-
-
 # --- one forward pass ----------------------------------------------------------------------------------------------
 
 

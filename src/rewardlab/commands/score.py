@@ -47,7 +47,8 @@ def score(
 
     from rewardlab.commands.common import quiet_libraries, user_errors
     from rewardlab.data.loading import load_completions, write_jsonl
-    from rewardlab.scoring import load_scoring_model, render_html, results_summary, score_completions
+    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.scoring import render_html, results_summary, score_completions
     from rewardlab.train_rm import _version, write_json
 
     if token_rewards is not None and token_rewards not in METHODS:
@@ -56,7 +57,7 @@ def score(
     with user_errors():
         quiet_libraries()
         items = load_completions(data, skip_invalid=skip_invalid, limit=limit)
-        rm = load_scoring_model(model, device=resolved_device, aggregate=aggregate)
+        rm = load_reward_model(model, device=resolved_device, aggregate=aggregate)
         results = score_completions(
             rm,
             items,

@@ -22,7 +22,7 @@ def serve(
     import torch
 
     from rewardlab.commands.common import UserError, quiet_libraries, user_errors
-    from rewardlab.scoring import load_scoring_model
+    from rewardlab.modeling.reward_model import load_reward_model
     from rewardlab.serve import require_serve_extra, run_server
 
     with user_errors():
@@ -32,7 +32,7 @@ def serve(
             raise UserError(str(err)) from None
         quiet_libraries()
         resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        rm = load_scoring_model(model, device=resolved_device, aggregate=aggregate)
+        rm = load_reward_model(model, device=resolved_device, aggregate=aggregate)
     run_server(
         rm,
         host=host,

@@ -86,7 +86,8 @@ class TokenRewardManager:
         check_tokenizer: bool = True,
         **unused: Any,  # verl passes further manager options (max_resp_len, overlong_buffer_cfg...) to every manager
     ) -> None:
-        from rewardlab.scoring import TokenRewardSettings, load_scoring_model
+        from rewardlab.modeling.reward_model import load_reward_model
+        from rewardlab.scoring import TokenRewardSettings
 
         if reward_model is None:
             raise ValueError("TokenRewardManager needs reward_kwargs.reward_model (a rewardlab reward model directory)")
@@ -94,7 +95,7 @@ class TokenRewardManager:
             raise ValueError(f"unknown token-reward method {method!r}; choose one of {', '.join(METHODS)}")
         if isinstance(reward_model, str):
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            reward_model = load_scoring_model(reward_model, device=device)
+            reward_model = load_reward_model(reward_model, device=device)
         self.rm = reward_model.eval()
         self.settings = TokenRewardSettings(method, beta_c, abc_beta)
         self.micro_batch_size = micro_batch_size

@@ -476,9 +476,12 @@ def load_reward_model(
     dtype: torch.dtype | None = None,
     aggregate: str | None = None,
 ):
-    """A trained reward model (or ensemble) for scoring, in eval mode. `path` may be a training run's output directory."""
+    """A trained reward model (or ensemble) for scoring, in eval mode. `path` may be a training run's output directory,
+    or `tiny-llama`: the built-in random-head model, made here with no download (demos and tests)."""
     from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
 
+    if str(path) == TINY_LLAMA:
+        return build_reward_model(TINY_LLAMA, dtype=dtype).to(device or "cpu").eval()
     model_dir = resolve_model_dir(path)
     if (model_dir / ENSEMBLE_NAME).exists():
         model = EnsembleRewardModel.from_pretrained(model_dir, aggregate=aggregate, dtype=dtype, device=device)
