@@ -24,3 +24,13 @@ def easy_data(tmp_path_factory):
     write_jsonl(root / "test.jsonl", (preference_to_dict(e) for e in easy_preferences(300, 99)))
     write_jsonl(root / "small.jsonl", (preference_to_dict(e) for e in easy_preferences(48, 5)))
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: tiny matrices gain little from threads, and busy-waiting OpenMP threads crawl on a
+    shared CPU. Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

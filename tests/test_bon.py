@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
@@ -20,6 +19,8 @@ from rewardlab.rl.bon import BonConfig, first_n_per_prompt, run_bon
 from rewardlab.rl.sampling import load_samples
 from rewardlab.rl.scorers import FunctionScorer
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: extra threads only add overhead
+
 PROMPTS = [
     [{"role": "user", "content": "copy: abc"}],
     [{"role": "user", "content": "please reverse abcdefg"}],
@@ -27,14 +28,6 @@ PROMPTS = [
 ]
 N = 6
 GRID = [1, 2, 3, 4, 6]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class FixedScorer:

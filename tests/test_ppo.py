@@ -34,21 +34,14 @@ from rewardlab.rl.ppo import (
 from rewardlab.rl.sampling import Sample
 from rewardlab.rl.scorers import FunctionScorer
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: extra threads only add overhead
+
 PROMPTS = [
     [{"role": "user", "content": "copy: abc"}],
     [{"role": "user", "content": "please reverse abcdefg"}],
     [{"role": "user", "content": "sort: hgf"}],
     [{"role": "user", "content": "rotate: bcda"}],
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: extra threads only add overhead (and contend with other test processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,13 @@ from rewardlab.rl.sampling import (
     truncate_at_eos,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: extra threads only add overhead
+
 PROMPTS = [
     [{"role": "user", "content": "reverse: dbca"}],
     "plain text prompt",
     [{"role": "user", "content": "sort: abcdefgh"}],
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices gain little from threads, and busy-waiting OpenMP threads crawl on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,14 @@ import torch
 from rewardlab.modeling.tiny import build_tiny_llama
 from rewardlab.tasks.easy import EASY_CORRUPTIONS, easy_preferences
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: extra threads only add overhead
+
 
 def _encode(tokenizer, example, response):
     prompt = tokenizer.apply_chat_template(example.prompt, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
     response_ids = tokenizer(response[0]["content"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     return prompt_ids + response_ids
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices gain little from threads, and busy-waiting OpenMP threads crawl on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_easy_examples_are_well_formed_and_deterministic():

@@ -6,7 +6,6 @@ import itertools
 import json
 
 import pytest
-import torch
 
 from rewardlab.data.loading import load_preferences
 from rewardlab.modeling.tiny import build_tiny_llama
@@ -20,16 +19,9 @@ from rewardlab.tasks.preferences import (
 )
 from rewardlab.tasks.world import ID_FAMILIES, ID_STYLES, GoldReward, parse_prompt
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: extra threads only add overhead
+
 QUICK = BasePolicyConfig.quick()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices gain little from threads, and busy-waiting OpenMP threads crawl on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
