@@ -43,7 +43,13 @@ from rewardlab.losses import (
     sft_nll_regularizer,
     sft_regularizer,
 )
-from rewardlab.modeling.reward_model import HEAD_CHOICES, MODEL_SUBDIR, LoraSettings, build_reward_model
+from rewardlab.modeling.reward_model import (
+    DEFAULT_LOGPROB_CHUNK_TOKENS,
+    HEAD_CHOICES,
+    MODEL_SUBDIR,
+    LoraSettings,
+    build_reward_model,
+)
 
 
 @dataclass
@@ -80,7 +86,9 @@ class RewardTrainingConfig:
     truncation: str = "keep_end"
     group_by_length: bool = True
     padding_free: bool = True  # packed forward (rewardlab.packing); models without support fall back to padded batches
-    logprob_chunk_size: int = 2048  # regularisers: LM-head logits for at most this many response tokens at once (0: all)
+    logprob_chunk_size: int = (
+        DEFAULT_LOGPROB_CHUNK_TOKENS  # regularisers: LM-head logits for at most this many response tokens at once (0: all)
+    )
     # optimisation
     learning_rate: float = 1e-5
     weight_decay: float = 0.0

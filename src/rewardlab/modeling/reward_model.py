@@ -104,6 +104,15 @@ class RewardHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.net(self.dropout(hidden)).squeeze(-1)
 
+    @torch.no_grad()
+    def zero_output_(self) -> RewardHead:
+        """Zero the output layer, so the head reads 0 everywhere while its input layers (mlp) keep their weights."""
+        output = self.net if isinstance(self.net, nn.Linear) else self.net[-1]
+        output.weight.zero_()
+        if output.bias is not None:
+            output.bias.zero_()
+        return self
+
 
 @dataclass
 class RewardOutput:

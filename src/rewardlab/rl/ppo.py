@@ -262,11 +262,7 @@ def make_critic(reward_model: nn.Module, zero_head: bool = False) -> RewardModel
     source = reward_model.members[0] if hasattr(reward_model, "members") else reward_model
     critic = copy.deepcopy(source)
     if zero_head:
-        output_layer = critic.head.net if isinstance(critic.head.net, nn.Linear) else critic.head.net[-1]
-        with torch.no_grad():
-            output_layer.weight.zero_()
-            if output_layer.bias is not None:
-                output_layer.bias.zero_()
+        critic.head.zero_output_()
     critic.reference = None
     if critic.uses_lora:
         for name, param in critic.lm.named_parameters():
