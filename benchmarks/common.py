@@ -84,14 +84,6 @@ def make_preference_examples(
     return examples
 
 
-class InMemoryPreferences:
-    """What `train_reward_model(datasets=...)` needs of a loaded dataset: `.examples` and `.stats`."""
-
-    def __init__(self, examples: list[PreferenceExample]):
-        self.examples = examples
-        self.stats = {"read": len(examples), "loaded": len(examples), "excluded": 0, "invalid": 0}
-
-
 def pair_batches(tokenizer, examples: list[PreferenceExample], batch_size: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
     """The batches rewardlab's trainer would make by default: tokenised, length-grouped, chosen+rejected as one (2B, T)."""
     pairs, _ = encode_pairs(tokenizer, examples, MAX_LENGTH, "keep_end")

@@ -44,7 +44,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     MAX_LENGTH,
-    InMemoryPreferences,
     add_common_arguments,
     alternate,
     comparison,
@@ -84,6 +83,7 @@ def reset_memory(device: str) -> None:
 
 # ----- rewardlab -----
 def run_rewardlab(spec: dict, examples, out_dir: str) -> dict:
+    from rewardlab.data.loading import PreferenceDataset
     from rewardlab.train_rm import RewardTrainingConfig, train_reward_model
 
     def config(steps: int, name: str) -> RewardTrainingConfig:
@@ -105,7 +105,8 @@ def run_rewardlab(spec: dict, examples, out_dir: str) -> dict:
             progress=False,
         )
 
-    datasets = {"train": InMemoryPreferences(examples), "eval": {}}
+    train_set = PreferenceDataset("benchmark", examples, "memory", {"read": len(examples), "loaded": len(examples)})
+    datasets = {"train": train_set, "eval": {}}
     train_reward_model(config(spec["warmup_steps"], "warmup"), datasets=datasets)
     reset_memory(spec["device"])
     metrics = train_reward_model(config(spec["steps"], "timed"), datasets=datasets)
