@@ -33,7 +33,7 @@ from rewardlab.data.types import PreferenceExample
 from rewardlab.rl.sampling import sample
 from rewardlab.tasks.world import SPLITS, TaskInstance, gold_score, iter_tasks, make_tasks
 
-DATA_SIZES = {"small": 1_000, "large": 8_000}  # train pairs for the data-size study (small is a prefix of large)
+DATA_SIZES = {"small": 1_000, "large": 4_000}  # train pairs for the data-size study (small is a prefix of large)
 TEST_SIZES = {"test_id": 1_000, "test_ood": 2_000}
 PROMPTS_PER_CHUNK = 256  # fixed, so a smaller dataset with the same seed is a prefix of a larger one
 MAX_NEW_TOKENS = 16
