@@ -11,6 +11,7 @@ Writes report.md, results.json and PNG figures. Every figure in the report is co
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import time
@@ -29,13 +30,19 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+def _preferences():
+    from rewardlab.tasks import preferences  # lazily: it pulls in torch, and `--help` should not wait for it
+
+    return preferences
+
+
 @dataclass
 class DemoConfig:
     output_dir: str = "runs/demo"
     quick: bool = False
     seeds: int = 3
-    sizes: dict[str, int] = field(default_factory=lambda: {"small": 1000, "large": 4000})
-    test_sizes: dict[str, int] = field(default_factory=lambda: {"test_id": 1000, "test_ood": 2000})
+    sizes: dict[str, int] = field(default_factory=lambda: dict(_preferences().DATA_SIZES))
+    test_sizes: dict[str, int] = field(default_factory=lambda: dict(_preferences().TEST_SIZES))
     label_noise: float = 0.1
     rm_epochs: float = 3.0  # 1 epoch at lr 1e-4 left the small-data models barely trained (accuracy ~0.55)
     rm_lr: float = 3e-4
@@ -152,6 +159,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     large = max(cfg.sizes, key=cfg.sizes.get)
     rm_path = out / "rm" / f"vanilla-{large}-s0"
     prompts = resolve_prompts("builtin:train", limit=1024)
+    reward_model = load_reward_model(rm_path)  # frozen during PPO (the critic is a copy), so one load serves every run
     ppo: dict = {}
     for shaping in ("sparse", "r3hf"):
         for seed in range(cfg.ppo_seeds):
@@ -162,11 +170,11 @@ def run_demo(cfg: DemoConfig) -> dict:
                 lr=cfg.ppo_lr, critic_lr=cfg.ppo_lr, kl_coef=cfg.ppo_kl_coef, max_new_tokens=16, seed=seed,
                 save_policy=False, progress=cfg.progress,
             )  # fmt: skip
-            base, _, _ = get_base_policy(progress=False)  # a fresh copy: PPO trains it in place
+            base = copy.deepcopy(policy)  # PPO trains its policy in place
             train_ppo(
                 ppo_cfg,
                 policy=(base, tokenizer),
-                reward_model=load_reward_model(rm_path),
+                reward_model=reward_model,
                 gold=resolve_scorer("builtin"),
                 prompts=prompts,
             )
