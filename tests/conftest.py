@@ -16,7 +16,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def easy_data(tmp_path_factory):
     """The easy preference task written as TRL-format JSONL files, as a user would have them."""
-    from rewardlab.data.loading import preference_to_dict, write_jsonl
+    from rewardlab.data.loading import preference_to_dict
+    from rewardlab.runtime import write_jsonl
     from rewardlab.tasks.easy import easy_preferences
 
     root = tmp_path_factory.mktemp("easy")

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import sys
 import types
 from pathlib import Path
@@ -17,9 +16,9 @@ from rewardlab.data.loading import (
     load_preferences,
     load_prompts,
     preference_to_dict,
-    write_jsonl,
 )
 from rewardlab.data.types import PreferenceExample, PromptCompletion
+from rewardlab.runtime import write_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 
@@ -378,45 +377,6 @@ def test_load_prompts_errors(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # writing
-
-
-def test_write_jsonl_round_trip(tmp_path):
-    rows = [{"a": 1, "text": "café"}, {"a": 2, "messages": [user("hi")]}]
-    path = tmp_path / "out" / "rows.jsonl"
-    assert write_jsonl(path, iter(rows)) == 2
-    assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == rows
-    assert "café" in path.read_text(encoding="utf-8")  # not ASCII-escaped
-    gz = tmp_path / "rows.jsonl.gz"
-    write_jsonl(gz, rows)
-    with gzip.open(gz, "rt", encoding="utf-8") as f:
-        assert [json.loads(line) for line in f] == rows
-
-
-def _failing_rows():
-    yield {"a": 1}
-    raise RuntimeError("generator failed")
-
-
-@pytest.mark.parametrize("name", ["rows.jsonl", "rows.jsonl.gz"])
-def test_write_jsonl_is_atomic(tmp_path, name):
-    path = tmp_path / name
-    with pytest.raises(RuntimeError, match="generator failed"):
-        write_jsonl(path, _failing_rows())
-    assert os.listdir(tmp_path) == []  # no output, no temp file left
-
-    write_jsonl(path, [{"old": True}])
-    before = path.read_bytes()
-    with pytest.raises(RuntimeError, match="generator failed"):
-        write_jsonl(path, _failing_rows())
-    assert path.read_bytes() == before  # the existing file is untouched
-    assert os.listdir(tmp_path) == [name]
-
-
-def test_write_jsonl_unserialisable_row_leaves_nothing(tmp_path):
-    path = tmp_path / "rows.jsonl"
-    with pytest.raises(TypeError):
-        write_jsonl(path, [{"a": 1}, {"b": object()}])
-    assert os.listdir(tmp_path) == []
 
 
 def test_preference_to_dict_round_trips_through_trl(tmp_path):

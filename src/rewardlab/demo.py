@@ -84,9 +84,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
     from rewardlab.data.loading import load_preferences
+    from rewardlab.runtime import write_json
     from rewardlab.tasks.policy import evaluate_gold, get_base_policy
     from rewardlab.tasks.preferences import write_preference_data
-    from rewardlab.train_rm import RewardTrainingConfig, train_reward_model, write_json
+    from rewardlab.train_rm import RewardTrainingConfig, train_reward_model
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

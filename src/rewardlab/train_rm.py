@@ -50,6 +50,7 @@ from rewardlab.modeling.reward_model import (
     LoraSettings,
     build_reward_model,
 )
+from rewardlab.runtime import version, write_json, write_jsonl
 
 
 @dataclass
@@ -211,13 +212,6 @@ def _trackers(report_to: list[str]) -> list[str]:
     return available
 
 
-def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (a temp file then rename), so an interrupted run never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def plot_training(log: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -342,7 +336,7 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
         "total_steps": total_steps,
         "global_batch_pairs": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes,
         "train_data_stats": {**train_set.stats, **data_counts},
-        "rewardlab_version": _version(),
+        "rewardlab_version": version(),
     }
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -449,8 +443,7 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     if is_main:
         accelerator.unwrap_model(model).save_pretrained(output_dir / MODEL_SUBDIR)
         write_json(output_dir / "metrics.json", metrics)
-        with open(output_dir / "log.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in log)
+        write_jsonl(output_dir / "log.jsonl", log)
         if log:
             plot_training(log, output_dir / "training_curves.png")
     accelerator.wait_for_everyone()
@@ -492,15 +485,6 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
         "members": [m["eval"] for m in members],
         "train": {"members": [m["train"] for m in members]},
     }
-    write_json(output_dir / "config.json", asdict(cfg) | {"rewardlab_version": _version()})
+    write_json(output_dir / "config.json", asdict(cfg) | {"rewardlab_version": version()})
     write_json(output_dir / "metrics.json", metrics)
     return metrics
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("rewardlab")
-    except PackageNotFoundError:
-        return "unknown"

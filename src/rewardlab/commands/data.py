@@ -19,7 +19,8 @@ def easy(
     seed: int = typer.Option(0),
 ) -> None:
     """The easy task: chosen = the correct answer to copy/reverse/sort, rejected = a corrupted one."""
-    from rewardlab.data.loading import preference_to_dict, write_jsonl
+    from rewardlab.data.loading import preference_to_dict
+    from rewardlab.runtime import write_jsonl
     from rewardlab.tasks.easy import easy_preferences
 
     with user_errors():

@@ -23,10 +23,10 @@ def eval_rm(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Evaluate a reward model on named preference sets."""
-    from rewardlab.data.loading import load_named_preferences, write_jsonl
+    from rewardlab.data.loading import load_named_preferences
     from rewardlab.evaluation import evaluate_preferences
     from rewardlab.modeling.reward_model import load_reward_model
-    from rewardlab.train_rm import _version, write_json
+    from rewardlab.runtime import version, write_json, write_jsonl
 
     with user_errors():
         quiet_libraries()
@@ -49,7 +49,7 @@ def eval_rm(
                 )
         config = {
             "model": model, "data": data, "format": format, "skip_invalid": skip_invalid, "batch_size": batch_size,
-            "max_length": max_length, "truncation": truncation, "aggregate": aggregate, "rewardlab_version": _version(),
+            "max_length": max_length, "truncation": truncation, "aggregate": aggregate, "rewardlab_version": version(),
         }  # fmt: skip
         output.parent.mkdir(parents=True, exist_ok=True)
         write_json(output, {"config": config, "results": results})

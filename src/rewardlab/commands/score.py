@@ -46,10 +46,10 @@ def score(
     import torch
 
     from rewardlab.commands.common import quiet_libraries, user_errors
-    from rewardlab.data.loading import load_completions, write_jsonl
+    from rewardlab.data.loading import load_completions
     from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.runtime import version, write_json, write_jsonl
     from rewardlab.scoring import render_html, results_summary, score_completions
-    from rewardlab.train_rm import _version, write_json
 
     if token_rewards is not None and token_rewards not in METHODS:
         raise typer.BadParameter(f"must be one of {', '.join(METHODS)}", param_hint="--token-rewards")
@@ -84,7 +84,7 @@ def score(
             "command": "score", "model": model, "data": data, "output": str(output),
             "html": str(html) if html else None, "token_rewards": token_rewards, "beta_c": beta_c,
             "abc_beta": abc_beta, "aggregate": aggregate, "batch_size": batch_size, "max_length": max_length,
-            "device": resolved_device, "limit": limit, "skip_invalid": skip_invalid, "rewardlab_version": _version(),
+            "device": resolved_device, "limit": limit, "skip_invalid": skip_invalid, "rewardlab_version": version(),
         }  # fmt: skip
         write_json(config_path(output), {"config": config, "summary": summary})
         if html is not None:

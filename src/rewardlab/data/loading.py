@@ -6,11 +6,8 @@ Every loader fails on the first bad record with a one-line `DataError` naming fi
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
-import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,31 +260,3 @@ def preference_to_dict(example: PreferenceExample) -> dict[str, Any]:
     return row
 
 
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows as JSON lines (gzip when the path ends in .gz); returns the number of rows.
-
-    Atomic: rows go to a temporary file in the same directory, which replaces `path` only once every row is written, so
-    an error (in `rows` too) leaves any existing file untouched and no partial file behind.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    count = 0
-    try:
-        # os.open with mode 0o666 lets the umask decide permissions, like a plain open() would
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as raw:
-            out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.endswith(".gz") else raw
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
-                count += 1
-            if out is not raw:
-                out.close()  # flushes the gzip trailer into raw
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return count

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from rewardlab.modeling.reward_model import RewardModel, RewardOutput
+from rewardlab.runtime import write_json
 
 ENSEMBLE_NAME = "rewardlab_ensemble.json"
 AGGREGATES = ("mean", "min")
@@ -57,7 +58,7 @@ class EnsembleRewardModel(nn.Module):
         names = [f"member-{i}" for i in range(len(self.members))]
         for name, member in zip(names, self.members, strict=True):
             member.save_pretrained(path / name)
-        (path / ENSEMBLE_NAME).write_text(json.dumps({"members": names, "aggregate": self.aggregate}, indent=2) + "\n")
+        write_json(path / ENSEMBLE_NAME, {"members": names, "aggregate": self.aggregate})
 
     @classmethod
     def from_pretrained(cls, path, aggregate: str | None = None, **kwargs) -> EnsembleRewardModel:

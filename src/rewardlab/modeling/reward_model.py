@@ -46,6 +46,7 @@ from rewardlab.packing import (
     sum_per_sequence,
     unpack,
 )
+from rewardlab.runtime import write_json
 
 logger = logging.getLogger(__name__)
 _warned_unpackable: set[str] = set()  # model classes already reported as falling back to padded batches
@@ -380,7 +381,7 @@ class RewardModel(nn.Module):
                 self.causal_lm.save_pretrained(path / BASE_SUBDIR, state_dict=base_state)
         else:
             self.causal_lm.save_pretrained(path)
-        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        write_json(path / CONFIG_NAME, self.config.to_dict())
 
     @classmethod
     def from_pretrained(

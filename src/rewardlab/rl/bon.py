@@ -23,7 +23,7 @@ from rewardlab.data.errors import DataError
 from rewardlab.rl.bon_math import bon_curve, fit_gao_bon, n_grid, normalise_curve
 from rewardlab.rl.sampling import SampleBatch, load_samples, sample, save_samples
 from rewardlab.rl.scorers import BUILTIN, Scorer, default_device, resolve_policy, resolve_prompts, resolve_scorer
-from rewardlab.train_rm import _version, write_json
+from rewardlab.runtime import version, write_json
 
 
 @dataclass
@@ -153,7 +153,7 @@ def run_bon(
     `policy` = (model, tokenizer) and the scorers may be passed in (tests, the demo); otherwise they come from the
     config.
     """
-    from rewardlab.data.loading import write_jsonl
+    from rewardlab.runtime import write_jsonl
 
     cfg.validate(need_proxies=proxy_scorers is None)
     output_dir = Path(cfg.output_dir)
@@ -218,7 +218,7 @@ def run_bon(
     write_json(output_dir / "curves.json", result)
     write_json(
         output_dir / "config.json",
-        asdict(cfg) | {"sampling": batch.settings, "rewardlab_version": _version()},
+        asdict(cfg) | {"sampling": batch.settings, "rewardlab_version": version()},
     )
     plot_curves(curves, output_dir / "bon_curves.png")
     return result

@@ -36,7 +36,6 @@ Step k of the logs is measured on the rollout of the policy after k updates: ste
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -743,7 +742,7 @@ class PPOTrainer:
         metrics.jsonl, samples.jsonl, config.json, metrics.json, plots and policy/ under cfg.output_dir."""
         from tqdm.auto import tqdm
 
-        from rewardlab.train_rm import _version, write_json
+        from rewardlab.runtime import JsonlAppender, version, write_json
 
         cfg, accelerator = self.cfg, self.accelerator
         output_dir = Path(cfg.output_dir)
@@ -757,11 +756,11 @@ class PPOTrainer:
                     "num_processes": accelerator.num_processes,
                     "mixed_precision": accelerator.mixed_precision,
                     "num_prompts": len(self.prompts),
-                    "rewardlab_version": _version(),
+                    "rewardlab_version": version(),
                 },
             )
-            for name in ("metrics.jsonl", "samples.jsonl"):
-                (output_dir / name).write_text("")
+        metrics_log = JsonlAppender(output_dir / "metrics.jsonl", enabled=is_main)
+        samples_log = JsonlAppender(output_dir / "samples.jsonl", enabled=is_main)
         log: list[dict] = []
         bar = tqdm(range(cfg.steps + 1), desc=f"{cfg.algo} ({cfg.reward_shaping})", disable=not (cfg.progress and is_main))
         start = time.perf_counter()
@@ -773,12 +772,10 @@ class PPOTrainer:
                 self.kl_controller.update(record["kl"], cfg.batch_size * accelerator.num_processes)
             record["elapsed_seconds"] = time.perf_counter() - start
             log.append(record)
-            if is_main:
-                with open(output_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if step % max(cfg.sample_every, 1) == 0 or step == cfg.steps:
-                    with open(output_dir / "samples.jsonl", "a") as f:
-                        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in self.sample_rows(ro, step))
+            metrics_log.write(record)
+            if step % max(cfg.sample_every, 1) == 0 or step == cfg.steps:
+                for row in self.sample_rows(ro, step) if is_main else ():
+                    samples_log.write(row)
             postfix = {"proxy": f"{record['proxy_reward']:.3f}", "kl": f"{record['kl']:.3f}"}
             if "gold_reward" in record:
                 postfix["gold"] = f"{record['gold_reward']:.3f}"

@@ -180,13 +180,11 @@ _SAMPLE_FIELDS = {"prompt_index": int, "prompt_ids": list, "response_ids": list,
 
 def save_samples(path: str | Path, batch: SampleBatch) -> Path:
     """One JSON object per sample: its prompt, the Sample fields and the sampling settings."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for s in batch.samples:
-            record = {"prompt": batch.prompts[s.prompt_index], **asdict(s), "settings": batch.settings}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
+    from rewardlab.runtime import write_jsonl
+
+    rows = ({"prompt": batch.prompts[s.prompt_index], **asdict(s), "settings": batch.settings} for s in batch.samples)
+    write_jsonl(path, rows)
+    return Path(path)
 
 
 def load_samples(path: str | Path) -> SampleBatch:

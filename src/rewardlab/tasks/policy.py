@@ -16,8 +16,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +28,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, 
 from rewardlab.data.templates import encode_prompt_response
 from rewardlab.modeling.tiny import build_byte_tokenizer, tiny_llama_config
 from rewardlab.rl.sampling import sample
+from rewardlab.runtime import atomic_directory, write_json
+from rewardlab.runtime import cache_dir as default_cache_dir
 from rewardlab.tasks.world import (
     FAMILIES,
     GoldReward,
@@ -65,10 +65,6 @@ class BasePolicyConfig:
     def key(self) -> str:
         payload = json.dumps({"world": WORLD_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("REWARDLAB_CACHE", Path.home() / ".cache" / "rewardlab"))
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -200,20 +196,10 @@ def get_base_policy(
             model, tokenizer, stats = pretrain_base_policy(config, progress=progress)
         finally:
             torch.set_num_threads(threads)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-        try:
+        with atomic_directory(path) as tmp:  # readers see a complete directory or none
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / "rewardlab_base_policy.json").write_text(
-                json.dumps({"config": asdict(config), "world_version": WORLD_VERSION, **stats}, indent=2)
-            )
-            os.rename(tmp, path)  # atomic: readers see a complete directory or none
-        except OSError:
-            if not (path / "config.json").exists():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first, or rename done (tmp gone)
+            write_json(tmp / "rewardlab_base_policy.json", {"config": asdict(config), "world_version": WORLD_VERSION, **stats})
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.eval()

@@ -18,7 +18,6 @@ uses), `gold_chosen`, `gold_rejected`. Splits: train (ID families and styles), t
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,9 +27,10 @@ import torch
 from tqdm.auto import tqdm
 
 from rewardlab.data.loading import preference_to_dict
-from rewardlab.data.loading import write_jsonl as write_records
 from rewardlab.data.types import PreferenceExample
 from rewardlab.rl.sampling import sample
+from rewardlab.runtime import write_json
+from rewardlab.runtime import write_jsonl as write_records
 from rewardlab.tasks.world import SPLITS, TaskInstance, gold_score, iter_tasks, make_tasks
 
 DATA_SIZES = {"small": 1_000, "large": 4_000}  # train pairs for the data-size study (small is a prefix of large)
@@ -237,7 +237,7 @@ def write_preference_data(
         "measured_flip_rate_train": measured_flip_rate(train),
     }
     paths["world"] = out_dir / "world.json"
-    paths["world"].write_text(json.dumps(settings, indent=2))
+    write_json(paths["world"], settings)
     return paths
 
 
