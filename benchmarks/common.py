@@ -227,7 +227,9 @@ def machine(device: str) -> str:
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from rewardlab.runtime import resolve_device
+
+    return str(resolve_device())
 
 
 # ----- command line -----

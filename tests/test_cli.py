@@ -107,7 +107,7 @@ def test_export_refuses_the_mlp_head(easy_data, tmp_path):
 def test_bad_data_is_one_line_naming_file_line_field(tmp_path):
     bad = tmp_path / "bad.jsonl"
     good = {"prompt": "q", "chosen": "a", "rejected": "b"}
-    bad.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "q", "chosen": "a", "rejected": ""}) + "\n")
+    bad.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "q", "chosen": "a", "rejected": "a"}) + "\n")
     out = tmp_path / "run"
     result = runner.invoke(app, ["train-rm", "--train-data", str(bad), "--output-dir", str(out), "--max-steps", "1"])
     assert result.exit_code == 1
@@ -171,3 +171,60 @@ def test_eval_rm_reads_every_supported_format(trained, tmp_path):
     assert results["uf"]["data"]["excluded"] >= 1  # the tie is dropped, not counted
     assert results["mtb"]["data"]["excluded"] >= 1
     assert "rewardbench" in results["rb"]
+
+
+def _strict(text: str):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_train_rm_stops_at_the_first_non_finite_gradient(easy_data, tmp_path):
+    """`--lr 1e6` blows the weights up within a few steps: stop there, exit 1, one line, nothing claiming success."""
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["train-rm", "--train-data", str(easy_data / "train.jsonl"), "--lr", "1e6", "--save-steps", "2",
+         "--logging-steps", "1", "--output-dir", str(out), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: step ")
+    assert "= nan" in lines[0] or "= inf" in lines[0]
+    assert f"{out}/checkpoints/step-2" in lines[0]  # the last good checkpoint, kept for --resume
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "log.jsonl"]
+    _strict((out / "config.json").read_text())
+    log = [_strict(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, len(log) + 1)) and len(log) >= 2
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("/nonexistent", "no such directory or file, and not a hub id (owner/name)"),
+        ("Qwen/Qwen2.5-0.5B", "offline (HF_HUB_OFFLINE is set) and not in the local hub cache"),
+    ],
+)
+def test_a_model_that_cannot_be_found_is_one_line(easy_data, tmp_path, model, expected):
+    result = runner.invoke(
+        app, ["train-rm", "--train-data", str(easy_data / "small.jsonl"), "--model", model, "--output-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"error: model '{model}' not found: tried the built-in models (tiny-llama, smollm2-135m), a local "
+                     f"directory or .gguf file, and the Hugging Face hub: {expected}"]  # fmt: skip
+
+
+def test_commands_that_run_a_model_take_device_and_dtype(trained, easy_data, tmp_path):
+    out = tmp_path / "results.json"
+    result = runner.invoke(app, ["eval-rm", "--model", str(trained), "--data", str(easy_data / "small.jsonl"),
+                                 "--output", str(out), "--device", "cpu", "--dtype", "bf16", "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = _strict(out.read_text())["config"]
+    assert config["device"] == "cpu" and config["dtype"] == "bf16"
+    for command in ("eval-rm", "score", "serve", "bon", "ppo", "train-rm", "export"):
+        help_text = runner.invoke(app, [command, "--help"]).output
+        assert "--device" in help_text, command
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["eval-rm", "--model", str(trained), "--data", str(easy_data / "small.jsonl"),
+                                     "--output", str(out), "--device", "cuda"])  # fmt: skip
+        assert result.exit_code == 1 and "CUDA is not available" in result.output

@@ -182,11 +182,41 @@ def test_hh_multi_turn():
     assert ex.chosen == [assistant("Knock knock.")] and ex.rejected == [assistant("No.")]
 
 
-def test_hh_differing_dialogues_are_invalid():
+def test_hh_dialogues_with_different_first_questions_are_invalid():
     record = {"chosen": "\n\nHuman: Hi\n\nAssistant: yes", "rejected": "\n\nHuman: Hey\n\nAssistant: no"}
-    with pytest.raises(DataError, match="differs from chosen's") as err:
+    with pytest.raises(DataError, match="no shared prompt") as err:
         from_hh(record)
     assert err.value.field == "rejected"
+
+
+def test_hh_dialogues_diverging_at_an_earlier_answer_compare_their_tails():
+    # as in the real harmless-base test file (line 1255): an earlier Assistant turn differs, then everything after it
+    chosen = "\n\nHuman: q1\n\nAssistant: a1\n\nHuman: q2\n\nAssistant: a2"
+    rejected = "\n\nHuman: q1\n\nAssistant: b1"
+    ex = from_hh({"chosen": chosen, "rejected": rejected})
+    assert ex.prompt == [user("q1")]
+    assert ex.chosen == [assistant("a1"), user("q2"), assistant("a2")] and ex.rejected == [assistant("b1")]
+
+
+def test_hh_dialogues_diverging_at_a_human_turn_back_off_to_the_shared_answer():
+    # the Human turns differ, so the responses start at the last shared Assistant turn: both start with an answer
+    chosen = "\n\nHuman: q1\n\nAssistant: a1\n\nHuman: q2\n\nAssistant: a2"
+    rejected = "\n\nHuman: q1\n\nAssistant: a1\n\nHuman: other\n\nAssistant: b2"
+    ex = from_hh({"chosen": chosen, "rejected": rejected})
+    assert ex.prompt == [user("q1")]
+    assert ex.chosen == [assistant("a1"), user("q2"), assistant("a2")]
+    assert ex.rejected == [assistant("a1"), user("other"), assistant("b2")]
+    assert ex.prompt + ex.chosen == parse_hh_transcript(chosen, "chosen")
+
+
+def test_empty_answers_are_scored_not_rejected():
+    # harmless-base test line 87: the chosen final answer is empty
+    ex = from_hh({"chosen": "\n\nHuman: Address?\n\nAssistant: ", "rejected": "\n\nHuman: Address?\n\nAssistant: Sure, it is"})
+    assert ex.chosen == [assistant("")] and ex.rejected == [assistant("Sure, it is")]
+    assert from_trl(with_changes(TRL, chosen=" \n")).chosen == " \n"
+    assert from_trl(with_changes(TRL_CONV, chosen=[assistant("")])).chosen == [assistant("")]
+    assert from_rewardbench(with_changes(RB, rejected="")).rejected == [assistant("")]
+    assert from_hhh({"input": "Q?", "targets": {"choices": ["yes", ""], "labels": [1, 0]}}).rejected == [assistant("")]
 
 
 def test_hh_must_end_with_assistant():
@@ -233,13 +263,11 @@ def test_unified_feedback_multi_turn_with_different_earlier_answers():
     assert ex.prompt + ex.chosen == conv_a and ex.prompt + ex.rejected == conv_b
 
 
-def test_unified_feedback_conversations_may_only_differ_in_answers():
+def test_unified_feedback_conversations_diverging_at_a_user_turn():
+    conv_a = [user("Q?"), assistant("yes"), user("sure?"), assistant("ok")]
     conv_b = [user("Q?"), assistant("yes"), user("really?"), assistant("no")]
-    with pytest.raises(DataError, match="at a user message") as err:
-        from_unified_feedback(
-            with_changes(UF, conv_A=[user("Q?"), assistant("yes"), user("sure?"), assistant("ok")], conv_B=conv_b)
-        )
-    assert err.value.field == "conv_A"
+    ex = from_unified_feedback(with_changes(UF, conv_A=conv_a, conv_B=conv_b))
+    assert ex.prompt == [user("Q?")] and ex.chosen == conv_a[1:] and ex.rejected == conv_b[1:]
     with pytest.raises(DataError, match="must end with an assistant message") as err:
         from_unified_feedback(with_changes(UF, conv_B=[user("Q?")]))
     assert err.value.field == "conv_B"
@@ -349,13 +377,10 @@ CASES = [
     ("mt-bench-human", {"turn": "two"}, "turn", "expected a positive integer"),
     ("mt-bench-human", {"conversation_a": [{"role": "user", "content": 1}]}, "conversation_a", "content must be"),
     ("rewardbench", {"chosen": ["yes"]}, "chosen", "expected a string"),
-    # empty response
-    ("trl", {"chosen": " \n"}, "chosen", "empty response"),
-    ("hh", {"rejected": HH_EMPTY}, "rejected", "empty response"),
-    ("unified-feedback", {"conv_B": [user("Q?"), assistant(" ")]}, "conv_B", "empty response"),
-    ("hhh", {"targets": {"choices": ["yes", ""], "labels": [1, 0]}}, "targets", "empty response"),
-    ("mt-bench-human", {"conversation_b": [user("Q?"), assistant("")]}, "conversation_b", "empty response"),
-    ("rewardbench", {"rejected": ""}, "rejected", "empty response"),
+    # no response at all (an empty answer is fine: an empty list of messages is not)
+    ("trl", {"prompt": [user("Q?")], "chosen": [], "rejected": [assistant("no")]}, "chosen", "no response"),
+    # identical empty answers
+    ("hh", {"chosen": HH_EMPTY, "rejected": HH_EMPTY}, "rejected", "identical to chosen"),
     # identical responses
     ("trl", {"rejected": " yes"}, "rejected", "identical to chosen"),
     ("trl", {"prompt": DELETE, "chosen": "same", "rejected": "same"}, "rejected", "identical to chosen"),
@@ -376,9 +401,6 @@ def test_validation(fmt, changes, field, message):
 
 
 def test_conversational_trl_validation():
-    with pytest.raises(DataError, match="empty response") as err:
-        from_trl(with_changes(TRL_CONV, chosen=[assistant("")]))
-    assert err.value.field == "chosen"
     with pytest.raises(DataError, match="identical to chosen") as err:
         from_trl(with_changes(TRL_CONV, rejected=[assistant("yes")]))
     assert err.value.field == "rejected"

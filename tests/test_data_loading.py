@@ -40,8 +40,8 @@ def write_lines(path: Path, lines: list[str]) -> str:
     return str(path)
 
 
-def stats(read: int, loaded: int, excluded: int = 0, invalid: int = 0) -> dict[str, int]:
-    return {"read": read, "loaded": loaded, "excluded": excluded, "invalid": invalid}
+def stats(read: int, loaded: int, excluded: int = 0, invalid: int = 0, empty: int = 0) -> dict[str, int]:
+    return {"read": read, "loaded": loaded, "excluded": excluded, "invalid": invalid, "empty_responses": empty}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ GOOD = json.dumps({"prompt": "Q?", "chosen": " yes", "rejected": " no"})
     [
         (json.dumps({"prompt": "Q?", "rejected": " no"}), "chosen", "missing field"),
         (json.dumps({"prompt": "Q?", "chosen": 3, "rejected": " no"}), "chosen", "expected a string"),
-        (json.dumps({"prompt": "Q?", "chosen": " ", "rejected": " no"}), "chosen", "empty response"),
+        (json.dumps({"prompt": [user("Q?")], "chosen": [], "rejected": [assistant("no")]}), "chosen", "no response"),
         (json.dumps({"prompt": "Q?", "chosen": " no", "rejected": " no"}), "rejected", "identical to chosen"),
         (
             json.dumps({"prompt": "Q?", "chosen": " a", "rejected": " b", "margin": "big"}),
@@ -215,7 +215,7 @@ def test_hh_mismatched_dialogue_in_file(tmp_path):
     path = tmp_path / "hh.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
-    with pytest.raises(DataError, match="differs from chosen's") as err:
+    with pytest.raises(DataError, match="no shared prompt") as err:
         load_preferences(str(path))
     assert str(err.value).startswith(f"{path}:1: field 'rejected':")
 
@@ -241,7 +241,7 @@ def test_skip_invalid_counts(tmp_path):
         json.dumps(uf),  # loaded
         "not json",  # invalid (read error)
         json.dumps({**uf, "conv_A_rating": 1}),  # tie: excluded
-        json.dumps({**uf, "conv_B": [user("Q?"), assistant("")]}),  # invalid: empty response
+        json.dumps({**uf, "conv_B": [user("Other?"), assistant("b")]}),  # invalid: a different question
         "[1]",  # invalid: not an object
         json.dumps({**uf, "conv_B_rating": 9}),  # loaded
     ]
@@ -252,7 +252,7 @@ def test_skip_invalid_counts(tmp_path):
     assert dataset.stats == stats(6, 2, excluded=1, invalid=3)
     assert [ex.chosen for ex in dataset] == [[assistant("a")], [assistant("b")]]
     assert len(dataset.skipped) == 3
-    assert dataset.skipped[1] == f"{path}:4: field 'conv_B': empty response"
+    assert dataset.skipped[1] == f"{path}:4: field 'conv_B': does not start with the same message as conv_A: no shared prompt"
 
 
 def test_skip_invalid_detects_format_from_first_valid_record(tmp_path):
@@ -332,7 +332,7 @@ def test_load_completions():
         ({"prompt": "p"}, "completion", "missing field"),
         ({"completion": "c"}, "prompt", "missing field"),
         ({"prompt": "p", "completion": [assistant("c")]}, "completion", "both be strings or both lists"),
-        ({"prompt": "p", "response": "  "}, "response", "empty response"),
+        ({"prompt": [user("p")], "response": []}, "response", "no response"),
         ({"prompt": [user("p")], "completion": [user("c")]}, "completion", "must start with an assistant"),
         ({"prompt": 5, "completion": "c"}, "prompt", "expected a string or a list of messages"),
     ],

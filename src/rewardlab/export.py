@@ -4,32 +4,71 @@ That is the format TRL, OpenRLHF and RewardBench consume. The decoder weights ar
 reward head becomes the classifier's `score` layer (a bias-free Linear(hidden, 1), like rewardlab's `linear` head), so the
 exported model gives the same rewards.
 
-Limits, stated plainly:
-- The `mlp` head (GRM's Linear -> ReLU -> Linear) has no place in `*ForSequenceClassification`, whose head is one linear
-  layer: export refuses it rather than write a model that scores differently. Train with `--head linear` to export.
-- Ensembles have no single-model equivalent; export a member instead.
-- transformers' classifier reads the reward at the last token that is not `pad_token_id`. When pad == eos and a sequence
-  ends in EOS, it reads one token early (TRL #3750). rewardlab reads by the attention mask; the export warns in that case.
+The pad token. transformers' classifier reads the score at the rightmost token that is not `pad_token_id`, from the input
+ids (the attention mask is not consulted). rewardlab reads it at the last real token by the attention mask. The two agree
+only if the pad token never is the token a reward is read at. Many tokenizers pad with EOS (SmolLM2, Llama, Mistral), and
+plain-string data ends in EOS: the classifier would read one token early. So when the pad token is missing, equals EOS, or
+ends any probe text, the export gives the classifier a pad token of its own (`<|pad|>`, one embedding row added, never
+attended to) in its config and tokenizer. The checkpoint is then checked against rewardlab on chat-template and plain-string
+text, right and left padded; above `TOLERANCE` the export fails and leaves nothing behind (it is written to a temporary
+directory that replaces the output only after the check).
+
+Text conventions (what a user of the exported model must feed it to get rewardlab's scores):
+- chat data: the tokenizer's chat template over prompt + response messages (`apply_chat_template(..., tokenize=False)`,
+  tokenised without adding special tokens again);
+- plain strings: `prompt + response + EOS`, tokenised with the tokenizer's usual special tokens before the prompt.
+TRL's GRPOTrainer scores plain strings as `prompt + completion` WITHOUT EOS, so its scores differ from rewardlab's for the
+same text (chat data matches): use `rewardlab.integrations.trl.reward_function` there, or append EOS yourself.
+
+Limits: the `mlp` head has no place in `*ForSequenceClassification` (one linear layer): export refuses it. Ensembles have
+no single-model equivalent: export a member.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from rewardlab.data.templates import encode_prompt_response, pad_sequences
 from rewardlab.modeling.ensemble import EnsembleRewardModel
 from rewardlab.modeling.reward_model import load_reward_model
+from rewardlab.runtime import atomic_directory, resolve_device
+
+TOLERANCE = 1e-4
+EXPORT_PAD = "<|pad|>"
+
+# Probe texts for the self-check: chat pairs (rendered by the template when the tokenizer has one) and plain strings,
+# ragged lengths, an empty answer, odd whitespace and non-ASCII text.
+CHAT_PROBES = [
+    ([{"role": "user", "content": "How are you?"}], [{"role": "assistant", "content": "Fine, thanks."}]),
+    ([{"role": "user", "content": "reverse: abc"}], [{"role": "assistant", "content": "cba"}]),
+    (
+        [{"role": "user", "content": "A longer question, so that the batch is ragged: why is the sky blue?"}],
+        [{"role": "assistant", "content": "Rayleigh scattering  \n favours short wavelengths. ☀️"}],
+    ),
+    ([{"role": "user", "content": "Say nothing."}], [{"role": "assistant", "content": ""}]),
+]
+PLAIN_PROBES = [
+    ("How are you?", " Fine, thanks."),
+    ("A longer prompt to make the batch ragged, with some more words in it.", " Short."),
+    ("Empty answer:", ""),
+    ("Café crème, s'il vous plaît.", " Voilà — très bien !"),
+]
 
 
 class ExportError(ValueError):
     pass
 
 
-def export_sequence_classifier(model_dir: str | Path, output_dir: str | Path) -> dict:
-    """Write the checkpoint and check it against rewardlab's scores. Returns a report (max_abs_diff, warnings)."""
-    rm = load_reward_model(model_dir)
+def export_sequence_classifier(model_dir: str | Path, output_dir: str | Path, device: str | None = None) -> dict:
+    """Write the checkpoint and check it against rewardlab's scores (fp32). Returns a report (max_abs_diff per text kind,
+    the pad token used). Raises ExportError, leaving no output, when it cannot be exact."""
+    device = resolve_device(device)
+    rm = load_reward_model(model_dir, device=device, dtype=torch.float32)
     if isinstance(rm, EnsembleRewardModel):
         raise ExportError(f"{model_dir}: an ensemble cannot be exported as one classifier; export one of its members")
     if rm.config.head != "linear":
@@ -37,11 +76,55 @@ def export_sequence_classifier(model_dir: str | Path, output_dir: str | Path) ->
             f"{model_dir}: the '{rm.config.head}' reward head cannot be represented by AutoModelForSequenceClassification "
             "(its score layer is a single bias-free linear layer); train with --head linear to export"
         )
+    probes = _encoded_probes(rm.tokenizer)
+    tokenizer = _export_tokenizer(rm.tokenizer, read_at={ids[-1] for kind in probes.values() for ids in kind})
+    classifier = _classifier(rm, tokenizer)
+
+    output_dir = Path(output_dir)
+    with atomic_directory(output_dir) as tmp:
+        classifier.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        differences = _agreement(rm, probes, tmp, device)
+        worst = max(differences.values(), key=lambda d: math.inf if math.isnan(d) else d)
+        if not worst <= TOLERANCE:  # also catches NaN
+            raise ExportError(
+                f"the exported classifier disagrees with rewardlab by {worst:.2e} (> {TOLERANCE:g}; "
+                + ", ".join(f"{k} {v:.2e}" for k, v in differences.items())
+                + f"); nothing written to {output_dir}"
+            )
+    return {
+        "output_dir": str(output_dir),
+        "architecture": type(classifier).__name__,
+        "pad_token": tokenizer.pad_token,
+        "pad_token_added": tokenizer.pad_token != rm.tokenizer.pad_token,
+        "max_abs_diff": worst,
+        "max_abs_diff_by_text": differences,
+    }
+
+
+def _encoded_probes(tokenizer) -> dict[str, list[list[int]]]:
+    """Token ids of the probe texts as rewardlab encodes them (chat probes only when the tokenizer has a template)."""
+    kinds = {"plain strings": PLAIN_PROBES}
+    if getattr(tokenizer, "chat_template", None):
+        kinds = {"chat template": CHAT_PROBES, **kinds}
+    return {kind: [encode_prompt_response(tokenizer, p, r).input_ids for p, r in pairs] for kind, pairs in kinds.items()}
+
+
+def _export_tokenizer(tokenizer, read_at: set[int]):
+    """A copy of the tokenizer whose pad token is never a token a reward is read at (see the module docstring)."""
+    exported = copy.deepcopy(tokenizer)
+    pad = exported.pad_token_id
+    if pad is None or pad == exported.eos_token_id or pad in read_at:
+        exported.add_special_tokens({"pad_token": EXPORT_PAD})
+    return exported
+
+
+def _classifier(rm, tokenizer):
+    """An AutoModelForSequenceClassification with rewardlab's decoder weights and the linear head as `score`."""
     causal_lm = rm.lm.merge_and_unload() if rm.uses_lora else rm.causal_lm
     config = type(causal_lm.config).from_dict(causal_lm.config.to_dict())
     config.num_labels = 1
     config.id2label, config.label2id = {0: "reward"}, {"reward": 0}
-    config.pad_token_id = rm.tokenizer.pad_token_id
     config.architectures = None
     classifier = AutoModelForSequenceClassification.from_config(config)
     body = getattr(classifier, classifier.base_model_prefix)
@@ -50,45 +133,31 @@ def export_sequence_classifier(model_dir: str | Path, output_dir: str | Path) ->
         raise ExportError(f"decoder weights do not fit the classifier: missing {missing[:3]}, unexpected {unexpected[:3]}")
     with torch.no_grad():
         classifier.score.weight.copy_(rm.head.net.weight.to(classifier.score.weight.dtype))
+    if len(tokenizer) > classifier.get_input_embeddings().num_embeddings:
+        # the added pad token's row is never attended to (padding is masked); its value does not matter
+        classifier.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    classifier.config.pad_token_id = tokenizer.pad_token_id
     classifier.config.architectures = [type(classifier).__name__]
-    output_dir = Path(output_dir)
-    classifier.save_pretrained(output_dir)
-    rm.tokenizer.save_pretrained(output_dir)
-
-    warnings = []
-    tok = rm.tokenizer
-    if tok.pad_token_id is not None and tok.pad_token_id == tok.eos_token_id:
-        warnings.append(
-            "pad_token == eos_token: transformers' classifier reads the reward one token before a trailing EOS; "
-            "set a distinct pad token for exact agreement"
-        )
-    max_diff = _agreement(rm, output_dir)
-    return {
-        "output_dir": str(output_dir),
-        "architecture": type(classifier).__name__,
-        "max_abs_diff": max_diff,
-        "warnings": warnings,
-    }
+    return classifier
 
 
 @torch.no_grad()
-def _agreement(rm, output_dir: Path) -> float:
-    """Max |reward difference| between rewardlab and the reloaded classifier on a few probe texts (right padded)."""
-    from rewardlab.data.templates import encode_prompt_response, pad_sequences
+def _agreement(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device) -> dict[str, float]:
+    """Max |reward difference| between rewardlab and the reloaded checkpoint per kind of text, right and left padded.
+    Each side pads with its own tokenizer's pad token, as its users would."""
+    from rewardlab.data.templates import EncodedSequence
 
-    classifier = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()
-    probes = [
-        ("How are you?", "Fine, thanks."),
-        ([{"role": "user", "content": "reverse: abc"}], "cba"),
-        ("A longer prompt to make the batch ragged, with some more words in it.", "Short."),
-    ]
-    seqs = []
-    for prompt, response in probes:
-        try:
-            seqs.append(encode_prompt_response(rm.tokenizer, prompt, response))
-        except ValueError:
-            continue
-    ids, mask, _ = pad_sequences(seqs, rm.tokenizer.pad_token_id)
-    ours = rm(ids, mask).sequence_rewards.float()
-    theirs = classifier(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()
-    return (ours - theirs).abs().max().item()
+    classifier = AutoModelForSequenceClassification.from_pretrained(checkpoint).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    differences = {}
+    for kind, sequences in probes.items():
+        encoded = [EncodedSequence(ids, 0) for ids in sequences]
+        gaps = []
+        for side in ("right", "left"):
+            ids, mask, _ = pad_sequences(encoded, rm.tokenizer.pad_token_id, side)
+            theirs_ids, theirs_mask, _ = pad_sequences(encoded, tokenizer.pad_token_id, side)
+            ours = rm(ids.to(device), mask.to(device)).sequence_rewards.float()
+            theirs = classifier(input_ids=theirs_ids.to(device), attention_mask=theirs_mask.to(device)).logits[:, 0]
+            gaps.append((ours - theirs.float()).abs().max())
+        differences[kind] = torch.stack(gaps).max().item()  # NaN propagates
+    return differences

@@ -183,3 +183,20 @@ def version() -> str:
         return package_version("rewardlab")
     except PackageNotFoundError:
         return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# training that goes wrong
+
+
+class NonFiniteError(ValueError):
+    """A loss or gradient norm that is NaN or infinite: training stops rather than step (and save) a broken model."""
+
+
+def first_non_finite(values: dict[str, torch.Tensor | float]) -> str | None:
+    """`"loss = nan"` for the first non-finite value of `values` (scalars), or None when all are finite."""
+    for name, value in values.items():
+        number = float(value.detach().float().item()) if isinstance(value, torch.Tensor) else float(value)
+        if not math.isfinite(number):
+            return f"{name} = {number}"
+    return None

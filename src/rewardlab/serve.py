@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from rewardlab.data.templates import EncodedSequence, encode_prompt_response
+from rewardlab.data.templates import EncodedSequence, assistant_turn_text, close_generated_turn, encode_prompt_response
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.redistribution import METHODS
 from rewardlab.scoring import TokenRewardSettings, response_token_texts, score_sequences
@@ -110,16 +110,20 @@ def _effective_max_length(rm: RewardModel, max_length: int) -> int:
     return max_length
 
 
-def encode_query(tokenizer, query: str) -> EncodedSequence:
-    """An OpenRLHF query (full rendered text) as one sequence: padding text stripped, EOS appended when missing."""
+def encode_query(tokenizer, query: str, turn: tuple[str, str] | None = None) -> EncodedSequence:
+    """An OpenRLHF query (full rendered text) as one sequence. Padding text is stripped. A chat turn that stops at EOS,
+    as a generation does, is closed as the chat template closes it (`turn` = `assistant_turn_text(tokenizer)`), so the
+    reward is read where rewardlab reads it in training; other text gets EOS appended when it lacks one."""
     pad, eos = tokenizer.pad_token, tokenizer.eos_token
     if pad and pad != eos:
         while query.startswith(pad):
             query = query[len(pad) :]
         while query.endswith(pad):
             query = query[: -len(pad)]
+    query = close_generated_turn(query, eos, turn)
     ids = tokenizer(query, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+    closed_turn = turn is not None and bool(turn[1]) and query.endswith(turn[1])
+    if not closed_turn and tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
         ids = ids + [tokenizer.eos_token_id]
     return EncodedSequence(ids, response_start=0)
 
@@ -160,6 +164,7 @@ def create_app(
 
     length_limit = _effective_max_length(rm, max_length)
     tokenizer = rm.tokenizer
+    turn = assistant_turn_text(tokenizer)
     rm.eval()
 
     @contextlib.asynccontextmanager
@@ -236,7 +241,7 @@ def create_app(
     @app.post("/get_reward")
     async def get_reward(body: GetRewardRequest) -> dict:
         check_count(len(body.query))
-        sequences = await asyncio.to_thread(lambda: [encode_query(tokenizer, q) for q in body.query])
+        sequences = await asyncio.to_thread(lambda: [encode_query(tokenizer, q, turn) for q in body.query])
         check_lengths(sequences, "query")
         scores = await app.state.scorer.score(sequences, TokenRewardSettings())
         return {"rewards": [s.reward for s in scores]}

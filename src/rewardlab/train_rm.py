@@ -50,7 +50,15 @@ from rewardlab.modeling.reward_model import (
     LoraSettings,
     build_reward_model,
 )
-from rewardlab.runtime import version, write_json, write_jsonl
+from rewardlab.runtime import (
+    NonFiniteError,
+    first_non_finite,
+    resolve_device,
+    resolve_dtype,
+    version,
+    write_json,
+    write_jsonl,
+)
 
 
 @dataclass
@@ -103,6 +111,7 @@ class RewardTrainingConfig:
     max_steps: int = -1
     seed: int = 42
     bf16: bool | None = None  # None: on when a CUDA GPU supports it
+    device: str | None = None  # cpu | cuda (None: cuda when available); several processes: accelerate launch
     # bookkeeping
     logging_steps: int = 10
     eval_steps: int = 0  # 0: evaluate at the end only
@@ -149,6 +158,39 @@ def lora_settings(cfg: RewardTrainingConfig) -> LoraSettings | None:
     if not cfg.lora:
         return None
     return LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules)
+
+
+def freeze_unused_lm_head(model) -> None:
+    """Without a regulariser the LM head is unused, and DDP requires every trainable parameter be used, so it is frozen,
+    unless its weight is the input embedding (tied, as in SmolLM2 or gemma): that weight is used and must train, or the
+    vanilla baseline would train fewer parameters than the GRM variants it is compared with."""
+    embedding_ids = {id(p) for p in model.causal_lm.get_input_embeddings().parameters()}
+    for parameter in model.lm_head.parameters():
+        if id(parameter) not in embedding_ids:
+            parameter.requires_grad_(False)
+
+
+def stop_if_non_finite(accelerator, stats: dict[str, torch.Tensor], step: int, output_dir: Path, log: list[dict]) -> None:
+    """Stop at the first non-finite loss or gradient norm, before the optimiser steps with it: the log so far is written,
+    no model or metrics.json (nothing claims success), and the error names the step, the value and the last checkpoint."""
+    values = {"loss": stats["loss"]}
+    if stats.get("grad_norm") is not None:  # DeepSpeed's clipping returns no norm
+        values["grad norm"] = stats["grad_norm"]
+    problem = first_non_finite(values)
+    flag = torch.tensor(float(problem is not None), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, "sum")  # every process stops together
+    if not flag.item():
+        return
+    problem = problem or "loss or grad norm non-finite on another process"
+    if accelerator.is_main_process:
+        write_jsonl(output_dir / "log.jsonl", log)
+    last = _latest_checkpoint(output_dir)
+    kept = f"the last good checkpoint is {last} (--resume)" if last else "no checkpoint was saved (--save-steps N keeps some)"
+    raise NonFiniteError(
+        f"step {step}: {problem}; training stopped before the update, nothing saved as finished; {kept}. "
+        "Try a lower --lr or a smaller --max-grad-norm."
+    )
 
 
 def compute_loss(model, batch: dict[str, torch.Tensor], cfg: RewardTrainingConfig) -> dict[str, torch.Tensor]:
@@ -253,8 +295,10 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
 
     output_dir = Path(cfg.output_dir)
     trackers = _trackers(cfg.report_to)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    on_cpu = resolve_device(cfg.device).type == "cpu"
+    bf16 = cfg.bf16 if cfg.bf16 is not None else resolve_dtype("auto", "cpu" if on_cpu else None) == torch.bfloat16
     accelerator = Accelerator(
+        cpu=on_cpu,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         mixed_precision="bf16" if bf16 else "no",
         log_with=trackers or None,
@@ -285,7 +329,7 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     if cfg.freeze_backbone:
         model.freeze_backbone()
     elif cfg.reg == "none":
-        model.lm_head.requires_grad_(False)  # unused without a regulariser; DDP requires every trainable param be used
+        freeze_unused_lm_head(model)
     tokenizer = model.tokenizer
 
     pairs, data_counts = encode_pairs(tokenizer, train_set.examples, cfg.max_length, cfg.truncation)
@@ -393,12 +437,17 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
             with accelerator.accumulate(model):
                 stats = compute_loss(model, batch, cfg)
                 accelerator.backward(stats["loss"])
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                if accelerator.sync_gradients:
+                    # inf max_norm measures without clipping; the norm is the same on every process (after all-reduce)
+                    stats["grad_norm"] = accelerator.clip_grad_norm_(
+                        model.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+                    )
+                    stop_if_non_finite(accelerator, stats, global_step + 1, output_dir, log)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             for k, v in stats.items():
-                running.setdefault(k, []).append(v.detach().float())
+                if v is not None:
+                    running.setdefault(k, []).append(v.detach().float())
             pairs_seen += batch["margin"].shape[0] * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue

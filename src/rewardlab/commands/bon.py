@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import UserError, echo, quiet_libraries, user_errors
+from rewardlab.commands.common import UserError, device_option, dtype_option, echo, quiet_libraries, user_errors
 
 
 def parse_proxies(specs: list[str]) -> dict[str, str]:
@@ -38,7 +38,8 @@ def bon(
     score_batch_size: int = typer.Option(32, "--score-batch-size", min=1, help="Sequences per reward-model pass."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Prompts to use (builtin: 64 by default)."),
     unbiased: bool = typer.Option(False, "--unbiased", help="Average over all N-subsets instead of the first N."),
-    device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if any, else cpu)."),
+    device: str | None = device_option(),
+    dtype: str = dtype_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Best-of-N: sample n responses per prompt once, pick the best of the first N by each proxy, report proxy and
@@ -65,6 +66,7 @@ def bon(
             limit=limit,
             unbiased=unbiased,
             device=device,
+            dtype=dtype,
             progress=progress,
         )
         quiet_libraries()

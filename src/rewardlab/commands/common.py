@@ -27,16 +27,29 @@ def user_errors():
 
 def quiet_libraries() -> None:
     """transformers/datasets chatter (load reports, shard bars) hides our own progress; keep errors only."""
+    import warnings
+
+    import huggingface_hub
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()  # retries of an unreachable hub: the one-line error says it
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft calling a renamed transformers API
     try:
         import datasets
 
         datasets.logging.set_verbosity_error()
     except ImportError:  # pragma: no cover
         pass
+
+
+def device_option():
+    return typer.Option(None, "--device", help="torch device: cuda, cuda:1, cpu (default: cuda when available, else cpu).")
+
+
+def dtype_option():
+    return typer.Option("auto", "--dtype", help="Model dtype: auto (bf16 on a capable GPU, fp32 on CPU) | fp32 | bf16 | fp16.")
 
 
 def echo(message: str) -> None:

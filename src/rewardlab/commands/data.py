@@ -35,24 +35,21 @@ def inspect(
     spec: str = typer.Argument(..., help="A preference file or hub id."),
     format: str | None = typer.Option(None, help="Force a format instead of detecting it."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid"),
-    model: str = typer.Option("tiny-llama", help="Tokenizer to measure lengths and truncation with."),
+    model: str = typer.Option("tiny-llama", help="Tokenizer for lengths: any model name (smollm2-135m, a dir, a hub id)."),
     max_length: int = typer.Option(1024),
     show: int = typer.Option(1, help="Print this many examples."),
 ) -> None:
     """Detected format, counts (loaded / ties excluded / invalid), token lengths and truncation, a sample."""
     import json
 
-    from transformers import AutoTokenizer
-
     from rewardlab.data.loading import load_preferences, preference_to_dict
     from rewardlab.data.pairs import encode_pairs
-    from rewardlab.modeling.reward_model import is_builtin
-    from rewardlab.modeling.tiny import build_byte_tokenizer
+    from rewardlab.modeling.sources import load_tokenizer
 
     with user_errors():
         quiet_libraries()
         ds = load_preferences(spec, format=format, skip_invalid=skip_invalid)
-        tokenizer = build_byte_tokenizer() if is_builtin(model) else AutoTokenizer.from_pretrained(model)
+        tokenizer = load_tokenizer(model)
         pairs, counts = encode_pairs(tokenizer, ds.examples, max_length)
     lengths = sorted(p.length for p in pairs)
     print(f"{spec}: format {ds.format}; " + ", ".join(f"{k} {v}" for k, v in ds.stats.items()))

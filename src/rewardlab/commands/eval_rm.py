@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import quiet_libraries, user_errors
+from rewardlab.commands.common import device_option, dtype_option, quiet_libraries, user_errors
 
 
 def eval_rm(
@@ -20,18 +20,22 @@ def eval_rm(
     max_length: int = typer.Option(1024),
     truncation: str = typer.Option("keep_end", help="keep_end | drop"),
     aggregate: str | None = typer.Option(None, help="For ensembles: mean | min (default: as saved)."),
+    device: str | None = device_option(),
+    dtype: str = dtype_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Evaluate a reward model on named preference sets."""
     from rewardlab.data.loading import load_named_preferences
     from rewardlab.evaluation import evaluate_preferences
     from rewardlab.modeling.reward_model import load_reward_model
-    from rewardlab.runtime import version, write_json, write_jsonl
+    from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
 
     with user_errors():
         quiet_libraries()
         datasets = load_named_preferences(data, format=format, skip_invalid=skip_invalid)
-        rm = load_reward_model(model, aggregate=aggregate)
+        placed_on = resolve_device(device)
+        placed_as = resolve_dtype(dtype, placed_on)
+        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate)
         results, rows = {}, []
         for name, ds in datasets.items():
             metrics, raw = evaluate_preferences(rm, ds.examples, max_length, truncation, batch_size, progress=progress, desc=name)
@@ -49,7 +53,8 @@ def eval_rm(
                 )
         config = {
             "model": model, "data": data, "format": format, "skip_invalid": skip_invalid, "batch_size": batch_size,
-            "max_length": max_length, "truncation": truncation, "aggregate": aggregate, "rewardlab_version": version(),
+            "max_length": max_length, "truncation": truncation, "aggregate": aggregate, "device": str(placed_on),
+            "dtype": dtype_name(placed_as), "rewardlab_version": version(),
         }  # fmt: skip
         output.parent.mkdir(parents=True, exist_ok=True)
         write_json(output, {"config": config, "results": results})

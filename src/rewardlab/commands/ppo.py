@@ -61,6 +61,7 @@ def ppo(
     lora_alpha: int | None = typer.Option(None, "--lora-alpha"),
     seed: int | None = typer.Option(None, "--seed"),
     bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: on with a capable GPU)."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available); more: accelerate."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Optimise a policy against a reward model with PPO (or RLOO / REINFORCE), sparse or dense token rewards."""
@@ -76,7 +77,7 @@ def ppo(
         "missing_eos_penalty": missing_eos_penalty, "normalize_reward": normalize_reward, "beta_c": beta_c,
         "vf_coef": vf_coef, "whiten_advantages": whiten_advantages, "gamma": gamma, "lam": lam,
         "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "lora": lora, "lora_r": lora_r,
-        "lora_alpha": lora_alpha, "seed": seed, "bf16": bf16,
+        "lora_alpha": lora_alpha, "seed": seed, "bf16": bf16, "device": device,
     }  # fmt: skip
     with user_errors():
         values: dict = {}

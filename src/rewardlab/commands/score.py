@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from rewardlab.commands.common import device_option, dtype_option
 from rewardlab.redistribution import METHODS
 
 # Methods whose token rewards must sum to reward - prompt_reward (mix only when beta_c = 1).
@@ -37,27 +38,27 @@ def score(
     beta_c: float = typer.Option(1.0, "--beta-c", help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="abc: weight of the attention-distributed part."),
     aggregate: str | None = typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved)."),
-    device: str | None = typer.Option(None, "--device", help="torch device, e.g. cuda or cpu (default: cuda if any)."),
+    device: str | None = device_option(),
+    dtype: str = dtype_option(),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad rows instead of stopping."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
-    import torch
-
     from rewardlab.commands.common import quiet_libraries, user_errors
     from rewardlab.data.loading import load_completions
     from rewardlab.modeling.reward_model import load_reward_model
-    from rewardlab.runtime import version, write_json, write_jsonl
+    from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
     from rewardlab.scoring import render_html, results_summary, score_completions
 
     if token_rewards is not None and token_rewards not in METHODS:
         raise typer.BadParameter(f"must be one of {', '.join(METHODS)}", param_hint="--token-rewards")
-    resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     with user_errors():
         quiet_libraries()
+        placed_on = resolve_device(device)
+        placed_as = resolve_dtype(dtype, placed_on)
         items = load_completions(data, skip_invalid=skip_invalid, limit=limit)
-        rm = load_reward_model(model, device=resolved_device, aggregate=aggregate)
+        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate)
         results = score_completions(
             rm,
             items,
@@ -84,7 +85,8 @@ def score(
             "command": "score", "model": model, "data": data, "output": str(output),
             "html": str(html) if html else None, "token_rewards": token_rewards, "beta_c": beta_c,
             "abc_beta": abc_beta, "aggregate": aggregate, "batch_size": batch_size, "max_length": max_length,
-            "device": resolved_device, "limit": limit, "skip_invalid": skip_invalid, "rewardlab_version": version(),
+            "device": str(placed_on), "dtype": dtype_name(placed_as), "limit": limit, "skip_invalid": skip_invalid,
+            "rewardlab_version": version(),
         }  # fmt: skip
         write_json(config_path(output), {"config": config, "summary": summary})
         if html is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from rewardlab.commands.common import device_option, dtype_option
+
 
 def serve(
     model: str = typer.Option(..., "--model", help="Reward model directory (saved by rewardlab), or 'tiny-llama'."),
@@ -15,14 +17,14 @@ def serve(
     beta_c: float = typer.Option(1.0, "--beta-c", help="Default mix weight (a request may override it)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="Default abc weight (a request may override it)."),
     aggregate: str | None = typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved)."),
-    device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if any, else cpu)."),
+    device: str | None = device_option(),
+    dtype: str = dtype_option(),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health."""
-    import torch
-
     from rewardlab.commands.common import UserError, quiet_libraries, user_errors
     from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.runtime import resolve_device, resolve_dtype
     from rewardlab.serve import require_serve_extra, run_server
 
     with user_errors():
@@ -31,8 +33,8 @@ def serve(
         except ImportError as err:
             raise UserError(str(err)) from None
         quiet_libraries()
-        resolved_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        rm = load_reward_model(model, device=resolved_device, aggregate=aggregate)
+        placed_on = resolve_device(device)
+        rm = load_reward_model(model, device=placed_on, dtype=resolve_dtype(dtype, placed_on), aggregate=aggregate)
     run_server(
         rm,
         host=host,

@@ -61,6 +61,7 @@ def train_rm(
     warmup_ratio: float | None = typer.Option(None),
     seed: int | None = typer.Option(None),
     bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (default: on with a capable GPU)."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available); more: accelerate."),
     logging_steps: int | None = typer.Option(None),
     eval_steps: int | None = typer.Option(None, help="Evaluate every N steps (default: at the end only)."),
     save_steps: int | None = typer.Option(None, help="Checkpoint every N steps (for --resume)."),
@@ -81,7 +82,8 @@ def train_rm(
         "padding_free": padding_free, "logprob_chunk_size": logprob_chunk_size, "learning_rate": lr,
         "per_device_train_batch_size": batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps, "num_train_epochs": epochs, "max_steps": max_steps,
-        "warmup_ratio": warmup_ratio, "seed": seed, "bf16": bf16, "logging_steps": logging_steps, "eval_steps": eval_steps,
+        "warmup_ratio": warmup_ratio, "seed": seed, "bf16": bf16, "device": device, "logging_steps": logging_steps,
+        "eval_steps": eval_steps,
         "save_steps": save_steps, "resume": resume, "report_to": report_to or None,
     }  # fmt: skip
     with user_errors():

@@ -104,47 +104,45 @@ def is_empty_text(text: Text) -> bool:
 
 
 def _check_responses(chosen: Text, rejected: Text, chosen_field: str, rejected_field: str) -> None:
-    if is_empty_text(chosen):
-        raise DataError("empty response", field=chosen_field)
-    if is_empty_text(rejected):
-        raise DataError("empty response", field=rejected_field)
+    """Two responses that can be compared. Empty answers are legitimate (and often the preferred one in public data): a
+    reward model scores them like any other. Identical ones say nothing about preference: that record is broken."""
     if chosen == rejected:
         what = "chosen" if chosen_field == "chosen" else f"chosen ({chosen_field})"
         raise DataError(f"identical to {what}", field=rejected_field)
 
 
 def _check_assistant_start(response: list[Message], key: str) -> None:
-    if response and response[0]["role"] != "assistant":
+    if not response:
+        raise DataError("no response: expected the assistant turn(s), got an empty list", field=key)
+    if response[0]["role"] != "assistant":
         raise DataError(f"response must start with an assistant message, got role '{response[0]['role']}'", field=key)
 
 
-def _split_compared(
+def split_dialogues(
     conv_a: list[Message], conv_b: list[Message], key_a: str, key_b: str
 ) -> tuple[list[Message], list[Message], list[Message]]:
-    """Two compared conversations -> (shared prompt, rest of a, rest of b).
+    """Two compared dialogues -> (shared prompt, rest of a, rest of b), the way TRL extracts an implicit prompt.
 
-    The prompt is the messages both share at the start. Each response is the rest of its conversation: normally just the
-    final assistant message, but the whole differing tail when earlier answers differ too. That happens in multi-turn
-    comparisons where each model answered every turn (MT-Bench turn 2, Chatbot Arena data in Unified-Feedback): then
-    prompt + response is each full conversation, as the judges saw it and as the GRM code scores it.
+    The prompt is the messages both share at the start, backed off so that each response starts with an assistant turn.
+    Normally each response is the final assistant message; when the dialogues diverge earlier (each model answered every
+    turn: MT-Bench turn 2, Chatbot Arena data in Unified-Feedback; HH-RLHF pairs sampled from different branches), each
+    response is the whole differing tail, so prompt + response is each full dialogue as the judges saw it. Only dialogues
+    that share no opening user turn cannot be compared.
     """
     for conv, key in ((conv_a, key_a), (conv_b, key_b)):
         if not conv or conv[-1]["role"] != "assistant":
             raise DataError("conversation must end with an assistant message", field=key)
     if conv_a == conv_b:
         return conv_a[:-1], conv_a[-1:], conv_b[-1:]  # the caller reports them as identical
-    prompt, rest_a, rest_b = split_shared_messages(conv_a, conv_b)
-    if not prompt:
+    shared, _, _ = split_shared_messages(conv_a, conv_b)
+    split = len(shared)
+    while split > 0 and not (
+        split < len(conv_a) and split < len(conv_b) and conv_a[split]["role"] == conv_b[split]["role"] == "assistant"
+    ):
+        split -= 1
+    if split == 0:
         raise DataError(f"does not start with the same message as {key_a}: no shared prompt", field=key_b)
-    for rest, key in ((rest_a, key_a), (rest_b, key_b)):
-        if not rest:
-            raise DataError("ends where the other conversation goes on: no response of its own", field=key)
-        if rest[0]["role"] != "assistant":
-            raise DataError(
-                f"differs from the other conversation at a {rest[0]['role']} message; only answers may differ",
-                field=key,
-            )
-    return prompt, rest_a, rest_b
+    return conv_a[:split], conv_a[split:], conv_b[split:]
 
 
 def _user(text: str) -> list[Message]:
@@ -264,34 +262,25 @@ def parse_hh_transcript(text: str, key: str) -> list[Message]:
 
 
 def from_hh(record: dict[str, Any]) -> PreferenceExample | None:
-    """Anthropic HH-RLHF: two transcripts sharing the dialogue before the final Assistant turn.
+    """Anthropic HH-RLHF: two transcripts, normally sharing the dialogue before the final Assistant turn.
 
-    The shared dialogue is the prompt; each final Assistant turn is a one-message response. Transcripts whose dialogues
-    differ before that turn (some exist in the real data) are invalid: there is no single prompt to compare on.
+    The shared dialogue is the prompt and each final Assistant turn a one-message response (an empty answer included).
+    Transcripts that diverge earlier (a few per file in the real data) are split as in `split_dialogues`: each response
+    is the transcript's differing tail, starting at its first differing Assistant turn.
     """
     chosen_text, rejected_text = _string(record, "chosen"), _string(record, "rejected")
     if chosen_text == rejected_text:
         raise DataError("identical to chosen", field="rejected")
-    prompt, chosen = _split_hh(parse_hh_transcript(chosen_text, "chosen"), "chosen")
-    rejected_prompt, rejected = _split_hh(parse_hh_transcript(rejected_text, "rejected"), "rejected")
-    if rejected_prompt != prompt:
-        turn = next(
-            (i for i, (a, b) in enumerate(zip(prompt, rejected_prompt, strict=False)) if a != b),
-            min(len(prompt), len(rejected_prompt)),
-        )
-        raise DataError(
-            f"dialogue before the final Assistant turn differs from chosen's (from turn {turn + 1})", field="rejected"
-        )
+    chosen_dialogue = parse_hh_transcript(chosen_text, "chosen")
+    rejected_dialogue = parse_hh_transcript(rejected_text, "rejected")
+    for dialogue, key in ((chosen_dialogue, "chosen"), (rejected_dialogue, "rejected")):
+        if dialogue[-1]["role"] != "assistant":
+            raise DataError("transcript must end with an Assistant turn", field=key)
+        if dialogue[0]["role"] != "user":
+            raise DataError("transcript must start with a Human turn", field=key)
+    prompt, chosen, rejected = split_dialogues(chosen_dialogue, rejected_dialogue, "chosen", "rejected")
     _check_responses(chosen, rejected, "chosen", "rejected")
     return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected)
-
-
-def _split_hh(messages: list[Message], key: str) -> tuple[list[Message], list[Message]]:
-    if messages[-1]["role"] != "assistant":
-        raise DataError("transcript must end with an Assistant turn", field=key)
-    if not messages[:-1]:
-        raise DataError("no Human turn before the final Assistant turn", field=key)
-    return messages[:-1], messages[-1:]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -301,7 +290,7 @@ def _split_hh(messages: list[Message], key: str) -> tuple[list[Message], list[Me
 def from_unified_feedback(record: dict[str, Any]) -> PreferenceExample | None:
     """Two rated conversations; the higher rating is chosen, margin = rating difference; ties are excluded.
 
-    Prompt and responses as in `_split_compared`: usually the shared dialogue and the two final assistant messages.
+    Prompt and responses as in `split_dialogues`: usually the shared dialogue and the two final assistant messages.
     """
     conv_a, conv_b = (
         parse_messages(_require(record, "conv_A"), "conv_A"),
@@ -312,7 +301,7 @@ def from_unified_feedback(record: dict[str, Any]) -> PreferenceExample | None:
     source = _optional_string(record, "source")
     if rating_a == rating_b:
         return None
-    prompt, response_a, response_b = _split_compared(conv_a, conv_b, "conv_A", "conv_B")
+    prompt, response_a, response_b = split_dialogues(conv_a, conv_b, "conv_A", "conv_B")
     if rating_a > rating_b:
         chosen, rejected, chosen_field, rejected_field = response_a, response_b, "conv_A", "conv_B"
     else:
@@ -349,8 +338,6 @@ def from_hhh(record: dict[str, Any]) -> PreferenceExample | None:
     if labels[best] == labels[worst]:
         return None
     chosen, rejected = choices[best], choices[worst]
-    if is_empty_text(chosen) or is_empty_text(rejected):
-        raise DataError(f"empty response (choice {best if is_empty_text(chosen) else worst})", field="targets")
     if chosen == rejected:
         raise DataError(f"rejected choice {worst} identical to chosen (choice {best})", field="targets")
     return PreferenceExample(_user(question), _assistant(chosen), _assistant(rejected), subset=subset)
@@ -376,7 +363,7 @@ def from_mt_bench_human(record: dict[str, Any]) -> PreferenceExample | None:
     Each conversation holds both MT-Bench turns; `turn` says which was judged, so the conversations are cut after that
     turn's assistant message. Turn 1: prompt = the question, responses = the two first answers. Turn 2: each model
     answered both turns, so the prompt is the first question and each response the model's rest of the conversation
-    (`_split_compared`). Ties ("tie", "tie (bothbad)") are excluded, never counted for either model (the GRM evaluation
+    (`split_dialogues`). Ties ("tie", "tie (bothbad)") are excluded, never counted for either model (the GRM evaluation
     code counted them as model_b wins).
     """
     winner = _string(record, "winner")
@@ -394,7 +381,7 @@ def from_mt_bench_human(record: dict[str, Any]) -> PreferenceExample | None:
         return None
     if turn is not None:
         conv_a, conv_b = _first_turns(conv_a, turn, "conversation_a"), _first_turns(conv_b, turn, "conversation_b")
-    prompt, response_a, response_b = _split_compared(conv_a, conv_b, "conversation_a", "conversation_b")
+    prompt, response_a, response_b = split_dialogues(conv_a, conv_b, "conversation_a", "conversation_b")
     sides = {"model_a": (response_a, "conversation_a", "model_a"), "model_b": (response_b, "conversation_b", "model_b")}
     loser = "model_b" if winner == "model_a" else "model_a"
     (chosen, chosen_field, chosen_model), (rejected, rejected_field, rejected_model) = sides[winner], sides[loser]

@@ -120,7 +120,9 @@ def load_preferences(
     if not examples:
         raise tally.nothing_loaded(source, "preference pairs")
     assert format is not None
-    return PreferenceDataset(name or spec_name, examples, format, tally.stats, tally.errors)
+    # empty answers are scored like any other, but worth knowing about (HH-RLHF has some, often the chosen one)
+    empty = sum(is_empty_text(ex.chosen) + is_empty_text(ex.rejected) for ex in examples)
+    return PreferenceDataset(name or spec_name, examples, format, tally.stats | {"empty_responses": empty}, tally.errors)
 
 
 def load_named_preferences(specs: list[str], **kwargs: Any) -> dict[str, PreferenceDataset]:
@@ -154,10 +156,10 @@ def _completion(data: dict[str, Any]) -> PromptCompletion:
     prompt, completion = _text(data, "prompt"), _text(data, key)
     if isinstance(prompt, str) != isinstance(completion, str):
         raise DataError("prompt and completion must both be strings or both lists of messages", field=key)
-    if isinstance(completion, list) and completion and completion[0]["role"] != "assistant":
+    if isinstance(completion, list) and not completion:
+        raise DataError("no response: expected the assistant turn(s), got an empty list", field=key)
+    if isinstance(completion, list) and completion[0]["role"] != "assistant":
         raise DataError(f"must start with an assistant message, got role '{completion[0]['role']}'", field=key)
-    if is_empty_text(completion):
-        raise DataError("empty response", field=key)
     metadata = {k: v for k, v in data.items() if k not in ("prompt", "completion", "response")}
     return PromptCompletion(prompt, completion, metadata)
 

@@ -75,6 +75,38 @@ def render_prompt_response(tokenizer, prompt: Text, response: Text) -> tuple[str
     return prompt_text, response_text, True
 
 
+def assistant_turn_text(tokenizer) -> tuple[str, str] | None:
+    """(header, closing) of an assistant turn in the tokenizer's chat template, or None without a template.
+
+    ChatML (SmolLM2, Qwen): ("<|im_start|>assistant\n", "<|im_end|>\n"). A policy stops generating at EOS
+    ("<|im_end|>"), but the template closes the turn with more ("\n"), and rewardlab reads the reward at the end of the
+    rendered turn, as it was trained. Text that ends at EOS gets the rest of the closing before it is scored.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    probe, marker = [{"role": "user", "content": "x"}], "\x00rewardlab\x00"
+    try:
+        opened = tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+        plain = tokenizer.apply_chat_template(probe, tokenize=False)
+        full = tokenizer.apply_chat_template(probe + [{"role": "assistant", "content": marker}], tokenize=False)
+    except Exception:  # a template that cannot render this probe: treat text as plain
+        return None
+    if not opened.startswith(plain) or marker not in full:
+        return None
+    return opened[len(plain) :], full[full.index(marker) + len(marker) :]
+
+
+def close_generated_turn(text: str, eos: str | None, turn: tuple[str, str] | None) -> str:
+    """Complete a chat-rendered text that stops at EOS (as generations do) with the rest of the template's closing;
+    `turn` is `assistant_turn_text(tokenizer)`. Text without the template's assistant header is left as it is."""
+    if turn is None or not eos or not turn[0] or turn[0] not in text:
+        return text
+    closing = turn[1]
+    if text.endswith(eos) and closing.startswith(eos) and not text.endswith(closing):
+        return text + closing[len(eos) :]
+    return text
+
+
 def render_prompt(tokenizer, prompt: Text) -> str:
     """The text a policy is conditioned on when it generates a response to `prompt`."""
     if isinstance(prompt, str):

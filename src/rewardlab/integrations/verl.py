@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from rewardlab.redistribution import METHODS, first_token_index, last_token_index, response_mask
+from rewardlab.runtime import resolve_device
 
 
 def response_token_rewards(
@@ -94,8 +95,7 @@ class TokenRewardManager:
         if method not in METHODS:
             raise ValueError(f"unknown token-reward method {method!r}; choose one of {', '.join(METHODS)}")
         if isinstance(reward_model, str):
-            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            reward_model = load_reward_model(reward_model, device=device)
+            reward_model = load_reward_model(reward_model, device=resolve_device(device))
         self.rm = reward_model.eval()
         self.settings = TokenRewardSettings(method, beta_c, abc_beta)
         self.micro_batch_size = micro_batch_size

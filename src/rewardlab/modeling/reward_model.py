@@ -35,7 +35,8 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from rewardlab.masks import last_token_index, position_ids_from_mask
-from rewardlab.modeling.tiny import TINY_LLAMA, build_tiny_llama
+from rewardlab.modeling.sources import is_builtin, load_causal_lm, reloadable_by_name
+from rewardlab.modeling.tiny import TINY_LLAMA
 from rewardlab.packing import (
     PackedBatch,
     pack_padded,
@@ -129,29 +130,6 @@ class RewardOutput:
     hidden_states: torch.Tensor  # (B, T, H) last layer, after the final norm
     attentions: torch.Tensor | None = None  # (B, heads, T, T) last layer, when asked
     logprobs: torch.Tensor | None = None  # (B,) summed response log-probs, when a response mask is given
-
-
-def is_builtin(name: str) -> bool:
-    return name == TINY_LLAMA
-
-
-def load_causal_lm(name_or_path: str, dtype: torch.dtype | None = None):
-    """A causal LM and its tokenizer from a hub id, a local path, or the built-in `tiny-llama`.
-
-    `tiny-llama` is always the same seed-0 model, like a hub checkpoint: a run's seed sets the head and data order only.
-    """
-    if is_builtin(name_or_path):
-        model, tokenizer = build_tiny_llama(seed=0)
-    else:
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    if tokenizer.pad_token is None:
-        # Common for causal LMs: pad with EOS. Safe here because rewards are read by the attention mask.
-        tokenizer.pad_token = tokenizer.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
 
 
 class RewardModel(nn.Module):
@@ -372,7 +350,7 @@ class RewardModel(nn.Module):
         if self.uses_lora:
             self.lm.save_pretrained(path)
             if save_base is None:
-                save_base = is_builtin(self.config.base_model) or not _loadable(self.config.base_model)
+                save_base = self.config.base_model == TINY_LLAMA or not reloadable_by_name(self.config.base_model)
             if save_base:
                 # The frozen base weights, without the injected LoRA modules (peft wraps each as `base_layer`).
                 base_state = {
@@ -401,8 +379,10 @@ class RewardModel(nn.Module):
         if config.lora is not None:
             from peft import PeftModel
 
-            base_path = path / BASE_SUBDIR if (path / BASE_SUBDIR).exists() else config.base_model
-            base = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+            if (path / BASE_SUBDIR).exists():
+                base = AutoModelForCausalLM.from_pretrained(path / BASE_SUBDIR, **kwargs)
+            else:
+                base, _ = load_causal_lm(config.base_model, dtype=dtype)
             lm = PeftModel.from_pretrained(base, path, is_trainable=trainable)
         else:
             lm = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -416,14 +396,6 @@ class RewardModel(nn.Module):
         if not trainable:
             model.eval()
         return model
-
-
-def _loadable(name_or_path: str) -> bool:
-    """A local directory with a config, or something that looks like a hub id (owner/name)."""
-    p = Path(name_or_path)
-    if p.exists():
-        return (p / "config.json").exists()
-    return name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/"))
 
 
 def build_reward_model(
@@ -487,11 +459,11 @@ def load_reward_model(
     aggregate: str | None = None,
 ):
     """A trained reward model (or ensemble) for scoring, in eval mode. `path` may be a training run's output directory,
-    or `tiny-llama`: the built-in random-head model, made here with no download (demos and tests)."""
+    or a built-in model name (`tiny-llama`, `smollm2-135m`): that model with a fresh, seed-0 reward head (demos, tests)."""
     from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
 
-    if str(path) == TINY_LLAMA:
-        return build_reward_model(TINY_LLAMA, dtype=dtype).to(device or "cpu").eval()
+    if is_builtin(str(path)):
+        return build_reward_model(str(path), dtype=dtype).to(device or "cpu").eval()
     model_dir = resolve_model_dir(path)
     if (model_dir / ENSEMBLE_NAME).exists():
         model = EnsembleRewardModel.from_pretrained(model_dir, aggregate=aggregate, dtype=dtype, device=device)

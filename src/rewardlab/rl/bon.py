@@ -22,7 +22,7 @@ import numpy as np
 from rewardlab.data.errors import DataError
 from rewardlab.rl.bon_math import bon_curve, fit_gao_bon, n_grid, normalise_curve
 from rewardlab.rl.sampling import SampleBatch, load_samples, sample, save_samples
-from rewardlab.rl.scorers import BUILTIN, Scorer, default_device, resolve_policy, resolve_prompts, resolve_scorer
+from rewardlab.rl.scorers import BUILTIN, Scorer, resolve_policy, resolve_prompts, resolve_scorer
 from rewardlab.runtime import version, write_json
 
 
@@ -43,7 +43,8 @@ class BonConfig:
     score_batch_size: int = 32  # sequences per reward-model forward pass
     limit: int | None = None  # prompts
     unbiased: bool = False  # average over all N-subsets (order statistics) instead of the first N
-    device: str | None = None
+    device: str | None = None  # default: cuda when available, else cpu
+    dtype: str = "auto"  # bf16 on a capable GPU, fp32 on CPU
     progress: bool = True
 
     def validate(self, need_proxies: bool = True) -> None:
@@ -158,7 +159,7 @@ def run_bon(
     cfg.validate(need_proxies=proxy_scorers is None)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    device = cfg.device or default_device()
+    device = cfg.device
 
     if cfg.samples is not None:
         batch = first_n_per_prompt(load_samples(cfg.samples), cfg.n, cfg.samples)
@@ -167,7 +168,7 @@ def run_bon(
             batch = SampleBatch(batch.prompts[:keep], batch.samples[: keep * cfg.n], batch.settings)
     else:
         prompts = resolve_prompts(cfg.prompts, limit=cfg.limit, seed=cfg.seed, default_count=64)
-        model, tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=device)
+        model, tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=device, dtype=cfg.dtype)
         batch = sample(
             model,
             tokenizer,
@@ -184,10 +185,11 @@ def run_bon(
 
     if proxy_scorers is None:
         proxy_scorers = {
-            name: resolve_scorer(spec, device=device, batch_size=cfg.score_batch_size) for name, spec in cfg.proxies.items()
+            name: resolve_scorer(spec, device=device, dtype=cfg.dtype, batch_size=cfg.score_batch_size)
+            for name, spec in cfg.proxies.items()
         }
     if gold_scorer is None:
-        gold_scorer = resolve_scorer(cfg.gold, device=device, batch_size=cfg.score_batch_size)
+        gold_scorer = resolve_scorer(cfg.gold, device=device, dtype=cfg.dtype, batch_size=cfg.score_batch_size)
     proxy_scores = {name: score_matrix(scorer, batch, cfg.n) for name, scorer in proxy_scorers.items()}
     gold_scores = score_matrix(gold_scorer, batch, cfg.n)
 

@@ -65,6 +65,7 @@ from rewardlab.rl.ppo_math import (
 )
 from rewardlab.rl.sampling import Sample, left_pad, sample
 from rewardlab.rl.scorers import BUILTIN, Scorer
+from rewardlab.runtime import NonFiniteError, first_non_finite, resolve_device, resolve_dtype
 
 ALGOS = ("ppo", "rloo", "reinforce")
 KL_ESTIMATORS = ("k1", "k3")
@@ -130,6 +131,7 @@ class PPOConfig:
     log_samples: int = 4  # generations written to samples.jsonl per logging step
     sample_every: int = 10  # steps between sample dumps (step 0 and the last step always)
     bf16: bool | None = None  # None: on when a CUDA GPU supports it
+    device: str | None = None  # cpu | cuda (None: cuda when available); several processes: accelerate launch
     save_policy: bool = True
     progress: bool = True
 
@@ -434,8 +436,9 @@ class PPOTrainer:
 
         cfg.validate()
         self.cfg = cfg
-        bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-        self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no")
+        on_cpu = resolve_device(cfg.device).type == "cpu"
+        bf16 = cfg.bf16 if cfg.bf16 is not None else resolve_dtype("auto", "cpu" if on_cpu else None) == torch.bfloat16
+        self.accelerator = Accelerator(cpu=on_cpu, mixed_precision="bf16" if bf16 else "no")
         set_seed(cfg.seed)
         device = self.accelerator.device
 
@@ -683,14 +686,19 @@ class PPOTrainer:
                 with torch.no_grad():
                     step_stats["update_entropy"] = masked_mean(entropy_from_logits(logits), mask)
                 accelerator.backward(loss)
-                if cfg.max_grad_norm > 0:
-                    for params in (policy_params, critic_params):
-                        if params:
-                            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                norms = {}
+                for name, params in (("policy grad norm", policy_params), ("critic grad norm", critic_params)):
+                    if params:  # inf max_norm measures without clipping
+                        norms[name] = accelerator.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
+                problem = first_non_finite({"loss": loss} | {k: v for k, v in norms.items() if v is not None})
+                if problem is not None:  # before the optimiser steps with it
+                    raise NonFiniteError(problem)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 for key, value in step_stats.items():
                     stats.setdefault(key, []).append(float(value))
+        if not all(torch.isfinite(p).all() for p in policy_params + critic_params):  # or sampling would fail next
+            raise NonFiniteError("weights non-finite after the update")
         out = {key: sum(v) / len(v) for key, v in stats.items()}
         out["update_seconds"] = time.perf_counter() - start
         return out
@@ -768,7 +776,13 @@ class PPOTrainer:
             ro = self.rollout(self.next_prompts(), step)
             record = {"step": step, **self.rollout_stats(ro)}
             if step < cfg.steps:  # the last rollout only measures the final policy
-                record |= self.update(ro)
+                try:
+                    record |= self.update(ro)
+                except NonFiniteError as err:
+                    raise NonFiniteError(
+                        f"step {step}: {err}; training stopped before an optimiser step used it, no policy or "
+                        f"metrics.json saved ({output_dir}/metrics.jsonl has the steps before). Try a lower --lr."
+                    ) from None
                 self.kl_controller.update(record["kl"], cfg.batch_size * accelerator.num_processes)
             record["elapsed_seconds"] = time.perf_counter() - start
             log.append(record)

@@ -72,22 +72,23 @@ def _check_lengths(prompts: Sequence[Text], responses: Sequence[str]) -> None:
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def resolve_policy(spec: str, *, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
+    """(model, tokenizer) of a policy: `builtin` -> the built-in world's base policy; else any model name
+    `rewardlab.modeling.sources` resolves (built-ins, a .gguf file, a directory, a hub id). The model is placed on
+    `device` in `dtype` (defaults: cuda if any; bf16 on a capable GPU, fp32 on CPU)."""
+    from rewardlab.runtime import resolve_device, resolve_dtype
 
-
-def resolve_policy(spec: str, *, device: str | torch.device | None = None):
-    """(model, tokenizer) of a policy: `builtin` -> the built-in world's base policy; else a hub id, a local directory
-    or `tiny-llama` (see `load_causal_lm`). The model is moved to `device` (default: cuda if any)."""
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     if spec == BUILTIN:
         from rewardlab.tasks.policy import get_base_policy
 
         model, tokenizer, _ = get_base_policy()
     else:
-        from rewardlab.modeling.reward_model import load_causal_lm
+        from rewardlab.modeling.sources import load_causal_lm
 
-        model, tokenizer = load_causal_lm(spec)
-    return model.to(device or default_device()), tokenizer
+        model, tokenizer = load_causal_lm(spec, dtype=dtype)
+    return model.to(device=device, dtype=dtype), tokenizer
 
 
 def resolve_prompts(spec: str, *, limit: int | None = None, seed: int = 0, default_count: int = 256) -> list[Text]:
@@ -103,12 +104,21 @@ def resolve_prompts(spec: str, *, limit: int | None = None, seed: int = 0, defau
     return load_prompts(spec, limit=limit)
 
 
-def resolve_scorer(spec: str, *, device: str | torch.device | None = None, batch_size: int = 16) -> Scorer:
+def resolve_scorer(
+    spec: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    batch_size: int = 16,
+) -> Scorer:
     """`builtin` -> the built-in world's gold reward; anything else -> a reward model directory (or training run)."""
     if spec == BUILTIN:
         from rewardlab.tasks.world import GoldReward
 
         return GoldReward()
     from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.runtime import resolve_device, resolve_dtype
 
-    return RewardModelScorer(load_reward_model(spec, device=device or default_device()), batch_size=batch_size)
+    device = resolve_device(device)
+    model = load_reward_model(spec, device=device, dtype=resolve_dtype(dtype, device))
+    return RewardModelScorer(model, batch_size=batch_size)
