@@ -129,7 +129,7 @@ def prefix_signal_metrics(
                 "fraction": fraction,
                 "pearson": pearson(scores, final),
                 "spearman": spearman(scores, final),
-                "margin_pearson": pearson(c - r, final_c - final_r),
+                "margin_pearson": pearson(c.double() - r.double(), final_c.double() - final_r.double()),
             }
         )
     return {
