@@ -25,6 +25,7 @@ FIGURES = {
     "accuracy": lambda m: m["accuracy"],
     "mean_prefix_accuracy": lambda m: m["mean_prefix_accuracy"],
     "prefix_accuracy_0.5": lambda m: m["prefix_accuracy"][4]["accuracy"],
+    "accuracy_before_last_token": lambda m: m["accuracy_before_last_token"],
     "margin_pearson_0.5": lambda m: m["prefix_correlation"][4]["margin_pearson"],
     "pearson_0.5": lambda m: m["prefix_correlation"][4]["pearson"],
     "r3hf_std_over_sequence_std": lambda m: m["r3hf_token_rewards"]["std"] / m["r3hf_token_rewards"]["sequence_reward_std"],

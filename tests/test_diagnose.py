@@ -23,6 +23,7 @@ from rewardlab.diagnose import (
     prefix_lengths,
     prefix_rewards,
     prefix_signal_metrics,
+    rewards_before_last,
     score_prefixes,
     spearman,
     token_reward_spread,
@@ -71,6 +72,15 @@ def test_prefix_rewards_gathers_the_right_positions():
     # row 0: response at columns 3..7, prefix k ends at column 3 + k - 1; row 1: columns 0..9
     assert got[0].tolist() == [3 + k - 1 for k in [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]]
     assert got[1].tolist() == [10 + k - 1 for k in range(1, 11)]
+
+
+def test_rewards_before_last_by_hand():
+    positions = torch.arange(1, 17, dtype=torch.float32).view(2, 8)  # value = 1 + row * 8 + column
+    mask = torch.tensor([[1] * 8, [0, 0, 1, 1, 1, 1, 1, 1]])  # row 1 left-padded by two
+    start, n = torch.tensor([5, 2]), torch.tensor([3, 1])
+    # row 0: response at 5..7, before its last token = column 6; row 1: one response token, no prompt left -> 0
+    assert rewards_before_last(positions, mask, start, n).tolist() == [7.0, 0.0]
+    assert rewards_before_last(positions, mask, torch.tensor([5, 4]), torch.tensor([1, 4])).tolist() == [5.0, 15.0]
 
 
 def test_ranks_and_correlations():
@@ -129,6 +139,8 @@ def test_prefix_rewards_equal_scoring_each_prefix_alone(model, examples):
                 k = math.ceil(round(fraction * 10) * response / 10)
                 expected = alone(model, seq.input_ids[: seq.response_start + k])
                 assert prefix[s].item() == pytest.approx(expected, abs=1e-5), (p, side, fraction)
+            before_last = getattr(scores, f"{side}_before_last")[p].item()  # every response token but the last
+            assert before_last == pytest.approx(alone(model, seq.input_ids[:-1]), abs=1e-5), (p, side)
 
 
 def test_token_rewards_are_differences_of_prefix_scores(model, examples):
@@ -144,7 +156,9 @@ def test_token_rewards_are_differences_of_prefix_scores(model, examples):
 
 def test_figures_recomputed_independently(model, examples):
     scores = score_prefixes(model, examples, batch_size=5)
-    metrics = prefix_signal_metrics(scores.chosen, scores.rejected, scores.token_rewards)
+    metrics = prefix_signal_metrics(
+        scores.chosen, scores.rejected, scores.token_rewards, scores.chosen_before_last, scores.rejected_before_last
+    )
     c, r = scores.chosen.double().numpy(), scores.rejected.double().numpy()
     final = np.concatenate([c[:, -1], r[:, -1]])
     for s, point in enumerate(metrics["prefix_accuracy"]):
@@ -154,6 +168,11 @@ def test_figures_recomputed_independently(model, examples):
         assert corr["pearson"] == pytest.approx(np.corrcoef(np.concatenate([c[:, s], r[:, s]]), final)[0, 1], abs=1e-9)
         assert corr["margin_pearson"] == pytest.approx(np.corrcoef(c[:, s] - r[:, s], c[:, -1] - r[:, -1])[0, 1], abs=1e-9)
     assert metrics["prefix_correlation"][-1]["pearson"] == pytest.approx(1.0)
+    before = [
+        1.0 if a > b else 0.5 if a == b else 0.0
+        for a, b in zip(scores.chosen_before_last, scores.rejected_before_last, strict=True)
+    ]
+    assert metrics["accuracy_before_last_token"] == pytest.approx(np.mean(before), abs=1e-6)
     assert metrics["mean_prefix_accuracy"] == pytest.approx(np.mean([p["accuracy"] for p in metrics["prefix_accuracy"][:-1]]))
     pooled = torch.cat(scores.token_rewards).double().numpy()
     assert metrics["r3hf_token_rewards"]["std"] == pytest.approx(pooled.std(), abs=1e-9)

@@ -12,6 +12,8 @@ one forward pass per sequence that evaluation already makes (`rewardlab.evaluati
 - correlation of prefix scores with the final score R(x, y), over all sequences (Pearson and Spearman), and of the prefix
   margin with the final margin over pairs (the prompt's own score R(x) cancels in a margin, so this one is not inflated
   by prompts that score high whatever follows);
+- the accuracy of R(x, y<n) (every response token seen but the last, which is usually the end-of-turn / EOS token the
+  reward is trained on): how much of the judgement arrives with the content, and how much only with the end token;
 - the spread of R3HF token rewards over all response tokens (std, mean |r_t|, 5th / 95th percentiles), the spread of
   the sequence rewards for scale, and how much of each sequence's total |r_t| sits on its last token.
 
@@ -61,6 +63,17 @@ def prefix_rewards(
     response starts at column response_start[b] and runs n_tokens[b] tokens."""
     index = response_start.unsqueeze(1) + prefix_lengths(n_tokens, steps) - 1
     return position_rewards.gather(1, index.long())
+
+
+def rewards_before_last(
+    position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor, n_tokens: torch.Tensor
+) -> torch.Tensor:
+    """(B,) R(x, y<n): the reward with every response token but the last; for a one-token response that is R(x), taken as
+    0 when no prompt token is left (the convention of `rewardlab.redistribution.prompt_rewards`)."""
+    index = response_start + n_tokens - 2
+    valid = index >= first_token_index(attention_mask)
+    values = position_rewards.gather(1, index.clamp_min(0).unsqueeze(1).long()).squeeze(1)
+    return torch.where(valid, values, torch.zeros_like(values))
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -113,9 +126,12 @@ def prefix_signal_metrics(
     chosen: torch.Tensor,
     rejected: torch.Tensor,
     token_rewards: Sequence[torch.Tensor],
+    chosen_before_last: torch.Tensor | None = None,
+    rejected_before_last: torch.Tensor | None = None,
 ) -> dict:
     """Figures from (P, S) prefix rewards of chosen and rejected (last column: the full responses) and every sequence's
-    R3HF token rewards: prefix_accuracy, prefix_correlation, mean_prefix_accuracy (fractions < 1), r3hf_token_rewards."""
+    R3HF token rewards: prefix_accuracy, prefix_correlation, mean_prefix_accuracy (fractions < 1), r3hf_token_rewards,
+    and with the (P,) rewards before each response's last token, accuracy_before_last_token."""
     steps = chosen.shape[1]
     final_c, final_r = chosen[:, -1].contiguous(), rejected[:, -1].contiguous()
     final = torch.cat([final_c, final_r])
@@ -132,7 +148,7 @@ def prefix_signal_metrics(
                 "margin_pearson": pearson(c.double() - r.double(), final_c.double() - final_r.double()),
             }
         )
-    return {
+    metrics = {
         "n": int(chosen.shape[0]),
         "accuracy": accuracy[-1]["accuracy"],
         "prefix_accuracy": accuracy,
@@ -140,6 +156,9 @@ def prefix_signal_metrics(
         "prefix_correlation": correlation,
         "r3hf_token_rewards": token_reward_spread(token_rewards, final),
     }
+    if chosen_before_last is not None and rejected_before_last is not None:
+        metrics["accuracy_before_last_token"] = preference_metrics(chosen_before_last, rejected_before_last)["accuracy"]
+    return metrics
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -155,6 +174,8 @@ class PrefixScores:
     rejected: torch.Tensor  # (P, steps)
     chosen_tokens: torch.Tensor  # (P,) response tokens
     rejected_tokens: torch.Tensor  # (P,)
+    chosen_before_last: torch.Tensor  # (P,) R(x, y<n)
+    rejected_before_last: torch.Tensor  # (P,)
     token_rewards: list[torch.Tensor]  # 2P: chosen of every pair, then rejected, in dataset order
     counts: dict[str, int]  # pairs, truncated, dropped
 
@@ -173,7 +194,7 @@ def score_prefixes(
     pairs, counts = encode_pairs(model.tokenizer, examples, max_length, truncation)
     if not pairs:
         raise ValueError("no pair left to evaluate after truncation")
-    index, prefixes, lengths, tokens = [], [], [], []
+    index, prefixes, lengths, tokens, before = [], [], [], [], []
     for batch, out in scored_pair_batches(model, pairs, batch_size, progress=progress, desc=desc):
         positions, in_response = out.position_rewards.float(), batch["response_mask"]
         start, n_tokens = first_token_index(in_response), in_response.sum(-1)
@@ -182,18 +203,22 @@ def score_prefixes(
         # last position's, taken from the same tensor eval-rm takes it from).
         prefix[:, -1] = out.sequence_rewards.float()
         token = r3hf_rewards(positions, batch["attention_mask"], start)
+        before.append(rewards_before_last(positions, batch["attention_mask"], start, n_tokens).cpu())
         index.append(batch["index"].cpu())
         prefixes.append(prefix.cpu())
         lengths.append(n_tokens.cpu())
         tokens += [token[row][in_response[row]].cpu() for row in range(len(token))]
     b_sizes = [len(i) for i in index]
     chosen_rows, rejected_rows, chosen_len, rejected_len, chosen_tok, rejected_tok = [], [], [], [], [], []
+    chosen_before, rejected_before = [], []
     offset = 0
-    for b, prefix, n in zip(b_sizes, prefixes, lengths, strict=True):
+    for b, prefix, n, last in zip(b_sizes, prefixes, lengths, before, strict=True):
         chosen_rows.append(prefix[:b])
         rejected_rows.append(prefix[b:])
         chosen_len.append(n[:b])
         rejected_len.append(n[b:])
+        chosen_before.append(last[:b])
+        rejected_before.append(last[b:])
         chosen_tok += tokens[offset : offset + b]
         rejected_tok += tokens[offset + b : offset + 2 * b]
         offset += 2 * b
@@ -205,6 +230,8 @@ def score_prefixes(
         rejected=torch.cat(rejected_rows)[order],
         chosen_tokens=torch.cat(chosen_len)[order],
         rejected_tokens=torch.cat(rejected_len)[order],
+        chosen_before_last=torch.cat(chosen_before)[order],
+        rejected_before_last=torch.cat(rejected_before)[order],
         token_rewards=[chosen_tok[i] for i in order.tolist()] + [rejected_tok[i] for i in order.tolist()],
         counts=counts,
     )
@@ -213,7 +240,9 @@ def score_prefixes(
 def diagnose_set(model, examples: list[PreferenceExample], **kwargs) -> dict:
     """The diagnostic's figures for one preference set (see the module docstring), with response-length statistics."""
     scores = score_prefixes(model, examples, **kwargs)
-    metrics = prefix_signal_metrics(scores.chosen, scores.rejected, scores.token_rewards)
+    metrics = prefix_signal_metrics(
+        scores.chosen, scores.rejected, scores.token_rewards, scores.chosen_before_last, scores.rejected_before_last
+    )
     lengths = torch.cat([scores.chosen_tokens, scores.rejected_tokens]).tolist()
     metrics["response_tokens"] = {
         "min": min(lengths),
@@ -251,7 +280,8 @@ def plot_prefix_signal(results: dict[str, dict], path: str | Path, title: str | 
     axes[0].set(xlabel="fraction of each response's tokens", ylabel="pairwise accuracy", title="prefix accuracy")
     axes[1].set(xlabel="fraction of each response's tokens", ylabel="Pearson r with the final", title="prefix vs final score")
     axes[2].set_xticks(range(len(results)), list(results), rotation=20)
-    axes[2].set(ylabel="std", title="r3hf token rewards (plain) vs sequence rewards (hatched)")
+    axes[2].set(ylabel="standard deviation", title="r3hf token rewards (solid), sequence rewards (hatched)")
+    axes[2].title.set_fontsize(9)
     for ax in axes[:2]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

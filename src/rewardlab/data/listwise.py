@@ -97,6 +97,12 @@ class ListwiseDataset:
     def __len__(self) -> int:
         return len(self.examples)
 
+    def __getitem__(self, index: int) -> ListwiseExample:
+        return self.examples[index]
+
+    def __iter__(self) -> Iterator[ListwiseExample]:
+        return iter(self.examples)
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # adapters
