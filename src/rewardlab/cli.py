@@ -7,6 +7,7 @@ import typer
 from rewardlab.commands.bon import bon
 from rewardlab.commands.data import data_app
 from rewardlab.commands.demo import demo
+from rewardlab.commands.diagnose import diagnose
 from rewardlab.commands.eval_rm import eval_rm
 from rewardlab.commands.export import export
 from rewardlab.commands.ppo import ppo
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.command("train-rm")(train_rm)
 app.command("eval-rm")(eval_rm)
+app.command("diagnose")(diagnose)
 app.command("export")(export)
 app.command("score")(score)
 app.command("serve")(serve)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
@@ -11,8 +13,42 @@ from tqdm.auto import tqdm
 from rewardlab.data.pairs import EncodedPair, PairCollator, encode_pairs
 from rewardlab.data.types import PreferenceExample
 
+if TYPE_CHECKING:
+    from rewardlab.modeling.reward_model import RewardOutput
 
-@torch.no_grad()
+
+def scored_pair_batches(
+    model,
+    pairs: list[EncodedPair],
+    batch_size: int = 16,
+    accelerator=None,
+    progress: bool = False,
+    desc: str = "scoring",
+    packed: bool = True,
+) -> Iterator[tuple[dict[str, torch.Tensor], RewardOutput]]:
+    """(batch, model output) for every batch of pairs, as eval-rm scores them: length-sorted batches of `batch_size` pairs
+    (rows 0..B-1 chosen, B..2B-1 rejected), padding-free where the model supports it, in eval mode, without gradients.
+
+    Anything read from these outputs (`score_pairs`, `rewardlab.diagnose`) sees exactly the numbers eval-rm sees.
+    """
+    ordered = sorted(pairs, key=lambda p: p.length)
+    loader = DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=PairCollator(model.tokenizer.pad_token_id))
+    device = model.device
+    if accelerator is not None:
+        loader = accelerator.prepare_data_loader(loader)
+        device = accelerator.device
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.no_grad():
+                out = model(batch["input_ids"], batch["attention_mask"], packed=packed)
+            yield batch, out
+    finally:
+        model.train(was_training)
+
+
 def score_pairs(
     model,
     pairs: list[EncodedPair],
@@ -27,25 +63,15 @@ def score_pairs(
     Pairs are batched by length, and with `packed` (models that support it) run padding-free, so no compute goes to
     padding; scores do not depend on either. Under accelerate, the batches are split over processes and gathered back.
     """
-    ordered = sorted(pairs, key=lambda p: p.length)
-    loader = DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=PairCollator(model.tokenizer.pad_token_id))
-    device = model.device
-    if accelerator is not None:
-        loader = accelerator.prepare_data_loader(loader)
-        device = accelerator.device
-    was_training = model.training
-    model.eval()
     chosen, rejected, index = [], [], []
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        out = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), packed=packed)
+    for batch, out in scored_pair_batches(model, pairs, batch_size, accelerator, progress, desc, packed):
         b = batch["index"].shape[0]
-        c, r, i = out.sequence_rewards[:b], out.sequence_rewards[b:], batch["index"].to(device)
+        c, r, i = out.sequence_rewards[:b], out.sequence_rewards[b:], batch["index"]
         if accelerator is not None:
             c, r, i = accelerator.gather_for_metrics((c, r, i))
         chosen.append(c.float().cpu())
         rejected.append(r.float().cpu())
         index.append(i.cpu())
-    model.train(was_training)
     chosen, rejected, index = torch.cat(chosen), torch.cat(rejected), torch.cat(index)
     order = index.argsort()
     return chosen[order], rejected[order], index[order]

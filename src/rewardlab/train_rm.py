@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from rewardlab.data.listwise import PAIR_MODES
 from rewardlab.data.pairs import LengthGroupedBatchSampler, PairCollator, encode_pairs
 from rewardlab.data.templates import TRUNCATION_CHOICES
 from rewardlab.evaluation import evaluate_preferences
@@ -70,6 +71,7 @@ class RewardTrainingConfig:
     eval_data: list[str] = field(default_factory=list)  # NAME=SPEC entries
     format: str | None = None  # auto-detected when None
     skip_invalid: bool = False
+    pairs: str = "all"  # rated listwise data (ultrafeedback, listwise) -> pairs: all | best-worst | best-random (seeded)
     output_dir: str = "runs/reward-model"
     # objective
     loss: str = "bt"  # bt | margin | label-smooth
@@ -130,6 +132,7 @@ class RewardTrainingConfig:
             ("head", self.head, HEAD_CHOICES),
             ("truncation", self.truncation, TRUNCATION_CHOICES),
             ("ensemble_aggregate", self.ensemble_aggregate, ("mean", "min")),
+            ("pairs", self.pairs, PAIR_MODES),
         ):
             if value not in choices:
                 raise ValueError(f"{name} = '{value}' is not one of {', '.join(choices)}")
@@ -283,6 +286,11 @@ def plot_training(log: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def data_options(cfg: RewardTrainingConfig) -> dict:
+    """How every data set of a run is read: format, invalid records, and how rated lists become pairs."""
+    return {"format": cfg.format, "skip_invalid": cfg.skip_invalid, "pairs": cfg.pairs, "seed": cfg.seed}
+
+
 def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) -> dict:
     """Train one reward model (or an ensemble) as configured; returns the final metrics (also in metrics.json).
 
@@ -310,8 +318,8 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
 
     # ---- data ----
     if datasets is None:
-        train_set = load_preferences(cfg.train_data, format=cfg.format, skip_invalid=cfg.skip_invalid)
-        eval_sets = load_named_preferences(cfg.eval_data, format=cfg.format, skip_invalid=cfg.skip_invalid)
+        train_set = load_preferences(cfg.train_data, **data_options(cfg))
+        eval_sets = load_named_preferences(cfg.eval_data, **data_options(cfg))
     else:
         train_set, eval_sets = datasets["train"], datasets.get("eval", {})
 
@@ -510,8 +518,8 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
     model_dir = output_dir / MODEL_SUBDIR
     if datasets is None:
         datasets = {
-            "train": load_preferences(cfg.train_data, format=cfg.format, skip_invalid=cfg.skip_invalid),
-            "eval": load_named_preferences(cfg.eval_data, format=cfg.format, skip_invalid=cfg.skip_invalid),
+            "train": load_preferences(cfg.train_data, **data_options(cfg)),
+            "eval": load_named_preferences(cfg.eval_data, **data_options(cfg)),
         }
     members = []
     for k in range(cfg.ensemble_size):

@@ -38,18 +38,29 @@ def inspect(
     model: str = typer.Option("tiny-llama", help="Tokenizer for lengths: any model name (smollm2-135m, a dir, a hub id)."),
     max_length: int = typer.Option(1024),
     show: int = typer.Option(1, help="Print this many examples."),
+    pairs_mode: str = typer.Option(
+        "all", "--pairs", help="Rated listwise data (ultrafeedback, listwise): all | best-worst | best-random."
+    ),
+    seed: int = typer.Option(0, help="Seed of --pairs best-random."),
 ) -> None:
-    """Detected format, counts (loaded / ties excluded / invalid), token lengths and truncation, a sample."""
+    """Detected format, counts (loaded / ties excluded / invalid), token lengths and truncation, a sample.
+
+    Listwise data: rated lists report the pairs they give as `loaded N`; RewardBench 2 / RM-Bench sets their prompts."""
     import json
 
-    from rewardlab.data.loading import load_preferences, preference_to_dict
+    from rewardlab.data.listwise import ListwiseDataset
+    from rewardlab.data.loading import load_dataset, preference_to_dict
     from rewardlab.data.pairs import encode_pairs
+    from rewardlab.listwise_eval import describe_listwise
     from rewardlab.modeling.sources import load_tokenizer
 
     with user_errors():
         quiet_libraries()
-        ds = load_preferences(spec, format=format, skip_invalid=skip_invalid)
+        ds = load_dataset(spec, format=format, skip_invalid=skip_invalid, pairs=pairs_mode, seed=seed, listwise_eval=True)
         tokenizer = load_tokenizer(model)
+        if isinstance(ds, ListwiseDataset):  # RewardBench 2, RM-Bench: prompts with their completions
+            print("\n".join(describe_listwise(spec, ds, tokenizer, max_length, show)))
+            return
         pairs, counts = encode_pairs(tokenizer, ds.examples, max_length)
     lengths = sorted(p.length for p in pairs)
     print(f"{spec}: format {ds.format}; " + ", ".join(f"{k} {v}" for k, v in ds.stats.items()))

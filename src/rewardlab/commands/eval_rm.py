@@ -13,8 +13,10 @@ def eval_rm(
     model: str = typer.Option(..., help="A reward model directory (or a train-rm output directory)."),
     data: list[str] = typer.Option(..., help="NAME=SPEC evaluation set; repeat for several."),
     output: Path = typer.Option(..., help="results.json to write."),
-    scores: Path | None = typer.Option(None, help="Also write each pair's chosen_reward and rejected_reward (JSONL)."),
-    format: str | None = typer.Option(None, help="Data format (auto-detected when omitted)."),
+    scores: Path | None = typer.Option(
+        None, help="Also write each pair's chosen_reward and rejected_reward (JSONL); listwise: chosen_rewards, rejected_rewards."
+    ),
+    format: str | None = typer.Option(None, help="Data format (auto-detected when omitted); also rewardbench2 | rm-bench."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid"),
     batch_size: int = typer.Option(16),
     max_length: int = typer.Option(1024),
@@ -24,20 +26,25 @@ def eval_rm(
     dtype: str = dtype_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Evaluate a reward model on named preference sets."""
-    from rewardlab.data.loading import load_named_preferences
+    """Evaluate a reward model on named preference sets (pairwise, or listwise: rewardbench2, rm-bench)."""
+    from rewardlab.data.listwise import ListwiseDataset
     from rewardlab.evaluation import evaluate_preferences
+    from rewardlab.listwise_eval import evaluate_listwise, load_eval_sets, summary_line
     from rewardlab.modeling.reward_model import load_reward_model
     from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
 
     with user_errors():
         quiet_libraries()
-        datasets = load_named_preferences(data, format=format, skip_invalid=skip_invalid)
+        datasets = load_eval_sets(data, format=format, skip_invalid=skip_invalid)  # listwise sets load as such
         placed_on = resolve_device(device)
         placed_as = resolve_dtype(dtype, placed_on)
         rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate)
         results, rows = {}, []
         for name, ds in datasets.items():
+            if isinstance(ds, ListwiseDataset):  # RewardBench 2 / RM-Bench: every completion scored alone
+                results[name], listwise_rows = evaluate_listwise(rm, ds, max_length, truncation, batch_size, progress)
+                rows += listwise_rows
+                continue
             metrics, raw = evaluate_preferences(rm, ds.examples, max_length, truncation, batch_size, progress=progress, desc=name)
             metrics["data"] = ds.stats
             results[name] = metrics
@@ -61,6 +68,9 @@ def eval_rm(
         if scores is not None:
             write_jsonl(scores, rows)
     for name, m in results.items():
+        if (listwise_line := summary_line(name, m)) is not None:
+            print(listwise_line)
+            continue
         line = f"{name}: accuracy {m['accuracy']:.4f}  mean margin {m['mean_margin']:.3f}  (n={m['n']})"
         if "rewardbench" in m:
             line += "  " + "  ".join(f"{k} {v:.3f}" for k, v in m["rewardbench"].items())

@@ -17,7 +17,12 @@ def train_rm(
         None, help="Training preferences: file (.jsonl/.jsonl.gz/.json/.parquet/.csv) or hub id."
     ),
     eval_data: list[str] | None = typer.Option(None, help="Named eval set NAME=SPEC; repeat for several."),
-    format: str | None = typer.Option(None, help="trl | hh | unified-feedback | hhh | mt-bench-human | rewardbench (auto)."),
+    format: str | None = typer.Option(
+        None, help="trl | hh | unified-feedback | hhh | mt-bench-human | rewardbench | ultrafeedback | listwise (auto)."
+    ),
+    pairs: str | None = typer.Option(
+        None, help="Rated listwise data -> pairs: all (default) | best-worst | best-random (drawn with --seed)."
+    ),
     skip_invalid: bool | None = typer.Option(None, "--skip-invalid", help="Skip and count invalid records instead of failing."),
     output_dir: str | None = typer.Option(None, help="Where config.json, metrics.json and model/ go."),
     loss: str | None = typer.Option(None, help="bt (default) | margin | label-smooth."),
@@ -73,7 +78,7 @@ def train_rm(
     from rewardlab.train_rm import RewardTrainingConfig, train_reward_model
 
     flags = {
-        "model": model, "train_data": train_data, "eval_data": eval_data or None, "format": format,
+        "model": model, "train_data": train_data, "eval_data": eval_data or None, "format": format, "pairs": pairs,
         "skip_invalid": skip_invalid, "output_dir": output_dir, "loss": loss, "reg": reg, "alpha": alpha, "beta": beta,
         "label_smoothing": label_smoothing, "center_rewards_coefficient": center_rewards_coefficient, "head": head,
         "head_dropout": head_dropout, "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,

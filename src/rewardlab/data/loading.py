@@ -14,6 +14,14 @@ from typing import Any
 from rewardlab.data.errors import DataError
 from rewardlab.data.formats import FORMATS, Adapter, detect_format, get_adapter, is_empty_text, parse_messages
 from rewardlab.data.io import Record, parse_named_spec, read_records, type_name
+from rewardlab.data.listwise import (
+    EVAL_FORMATS,
+    ListwiseDataset,
+    listwise_from_records,
+    located,
+    pairs_from_records,
+    peek_listwise_format,
+)
 from rewardlab.data.types import PreferenceExample, PromptCompletion, Text
 
 MAX_KEPT_ERRORS = 10  # skipped-record messages kept on a data set, for a warning
@@ -70,8 +78,7 @@ class _Tally:
         return DataError(f"no usable {what} ({detail})", file=source)
 
 
-def _located(err: DataError, record: Record) -> DataError:
-    return DataError(err.message, file=record.file, line=record.line, field=err.field)
+_located = located  # (the listwise loaders share it)
 
 
 def _check_limit(limit: int | None) -> None:
@@ -90,18 +97,48 @@ def load_preferences(
     name: str | None = None,
     skip_invalid: bool = False,
     limit: int | None = None,
+    pairs: str = "all",
+    seed: int = 0,
 ) -> PreferenceDataset:
     """Load preference pairs from a file or hub id (`name=path` also accepted).
 
     `format` is one of `FORMATS`, or None to detect it from the first record. `limit` stops after that many loaded
     examples. Ties and other legitimately excluded records count as `excluded`, not as errors.
+    Rated listwise sources (ultrafeedback, listwise) become pairs by `pairs` (all | best-worst | best-random, drawn with
+    `seed`): see `rewardlab.data.listwise`. Listwise evaluation sets (rewardbench2, rm-bench) are refused: `load_dataset`.
     """
+    dataset = load_dataset(spec, format=format, name=name, skip_invalid=skip_invalid, limit=limit, pairs=pairs, seed=seed)
+    assert isinstance(dataset, PreferenceDataset)
+    return dataset
+
+
+def load_dataset(
+    spec: str,
+    *,
+    format: str | None = None,
+    name: str | None = None,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+    pairs: str = "all",
+    seed: int = 0,
+    listwise_eval: bool = False,
+) -> PreferenceDataset | ListwiseDataset:
+    """`load_preferences`, and with `listwise_eval` also listwise evaluation sets (a `ListwiseDataset`), in one pass over
+    the source: the format is detected on the first record read."""
     _check_limit(limit)
     spec_name, source = parse_named_spec(spec)
-    adapter = get_adapter(format) if format is not None else None
+    name = name or spec_name
     tally = _Tally(skip_invalid)
+    records, listwise = peek_listwise_format(tally.records(source), format)
+    if listwise in EVAL_FORMATS and listwise_eval:
+        return listwise_from_records(records, tally, format=listwise, source=source, name=name, limit=limit)
+    if listwise is not None:
+        options = {"format": listwise, "source": source, "name": name, "pairs": pairs, "seed": seed, "limit": limit}
+        examples, stats = pairs_from_records(records, tally, **options)
+        return PreferenceDataset(name, examples, listwise, stats, tally.errors)
+    adapter = get_adapter(format) if format is not None else None
     examples: list[PreferenceExample] = []
-    for record in tally.records(source):
+    for record in records:
         try:
             if adapter is None:
                 format = detect_format(record.data)
@@ -122,7 +159,7 @@ def load_preferences(
     assert format is not None
     # empty answers are scored like any other, but worth knowing about (HH-RLHF has some, often the chosen one)
     empty = sum(is_empty_text(ex.chosen) + is_empty_text(ex.rejected) for ex in examples)
-    return PreferenceDataset(name or spec_name, examples, format, tally.stats | {"empty_responses": empty}, tally.errors)
+    return PreferenceDataset(name, examples, format, tally.stats | {"empty_responses": empty}, tally.errors)
 
 
 def load_named_preferences(specs: list[str], **kwargs: Any) -> dict[str, PreferenceDataset]:

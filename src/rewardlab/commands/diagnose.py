@@ -1,0 +1,76 @@
+"""`rewardlab diagnose`: how much signal a reward model's per-position scores carry (prefix accuracy, correlation with the
+final score, spread of R3HF token rewards). Writes OUTPUT/diagnose.json (keyed by set name), config.json and a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rewardlab.commands.common import quiet_libraries, user_errors
+
+RESULTS_NAME = "diagnose.json"
+FIGURE_NAME = "prefix_signal.png"
+
+
+def diagnose(
+    model: str = typer.Option(..., help="A reward model directory (or a train-rm output directory, an ensemble, tiny-llama)."),
+    data: list[str] = typer.Option(..., help="NAME=SPEC preference set; repeat for several."),
+    output: Path = typer.Option(..., help=f"Directory for {RESULTS_NAME}, config.json and {FIGURE_NAME}."),
+    format: str | None = typer.Option(None, help="Data format (auto-detected when omitted)."),
+    pairs: str = typer.Option("all", help="Rated listwise data (ultrafeedback, listwise): all | best-worst | best-random."),
+    seed: int = typer.Option(0, help="Seed of --pairs best-random."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid"),
+    batch_size: int = typer.Option(16, help="Pairs per forward pass (eval-rm's default, so the batches are eval-rm's)."),
+    max_length: int = typer.Option(1024),
+    truncation: str = typer.Option("keep_end", help="keep_end | drop"),
+    aggregate: str | None = typer.Option(None, help="For ensembles: mean | min (default: as saved)."),
+    device: str | None = typer.Option(None, help="torch device, e.g. cuda or cpu (default: where eval-rm loads it)."),
+    dtype: str | None = typer.Option(None, help="auto | fp32 | bf16 | fp16 (default: as eval-rm loads it)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Prefix-signal diagnostic: pairwise accuracy of chosen vs rejected prefixes at 10%, 20%, ..., 100% of each response,
+    correlation of prefix scores with the final score, and the spread of R3HF token rewards; one forward pass per sequence.
+    The 100% point equals eval-rm's accuracy on the same set."""
+    from rewardlab.data.loading import load_named_preferences
+    from rewardlab.diagnose import diagnose_set, plot_prefix_signal
+    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.runtime import resolve_device, resolve_dtype, version, write_json
+
+    with user_errors():
+        quiet_libraries()
+        datasets = load_named_preferences(data, format=format, skip_invalid=skip_invalid, pairs=pairs, seed=seed)
+        # Defaults load the model as eval-rm does, so the full-length point can equal eval-rm's accuracy exactly.
+        resolved_device = resolve_device(device) if device is not None else None
+        resolved_dtype = resolve_dtype(dtype, resolved_device) if dtype is not None else None
+        rm = load_reward_model(model, device=resolved_device, dtype=resolved_dtype, aggregate=aggregate)
+        results = {}
+        for name, ds in datasets.items():
+            metrics = diagnose_set(
+                rm,
+                ds.examples,
+                max_length=max_length,
+                truncation=truncation,
+                batch_size=batch_size,
+                progress=progress,
+                desc=name,
+            )
+            results[name] = metrics | {"data": ds.stats}
+        config = {
+            "command": "diagnose", "model": model, "data": data, "output": str(output), "format": format, "pairs": pairs,
+            "seed": seed, "skip_invalid": skip_invalid, "batch_size": batch_size, "max_length": max_length,
+            "truncation": truncation, "aggregate": aggregate, "device": str(rm.device),
+            "dtype": str(next(rm.parameters()).dtype).removeprefix("torch."), "rewardlab_version": version(),
+        }  # fmt: skip
+        output.mkdir(parents=True, exist_ok=True)
+        write_json(output / "config.json", config)
+        write_json(output / RESULTS_NAME, results)
+        plot_prefix_signal(results, output / FIGURE_NAME, title=f"prefix signal: {model}")
+    for name, m in results.items():
+        curve = "  ".join(f"{p['fraction']:.1f}:{p['accuracy']:.3f}" for p in m["prefix_accuracy"])
+        spread = m["r3hf_token_rewards"]
+        print(
+            f"{name}: accuracy {m['accuracy']:.4f} (n={m['n']}); prefix accuracy {curve}; "
+            f"r3hf token reward std {spread['std']:.3f} (sequence reward std {spread['sequence_reward_std']:.3f})"
+        )
+    print(f"wrote {output / RESULTS_NAME}, {output / FIGURE_NAME}")
