@@ -118,6 +118,12 @@ def test_equivalence_check_reports_where_the_runs_part():
     assert parted["steps_matching"] == 2 and parted["max_abs_difference"]["gold_reward"] == pytest.approx(0.05)
     line = next(x for x in findings(fake_results(0.7, 0.6, 0.1)) if x.startswith("PPO with the reward-model critic"))
     assert "for 4 of 4 steps" in line and "the same runs" in line
+    ppo = fake_ppo(0.6)
+    assert ppo["potential-offset"]["prefix_score_explained_variance"] is None  # the fake logs carry none
+    ppo["potential-offset"]["prefix_score_explained_variance"] = -1.2
+    assert "explains -1.20 of the variance of the returns (worse than a constant)" in " ".join(
+        findings(fake_results(0.7, 0.6, 0.1) | {"ppo": ppo})
+    )
     first = ppo_log(0.4)
     assert coincidence(first, [r | {"proxy_reward": r["proxy_reward"] + 1e-3} for r in first])["steps_matching"] == 0
 

@@ -271,6 +271,9 @@ def summarise_ppo_comparisons(logs: dict[str, dict[str, list[list[dict]]]], seco
             entry["r3hf_minus_sparse"] = paired_difference(by_shaping["sparse"], by_shaping["r3hf"])
         else:
             entry["coincidence"] = coincidence(runs["sparse"][0], runs["r3hf"][0])
+            # The reward-model critic IS the prefix score at step 0: how well R(x, y<t) predicts the return there says
+            # whether it can serve as a per-token baseline (negative: worse than a constant, so it adds variance).
+            entry["prefix_score_explained_variance"] = runs["sparse"][0][0].get("value_explained_variance")
         summary[comparison.name] = entry
     return summary
 
@@ -411,6 +414,14 @@ def ppo_findings(ppo: dict) -> list[str]:
                 f"{match} runs, as potential-based shaping says; with a critic that already holds the prefix score, "
                 "r3hf is sparse PPO, and a difference would come only from how the critic starts."
             )
+            explained = entry.get("prefix_score_explained_variance")
+            if explained is not None:
+                quality = "better" if explained > 0 else "worse"
+                lines.append(
+                    f"The reward model's prefix score R(x, y<t), read as a value estimate at step 0, explains "
+                    f"{explained:+.2f} of the variance of the returns ({quality} than a constant): that is the per-token "
+                    "baseline r3hf adds without a critic, and the signal it offers a fresh critic."
+                )
     return lines
 
 
