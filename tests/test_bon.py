@@ -108,6 +108,13 @@ def test_bon_selection_with_injected_scores(tmp_path, monkeypatch) -> None:
             assert curve["fit"][key]["a"] == pytest.approx(a, abs=1e-8)
             assert curve["fit"][key]["b"] == pytest.approx(b, abs=1e-8)
     assert curves["gold_mean"] == pytest.approx(gold.mean())
+    texts = [samples.texts()[p * N : (p + 1) * N] for p in range(3)]
+    assert curves["distinct_fraction"] == pytest.approx(np.mean([len(set(row)) / N for row in texts]))
+    assert curves["top_response_share"] == pytest.approx(np.mean([max(row.count(t) for t in row) / N for row in texts]))
+    for name in ("vanilla", "grm"):
+        empirical = curves["curves"][name]["kl_empirical"]
+        assert len(empirical) == len(GRID) and empirical[0] == 0.0
+        assert all(e <= a + 1e-12 for e, a in zip(empirical, curves["curves"][name]["kl"], strict=True))
 
     scores = [json.loads(line) for line in (tmp_path / "bon" / "scores.jsonl").read_text().splitlines()]
     assert len(scores) == 3 * N

@@ -12,9 +12,11 @@ import torch
 from rewardlab.rl.bon_math import (
     best_of_n,
     bon_curve,
+    empirical_outcomes,
     fit_gao_bon,
     fit_gao_rl,
     kl_bon,
+    kl_bon_discrete,
     n_grid,
     normalise_curve,
     unbiased_bon_weights,
@@ -128,3 +130,66 @@ def test_fit_gao_rl_recovers_coefficients_and_skips_zero() -> None:
 def test_normalise_curve() -> None:
     np.testing.assert_allclose(normalise_curve([2.0, 2.5, 1.0]), [0.0, 0.5, -1.0])
     np.testing.assert_allclose(normalise_curve(torch.tensor([-1.0, 0.0])), [0.0, 1.0])
+
+
+def enumerated_bon_kl(outcome_of_draw: list, draw_probs: list[float], draw_scores: list[float], n: int) -> float:
+    """Exact KL(best-of-n || base) by enumerating every ordered n-tuple of draws: the pick is `best_of_n`'s (highest
+    score, first among ties); probabilities are accumulated per OUTCOME (draws with the same outcome are one response)."""
+    base: dict = {}
+    for outcome, prob in zip(outcome_of_draw, draw_probs, strict=True):
+        base[outcome] = base.get(outcome, 0.0) + prob
+    picked: dict = {}
+    for draws in itertools.product(range(len(draw_probs)), repeat=n):
+        prob = math.prod(draw_probs[d] for d in draws)
+        best = int(best_of_n(np.array([[draw_scores[d] for d in draws]]), n)[0])
+        outcome = outcome_of_draw[draws[best]]
+        picked[outcome] = picked.get(outcome, 0.0) + prob
+    assert sum(picked.values()) == pytest.approx(1.0, abs=1e-12)
+    return sum(q * math.log(q / base[o]) for o, q in picked.items() if q > 0)
+
+
+def test_kl_bon_discrete_matches_enumeration_with_ties() -> None:
+    """F(y)^N - F(y-)^N with tied rewards grouped, against brute force over all N-tuples of draws."""
+    values = [0.5, 1.0, 1.0, -0.2, 0.5]  # two ties: outcomes 1 and 2 at the top, 0 and 4 in the middle
+    counts = [3, 1, 2, 2, 1]
+    total = sum(counts)
+    for n in range(1, 6):
+        expected = enumerated_bon_kl(list(range(5)), [c / total for c in counts], values, n)
+        assert kl_bon_discrete(values, counts, n) == pytest.approx(expected, abs=1e-12), n
+    assert kl_bon_discrete(values, counts, 1) == 0.0
+    assert kl_bon_discrete([3.0], [7], 16) == 0.0  # one response: best-of-N changes nothing
+    with pytest.raises(ValueError):
+        kl_bon_discrete([1.0, 2.0], [1.0], 2)
+
+
+def test_empirical_kl_of_samples_with_repeats_matches_enumeration() -> None:
+    """The curve's kl_empirical: each prompt's samples as an empirical distribution (repeated texts are one response,
+    two texts tie in the proxy), checked against enumerating draws of sample indices; averaged over prompts."""
+    texts = [["a", "b", "a", "c", "a", "b"], ["x", "y", "z", "x", "w", "v"]]
+    score_of = {"a": 0.2, "b": 0.9, "c": 0.2, "x": -1.0, "y": 0.3, "z": 2.0, "w": 0.3, "v": 0.1}
+    proxy = np.array([[score_of[t] for t in row] for row in texts])
+    gold = np.zeros_like(proxy)
+    grid = [1, 2, 3, 4]
+    curve = bon_curve(proxy, gold, grid, responses=texts)
+    for k, n in enumerate(grid):
+        per_prompt = [enumerated_bon_kl(row, [1 / 6] * 6, [score_of[t] for t in row], n) for row in texts]
+        assert curve["kl_empirical"][k] == pytest.approx(np.mean(per_prompt), abs=1e-12)
+        assert curve["kl_empirical"][k] <= curve["kl"][k] + 1e-12
+    assert curve["kl_empirical"][0] == 0.0 and curve["kl_empirical"][-1] > 0.1
+    rewards, counts = empirical_outcomes(texts[0], proxy[0])
+    assert rewards.tolist() == [0.2, 0.9, 0.2] and counts.tolist() == [3.0, 2.0, 1.0]
+    assert "kl_empirical" not in bon_curve(proxy, gold, grid)
+    with pytest.raises(ValueError, match="responses"):
+        bon_curve(proxy, gold, grid, responses=texts[:1])
+
+
+def test_kl_bon_discrete_is_below_the_analytic_formula_and_reaches_it_without_repeats() -> None:
+    """Beirami et al.: log N - (N-1)/N bounds the discrete KL and is its limit for many equally likely outcomes."""
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        k = int(rng.integers(1, 12))
+        n = int(rng.integers(1, 300))
+        assert kl_bon_discrete(rng.normal(size=k), rng.integers(1, 9, size=k), n) <= kl_bon(n) + 1e-12
+    for n in (2, 16, 64):
+        outcomes = 200_000
+        assert kl_bon_discrete(np.arange(outcomes), np.ones(outcomes), n) == pytest.approx(kl_bon(n), abs=2e-3)

@@ -1,20 +1,47 @@
 """The demo's report logic: every sentence is computed from the run's numbers (flip the numbers, flip the verdict)."""
 
-from rewardlab.demo import VARIANTS, DemoConfig, findings, render_report, summarise_ppo
+import pytest
+
+from rewardlab.demo import (
+    PPO_COMPARISONS,
+    VARIANTS,
+    DemoConfig,
+    coincidence,
+    findings,
+    render_report,
+    summarise_ppo,
+    summarise_ppo_comparisons,
+)
 
 
 def cell(id_acc, ood_acc):
     return {"id": {"mean": id_acc, "std": 0.01, "values": [id_acc]}, "ood": {"mean": ood_acc, "std": 0.02, "values": [ood_acc]}}
 
 
-def fake_results(grm_ood: float, r3hf_final: float, grm_bon_end: float) -> dict:
+def ppo_log(final: float, start: float = 0.3, kl: float = 0.1) -> list[dict]:
+    return [{"step": s, "gold_reward": start + (final - start) * s / 3, "kl": kl * s, "proxy_reward": s} for s in range(4)]
+
+
+def fake_ppo(r3hf_final: float, seeds: int = 1, offset_gap: float = 0.0) -> dict:
+    """Comparison logs: in the verdict comparisons sparse ends at 0.4 and r3hf at `r3hf_final` (+ 0.01 per seed); the
+    equivalence comparison's r3hf differs from sparse by `offset_gap` from step 2."""
+    logs = {}
+    for comparison in PPO_COMPARISONS:
+        if comparison.kind == "verdict":
+            logs[comparison.name] = {
+                "sparse": [ppo_log(0.4 + 0.01 * k) for k in range(seeds)],
+                "r3hf": [ppo_log(r3hf_final + 0.01 * k) for k in range(seeds)],
+            }
+        else:
+            gapped = [r | {"gold_reward": r["gold_reward"] + (offset_gap if r["step"] >= 2 else 0.0)} for r in ppo_log(0.4)]
+            logs[comparison.name] = {"sparse": [ppo_log(0.4)], "r3hf": [gapped]}
+    return summarise_ppo_comparisons(logs)
+
+
+def fake_results(grm_ood: float, r3hf_final: float, grm_bon_end: float, seeds: int = 1) -> dict:
     table = {v: {"small": cell(0.7, 0.6), "large": cell(0.75, 0.62)} for v in VARIANTS}
     table["grm-sft"]["small"] = cell(0.71, grm_ood)
-
-    def log(final):
-        return [{"step": s, "gold_reward": 0.3 + (final - 0.3) * s / 3, "kl": 0.1 * s, "proxy_reward": s} for s in range(4)]
-
-    ppo = summarise_ppo({"sparse": [log(0.4)], "r3hf": [log(r3hf_final)]})
+    ppo = fake_ppo(r3hf_final, seeds)
     curves = {
         "vanilla": {"gold": [0.3, 0.35, 0.33]},
         "grm-sft": {"gold": [0.3, 0.34, 0.3 + grm_bon_end]},
@@ -61,6 +88,44 @@ def test_ppo_summary_uses_the_last_quarter_and_report_renders():
     report = render_report(results)
     assert "| grm-sft | 0.710 ± 0.010 | 0.700 ± 0.020 |" in report
     assert "rm_accuracy.png" in report and "ppo_gold.png" in report
+    for comparison in PPO_COMPARISONS:
+        for shaping, critic in comparison.arms:
+            assert f"| {comparison.name} | {comparison.algo} | {shaping} | {critic or 'none'} |" in report
+
+
+def test_ppo_comparisons_keep_algo_critic_and_shaping_and_pair_seeds():
+    ppo = fake_ppo(0.6, seeds=3)
+    assert set(ppo) == {"critic-free", "fresh-critic", "potential-offset"}
+    assert [(a["algo"], a["shaping"], a["critic_init"]) for a in ppo["critic-free"]["arms"]] == [
+        ("rloo", "sparse", None),
+        ("rloo", "r3hf", None),
+    ]
+    assert [a["critic_init"] for a in ppo["fresh-critic"]["arms"]] == ["fresh", "fresh"]
+    assert [a["critic_init"] for a in ppo["potential-offset"]["arms"]] == ["reward-model", "potential-offset"]
+    diff = ppo["fresh-critic"]["r3hf_minus_sparse"]["gold_gain"]
+    # every seed: r3hf ends 0.2 above sparse (final = the last step of 4), so the paired differences have no spread
+    assert diff["values"] == [pytest.approx(0.2)] * 3 and diff["std"] == pytest.approx(0.0, abs=1e-12)
+    assert ppo["fresh-critic"]["seeds"] == 3 and ppo["fresh-critic"]["steps"] == 3
+    lines = findings(fake_results(0.7, 0.6, 0.1, seeds=3))
+    fresh = next(line for line in lines if line.startswith("PPO with a fresh critic"))
+    assert "3 seed(s)" in fresh and "+0.200, +0.200, +0.200" in fresh and "agrees with R3HF" in fresh
+
+
+def test_equivalence_check_reports_where_the_runs_part():
+    same = fake_ppo(0.6)["potential-offset"]["coincidence"]
+    assert same["steps_matching"] == 4 == same["steps_logged"] and same["max_abs_difference"]["gold_reward"] == 0.0
+    parted = fake_ppo(0.6, offset_gap=0.05)["potential-offset"]["coincidence"]
+    assert parted["steps_matching"] == 2 and parted["max_abs_difference"]["gold_reward"] == pytest.approx(0.05)
+    line = next(x for x in findings(fake_results(0.7, 0.6, 0.1)) if x.startswith("PPO with the reward-model critic"))
+    assert "for 4 of 4 steps" in line and "the same runs" in line
+    ppo = fake_ppo(0.6)
+    assert ppo["potential-offset"]["prefix_score_explained_variance"] is None  # the fake logs carry none
+    ppo["potential-offset"]["prefix_score_explained_variance"] = -1.2
+    assert "explains -1.20 of the variance of the returns (worse than a constant)" in " ".join(
+        findings(fake_results(0.7, 0.6, 0.1) | {"ppo": ppo})
+    )
+    first = ppo_log(0.4)
+    assert coincidence(first, [r | {"proxy_reward": r["proxy_reward"] + 1e-3} for r in first])["steps_matching"] == 0
 
 
 def test_ppo_sampling_error_from_a_noisy_tail_blocks_a_single_seed_verdict():
@@ -73,5 +138,11 @@ def test_ppo_sampling_error_from_a_noisy_tail_blocks_a_single_seed_verdict():
     # stdev(0.54, 0.74) / sqrt(2) = 0.1414 / 1.414 = 0.1
     assert abs(noisy["r3hf"]["gold_final_sem"] - 0.1) < 1e-9
     base = fake_results(0.6, 0.4, 0.0)
-    assert "agrees with R3HF" in " ".join(findings(base | {"ppo": quiet}))
-    assert "no clear difference; does not reproduce R3HF" in " ".join(findings(base | {"ppo": noisy}))
+    for tail_sparse, tail_r3hf, expected in (
+        ([0.60, 0.60], [0.64, 0.64], "agrees with R3HF"),
+        ([0.50, 0.70], [0.54, 0.74], "no clear difference; does not reproduce R3HF"),
+    ):
+        logs = {c.name: {"sparse": [run(tail_sparse)], "r3hf": [run(tail_r3hf)]} for c in PPO_COMPARISONS}
+        lines = findings(base | {"ppo": summarise_ppo_comparisons(logs)})
+        verdicts = [line for line in lines if "R3HF's claim" in line]
+        assert len(verdicts) == 2 and all(expected in line for line in verdicts)

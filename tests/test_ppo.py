@@ -21,13 +21,18 @@ from rewardlab.modeling.tiny import build_tiny_llama
 from rewardlab.rl.ppo import (
     PPOConfig,
     PPOTrainer,
+    ResponseBatch,
     RunningMoments,
     add_missing_eos_penalty,
     build_response_batch,
     compute_advantages,
+    explained_variance,
+    explained_variance_moments,
     gather_logprobs,
     make_critic,
     response_logits,
+    response_potential,
+    response_token_scores,
     response_values,
     train_ppo,
 )
@@ -380,20 +385,175 @@ def test_cli_ppo_errors_are_one_line(tmp_path, cli_app) -> None:
 
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
-def test_critic_init_reward_model_or_zero_head(tmp_path, head) -> None:
-    """reward-model: V_t equals the reward model's prefix score R(x, y<t); zero-head: V_t = 0 everywhere, with the
-    reward model's backbone kept and the head trainable."""
+def test_critic_inits(tmp_path, head) -> None:
+    """reward-model: V_t equals the reward model's prefix score R(x, y<t); zero-head: V_t = 0 everywhere and the backbone
+    gets no gradient; fresh: V_t small but not zero, and the backbone learns from the first backward. All keep the reward
+    model's backbone."""
     rm = build_reward_model("tiny-llama", head=head, head_dropout=0.0, seed=3).eval()
     rows = [([5, 9, 40, 41], [50, 51, 2], True), ([7, 8], [60, 61, 62, 63], False)]
     batch = build_response_batch(samples_of(rows), pad_id=0)
     prefix_scores = rm(batch.input_ids, batch.attention_mask).position_rewards[:, batch.context_width - 1 : -1]
     with torch.no_grad():
         same = response_values(make_critic(rm), batch)
-        zero_critic = make_critic(rm, zero_head=True)
-        zero = response_values(zero_critic, batch)
     torch.testing.assert_close(same, prefix_scores)
-    assert prefix_scores.abs().max() > 1e-3 and zero.abs().max() == 0.0
-    assert all(p.requires_grad for p in zero_critic.head.parameters())
-    torch.testing.assert_close(zero_critic.lm.get_input_embeddings().weight, rm.lm.get_input_embeddings().weight)
+    torch.testing.assert_close(response_values(make_critic(rm, "potential-offset"), batch).detach(), prefix_scores.detach())
+    backbone_grads = {}
+    for init in ("zero-head", "fresh"):
+        critic = make_critic(rm, init, seed=5)
+        values = response_values(critic, batch)
+        assert all(p.requires_grad for p in critic.head.parameters())
+        torch.testing.assert_close(critic.lm.get_input_embeddings().weight, rm.lm.get_input_embeddings().weight)
+        (values * batch.mask).pow(2).sum().add((values * batch.mask).sum()).backward()
+        backbone_grads[init] = sum(p.grad.abs().sum().item() for p in critic.decoder.parameters() if p.grad is not None)
+        if init == "zero-head":
+            assert values.abs().max() == 0.0
+        else:
+            assert 0.0 < values.abs().max() < 0.1 * prefix_scores.abs().max()  # small next to the reward model's scale
+            again = response_values(make_critic(rm, "fresh", seed=5), batch)
+            torch.testing.assert_close(again, values)  # seeded
+            assert not torch.allclose(response_values(make_critic(rm, "fresh", seed=6), batch), values)
+    assert prefix_scores.abs().max() > 1e-3
+    assert backbone_grads["zero-head"] == 0.0 and backbone_grads["fresh"] > 0.0
     with pytest.raises(ValueError, match="critic_init"):
         PPOConfig(critic_init="random").validate()
+    with pytest.raises(ValueError, match="potential-offset"):
+        PPOConfig(critic_init="potential-offset", reward_shaping="uniform").validate()
+
+
+# ------------------------------------------------------------------------------------------------ potential shaping
+
+
+@pytest.mark.parametrize("method", ["r3hf", "mix"])
+@pytest.mark.parametrize("lam", [0.0, 0.5, 0.95, 1.0])
+def test_gae_on_shaped_rewards_with_an_offset_critic_equals_sparse(method: str, lam: float) -> None:
+    """Potential-based shaping (gamma = 1): GAE on r3hf (or mix) rewards with the critic V - Phi gives the advantages of
+    sparse rewards with the critic V, for any lambda, KL term included; the value targets shift by -Phi. With the
+    un-offset critic they differ."""
+    gen = torch.Generator().manual_seed(0)
+    batch_size, prompt_width, response_width = 6, 3, 7
+    lengths = [7, 1, 4, 6, 2, 7]
+    attention = torch.ones(batch_size, prompt_width + response_width, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        attention[b, prompt_width + n :] = 0
+    batch = ResponseBatch(
+        torch.zeros_like(attention), attention, torch.zeros(batch_size, response_width, dtype=torch.long),
+        attention[:, prompt_width:].float(), prompt_width,
+    )  # fmt: skip
+    position_rewards = torch.randn(batch_size, prompt_width + response_width, generator=gen, dtype=torch.float64)
+    mask = batch.mask.double()
+    kl_term = 0.1 * torch.randn(batch_size, response_width, generator=gen, dtype=torch.float64) * mask
+    critic = torch.randn(batch_size, response_width, generator=gen, dtype=torch.float64) * mask
+    kwargs = {"beta_c": 0.3} if method == "mix" else {}
+    sparse = response_token_scores("sparse", position_rewards, batch) - kl_term
+    shaped = response_token_scores(method, position_rewards, batch, **kwargs) - kl_term
+    phi = response_potential(method, position_rewards, batch, **kwargs)
+    assert phi.abs().max() > 0.1 and not torch.allclose(shaped, sparse)
+    for whiten in (False, True):
+        a_sparse, ret_sparse = compute_advantages("ppo", sparse, mask, critic, lam=lam, whiten=whiten)
+        a_shaped, ret_shaped = compute_advantages("ppo", shaped, mask, critic - phi, lam=lam, whiten=whiten)
+        torch.testing.assert_close(a_shaped, a_sparse, rtol=0, atol=1e-12)
+        torch.testing.assert_close(ret_shaped, ret_sparse - phi, rtol=0, atol=1e-12)
+        a_unshifted, _ = compute_advantages("ppo", shaped, mask, critic, lam=lam, whiten=whiten)
+        assert (a_unshifted - a_sparse).abs().max() > 1e-2
+
+
+def _rollout_pair(tmp_path, rm_dir, **overrides):
+    """Two trainers with the same seed: sparse rewards with the reward-model critic, r3hf with the potential-offset one."""
+    common = dict(steps=3, lr=1e-3, critic_lr=1e-3, batch_size=4, minibatch_size=2, ppo_epochs=2) | overrides
+    sparse = make_trainer(tmp_path / "sparse", rm_dir, reward_shaping="sparse", critic_init="reward-model", **common)
+    shaped = make_trainer(tmp_path / "r3hf", rm_dir, reward_shaping="r3hf", critic_init="potential-offset", **common)
+    return sparse, shaped
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_potential_offset_r3hf_reproduces_sparse_ppo(tmp_path, rm_dir, normalize: bool) -> None:
+    """Same seed: r3hf with the critic offset by the frozen prefix score gives sparse's advantages (float precision), the
+    same losses, the same updated policy and critic, and so the same next rollouts; r3hf with the plain reward-model
+    critic does not."""
+    sparse, shaped = _rollout_pair(tmp_path, rm_dir, normalize_reward=normalize, missing_eos_penalty=0.5)
+    plain = make_trainer(tmp_path / "plain", rm_dir, reward_shaping="r3hf", critic_init="reward-model", steps=3, lr=1e-3)
+    ro_plain = plain.rollout(plain.next_prompts(), step=0)
+    for step in range(3):
+        ro_s = sparse.rollout(sparse.next_prompts(), step)
+        ro_r = shaped.rollout(shaped.next_prompts(), step)
+        assert torch.equal(ro_s.batch.input_ids, ro_r.batch.input_ids)  # the same responses
+        assert ro_s.value_offset is None and ro_r.value_offset is not None and ro_r.value_offset.abs().max() > 1e-3
+        assert not torch.allclose(ro_s.rewards, ro_r.rewards)  # different token rewards ...
+        torch.testing.assert_close(ro_r.advantages, ro_s.advantages, rtol=0, atol=1e-5)  # ... the same advantages
+        torch.testing.assert_close(ro_r.values, ro_s.values - ro_r.value_offset, rtol=0, atol=1e-5)
+        torch.testing.assert_close(ro_r.returns, ro_s.returns - ro_r.value_offset, rtol=0, atol=1e-5)
+        if step == 0:
+            if not normalize:  # the offset critic starts at V - Phi = 0 (normalised: V - Phi / std)
+                assert ro_r.values.abs().max() < 1e-5
+            assert (ro_plain.advantages - ro_s.advantages).abs().max() > 1e-2  # the confound: not the same run
+        stats_s, stats_r = sparse.update(ro_s), shaped.update(ro_r)
+        for key in ("policy_loss", "value_loss", "clipfrac", "approx_kl"):
+            assert stats_r[key] == pytest.approx(stats_s[key], rel=1e-4, abs=1e-6), key
+        for a, b in zip(sparse.unwrapped.parameters(), shaped.unwrapped.parameters(), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_cli_potential_offset_logs_the_same_rewards_as_sparse(tmp_path, rm_dir, cli_app) -> None:
+    """Done-when of the equivalence: `--reward-shaping r3hf --critic-init potential-offset` logs the proxy and gold
+    rewards of `--reward-shaping sparse --critic-init reward-model` with the same seed, step for step."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    logs = {}
+    for shaping, init in (("sparse", "reward-model"), ("r3hf", "potential-offset"), ("r3hf", "reward-model")):
+        out = tmp_path / f"{shaping}-{init}"
+        args = [
+            "ppo", "--policy", "tiny-llama", "--reward-model", str(rm_dir), "--reward-shaping", shaping,
+            "--critic-init", init, "--gold", "builtin", "--prompts", str(prompts), "--output", str(out), "--steps", "4",
+            "--batch-size", "4", "--minibatch-size", "2", "--ppo-epochs", "2", "--max-new-tokens", "6", "--lr", "1e-3",
+            "--critic-lr", "1e-3", "--seed", "7", "--no-progress",
+        ]  # fmt: skip
+        result = CliRunner().invoke(cli_app, args)
+        assert result.exit_code == 0, result.output
+        logs[shaping, init] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    sparse, offset = logs["sparse", "reward-model"], logs["r3hf", "potential-offset"]
+    assert len(sparse) == len(offset) == 5
+    for a, b in zip(sparse, offset, strict=True):
+        for key in ("proxy_reward", "gold_reward", "kl", "policy_loss", "value_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["step"], key)
+    assert sparse[-1]["kl"] > 0  # the policy moved, so the later steps compare trained policies
+    plain = logs["r3hf", "reward-model"]
+    assert any(abs(p["value_loss"] - s["value_loss"]) > 1e-3 for p, s in zip(plain[:-1], sparse[:-1], strict=True))
+
+
+def _critic_step(tmp_path, rm_dir, **overrides) -> torch.Tensor:
+    """The critic's parameter change over one update (ppo_epochs x minibatches of Adam steps) on the first rollout."""
+    trainer = make_trainer(tmp_path, rm_dir, **({"ppo_epochs": 2, "critic_lr": 1e-4} | overrides))
+    before = [p.detach().clone() for p in trainer.critic.parameters() if p.requires_grad]
+    trainer.update(trainer.rollout(trainer.next_prompts(), step=0))
+    after = [p.detach() for p in trainer.critic.parameters() if p.requires_grad]
+    return torch.cat([(a - b).flatten() for a, b in zip(after, before, strict=True)])
+
+
+def test_vf_coef_is_mostly_undone_by_adam_and_critic_lr_sets_the_step(tmp_path, rm_dir) -> None:
+    """What docs/ppo.md says about --vf-coef: the critic has its own parameters, so the coefficient only rescales their
+    gradient, which Adam divides out (up to eps); --critic-lr scales the critic's steps directly."""
+    base = _critic_step(tmp_path / "a", rm_dir, vf_coef=0.1)
+    tenfold = _critic_step(tmp_path / "b", rm_dir, vf_coef=1.0)
+    double_lr = _critic_step(tmp_path / "c", rm_dir, vf_coef=0.1, critic_lr=2e-4)
+    assert base.norm() > 0
+    assert (tenfold - base).norm() / base.norm() < 0.25  # x10 coefficient: nearly the same steps (measured 0.10)
+    assert double_lr.norm() / base.norm() == pytest.approx(2.0, rel=0.1)
+
+
+def test_explained_variance_from_moments_matches_direct_computation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.randn(5, 6, generator=gen)
+    predictions = targets + 0.5 * torch.randn(5, 6, generator=gen)
+    mask = (torch.rand(5, 6, generator=gen) > 0.3).float()
+    real_t, real_p = targets[mask.bool()].double(), predictions[mask.bool()].double()
+    expected = 1 - (real_t - real_p).var(unbiased=False) / real_t.var(unbiased=False)
+    assert explained_variance(explained_variance_moments(predictions, targets, mask)) == pytest.approx(expected.item(), abs=1e-9)
+    # moments of two halves (two processes) add up to those of the whole batch
+    halves = explained_variance_moments(predictions[:2], targets[:2], mask[:2]) + explained_variance_moments(
+        predictions[2:], targets[2:], mask[2:]
+    )
+    assert explained_variance(halves) == pytest.approx(expected.item(), abs=1e-9)
+    assert explained_variance(explained_variance_moments(targets, targets, mask)) == pytest.approx(1.0)
+    constant = torch.full_like(targets, targets[mask.bool()].mean().item())
+    assert explained_variance(explained_variance_moments(constant, targets, mask)) == pytest.approx(0.0, abs=1e-6)

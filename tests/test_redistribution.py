@@ -12,6 +12,7 @@ from rewardlab.redistribution import (
     redistribute,
     response_mask,
     sequence_rewards,
+    shaping_potential,
 )
 
 PAD_VALUE = 99.0  # reward-head output at padding positions: must never leak into any result
@@ -207,3 +208,24 @@ def test_padding_side_does_not_change_response_rewards(method: str) -> None:
         outputs.append(unpad(token_rewards, mask, starts))
     for left, right in zip(*outputs, strict=True):
         assert left == pytest.approx(right)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_shaping_potential_is_the_prefix_score(side: str) -> None:
+    """r3hf's potential at response token y_t is R(x, y<t) (R(x) for the first token); mix scales it by beta_c; sparse has
+    none; and r_t = sparse_t + Phi_{t+1} - Phi_t with Phi = 0 after the last token (hand values, ROWS above)."""
+    rewards, mask, starts = pad_batch(ROWS, side)
+    r3hf = unpad(shaping_potential("r3hf", rewards, mask, starts), mask, starts)
+    assert r3hf == [[1.0, 3.0, 2.0], [-1.0], [-2.0, 1.5]]
+    mix = unpad(shaping_potential("mix", rewards, mask, starts, beta_c=0.25), mask, starts)
+    assert mix == [[0.25, 0.75, 0.5], [-0.25], [-0.5, 0.375]]
+    assert unpad(shaping_potential("sparse", rewards, mask, starts), mask, starts) == [[0.0] * 3, [0.0], [0.0] * 2]
+    for method, kwargs in (("r3hf", {}), ("mix", {"beta_c": 0.25})):
+        phi = unpad(shaping_potential(method, rewards, mask, starts, **kwargs), mask, starts)
+        shaped = unpad(redistribute(method, rewards, mask, starts, **kwargs), mask, starts)
+        for row, sparse_row, phi_row in zip(shaped, EXPECTED["sparse"], phi, strict=True):
+            following = phi_row[1:] + [0.0]
+            assert row == pytest.approx([s + b - a for s, a, b in zip(sparse_row, phi_row, following, strict=True)])
+    for method in ("r3hf-paper", "uniform", "abc"):
+        with pytest.raises(ValueError, match="state potential"):
+            shaping_potential(method, rewards, mask, starts)

@@ -52,18 +52,24 @@ def sparse_rewards(position_rewards: torch.Tensor, attention_mask: torch.Tensor,
     return torch.where(on_last, sequence_rewards(position_rewards, attention_mask).unsqueeze(-1), 0.0)
 
 
-def r3hf_rewards(position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
-    """R3HF reward redistribution: r_t = R(x, y<=t) - R(x, y<t), with R(x, y<1) = R(x) (the prompt-only score).
-
-    The sum telescopes: sum_t r_t = R(x, y) - R(x). (The paper assumes R(x) = 0; we keep it, so the sum is exact.)
-    """
+def prefix_scores(position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
+    """(B, T) R(x, y<t) at the position of each response token y_t (the score of the state it is chosen in), with
+    R(x, y<1) = R(x); zero outside the response."""
     positions = _positions(attention_mask)
     previous = torch.nn.functional.pad(position_rewards[:, :-1], (1, 0))  # previous[:, t] = R(tokens <= t - 1)
     # Left padding puts pads right before an empty prompt; R(x) handles that case (0), so use it at the first token.
     at_start = positions == response_start.to(positions.device).unsqueeze(-1)
     previous = torch.where(at_start, prompt_rewards(position_rewards, attention_mask, response_start).unsqueeze(-1), previous)
-    mask = response_mask(attention_mask, response_start)
-    return torch.where(mask, position_rewards - previous, 0.0)
+    return torch.where(response_mask(attention_mask, response_start), previous, 0.0)
+
+
+def r3hf_rewards(position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
+    """R3HF reward redistribution: r_t = R(x, y<=t) - R(x, y<t), with R(x, y<1) = R(x) (the prompt-only score).
+
+    The sum telescopes: sum_t r_t = R(x, y) - R(x). (The paper assumes R(x) = 0; we keep it, so the sum is exact.)
+    """
+    previous = prefix_scores(position_rewards, attention_mask, response_start)
+    return torch.where(response_mask(attention_mask, response_start), position_rewards - previous, 0.0)
 
 
 def r3hf_paper_rewards(
@@ -137,6 +143,35 @@ def abc_rewards(
     reward = sequence_rewards(position_rewards, attention_mask).unsqueeze(-1)
     sparse = sparse_rewards(position_rewards, attention_mask, response_start)
     return beta * weights * reward + (1.0 - beta) * sparse
+
+
+# --- potentials -----------------------------------------------------------------------------------------------------
+
+# Shapings that equal sparse plus potential-based shaping with a potential that is a function of the state (x, y<t):
+# r_t = sparse_t + Phi_{t+1} - Phi_t with gamma = 1 and Phi = 0 after the last token. Value: Phi's weight on R(x, y<t).
+POTENTIAL_METHODS = ("sparse", "r3hf", "mix")
+
+
+def shaping_potential(
+    method: str,
+    position_rewards: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: torch.Tensor,
+    *,
+    beta_c: float = 1.0,
+) -> torch.Tensor:
+    """(B, T) the shaping potential Phi_t of `method` at each response token's state: r3hf Phi_t = R(x, y<t) (Ng et al.
+    1999 with gamma = 1), mix beta_c * R(x, y<t), sparse 0; zero outside the response.
+
+    Then redistribute(method)_t = sparse_t + Phi_{t+1} - Phi_t, with Phi = 0 after the last token, so GAE on `method`'s
+    rewards with a critic V - Phi gives exactly the TD errors of sparse rewards with the critic V.
+    `r3hf-paper`, `uniform` and `abc` have no such potential (their difference from sparse depends on later tokens).
+    """
+    weights = {"sparse": 0.0, "r3hf": 1.0, "mix": beta_c}
+    if method not in weights:
+        choices = ", ".join(POTENTIAL_METHODS)
+        raise ValueError(f"'{method}' is not potential-based shaping with a state potential; use one of {choices}")
+    return weights[method] * prefix_scores(position_rewards, attention_mask, response_start)
 
 
 def redistribute(

@@ -34,7 +34,10 @@ def ppo(
     lr: float | None = typer.Option(None, "--lr", help="Policy learning rate (default 1e-5)."),
     critic_lr: float | None = typer.Option(None, "--critic-lr", help="Critic learning rate (default 5e-6)."),
     critic_init: str | None = typer.Option(
-        None, "--critic-init", help="reward-model (default: V starts as the RM's prefix score) or zero-head (V starts at 0)."
+        None,
+        "--critic-init",
+        help="reward-model (default: V = the RM's prefix score) | potential-offset (RM minus the shaping's potential: r3hf "
+        "then reproduces sparse) | fresh (RM backbone, small random output layer) | zero-head (output layer zeroed).",
     ),
     kl_coef: float | None = typer.Option(None, "--kl-coef", help="KL coefficient beta (default 0.05; R3HF: 0.02)."),
     kl_estimator: str | None = typer.Option(None, "--kl-estimator", help="k1 (default) | k3."),
@@ -47,7 +50,9 @@ def ppo(
         None, "--normalize-reward/--no-normalize-reward", help="Divide token scores by the running reward std."
     ),
     beta_c: float | None = typer.Option(None, "--beta-c", help="mix: weight of r3hf vs sparse (default 1)."),
-    vf_coef: float | None = typer.Option(None, "--vf-coef", help="Value loss coefficient (default 0.1)."),
+    vf_coef: float | None = typer.Option(
+        None, "--vf-coef", help="Value loss coefficient (0.1); the critic is separate, so Adam undoes it: use --critic-lr."
+    ),
     whiten_advantages: bool | None = typer.Option(
         None, "--whiten-advantages/--no-whiten-advantages", help="Centre and scale advantages over the batch (on)."
     ),

@@ -115,6 +115,17 @@ class RewardHead(nn.Module):
             output.bias.zero_()
         return self
 
+    @torch.no_grad()
+    def reinit_output_(self, scale: float, generator: torch.Generator | None = None) -> RewardHead:
+        """Redraw the output layer as N(0, (scale / sqrt(fan_in))^2) with a zero bias: a fresh value head whose input
+        layers (and the backbone below) still get gradients through it, unlike a zeroed one."""
+        output = self.net if isinstance(self.net, nn.Linear) else self.net[-1]
+        fresh = torch.randn(output.weight.shape, generator=generator, dtype=torch.float32) * (scale / output.in_features**0.5)
+        output.weight.copy_(fresh.to(output.weight))
+        if output.bias is not None:
+            output.bias.zero_()
+        return self
+
 
 @dataclass
 class RewardOutput:

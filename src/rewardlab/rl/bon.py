@@ -3,9 +3,13 @@
     1. sample n responses per prompt ONCE from the policy (temperature 0.7, top-p 0.95) -> samples.jsonl
     2. score every sample with each proxy reward model and with the gold scorer           -> scores.jsonl
     3. for N on a geometric grid up to n: pick, per prompt, the best of the first N samples by the proxy; record the
-       mean proxy and gold score of the picks, against KL_bon(N) = log N - (N - 1) / N   -> curves.json
+       mean proxy and gold score of the picks, against KL_bon(N) = log N - (N - 1) / N (`kl`, the papers' axis) and the
+       exact KL of best-of-N on each prompt's empirical sample distribution (`kl_empirical`)  -> curves.json
     4. fit R(d) = d (a - b d), d = sqrt(KL), to each curve normalised to start at 0      -> curves.json ("fit")
-    5. plot proxy (dashed) and gold (solid) gains vs KL, one colour per proxy            -> bon_curves.png
+    5. plot proxy (dashed) and gold (solid) gains vs each KL, one colour per proxy       -> bon_curves.png
+
+The analytic KL is exact only when the policy's responses never repeat; a small policy repeats itself a lot, and then
+the real KL is far smaller (Beirami et al. 2024), which is why both are kept.
 
 Over-optimisation shows as a gold curve that peaks and falls while its proxy keeps rising. Sampling once and reusing the
 same samples for every proxy (`--samples`) makes the proxies' curves directly comparable.
@@ -86,10 +90,14 @@ def score_matrix(scorer: Scorer, batch: SampleBatch, n: int) -> np.ndarray:
 
 
 def compute_curves(
-    proxy_scores: dict[str, np.ndarray], gold_scores: np.ndarray, grid: list[int] | None = None, unbiased: bool = False
+    proxy_scores: dict[str, np.ndarray],
+    gold_scores: np.ndarray,
+    grid: list[int] | None = None,
+    unbiased: bool = False,
+    responses: list[list[str]] | None = None,
 ) -> dict[str, dict]:
-    """Per proxy: the best-of-N curve (n, kl, d, proxy, gold, *_sem) and Gao fits of the normalised proxy and gold
-    curves.
+    """Per proxy: the best-of-N curve (n, kl, d, proxy, gold, *_sem; kl_empirical with `responses`, the (prompts, n)
+    response texts) and Gao fits of the normalised proxy and gold curves (on the analytic d = sqrt(kl)).
 
     The fit R(d) = d (a - b d) passes through 0 at d = 0, so it is fitted to the gains over N = 1 (Gao et al. 2022).
     """
@@ -97,7 +105,7 @@ def compute_curves(
     grid = grid or n_grid(num_samples)
     curves = {}
     for name, scores in proxy_scores.items():
-        curve = bon_curve(scores, gold_scores, grid, unbiased=unbiased)
+        curve = bon_curve(scores, gold_scores, grid, unbiased=unbiased, responses=responses)
         curve["d"] = [math.sqrt(kl) for kl in curve["kl"]]
         fit = {}
         for key in ("proxy", "gold"):
@@ -111,30 +119,43 @@ def compute_curves(
 
 
 def plot_curves(curves: dict[str, dict], path: str | Path, title: str | None = None) -> None:
-    """GRM-paper style: x = KL_bon, y = reward gain over N = 1; proxy dashed, gold solid, one colour per proxy."""
+    """GRM-paper style: y = reward gain over N = 1, proxy dashed, gold solid, one colour per proxy; x = the analytic
+    KL_bon (left panel, the papers' axis) and, when the curves have it, the empirical KL (right panel)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    axes_keys = [("kl", "analytic KL_bon = log N - (N-1)/N\n(the papers' axis; an upper bound when samples repeat)")]
+    if all("kl_empirical" in curve for curve in curves.values()):
+        axes_keys.append(("kl_empirical", "empirical KL(best-of-N || policy)\n(exact on each prompt's sample distribution)"))
+    fig, axes = plt.subplots(1, len(axes_keys), figsize=(5.5 * len(axes_keys), 4.3), sharey=True, squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (name, curve) in enumerate(curves.items()):
-        colour = colours[i % len(colours)]
-        kl = np.asarray(curve["kl"])
-        for key, style in (("proxy", "--"), ("gold", "-")):
-            gain = normalise_curve(curve[key])
-            # No error bands: the stored s.e.m. are of the picked scores' levels across prompts, not of the gains.
-            ax.plot(kl, gain, style, color=colour, marker="o", markersize=3, label=f"{name} ({key})")
-    ax.axhline(0.0, color="grey", linewidth=0.6)
-    ax.set_xlabel("KL(best-of-N || policy) = log N - (N-1)/N")
-    ax.set_ylabel("reward gain over N = 1")
-    ax.set_title(title or "best-of-N: proxy (dashed) vs gold (solid)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, (kl_key, label) in zip(axes[0], axes_keys, strict=True):
+        for i, (name, curve) in enumerate(curves.items()):
+            colour = colours[i % len(colours)]
+            kl = np.asarray(curve[kl_key])
+            for key, style in (("proxy", "--"), ("gold", "-")):
+                gain = normalise_curve(curve[key])
+                # No error bands: the stored s.e.m. are of the picked scores' levels across prompts, not of the gains.
+                ax.plot(kl, gain, style, color=colour, marker="o", markersize=3, label=f"{name} ({key})")
+        ax.axhline(0.0, color="grey", linewidth=0.6)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("reward gain over N = 1")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title or "best-of-N: proxy (dashed) vs gold (solid)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def repetition_stats(texts: list[list[str]]) -> dict[str, float]:
+    """How much a prompt's samples repeat, averaged over prompts: the fraction of samples that are distinct responses,
+    and the share of the most common response (why the analytic KL overstates the real one)."""
+    distinct = [len(set(row)) / len(row) for row in texts]
+    top = [max(row.count(t) for t in set(row)) / len(row) for row in texts]
+    return {"distinct_fraction": float(np.mean(distinct)), "top_response_share": float(np.mean(top))}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -206,7 +227,9 @@ def run_bon(
         )
     write_jsonl(output_dir / "scores.jsonl", rows)
 
-    curves = compute_curves(proxy_scores, gold_scores, unbiased=cfg.unbiased)
+    texts = batch.texts()
+    responses = [texts[p * cfg.n : (p + 1) * cfg.n] for p in range(len(batch.prompts))]
+    curves = compute_curves(proxy_scores, gold_scores, unbiased=cfg.unbiased, responses=responses)
     result = {
         "num_prompts": len(batch.prompts),
         "samples_per_prompt": cfg.n,
@@ -215,6 +238,7 @@ def run_bon(
         "proxy_specs": dict(cfg.proxies),
         "gold_mean": float(gold_scores.mean()),
         "eos_rate": float(np.mean([s.finished for s in batch.samples])),
+        **repetition_stats(responses),
         "curves": curves,
     }
     write_json(output_dir / "curves.json", result)

@@ -16,18 +16,22 @@ The recipe is Huang et al. 2024 ("The N+ implementation details of RLHF with PPO
     6. advantages whitened over the batch's response tokens (all algorithms; `whiten_advantages`)
   update: `ppo_epochs` passes over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss, AdamW.
 
-How dense rewards enter each algorithm: GAE and the per-token returns G_t give token t credit only for the rewards at
-and after t, so moving reward mass between tokens (R3HF) changes each token's advantage although the sequence total is
-the same. A sequence-level return (G_0 for every token) would cancel the redistribution exactly (R3HF is
-potential-based shaping with gamma = 1); this module never uses one. With r3hf, G_t = R(x, y) - R(x, y<t): the sparse
-return minus the prefix score, a state-dependent baseline (unbiased; it lowers the variance only if the reward model's
-prefix scores track the final reward). For sparse rewards and gamma = 1, G_t = G_0 and RLOO / REINFORCE are the usual
-sequence-level methods.
+How dense rewards enter each algorithm. R3HF is potential-based shaping: with gamma = 1, r3hf_t = sparse_t + Phi_{t+1} -
+Phi_t with Phi_t = R(x, y<t) (and Phi = 0 after the last token).
+- rloo / reinforce use per-token returns G_t (token t is credited with the rewards at and after t). With r3hf, G_t =
+  R(x, y) - R(x, y<t): the sparse return minus the prefix score, a per-token baseline (unbiased; it lowers the variance
+  only if the reward model's prefix scores track the final reward). A sequence-level return (G_0 for every token: GRPO,
+  RLOO on sums) would cancel the redistribution exactly; this module never uses one. For sparse rewards and gamma = 1,
+  G_t = G_0 and RLOO / REINFORCE are the usual sequence-level methods.
+- ppo: the TD errors of r3hf with a critic V - Phi equal those of sparse with the critic V, for any lambda, so PPO on
+  r3hf differs from sparse PPO only through how the critic starts and learns (`critic_init = "potential-offset"` builds
+  the offset critic; `tests/test_ppo.py` checks that it reproduces sparse PPO).
 
 Value model: a separate critic initialised from the reward model (its backbone and scalar head, read at every
 position; V_t is read at the position before token t, i.e. on the state (x, y<t)), as in Huang et al. Policy and critic
 are held in one module (`PolicyAndCritic`) with one optimiser (two learning rates), so accelerate / DeepSpeed see a
-single model.
+single model. The critic has its own parameters, parameter group and gradient clipping, so `vf_coef` only rescales its
+gradient, which Adam undoes (up to eps): the critic's step size is set by `critic_lr`.
 Dropout is off throughout (models stay in eval mode; gradients flow regardless).
 
 Step k of the logs is measured on the rollout of the policy after k updates: step 0 is the initial policy (KL = 0).
@@ -48,7 +52,7 @@ from torch import nn
 
 from rewardlab.data.types import Text
 from rewardlab.modeling.reward_model import DEFAULT_LORA_TARGETS, RewardModel, position_ids_from_mask
-from rewardlab.redistribution import METHODS, redistribute
+from rewardlab.redistribution import METHODS, POTENTIAL_METHODS, redistribute, shaping_potential
 from rewardlab.rl.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
@@ -70,7 +74,13 @@ from rewardlab.runtime import NonFiniteError, first_non_finite, resolve_device, 
 ALGOS = ("ppo", "rloo", "reinforce")
 KL_ESTIMATORS = ("k1", "k3")
 REINFORCE_BASELINES = ("batch", "ema")
-CRITIC_INITS = ("reward-model", "zero-head")
+# reward-model: V_t = R(x, y<t), the reward model's prefix score (Huang et al.); a good start for sparse rewards
+# potential-offset: the reward-model critic minus the shaping's frozen potential (r3hf: R(x, y<t)), so r3hf starts where
+#   sparse starts and PPO on r3hf reproduces sparse PPO with the reward-model critic
+# fresh: the reward model's backbone under a small random output layer: V ~ 0 and the backbone learns from the first step
+# zero-head: the output layer zeroed: V = 0, and the backbone gets no gradient until the head moves (learns slowly)
+CRITIC_INITS = ("reward-model", "potential-offset", "fresh", "zero-head")
+FRESH_HEAD_SCALE = 0.01  # `fresh`: output-layer weights ~ N(0, (scale / sqrt(fan_in))^2), i.e. V of order 0.01
 
 
 @dataclass
@@ -94,16 +104,14 @@ class PPOConfig:
     baseline_decay: float = 0.9
     lr: float = 1e-5
     critic_lr: float = 5e-6
-    # reward-model: V_t starts as R(x, y<t), a good start for sparse rewards; with r3hf the return from t is
-    # R(x, y) - R(x, y<t), so that start is off by the prefix score and a zero head fits better (see docs/ppo.md)
-    critic_init: str = "reward-model"
+    critic_init: str = "reward-model"  # one of CRITIC_INITS (see there and docs/ppo.md)
     adam_eps: float = 1e-5
     max_grad_norm: float = 1.0
     gamma: float = 1.0
     lam: float = 0.95
     clip_range: float = 0.2
     value_clip_range: float = 0.2
-    vf_coef: float = 0.1
+    vf_coef: float = 0.1  # separate critic + Adam: almost no effect (see the module docstring); critic_lr sets its step
     whiten_advantages: bool = True
     # reward
     kl_coef: float = 0.05  # Huang et al.; R3HF reports 0.02
@@ -153,6 +161,11 @@ class PPOConfig:
             raise ValueError("temperature must be > 0: PPO needs the sampling distribution's log-probs")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ValueError(f"baseline_decay = {self.baseline_decay} must lie in [0, 1)")
+        if self.critic_init == "potential-offset" and self.reward_shaping not in POTENTIAL_METHODS:
+            raise ValueError(
+                f"critic_init = 'potential-offset' needs a potential-based reward_shaping ({', '.join(POTENTIAL_METHODS)}); "
+                f"'{self.reward_shaping}' has no state potential"
+            )
 
     @classmethod
     def from_dict(cls, d: dict) -> PPOConfig:
@@ -257,13 +270,20 @@ class PolicyAndCritic(nn.Module):
         return logits, values
 
 
-def make_critic(reward_model: nn.Module, zero_head: bool = False) -> RewardModel:
-    """A trainable copy of the reward model (first member of an ensemble) to serve as the value model; with `zero_head`
-    the head's output layer starts at zero (V = 0 everywhere), keeping the reward model's backbone."""
+def make_critic(reward_model: nn.Module, init: str = "reward-model", seed: int = 0) -> RewardModel:
+    """A trainable copy of the reward model (first member of an ensemble) to serve as the value model, started as
+    `init` (CRITIC_INITS): `reward-model` and `potential-offset` keep the head (the offset is applied by the trainer),
+    `zero-head` zeroes the head's output layer, `fresh` redraws it small and random (seeded by `seed`). The backbone is
+    the reward model's in every case."""
+    if init not in CRITIC_INITS:
+        raise ValueError(f"critic_init = '{init}' is not one of {', '.join(CRITIC_INITS)}")
     source = reward_model.members[0] if hasattr(reward_model, "members") else reward_model
     critic = copy.deepcopy(source)
-    if zero_head:
+    if init == "zero-head":
         critic.head.zero_output_()
+    elif init == "fresh":
+        # Not zero: with a zero output layer dV/dh = 0, so the backbone gets no gradient until the head has moved.
+        critic.head.reinit_output_(FRESH_HEAD_SCALE, torch.Generator().manual_seed(seed))
     critic.reference = None
     if critic.uses_lora:
         for name, param in critic.lm.named_parameters():
@@ -300,6 +320,14 @@ def response_token_scores(
         attention=attention,
     )
     return scores[:, batch.context_width :] * batch.mask
+
+
+def response_potential(method: str, position_rewards: torch.Tensor, batch: ResponseBatch, *, beta_c: float = 1.0) -> torch.Tensor:
+    """(B, R) the shaping potential Phi_t on the state before each response token (r3hf: R(x, y<t)); see
+    `redistribution.shaping_potential`. Read at the columns the critic's V_t is read at."""
+    response_start = torch.full((batch.input_ids.shape[0],), batch.context_width, device=position_rewards.device)
+    potential = shaping_potential(method, position_rewards, batch.attention_mask, response_start, beta_c=beta_c)
+    return potential[:, batch.context_width :] * batch.mask
 
 
 def add_missing_eos_penalty(
@@ -393,7 +421,7 @@ class Rollout:
     logprobs: torch.Tensor  # (B, R) log pi_old
     ref_logprobs: torch.Tensor  # (B, R)
     entropy: torch.Tensor  # (B, R)
-    values: torch.Tensor | None  # (B, R)
+    values: torch.Tensor | None  # (B, R) V_t as GAE uses it: the critic's output minus `value_offset`
     sequence_scores: torch.Tensor  # (B,) R(x, y), raw
     token_scores: torch.Tensor  # (B, R) after penalty and normalisation
     kl: torch.Tensor  # (B, R) per-token KL estimate
@@ -402,6 +430,7 @@ class Rollout:
     returns: torch.Tensor  # (B, R)
     gold: torch.Tensor | None = None  # (B,)
     timings: dict[str, float] = field(default_factory=dict)
+    value_offset: torch.Tensor | None = None  # (B, R) potential-offset: the frozen Phi_t, in token-score units
 
 
 def _chunks(total: int, size: int) -> list[slice]:
@@ -477,7 +506,7 @@ class PPOTrainer:
         model.eval()  # no dropout (Huang et al.); gradients flow in eval mode
         critic = None
         if cfg.algo == "ppo":
-            critic = make_critic(self.reward_model, zero_head=cfg.critic_init == "zero-head").to(device)
+            critic = make_critic(self.reward_model, cfg.critic_init, seed=cfg.seed).to(device)
 
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
         if critic is not None:
@@ -588,12 +617,15 @@ class PPOTrainer:
 
         # reward model: ONE forward pass per chunk gives R(x, tokens <= t) at every position
         start = time.perf_counter()
-        sequence_scores, token_scores = [], []
+        sequence_scores, token_scores, potentials = [], [], []
+        offset_critic = self.critic is not None and cfg.critic_init == "potential-offset"
         for rows in _chunks(len(finished), cfg.minibatch_size):
             chunk = batch.rows(rows)
             with accelerator.autocast():
                 out = self.reward_model(chunk.input_ids, chunk.attention_mask, output_attentions=cfg.reward_shaping == "abc")
             sequence_scores.append(out.sequence_rewards.float())
+            if offset_critic:
+                potentials.append(response_potential(cfg.reward_shaping, out.position_rewards.float(), chunk, beta_c=cfg.beta_c))
             token_scores.append(
                 response_token_scores(
                     cfg.reward_shaping,
@@ -607,9 +639,14 @@ class PPOTrainer:
         sequence_scores, token_scores = torch.cat(sequence_scores), torch.cat(token_scores)
         if cfg.missing_eos_penalty is not None:
             token_scores = add_missing_eos_penalty(token_scores, mask, finished, cfg.missing_eos_penalty)
+        value_offset = torch.cat(potentials) if potentials else None
         if cfg.normalize_reward:
             self.reward_moments.update(accelerator.gather(sequence_scores))
-            token_scores = token_scores / max(self.reward_moments.std, 1e-8)
+            scale = max(self.reward_moments.std, 1e-8)
+            token_scores = token_scores / scale
+            value_offset = value_offset / scale if value_offset is not None else None  # the potential of the scaled rewards
+        if value_offset is not None:
+            value_tensor = value_tensor - value_offset  # V - Phi: GAE then sees sparse's TD errors
         timings["reward_seconds"] = time.perf_counter() - start
 
         # final rewards and advantages
@@ -655,6 +692,7 @@ class PPOTrainer:
             returns=returns,
             gold=gold,
             timings=timings,
+            value_offset=value_offset,
         )
 
     # ----- update -----
@@ -680,6 +718,8 @@ class PPOTrainer:
                 loss = pg_loss
                 step_stats = {"policy_loss": pg_loss.detach(), **pg_stats}
                 if values is not None:
+                    if ro.value_offset is not None:
+                        values = values - ro.value_offset[index]
                     vf_loss, vf_clipfrac = value_loss(values, ro.values[index], ro.returns[index], mask, cfg.value_clip_range)
                     loss = loss + cfg.vf_coef * vf_loss
                     step_stats |= {"value_loss": vf_loss.detach(), "value_clipfrac": vf_clipfrac}
@@ -722,6 +762,8 @@ class PPOTrainer:
         }
         if ro.values is not None:
             stats["value_mean"] = self._mean(ro.values.sum(1)) / max(self._mean(lengths), 1.0)
+            moments = explained_variance_moments(ro.values, ro.returns, mask)
+            stats["value_explained_variance"] = explained_variance(self.accelerator.gather(moments).view(-1, 5).sum(0))
         if ro.gold is not None:
             stats["gold_reward"] = self._mean(ro.gold)
         generate = ro.timings.get("generate_seconds", 0.0)
@@ -821,6 +863,25 @@ class PPOTrainer:
         else:
             policy_state = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
             policy.save_pretrained(path, state_dict=policy_state)
+
+
+def explained_variance_moments(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(5,) float64 sums over the masked tokens: count, sum and sum of squares of the targets and of the residuals
+    targets - predictions. Sums add across processes; `explained_variance` turns them into the statistic."""
+    mask = mask.double()
+    targets, residuals = targets.double() * mask, (targets.double() - predictions.double()) * mask
+    return torch.stack([mask.sum(), targets.sum(), (targets**2).sum(), residuals.sum(), (residuals**2).sum()])
+
+
+def explained_variance(moments: torch.Tensor) -> float:
+    """1 - Var(targets - predictions) / Var(targets) from `explained_variance_moments`: 1 for a perfect critic, 0 for
+    one no better than the targets' mean, < 0 for worse; NaN when the targets do not vary."""
+    count, target_sum, target_squares, residual_sum, residual_squares = moments.tolist()
+    if count < 2:
+        return float("nan")
+    target_var = target_squares / count - (target_sum / count) ** 2
+    residual_var = residual_squares / count - (residual_sum / count) ** 2
+    return 1.0 - residual_var / target_var if target_var > 1e-12 else float("nan")
 
 
 def summarise(log: list[dict]) -> dict:
