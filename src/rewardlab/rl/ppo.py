@@ -50,6 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rewardlab.data.templates import assistant_turn_text
 from rewardlab.data.types import Text
 from rewardlab.modeling.reward_model import DEFAULT_LORA_TARGETS, RewardModel, position_ids_from_mask
 from rewardlab.redistribution import METHODS, POTENTIAL_METHODS, redistribute, shaping_potential
@@ -330,6 +331,53 @@ def response_potential(method: str, position_rewards: torch.Tensor, batch: Respo
     return potential[:, batch.context_width :] * batch.mask
 
 
+def closing_token_ids(tokenizer) -> list[int]:
+    """Token ids a chat template writes after EOS to close an assistant turn (ChatML: "\n" after <|im_end|>), or [].
+
+    A policy stops at EOS, but the reward model was trained on the template's rendering, which goes on: its reward is
+    read after these tokens. `with_closing_tokens` appends them for scoring, `fold_closing_scores` folds them back.
+    """
+    turn = assistant_turn_text(tokenizer)
+    eos = tokenizer.eos_token
+    if turn is None or not eos or not turn[1].startswith(eos) or turn[1] == eos:
+        return []
+    return tokenizer(turn[1][len(eos) :], add_special_tokens=False)["input_ids"]
+
+
+def with_closing_tokens(batch: ResponseBatch, closing: list[int], rows: torch.Tensor) -> ResponseBatch:
+    """`batch` with `closing` appended after the response of each row where `rows` (B,) is True, as the reward model
+    saw such turns in training. The response width grows by len(closing); other rows are unchanged."""
+    k = len(closing)
+    if k == 0 or not bool(rows.any()):
+        return batch
+    n, width = batch.response_ids.shape
+    response_ids = torch.cat([batch.response_ids, batch.response_ids.new_zeros(n, k)], dim=1)
+    mask = torch.cat([batch.mask, batch.mask.new_zeros(n, k)], dim=1)
+    where = rows.nonzero().squeeze(1)
+    columns = batch.mask[where].sum(1).long().unsqueeze(1) + torch.arange(k, device=where.device)  # just past the EOS
+    response_ids[where.unsqueeze(1), columns] = torch.tensor(closing, device=response_ids.device)
+    mask[where.unsqueeze(1), columns] = 1.0
+    context = batch.context_width
+    input_ids = torch.cat([batch.input_ids[:, :context], response_ids], dim=1)
+    attention_mask = torch.cat([batch.attention_mask[:, :context], mask.to(batch.attention_mask.dtype)], dim=1)
+    return ResponseBatch(input_ids, attention_mask, response_ids, mask, context)
+
+
+def fold_closing_scores(scores: torch.Tensor, mask: torch.Tensor, closing: int) -> torch.Tensor:
+    """(B, R + closing) token scores of a `with_closing_tokens` batch -> (B, R): the closing tokens' scores are added to
+    the last response token (the EOS the policy chose), so every shaping keeps its sequence total and sparse puts the
+    reward of the closed turn on EOS. `mask` (B, R) is the original response mask."""
+    width = mask.shape[1]
+    if scores.shape[1] == width:
+        return scores
+    lengths = mask.sum(1).long()
+    columns = lengths.unsqueeze(1) + torch.arange(closing, device=scores.device)
+    tail = scores.gather(1, columns.clamp(max=scores.shape[1] - 1)).sum(1)  # 0 for rows that were not closed
+    folded = scores[:, :width] * mask
+    folded[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)] += tail
+    return folded
+
+
 def add_missing_eos_penalty(
     token_scores: torch.Tensor, mask: torch.Tensor, finished: torch.Tensor, penalty: float
 ) -> torch.Tensor:
@@ -486,6 +534,7 @@ class PPOTrainer:
                 "policy token, so train the reward model on the policy's tokenizer"
             )
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.closing_ids = closing_token_ids(self.tokenizer)
         model = model.to(device)
         self.reference = None
         if cfg.lora:
@@ -619,23 +668,27 @@ class PPOTrainer:
         start = time.perf_counter()
         sequence_scores, token_scores, potentials = [], [], []
         offset_critic = self.critic is not None and cfg.critic_init == "potential-offset"
+        # chat turns that ended at EOS are scored closed, as the template renders them in training (ChatML's "\n")
+        chat = torch.tensor([isinstance(p, list) for p in samples.prompts_of_samples()], device=device)
+        closed = finished.bool() & chat
         for rows in _chunks(len(finished), cfg.minibatch_size):
             chunk = batch.rows(rows)
+            scored = with_closing_tokens(chunk, self.closing_ids, closed[rows])
             with accelerator.autocast():
-                out = self.reward_model(chunk.input_ids, chunk.attention_mask, output_attentions=cfg.reward_shaping == "abc")
+                out = self.reward_model(scored.input_ids, scored.attention_mask, output_attentions=cfg.reward_shaping == "abc")
             sequence_scores.append(out.sequence_rewards.float())
-            if offset_critic:
-                potentials.append(response_potential(cfg.reward_shaping, out.position_rewards.float(), chunk, beta_c=cfg.beta_c))
-            token_scores.append(
-                response_token_scores(
-                    cfg.reward_shaping,
-                    out.position_rewards.float(),
-                    chunk,
-                    beta_c=cfg.beta_c,
-                    abc_beta=cfg.abc_beta,
-                    attention=out.attentions,
-                )
+            if offset_critic:  # Phi_t before each response token: causal, so the closing tokens do not change it
+                potential = response_potential(cfg.reward_shaping, out.position_rewards.float(), scored, beta_c=cfg.beta_c)
+                potentials.append(potential[:, : chunk.mask.shape[1]] * chunk.mask)
+            scores = response_token_scores(
+                cfg.reward_shaping,
+                out.position_rewards.float(),
+                scored,
+                beta_c=cfg.beta_c,
+                abc_beta=cfg.abc_beta,
+                attention=out.attentions,
             )
+            token_scores.append(fold_closing_scores(scores, chunk.mask, len(self.closing_ids)))
         sequence_scores, token_scores = torch.cat(sequence_scores), torch.cat(token_scores)
         if cfg.missing_eos_penalty is not None:
             token_scores = add_missing_eos_penalty(token_scores, mask, finished, cfg.missing_eos_penalty)
