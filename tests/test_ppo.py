@@ -18,23 +18,23 @@ from typer.testing import CliRunner
 from rewardlab.commands.ppo import ppo
 from rewardlab.modeling.reward_model import build_reward_model, load_reward_model
 from rewardlab.modeling.tiny import build_tiny_llama
-from rewardlab.rl.ppo import (
-    PPOConfig,
-    PPOTrainer,
-    ResponseBatch,
+from rewardlab.rl.models import make_critic
+from rewardlab.rl.ppo import PPOConfig, PPOTrainer, train_ppo
+from rewardlab.rl.ppo_math import (
     RunningMoments,
     add_missing_eos_penalty,
-    build_response_batch,
     compute_advantages,
     explained_variance,
     explained_variance_moments,
+)
+from rewardlab.rl.rollout import (
+    ResponseBatch,
+    build_response_batch,
     gather_logprobs,
-    make_critic,
     response_logits,
     response_potential,
     response_token_scores,
     response_values,
-    train_ppo,
 )
 from rewardlab.rl.sampling import Sample
 from rewardlab.rl.scorers import FunctionScorer
@@ -327,6 +327,8 @@ def test_adaptive_kl_coefficient_follows_the_measured_kl(tmp_path, rm_dir) -> No
 def test_reward_normalisation_and_missing_eos_penalty(tmp_path, rm_dir) -> None:
     trainer = make_trainer(tmp_path, rm_dir, normalize_reward=True, missing_eos_penalty=1.0, max_new_tokens=3)
     ro = trainer.rollout(trainer.next_prompts(), step=0)
+    assert trainer.reward_moments.count == 0  # a rollout moves no training state ...
+    trainer.commit(ro)  # ... the training loop adopts what it computed
     assert trainer.reward_moments.count == 4
     std = ro.sequence_scores.double().std().item()
     assert trainer.reward_moments.std == pytest.approx(std, rel=1e-6)
@@ -557,3 +559,17 @@ def test_explained_variance_from_moments_matches_direct_computation() -> None:
     assert explained_variance(explained_variance_moments(targets, targets, mask)) == pytest.approx(1.0)
     constant = torch.full_like(targets, targets[mask.bool()].mean().item())
     assert explained_variance(explained_variance_moments(constant, targets, mask)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_measurement_rollout_moves_no_training_state(tmp_path, rm_dir) -> None:
+    """An extra rollout (to measure a policy) must not change training: the EMA baseline and the reward normaliser
+    move only when the training loop commits a rollout."""
+    trainer = make_trainer(tmp_path, rm_dir, algo="reinforce", reinforce_baseline="ema", normalize_reward=True)
+    first = trainer.rollout(trainer.next_prompts(), step=0)
+    again = trainer.rollout(trainer.next_prompts(), step=0)
+    assert trainer.reinforce_baseline is None and trainer.reward_moments.count == 0
+    assert first.reinforce_baseline is not None and first.reward_moments.count == 4 == again.reward_moments.count
+    trainer.commit(first)
+    assert trainer.reinforce_baseline == first.reinforce_baseline and trainer.reward_moments.count == 4
+    third = trainer.rollout(trainer.next_prompts(), step=1)
+    assert third.reward_moments.count == 8  # built on the committed state

@@ -462,7 +462,7 @@ def plot_ppo_comparisons(logs: dict[str, dict[str, list[list[dict]]]], summary: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rewardlab.rl.ppo import moving_average
+    from rewardlab.rl.ppo_report import moving_average
 
     fig, axes = plt.subplots(len(logs), 2, figsize=(11, 3.6 * len(logs)), squeeze=False)
     for (a, b), (name, runs) in zip(axes, logs.items(), strict=True):

@@ -16,9 +16,12 @@ Sources:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
+
+ALGOS = ("ppo", "rloo", "reinforce")
 
 KLEstimator = Literal["k1", "k2", "k3"]
 
@@ -270,3 +273,122 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     # Zero the logits of impossible tokens first: 0 * -inf would be NaN (and NaN gradients through torch.where).
     finite_logits = torch.where(probs > 0, logits, torch.zeros_like(logits))
     return log_normaliser - (probs * finite_logits).sum(dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Scores, normalisation, advantages and critic quality
+
+
+def add_missing_eos_penalty(
+    token_scores: torch.Tensor, mask: torch.Tensor, finished: torch.Tensor, penalty: float
+) -> torch.Tensor:
+    """Subtract `penalty` from the last token's score of every response that did not end with EOS (Huang et al.: a
+    truncated response must not be rewarded as if complete). The sequence total drops by `penalty` for any shaping."""
+    last = (mask.sum(1).long() - 1).clamp(min=0)
+    penalty_at_last = torch.zeros_like(token_scores)
+    penalty_at_last[torch.arange(len(last)), last] = penalty * (~finished.bool()).to(token_scores.dtype)
+    return token_scores - penalty_at_last * mask
+
+
+class RunningMoments:
+    """Running mean and standard deviation of every value seen (batches merged with Chan et al.'s parallel formula).
+
+    Reward normalisation divides the token scores by the running std of the SEQUENCE rewards. Scale only: a shift has no
+    per-token meaning for dense rewards, and a scale keeps the R3HF telescoping sum (and the optimal policy) unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, values: torch.Tensor) -> None:
+        values = values.detach().double().flatten()
+        n = values.numel()
+        if n == 0:
+            return
+        batch_mean = values.mean().item()
+        batch_m2 = ((values - batch_mean) ** 2).sum().item()
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += batch_m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    def merged(self, values: torch.Tensor) -> RunningMoments:
+        """A copy that has also seen `values` (this one is unchanged: a measurement rollout must not move it)."""
+        copy = RunningMoments()
+        copy.count, copy.mean, copy.m2 = self.count, self.mean, self.m2
+        copy.update(values)
+        return copy
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 1.0
+
+
+def reinforce_baseline(batch_mean: float, ema: float | None, mode: str, decay: float) -> tuple[float, float]:
+    """REINFORCE's baseline for a batch whose mean sequence return is `batch_mean`, and the EMA after it.
+
+    mode "batch": the batch mean; "ema": the EMA of past batch means (the batch mean for the first batch). The EMA is
+    b <- decay * b + (1 - decay) * batch_mean, started at the first batch mean.
+    """
+    baseline = batch_mean if mode == "batch" or ema is None else ema
+    previous = batch_mean if ema is None else ema
+    return baseline, decay * previous + (1 - decay) * batch_mean
+
+
+def compute_advantages(
+    algo: str,
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    values: torch.Tensor | None = None,
+    *,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    group_size: int = 2,
+    baseline: float | torch.Tensor = 0.0,
+    whiten: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns), (B, R), zero outside the mask.
+
+    ppo:       GAE on the critic's values; returns = the value targets (TD(lambda) returns); whitened advantages.
+    rloo:      per-token returns G_t minus the mean sequence return of the other samples of the same prompt.
+    reinforce: per-token returns G_t minus `baseline` (a scalar, e.g. the batch mean or an EMA of sequence returns).
+    For rloo / reinforce `returns` = G_t. Whitening centres and scales the advantages over all response tokens (Huang et
+    al.). For rloo / reinforce that matters with dense rewards: G_t - b has a token-dependent mean (with r3hf it is
+    R(x, y) - R(x, y<t) - b), and an uncentred negative mean pushes down every sampled token, raising entropy and KL.
+    Centring absorbs a scalar REINFORCE baseline; rloo's per-prompt baseline still matters.
+    """
+    if algo == "ppo":
+        if values is None:
+            raise ValueError("ppo needs the critic's values")
+        advantages, returns = compute_gae(rewards, values, mask, gamma, lam)
+    elif algo == "rloo":
+        returns = reward_to_go(rewards, mask, gamma)
+        advantages = rloo_advantages(returns, mask, group_size)
+    elif algo == "reinforce":
+        returns = reward_to_go(rewards, mask, gamma)
+        advantages = reinforce_advantages(returns, mask, baseline)
+    else:
+        raise ValueError(f"unknown algo {algo!r}; expected one of {', '.join(ALGOS)}")
+    if whiten and mask.sum() > 1:
+        advantages = masked_whiten(advantages, mask)
+    return advantages, returns
+
+
+def explained_variance_moments(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(5,) float64 sums over the masked tokens: count, sum and sum of squares of the targets and of the residuals
+    targets - predictions. Sums add across processes; `explained_variance` turns them into the statistic."""
+    mask = mask.double()
+    targets, residuals = targets.double() * mask, (targets.double() - predictions.double()) * mask
+    return torch.stack([mask.sum(), targets.sum(), (targets**2).sum(), residuals.sum(), (residuals**2).sum()])
+
+
+def explained_variance(moments: torch.Tensor) -> float:
+    """1 - Var(targets - predictions) / Var(targets) from `explained_variance_moments`: 1 for a perfect critic, 0 for
+    one no better than the targets' mean, < 0 for worse; NaN when the targets do not vary."""
+    count, target_sum, target_squares, residual_sum, residual_squares = moments.tolist()
+    if count < 2:
+        return float("nan")
+    target_var = target_squares / count - (target_sum / count) ** 2
+    residual_var = residual_squares / count - (residual_sum / count) ** 2
+    return 1.0 - residual_var / target_var if target_var > 1e-12 else float("nan")

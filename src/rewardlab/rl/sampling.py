@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +47,24 @@ class SampleBatch:
 
     def texts(self) -> list[str]:
         return [s.text for s in self.samples]
+
+
+class PromptCycle:
+    """Prompts in a seeded shuffled cycle, the same order on every process; each process takes its own slice."""
+
+    def __init__(self, prompts: Sequence[Text], seed: int):
+        self.prompts = list(prompts)
+        self._rng = random.Random(seed)
+        self._order: list[int] = []
+
+    def take(self, per_process: int, process_index: int = 0, num_processes: int = 1) -> list[Text]:
+        chosen = []
+        while len(chosen) < per_process * num_processes:
+            if not self._order:
+                self._order = list(range(len(self.prompts)))
+                self._rng.shuffle(self._order)
+            chosen.append(self._order.pop())
+        return [self.prompts[i] for i in chosen[process_index * per_process : (process_index + 1) * per_process]]
 
 
 def prompt_token_ids(tokenizer: Any, prompt: Text) -> list[int]:

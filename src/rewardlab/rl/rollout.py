@@ -1,0 +1,195 @@
+"""The tensors of a rollout: a batch of sampled responses (`ResponseBatch`), reading model outputs at its response tokens,
+and everything one rollout computes (`Rollout`).
+
+Layout: prompt (left padded, width P) + response (right padded, width R), so response token t of every row sits at column
+P + t; a causal LM's logits at column P + t - 1 predict it, and a critic's value there is V_t on the state (x, y<t).
+Chat turns that a policy stopped at EOS are scored closed as the template closes them (`with_closing_tokens`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from rewardlab.data.templates import assistant_turn_text
+from rewardlab.data.types import Text
+from rewardlab.masks import position_ids_from_mask
+from rewardlab.modeling.reward_model import RewardModel
+from rewardlab.redistribution import redistribute, shaping_potential
+from rewardlab.rl.ppo_math import RunningMoments
+from rewardlab.rl.sampling import Sample, left_pad
+
+
+@dataclass
+class ResponseBatch:
+    """prompt (left padded, width P) + response (right padded, width R): response token t sits at column P + t."""
+
+    input_ids: torch.Tensor  # (B, P + R)
+    attention_mask: torch.Tensor  # (B, P + R)
+    response_ids: torch.Tensor  # (B, R)
+    mask: torch.Tensor  # (B, R) float: 1 on response tokens, EOS included
+    context_width: int  # P
+
+    def to(self, device: torch.device) -> ResponseBatch:
+        return ResponseBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.response_ids.to(device),
+            self.mask.to(device),
+            self.context_width,
+        )
+
+    def rows(self, index: torch.Tensor | slice) -> ResponseBatch:
+        return ResponseBatch(
+            self.input_ids[index],
+            self.attention_mask[index],
+            self.response_ids[index],
+            self.mask[index],
+            self.context_width,
+        )
+
+
+def build_response_batch(samples: list[Sample], pad_id: int) -> ResponseBatch:
+    prompt_ids, prompt_mask = left_pad([s.prompt_ids for s in samples], pad_id)
+    width = max(1, max(len(s.response_ids) for s in samples))
+    response_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(samples), width), dtype=torch.long)
+    for row, s in enumerate(samples):
+        response_ids[row, : len(s.response_ids)] = torch.tensor(s.response_ids, dtype=torch.long)
+        mask[row, : len(s.response_ids)] = 1
+    return ResponseBatch(
+        input_ids=torch.cat([prompt_ids, response_ids], dim=1),
+        attention_mask=torch.cat([prompt_mask, mask], dim=1),
+        response_ids=response_ids,
+        mask=mask.float(),
+        context_width=prompt_ids.shape[1],
+    )
+
+
+def response_logits(model: nn.Module, batch: ResponseBatch, temperature: float) -> torch.Tensor:
+    """(B, R, V) logits / temperature that predict the response tokens (the columns P - 1 .. P + R - 2)."""
+    width = batch.response_ids.shape[1]
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=position_ids_from_mask(batch.attention_mask),  # as generate() numbers left-padded rows
+        use_cache=False,
+        logits_to_keep=width + 1,
+    )
+    return out.logits[:, :-1].float() / temperature
+
+
+def gather_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token]: (B, R, V), (B, R) -> (B, R)."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def response_values(critic: RewardModel, batch: ResponseBatch) -> torch.Tensor:
+    """(B, R) V_t = the critic's head at the position before response token t (state = prompt + y<t)."""
+    width = batch.response_ids.shape[1]
+    positions = critic(batch.input_ids, batch.attention_mask).position_rewards
+    return positions[:, batch.context_width - 1 : batch.context_width - 1 + width].float()
+
+
+def response_token_scores(
+    method: str,
+    position_rewards: torch.Tensor,
+    batch: ResponseBatch,
+    *,
+    beta_c: float = 1.0,
+    abc_beta: float = 0.8,
+    attention: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, R) token scores on the response tokens from the reward model's (B, P + R) position rewards."""
+    response_start = torch.full((batch.input_ids.shape[0],), batch.context_width, device=position_rewards.device)
+    scores = redistribute(
+        method,
+        position_rewards,
+        batch.attention_mask,
+        response_start,
+        beta_c=beta_c,
+        abc_beta=abc_beta,
+        attention=attention,
+    )
+    return scores[:, batch.context_width :] * batch.mask
+
+
+def response_potential(method: str, position_rewards: torch.Tensor, batch: ResponseBatch, *, beta_c: float = 1.0) -> torch.Tensor:
+    """(B, R) the shaping potential Phi_t on the state before each response token (r3hf: R(x, y<t)); see
+    `redistribution.shaping_potential`. Read at the columns the critic's V_t is read at."""
+    response_start = torch.full((batch.input_ids.shape[0],), batch.context_width, device=position_rewards.device)
+    potential = shaping_potential(method, position_rewards, batch.attention_mask, response_start, beta_c=beta_c)
+    return potential[:, batch.context_width :] * batch.mask
+
+
+def closing_token_ids(tokenizer) -> list[int]:
+    """Token ids a chat template writes after EOS to close an assistant turn (ChatML: "\n" after <|im_end|>), or [].
+
+    A policy stops at EOS, but the reward model was trained on the template's rendering, which goes on: its reward is
+    read after these tokens. `with_closing_tokens` appends them for scoring, `fold_closing_scores` folds them back.
+    """
+    turn = assistant_turn_text(tokenizer)
+    eos = tokenizer.eos_token
+    if turn is None or not eos or not turn[1].startswith(eos) or turn[1] == eos:
+        return []
+    return tokenizer(turn[1][len(eos) :], add_special_tokens=False)["input_ids"]
+
+
+def with_closing_tokens(batch: ResponseBatch, closing: list[int], rows: torch.Tensor) -> ResponseBatch:
+    """`batch` with `closing` appended after the response of each row where `rows` (B,) is True, as the reward model
+    saw such turns in training. The response width grows by len(closing); other rows are unchanged."""
+    k = len(closing)
+    if k == 0 or not bool(rows.any()):
+        return batch
+    n, width = batch.response_ids.shape
+    response_ids = torch.cat([batch.response_ids, batch.response_ids.new_zeros(n, k)], dim=1)
+    mask = torch.cat([batch.mask, batch.mask.new_zeros(n, k)], dim=1)
+    where = rows.nonzero().squeeze(1)
+    columns = batch.mask[where].sum(1).long().unsqueeze(1) + torch.arange(k, device=where.device)  # just past the EOS
+    response_ids[where.unsqueeze(1), columns] = torch.tensor(closing, device=response_ids.device)
+    mask[where.unsqueeze(1), columns] = 1.0
+    context = batch.context_width
+    input_ids = torch.cat([batch.input_ids[:, :context], response_ids], dim=1)
+    attention_mask = torch.cat([batch.attention_mask[:, :context], mask.to(batch.attention_mask.dtype)], dim=1)
+    return ResponseBatch(input_ids, attention_mask, response_ids, mask, context)
+
+
+def fold_closing_scores(scores: torch.Tensor, mask: torch.Tensor, closing: int) -> torch.Tensor:
+    """(B, R + closing) token scores of a `with_closing_tokens` batch -> (B, R): the closing tokens' scores are added to
+    the last response token (the EOS the policy chose), so every shaping keeps its sequence total and sparse puts the
+    reward of the closed turn on EOS. `mask` (B, R) is the original response mask."""
+    width = mask.shape[1]
+    if scores.shape[1] == width:
+        return scores
+    lengths = mask.sum(1).long()
+    columns = lengths.unsqueeze(1) + torch.arange(closing, device=scores.device)
+    tail = scores.gather(1, columns.clamp(max=scores.shape[1] - 1)).sum(1)  # 0 for rows that were not closed
+    folded = scores[:, :width] * mask
+    folded[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)] += tail
+    return folded
+
+
+@dataclass
+class Rollout:
+    prompts: list[Text]  # one per response
+    texts: list[str]
+    batch: ResponseBatch
+    finished: torch.Tensor  # (B,) bool
+    logprobs: torch.Tensor  # (B, R) log pi_old
+    ref_logprobs: torch.Tensor  # (B, R)
+    entropy: torch.Tensor  # (B, R)
+    values: torch.Tensor | None  # (B, R) V_t as GAE uses it: the critic's output minus `value_offset`
+    sequence_scores: torch.Tensor  # (B,) R(x, y), raw
+    token_scores: torch.Tensor  # (B, R) after penalty and normalisation
+    kl: torch.Tensor  # (B, R) per-token KL estimate
+    rewards: torch.Tensor  # (B, R) token_scores - beta * kl
+    advantages: torch.Tensor  # (B, R)
+    returns: torch.Tensor  # (B, R)
+    gold: torch.Tensor | None = None  # (B,)
+    timings: dict[str, float] = field(default_factory=dict)
+    value_offset: torch.Tensor | None = None  # (B, R) potential-offset: the frozen Phi_t, in token-score units
+    # training state as it would be after this rollout; `PPOTrainer.commit` adopts it (a measurement rollout does not)
+    reward_moments: RunningMoments | None = None
+    reinforce_baseline: float | None = None
