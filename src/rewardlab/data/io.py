@@ -238,3 +238,46 @@ def _read_hub(spec: str, on_invalid: OnInvalid | None) -> Iterator[Record]:
         record = _check_object(row, spec, index, on_invalid)
         if record is not None:
             yield record
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# counting what happened to a source's records (every loader shares this)
+
+MAX_KEPT_ERRORS = 10  # skipped-record messages kept on a data set, for a warning
+
+
+def located(err: DataError, record: Record) -> DataError:
+    """`err` (raised by an adapter, with a field) placed at the record's file and line."""
+    return DataError(err.message, file=record.file, line=record.line, field=err.field)
+
+
+class RecordTally:
+    """Counts what happened to the records of one source; keeps the first few skipped-record errors."""
+
+    def __init__(self, skip_invalid: bool):
+        self.skip_invalid = skip_invalid
+        self.loaded = self.excluded = self.invalid = 0
+        self.errors: list[str] = []
+
+    def reject(self, err: DataError) -> None:
+        """Raise `err`, or count and remember it when skipping invalid records."""
+        if not self.skip_invalid:
+            raise err
+        self.invalid += 1
+        if len(self.errors) < MAX_KEPT_ERRORS:
+            self.errors.append(str(err))
+
+    def records(self, source: str) -> Iterator[Record]:
+        return read_records(source, on_invalid=self.reject if self.skip_invalid else None)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        read = self.loaded + self.excluded + self.invalid
+        return {"read": read, "loaded": self.loaded, "excluded": self.excluded, "invalid": self.invalid}
+
+    def nothing_loaded(self, source: str, what: str) -> DataError:
+        s = self.stats
+        detail = f"read {s['read']}, excluded {s['excluded']}, invalid {s['invalid']}"
+        if self.errors:
+            detail += f"; first error: {self.errors[0]}"
+        return DataError(f"no usable {what} ({detail})", file=source)

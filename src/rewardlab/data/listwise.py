@@ -28,7 +28,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rewardlab.data.errors import DataError
 from rewardlab.data.formats import (
@@ -40,11 +40,8 @@ from rewardlab.data.formats import (
     is_empty_text,
     parse_messages,
 )
-from rewardlab.data.io import Record, type_name
+from rewardlab.data.io import Record, RecordTally, located, type_name
 from rewardlab.data.types import Message, PreferenceExample, Text
-
-if TYPE_CHECKING:
-    from rewardlab.data.loading import _Tally as Tally
 
 EVAL_FORMATS = ("rewardbench2", "rm-bench")
 PAIR_FORMATS = ("ultrafeedback", "listwise")
@@ -319,12 +316,8 @@ def pair_rng(seed: int, record_index: int) -> random.Random:
 # reading a source's records (`rewardlab.data.loading.load_dataset` opens the source and counts)
 
 
-def located(err: DataError, record: Record) -> DataError:
-    return DataError(err.message, file=record.file, line=record.line, field=err.field)
-
-
 def listwise_from_records(
-    records: Iterable[Record], tally: Tally, *, format: str, source: str, name: str, limit: int | None = None
+    records: Iterable[Record], tally: RecordTally, *, format: str, source: str, name: str, limit: int | None = None
 ) -> ListwiseDataset:
     """A listwise evaluation set (rewardbench2 | rm-bench) from a source's records. Stats: read, loaded (prompts),
     excluded (always 0: every prompt counts), invalid, completions."""
@@ -347,7 +340,7 @@ def listwise_from_records(
 
 def pairs_from_records(
     records: Iterable[Record],
-    tally: Tally,
+    tally: RecordTally,
     *,
     format: str,
     source: str,

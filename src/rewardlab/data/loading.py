@@ -13,18 +13,15 @@ from typing import Any
 
 from rewardlab.data.errors import DataError
 from rewardlab.data.formats import FORMATS, Adapter, detect_format, get_adapter, is_empty_text, parse_messages
-from rewardlab.data.io import Record, parse_named_spec, read_records, type_name
+from rewardlab.data.io import RecordTally, located, parse_named_spec, type_name
 from rewardlab.data.listwise import (
     EVAL_FORMATS,
     ListwiseDataset,
     listwise_from_records,
-    located,
     pairs_from_records,
     peek_listwise_format,
 )
 from rewardlab.data.types import PreferenceExample, PromptCompletion, Text
-
-MAX_KEPT_ERRORS = 10  # skipped-record messages kept on a data set, for a warning
 
 
 @dataclass
@@ -34,7 +31,7 @@ class PreferenceDataset:
     format: str
     # read = loaded + excluded + invalid; excluded = legitimately dropped (ties); invalid = skipped bad records
     stats: dict[str, int] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)  # the first MAX_KEPT_ERRORS skipped-record errors
+    skipped: list[str] = field(default_factory=list)  # the first few skipped-record errors (io.MAX_KEPT_ERRORS)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -46,39 +43,6 @@ class PreferenceDataset:
         return iter(self.examples)
 
 
-class _Tally:
-    """Counts what happened to the records of one source; keeps the first few skipped-record errors."""
-
-    def __init__(self, skip_invalid: bool):
-        self.skip_invalid = skip_invalid
-        self.loaded = self.excluded = self.invalid = 0
-        self.errors: list[str] = []
-
-    def reject(self, err: DataError) -> None:
-        """Raise `err`, or count and remember it when skipping invalid records."""
-        if not self.skip_invalid:
-            raise err
-        self.invalid += 1
-        if len(self.errors) < MAX_KEPT_ERRORS:
-            self.errors.append(str(err))
-
-    def records(self, source: str) -> Iterator[Record]:
-        return read_records(source, on_invalid=self.reject if self.skip_invalid else None)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        read = self.loaded + self.excluded + self.invalid
-        return {"read": read, "loaded": self.loaded, "excluded": self.excluded, "invalid": self.invalid}
-
-    def nothing_loaded(self, source: str, what: str) -> DataError:
-        s = self.stats
-        detail = f"read {s['read']}, excluded {s['excluded']}, invalid {s['invalid']}"
-        if self.errors:
-            detail += f"; first error: {self.errors[0]}"
-        return DataError(f"no usable {what} ({detail})", file=source)
-
-
-_located = located  # (the listwise loaders share it)
 
 
 def _check_limit(limit: int | None) -> None:
@@ -128,7 +92,7 @@ def load_dataset(
     _check_limit(limit)
     spec_name, source = parse_named_spec(spec)
     name = name or spec_name
-    tally = _Tally(skip_invalid)
+    tally = RecordTally(skip_invalid)
     records, listwise = peek_listwise_format(tally.records(source), format)
     if listwise in EVAL_FORMATS and listwise_eval:
         return listwise_from_records(records, tally, format=listwise, source=source, name=name, limit=limit)
@@ -145,7 +109,7 @@ def load_dataset(
                 adapter = get_adapter(format)
             example = adapter(record.data)
         except DataError as err:
-            tally.reject(_located(err, record))
+            tally.reject(located(err, record))
             continue
         if example is None:
             tally.excluded += 1
@@ -209,13 +173,13 @@ def load_completions(spec: str, *, skip_invalid: bool = False, limit: int | None
     """
     _check_limit(limit)
     _, source = parse_named_spec(spec)
-    tally = _Tally(skip_invalid)
+    tally = RecordTally(skip_invalid)
     rows: list[PromptCompletion] = []
     for record in tally.records(source):
         try:
             rows.append(_completion(record.data))
         except DataError as err:
-            tally.reject(_located(err, record))
+            tally.reject(located(err, record))
             continue
         tally.loaded += 1
         if tally.loaded == limit:
@@ -235,7 +199,7 @@ def load_prompts(spec: str, *, limit: int | None = None, skip_invalid: bool = Fa
     """
     _check_limit(limit)
     _, source = parse_named_spec(spec)
-    tally = _Tally(skip_invalid)
+    tally = RecordTally(skip_invalid)
     prompts: list[Text] = []
     seen: set[str] = set()
     adapter: Adapter | None = None
@@ -256,7 +220,7 @@ def load_prompts(spec: str, *, limit: int | None = None, skip_invalid: bool = Fa
             if not prompt or (isinstance(prompt, str) and not prompt.strip()):
                 raise DataError("empty prompt", field="prompt")
         except DataError as err:
-            tally.reject(_located(err, record))
+            tally.reject(located(err, record))
             continue
         key = json.dumps(prompt, sort_keys=True)
         if unique and key in seen:
