@@ -207,3 +207,41 @@ def test_no_verl_import_at_load() -> None:
     code = "import sys, rewardlab.integrations.verl, rewardlab.integrations.trl; print('verl' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "False"
+
+
+CHATML_LIKE = (  # closes a turn with EOS and a newline, as ChatML closes with "<|im_end|>\n"
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_a_chat_turn_stopped_at_eos_is_closed_as_the_template_closes_it() -> None:
+    """A policy stops at EOS; the template (and rewardlab's training data) goes on with "\\n". The reward is read after
+    it, as in training, and the newline's token reward goes to the EOS the policy generated."""
+    rm = build_reward_model("tiny-llama", seed=5).eval()
+    rm.tokenizer.chat_template = CHATML_LIKE
+    chat = ([{"role": "user", "content": "Say hi."}], [{"role": "assistant", "content": "Hello there"}])
+    plain = ("What is 2 + 2?", " It is 4.")
+    want_chat, want_plain = score_completions(rm, [chat, plain], token_rewards="r3hf")
+    newline = rm.tokenizer("\n", add_special_tokens=False)["input_ids"]
+    assert want_chat.tokens[-2:] == ["</s>", "\n"] and len(newline) == 1
+
+    data = verl_batch(rm.tokenizer, [chat, plain], prompt_length=32, response_length=28)
+    generated = data.batch["attention_mask"][0, 32:].sum()  # drop the trailing "\n": the policy stopped at EOS
+    data.batch["attention_mask"][0, 32 + generated - 1] = 0
+    data.batch["responses"][0, generated - 1] = rm.tokenizer.pad_token_id
+    data.batch["input_ids"] = torch.cat([data.batch["prompts"], data.batch["responses"]], dim=1)
+    data.batch["response_mask"] = data.batch["attention_mask"][:, 32:].clone()
+    out = TokenRewardManager(rm.tokenizer, reward_model=rm)(data, return_dict=True)
+    rewards = out["reward_tensor"]
+
+    n = len(want_chat.token_rewards) - 1  # the policy's tokens: up to its EOS
+    assert rewards[0, : n - 1].tolist() == pytest.approx(want_chat.token_rewards[: n - 1], abs=1e-5)
+    assert float(rewards[0, n - 1]) == pytest.approx(want_chat.token_rewards[n - 1] + want_chat.token_rewards[n], abs=1e-5)
+    assert torch.all(rewards[0, n:] == 0)
+    assert out["reward_extra_info"]["rm_score"][0] == pytest.approx(want_chat.reward, abs=1e-5)
+    assert float(rewards[0].sum()) == pytest.approx(want_chat.reward - want_chat.prompt_reward, abs=1e-4)
+    # plain text is not a chat turn: scored as it is
+    m = len(want_plain.token_rewards)
+    assert rewards[1, :m].tolist() == pytest.approx(want_plain.token_rewards, abs=1e-5)
+    assert out["reward_extra_info"]["rm_score"][1] == pytest.approx(want_plain.reward, abs=1e-5)

@@ -177,3 +177,44 @@ def test_in_a_ray_actor_built_from_the_config_alone(rm_dir, expected, encoded) -
     for got, want in zip(results, expected, strict=True):
         assert got["reward_score"] == pytest.approx(want["reward"], abs=1e-4)
         assert got["reward_extra_info"][TOKEN_REWARDS_KEY].values == pytest.approx(want["token_rewards"], abs=1e-4)
+
+
+def test_which_estimators_see_the_token_rewards(rm_dir) -> None:
+    """docs/integrations.md's table, on verl's own estimators: GRPO and RLOO start from the summed reward, and R(x) is
+    the same for every sample of one prompt, so r3hf gives them exactly the sparse reward's advantages; GAE and
+    REINFORCE++ use per-token returns, where r3hf changes them."""
+    import numpy as np
+    from verl.trainer.config import AlgoConfig
+    from verl.trainer.ppo.core_algos import (
+        compute_grpo_outcome_advantage,
+        compute_reinforce_plus_plus_outcome_advantage,
+        compute_rloo_outcome_advantage,
+    )
+
+    from rewardlab.data.templates import encode_prompt_response
+    from rewardlab.integrations.verl import TokenRewardManager
+
+    tokenizer = RewardLoopWorker(config_for(rm_dir)).input_tokenizer
+    rows = []
+    for prompt, responses in (("What is 2 + 2?", [" 4.", " It is 4.", " Five"]), ("Name a colour.", [" Blue", " Red!"])):
+        for response in responses:
+            e = encode_prompt_response(tokenizer, prompt, response)
+            rows.append((e.input_ids[: e.response_start], e.input_ids[e.response_start :]))
+    batch = trainer_batch(rows)
+    index = np.array(["a", "a", "a", "b", "b"], dtype=object)
+    mask = batch.batch["response_mask"]
+    dense = TokenRewardManager(tokenizer, reward_model=str(rm_dir), method="r3hf")(batch)
+    sparse = TokenRewardManager(tokenizer, reward_model=str(rm_dir), method="sparse")(batch)
+    assert not torch.allclose(dense, sparse)
+    config = AlgoConfig(gamma=1.0, lam=1.0)
+    for name, estimator in (("grpo", compute_grpo_outcome_advantage), ("rloo", compute_rloo_outcome_advantage)):
+        with_dense, _ = estimator(dense, mask, index, config=config)
+        with_sparse, _ = estimator(sparse, mask, index, config=config)
+        assert torch.allclose(with_dense, with_sparse, atol=1e-5), name
+    with_dense, _ = compute_reinforce_plus_plus_outcome_advantage(dense, mask, config=config)
+    with_sparse, _ = compute_reinforce_plus_plus_outcome_advantage(sparse, mask, config=config)
+    assert not torch.allclose(with_dense, with_sparse, atol=1e-3)
+    zeros = torch.zeros_like(dense)
+    with_dense, _ = compute_gae_advantage_return(dense, zeros, mask, torch.tensor(1.0), torch.tensor(1.0))
+    with_sparse, _ = compute_gae_advantage_return(sparse, zeros, mask, torch.tensor(1.0), torch.tensor(1.0))
+    assert not torch.allclose(with_dense, with_sparse, atol=1e-3)

@@ -26,7 +26,7 @@ def documented_overrides(marker: str, **values: str) -> list[str]:
     assert found, f"docs/integrations.md has no block tagged <!-- verl: {marker} -->"
     lines = []
     for token in found.group(1).replace("\\\n", " ").split():
-        if re.match(r"^\+?[A-Za-z_][\w.]*=", token):
+        if re.match(r"^\+?[a-z_]+(\.\w+)+=", token):  # verl overrides are dotted keys (not VAR=value)
             for placeholder, value in values.items():
                 token = token.replace(placeholder, value)
             lines.append(token)

@@ -17,8 +17,9 @@ The reward-loop classes (verl 0.7 with its reward loop, verl 0.8+) subclass verl
 `rewardlab.integrations.verl_reward_loop`. Config lines for each version: docs/integrations.md.
 
 Dense rewards only matter to advantage estimators that use per-token returns (GAE with a critic,
-`algorithm.adv_estimator=gae`, and a `lam` below 1 to bootstrap from the critic). GRPO / RLOO / REINFORCE++ sum the rewards
-over the response, and the redistribution cancels exactly (the sum is R(x, y) - R(x) for r3hf).
+`algorithm.adv_estimator=gae`, and a `lam` below 1 to bootstrap from the critic; REINFORCE++'s reward-to-go). GRPO, RLOO
+and ReMax start from the sum over the response, R(x, y) - R(x) for r3hf, and R(x) is shared by a prompt's samples: the
+redistribution cancels exactly there.
 
 The reward model scores verl's own token ids, so it must share the policy's tokenizer (vocabulary); this is checked.
 """
@@ -202,6 +203,7 @@ class TokenRewardScorer:
         self.settings = TokenRewardSettings(options.method, options.beta_c, options.abc_beta)
         self.tokenizer = tokenizer
         self._rm = None
+        self._closing_cache: tuple | None = None
 
     # local model
 
@@ -219,6 +221,38 @@ class TokenRewardScorer:
             self._rm = rm
         return self._rm
 
+    # a chat turn that stops at EOS, closed as the template closes it
+
+    def _closing(self) -> tuple[str, list[int]] | None:
+        if self._closing_cache is None:
+            tokenizer = self.tokenizer if self.tokenizer is not None else (None if self.options.server_url else self.rm.tokenizer)
+            self._closing_cache = (closing_after_eos(tokenizer) if tokenizer is not None else None,)
+        return self._closing_cache[0]
+
+    def close_turns(self, rows: Sequence[tuple[list[int], list[int]]]) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+        """Rows whose response stops at EOS after a chat prompt get the rest of the template's closing (ChatML: "\n"
+        after <|im_end|>), where rewardlab reads the reward in training; returns the rows and how many ids each got."""
+        closing = self._closing()
+        if closing is None:
+            return list(rows), [0] * len(rows)
+        header, extra = closing
+        tokenizer = self.tokenizer if self.tokenizer is not None else self.rm.tokenizer
+        eos, out, added = tokenizer.eos_token_id, [], []
+        for prompt, response in rows:
+            chat = bool(response) and response[-1] == eos and header in tokenizer.decode(prompt[-64:])
+            out.append((prompt, response + extra) if chat else (prompt, response))
+            added.append(len(extra) if chat else 0)
+        return out, added
+
+    @staticmethod
+    def fold_added(score: RowScore, added: int) -> RowScore:
+        """The closing ids are not the policy's: their token rewards go to the EOS the policy generated."""
+        if not added:
+            return score
+        rewards = list(score.token_rewards[:-added])
+        rewards[-1] += sum(score.token_rewards[-added:])
+        return RowScore(score.reward, score.prompt_reward, rewards)
+
     def encoded(self, rows: Sequence[tuple[list[int], list[int]]]) -> list:
         from rewardlab.data.templates import EncodedSequence
 
@@ -227,6 +261,7 @@ class TokenRewardScorer:
     def score_local(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         from rewardlab.scoring import score_sequences
 
+        rows, added = self.close_turns(rows)
         sequences = self.encoded(rows)
         order = sorted(range(len(rows)), key=lambda i: len(sequences[i].input_ids), reverse=True)  # less padding
         out: list[RowScore | None] = [None] * len(rows)
@@ -234,7 +269,7 @@ class TokenRewardScorer:
         for lo in range(0, len(order), size):
             batch = order[lo : lo + size]
             for i, s in zip(batch, score_sequences(self.rm, [sequences[i] for i in batch], self.settings), strict=True):
-                out[i] = RowScore(s.reward, s.prompt_reward, s.token_rewards)
+                out[i] = self.fold_added(RowScore(s.reward, s.prompt_reward, s.token_rewards), added[i])
         return out  # type: ignore[return-value]
 
     # server
@@ -254,6 +289,7 @@ class TokenRewardScorer:
     def score_server(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         import httpx
 
+        rows, added = self.close_turns(rows)
         out: list[RowScore] = []
         size = self.options.micro_batch_size
         with httpx.Client(timeout=self.options.timeout) as client:
@@ -264,20 +300,35 @@ class TokenRewardScorer:
                 if reply.status_code != 200:
                     raise RuntimeError(f"rewardlab serve at {url}: HTTP {reply.status_code}: {reply.text[:300]}")
                 out += _server_scores(reply.json(), len(chunk))
-        return out
+        return [self.fold_added(score, n) for score, n in zip(out, added, strict=True)]
 
     async def score_server_async(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         import httpx
 
+        rows, added = self.close_turns(rows)
         url, body, headers = self._request(rows)
         async with httpx.AsyncClient(timeout=self.options.timeout) as client:
             reply = await client.post(url, json=body, headers=headers)
         if reply.status_code != 200:
             raise RuntimeError(f"rewardlab serve at {url}: HTTP {reply.status_code}: {reply.text[:300]}")
-        return _server_scores(reply.json(), len(rows))
+        scores = _server_scores(reply.json(), len(rows))
+        return [self.fold_added(score, n) for score, n in zip(scores, added, strict=True)]
 
     def score(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         return self.score_server(rows) if self.options.server_url else self.score_local(rows)
+
+
+def closing_after_eos(tokenizer: Any) -> tuple[str, list[int]] | None:
+    """(assistant header text, ids the chat template puts after EOS when it closes an assistant turn), or None when the
+    template closes turns with EOS alone (or there is no template). ChatML: ("<|im_start|>assistant\n", ids of "\n")."""
+    from rewardlab.data.templates import assistant_turn_text
+
+    turn = assistant_turn_text(tokenizer)
+    eos = tokenizer.eos_token
+    if turn is None or not eos or not turn[0] or not turn[1].startswith(eos) or turn[1] == eos:
+        return None
+    extra = tokenizer(turn[1][len(eos) :], add_special_tokens=False)["input_ids"]
+    return (turn[0], list(extra)) if extra else None
 
 
 def check_same_vocabulary(policy_tokenizer: Any, reward_tokenizer: Any) -> None:

@@ -133,9 +133,10 @@ class TokenRewardLoopManager(RewardManagerBase):
 
         if self.options.server_url:
             return (await self.scorer.score_server_async([row]))[0]
-        (sequence,) = self.scorer.encoded([row])
+        rows, added = self.scorer.close_turns([row])
+        (sequence,) = self.scorer.encoded(rows)
         (score,) = await self._batcher().score([sequence], self.scorer.settings)
-        return RowScore(score.reward, score.prompt_reward, score.token_rewards)
+        return self.scorer.fold_added(RowScore(score.reward, score.prompt_reward, score.token_rewards), added[0])
 
     async def run_single(self, data: Any) -> dict:
         data = data[-1:]  # a trajectory with several outputs is scored on its last one, as verl's managers do
