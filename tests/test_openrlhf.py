@@ -91,3 +91,49 @@ def test_a_whole_batch_in_one_request_as_openrlhf_before_0_9_1_sent_it(url, rm) 
     (reply,) = asyncio.run(executor._fetch_rewards_via_http(queries, [p for p, _ in pairs], [None] * len(pairs)))
     want = score_completions(rm, pairs, batch_size=16)
     assert reply["rewards"] == pytest.approx([w.reward for w in want], abs=1e-5) and reply["truncated"] == 0
+
+
+def test_the_rewardlab_serve_command_as_a_user_starts_it(rm, tmp_path) -> None:
+    """`rewardlab serve --max-length 256` in its own process: OpenRLHF-shaped requests get a reward each, an over-long
+    query included (truncated), and a body over the limit gets 413."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from live_server import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "rewardlab.cli", "serve", "--model", "tiny-llama", "--port", str(port)]
+    command += ["--max-length", "256", "--max-body-bytes", "100000", "--device", "cpu"]
+    env = {**os.environ, "REWARDLAB_API_KEY": KEY}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "rewardlab serve did not start"
+            time.sleep(0.2)
+        url = base.replace("http://", f"http://rewardlab:{KEY}@") + "/get_reward"
+        short = run_executor(url, rm, "What is 2 + 2?", rm.tokenizer(" 4.", add_special_tokens=False)["input_ids"] + [2])
+        long_prompt = "Tell me a long story. " * 20
+        long = run_executor(url, rm, long_prompt, rm.tokenizer(" The end.", add_special_tokens=False)["input_ids"] + [2])
+        assert short["reward"] == [pytest.approx(score_completions(rm, [("What is 2 + 2?", " 4.")])[0].reward, abs=1e-5)]
+        want = score_completions(rm, [(long_prompt, " The end.")], max_length=256)[0]
+        assert want.truncated and long["reward"] == [pytest.approx(want.reward, abs=1e-5)]
+        assert long["extra_logs"] == {"truncated": [1]}
+        headers = {"Authorization": f"Bearer {KEY}"}
+        too_big = httpx.post(f"{base}/get_reward", json={"query": ["q" * 1000] * 101}, headers=headers, timeout=30)
+        assert too_big.status_code == 413
+        assert httpx.post(f"{base}/get_reward", json={"query": ["x y"]}, timeout=30).status_code == 401  # no key
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
