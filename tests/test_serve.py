@@ -124,6 +124,8 @@ def test_get_reward_openrlhf_protocol(server, rm) -> None:
     assert body["rewards"] == pytest.approx([r.reward for r in expected], abs=1e-5)
     assert body["scores"] == body["rewards"]  # OpenRLHF reads `scores` for filtering and logs when present
     assert body["extra_logs"] == {"truncated": [0, 0]} and body["truncated"] == 0
+    odd = client.post("/get_reward", json={"query": queries, "prompts": [["not", "text"], None]})  # ignored, not refused
+    assert odd.status_code == 200 and odd.json()["rewards"] == pytest.approx(body["rewards"], abs=1e-5)
 
 
 def test_get_reward_splits_prompt_and_response_where_prompts_say(rm) -> None:

@@ -317,7 +317,7 @@ def create_app(
     class GetRewardRequest(BaseModel):
         model_config = ConfigDict(extra="allow")  # OpenRLHF also sends labels...
         query: list[str]
-        prompts: list[str | None] | None = None
+        prompts: list | None = None  # strings mark where each response starts; anything else is ignored
 
     length_limit = _effective_max_length(rm, max_length)
     tokenizer = rm.tokenizer
@@ -381,7 +381,10 @@ def create_app(
 
     def encode_queries(body: GetRewardRequest) -> list[EncodedSequence]:
         prompts = body.prompts if body.prompts is not None and len(body.prompts) == len(body.query) else None
-        return [encode_query(tokenizer, q, turn, prompts[i] if prompts else None) for i, q in enumerate(body.query)]
+        return [
+            encode_query(tokenizer, q, turn, prompts[i] if prompts and isinstance(prompts[i], str) else None)
+            for i, q in enumerate(body.query)
+        ]
 
     @app.get("/health")
     async def health() -> dict:
