@@ -145,6 +145,52 @@ def test_serve_score_and_get_reward(run):
         assert rewards == [pytest.approx(expected, abs=1e-4)] * 2
 
 
+def test_get_reward_uses_prompts_where_bpe_would_merge_across_the_boundary(run):
+    """OpenRLHF sends the prompt beside the query; tokenised apart (as `rewardlab score` does), "hel" + "lo" stays two
+    tokens where the whole text would give "hello": with `prompts` the reward is score's, without it differs."""
+    from fastapi.testclient import TestClient
+
+    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.scoring import score_completions
+    from rewardlab.serve import create_app
+
+    rm = load_reward_model(run)
+    prompt, response = "Say hel", "lo world"
+    whole = rm.tokenizer(prompt + response, add_special_tokens=False)["input_ids"]
+    parts = (
+        rm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        + rm.tokenizer(response, add_special_tokens=False)["input_ids"]
+    )
+    assert whole != parts  # the case this test is about
+    expected = score_completions(rm, [(prompt, response)])[0].reward
+    with TestClient(create_app(rm, max_length=256)) as client:
+        split = client.post("/get_reward", json={"query": [prompt + response], "prompts": [prompt]}).json()["rewards"][0]
+        unsplit = client.post("/get_reward", json={"query": [prompt + response]}).json()["rewards"][0]
+    assert split == pytest.approx(expected, abs=1e-4)
+    assert unsplit != pytest.approx(expected, abs=1e-4)
+
+
+def test_trl_reward_function_equals_score_on_smollm2(run, tmp_path):
+    """Done-when of the engines issue, on the real model: plain strings (EOS restored) and chat rows."""
+    from rewardlab.integrations.trl import reward_function
+
+    rows = [
+        {"prompt": "Question: how many legs does a spider have?\nAnswer:", "completion": " Eight."},
+        {"prompt": "Write one word that rhymes with 'cat'.", "completion": ""},
+        {"prompt": [{"role": "user", "content": "What is the capital of France?"}],
+         "completion": [{"role": "assistant", "content": "The capital of France is Paris."}]},
+        {"prompt": [{"role": "user", "content": "Say nothing."}], "completion": [{"role": "assistant", "content": ""}]},
+    ]  # fmt: skip
+    data, out = tmp_path / "rows.jsonl", tmp_path / "scores.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    invoke("score", "--model", str(run), "--data", str(data), "--output", str(out), "--no-progress")
+    want = [json.loads(line)["reward"] for line in out.read_text().splitlines()]
+    fn = reward_function(str(run), device="cpu", batch_size=2)
+    for kind in (slice(0, 2), slice(2, 4)):  # TRL sends one kind per batch: plain strings, or chat messages
+        got = fn(prompts=[r["prompt"] for r in rows[kind]], completions=[r["completion"] for r in rows[kind]])
+        assert got == pytest.approx(want[kind], abs=1e-4)
+
+
 def test_bon_and_one_ppo_step_with_smollm2_as_the_policy(run, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(

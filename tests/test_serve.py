@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
+import base64
+import logging
 import sys
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,25 +13,27 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import uvicorn  # noqa: E402
-
+from live_server import live_server  # noqa: E402
+from rewardlab.data.templates import assistant_turn_text, encode_prompt_response  # noqa: E402
 from rewardlab.modeling.reward_model import build_reward_model  # noqa: E402
 from rewardlab.scoring import score_completions  # noqa: E402
-from rewardlab.serve import create_app, require_serve_extra  # noqa: E402
+from rewardlab.serve import (  # noqa: E402
+    authorized,
+    create_app,
+    encode_query,
+    exposure_warning,
+    is_loopback,
+    keep_end,
+    require_serve_extra,
+)
 
-MAX_ITEMS, MAX_LENGTH = 6, 120
+MAX_LENGTH, MAX_BATCH, MAX_BODY = 120, 8, 64 * 1024
 ITEMS = [
     ("What is 2 + 2?", " It is 4."),
     ([{"role": "user", "content": "Say hi in French."}], [{"role": "assistant", "content": "Salut !"}]),
     ("Write a long answer.", " " + "words and more words " * 3),
     ("x", " y"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,22 +43,9 @@ def rm():
 
 @pytest.fixture(scope="module")
 def server(rm):
-    app = create_app(rm, max_batch_size=8, max_items=MAX_ITEMS, max_length=MAX_LENGTH, model_name="tiny-llama")
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            uv.should_exit = True
-            pytest.fail("the reward server did not start")
-        time.sleep(0.02)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+    app = create_app(rm, max_batch_size=MAX_BATCH, max_length=MAX_LENGTH, max_body_bytes=MAX_BODY, model_name="tiny-llama")
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client, app
-    uv.should_exit = True
-    thread.join(timeout=10)
-    assert not thread.is_alive()
 
 
 def as_json_items(items):
@@ -68,7 +56,8 @@ def test_health(server) -> None:
     client, _ = server
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json()["status"] == "ok" and response.json()["max_items"] == MAX_ITEMS
+    body = response.json()
+    assert body["status"] == "ok" and body["max_length"] == MAX_LENGTH and body["max_body_bytes"] == MAX_BODY
 
 
 @pytest.mark.parametrize("method", [None, "r3hf", "abc"])
@@ -82,11 +71,26 @@ def test_score_matches_score_completions(server, rm, method) -> None:
     for got, want in zip(results, expected, strict=True):
         assert got["reward"] == pytest.approx(want.reward, abs=1e-5)
         assert got["prompt_reward"] == pytest.approx(want.prompt_reward, abs=1e-5)
-        assert got["tokens"] == want.tokens
+        assert got["tokens"] == want.tokens and got["truncated"] is False
         if method is None:
             assert got["token_rewards"] is None
         else:
             assert got["token_rewards"] == pytest.approx(want.token_rewards, abs=1e-5)
+
+
+def test_score_takes_token_ids_as_rl_engines_hold_them(server, rm) -> None:
+    client, _ = server
+    encoded = [encode_prompt_response(rm.tokenizer, p, r) for p, r in ITEMS]
+    items = [{"prompt_ids": e.input_ids[: e.response_start], "response_ids": e.input_ids[e.response_start :]} for e in encoded]
+    response = client.post("/score", json={"items": items, "token_rewards": "r3hf"})
+    assert response.status_code == 200, response.text
+    for got, want in zip(response.json()["results"], score_completions(rm, ITEMS, token_rewards="r3hf"), strict=True):
+        assert got["reward"] == pytest.approx(want.reward, abs=1e-5)
+        assert got["token_rewards"] == pytest.approx(want.token_rewards, abs=1e-5)
+    bad_id = client.post("/score", json={"items": [{"prompt_ids": [5], "response_ids": [len(rm.tokenizer)]}]})
+    assert bad_id.status_code == 422 and "outside the vocabulary" in bad_id.json()["error"]
+    neither = client.post("/score", json={"items": [{"prompt": "p"}]})
+    assert neither.status_code == 422 and "prompt_ids" in neither.json()["error"]
 
 
 def test_request_items_share_one_forward_pass_and_concurrent_requests_agree(server, rm) -> None:
@@ -112,30 +116,149 @@ def test_request_items_share_one_forward_pass_and_concurrent_requests_agree(serv
 def test_get_reward_openrlhf_protocol(server, rm) -> None:
     client, _ = server
     expected = score_completions(rm, [ITEMS[0], ITEMS[3]])
-    # A query is the full text; padding text around it (OpenRLHF decodes padded ids) is ignored, EOS is appended.
+    # A query is the full text; padding text around it (older OpenRLHF decoded padded ids) is ignored, EOS is appended.
     queries = ["What is 2 + 2? It is 4.", "<pad><pad>x y</s><pad>"]
-    response = client.post("/get_reward", json={"query": queries, "prompts": ["What is 2 + 2?", "x"], "labels": None})
+    response = client.post("/get_reward", json={"query": queries, "prompts": ["What is 2 + 2?", "x"], "labels": [None, None]})
     assert response.status_code == 200, response.text
-    assert response.json()["rewards"] == pytest.approx([r.reward for r in expected], abs=1e-5)
+    body = response.json()
+    assert body["rewards"] == pytest.approx([r.reward for r in expected], abs=1e-5)
+    assert body["scores"] == body["rewards"]  # OpenRLHF reads `scores` for filtering and logs when present
+    assert body["extra_logs"] == {"truncated": [0, 0]} and body["truncated"] == 0
+    odd = client.post("/get_reward", json={"query": queries, "prompts": [["not", "text"], None]})  # ignored, not refused
+    assert odd.status_code == 200 and odd.json()["rewards"] == pytest.approx(body["rewards"], abs=1e-5)
 
 
-def test_limits_and_bad_requests_give_json_4xx(server) -> None:
+def test_get_reward_splits_prompt_and_response_where_prompts_say(rm) -> None:
+    tokenizer, turn = rm.tokenizer, assistant_turn_text(rm.tokenizer)
+    split = encode_query(tokenizer, "What is 2 + 2? It is 4.", turn, prompt="What is 2 + 2?")
+    assert split.response_start == len(tokenizer("What is 2 + 2?", add_special_tokens=False)["input_ids"])
+    assert split.input_ids[-1] == tokenizer.eos_token_id
+    unsplit = encode_query(tokenizer, "What is 2 + 2? It is 4.", turn, prompt="another prompt")  # not a prefix
+    assert unsplit.response_start == 0 and unsplit.input_ids == split.input_ids
+    # A chat query that stops at EOS is closed as the template closes it (here the closing is EOS itself).
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt = tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, tokenize=False)
+    chat = encode_query(tokenizer, rendered, turn, prompt=prompt)
+    want = encode_prompt_response(tokenizer, messages[:1], messages[1:])
+    assert chat.input_ids == want.input_ids and chat.response_start == want.response_start
+
+
+def test_over_long_sequences_are_truncated_keeping_their_end_never_refused(server, rm, caplog) -> None:
     client, _ = server
-    too_many = client.post("/score", json={"items": as_json_items([ITEMS[0]] * (MAX_ITEMS + 1))})
-    assert too_many.status_code == 413 and "limit is 6" in too_many.json()["error"]
-    too_long = client.post("/score", json={"items": [{"prompt": "p" * MAX_LENGTH, "response": " r"}]})
-    assert too_long.status_code == 422 and "items.0" in too_long.json()["error"]
-    long_query = client.post("/get_reward", json={"query": ["ok", "q" * (MAX_LENGTH + 1)]})
-    assert long_query.status_code == 422 and "query.1" in long_query.json()["error"]
-    many_queries = client.post("/get_reward", json={"query": ["q"] * (MAX_ITEMS + 1)})
-    assert many_queries.status_code == 413
+    long_pair = ("Once upon a time " * 8, " and then the end of a long story.")
+    want = score_completions(rm, [long_pair], max_length=MAX_LENGTH)[0]
+    assert want.truncated
+    with caplog.at_level(logging.WARNING, logger="rewardlab.serve"):
+        reply = client.post("/get_reward", json={"query": ["ok", long_pair[0] + long_pair[1]], "prompts": ["o", long_pair[0]]})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["truncated"] == 1 and body["extra_logs"]["truncated"] == [0, 1]
+    assert body["rewards"][1] == pytest.approx(want.reward, abs=1e-5)
+    assert any("truncated keeping their end" in r.getMessage() and "1 of 2" in r.getMessage() for r in caplog.records)
+
+    scored = client.post("/score", json={"items": as_json_items([long_pair]), "token_rewards": "r3hf"}).json()["results"][0]
+    want = score_completions(rm, [long_pair], token_rewards="r3hf", max_length=MAX_LENGTH)[0]
+    assert scored["truncated"] is True and scored["reward"] == pytest.approx(want.reward, abs=1e-5)
+    assert scored["token_rewards"] == pytest.approx(want.token_rewards, abs=1e-5)
+    assert client.get("/health").json()["truncated"] >= 2
+
+
+def test_keep_end_keeps_at_least_the_tail_and_moves_the_response_start() -> None:
+    from rewardlab.data.templates import EncodedSequence
+
+    assert keep_end(EncodedSequence([1, 2, 3, 4, 5], 2), 3) == EncodedSequence([3, 4, 5], 0, truncated=True)
+    assert keep_end(EncodedSequence([1, 2, 3, 4, 5], 4), 3) == EncodedSequence([3, 4, 5], 2, truncated=True)
+    assert keep_end(EncodedSequence([1, 2], 1), 5) == EncodedSequence([1, 2], 1)
+
+
+def test_many_queries_are_batched_internally_never_refused(server, rm) -> None:
+    client, app = server
+    n = 3 * MAX_BATCH + 1
+    queries = [f"question {i}? answer {i}." for i in range(n)]
+    before = app.state.scorer.batches_run
+    reply = client.post("/get_reward", json={"query": queries})
+    assert reply.status_code == 200, reply.text
+    rewards = reply.json()["rewards"]
+    assert len(rewards) == n and app.state.scorer.batches_run - before >= 4  # at most MAX_BATCH per forward pass
+    single = client.post("/get_reward", json={"query": [queries[-1]]}).json()["rewards"][0]
+    assert rewards[-1] == pytest.approx(single, abs=1e-5)
+
+
+def test_a_body_over_the_byte_limit_gets_413(server) -> None:
+    client, _ = server
+    big = {"query": ["q" * 1000] * (MAX_BODY // 1000 + 1)}
+    declared = client.post("/get_reward", json=big)  # with Content-Length
+    assert declared.status_code == 413 and "--max-body-bytes" in declared.json()["error"]
+
+    def chunks():  # no Content-Length: chunked transfer, counted as it arrives
+        yield b'{"query": ["'
+        for _ in range(MAX_BODY // 1024 + 1):
+            yield b"q" * 1024
+        yield b'"]}'
+
+    streamed = client.post("/get_reward", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert client.post("/get_reward", json={"query": ["q" * 1000] * 8}).status_code == 200  # under the limit
+
+
+def test_bad_requests_give_json_4xx(server) -> None:
+    client, _ = server
     unknown = client.post("/score", json={"items": as_json_items(ITEMS[:1]), "token_rewards": "nope"})
     assert unknown.status_code == 422 and "nope" in unknown.json()["error"]
     malformed = client.post("/score", json={"items": [{"prompt": 3}]})
     assert malformed.status_code == 422 and "error" in malformed.json()
-    empty = client.post("/score", json={"items": []})
-    assert empty.status_code == 422
+    assert client.post("/score", json={"items": []}).status_code == 422
+    assert client.post("/get_reward", json={"query": []}).status_code == 422
     assert client.get("/health").status_code == 200  # still serving
+
+
+def test_an_api_key_is_required_everywhere_but_health(rm) -> None:
+    from fastapi.testclient import TestClient
+
+    key = "s3cret-key"
+    with TestClient(create_app(rm, api_key=key)) as client:
+        body = {"query": ["x y"]}
+        assert client.get("/health").status_code == 200
+        missing = client.post("/get_reward", json=body)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert client.post("/get_reward", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/docs").status_code == 401
+        assert client.post("/get_reward", json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        basic = base64.b64encode(f"rewardlab:{key}".encode()).decode()  # what aiohttp sends for http://user:key@host
+        assert client.post("/get_reward", json=body, headers={"Authorization": f"Basic {basic}"}).status_code == 200
+        assert client.post("/score", json={"items": as_json_items(ITEMS[:1])}).status_code == 401
+    assert not authorized("Basic not-base64!", key) and not authorized("Token s3cret-key", key)
+
+
+def test_listening_beyond_loopback_without_a_key_warns(monkeypatch, tmp_path) -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("myhost")
+    assert exposure_warning("127.0.0.1", None) is None and exposure_warning("0.0.0.0", "k") is None
+    assert "without an API key" in exposure_warning("0.0.0.0", None)
+
+    import typer
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from rewardlab.commands.serve import serve
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.append(kwargs))
+    monkeypatch.delenv("REWARDLAB_API_KEY", raising=False)
+    app = typer.Typer()
+    app.command()(serve)
+    app.callback()(lambda: None)
+    runner = CliRunner()
+    exposed = runner.invoke(app, ["serve", "--model", "tiny-llama", "--host", "0.0.0.0", "--port", "0"])
+    assert exposed.exit_code == 0, exposed.output
+    assert "without an API key" in exposed.output and started[-1]["host"] == "0.0.0.0"
+    keyed = runner.invoke(
+        app, ["serve", "--model", "tiny-llama", "--host", "0.0.0.0", "--port", "0"], env={"REWARDLAB_API_KEY": "k"}
+    )
+    assert keyed.exit_code == 0 and "without an API key" not in keyed.output
+    local = runner.invoke(app, ["serve", "--model", "tiny-llama", "--port", "0"])
+    assert local.exit_code == 0 and "without an API key" not in local.output and len(started) == 3
 
 
 def test_missing_extra_gives_an_install_hint(monkeypatch) -> None:

@@ -1,23 +1,42 @@
 """An HTTP reward server (optional `serve` extra: FastAPI + uvicorn), batching concurrent requests into forward passes.
 
 Endpoints:
-- `GET /health` -> 200 `{"status": "ok", ...}` (the model is loaded before the server starts listening).
+- `GET /health` -> 200 `{"status": "ok", ...}` (the model is loaded before the server starts listening; never needs a key).
 - `POST /score` `{"items": [{"prompt": ..., "response": ...}], "token_rewards": null | "r3hf" | ...}` ->
-  `{"results": [{"reward", "prompt_reward", "tokens", "token_rewards"}]}`, the same numbers as `rewardlab score`.
-- `POST /get_reward`: OpenRLHF's remote reward-model protocol, `{"query": [full texts], ...}` -> `{"rewards": [...]}`.
-  Each query is the already-rendered prompt + response, scored as one sequence (reward at its last token, EOS appended
-  when missing, tokenised without adding special tokens, as OpenRLHF's own reward server does).
+  `{"results": [{"reward", "prompt_reward", "tokens", "token_rewards", "truncated"}]}`, the same numbers as
+  `rewardlab score`. An item may instead give token ids, `{"prompt_ids": [...], "response_ids": [...]}`, scored as
+  they are (no special tokens added): how RL engines that hold the policy's token ids (verl) get token rewards aligned
+  with their own tokens.
+- `POST /get_reward`: OpenRLHF's remote reward-model protocol, `{"query": [full texts], "prompts": [...], ...}` ->
+  `{"rewards": [...], "scores": [...], "extra_logs": {"truncated": [0 | 1, ...]}, "truncated": n}`. Each query is the
+  already-rendered prompt + response; `prompts[i]`, when the query starts with it, marks where the response starts (the
+  two parts are tokenised separately, as `rewardlab score` does). Tokenised without adding special tokens; a chat turn
+  that stops at EOS is closed as the template closes it; other text gets EOS appended when it lacks one.
+
+Limits never refuse work a trainer sends: a sequence over `max_length` tokens is truncated keeping its end (the reward is
+read there; `truncated` says so, and a warning is logged), and a request with many items is split into forward passes of
+at most `max_batch_size`. What bounds a request is its body: over `max_body_bytes` -> 413.
 
 Every item of every request goes into one asyncio queue; a single worker takes whatever is pending (up to
-`max_batch_size` sequences), runs one forward pass in a thread, and resolves each item's future. Requests with more than
-`max_items` items get 413; sequences longer than `max_length` tokens get 422; both as `{"error": "..."}`.
+`max_batch_size` sequences), runs one forward pass in a thread, and resolves each item's future.
+
+Access: with an API key (`--api-key` or `REWARDLAB_API_KEY`), every path but `/health` needs
+`Authorization: Bearer <key>` (or HTTP Basic auth with the key as password, which clients such as aiohttp send for a URL
+of the form `http://user:<key>@host:port/...`); anything else gets 401.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations at run time, and the request
 # models are created inside `create_app` (fastapi is an optional dependency), so annotations must be real objects.
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import sys
 from dataclasses import dataclass, field
 
 from rewardlab.data.templates import EncodedSequence, assistant_turn_text, close_generated_turn, encode_prompt_response
@@ -26,6 +45,11 @@ from rewardlab.redistribution import METHODS
 from rewardlab.scoring import TokenRewardSettings, response_token_texts, score_sequences
 
 MISSING_EXTRA = "the reward server needs FastAPI and uvicorn: pip install 'rewardlab[serve]'"
+API_KEY_ENV = "REWARDLAB_API_KEY"
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+OPEN_PATHS = ("/health",)  # reachable without the API key (load balancers, readiness probes)
+
+logger = logging.getLogger("rewardlab.serve")
 
 
 class RequestError(Exception):
@@ -54,7 +78,11 @@ class _Job:
 
 
 class BatchingScorer:
-    """Queue + worker: concurrent items are grouped into batches of at most `max_batch_size` per forward pass."""
+    """Queue + worker: concurrent items are grouped into batches of at most `max_batch_size` per forward pass.
+
+    Started lazily on the running event loop (`start()`), so any asyncio host can use it: the server, or verl's reward-loop
+    workers (rewardlab.integrations.verl_reward_loop), where concurrent samples then share forward passes.
+    """
 
     def __init__(self, rm: RewardModel, max_batch_size: int):
         self.rm = rm
@@ -73,6 +101,8 @@ class BatchingScorer:
                 await self._worker
 
     async def score(self, sequences: list[EncodedSequence], settings: TokenRewardSettings) -> list:
+        if self._worker is None:
+            self.start()
         loop = asyncio.get_running_loop()
         jobs = [_Job(seq, settings, loop.create_future()) for seq in sequences]
         for job in jobs:
@@ -110,8 +140,24 @@ def _effective_max_length(rm: RewardModel, max_length: int) -> int:
     return max_length
 
 
-def encode_query(tokenizer, query: str, turn: tuple[str, str] | None = None) -> EncodedSequence:
-    """An OpenRLHF query (full rendered text) as one sequence. Padding text is stripped. A chat turn that stops at EOS,
+def keep_end(sequence: EncodedSequence, max_length: int) -> EncodedSequence:
+    """Truncate as training does (`--truncation keep_end`): drop the oldest tokens, where the reward is not read."""
+    cut = len(sequence.input_ids) - max_length
+    if cut <= 0:
+        return sequence
+    return EncodedSequence(sequence.input_ids[cut:], max(sequence.response_start - cut, 0), truncated=True)
+
+
+def _prompt_end(query: str, prompt: str | None) -> int:
+    """Where the response starts in `query`: after `prompt` when the query starts with it, else 0 (scored unsplit)."""
+    if prompt and query.startswith(prompt):
+        return len(prompt)
+    return 0
+
+
+def encode_query(tokenizer, query: str, turn: tuple[str, str] | None = None, prompt: str | None = None) -> EncodedSequence:
+    """An OpenRLHF query (full rendered text) as one sequence. Padding text is stripped. `prompt`, when the query starts
+    with it, is tokenised apart from the response (the boundary `rewardlab score` uses). A chat turn that stops at EOS,
     as a generation does, is closed as the chat template closes it (`turn` = `assistant_turn_text(tokenizer)`), so the
     reward is read where rewardlab reads it in training; other text gets EOS appended when it lacks one."""
     pad, eos = tokenizer.pad_token, tokenizer.eos_token
@@ -121,36 +167,146 @@ def encode_query(tokenizer, query: str, turn: tuple[str, str] | None = None) -> 
         while query.endswith(pad):
             query = query[: -len(pad)]
     query = close_generated_turn(query, eos, turn)
-    ids = tokenizer(query, add_special_tokens=False)["input_ids"]
+    split = _prompt_end(query, prompt)
+    prompt_ids = tokenizer(query[:split], add_special_tokens=False)["input_ids"] if split else []
+    response_ids = tokenizer(query[split:], add_special_tokens=False)["input_ids"]
+    ids = prompt_ids + response_ids
     closed_turn = turn is not None and bool(turn[1]) and query.endswith(turn[1])
     if not closed_turn and tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
         ids = ids + [tokenizer.eos_token_id]
-    return EncodedSequence(ids, response_start=0)
+    return EncodedSequence(ids, response_start=len(prompt_ids))
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """The warning to print when the server would listen beyond this machine without a key, else None."""
+    if api_key or is_loopback(host):
+        return None
+    return (
+        f"warning: serving on {host} without an API key: anyone who can reach this port can use the reward model. "
+        f"Set --api-key (or {API_KEY_ENV}) to require 'Authorization: Bearer <key>', or bind 127.0.0.1."
+    )
+
+
+def authorized(header: str | None, api_key: str) -> bool:
+    """`Authorization: Bearer <key>`, or Basic credentials whose password is the key (user name ignored)."""
+    if not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.encode(), api_key.encode())
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(decoded.partition(":")[2].encode(), api_key.encode())
+    return False
+
+
+class RequestGuard:
+    """ASGI middleware run before any parsing: the API key (401) and the body's size (413), as JSON `{"error": ...}`.
+
+    The body is read here, up to the limit, and handed on; a body without Content-Length is counted as it streams."""
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int):
+        self.app = app
+        self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
+
+    @property
+    def state(self):
+        """The wrapped application's state (the scorer, counters)."""
+        return self.app.state
+
+    @staticmethod
+    async def _refuse(send, status: int, message: str, extra_headers: list | None = None) -> None:
+        body = json.dumps({"error": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+        if self.api_key and scope.get("path") not in OPEN_PATHS and not authorized(headers.get("authorization"), self.api_key):
+            await self._refuse(send, 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")])
+            return
+        too_big = f"request body over {self.max_body_bytes} bytes (--max-body-bytes)"
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._refuse(send, 413, too_big)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._refuse(send, 413, too_big)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, delivered = b"".join(chunks), False
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would
+
+        await self.app(scope, replay, send)
 
 
 def create_app(
     rm: RewardModel,
     *,
     max_batch_size: int = 16,
-    max_items: int = 64,
     max_length: int = 4096,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    api_key: str | None = None,
     beta_c: float = 1.0,
     abc_beta: float = 0.8,
     model_name: str | None = None,
 ):
-    """The FastAPI app serving `rm` (already loaded, in eval mode)."""
+    """The FastAPI app serving `rm` (already loaded, in eval mode), wrapped in the API-key and body-size guard."""
     require_serve_extra()
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, ConfigDict
+    from pydantic import BaseModel, ConfigDict, model_validator
 
     Message = dict[str, str]
     Text = str | list[Message]
 
     class ScoreItem(BaseModel):
-        prompt: Text
-        response: Text
+        prompt: Text | None = None
+        response: Text | None = None
+        prompt_ids: list[int] | None = None
+        response_ids: list[int] | None = None
+
+        @model_validator(mode="after")
+        def one_form(self):
+            texts, ids = self.prompt is not None and self.response is not None, self.response_ids is not None
+            if texts == ids:
+                raise ValueError("give prompt and response (text or messages), or prompt_ids and response_ids (token ids)")
+            return self
 
     class ScoreRequest(BaseModel):
         items: list[ScoreItem]
@@ -159,11 +315,13 @@ def create_app(
         abc_beta: float | None = None
 
     class GetRewardRequest(BaseModel):
-        model_config = ConfigDict(extra="allow")  # OpenRLHF also sends prompts, labels...
+        model_config = ConfigDict(extra="allow")  # OpenRLHF also sends labels...
         query: list[str]
+        prompts: list | None = None  # strings mark where each response starts; anything else is ignored
 
     length_limit = _effective_max_length(rm, max_length)
     tokenizer = rm.tokenizer
+    vocab_size = len(tokenizer)
     turn = assistant_turn_text(tokenizer)
     rm.eval()
 
@@ -171,6 +329,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         app.state.scorer = BatchingScorer(rm, max_batch_size)
         app.state.scorer.start()
+        app.state.truncated = 0  # sequences truncated since start, for logs and /health
         try:
             yield
         finally:
@@ -186,31 +345,57 @@ def create_app(
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        return JSONResponse(status_code=422, content={"error": f"{where}: {first.get('msg')}", "detail": err.errors()})
+        detail = json.loads(json.dumps(err.errors(), default=str))  # pydantic may put exceptions in `ctx`
+        return JSONResponse(status_code=422, content={"error": f"{where}: {first.get('msg')}", "detail": detail})
 
     def check_count(n: int) -> None:
         if n == 0:
             raise RequestError(422, "no items to score")
-        if n > max_items:
-            raise RequestError(413, f"{n} items in one request; the limit is {max_items} (--max-items)")
 
-    def check_lengths(sequences: list[EncodedSequence], what: str) -> None:
-        for i, seq in enumerate(sequences):
-            if len(seq.input_ids) > length_limit:
-                raise RequestError(422, f"{what}.{i}: {len(seq.input_ids)} tokens; the limit is {length_limit} (--max-length)")
+    def truncate(sequences: list[EncodedSequence], what: str) -> list[EncodedSequence]:
+        out = [keep_end(seq, length_limit) for seq in sequences]
+        count = sum(seq.truncated for seq in out)
+        if count:
+            app.state.truncated += count
+            logger.warning(
+                "%s: %d of %d sequences over %d tokens (--max-length), truncated keeping their end (%d since start)",
+                what, count, len(out), length_limit, app.state.truncated,
+            )  # fmt: skip
+        return out
 
     def encode_items(items: list[ScoreItem]) -> list[EncodedSequence]:
         sequences = []
         for i, item in enumerate(items):
+            if item.response_ids is not None:
+                ids = (item.prompt_ids or []) + item.response_ids
+                bad = next((t for t in ids if not 0 <= t < vocab_size), None)
+                if bad is not None:
+                    raise RequestError(422, f"items.{i}: token id {bad} outside the vocabulary (0..{vocab_size - 1})")
+                sequences.append(EncodedSequence(ids, len(item.prompt_ids or [])))
+                continue
             try:
                 sequences.append(encode_prompt_response(tokenizer, item.prompt, item.response))
             except (ValueError, KeyError, TypeError) as err:
                 raise RequestError(422, f"items.{i}: cannot render: {err}") from None
         return sequences
 
+    def encode_queries(body: GetRewardRequest) -> list[EncodedSequence]:
+        prompts = body.prompts if body.prompts is not None and len(body.prompts) == len(body.query) else None
+        return [
+            encode_query(tokenizer, q, turn, prompts[i] if prompts and isinstance(prompts[i], str) else None)
+            for i, q in enumerate(body.query)
+        ]
+
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": model_name, "max_items": max_items, "max_length": length_limit}
+        return {
+            "status": "ok",
+            "model": model_name,
+            "max_length": length_limit,
+            "max_batch_size": max_batch_size,
+            "max_body_bytes": max_body_bytes,
+            "truncated": app.state.truncated,
+        }
 
     @app.post("/score")
     async def score(body: ScoreRequest) -> dict:
@@ -222,11 +407,10 @@ def create_app(
             beta_c if body.beta_c is None else body.beta_c,
             abc_beta if body.abc_beta is None else body.abc_beta,
         )
-        sequences = await asyncio.to_thread(encode_items, body.items)
-        check_lengths(sequences, "items")
+        sequences = truncate(await asyncio.to_thread(encode_items, body.items), "/score")
         scores = await app.state.scorer.score(sequences, settings)
         results = []
-        for s in scores:
+        for s, seq in zip(scores, sequences, strict=True):
             tokens = response_token_texts(tokenizer, s.response_ids) if settings.method else None
             results.append(
                 {
@@ -234,6 +418,7 @@ def create_app(
                     "prompt_reward": s.prompt_reward,
                     "tokens": tokens,
                     "token_rewards": s.token_rewards,
+                    "truncated": seq.truncated,
                 }
             )
         return {"results": results}
@@ -241,17 +426,37 @@ def create_app(
     @app.post("/get_reward")
     async def get_reward(body: GetRewardRequest) -> dict:
         check_count(len(body.query))
-        sequences = await asyncio.to_thread(lambda: [encode_query(tokenizer, q, turn) for q in body.query])
-        check_lengths(sequences, "query")
+        sequences = truncate(await asyncio.to_thread(encode_queries, body), "/get_reward")
         scores = await app.state.scorer.score(sequences, TokenRewardSettings())
-        return {"rewards": [s.reward for s in scores]}
+        rewards = [s.reward for s in scores]
+        flags = [int(seq.truncated) for seq in sequences]
+        # OpenRLHF reads `rewards` (and `scores`, `extra_logs`, which it logs as metrics): one reward per sequence.
+        return {"rewards": rewards, "scores": rewards, "extra_logs": {"truncated": flags}, "truncated": sum(flags)}
 
-    return app
+    return RequestGuard(app, api_key or None, max_body_bytes)
 
 
-def run_server(rm: RewardModel, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **limits) -> None:
-    """Serve until interrupted (limits: max_batch_size, max_items, max_length, beta_c, abc_beta, model_name)."""
+def run_server(rm: RewardModel, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options) -> None:
+    """Serve until interrupted (options: max_batch_size, max_length, max_body_bytes, api_key, beta_c, abc_beta,
+    model_name). Warns on stderr when listening beyond this machine without an API key."""
     require_serve_extra()
     import uvicorn
 
-    uvicorn.run(create_app(rm, **limits), host=host, port=port, log_level=log_level)
+    warning = exposure_warning(host, options.get("api_key"))
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    uvicorn.run(create_app(rm, **options), host=host, port=port, log_level=log_level)
+
+
+__all__ = [
+    "API_KEY_ENV",
+    "BatchingScorer",
+    "RequestGuard",
+    "authorized",
+    "create_app",
+    "encode_query",
+    "exposure_warning",
+    "is_loopback",
+    "keep_end",
+    "run_server",
+]

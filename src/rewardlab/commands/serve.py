@@ -12,8 +12,19 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     max_batch_size: int = typer.Option(16, "--max-batch-size", min=1, help="Sequences per forward pass."),
-    max_items: int = typer.Option(64, "--max-items", min=1, help="Most items (or queries) in one request (else 413)."),
-    max_length: int = typer.Option(4096, "--max-length", min=2, help="Most tokens in one sequence (else 422)."),
+    max_length: int = typer.Option(
+        4096, "--max-length", min=2, help="Longer sequences are truncated keeping their end (counted, logged)."
+    ),
+    max_body_bytes: int = typer.Option(
+        8 * 1024 * 1024, "--max-body-bytes", min=1, help="Largest request body (else 413); default 8 MiB."
+    ),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="REWARDLAB_API_KEY",
+        show_envvar=True,
+        help="Require 'Authorization: Bearer <key>' on every path but /health (prefer the environment variable).",
+    ),
     beta_c: float = typer.Option(1.0, "--beta-c", help="Default mix weight (a request may override it)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="Default abc weight (a request may override it)."),
     aggregate: str | None = typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved)."),
@@ -41,8 +52,9 @@ def serve(
         port=port,
         log_level=log_level,
         max_batch_size=max_batch_size,
-        max_items=max_items,
         max_length=max_length,
+        max_body_bytes=max_body_bytes,
+        api_key=api_key,
         beta_c=beta_c,
         abc_beta=abc_beta,
         model_name=model,

@@ -1,0 +1,98 @@
+"""A rewardlab reward model as a TRL reward function (GRPOTrainer, RLOOTrainer: `reward_funcs=[...]`).
+
+    from rewardlab.integrations.trl import reward_function
+    trainer = GRPOTrainer(model=policy, reward_funcs=[reward_function("runs/rm")], train_dataset=prompts, args=...)
+
+TRL calls a reward function as `f(prompts=..., completions=..., completion_ids=..., **dataset_columns, trainer_state=...)`
+and wants one float per completion. This one scores each (prompt, completion) exactly as `rewardlab score` does:
+plain strings as `prompt + completion + EOS` (TRL decodes completions without special tokens, so the EOS a generation
+stopped at is restored; TRL's own model-id path scores them without it, which is not what the reward model was trained
+on), chat messages through the reward model's chat template. Rows are scored in length-sorted batches of `batch_size`.
+
+The returned scores are sequence rewards, one per completion: GRPO and RLOO take one advantage per sequence, so token-level
+rewards (R3HF) would cancel there anyway (their sum is R(x, y) - R(x)); dense rewards need per-token returns (PPO with GAE,
+e.g. verl; see docs/integrations.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from rewardlab.data.types import Text
+
+
+class RewardlabRewardFunction:
+    """Callable TRL reward function over a rewardlab reward model (see `reward_function`)."""
+
+    def __init__(
+        self,
+        model: Any,
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        dtype: str | torch.dtype | None = None,
+        name: str | None = None,
+    ) -> None:
+        from rewardlab.modeling.reward_model import resolve_model_dir
+        from rewardlab.modeling.sources import is_builtin
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = device
+        self.dtype = dtype
+        if isinstance(model, str):
+            if not is_builtin(model):
+                resolve_model_dir(model)  # a wrong path fails now, in one line, not at the first training step
+            self._path, self._rm = model, None
+        else:
+            self._path, self._rm = None, model.eval()
+        # TRL names each reward function by `__name__` in its logs (rewards/<name>/mean).
+        self.__name__ = name or "rewardlab"
+
+    @property
+    def rm(self):
+        """The reward model, loaded on first use: onto `device`, or (None) the calling process's current CUDA device
+        (the one accelerate gave this rank), else the CPU."""
+        if self._rm is None:
+            from rewardlab.modeling.reward_model import load_reward_model
+            from rewardlab.runtime import resolve_device, resolve_dtype
+
+            device = resolve_device(self.device)
+            if device.type == "cuda" and device.index is None:
+                device = torch.device("cuda", torch.cuda.current_device())
+            self._rm = load_reward_model(self._path, device=device, dtype=resolve_dtype(self.dtype, device))
+        return self._rm
+
+    def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **kwargs: Any) -> list[float]:
+        from rewardlab.scoring import score_completions
+
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        results = score_completions(
+            self.rm, list(zip(prompts, completions, strict=True)), batch_size=self.batch_size, max_length=self.max_length
+        )
+        return [r.reward for r in results]
+
+
+def reward_function(
+    model: Any,
+    device: str | torch.device | None = None,
+    batch_size: int = 8,
+    *,
+    max_length: int | None = None,
+    dtype: str | torch.dtype | None = None,
+    name: str | None = None,
+) -> RewardlabRewardFunction:
+    """A reward function for TRL's GRPOTrainer / RLOOTrainer (`reward_funcs`) that returns `rewardlab score`'s rewards.
+
+    `model`: a rewardlab reward-model directory (or training run directory, ensemble, `tiny-llama`, `smollm2-135m`) or
+    an already loaded `RewardModel`. `device`: where to run it (None: this process's CUDA device, else CPU). `batch_size`:
+    sequences per forward pass. `max_length`: truncate longer sequences keeping their end (as `rewardlab score
+    --max-length`). `dtype`: auto | fp32 | bf16 | fp16. `name`: the name TRL logs the rewards under (default
+    `rewardlab`)."""
+    return RewardlabRewardFunction(model, device, batch_size, max_length, dtype, name)
