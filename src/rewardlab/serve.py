@@ -274,22 +274,8 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
 
-def create_app(
-    rm: RewardModel,
-    *,
-    max_batch_size: int = 16,
-    max_length: int = 4096,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    api_key: str | None = None,
-    beta_c: float = 1.0,
-    abc_beta: float = 0.8,
-    model_name: str | None = None,
-):
-    """The FastAPI app serving `rm` (already loaded, in eval mode), wrapped in the API-key and body-size guard."""
-    require_serve_extra()
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+def request_models():
+    """The pydantic request bodies (built on demand: fastapi, and with it pydantic, is the optional `serve` extra)."""
     from pydantic import BaseModel, ConfigDict, model_validator
 
     Message = dict[str, str]
@@ -319,17 +305,82 @@ def create_app(
         query: list[str]
         prompts: list | None = None  # strings mark where each response starts; anything else is ignored
 
-    length_limit = _effective_max_length(rm, max_length)
-    tokenizer = rm.tokenizer
-    vocab_size = len(tokenizer)
-    turn = assistant_turn_text(tokenizer)
+    return ScoreRequest, GetRewardRequest
+
+
+class RequestEncoder:
+    """Request items and queries -> token sequences, as training encodes them, truncated keeping their end; what cannot
+    be encoded is refused as RequestError(422)."""
+
+    def __init__(self, tokenizer, length_limit: int):
+        self.tokenizer = tokenizer
+        self.length_limit = length_limit
+        self.vocab_size = len(tokenizer)
+        self.turn = assistant_turn_text(tokenizer)
+        self.truncated = 0  # sequences truncated since start, for logs and /health
+
+    def items(self, items) -> list[EncodedSequence]:
+        """/score items: prompt and response (text or messages), or token ids scored as they are."""
+        sequences = []
+        for i, item in enumerate(items):
+            if item.response_ids is not None:
+                ids = (item.prompt_ids or []) + item.response_ids
+                bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+                if bad is not None:
+                    raise RequestError(422, f"items.{i}: token id {bad} outside the vocabulary (0..{self.vocab_size - 1})")
+                sequences.append(EncodedSequence(ids, len(item.prompt_ids or [])))
+                continue
+            try:
+                sequences.append(encode_prompt_response(self.tokenizer, item.prompt, item.response))
+            except (ValueError, KeyError, TypeError) as err:
+                raise RequestError(422, f"items.{i}: cannot render: {err}") from None
+        return sequences
+
+    def queries(self, queries: list[str], prompts: list | None) -> list[EncodedSequence]:
+        """/get_reward queries; `prompts[i]`, a string, marks where query i's response starts."""
+        prompts = prompts if prompts is not None and len(prompts) == len(queries) else None
+        return [
+            encode_query(self.tokenizer, q, self.turn, prompts[i] if prompts and isinstance(prompts[i], str) else None)
+            for i, q in enumerate(queries)
+        ]
+
+    def truncate(self, sequences: list[EncodedSequence], what: str) -> list[EncodedSequence]:
+        out = [keep_end(seq, self.length_limit) for seq in sequences]
+        count = sum(seq.truncated for seq in out)
+        if count:
+            self.truncated += count
+            logger.warning(
+                "%s: %d of %d sequences over %d tokens (--max-length), truncated keeping their end (%d since start)",
+                what, count, len(out), self.length_limit, self.truncated,
+            )  # fmt: skip
+        return out
+
+
+def create_app(
+    rm: RewardModel,
+    *,
+    max_batch_size: int = 16,
+    max_length: int = 4096,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    api_key: str | None = None,
+    beta_c: float = 1.0,
+    abc_beta: float = 0.8,
+    model_name: str | None = None,
+):
+    """The FastAPI app serving `rm` (already loaded, in eval mode), wrapped in the API-key and body-size guard."""
+    require_serve_extra()
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    ScoreRequest, GetRewardRequest = request_models()
+    encoder = RequestEncoder(rm.tokenizer, _effective_max_length(rm, max_length))
     rm.eval()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.scorer = BatchingScorer(rm, max_batch_size)
         app.state.scorer.start()
-        app.state.truncated = 0  # sequences truncated since start, for logs and /health
         try:
             yield
         finally:
@@ -348,58 +399,21 @@ def create_app(
         detail = json.loads(json.dumps(err.errors(), default=str))  # pydantic may put exceptions in `ctx`
         return JSONResponse(status_code=422, content={"error": f"{where}: {first.get('msg')}", "detail": detail})
 
-    def check_count(n: int) -> None:
-        if n == 0:
-            raise RequestError(422, "no items to score")
-
-    def truncate(sequences: list[EncodedSequence], what: str) -> list[EncodedSequence]:
-        out = [keep_end(seq, length_limit) for seq in sequences]
-        count = sum(seq.truncated for seq in out)
-        if count:
-            app.state.truncated += count
-            logger.warning(
-                "%s: %d of %d sequences over %d tokens (--max-length), truncated keeping their end (%d since start)",
-                what, count, len(out), length_limit, app.state.truncated,
-            )  # fmt: skip
-        return out
-
-    def encode_items(items: list[ScoreItem]) -> list[EncodedSequence]:
-        sequences = []
-        for i, item in enumerate(items):
-            if item.response_ids is not None:
-                ids = (item.prompt_ids or []) + item.response_ids
-                bad = next((t for t in ids if not 0 <= t < vocab_size), None)
-                if bad is not None:
-                    raise RequestError(422, f"items.{i}: token id {bad} outside the vocabulary (0..{vocab_size - 1})")
-                sequences.append(EncodedSequence(ids, len(item.prompt_ids or [])))
-                continue
-            try:
-                sequences.append(encode_prompt_response(tokenizer, item.prompt, item.response))
-            except (ValueError, KeyError, TypeError) as err:
-                raise RequestError(422, f"items.{i}: cannot render: {err}") from None
-        return sequences
-
-    def encode_queries(body: GetRewardRequest) -> list[EncodedSequence]:
-        prompts = body.prompts if body.prompts is not None and len(body.prompts) == len(body.query) else None
-        return [
-            encode_query(tokenizer, q, turn, prompts[i] if prompts and isinstance(prompts[i], str) else None)
-            for i, q in enumerate(body.query)
-        ]
-
     @app.get("/health")
     async def health() -> dict:
         return {
             "status": "ok",
             "model": model_name,
-            "max_length": length_limit,
+            "max_length": encoder.length_limit,
             "max_batch_size": max_batch_size,
             "max_body_bytes": max_body_bytes,
-            "truncated": app.state.truncated,
+            "truncated": encoder.truncated,
         }
 
     @app.post("/score")
     async def score(body: ScoreRequest) -> dict:
-        check_count(len(body.items))
+        if not body.items:
+            raise RequestError(422, "no items to score")
         if body.token_rewards is not None and body.token_rewards not in METHODS:
             raise RequestError(422, f"token_rewards: unknown method {body.token_rewards!r}; one of {', '.join(METHODS)}")
         settings = TokenRewardSettings(
@@ -407,26 +421,27 @@ def create_app(
             beta_c if body.beta_c is None else body.beta_c,
             abc_beta if body.abc_beta is None else body.abc_beta,
         )
-        sequences = truncate(await asyncio.to_thread(encode_items, body.items), "/score")
+        sequences = encoder.truncate(await asyncio.to_thread(encoder.items, body.items), "/score")
         scores = await app.state.scorer.score(sequences, settings)
-        results = []
-        for s, seq in zip(scores, sequences, strict=True):
-            tokens = response_token_texts(tokenizer, s.response_ids) if settings.method else None
-            results.append(
+        return {
+            "results": [
                 {
                     "reward": s.reward,
                     "prompt_reward": s.prompt_reward,
-                    "tokens": tokens,
+                    "tokens": response_token_texts(rm.tokenizer, s.response_ids) if settings.method else None,
                     "token_rewards": s.token_rewards,
                     "truncated": seq.truncated,
                 }
-            )
-        return {"results": results}
+                for s, seq in zip(scores, sequences, strict=True)
+            ]
+        }
 
     @app.post("/get_reward")
     async def get_reward(body: GetRewardRequest) -> dict:
-        check_count(len(body.query))
-        sequences = truncate(await asyncio.to_thread(encode_queries, body), "/get_reward")
+        if not body.query:
+            raise RequestError(422, "no items to score")
+        encoded = await asyncio.to_thread(encoder.queries, body.query, body.prompts)
+        sequences = encoder.truncate(encoded, "/get_reward")
         scores = await app.state.scorer.score(sequences, TokenRewardSettings())
         rewards = [s.reward for s in scores]
         flags = [int(seq.truncated) for seq in sequences]
