@@ -27,7 +27,7 @@ from rewardlab.data.errors import DataError
 from rewardlab.rl.bon_math import bon_curve, fit_gao_bon, n_grid, normalise_curve
 from rewardlab.rl.sampling import SampleBatch, load_samples, sample, save_samples
 from rewardlab.rl.scorers import BUILTIN, Scorer, resolve_policy, resolve_prompts, resolve_scorer
-from rewardlab.runtime import version, write_json
+from rewardlab.runtime import version, write_json, write_jsonl
 
 
 @dataclass
@@ -175,58 +175,23 @@ def run_bon(
     `policy` = (model, tokenizer) and the scorers may be passed in (tests, the demo); otherwise they come from the
     config.
     """
-    from rewardlab.runtime import write_jsonl
-
     cfg.validate(need_proxies=proxy_scorers is None)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    device = cfg.device
 
-    if cfg.samples is not None:
-        batch = first_n_per_prompt(load_samples(cfg.samples), cfg.n, cfg.samples)
-        if cfg.limit is not None:
-            keep = min(cfg.limit, len(batch.prompts))
-            batch = SampleBatch(batch.prompts[:keep], batch.samples[: keep * cfg.n], batch.settings)
-    else:
-        prompts = resolve_prompts(cfg.prompts, limit=cfg.limit, seed=cfg.seed, default_count=64)
-        model, tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=device, dtype=cfg.dtype)
-        batch = sample(
-            model,
-            tokenizer,
-            prompts,
-            n=cfg.n,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            progress=cfg.progress,
-        )
+    # 1. n samples per prompt, once
+    batch = bon_samples(cfg, policy)
     save_samples(output_dir / "samples.jsonl", batch)
 
+    # 2. every sample scored by every proxy and by the gold scorer: (prompts, n) matrices
     if proxy_scorers is None:
-        proxy_scorers = {
-            name: resolve_scorer(spec, device=device, dtype=cfg.dtype, batch_size=cfg.score_batch_size)
-            for name, spec in cfg.proxies.items()
-        }
-    if gold_scorer is None:
-        gold_scorer = resolve_scorer(cfg.gold, device=device, dtype=cfg.dtype, batch_size=cfg.score_batch_size)
+        proxy_scorers = {name: _scorer(cfg, spec) for name, spec in cfg.proxies.items()}
+    gold_scorer = gold_scorer if gold_scorer is not None else _scorer(cfg, cfg.gold)
     proxy_scores = {name: score_matrix(scorer, batch, cfg.n) for name, scorer in proxy_scorers.items()}
     gold_scores = score_matrix(gold_scorer, batch, cfg.n)
+    write_jsonl(output_dir / "scores.jsonl", score_rows(batch, cfg.n, proxy_scores, gold_scores))
 
-    rows = []
-    for k, s in enumerate(batch.samples):
-        p, j = divmod(k, cfg.n)
-        rows.append(
-            {
-                "prompt_index": s.prompt_index,
-                "sample_index": j,
-                "gold": float(gold_scores[p, j]),
-                **{f"proxy/{name}": float(scores[p, j]) for name, scores in proxy_scores.items()},
-            }
-        )
-    write_jsonl(output_dir / "scores.jsonl", rows)
-
+    # 3. the best of the first N by each proxy, for N = 1, 2, 4, ..., n: proxy and gold score vs KL
     texts = batch.texts()
     responses = [texts[p * cfg.n : (p + 1) * cfg.n] for p in range(len(batch.prompts))]
     curves = compute_curves(proxy_scores, gold_scores, unbiased=cfg.unbiased, responses=responses)
@@ -242,9 +207,50 @@ def run_bon(
         "curves": curves,
     }
     write_json(output_dir / "curves.json", result)
-    write_json(
-        output_dir / "config.json",
-        asdict(cfg) | {"sampling": batch.settings, "rewardlab_version": version()},
-    )
+    write_json(output_dir / "config.json", asdict(cfg) | {"sampling": batch.settings, "rewardlab_version": version()})
     plot_curves(curves, output_dir / "bon_curves.png")
     return result
+
+
+def bon_samples(cfg: BonConfig, policy=None) -> SampleBatch:
+    """cfg.n samples per prompt: reused from cfg.samples (the first n of each prompt), or drawn from the policy."""
+    if cfg.samples is not None:
+        batch = first_n_per_prompt(load_samples(cfg.samples), cfg.n, cfg.samples)
+        if cfg.limit is not None:
+            keep = min(cfg.limit, len(batch.prompts))
+            batch = SampleBatch(batch.prompts[:keep], batch.samples[: keep * cfg.n], batch.settings)
+        return batch
+    prompts = resolve_prompts(cfg.prompts, limit=cfg.limit, seed=cfg.seed, default_count=64)
+    model, tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=cfg.device, dtype=cfg.dtype)
+    return sample(
+        model,
+        tokenizer,
+        prompts,
+        n=cfg.n,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        progress=cfg.progress,
+    )
+
+
+def _scorer(cfg: BonConfig, spec: str) -> Scorer:
+    return resolve_scorer(spec, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.score_batch_size)
+
+
+def score_rows(batch: SampleBatch, n: int, proxy_scores: dict[str, np.ndarray], gold_scores: np.ndarray) -> list[dict]:
+    """One scores.jsonl row per sample: its prompt and sample index, gold and every proxy's score."""
+    rows = []
+    for k, s in enumerate(batch.samples):
+        p, j = divmod(k, n)
+        rows.append(
+            {
+                "prompt_index": s.prompt_index,
+                "sample_index": j,
+                "gold": float(gold_scores[p, j]),
+                **{f"proxy/{name}": float(scores[p, j]) for name, scores in proxy_scores.items()},
+            }
+        )
+    return rows
