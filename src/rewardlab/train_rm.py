@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -532,8 +532,11 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
         "data": {"train": {**train_set.stats, **data_counts}},
     }
     accelerator.wait_for_everyone()
+    # Sharded weights (FSDP, ZeRO-3) are gathered first; every process takes part in the gather.
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    full_state = accelerator.get_state_dict(model) if sharded else None
     if is_main:
-        accelerator.unwrap_model(model).save_pretrained(output_dir / MODEL_SUBDIR)
+        accelerator.unwrap_model(model).save_pretrained(output_dir / MODEL_SUBDIR, state_dict=full_state)
         write_json(output_dir / "metrics.json", metrics)
         write_jsonl(output_dir / "log.jsonl", log)
         if log:

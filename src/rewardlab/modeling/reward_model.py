@@ -165,6 +165,8 @@ class RewardModel(nn.Module):
         self._unpackable_reason: str | None = None  # set on the first packed call: why this model cannot run packed
         self._packing_checked = False
         self._logged_choices: set[tuple] = set()
+        # accelerate's transformer-based FSDP wrap finds the decoder-layer class to shard by here
+        self._no_split_modules = list(getattr(self.causal_lm, "_no_split_modules", None) or [])
 
     # ----- structure -----
     @property
@@ -426,23 +428,35 @@ class RewardModel(nn.Module):
         return self.packed_response_logprobs(hidden, batch, response)
 
     # ----- persistence -----
-    def save_pretrained(self, path: str | os.PathLike, save_base: bool | None = None) -> None:
+    def save_pretrained(
+        self, path: str | os.PathLike, save_base: bool | None = None, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        """Write the reward model (see the module docstring). `state_dict`: this module's full state dict when the
+        weights held here are shards (FSDP, DeepSpeed ZeRO-3: `accelerator.get_state_dict(model)` gathers it)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        if state_dict is None:
+            head_state, lm_state = self.head.state_dict(), None
+        else:
+            head_state = {k.removeprefix("head."): v for k, v in state_dict.items() if k.startswith("head.")}
+            lm_state = {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
         self.tokenizer.save_pretrained(path)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, path / HEAD_WEIGHTS)
+        save_file({k: v.detach().contiguous().cpu() for k, v in head_state.items()}, path / HEAD_WEIGHTS)
         if self.uses_lora:
-            self.lm.save_pretrained(path)
+            self.lm.save_pretrained(path, **({"state_dict": lm_state} if lm_state is not None else {}))
             if save_base is None:
                 save_base = self.config.base_model == TINY_LLAMA or not reloadable_by_name(self.config.base_model)
             if save_base:
                 # The frozen base weights, without the injected LoRA modules (peft wraps each as `base_layer`).
-                base_state = {
-                    k.replace(".base_layer.", "."): v for k, v in self.causal_lm.state_dict().items() if "lora_" not in k
-                }
+                causal_state = (
+                    self.causal_lm.state_dict()
+                    if lm_state is None
+                    else {k.removeprefix("base_model.model."): v for k, v in lm_state.items()}
+                )
+                base_state = {k.replace(".base_layer.", "."): v for k, v in causal_state.items() if "lora_" not in k}
                 self.causal_lm.save_pretrained(path / BASE_SUBDIR, state_dict=base_state)
         else:
-            self.causal_lm.save_pretrained(path)
+            self.causal_lm.save_pretrained(path, **({"state_dict": lm_state} if lm_state is not None else {}))
         write_json(path / CONFIG_NAME, self.config.to_dict())
 
     @classmethod
