@@ -205,9 +205,10 @@ def stop_if_non_finite(accelerator, stats: dict[str, torch.Tensor], step: int, o
     )
 
 
-def kernel_choices(model, cfg: RewardTrainingConfig, device: torch.device, bf16: bool) -> dict[str, str]:
+def kernel_choices(model, cfg: RewardTrainingConfig, device: torch.device, bf16: bool, sharded: bool = False) -> dict[str, str]:
     """The attention kernel and log-prob path this run uses, resolved before training (an impossible explicit choice
-    fails here, in one line) and recorded in config.json."""
+    fails here, in one line) and recorded in config.json. `sharded` (FSDP, DeepSpeed): Liger reads the LM head's
+    weight whole, so the chunked path, which calls the head as a module, is used."""
     dtype = torch.bfloat16 if bf16 else next(model.causal_lm.parameters()).dtype
     unpackable = packing_unsupported_reason(model.causal_lm)
     if not cfg.padding_free or unpackable is not None:
@@ -216,7 +217,7 @@ def kernel_choices(model, cfg: RewardTrainingConfig, device: torch.device, bf16:
         attention = select_packed_attention(model.causal_lm.config, device, dtype, cfg.attention, training=True)
     choices = {"attention": attention}
     if cfg.reg != "none":
-        reason = liger_unavailable_reason(model.lm_head, device)
+        reason = "the LM head is sharded (FSDP / DeepSpeed)" if sharded else liger_unavailable_reason(model.lm_head, device)
         if cfg.logprob_backend == "liger" and reason is not None:
             raise ValueError(f"logprob_backend 'liger' cannot run here: {reason}")
         choices["logprobs"] = "chunked" if cfg.logprob_backend == "chunked" or reason is not None else "liger"
@@ -362,8 +363,10 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     )
     model.logprob_chunk_tokens = cfg.logprob_chunk_size
     model.packed_attention = cfg.attention
-    model.logprob_backend = cfg.logprob_backend
-    kernels = kernel_choices(model, cfg, accelerator.device, bf16)
+    model.compute_dtype_hint = torch.bfloat16 if bf16 else None
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    kernels = kernel_choices(model, cfg, accelerator.device, bf16, sharded)
+    model.logprob_backend = kernels.get("logprobs", cfg.logprob_backend)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if cfg.freeze_backbone:
@@ -533,7 +536,6 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     }
     accelerator.wait_for_everyone()
     # Sharded weights (FSDP, ZeRO-3) are gathered first; every process takes part in the gather.
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     full_state = accelerator.get_state_dict(model) if sharded else None
     if is_main:
         accelerator.unwrap_model(model).save_pretrained(output_dir / MODEL_SUBDIR, state_dict=full_state)

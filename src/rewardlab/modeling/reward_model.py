@@ -162,6 +162,9 @@ class RewardModel(nn.Module):
         self.logprob_chunk_tokens = DEFAULT_LOGPROB_CHUNK_TOKENS
         self.logprob_backend = "auto"  # chunked | liger | auto (liger on CUDA when installed)
         self.packed_attention = "auto"  # segments | varlen | flex | auto (see rewardlab.packing.select_packed_attention)
+        # The dtype the decoder computes in when neither autocast nor the weights say it (FSDP's mixed precision casts
+        # the weights inside the forward): set by the trainer.
+        self.compute_dtype_hint: torch.dtype | None = None
         self._unpackable_reason: str | None = None  # set on the first packed call: why this model cannot run packed
         self._packing_checked = False
         self._logged_choices: set[tuple] = set()
@@ -206,7 +209,8 @@ class RewardModel(nn.Module):
 
     # ----- kernel choices -----
     def compute_dtype(self) -> torch.dtype:
-        """The dtype the decoder computes in: autocast's when it is on for the model's device, else the weights'."""
+        """The dtype the decoder computes in: autocast's when it is on for the model's device, else the trainer's hint
+        (mixed precision without autocast), else the weights'."""
         device_type = self.device.type
         try:
             if torch.is_autocast_enabled(device_type):
@@ -216,7 +220,7 @@ class RewardModel(nn.Module):
                 return torch.get_autocast_gpu_dtype()
             if device_type == "cpu" and torch.is_autocast_cpu_enabled():
                 return torch.get_autocast_cpu_dtype()
-        return next(self.causal_lm.parameters()).dtype
+        return self.compute_dtype_hint or next(self.causal_lm.parameters()).dtype
 
     def attention_kernel(self, training: bool | None = None) -> str:
         """The packed attention kernel a forward would use now (segments | varlen | flex); logged once per choice."""
