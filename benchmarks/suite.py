@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
 import multiprocessing as mp
@@ -395,16 +396,21 @@ def run_grm(spec: dict, contender: str) -> dict:
 
     head = torch.nn.Linear(config.hidden_size, 1)  # only the log-prob path's name matters here
     logprobs = "chunked" if contender == "none" or rm_module.liger_unavailable_reason(head, torch.device(device)) else "liger"
-    attention = attention_of(spec, training=True)
-    dtype = "bf16" if device == "cuda" else "fp32"
-    return result(seconds, sum(lengths), meter, attention, dtype, flops, pairs=n_pairs, response_tokens=all_responses,
+    dtype = weights_dtype(config)  # no autocast in the trainer's bare step: the weights' dtype is the compute dtype
+    attention = attention_of(spec, dtype, training=True)
+    return result(seconds, sum(lengths), meter, attention, dtype_name(dtype), flops, pairs=n_pairs, response_tokens=all_responses,
                   logprobs=logprobs if contender != "none" else None)  # fmt: skip
 
 
-def attention_of(spec: dict, training: bool) -> str:
+def weights_dtype(config) -> torch.dtype:
+    """The dtype a saved model loads in (transformers loads the saved dtype)."""
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def attention_of(spec: dict, dtype: torch.dtype, training: bool) -> str:
     from rewardlab.packing import select_packed_attention
 
-    dtype = torch.bfloat16 if spec["device"] == "cuda" else torch.float32
     return select_packed_attention(model_config_of(spec), spec["device"], dtype, training=training)
 
 
@@ -479,7 +485,8 @@ def run_ppo(spec: dict, contender: str) -> dict:
     tokens = int(timed_parts[0]["generated_tokens"])
     with torch.no_grad():
         kind = reward_model.attention_kernel(training=False)
-    dtype = "bf16" if trainer.accelerator.mixed_precision == "bf16" else "fp32"
+    mixed = trainer.accelerator.mixed_precision == "bf16"
+    dtype = "bf16" if mixed else dtype_name(next(policy.parameters()).dtype)
     return result(
         seconds, tokens, meter, kind, dtype, None,
         update_seconds=statistics.median(p["update_seconds"] for p in timed_parts),
@@ -659,6 +666,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             return {**plan[section], "device": args.device, "threads": args.threads, "data": plan["data"], **more}
 
         def add(kind, contenders, s, build):
+            if kind == "rm_train" and importlib.util.find_spec("trl") is None:
+                rows.append(skipped_row(build.__name__, "TRL is not installed (pip install trl, or rewardlab[bench])", context))
+                return
             measured = measure(runner, kind, contenders, s, args.rounds, progress)
             if "error" in measured:
                 print(measured.get("traceback") or "", file=sys.stderr)
@@ -704,9 +714,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 def grm_overhead(m, vocab=vocab, shape=s["shape"]):
                     ctx = {**context, "model": f"{shape} (random init), vocabulary {vocab}"}
                     return [
-                        row(f"grm_overhead_{reg.replace('-', '_')}", m, reg, "none", "lower", "seconds", ctx,
-                            vocab_size=vocab, logprobs=m[reg].get("logprobs"), response_tokens=m[reg]["response_tokens"],
-                            target=TARGETS.get("grm_overhead_sft") if reg == "sft" and vocab == QWEN_VOCAB else None)  # fmt: skip
+                        row(
+                            f"grm_overhead_{reg.replace('-', '_')}",
+                            m,
+                            reg,
+                            "none",
+                            "lower",
+                            "seconds",
+                            ctx,
+                            vocab_size=vocab,
+                            logprobs=m[reg].get("logprobs"),
+                            response_tokens=m[reg]["response_tokens"],
+                            target=TARGETS.get("grm_overhead_sft") if reg == "sft" and vocab == QWEN_VOCAB else None,
+                        )  # fmt: skip
                         for reg in ("sft", "dpo-noref", "dpo")
                     ]
 

@@ -555,11 +555,18 @@ def _attention_implementation(lm: PreTrainedModel, implementation: str):
         lm.set_attn_implementation(previous)
 
 
+def liger_version() -> str | None:
+    """The installed liger-kernel's version, or None."""
+    if importlib.util.find_spec("liger_kernel") is None:
+        return None
+    return importlib.metadata.version("liger-kernel")
+
+
 def liger_unavailable_reason(lm_head: nn.Module, device: torch.device) -> str | None:
     """None when Liger's fused linear cross-entropy can compute log-probs through `lm_head` on `device`; else why not."""
-    if importlib.util.find_spec("liger_kernel") is None:
+    installed = liger_version()
+    if installed is None:
         return 'liger-kernel is not installed (pip install "rewardlab[gpu]")'
-    installed = importlib.metadata.version("liger-kernel")
     numbers = tuple(int(part) for part in installed.split(".")[:3] if part.isdigit())
     if numbers < LIGER_MIN_VERSION:
         needed = ".".join(map(str, LIGER_MIN_VERSION))
