@@ -203,9 +203,11 @@ class RewardModel(nn.Module):
         A packed forward switches the attention implementation for its duration only, so the recomputation in the
         backward would run with whatever is set by then: `context_fn` re-enters the implementation the forward used."""
         lm = self.causal_lm
-        lm.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False, "context_fn": functools.partial(_same_attention, lm)}
-        )
+        kwargs = {"use_reentrant": False, "context_fn": functools.partial(_same_attention, lm)}
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.24's name for it
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     # ----- kernel choices -----
     def compute_dtype(self) -> torch.dtype:
