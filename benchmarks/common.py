@@ -84,9 +84,11 @@ def make_preference_examples(
     return examples
 
 
-def pair_batches(tokenizer, examples: list[PreferenceExample], batch_size: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+def pair_batches(
+    tokenizer, examples: list[PreferenceExample], batch_size: int, seed: int = 0, max_length: int = MAX_LENGTH
+) -> list[dict[str, torch.Tensor]]:
     """The batches rewardlab's trainer would make by default: tokenised, length-grouped, chosen+rejected as one (2B, T)."""
-    pairs, _ = encode_pairs(tokenizer, examples, MAX_LENGTH, "keep_end")
+    pairs, _ = encode_pairs(tokenizer, examples, max_length, "keep_end")
     collate = PairCollator(tokenizer.pad_token_id)
     return [collate([pairs[i] for i in batch]) for batch in length_grouped_batches([p.length for p in pairs], batch_size, seed)]
 

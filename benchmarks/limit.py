@@ -10,8 +10,9 @@ same weights and the same AdamW update + gradient clipping (so the ratio measure
 - rewardlab_padded and rewardlab_padding_free: `rewardlab.train_rm.compute_loss` (vanilla BT, no regulariser) + backward +
   clip + AdamW, as the trainer does, with `padding_free` off and on;
 - packed (THE LIMIT): the batch's 2B sequences concatenated into one row with no padding, position ids restarting at each
-  sequence, attention computed per sequence (`rewardlab.packing.segment_attention`: causal SDPA on each segment, like a
-  varlen flash-attention kernel), reward head applied at each sequence's last token only, BT loss, backward, same update;
+  sequence, attention within each sequence by the SAME kernel rewardlab's padding-free mode picks for this device and
+  dtype (`rewardlab.packing`: varlen FlashAttention or flex attention on CUDA, causal SDPA per segment on CPU), reward
+  head applied at each sequence's last token only, BT loss, backward, same update;
 - padded: the same bare forward+backward on the padded batch (decoder + head at the last token), to split the gap into
   padding cost (padded / packed) and rewardlab's own overhead (rewardlab_padded / padded).
 Before timing, the limit's and rewardlab's padding-free rewards are checked against rewardlab's padded ones
@@ -33,7 +34,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rewardlab.packing import SEGMENT_ATTENTION, pack_padded, segment_attention  # noqa: F401  (segment_attention: tests)
+from rewardlab.packing import (  # noqa: F401  (segment_attention: tests)
+    IMPLEMENTATION_OF,
+    pack_padded,
+    packed_attention_kwargs,
+    segment_attention,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
@@ -74,15 +80,18 @@ def pack_batch(batch: dict[str, torch.Tensor]) -> dict:
         "segment_lengths": packed.lengths,
         "last_index": packed.last_index,
         "n_pairs": packed.num_sequences // 2,
+        "batch": packed,
     }
 
 
-def packed_rewards(model, packed: dict) -> torch.Tensor:
+def packed_rewards(model, packed: dict, kind: str = "segments") -> torch.Tensor:
+    """Rewards at each sequence's last token from a packed forward with attention kernel `kind` (already enabled)."""
+    batch = packed["batch"]
     hidden = model.decoder(
         input_ids=packed["input_ids"],
         position_ids=packed["position_ids"],
-        segment_lengths=packed["segment_lengths"],
         use_cache=False,
+        **packed_attention_kwargs(kind, batch, model.causal_lm.config),
     ).last_hidden_state
     return model.head(hidden[0, packed["last_index"]]).float()
 
@@ -105,7 +114,16 @@ def bare_step(rewards: torch.Tensor, n_pairs: int, model, optimizer: torch.optim
 
 
 def to_device(batch: dict, device: str) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    from dataclasses import fields, is_dataclass, replace
+
+    def move(v):
+        if isinstance(v, torch.Tensor):
+            return v.to(device)
+        if is_dataclass(v):
+            return replace(v, **{f.name: move(getattr(v, f.name)) for f in fields(v)})
+        return v
+
+    return {k: move(v) for k, v in batch.items()}
 
 
 def build_contenders(model_dir: str, batches: list[dict], device: str, lr: float) -> tuple[dict, dict]:
@@ -122,7 +140,8 @@ def build_contenders(model_dir: str, batches: list[dict], device: str, lr: float
     base = build_reward_model(model_dir, seed=cfg.seed)
     base.lm_head.requires_grad_(False)  # as the trainer does without a regulariser
     models = {name: copy.deepcopy(base).to(device).train() for name in (*configs, "packed", "padded")}
-    models["packed"].causal_lm.set_attn_implementation(SEGMENT_ATTENTION)
+    kind = models["packed"].attention_kernel(training=True)  # the kernel rewardlab's padding-free step uses here
+    models["packed"].causal_lm.set_attn_implementation(IMPLEMENTATION_OF[kind])
     optimizers = {name: torch.optim.AdamW(trainable_parameters(m), lr=lr) for name, m in models.items()}
     padded = [to_device(b, device) for b in batches]
     packed = [to_device(pack_batch(b), device) for b in batches]
@@ -138,7 +157,7 @@ def build_contenders(model_dir: str, batches: list[dict], device: str, lr: float
     def run_packed() -> None:
         model, optimizer = models["packed"], optimizers["packed"]
         for p in packed:
-            bare_step(packed_rewards(model, p), p["n_pairs"], model, optimizer, cfg.max_grad_norm)
+            bare_step(packed_rewards(model, p, kind), p["n_pairs"], model, optimizer, cfg.max_grad_norm)
         synchronize(device)
 
     def run_padded() -> None:
@@ -155,12 +174,13 @@ def build_contenders(model_dir: str, batches: list[dict], device: str, lr: float
         reference = models["rewardlab_padded"](ids, mask).sequence_rewards
         padding_free = models["rewardlab_padding_free"](ids, mask, packed=True).sequence_rewards
         diffs = {
-            "packed": (packed_rewards(models["packed"], packed[0]) - reference).abs().max().item(),
+            "packed": (packed_rewards(models["packed"], packed[0], kind) - reference).abs().max().item(),
             "padded": (padded_rewards(models["padded"], padded[0]) - reference).abs().max().item(),
             "padding_free": (padding_free - reference).abs().max().item(),
         }
         for m in models.values():
             m.train()
+    diffs["attention"] = kind
     contenders = {name: rewardlab_runner(name) for name in configs}
     return contenders | {"packed": run_packed, "padded": run_padded}, diffs
 
@@ -216,6 +236,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "padding_fraction": round(padding_fraction(batches), 4),
         "max_abs_reward_diff_packed": diffs["packed"],
         "max_abs_reward_diff_padding_free": diffs["padding_free"],
+        "attention": diffs["attention"],
         "rewardlab_default_mode": default_mode(),
         "load_average": [round(load_before, 2), round(load_average(), 2)],
         "threads": torch.get_num_threads(),

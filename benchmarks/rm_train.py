@@ -93,24 +93,43 @@ def run_rewardlab(spec: dict, examples, out_dir: str) -> dict:
             output_dir=str(Path(out_dir) / name),
             loss="bt",
             reg="none",
-            learning_rate=spec["lr"],
             lr_scheduler_type="constant",
             warmup_ratio=0.0,
             per_device_train_batch_size=spec["batch_size"],
             max_steps=steps,
-            max_length=MAX_LENGTH,
+            max_length=spec.get("max_length", MAX_LENGTH),
             logging_steps=10,
             seed=spec["seed"],
             bf16=use_bf16(spec["device"]),
+            device=spec["device"],
+            lora=spec.get("lora", False),
+            learning_rate=spec["lr"],
             progress=False,
         )
 
     train_set = PreferenceDataset("benchmark", examples, "memory", {"read": len(examples), "loaded": len(examples)})
     datasets = {"train": train_set, "eval": {}}
-    train_reward_model(config(spec["warmup_steps"], "warmup"), datasets=datasets)
+    if spec["warmup_steps"]:
+        train_reward_model(config(spec["warmup_steps"], "warmup"), datasets=datasets)
     reset_memory(spec["device"])
     metrics = train_reward_model(config(spec["steps"], "timed"), datasets=datasets)
-    return {"seconds": metrics["train"]["seconds"], "steps": metrics["train"]["steps"]}
+    resolved = json.loads((Path(out_dir) / "timed" / "config.json").read_text())
+    return {
+        "seconds": metrics["train"]["seconds"],
+        "steps": metrics["train"]["steps"],
+        "real_tokens": epoch_tokens(spec, examples),
+        "attention": resolved["kernels"]["attention"],
+    }
+
+
+def epoch_tokens(spec: dict, examples) -> int:
+    """Real tokens in one epoch of the pairs as rewardlab encodes them (chosen + rejected)."""
+    from rewardlab.data.pairs import encode_pairs
+    from rewardlab.modeling.sources import load_tokenizer
+
+    tokenizer = load_tokenizer(spec["model_dir"], progress=False)
+    pairs, _ = encode_pairs(tokenizer, examples, spec.get("max_length", MAX_LENGTH), "keep_end")
+    return sum(len(p.chosen.input_ids) + len(p.rejected.input_ids) for p in pairs)
 
 
 # ----- TRL -----
@@ -150,7 +169,7 @@ class RecordingCollator:
 
 def run_trl(spec: dict, examples, out_dir: str, grouped: bool) -> dict:
     from datasets import Dataset, disable_progress_bars
-    from transformers import AutoTokenizer, LlamaForSequenceClassification, TrainerCallback
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from transformers.utils import logging as hf_logging
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
@@ -174,6 +193,8 @@ def run_trl(spec: dict, examples, out_dir: str, grouped: bool) -> dict:
                 self.end = time.perf_counter()
 
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    if tokenizer.pad_token is None:  # as rewardlab does (and TRL's collator needs one)
+        tokenizer.pad_token = tokenizer.eos_token
     rows = [{"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected} for ex in examples]
     if grouped:
         eos = 1  # TRL appends EOS to both responses
@@ -182,7 +203,14 @@ def run_trl(spec: dict, examples, out_dir: str, grouped: bool) -> dict:
     dataset = Dataset.from_list(rows)
 
     def train(steps: int, name: str) -> tuple[LoopClock, RecordingCollator, RewardTrainer]:
-        model = LlamaForSequenceClassification.from_pretrained(spec["model_dir"], num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(spec["model_dir"], num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        peft_config = None
+        if spec.get("lora"):  # rewardlab's LoRA defaults (GRM's): r 32, alpha 64, dropout 0.05 on q/k/v/o
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj",
+                                     "o_proj"], task_type="SEQ_CLS")  # fmt: skip
         args = RewardConfig(
             output_dir=str(Path(out_dir) / name),
             per_device_train_batch_size=spec["batch_size"],
@@ -191,7 +219,7 @@ def run_trl(spec: dict, examples, out_dir: str, grouped: bool) -> dict:
             lr_scheduler_type="constant",
             warmup_steps=0,
             max_grad_norm=1.0,
-            max_length=MAX_LENGTH,
+            max_length=spec.get("max_length", MAX_LENGTH),
             gradient_checkpointing=False,
             bf16=use_bf16(spec["device"]),
             use_cpu=spec["device"] == "cpu",
@@ -214,12 +242,14 @@ def run_trl(spec: dict, examples, out_dir: str, grouped: bool) -> dict:
             processing_class=tokenizer,
             data_collator=collator,
             callbacks=[clock],
+            peft_config=peft_config,
         )
         with at_scale_length_grouping() if grouped else contextlib.nullcontext():
             trainer.train()
         return clock, collator, trainer
 
-    train(spec["warmup_steps"], "warmup")
+    if spec["warmup_steps"]:
+        train(spec["warmup_steps"], "warmup")
     reset_memory(spec["device"])
     clock, collator, trainer = train(spec["steps"], "timed")
     return {
@@ -227,6 +257,7 @@ def run_trl(spec: dict, examples, out_dir: str, grouped: bool) -> dict:
         "steps": trainer.state.global_step,
         "padding_fraction": 1.0 - collator.real / collator.total,
         "real_tokens": collator.real,
+        "attention": f"{trainer.model.config._attn_implementation} (padded)",
     }
 
 

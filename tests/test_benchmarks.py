@@ -133,3 +133,55 @@ def test_logprob_chunks_main_prints_json(capsys):
     objects = json_lines(capsys.readouterr().out)
     check_fields(objects, {"logprob_chunks_peak_memory", "logprob_chunks_time"})
     assert all(o["better"] == "lower" and o["same_gradients"] for o in objects)  # chunking changes memory, not results
+
+
+# ----- the suite -----
+def test_suite_flops_by_hand():
+    suite = importlib.import_module("suite")
+    config = suite.model_config("cpu-tiny")  # hidden 64, 1 layer, 4 heads of 16, MLP 128, vocab 263
+    n_body = suite.body_parameters(config)
+    # q, o: 64x64; k, v: 64x32 (2 key/value heads); gate, up, down: 64x128; two RMSNorms and the final norm: 64 each
+    assert n_body == 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 3 * 64
+    lengths = [10, 3]
+    forward = sum(2 * n_body * n + 2 * 64 * n * n for n in lengths) + 2 * 64 * 263 * 5
+    assert suite.training_flops(config, lengths, lm_head_tokens=5) == 3 * forward
+    assert suite.training_flops(config, lengths, lm_head_tokens=5, forward_only=True) == forward
+
+
+def test_suite_conversational_pairs_have_chat_structure():
+    suite = importlib.import_module("suite")
+    examples = suite.conversational_examples(20, seed=0)
+    assert all(ex.is_conversational and ex.chosen[0]["role"] == "assistant" for ex in examples)
+    assert {len(ex.prompt) for ex in examples} == {1, 3}  # one or two user turns
+    assert examples[0].chosen != examples[0].rejected
+
+
+def test_suite_quick_rows_name_device_attention_and_memory(capsys):
+    """Three comparisons of the quick suite, each contender in its own process (as the suite always runs them)."""
+    suite = importlib.import_module("suite")
+    rows = suite.main(["--device", "cpu", "--quick", "--json", "--threads", "1", "--only",
+                       "limit,token_rewards_vs_sequence,ppo_step"])  # fmt: skip
+    printed = json_lines(capsys.readouterr().out)
+    assert (
+        [r["benchmark"] for r in printed] == ["limit", "token_rewards_vs_sequence", "ppo_step"] == [r["benchmark"] for r in rows]
+    )
+    check_fields(printed, {"limit", "token_rewards_vs_sequence", "ppo_step"})
+    for r in printed:
+        assert r["device"].endswith("CPU, 1 threads") and r["dtype"] == "fp32"
+        assert r["attention"] == r["denominator_attention"] == "segments"  # the CPU default, on both sides
+        assert r["tokens_per_second"] > 0 and r["peak_memory_mb"] >= 0 and r["mfu"] is None  # no CPU peak: no MFU
+        assert r["ratio"] == pytest.approx(r["seconds"] / r["denominator_seconds"])
+    assert printed[0]["model_tflops_per_second"] > 0 and printed[0]["target"] == 1.15
+    assert printed[2]["same_responses"]  # r3hf and sparse PPO steps generated the same responses
+
+
+def test_suite_reports_a_failed_contender_as_a_skipped_row():
+    suite = importlib.import_module("suite")
+
+    def failing(kind, contender, spec):
+        return {"error": "RuntimeError: CUDA out of memory"} if contender == "b" else {"ok": {"seconds": 1.0}}
+
+    measured = suite.measure(failing, "limit", ["a", "b"], {}, rounds=1, progress=lambda *a: None)
+    assert measured["error"] == "limit:b: RuntimeError: CUDA out of memory"
+    row = suite.skipped_row("limit", measured["error"], {"device": "cpu"})
+    assert row["ratio"] is None and row["skipped"].endswith("out of memory")

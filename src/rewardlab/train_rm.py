@@ -3,7 +3,8 @@
 One training step, for a batch of B preference pairs:
     1. chosen and rejected go through the model as ONE (2B, T) batch: rewards r_c, r_r at each sequence's last real token,
        and, when a regulariser needs them, summed response log-probs from the kept LM head (response tokens only);
-       with `padding_free` (default) the batch's real tokens run as one packed row, so padding costs no compute;
+       with `padding_free` (default) the batch's real tokens run as one packed row, so padding costs no compute
+       (`attention`: the packed kernel, chosen per device and dtype unless set; recorded in config.json);
     2. L_reward = bt | margin | label-smooth (+ centring), see `rewardlab.losses`;
     3. L_reg = sft | sft-nll | dpo | dpo-noref on the same hidden states (dpo's reference: LoRA adapters disabled, or a frozen
        copy under full fine-tuning, computed once per batch without gradients);
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -47,10 +48,13 @@ from rewardlab.losses import (
 from rewardlab.modeling.reward_model import (
     DEFAULT_LOGPROB_CHUNK_TOKENS,
     HEAD_CHOICES,
+    LOGPROB_BACKENDS,
     MODEL_SUBDIR,
     LoraSettings,
     build_reward_model,
+    liger_unavailable_reason,
 )
+from rewardlab.packing import PACKED_ATTENTION_CHOICES, packing_unsupported_reason, select_packed_attention
 from rewardlab.runtime import (
     NonFiniteError,
     first_non_finite,
@@ -100,6 +104,9 @@ class RewardTrainingConfig:
     logprob_chunk_size: int = (
         DEFAULT_LOGPROB_CHUNK_TOKENS  # regularisers: LM-head logits for at most this many response tokens at once (0: all)
     )
+    attention: str = "auto"  # packed attention kernel: auto | segments | varlen | flex (rewardlab.packing)
+    logprob_backend: str = "auto"  # regularisers' log-probs: auto | chunked | liger (auto: liger on CUDA when installed)
+    gradient_checkpointing: bool = False  # recompute decoder activations in the backward: less memory, ~1/3 more compute
     # optimisation
     learning_rate: float = 1e-5
     weight_decay: float = 0.0
@@ -133,6 +140,8 @@ class RewardTrainingConfig:
             ("truncation", self.truncation, TRUNCATION_CHOICES),
             ("ensemble_aggregate", self.ensemble_aggregate, ("mean", "min")),
             ("pairs", self.pairs, PAIR_MODES),
+            ("attention", self.attention, PACKED_ATTENTION_CHOICES),
+            ("logprob_backend", self.logprob_backend, LOGPROB_BACKENDS),
         ):
             if value not in choices:
                 raise ValueError(f"{name} = '{value}' is not one of {', '.join(choices)}")
@@ -194,6 +203,25 @@ def stop_if_non_finite(accelerator, stats: dict[str, torch.Tensor], step: int, o
         f"step {step}: {problem}; training stopped before the update, nothing saved as finished; {kept}. "
         "Try a lower --lr or a smaller --max-grad-norm."
     )
+
+
+def kernel_choices(model, cfg: RewardTrainingConfig, device: torch.device, bf16: bool, sharded: bool = False) -> dict[str, str]:
+    """The attention kernel and log-prob path this run uses, resolved before training (an impossible explicit choice
+    fails here, in one line) and recorded in config.json. `sharded` (FSDP, DeepSpeed): Liger reads the LM head's
+    weight whole, so the chunked path, which calls the head as a module, is used."""
+    dtype = torch.bfloat16 if bf16 else next(model.causal_lm.parameters()).dtype
+    unpackable = packing_unsupported_reason(model.causal_lm)
+    if not cfg.padding_free or unpackable is not None:
+        attention = "padded"
+    else:
+        attention = select_packed_attention(model.causal_lm.config, device, dtype, cfg.attention, training=True)
+    choices = {"attention": attention}
+    if cfg.reg != "none":
+        reason = "the LM head is sharded (FSDP / DeepSpeed)" if sharded else liger_unavailable_reason(model.lm_head, device)
+        if cfg.logprob_backend == "liger" and reason is not None:
+            raise ValueError(f"logprob_backend 'liger' cannot run here: {reason}")
+        choices["logprobs"] = "chunked" if cfg.logprob_backend == "chunked" or reason is not None else "liger"
+    return choices
 
 
 def compute_loss(model, batch: dict[str, torch.Tensor], cfg: RewardTrainingConfig) -> dict[str, torch.Tensor]:
@@ -334,6 +362,13 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
         seed=cfg.seed,
     )
     model.logprob_chunk_tokens = cfg.logprob_chunk_size
+    model.packed_attention = cfg.attention
+    model.compute_dtype_hint = torch.bfloat16 if bf16 else None
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    kernels = kernel_choices(model, cfg, accelerator.device, bf16, sharded)
+    model.logprob_backend = kernels.get("logprobs", cfg.logprob_backend)
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
     if cfg.freeze_backbone:
         model.freeze_backbone()
     elif cfg.reg == "none":
@@ -388,11 +423,14 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
         "total_steps": total_steps,
         "global_batch_pairs": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes,
         "train_data_stats": {**train_set.stats, **data_counts},
+        "kernels": kernels,
         "rewardlab_version": version(),
     }
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         write_json(output_dir / "config.json", resolved)
+    if show:
+        print(f"attention: {kernels['attention']}" + (f"; log-probs: {kernels['logprobs']}" if "logprobs" in kernels else ""))
     if trackers:
         accelerator.init_trackers(
             "rewardlab", config={k: v for k, v in resolved.items() if isinstance(v, int | float | str | bool)}
@@ -497,8 +535,10 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
         "data": {"train": {**train_set.stats, **data_counts}},
     }
     accelerator.wait_for_everyone()
+    # Sharded weights (FSDP, ZeRO-3) are gathered first; every process takes part in the gather.
+    full_state = accelerator.get_state_dict(model) if sharded else None
     if is_main:
-        accelerator.unwrap_model(model).save_pretrained(output_dir / MODEL_SUBDIR)
+        accelerator.unwrap_model(model).save_pretrained(output_dir / MODEL_SUBDIR, state_dict=full_state)
         write_json(output_dir / "metrics.json", metrics)
         write_jsonl(output_dir / "log.jsonl", log)
         if log:

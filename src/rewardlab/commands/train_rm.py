@@ -58,6 +58,21 @@ def train_rm(
         help="GRM regularisers: LM-head logits for at most this many response tokens at a time, recomputed in the backward "
         "(default 2048; 0 = all at once). Caps memory with large vocabularies.",
     ),
+    attention: str | None = typer.Option(
+        None,
+        "--attention",
+        help="Packed attention kernel: auto (default: varlen or flex on CUDA, segments on CPU) | segments | varlen | flex.",
+    ),
+    logprob_backend: str | None = typer.Option(
+        None,
+        "--logprob-backend",
+        help="GRM regularisers' log-probs: auto (default: liger on CUDA when installed) | chunked | liger.",
+    ),
+    gradient_checkpointing: bool | None = typer.Option(
+        None,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute decoder activations in the backward: less memory, about a third more compute (default off).",
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 1e-5)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per device per step (default 8)."),
     gradient_accumulation_steps: int | None = typer.Option(None, "--grad-accum"),
@@ -84,7 +99,8 @@ def train_rm(
         "head_dropout": head_dropout, "lora": lora, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
         "freeze_backbone": freeze_backbone, "ensemble_size": ensemble_size, "ensemble_aggregate": ensemble_aggregate,
         "max_length": max_length, "truncation": truncation, "group_by_length": group_by_length,
-        "padding_free": padding_free, "logprob_chunk_size": logprob_chunk_size, "learning_rate": lr,
+        "padding_free": padding_free, "logprob_chunk_size": logprob_chunk_size, "attention": attention,
+        "logprob_backend": logprob_backend, "gradient_checkpointing": gradient_checkpointing, "learning_rate": lr,
         "per_device_train_batch_size": batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps, "num_train_epochs": epochs, "max_steps": max_steps,
         "warmup_ratio": warmup_ratio, "seed": seed, "bf16": bf16, "device": device, "logging_steps": logging_steps,

@@ -10,7 +10,13 @@ when pad == eos. Position ids are derived from the mask, so scores do not depend
 
 `forward(..., packed=True)` computes the same outputs padding-free (`rewardlab.packing`): the batch's real tokens in one row,
 attention within each sequence, so no compute is spent on padding. Models without the attention interface fall back to the
-padded forward, with a one-time warning.
+padded forward, with a one-time warning. The attention kernel (`packed_attention`, default "auto") is chosen per device and
+dtype: one varlen FlashAttention or flex-attention call per layer on CUDA, the per-sequence SDPA loop on CPU; the choice is
+logged once (`attention_kernel`).
+
+The regularisers' response log-probs (`logprob_backend`, default "auto") never make the (tokens x vocabulary) logits at
+once: chunks recomputed in the backward (`chunked`), or Liger Kernel's fused linear cross-entropy (`liger`, CUDA, an
+optional extra: `pip install "rewardlab[gpu]"`), chosen automatically when it is installed and the model is on CUDA.
 
 On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`, the tokenizer, and either the full causal LM
 (full fine-tuning) or the LoRA adapter (peft) plus, when the base is not loadable by name (the built-in tiny-llama), the base
@@ -20,6 +26,9 @@ model under `base_model/`. The head is always saved beside the adapter, so a rel
 from __future__ import annotations
 
 import copy
+import functools
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -38,12 +47,14 @@ from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.sources import is_builtin, load_causal_lm, reloadable_by_name
 from rewardlab.modeling.tiny import TINY_LLAMA
 from rewardlab.packing import (
+    DESCRIPTION_OF,
     PackedBatch,
     pack_padded,
     pack_values,
+    packed_attention_enabled,
     packed_hidden,
     packing_unsupported_reason,
-    segment_attention_enabled,
+    select_packed_attention,
     sum_per_sequence,
     unpack,
 )
@@ -58,6 +69,8 @@ HEAD_WEIGHTS = "reward_head.safetensors"
 BASE_SUBDIR = "base_model"
 HEAD_CHOICES = ("linear", "mlp")
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+LOGPROB_BACKENDS = ("auto", "chunked", "liger")
+LIGER_MIN_VERSION = (0, 8, 2)  # earlier releases give wrong weight gradients for reduction="none" (Liger-Kernel #1298)
 
 
 @dataclass
@@ -158,8 +171,16 @@ class RewardModel(nn.Module):
             reference.eval()
         # Response tokens per LM-head chunk for the regularisers' log-probs (0: all at once); see `_token_logprobs`.
         self.logprob_chunk_tokens = DEFAULT_LOGPROB_CHUNK_TOKENS
+        self.logprob_backend = "auto"  # chunked | liger | auto (liger on CUDA when installed)
+        self.packed_attention = "auto"  # segments | varlen | flex | auto (see rewardlab.packing.select_packed_attention)
+        # The dtype the decoder computes in when neither autocast nor the weights say it (FSDP's mixed precision casts
+        # the weights inside the forward): set by the trainer.
+        self.compute_dtype_hint: torch.dtype | None = None
         self._unpackable_reason: str | None = None  # set on the first packed call: why this model cannot run packed
         self._packing_checked = False
+        self._logged_choices: set[tuple] = set()
+        # accelerate's transformer-based FSDP wrap finds the decoder-layer class to shard by here
+        self._no_split_modules = list(getattr(self.causal_lm, "_no_split_modules", None) or [])
 
     # ----- structure -----
     @property
@@ -185,6 +206,62 @@ class RewardModel(nn.Module):
     def freeze_backbone(self) -> None:
         """The frozen-backbone baseline: only the reward head trains."""
         self.lm.requires_grad_(False)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each decoder layer's activations in the backward instead of keeping them (less memory, ~1/3 more
+        compute); non-reentrant, so LoRA and the packed attention kernels' keyword arguments pass through.
+
+        A packed forward switches the attention implementation for its duration only, so the recomputation in the
+        backward would run with whatever is set by then: `context_fn` re-enters the implementation the forward used."""
+        lm = self.causal_lm
+        kwargs = {"use_reentrant": False, "context_fn": functools.partial(_same_attention, lm)}
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.24's name for it
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    # ----- kernel choices -----
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the decoder computes in: autocast's when it is on for the model's device, else the trainer's hint
+        (mixed precision without autocast), else the weights'."""
+        device_type = self.device.type
+        try:
+            if torch.is_autocast_enabled(device_type):
+                return torch.get_autocast_dtype(device_type)
+        except TypeError:  # torch < 2.4: per-device functions by name
+            if device_type == "cuda" and torch.is_autocast_enabled():
+                return torch.get_autocast_gpu_dtype()
+            if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+                return torch.get_autocast_cpu_dtype()
+        return self.compute_dtype_hint or next(self.causal_lm.parameters()).dtype
+
+    def attention_kernel(self, training: bool | None = None) -> str:
+        """The packed attention kernel a forward would use now (segments | varlen | flex); logged once per choice."""
+        if training is None:
+            training = torch.is_grad_enabled() and any(p.requires_grad for p in self.lm.parameters())
+        dtype = self.compute_dtype()
+        kind = select_packed_attention(self.causal_lm.config, self.device, dtype, self.packed_attention, training)
+        self._log_once(("attention", kind, dtype), "packed attention: %s, %s", kind, DESCRIPTION_OF[kind])
+        return kind
+
+    def logprob_kernel(self, lm_head: nn.Module | None = None) -> str:
+        """How response log-probs are computed now: chunked | liger (see `LOGPROB_BACKENDS`)."""
+        head = lm_head or self.lm_head
+        if self.logprob_backend not in LOGPROB_BACKENDS:
+            raise ValueError(f"logprob backend '{self.logprob_backend}' is not one of {', '.join(LOGPROB_BACKENDS)}")
+        if self.logprob_backend == "chunked":
+            return "chunked"
+        reason = liger_unavailable_reason(head, self.device)
+        if self.logprob_backend == "liger" and reason is not None:
+            raise ValueError(f"logprob backend 'liger' cannot run here: {reason}")
+        kind = "liger" if reason is None else "chunked"
+        self._log_once(("logprobs", kind), "response log-probs: %s", kind)
+        return kind
+
+    def _log_once(self, key: tuple, message: str, *args) -> None:
+        if key not in self._logged_choices:
+            self._logged_choices.add(key)
+            logger.info(message, *args)
 
     # ----- forward -----
     def hidden(self, lm_body: nn.Module, input_ids, attention_mask, output_attentions: bool = False):
@@ -244,8 +321,9 @@ class RewardModel(nn.Module):
         batch = pack_padded(input_ids, attention_mask)
         if min(batch.lengths, default=1) == 0:
             raise ValueError("a packed forward needs at least one real token in every row")
-        with segment_attention_enabled(self.causal_lm):
-            hidden = packed_hidden(self.decoder, batch)  # (N, H)
+        kind = self.attention_kernel()
+        with packed_attention_enabled(kind, self.causal_lm):
+            hidden = packed_hidden(self.decoder, batch, kind)  # (N, H)
         token_rewards = self.head(hidden).float()  # (N,)
         logprobs = None
         if response_mask is not None:
@@ -308,6 +386,8 @@ class RewardModel(nn.Module):
         The LM head is still called as a module, so DeepSpeed ZeRO-3 / FSDP gather its weight as usual.
         """
         head = lm_head or self.lm_head
+        if self.logprob_kernel(head) == "liger":
+            return self._liger_logprobs(head, hidden_rows, targets)
         chunk = self.logprob_chunk_tokens
         if not chunk or hidden_rows.shape[0] <= chunk:
             return self._logprobs_of(head, hidden_rows, targets)
@@ -324,6 +404,17 @@ class RewardModel(nn.Module):
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return -F.cross_entropy(logits.float(), targets, reduction="none")
+
+    def _liger_logprobs(self, head: nn.Linear, hidden_rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The same log-probs from Liger's fused linear cross-entropy: logits made and consumed in chunks inside Triton
+        kernels, never (K, V) at once; with reduction="none" it recomputes them in the backward to apply each token's
+        upstream gradient. Reads the head's weight directly (so not under FSDP / ZeRO-3 sharding: see
+        `liger_unavailable_reason`)."""
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+        cap = getattr(self.causal_lm.config, "final_logit_softcapping", None) or None
+        loss = LigerFusedLinearCrossEntropyLoss(reduction="none", softcap=cap)
+        return -loss(head.weight, hidden_rows, targets, head.bias).float()
 
     @torch.no_grad()
     def reference_logprobs(self, input_ids, attention_mask, response_mask, packed: bool = False) -> torch.Tensor:
@@ -342,34 +433,47 @@ class RewardModel(nn.Module):
     def _packed_reference_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
         batch = pack_padded(input_ids, attention_mask)
         response = pack_values(batch, response_mask)
+        kind = self.attention_kernel(training=False)
         if self.reference is not None:
-            with segment_attention_enabled(self.reference):
-                hidden = packed_hidden(self.reference.get_decoder(), batch)
+            with packed_attention_enabled(kind, self.reference):
+                hidden = packed_hidden(self.reference.get_decoder(), batch, kind)
             return self.packed_response_logprobs(hidden, batch, response, self.reference.get_output_embeddings())
         if not self.uses_lora:
             raise ValueError("the dpo regulariser needs a reference: LoRA (adapters disabled) or a frozen copy")
-        with self.lm.disable_adapter(), segment_attention_enabled(self.causal_lm):
-            hidden = packed_hidden(self.decoder, batch)
+        with self.lm.disable_adapter(), packed_attention_enabled(kind, self.causal_lm):
+            hidden = packed_hidden(self.decoder, batch, kind)
         return self.packed_response_logprobs(hidden, batch, response)
 
     # ----- persistence -----
-    def save_pretrained(self, path: str | os.PathLike, save_base: bool | None = None) -> None:
+    def save_pretrained(
+        self, path: str | os.PathLike, save_base: bool | None = None, state_dict: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        """Write the reward model (see the module docstring). `state_dict`: this module's full state dict when the
+        weights held here are shards (FSDP, DeepSpeed ZeRO-3: `accelerator.get_state_dict(model)` gathers it)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        if state_dict is None:
+            head_state, lm_state = self.head.state_dict(), None
+        else:
+            head_state = {k.removeprefix("head."): v for k, v in state_dict.items() if k.startswith("head.")}
+            lm_state = {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
         self.tokenizer.save_pretrained(path)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, path / HEAD_WEIGHTS)
+        save_file({k: v.detach().contiguous().cpu() for k, v in head_state.items()}, path / HEAD_WEIGHTS)
         if self.uses_lora:
-            self.lm.save_pretrained(path)
+            self.lm.save_pretrained(path, **({"state_dict": lm_state} if lm_state is not None else {}))
             if save_base is None:
                 save_base = self.config.base_model == TINY_LLAMA or not reloadable_by_name(self.config.base_model)
             if save_base:
                 # The frozen base weights, without the injected LoRA modules (peft wraps each as `base_layer`).
-                base_state = {
-                    k.replace(".base_layer.", "."): v for k, v in self.causal_lm.state_dict().items() if "lora_" not in k
-                }
+                causal_state = (
+                    self.causal_lm.state_dict()
+                    if lm_state is None
+                    else {k.removeprefix("base_model.model."): v for k, v in lm_state.items()}
+                )
+                base_state = {k.replace(".base_layer.", "."): v for k, v in causal_state.items() if "lora_" not in k}
                 self.causal_lm.save_pretrained(path / BASE_SUBDIR, state_dict=base_state)
         else:
-            self.causal_lm.save_pretrained(path)
+            self.causal_lm.save_pretrained(path, **({"state_dict": lm_state} if lm_state is not None else {}))
         write_json(path / CONFIG_NAME, self.config.to_dict())
 
     @classmethod
@@ -443,6 +547,51 @@ def build_reward_model(
         )
         lm = get_peft_model(lm, peft_config)
     return RewardModel(lm, tokenizer, reward_head, config, reference=reference)
+
+
+def _same_attention(lm: PreTrainedModel):
+    """Checkpoint contexts (forward, recomputation): the recomputation runs with the attention implementation in use
+    when the forward ran (read now, at the forward)."""
+    return nullcontext(), _attention_implementation(lm, lm.config._attn_implementation)
+
+
+@contextmanager
+def _attention_implementation(lm: PreTrainedModel, implementation: str):
+    previous = lm.config._attn_implementation
+    if previous == implementation:
+        yield
+        return
+    lm.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        lm.set_attn_implementation(previous)
+
+
+def liger_version() -> str | None:
+    """The installed liger-kernel's version, or None."""
+    if importlib.util.find_spec("liger_kernel") is None:
+        return None
+    return importlib.metadata.version("liger-kernel")
+
+
+def liger_unavailable_reason(lm_head: nn.Module, device: torch.device) -> str | None:
+    """None when Liger's fused linear cross-entropy can compute log-probs through `lm_head` on `device`; else why not."""
+    installed = liger_version()
+    if installed is None:
+        return 'liger-kernel is not installed (pip install "rewardlab[gpu]")'
+    numbers = tuple(int(part) for part in installed.split(".")[:3] if part.isdigit())
+    if numbers < LIGER_MIN_VERSION:
+        needed = ".".join(map(str, LIGER_MIN_VERSION))
+        return f"liger-kernel {installed} gives wrong gradients for per-token losses; {needed} or later is needed"
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return f"Liger's Triton kernels run on CUDA, not {device.type}"
+    if type(lm_head) is not nn.Linear:
+        return f"the LM head is a {type(lm_head).__name__}, not a plain Linear (LoRA on the head?)"
+    weight = lm_head.weight
+    if type(weight) is not nn.Parameter or weight.dim() != 2 or weight.shape[1] != lm_head.in_features:
+        return "the LM head's weight is sharded (FSDP / ZeRO-3): the chunked path calls the head as a module instead"
+    return None
 
 
 MODEL_SUBDIR = "model"  # a training run writes its reward model under OUTPUT_DIR/model
