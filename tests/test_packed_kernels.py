@@ -7,7 +7,7 @@ What runs here and what does not:
   torch has no flex-attention backward on CPU, so its gradients are a GPU check;
 - varlen: torch's kernel is CUDA-only; rewardlab's glue around it (layout, cu_seqlens, GQA, window, both signatures torch
   has shipped) is checked with a stand-in kernel that computes attention per sequence;
-- Liger: runs under Triton's CPU interpreter when liger-kernel and triton are installed (the `gpu` extra), else skipped;
+- Liger: runs under Triton's CPU interpreter (liger-kernel and triton come with the dev extra, as in CI);
   its refusals run always.
 """
 
@@ -341,10 +341,6 @@ print("liger == chunked")
 """
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("liger_kernel") is None or importlib.util.find_spec("triton") is None,
-    reason="liger-kernel and triton not installed (the gpu extra); the GPU machine checks it",
-)
 def test_liger_logprobs_equal_chunked_values_and_gradients():
     """Under Triton's CPU interpreter (set before triton is imported, hence a subprocess)."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
