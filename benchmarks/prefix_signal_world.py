@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     from rewardlab.data.loading import load_preferences
     from rewardlab.diagnose import diagnose_set, plot_prefix_signal
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import write_json
     from rewardlab.tasks import policy as policy_module
     from rewardlab.tasks.preferences import DATA_SIZES, TEST_SIZES, write_preference_data

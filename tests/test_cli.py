@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from rewardlab.cli import app
 from rewardlab.data.templates import encode_prompt_response, pad_sequences
-from rewardlab.modeling.reward_model import load_reward_model
+from rewardlab.modeling.loader import load_reward_model
 
 runner = CliRunner()
 

@@ -297,7 +297,7 @@ def test_gradient_checkpointing_keeps_losses_and_gradients(reg, lora):
 
 # ----- Liger's fused linear cross-entropy -----
 def test_liger_refusals_name_the_reason(monkeypatch):
-    from rewardlab.modeling import reward_model as rm_module
+    from rewardlab.modeling import logprobs as rm_module
 
     model = build_reward_model("tiny-llama")
     head = model.lm_head

@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from rewardlab.commands.ppo import ppo
-from rewardlab.modeling.reward_model import build_reward_model, load_reward_model
+from rewardlab.modeling.loader import load_reward_model
+from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.modeling.tiny import build_tiny_llama
 from rewardlab.rl.models import make_critic
 from rewardlab.rl.ppo import PPOConfig, PPOTrainer, train_ppo

@@ -126,7 +126,7 @@ def test_score_r3hf_token_rewards_telescope(run, tmp_path):
 def test_serve_score_and_get_reward(run):
     from fastapi.testclient import TestClient
 
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.scoring import score_completions
     from rewardlab.serve import create_app
 
@@ -150,7 +150,7 @@ def test_get_reward_uses_prompts_where_bpe_would_merge_across_the_boundary(run):
     tokens where the whole text would give "hello": with `prompts` the reward is score's, without it differs."""
     from fastapi.testclient import TestClient
 
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.scoring import score_completions
     from rewardlab.serve import create_app
 

@@ -4,14 +4,10 @@ import torch.nn.functional as F
 
 from helpers import perturb
 from rewardlab.data.templates import encode_prompt_response, pad_sequences, response_mask
+from rewardlab.masks import last_token_index
 from rewardlab.modeling.ensemble import EnsembleRewardModel
-from rewardlab.modeling.reward_model import (
-    LoraSettings,
-    RewardModel,
-    build_reward_model,
-    last_token_index,
-    load_reward_model,
-)
+from rewardlab.modeling.loader import load_reward_model
+from rewardlab.modeling.reward_model import LoraSettings, RewardModel, build_reward_model
 
 PAIRS = [
     ([{"role": "user", "content": "reverse: abcd"}], "dcba"),

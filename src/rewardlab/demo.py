@@ -141,7 +141,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     plot_accuracy(results["reward_models"], out / "rm_accuracy.png")
 
     # 4. best-of-N: vanilla vs GRM-sft reward models trained on the small set (seed 0), gold = the world's gold reward
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.rl.bon import BonConfig, run_bon
     from rewardlab.rl.scorers import RewardModelScorer, resolve_scorer
 
@@ -209,7 +209,7 @@ def run_ppo_comparisons(
 ) -> tuple[dict, dict[str, dict[str, list[list[dict]]]]]:
     """Every PPO_COMPARISONS run from a copy of the base policy against one loaded reward model; returns (the results
     entry, the logs by comparison and shaping, one per seed)."""
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.rl.ppo import PPOConfig, train_ppo
     from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
 

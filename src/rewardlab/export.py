@@ -34,8 +34,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.data.templates import encode_prompt_response, pad_sequences
-from rewardlab.modeling.ensemble import EnsembleRewardModel
-from rewardlab.modeling.reward_model import load_reward_model
+from rewardlab.modeling.loader import load_reward_model
 from rewardlab.runtime import atomic_directory, resolve_device
 
 TOLERANCE = 1e-4
@@ -69,16 +68,15 @@ def export_sequence_classifier(model_dir: str | Path, output_dir: str | Path, de
     the pad token used). Raises ExportError, leaving no output, when it cannot be exact."""
     device = resolve_device(device)
     rm = load_reward_model(model_dir, device=device, dtype=torch.float32)
-    if isinstance(rm, EnsembleRewardModel):
+    if rm.primary() is not rm:
         raise ExportError(f"{model_dir}: an ensemble cannot be exported as one classifier; export one of its members")
-    if rm.config.head != "linear":
-        raise ExportError(
-            f"{model_dir}: the '{rm.config.head}' reward head cannot be represented by AutoModelForSequenceClassification "
-            "(its score layer is a single bias-free linear layer); train with --head linear to export"
-        )
+    try:
+        score_weight = rm.head.linear_weight()
+    except ValueError as err:
+        raise ExportError(f"{model_dir}: {err}") from None
     probes = _encoded_probes(rm.tokenizer)
     tokenizer = _export_tokenizer(rm.tokenizer, read_at={ids[-1] for kind in probes.values() for ids in kind})
-    classifier = _classifier(rm, tokenizer)
+    classifier = _classifier(rm, tokenizer, score_weight)
 
     output_dir = Path(output_dir)
     with atomic_directory(output_dir) as tmp:
@@ -119,7 +117,7 @@ def _export_tokenizer(tokenizer, read_at: set[int]):
     return exported
 
 
-def _classifier(rm, tokenizer):
+def _classifier(rm, tokenizer, score_weight: torch.Tensor):
     """An AutoModelForSequenceClassification with rewardlab's decoder weights and the linear head as `score`."""
     causal_lm = rm.lm.merge_and_unload() if rm.uses_lora else rm.causal_lm
     config = type(causal_lm.config).from_dict(causal_lm.config.to_dict())
@@ -132,7 +130,7 @@ def _classifier(rm, tokenizer):
     if missing or unexpected:
         raise ExportError(f"decoder weights do not fit the classifier: missing {missing[:3]}, unexpected {unexpected[:3]}")
     with torch.no_grad():
-        classifier.score.weight.copy_(rm.head.net.weight.to(classifier.score.weight.dtype))
+        classifier.score.weight.copy_(score_weight.to(classifier.score.weight.dtype))
     if len(tokenizer) > classifier.get_input_embeddings().num_embeddings:
         # the added pad token's row is never attended to (padding is masked); its value does not matter
         classifier.resize_token_embeddings(len(tokenizer), mean_resizing=False)

@@ -45,15 +45,9 @@ from rewardlab.losses import (
     sft_nll_regularizer,
     sft_regularizer,
 )
-from rewardlab.modeling.reward_model import (
-    DEFAULT_LOGPROB_CHUNK_TOKENS,
-    HEAD_CHOICES,
-    LOGPROB_BACKENDS,
-    MODEL_SUBDIR,
-    LoraSettings,
-    build_reward_model,
-    liger_unavailable_reason,
-)
+from rewardlab.modeling.head import HEAD_CHOICES
+from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS, LOGPROB_BACKENDS, liger_unavailable_reason
+from rewardlab.modeling.reward_model import MODEL_SUBDIR, LoraSettings, build_reward_model
 from rewardlab.packing import PACKED_ATTENTION_CHOICES, packing_unsupported_reason, select_packed_attention
 from rewardlab.runtime import (
     NonFiniteError,
@@ -552,7 +546,7 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
     """K members with seeds seed, seed+1, ...; the ensemble is saved under output_dir/model and evaluated as a whole."""
     from rewardlab.data.loading import load_named_preferences, load_preferences
     from rewardlab.modeling.ensemble import ENSEMBLE_NAME
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
 
     output_dir = Path(cfg.output_dir)
     model_dir = output_dir / MODEL_SUBDIR

@@ -58,7 +58,7 @@ def expected(rm_dir, tmp_path_factory) -> list[dict]:
 def encoded(rm_dir) -> list[tuple[list[int], list[int]]]:
     """ROWS as (prompt ids, response ids), exactly as rewardlab encodes them (the policy's ids in these tests)."""
     from rewardlab.data.templates import encode_prompt_response
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
 
     tokenizer = load_reward_model(rm_dir).tokenizer
     out = []

@@ -149,7 +149,7 @@ def test_dense_rewards_without_the_agent_loop_hook_fail_clearly_and_sparse_works
 
 def test_server_url_scores_through_rewardlab_serve(rm_dir, expected, encoded, monkeypatch) -> None:
     from live_server import live_server
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.serve import create_app
 
     with live_server(create_app(load_reward_model(rm_dir), api_key="k3y")) as url:

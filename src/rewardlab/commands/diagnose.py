@@ -34,7 +34,7 @@ def diagnose(
     The 100% point equals eval-rm's accuracy on the same set."""
     from rewardlab.data.loading import load_named_preferences
     from rewardlab.diagnose import diagnose_set, plot_prefix_signal
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import resolve_device, resolve_dtype, version, write_json
 
     with user_errors():

@@ -30,7 +30,7 @@ def eval_rm(
     from rewardlab.data.listwise import ListwiseDataset
     from rewardlab.evaluation import evaluate_preferences
     from rewardlab.listwise_eval import evaluate_listwise, load_eval_sets, summary_line
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
 
     with user_errors():

@@ -47,7 +47,7 @@ def score(
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
     from rewardlab.commands.common import quiet_libraries, user_errors
     from rewardlab.data.loading import load_completions
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
     from rewardlab.scoring import render_html, results_summary, score_completions
 

@@ -34,7 +34,7 @@ def serve(
 ) -> None:
     """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health."""
     from rewardlab.commands.common import UserError, quiet_libraries, user_errors
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import resolve_device, resolve_dtype
     from rewardlab.serve import require_serve_extra, run_server
 

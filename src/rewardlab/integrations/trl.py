@@ -36,7 +36,7 @@ class RewardlabRewardFunction:
         dtype: str | torch.dtype | None = None,
         name: str | None = None,
     ) -> None:
-        from rewardlab.modeling.reward_model import resolve_model_dir
+        from rewardlab.modeling.loader import resolve_model_dir
         from rewardlab.modeling.sources import is_builtin
 
         if batch_size < 1:
@@ -59,7 +59,7 @@ class RewardlabRewardFunction:
         """The reward model, loaded on first use: onto `device`, or (None) the calling process's current CUDA device
         (the one accelerate gave this rank), else the CPU."""
         if self._rm is None:
-            from rewardlab.modeling.reward_model import load_reward_model
+            from rewardlab.modeling.loader import load_reward_model
             from rewardlab.runtime import resolve_device, resolve_dtype
 
             device = resolve_device(self.device)

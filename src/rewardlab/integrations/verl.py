@@ -170,7 +170,7 @@ _MODELS_LOCK = threading.Lock()
 def shared_reward_model(path: str, device: str | None = None, dtype: str | None = None):
     """A reward model loaded once per process and shared (verl builds a training and a validation manager, and several
     workers may live in one process). `device` None: CUDA when this process sees a GPU, else the CPU."""
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import resolve_device, resolve_dtype
 
     placed_on = resolve_device(device)

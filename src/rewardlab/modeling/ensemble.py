@@ -1,5 +1,8 @@
 """An ensemble of reward models trained with different seeds (a GRM baseline), scored by the mean or min of members.
 
+It answers the same calls as a `RewardModel` that scores (forward, tokenizer, device, save_pretrained, primary); it has
+no LM head of its own, so asking it for log-probs or a reference is refused rather than ignored.
+
 On disk: `rewardlab_ensemble.json` ({"members": ["member-0", ...], "aggregate": "mean"}) beside the member directories.
 """
 
@@ -11,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rewardlab.modeling.reward_model import RewardModel, RewardOutput
+from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, RewardOutput
 from rewardlab.runtime import write_json
 
 ENSEMBLE_NAME = "rewardlab_ensemble.json"
@@ -41,9 +44,15 @@ class EnsembleRewardModel(nn.Module):
     def device(self) -> torch.device:
         return self.members[0].device
 
+    def primary(self) -> RewardModel:
+        """The member that stands for the ensemble where one model is needed (a PPO critic starts from it)."""
+        return self.members[0]
+
     def forward(
         self, input_ids, attention_mask, response_mask=None, output_attentions: bool = False, reference=False, packed=False
     ):
+        if response_mask is not None or reference:
+            raise ValueError("an ensemble only scores: response log-probs and the reference belong to a single model")
         outs = [m(input_ids, attention_mask, output_attentions=output_attentions, packed=packed) for m in self.members]
         position = aggregate_rewards(torch.stack([o.position_rewards for o in outs]), self.aggregate)
         sequence = aggregate_rewards(torch.stack([o.sequence_rewards for o in outs]), self.aggregate)
@@ -64,7 +73,10 @@ class EnsembleRewardModel(nn.Module):
     def from_pretrained(cls, path, aggregate: str | None = None, **kwargs) -> EnsembleRewardModel:
         path = Path(path)
         manifest = json.loads((path / ENSEMBLE_NAME).read_text())
-        from rewardlab.modeling.reward_model import resolve_model_dir
-
-        members = [RewardModel.from_pretrained(resolve_model_dir(path / name), **kwargs) for name in manifest["members"]]
+        members = [RewardModel.from_pretrained(_member_dir(path / name), **kwargs) for name in manifest["members"]]
         return cls(members, aggregate or manifest.get("aggregate", "mean"))
+
+
+def _member_dir(path: Path) -> Path:
+    """A member is a reward-model directory, or a training run's output directory holding one under `model/`."""
+    return path if (path / CONFIG_NAME).exists() else path / MODEL_SUBDIR

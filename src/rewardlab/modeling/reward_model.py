@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
@@ -37,14 +35,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from rewardlab.masks import last_token_index, position_ids_from_mask
-from rewardlab.modeling.sources import is_builtin, load_causal_lm, reloadable_by_name
+from rewardlab.modeling.head import RewardHead
+from rewardlab.modeling.logprobs import (
+    DEFAULT_LOGPROB_CHUNK_TOKENS,
+    LOGPROB_BACKENDS,
+    chunked_logprobs,
+    liger_logprobs,
+    liger_unavailable_reason,
+)
+from rewardlab.modeling.sources import load_causal_lm, reloadable_by_name
 from rewardlab.modeling.tiny import TINY_LLAMA
 from rewardlab.packing import (
     DESCRIPTION_OF,
@@ -64,13 +68,10 @@ logger = logging.getLogger(__name__)
 _warned_unpackable: set[str] = set()  # model classes already reported as falling back to padded batches
 
 CONFIG_NAME = "rewardlab_config.json"
-DEFAULT_LOGPROB_CHUNK_TOKENS = 2048
+MODEL_SUBDIR = "model"  # a training run writes its reward model under OUTPUT_DIR/model
 HEAD_WEIGHTS = "reward_head.safetensors"
 BASE_SUBDIR = "base_model"
-HEAD_CHOICES = ("linear", "mlp")
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-LOGPROB_BACKENDS = ("auto", "chunked", "liger")
-LIGER_MIN_VERSION = (0, 8, 2)  # earlier releases give wrong weight gradients for reduction="none" (Liger-Kernel #1298)
 
 
 @dataclass
@@ -101,43 +102,6 @@ class RewardModelConfig:
         if d.get("lora") is not None:
             d["lora"] = LoraSettings(**d["lora"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-class RewardHead(nn.Module):
-    def __init__(self, hidden_size: int, kind: str = "linear", mlp_hidden: int = 1024, dropout: float = 0.1):
-        super().__init__()
-        if kind not in HEAD_CHOICES:
-            raise ValueError(f"unknown reward head '{kind}' (choose from {', '.join(HEAD_CHOICES)})")
-        self.kind = kind
-        self.dropout = nn.Dropout(dropout)
-        if kind == "linear":
-            self.net = nn.Linear(hidden_size, 1, bias=False)
-            nn.init.normal_(self.net.weight, std=1.0 / (hidden_size + 1) ** 0.5)
-        else:
-            self.net = nn.Sequential(nn.Linear(hidden_size, mlp_hidden), nn.ReLU(), nn.Linear(mlp_hidden, 1))
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.net(self.dropout(hidden)).squeeze(-1)
-
-    @torch.no_grad()
-    def zero_output_(self) -> RewardHead:
-        """Zero the output layer, so the head reads 0 everywhere while its input layers (mlp) keep their weights."""
-        output = self.net if isinstance(self.net, nn.Linear) else self.net[-1]
-        output.weight.zero_()
-        if output.bias is not None:
-            output.bias.zero_()
-        return self
-
-    @torch.no_grad()
-    def reinit_output_(self, scale: float, generator: torch.Generator | None = None) -> RewardHead:
-        """Redraw the output layer as N(0, (scale / sqrt(fan_in))^2) with a zero bias: a fresh value head whose input
-        layers (and the backbone below) still get gradients through it, unlike a zeroed one."""
-        output = self.net if isinstance(self.net, nn.Linear) else self.net[-1]
-        fresh = torch.randn(output.weight.shape, generator=generator, dtype=torch.float32) * (scale / output.in_features**0.5)
-        output.weight.copy_(fresh.to(output.weight))
-        if output.bias is not None:
-            output.bias.zero_()
-        return self
 
 
 @dataclass
@@ -202,6 +166,10 @@ class RewardModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.head.parameters()).device
+
+    def primary(self) -> RewardModel:
+        """The single reward model that stands for this one (an ensemble answers with its first member)."""
+        return self
 
     def freeze_backbone(self) -> None:
         """The frozen-backbone baseline: only the reward head trains."""
@@ -377,44 +345,14 @@ class RewardModel(nn.Module):
         return sum_per_sequence(batch, token_logp, targets)
 
     def _token_logprobs(self, hidden_rows: torch.Tensor, targets: torch.Tensor, lm_head: nn.Module | None = None) -> torch.Tensor:
-        """log softmax(lm_head(h))[target] for K (hidden, target) pairs: (K, H), (K,) -> (K,) float32.
-
-        With a large vocabulary the (K, V) logits are the largest tensors of a GRM step (gemma: V = 256K, so 1K response
-        tokens take 1 GB in float32, several times over for softmax and gradients). Beyond `logprob_chunk_tokens` rows
-        they are made chunk by chunk, and under autograd each chunk is checkpointed: its logits are freed after the
-        forward and recomputed in the backward (one more LM-head matmul per chunk), so at most (chunk, V) are alive.
-        The LM head is still called as a module, so DeepSpeed ZeRO-3 / FSDP gather its weight as usual.
-        """
+        """log softmax(lm_head(h))[target] for K (hidden, target) pairs, by the kernel `logprob_kernel` picks
+        (`rewardlab.modeling.logprobs`: chunked and recomputed in the backward, or Liger's fused kernel)."""
         head = lm_head or self.lm_head
+        softcap = getattr(self.causal_lm.config, "final_logit_softcapping", None) or None
         if self.logprob_kernel(head) == "liger":
-            return self._liger_logprobs(head, hidden_rows, targets)
-        chunk = self.logprob_chunk_tokens
-        if not chunk or hidden_rows.shape[0] <= chunk:
-            return self._logprobs_of(head, hidden_rows, targets)
-        recompute = torch.is_grad_enabled()
-        parts = [
-            checkpoint(self._logprobs_of, head, h, t, use_reentrant=False) if recompute else self._logprobs_of(head, h, t)
-            for h, t in zip(hidden_rows.split(chunk), targets.split(chunk), strict=True)
-        ]
-        return torch.cat(parts)
+            return liger_logprobs(head, hidden_rows, targets, softcap)
+        return chunked_logprobs(head, hidden_rows, targets, self.logprob_chunk_tokens, softcap)
 
-    def _logprobs_of(self, head: nn.Module, hidden_rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = head(hidden_rows)  # (K, V) for the K response tokens only
-        cap = getattr(self.causal_lm.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return -F.cross_entropy(logits.float(), targets, reduction="none")
-
-    def _liger_logprobs(self, head: nn.Linear, hidden_rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The same log-probs from Liger's fused linear cross-entropy: logits made and consumed in chunks inside Triton
-        kernels, never (K, V) at once; with reduction="none" it recomputes them in the backward to apply each token's
-        upstream gradient. Reads the head's weight directly (so not under FSDP / ZeRO-3 sharding: see
-        `liger_unavailable_reason`)."""
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-
-        cap = getattr(self.causal_lm.config, "final_logit_softcapping", None) or None
-        loss = LigerFusedLinearCrossEntropyLoss(reduction="none", softcap=cap)
-        return -loss(head.weight, hidden_rows, targets, head.bias).float()
 
     @torch.no_grad()
     def reference_logprobs(self, input_ids, attention_mask, response_mask, packed: bool = False) -> torch.Tensor:
@@ -568,65 +506,3 @@ def _attention_implementation(lm: PreTrainedModel, implementation: str):
         lm.set_attn_implementation(previous)
 
 
-def liger_version() -> str | None:
-    """The installed liger-kernel's version, or None."""
-    if importlib.util.find_spec("liger_kernel") is None:
-        return None
-    return importlib.metadata.version("liger-kernel")
-
-
-def liger_unavailable_reason(lm_head: nn.Module, device: torch.device) -> str | None:
-    """None when Liger's fused linear cross-entropy can compute log-probs through `lm_head` on `device`; else why not."""
-    installed = liger_version()
-    if installed is None:
-        return 'liger-kernel is not installed (pip install "rewardlab[gpu]")'
-    numbers = tuple(int(part) for part in installed.split(".")[:3] if part.isdigit())
-    if numbers < LIGER_MIN_VERSION:
-        needed = ".".join(map(str, LIGER_MIN_VERSION))
-        return f"liger-kernel {installed} gives wrong gradients for per-token losses; {needed} or later is needed"
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        return f"Liger's Triton kernels run on CUDA, not {device.type}"
-    if type(lm_head) is not nn.Linear:
-        return f"the LM head is a {type(lm_head).__name__}, not a plain Linear (LoRA on the head?)"
-    weight = lm_head.weight
-    if type(weight) is not nn.Parameter or weight.dim() != 2 or weight.shape[1] != lm_head.in_features:
-        return "the LM head's weight is sharded (FSDP / ZeRO-3): the chunked path calls the head as a module instead"
-    return None
-
-
-MODEL_SUBDIR = "model"  # a training run writes its reward model under OUTPUT_DIR/model
-
-
-def resolve_model_dir(path: str | os.PathLike) -> Path:
-    """Accept a reward-model directory or a training run's output directory (which holds it under `model/`)."""
-    from rewardlab.modeling.ensemble import ENSEMBLE_NAME
-
-    p = Path(path)
-    for candidate in (p, p / MODEL_SUBDIR):
-        if (candidate / CONFIG_NAME).exists() or (candidate / ENSEMBLE_NAME).exists():
-            return candidate
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such reward model directory")
-    raise FileNotFoundError(
-        f"{p}: not a rewardlab reward model (no {CONFIG_NAME} or {ENSEMBLE_NAME}, here or in {MODEL_SUBDIR}/)"
-    )
-
-
-def load_reward_model(
-    path: str | os.PathLike,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    aggregate: str | None = None,
-):
-    """A trained reward model (or ensemble) for scoring, in eval mode. `path` may be a training run's output directory,
-    or a built-in model name (`tiny-llama`, `smollm2-135m`): that model with a fresh, seed-0 reward head (demos, tests)."""
-    from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
-
-    if is_builtin(str(path)):
-        return build_reward_model(str(path), dtype=dtype).to(device or "cpu").eval()
-    model_dir = resolve_model_dir(path)
-    if (model_dir / ENSEMBLE_NAME).exists():
-        model = EnsembleRewardModel.from_pretrained(model_dir, aggregate=aggregate, dtype=dtype, device=device)
-    else:
-        model = RewardModel.from_pretrained(model_dir, dtype=dtype, device=device)
-    return model.eval()

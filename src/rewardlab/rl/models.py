@@ -63,8 +63,7 @@ def make_critic(reward_model: nn.Module, init: str = "reward-model", seed: int =
     the reward model's in every case."""
     if init not in CRITIC_INITS:
         raise ValueError(f"critic_init = '{init}' is not one of {', '.join(CRITIC_INITS)}")
-    source = reward_model.members[0] if hasattr(reward_model, "members") else reward_model
-    critic = copy.deepcopy(source)
+    critic = copy.deepcopy(reward_model.primary())
     if init == "zero-head":
         critic.head.zero_output_()
     elif init == "fresh":

@@ -157,7 +157,7 @@ class PPOTrainer:
         if reward_model is None:
             if cfg.reward_model is None:
                 raise ValueError("no reward model: pass --reward-model PATH")
-            from rewardlab.modeling.reward_model import load_reward_model
+            from rewardlab.modeling.loader import load_reward_model
 
             reward_model = load_reward_model(cfg.reward_model, device=device)
         self.reward_model = reward_model.to(device).eval().requires_grad_(False)

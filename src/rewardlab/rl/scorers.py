@@ -116,7 +116,7 @@ def resolve_scorer(
         from rewardlab.tasks.world import GoldReward
 
         return GoldReward()
-    from rewardlab.modeling.reward_model import load_reward_model
+    from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import resolve_device, resolve_dtype
 
     device = resolve_device(device)
