@@ -171,3 +171,19 @@ def test_eval_rm_reads_every_supported_format(trained, tmp_path):
     assert results["uf"]["data"]["excluded"] >= 1  # the tie is dropped, not counted
     assert results["mtb"]["data"]["excluded"] >= 1
     assert "rewardbench" in results["rb"]
+
+
+def test_train_rm_select_best_on_flags_reach_the_run(easy_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["train-rm", "--train-data", str(easy_data / "small.jsonl"), "--eval-data", f"val={easy_data / 'small.jsonl'}",
+            "--max-steps", "4", "--batch-size", "8", "--eval-steps", "1", "--select-best-on", "val",
+            "--early-stopping-patience", "2", "--output-dir", str(out), "--no-progress"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["select_best_on"] == "val" and cfg["early_stopping_patience"] == 2
+    selection = json.loads((out / "metrics.json").read_text())["train"]["selection"]
+    assert selection["on"] == "val" and selection["history"]
+    bad = runner.invoke(app, [*args[:-3], "--select-best-on", "nope", "--output-dir", str(tmp_path / "bad"), "--no-progress"])
+    assert bad.exit_code != 0 and "not an eval set" in bad.output
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

@@ -309,6 +309,8 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
         eval_sets = load_named_preferences(cfg.eval_data, format=cfg.format, skip_invalid=cfg.skip_invalid)
     else:
         train_set, eval_sets = datasets["train"], datasets.get("eval", {})
+    if cfg.select_best_on is not None and cfg.select_best_on not in eval_sets:
+        raise ValueError(f"select_best_on = '{cfg.select_best_on}' is not an eval set ({', '.join(eval_sets) or 'none'})")
 
     # ---- model ----
     model = build_reward_model(
@@ -418,11 +420,7 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
             for stale in old[: max(0, len(old) - cfg.save_total_limit)]:
                 shutil.rmtree(stale, ignore_errors=True)
 
-    selection = None
-    if cfg.select_best_on is not None:
-        if cfg.select_best_on not in eval_sets:
-            raise ValueError(f"select_best_on = '{cfg.select_best_on}' is not an eval set ({', '.join(eval_sets) or 'none'})")
-        selection = BestWeights(cfg.select_best_on, accelerator.unwrap_model(model))
+    selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, accelerator.unwrap_model(model))
 
     # ---- train ----
     model.train()
