@@ -206,3 +206,13 @@ def test_world_4_data_carry_the_shortcut_in_distribution_only(base_policy, tmp_p
     # val_id continues the train stream: the same draw with 400 pairs starts with train_large, then val_id
     again = make_preference_data(model, tokenizer, 400, "train", 0, label_noise=0.1, temperature=0.05)
     assert [e.chosen for e in again] == [e.chosen for e in large + val]
+
+
+def test_idle_core_threads_sets_then_restores_the_thread_count(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(policy_module, "training_threads", lambda: 1)
+    with policy_module.idle_core_threads() as threads:
+        assert threads == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -117,7 +117,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
     from rewardlab.runtime import write_json
-    from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy
+    from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, idle_core_threads
     from rewardlab.tasks.preferences import write_preference_data
 
     out = Path(cfg.output_dir)
@@ -136,10 +136,11 @@ def run_demo(cfg: DemoConfig) -> dict:
         "gold_ood": evaluate_gold(policy, tokenizer, "test_ood", 256),
     }
     t0 = time.perf_counter()
-    paths = write_preference_data(
-        out / "data", policy, tokenizer, sizes=cfg.sizes, test_sizes=cfg.test_sizes, label_noise=cfg.label_noise,
-        val_size=cfg.val_size, world_version=cfg.world_version, progress=cfg.progress,
-    )  # fmt: skip
+    with idle_core_threads():
+        paths = write_preference_data(
+            out / "data", policy, tokenizer, sizes=cfg.sizes, test_sizes=cfg.test_sizes, label_noise=cfg.label_noise,
+            val_size=cfg.val_size, world_version=cfg.world_version, progress=cfg.progress,
+        )  # fmt: skip
     timings["preference_data"] = time.perf_counter() - t0
     results["data"] = {k: str(v) for k, v in paths.items()} | {"world": json.loads(Path(paths["world"]).read_text())}
 
@@ -230,6 +231,7 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
     Returns {"world_check", "reward_models" (accuracy table; the frozen-backbone row comes from the world check's probe),
     "reward_model_training" (epochs kept and run per model)}."""
     from rewardlab.data.loading import load_preferences
+    from rewardlab.tasks.policy import idle_core_threads
     from rewardlab.train_rm import train_reward_model
 
     eval_sets = {"val": load_preferences(str(paths["val_id"])), "id": load_preferences(str(paths["test_id"])),
@@ -257,18 +259,21 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
         )  # fmt: skip
         bar.update(1)
 
-    for size in cfg.sizes:
-        for seed in range(cfg.seeds):
-            run("vanilla", size, seed)
-    world_check = measure_world_check(cfg, policy_path, train_sets, eval_sets, out, table["vanilla"])
-    for line in world_check_findings(world_check):
-        tqdm.write(f"world check: {line}")
-    for name in rows:
-        if name == "vanilla":
-            continue
+    # Small matrices: as for pretraining, no more threads than idle cores (oversubscribed OpenMP threads crawl).
+    with idle_core_threads() as threads:
         for size in cfg.sizes:
             for seed in range(cfg.seeds):
-                run(name, size, seed)
+                run("vanilla", size, seed)
+        world_check = measure_world_check(cfg, policy_path, train_sets, eval_sets, out, table["vanilla"])
+        for line in world_check_findings(world_check):
+            tqdm.write(f"world check: {line}")
+        for name in rows:
+            if name == "vanilla":
+                continue
+            for size in cfg.sizes:
+                for seed in range(cfg.seeds):
+                    run(name, size, seed)
+        world_check["threads"] = threads
     bar.close()
     summary = {
         name: {size: {split: _mean_std(values) for split, values in cell.items()} for size, cell in sizes.items()}

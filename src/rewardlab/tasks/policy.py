@@ -20,6 +20,8 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,17 @@ def training_threads() -> int:
     """Threads for pretraining: at most 2 (the matrices are tiny) and no more than the idle cores, because busy-waiting
     OpenMP threads on an oversubscribed CPU make every step ~10x slower."""
     return max(1, min(2, round(idle_cores())))
+
+
+@contextmanager
+def idle_core_threads() -> Iterator[int]:
+    """Run the block with `training_threads()` torch threads (restored after); yields the count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(training_threads())
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def demonstration(task: TaskInstance, config: BasePolicyConfig, rng: random.Random) -> str:
@@ -216,12 +229,8 @@ def get_base_policy(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / "base-policy" / config.key()
     if not (path / "config.json").exists():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(training_threads())
-        try:
+        with idle_core_threads():
             model, tokenizer, stats = pretrain_base_policy(config, progress=progress)
-        finally:
-            torch.set_num_threads(threads)
         with atomic_directory(path) as tmp:  # readers see a complete directory or none
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
