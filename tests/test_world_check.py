@@ -13,6 +13,7 @@ from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.world_check import (
     PairFeatures,
     fit_pairwise_probe,
+    one_standard_error_choice,
     pair_accuracy,
     pair_features,
     probe_loss,
@@ -53,7 +54,15 @@ def test_probe_solution_has_zero_gradient_and_beats_perturbations():
         assert probe_loss(w + 1e-2 * torch.randn(8, generator=generator, dtype=torch.float64), diffs, l2) > best
 
 
-def test_train_probe_picks_the_l2_with_the_best_validation_accuracy():
+def test_one_standard_error_rule_takes_the_strongest_l2_within_one_se_of_the_best():
+    # best 0.80 on 400 pairs: se = sqrt(0.8 * 0.2 / 400) = 0.02, so anything >= 0.78 qualifies
+    path = {0.01: 0.80, 0.1: 0.79, 1.0: 0.781, 10.0: 0.779, 100.0: 0.70}
+    assert one_standard_error_choice(path, 400) == 1.0
+    assert one_standard_error_choice(path, 40_000) == 0.01  # se 0.002: only the best itself
+    assert one_standard_error_choice({0.1: 0.6, 1.0: 0.6}, 10) == 1.0  # ties: the stronger l2
+
+
+def test_train_probe_applies_the_rule_to_its_validation_path():
     generator = torch.Generator().manual_seed(2)
 
     def features(n):
@@ -65,10 +74,10 @@ def test_train_probe_picks_the_l2_with_the_best_validation_accuracy():
     train, val = features(40), features(400)
     grid = (1e-3, 1e-1, 10.0)
     probe = train_probe(train, val, grid)
-    singles = {l2: train_probe(train, val, (l2,)).val_accuracy for l2 in grid}
-    assert probe.val_accuracy == max(singles.values())
-    assert probe.l2 == max(l2 for l2, acc in singles.items() if acc == probe.val_accuracy)  # ties: the stronger l2
-    assert probe.accuracy(val) == probe.val_accuracy
+    singles = {l2: train_probe(train, val, (l2,)).val_accuracy for l2 in grid}  # each fit on its own
+    assert probe.val_path == pytest.approx(singles)
+    assert probe.l2 == one_standard_error_choice(singles, 400)
+    assert probe.accuracy(val) == probe.val_accuracy == singles[probe.l2]
 
 
 def test_pair_accuracy_counts_ties_as_half():

@@ -304,11 +304,13 @@ def measure_world_check(
     by_size: dict = {}
     for size, train in train_sets.items():
         probe = train_probe(pair_features(base, train.examples), base_features["val"])
-        after = []
+        after, after_l2 = [], []
         for seed in range(cfg.seeds):
             vanilla = load_reward_model(out / "rm" / f"vanilla-{size}-s{seed}")
             features = {name: pair_features(vanilla, ds.examples) for name, ds in (("train", train), *splits.items())}
-            after.append(train_probe(features["train"], features["val"]).accuracy(features["ood"]))
+            vanilla_probe = train_probe(features["train"], features["val"])
+            after.append(vanilla_probe.accuracy(features["ood"]))
+            after_l2.append(vanilla_probe.l2)
         base_ood = probe.accuracy(base_features["ood"])
         vanilla_ood = vanilla_cells[size]["ood"]
         by_size[size] = {
@@ -317,6 +319,8 @@ def measure_world_check(
             "vanilla_ood": _mean_std(vanilla_ood),
             "conditions": world_check_conditions(base_ood, after, vanilla_ood),
             "probe_l2": probe.l2,
+            "probe_val_path": [[l2, accuracy] for l2, accuracy in probe.val_path.items()],
+            "probe_after_vanilla_l2": after_l2,
             "frozen_backbone": {split: _mean_std([probe.accuracy(base_features[split])]) for split in ("id", "ood", "val")},
         }
     large = max(cfg.sizes, key=cfg.sizes.get)
@@ -535,7 +539,7 @@ def render_world_check(check: dict) -> list[str]:
         "## World check (measured before any GRM model was trained)",
         "",
         f"Training size {check['train_size']}; probes are linear heads on fixed features at the reward-read position, "
-        "trained on ID pairs (l2 chosen on val_id), scored on test_ood.",
+        "trained on ID pairs (l2 by the one-standard-error rule on val_id), scored on test_ood.",
         "",
         "| probe_ood_base | probe_ood_after_vanilla | likelihood_judge_ood | vanilla_ood |",
         "|---|---|---|---|",
@@ -572,12 +576,15 @@ def render_report(results: dict) -> str:
         row = [ROW_LABELS.get(variant, variant)]
         row += [f"{cells[s][sp]['mean']:.3f} ± {cells[s][sp]['std']:.3f}" for s in sizes for sp in ("id", "ood")]
         lines.append("| " + " | ".join(row) + " |")
-    lines += [
-        "",
+    note = (
         "One head (linear, dropout 0.1) for every variant of the main rows; each model trained until its ID validation "
-        "accuracy stopped improving and kept at its best. The frozen backbone has no seed (a convex fit). The extra rows "
-        "pair the variants as the official GRM code does.",
-    ]
+        "accuracy stopped improving and kept at its best."
+    )
+    if FROZEN in table:
+        note += " The frozen backbone has no seed (a convex fit)."
+    if any(name in table for name in OFFICIAL_PAIRING):
+        note += " The extra rows pair the variants as the official GRM code does."
+    lines += ["", note]
     training = results.get("reward_model_training")
     if training:
         lines += ["", "Epochs kept by ID validation (mean over seeds; epochs run in brackets):", ""]
