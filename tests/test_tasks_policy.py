@@ -208,11 +208,10 @@ def test_world_4_data_carry_the_shortcut_in_distribution_only(base_policy, tmp_p
     assert [e.chosen for e in again] == [e.chosen for e in large + val]
 
 
-def test_idle_core_threads_sets_then_restores_the_thread_count(monkeypatch):
+def test_torch_threads_sets_then_restores_the_thread_count():
     import torch
 
     before = torch.get_num_threads()
-    monkeypatch.setattr(policy_module, "training_threads", lambda: 1)
-    with policy_module.idle_core_threads() as threads:
+    with policy_module.torch_threads(1) as threads:
         assert threads == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before

@@ -40,6 +40,10 @@ OFFICIAL_PAIRING: dict[str, dict] = {
     "official-grm-sft-mlp": {"loss": "bt", "reg": "sft", "head": "mlp"},
     "official-vanilla-linear-nodropout": {"loss": "bt", "reg": "none", "head": "linear", "head_dropout": 0.0},
 }
+# Sampling the preference data, training the reward models and the world check run on one torch thread: the matrices
+# are tiny, and OpenMP threads on a busy CPU spin-wait (50 reward-model steps: 4.1 s on 1 thread, 90 s on 2, with
+# load 3.5 on 2 cores).
+SMALL_MODEL_THREADS = 1
 FROZEN = "frozen-backbone"  # the linear head on frozen base features, fit to convergence (the world check's base probe)
 ROW_LABELS = {
     FROZEN: "frozen backbone (linear head fit to convergence)",
@@ -117,7 +121,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
     from rewardlab.runtime import write_json
-    from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, idle_core_threads
+    from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, torch_threads
     from rewardlab.tasks.preferences import write_preference_data
 
     out = Path(cfg.output_dir)
@@ -136,7 +140,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "gold_ood": evaluate_gold(policy, tokenizer, "test_ood", 256),
     }
     t0 = time.perf_counter()
-    with idle_core_threads():
+    with torch_threads(SMALL_MODEL_THREADS):
         paths = write_preference_data(
             out / "data", policy, tokenizer, sizes=cfg.sizes, test_sizes=cfg.test_sizes, label_noise=cfg.label_noise,
             val_size=cfg.val_size, world_version=cfg.world_version, progress=cfg.progress,
@@ -231,7 +235,7 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
     Returns {"world_check", "reward_models" (accuracy table; the frozen-backbone row comes from the world check's probe),
     "reward_model_training" (epochs kept and run per model)}."""
     from rewardlab.data.loading import load_preferences
-    from rewardlab.tasks.policy import idle_core_threads
+    from rewardlab.tasks.policy import torch_threads
     from rewardlab.train_rm import train_reward_model
 
     eval_sets = {"val": load_preferences(str(paths["val_id"])), "id": load_preferences(str(paths["test_id"])),
@@ -259,8 +263,7 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
         )  # fmt: skip
         bar.update(1)
 
-    # Small matrices: as for pretraining, no more threads than idle cores (oversubscribed OpenMP threads crawl).
-    with idle_core_threads() as threads:
+    with torch_threads(SMALL_MODEL_THREADS) as threads:
         for size in cfg.sizes:
             for seed in range(cfg.seeds):
                 run("vanilla", size, seed)

@@ -111,10 +111,10 @@ def training_threads() -> int:
 
 
 @contextmanager
-def idle_core_threads() -> Iterator[int]:
-    """Run the block with `training_threads()` torch threads (restored after); yields the count."""
+def torch_threads(count: int) -> Iterator[int]:
+    """Run the block with `count` torch threads (the previous count is restored after); yields the count."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(training_threads())
+    torch.set_num_threads(count)
     try:
         yield torch.get_num_threads()
     finally:
@@ -229,7 +229,7 @@ def get_base_policy(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / "base-policy" / config.key()
     if not (path / "config.json").exists():
-        with idle_core_threads():
+        with torch_threads(training_threads()):
             model, tokenizer, stats = pretrain_base_policy(config, progress=progress)
         with atomic_directory(path) as tmp:  # readers see a complete directory or none
             model.save_pretrained(tmp)
