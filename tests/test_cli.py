@@ -228,3 +228,19 @@ def test_commands_that_run_a_model_take_device_and_dtype(trained, easy_data, tmp
         result = runner.invoke(app, ["eval-rm", "--model", str(trained), "--data", str(easy_data / "small.jsonl"),
                                      "--output", str(out), "--device", "cuda"])  # fmt: skip
         assert result.exit_code == 1 and "CUDA is not available" in result.output
+
+
+def test_train_rm_select_best_on_flags_reach_the_run(easy_data, tmp_path):
+    out = tmp_path / "run"
+    args = ["train-rm", "--train-data", str(easy_data / "small.jsonl"), "--eval-data", f"val={easy_data / 'small.jsonl'}",
+            "--max-steps", "4", "--batch-size", "8", "--eval-steps", "1", "--select-best-on", "val",
+            "--early-stopping-patience", "2", "--output-dir", str(out), "--no-progress"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["select_best_on"] == "val" and cfg["early_stopping_patience"] == 2
+    selection = json.loads((out / "metrics.json").read_text())["train"]["selection"]
+    assert selection["on"] == "val" and selection["history"]
+    bad = runner.invoke(app, [*args[:-3], "--select-best-on", "nope", "--output-dir", str(tmp_path / "bad"), "--no-progress"])
+    assert bad.exit_code != 0 and "not an eval set" in bad.output
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

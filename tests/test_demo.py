@@ -146,3 +146,70 @@ def test_ppo_sampling_error_from_a_noisy_tail_blocks_a_single_seed_verdict():
         lines = findings(base | {"ppo": summarise_ppo_comparisons(logs)})
         verdicts = [line for line in lines if "R3HF's claim" in line]
         assert len(verdicts) == 2 and all(expected in line for line in verdicts)
+
+
+def fake_world_check(probe_base: float, after: list[float], vanilla: list[float], judge: float = 0.85) -> dict:
+    from rewardlab.demo import _mean_std
+    from rewardlab.world_check import world_check_conditions
+
+    conditions = world_check_conditions(probe_base, after, vanilla)
+    cell = {
+        "probe_ood_base": probe_base,
+        "probe_ood_after_vanilla": _mean_std(after),
+        "vanilla_ood": _mean_std(vanilla),
+        "conditions": conditions,
+    }
+    return {
+        "train_size": "large",
+        "probe_ood_base": probe_base,
+        "probe_ood_after_vanilla": _mean_std(after)["mean"],
+        "likelihood_judge_ood": judge,
+        "vanilla_ood": _mean_std(vanilla)["mean"],
+        "conditions": conditions,
+        "both_conditions_hold": all(c["holds"] for c in conditions.values()),
+        "by_size": {"large": cell, "small": cell},
+    }
+
+
+def grm_summary(lines: list[str]) -> str:
+    return next(x for x in lines if x.startswith("GRM:"))
+
+
+def test_world_check_comes_first_and_its_conditions_follow_the_numbers():
+    results = fake_results(grm_ood=0.6, r3hf_final=0.4, grm_bon_end=0.0)  # GRM within the noise everywhere
+    results["world_check"] = fake_world_check(0.76, [0.72, 0.73, 0.71], [0.70, 0.69, 0.71])
+    lines = findings(results)
+    assert lines[0].startswith("world check, large data: base features good where the reward is read")
+    assert "probe_ood_base 0.760 >= vanilla_ood 0.700): holds (+6.0 points, every seed)" in lines[0]
+    assert "probe_ood_after_vanilla 0.720 ± 0.010 < probe_ood_base 0.760): holds (+4.0 points, every seed)" in lines[0]
+    assert "GRM's regularisers do not help" in grm_summary(lines)
+
+    results["world_check"] = fake_world_check(0.68, [0.70, 0.71, 0.72], [0.70, 0.69, 0.71])
+    lines = findings(results)
+    assert "FAILS (-2.0 points)" in lines[0] and "FAILS (-3.0 points)" in lines[0]
+    assert "the world check fails" in grm_summary(lines)
+
+    good = fake_results(grm_ood=0.7, r3hf_final=0.4, grm_bon_end=0.0)
+    good["world_check"] = fake_world_check(0.76, [0.72, 0.73, 0.71], [0.70, 0.69, 0.71])
+    assert "1 of 6 GRM cells beat vanilla" in grm_summary(findings(good))
+
+
+def test_report_puts_the_world_check_before_the_reward_model_table_and_labels_the_extra_rows():
+    from rewardlab.demo import FROZEN, OFFICIAL_PAIRING, ROW_LABELS
+
+    results = fake_results(0.6, 0.4, 0.0)
+    results["world_check"] = fake_world_check(0.76, [0.72, 0.73, 0.71], [0.70, 0.69, 0.71])
+    table = results["reward_models"]
+    table[FROZEN] = {"small": cell(0.68, 0.66), "large": cell(0.7, 0.67)}
+    mlp, linear = OFFICIAL_PAIRING
+    table[mlp] = {"small": cell(0.7, 0.65), "large": cell(0.75, 0.66)}
+    table[linear] = {"small": cell(0.7, 0.6), "large": cell(0.75, 0.62)}
+    results["findings"] = findings(results)
+    report = render_report(results)
+    assert report.index("## World check") < report.index("## Reward models")
+    assert "| 0.760 | 0.720 | 0.850 | 0.700 |" in report
+    assert f"| {ROW_LABELS[mlp]} | 0.700 ± 0.010 | 0.650 ± 0.020 |" in report
+    # official pairing, small data: 0.65 - 0.60 = +5.0; same head (grm-sft 0.6 vs vanilla 0.6): +0.0; head share +5.0
+    official = next(x for x in results["findings"] if x.startswith("small data, the official code's pairing"))
+    assert "OOD +5.0 points" in official and "against +0.0 with one head" in official and "account for +5.0" in official
+    assert any(x.startswith("large data: frozen backbone") and "OOD 0.670, vanilla 0.620" in x for x in results["findings"])

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
+import re
 
 import pytest
 
 from rewardlab.data.loading import load_preferences
-from rewardlab.modeling.tiny import build_tiny_llama
+from rewardlab.modeling.tiny import build_byte_tokenizer, build_tiny_llama
 from rewardlab.tasks import policy as policy_module
-from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, lr_at
+from rewardlab.tasks.policy import BasePolicyConfig, demonstration_ids, evaluate_gold, get_base_policy, lr_at
 from rewardlab.tasks.preferences import (
     make_preference_data,
     measured_flip_rate,
@@ -146,3 +148,70 @@ def test_training_threads_follow_idle_cores_not_the_lagging_load_average(monkeyp
     monkeypatch.setattr(policy_module, "_cpu_times", lambda: None)  # no /proc/stat: fall back on the load average
     assert policy_module.idle_cores() == pytest.approx(0.0)
     assert policy_module.training_threads() == 1
+
+
+def test_world_3_keeps_its_cache_key_and_world_4_gets_its_own():
+    # the keys world-3 configs had before the version became a field (computed with that code), so caches stay valid
+    assert BasePolicyConfig(world_version=3).key() == "6eccf7f4bb4fcb8d"
+    assert BasePolicyConfig.quick(3).key() == "c8c70d97e2c03a48"
+    assert BasePolicyConfig().world_version == 4 and BasePolicyConfig().key() != BasePolicyConfig(world_version=3).key()
+
+
+def _turns(text: str) -> list[tuple[str, str, str]]:
+    """(prompt, answer, what follows the answer's EOS) for each exchange of a decoded pretraining sequence."""
+    exchanges = re.findall(r"<\|user\|>(.*?)</s><\|assistant\|>(.*?)</s>(\d?)", text)
+    assert exchanges, text
+    return exchanges
+
+
+def test_world_4_demonstrations_carry_their_rating_right_after_the_end_token():
+    """Decoded sequences: each answer's EOS is followed by round(9 * gold) of that answer, recomputed here from the
+    text; about half the answers end with the style cue, whatever their quality; world 3 has neither."""
+    tokenizer = build_byte_tokenizer()
+    rng = random.Random(0)
+    cues, perfect_with_cue, perfect = 0, 0, 0
+    n = 600
+    for _ in range(n):
+        ids = demonstration_ids(tokenizer, BasePolicyConfig(), rng)
+        ((prompt, answer, rating),) = _turns(tokenizer.decode(ids))
+        task = parse_prompt(prompt)
+        content = answer[:-1] if answer.endswith(".") else answer
+        matches = sum(a == b for a, b in zip(content, task.answer, strict=False))
+        assert rating == str(round(9 * matches / max(len(content), len(task.answer))))
+        cues += answer.endswith(".")
+        perfect += content == task.answer
+        perfect_with_cue += content == task.answer and answer.endswith(".")
+    assert cues / n == pytest.approx(0.5, abs=0.07)  # binomial sd 0.02
+    assert perfect_with_cue / perfect == pytest.approx(0.5, abs=0.1)  # the cue is drawn apart from quality
+    rng = random.Random(0)
+    for _ in range(100):
+        ((_, answer, rating),) = _turns(tokenizer.decode(demonstration_ids(tokenizer, BasePolicyConfig(world_version=3), rng)))
+        assert rating == "" and not answer.endswith(".")
+
+
+def test_world_4_data_carry_the_shortcut_in_distribution_only(base_policy, tmp_path):
+    model, tokenizer, _ = base_policy
+    paths = write_preference_data(
+        tmp_path, model, tokenizer, sizes={"small": 100, "large": 300}, test_sizes={"test_id": 150, "test_ood": 300},
+        val_size=100, label_noise=0.1, progress=False,
+    )  # fmt: skip
+    world = json.loads(paths["world"].read_text())
+    assert world["world_version"] == 4 and world["val_size"] == 100
+    share = world["cue_on_chosen_share"]
+    assert share["train"] > 0.75 and share["test_id"] > 0.7  # target 0.85; a few dozen discordant pairs each
+    assert share["test_ood"] == pytest.approx(0.5, abs=0.15)
+    large = load_preferences(str(paths["train_large"])).examples
+    val = load_preferences(str(paths["val_id"])).examples
+    assert len(val) == 100 and all(parse_prompt(e.prompt).is_id for e in val)
+    # val_id continues the train stream: the same draw with 400 pairs starts with train_large, then val_id
+    again = make_preference_data(model, tokenizer, 400, "train", 0, label_noise=0.1, temperature=0.05)
+    assert [e.chosen for e in again] == [e.chosen for e in large + val]
+
+
+def test_torch_threads_sets_then_restores_the_thread_count():
+    import torch
+
+    before = torch.get_num_threads()
+    with policy_module.torch_threads(1) as threads:
+        assert threads == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -8,9 +8,11 @@ import torch
 from rewardlab.data.types import PreferenceExample
 from rewardlab.tasks.preferences import (
     bradley_terry_prob,
+    cue_on_chosen_share,
     draw_labels,
     expected_flip_rate,
     measured_flip_rate,
+    shortcut_keep_probability,
 )
 
 
@@ -61,3 +63,32 @@ def test_ties_are_coin_flips_and_labels_are_seeded():
     assert torch.equal(labels, draw_labels(gold, gold, 0.1, 0.0, torch.Generator().manual_seed(3)))
     with pytest.raises(ValueError):
         draw_labels(gold, gold, 0.1, 1.5, torch.Generator())
+
+
+def test_shortcut_keep_probability_hand_values():
+    assert shortcut_keep_probability(True, False, 0.8) == 1.0  # cue on the chosen response only: always kept
+    assert shortcut_keep_probability(False, True, 0.8) == pytest.approx(0.25)  # (1 - 0.8) / 0.8
+    assert shortcut_keep_probability(True, True, 0.8) == 1.0 and shortcut_keep_probability(False, False, 0.8) == 1.0
+    assert shortcut_keep_probability(False, True, 0.0) == 1.0  # no shortcut (world 3)
+    with pytest.raises(ValueError):
+        shortcut_keep_probability(False, True, 1.0)
+
+
+@pytest.mark.parametrize("strength", [0.7, 0.85])
+def test_filtering_by_keep_probability_gives_the_shortcut_share(strength):
+    """Simulated cue-discordant pairs, half with the cue on each side: after filtering, a share `strength` of those left
+    has it on the chosen side (binomial sd < 0.005 here)."""
+    generator = torch.Generator().manual_seed(0)
+    cue_on_chosen = torch.rand(200_000, generator=generator) < 0.5
+    keep_p = torch.tensor([shortcut_keep_probability(bool(c), not bool(c), strength) for c in cue_on_chosen.tolist()])
+    kept = torch.rand(keep_p.shape, generator=generator) < keep_p
+    assert cue_on_chosen[kept].double().mean().item() == pytest.approx(strength, abs=0.01)
+
+
+def test_cue_on_chosen_share_counts_discordant_pairs_only():
+    def pair(chosen, rejected):
+        return PreferenceExample(prompt="p", chosen=[{"role": "assistant", "content": chosen}], rejected=rejected)
+
+    examples = [pair("ab.", "ac"), pair("ab.", "ac"), pair("ab", "ac."), pair("ab.", "ac."), pair("ab", "ac")]
+    assert cue_on_chosen_share(examples) == pytest.approx(2 / 3)
+    assert cue_on_chosen_share(examples[3:]) is None

@@ -11,15 +11,20 @@ from rewardlab.tasks.world import (
     OOD_FAMILIES,
     OOD_STYLES,
     STYLES,
+    WORLD_VERSION,
+    WORLDS,
     GoldReward,
     TaskInstance,
+    feedback_token,
     gold_score,
     gold_token_scores,
+    has_cue,
     make_prompts,
     make_tasks,
     noisy_answer,
     parse_prompt,
     split_pairs,
+    world_spec,
 )
 
 
@@ -135,3 +140,35 @@ def test_task_instance_properties():
     assert task.messages == [{"role": "user", "content": "please sort dbca"}]
     assert task.answer == "abcd" and task.subset == "sort/please" and task.is_id
     assert not TaskInstance("sort", "arrow", "dbca").is_id and not TaskInstance("shift", "colon", "dbca").is_id
+
+
+def test_gold_ignores_one_trailing_style_cue():
+    assert gold_score("acbd.", "acbd") == 1.0 and has_cue("acbd.") and not has_cue("acbd")
+    assert gold_score("acb.", "acbd") == pytest.approx(0.75)
+    assert gold_score("acbd..", "acbd") == pytest.approx(0.8)  # only one cue is style; the second is an extra symbol
+    scores = gold_token_scores("acx.", "acbd")
+    assert scores == pytest.approx([0.25, 0.25, 0.0, 0.0]) and len(scores) == 4
+    assert gold_token_scores(".", "ab") == [0.0]
+    assert GoldReward().score(["copy: ab"], ["ab."]) == [1.0]
+
+
+@pytest.mark.parametrize(("gold", "token"), [(0.0, "0"), (1.0, "9"), (1 / 3, "3"), (2 / 3, "6"), (0.75, "7"), (0.8, "7")])
+def test_feedback_token_is_the_rounded_rating(gold, token):
+    assert feedback_token(gold) == token
+
+
+def test_feedback_token_is_monotone_in_gold_and_checks_its_range():
+    golds = sorted({k / n for n in range(1, 15) for k in range(n + 1)})
+    ratings = [int(feedback_token(g)) for g in golds]
+    assert ratings == sorted(ratings) and ratings[0] == 0 and ratings[-1] == 9
+    with pytest.raises(ValueError):
+        feedback_token(1.5)
+
+
+def test_world_versions():
+    assert WORLD_VERSION == 4 and set(WORLDS) >= {3, 4}
+    v3, v4 = world_spec(3), world_spec(4)
+    assert not v3.feedback and v3.cue_rate == 0 and v3.shortcut_strength == 0
+    assert v4.feedback and 0 < v4.cue_rate < 1 and 0.5 < v4.shortcut_strength < 1
+    with pytest.raises(ValueError, match="unknown world version 2"):
+        world_spec(2)

@@ -163,3 +163,50 @@ def test_padding_free_flag_reaches_the_config_and_the_forward(easy_data, tmp_pat
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["padding_free"] is expected
     assert bool(packed_calls) is expected
+
+
+def test_select_best_on_keeps_the_best_validation_weights_and_stops_early(easy_data, tmp_path):
+    """Selection by a validation set: the saved model is the one with the best validation accuracy (earliest on ties),
+    every other eval set is scored on it, and early stopping ends training after `patience` evaluations without gain."""
+    from rewardlab.evaluation import evaluate_preferences
+
+    val = f"val={easy_data / 'small.jsonl'}"
+    cfg = RewardTrainingConfig(
+        train_data=str(easy_data / "train.jsonl"),
+        eval_data=[val, f"heldout={easy_data / 'test.jsonl'}"],
+        output_dir=str(tmp_path / "run"),
+        max_steps=12,
+        eval_steps=2,
+        select_best_on="val",
+        **{**FAST, "learning_rate": 3e-2},  # a step size that overshoots, so later evaluations can be worse
+    )
+    metrics = train_reward_model(cfg)
+    selection = metrics["train"]["selection"]
+    history = selection["history"]
+    assert [step for step, _ in history] == [2, 4, 6, 8, 10, 12]
+    best = max(acc for _, acc in history)
+    assert selection["accuracy"] == best and selection["step"] == next(s for s, a in history if a == best)
+    assert metrics["eval"]["val"]["accuracy"] == pytest.approx(best)  # the final evaluation runs on the restored weights
+    reloaded = load_reward_model(tmp_path / "run")
+    for name, path in (("val", easy_data / "small.jsonl"), ("heldout", easy_data / "test.jsonl")):
+        again, _ = evaluate_preferences(reloaded, load_preferences(str(path)).examples)
+        assert again["accuracy"] == pytest.approx(metrics["eval"][name]["accuracy"])
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    intermediate = [r for r in log if r["kind"] == "eval"][:-1]
+    assert intermediate and all(set(r["accuracy"]) == {"val"} for r in intermediate)  # others only at the end
+
+    stopped = train_reward_model(
+        RewardTrainingConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "stop"), "early_stopping_patience": 1})
+    )
+    s_hist = stopped["train"]["selection"]["history"]
+    # patience 1: training stops at the first evaluation that does not beat the best so far
+    first_worse = next(i for i in range(1, len(history)) if history[i][1] <= max(a for _, a in history[:i]))
+    assert [s for s, _ in s_hist] == [s for s, _ in history[: first_worse + 1]]
+    assert stopped["train"]["steps"] == history[first_worse][0]
+
+
+def test_selection_config_validation():
+    with pytest.raises(ValueError, match="eval_steps"):
+        RewardTrainingConfig(train_data="x", select_best_on="val").validate()
+    with pytest.raises(ValueError, match="early_stopping_patience"):
+        RewardTrainingConfig(train_data="x", early_stopping_patience=2).validate()

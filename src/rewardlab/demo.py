@@ -1,8 +1,13 @@
 """`rewardlab demo`: the whole pipeline on the built-in world, offline, with the same code paths as real models.
 
-    1. base policy (cached) -> preference data labelled by the gold reward (train small/large, test_id, test_ood);
+    1. base policy (cached) -> preference data labelled by the gold reward (train small/large, val_id, test_id, test_ood),
+       on world version 4 by default (`--world 3` for the previous one);
     2. reward models initialised from the base policy: vanilla BT, margin, label smoothing, GRM sft / dpo / dpo-noref,
-       at two data sizes, over seeds;
+       at two data sizes, over seeds, all with the same (linear) head, each trained until its ID validation accuracy
+       stops improving and kept at its best (steps chosen by ID validation only); the frozen-backbone baseline (a linear
+       head on the base model's features, fit to convergence); the official code's pairing as an extra, labelled row
+       (GRM-sft with the MLP head vs BT with a linear head without dropout);
+       the world check (`rewardlab.world_check`) is measured as soon as the vanilla models exist, before any GRM model;
     3. pairwise accuracy in and out of distribution (GRM's Tables 1 and 7 in miniature), mean and spread over seeds;
     4. best-of-N over-optimisation curves (proxy and gold vs KL) for vanilla vs GRM-sft reward models;
     5. sparse vs R3HF token rewards where they can differ: (a) critic-free RLOO with per-token returns, (b) PPO with a
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,12 +36,34 @@ VARIANTS: dict[str, dict] = {
     "grm-dpo": {"loss": "bt", "reg": "dpo"},
     "grm-dpo-noref": {"loss": "bt", "reg": "dpo-noref"},
 }
+# The official GRM code's comparison, reported apart from the main table (which keeps one head for every variant): GRM
+# with its MLP head against a BT baseline with a linear head and no dropout, so the head's share of a "GRM gain" shows.
+OFFICIAL_PAIRING: dict[str, dict] = {
+    "official-grm-sft-mlp": {"loss": "bt", "reg": "sft", "head": "mlp"},
+    "official-vanilla-linear-nodropout": {"loss": "bt", "reg": "none", "head": "linear", "head_dropout": 0.0},
+}
+# Sampling the preference data, training the reward models and the world check run on one torch thread: the matrices
+# are tiny, and OpenMP threads on a busy CPU spin-wait (50 reward-model steps: 4.1 s on 1 thread, 90 s on 2, with
+# load 3.5 on 2 cores).
+SMALL_MODEL_THREADS = 1
+FROZEN = "frozen-backbone"  # the linear head on frozen base features, fit to convergence (the world check's base probe)
+ROW_LABELS = {
+    FROZEN: "frozen backbone (linear head fit to convergence)",
+    "official-grm-sft-mlp": "extra, official pairing: grm-sft, MLP head",
+    "official-vanilla-linear-nodropout": "extra, official pairing: vanilla, linear head, no dropout",
+}
 
 
 def _preferences():
     from rewardlab.tasks import preferences  # lazily: it pulls in torch, and `--help` should not wait for it
 
     return preferences
+
+
+def _world():
+    from rewardlab.tasks import world
+
+    return world
 
 
 @dataclass
@@ -46,9 +74,17 @@ class DemoConfig:
     sizes: dict[str, int] = field(default_factory=lambda: dict(_preferences().DATA_SIZES))
     test_sizes: dict[str, int] = field(default_factory=lambda: dict(_preferences().TEST_SIZES))
     label_noise: float = 0.1
-    rm_epochs: float = 3.0  # 1 epoch at lr 1e-4 left the small-data models barely trained (accuracy ~0.55)
+    world_version: int = field(default_factory=lambda: _world().WORLD_VERSION)
+    val_size: int = field(default_factory=lambda: _preferences().VAL_SIZE)
+    # Reward models: at most rm_epochs, evaluated on val_id every rm_eval_pairs training pairs (at most once an epoch),
+    # stopped after rm_patience evaluations without a gain and kept at their best val_id accuracy: each run gets its own
+    # length, chosen on ID validation only.
+    rm_epochs: float = 8.0
+    rm_eval_pairs: int = 1000
+    rm_patience: int = 3
     rm_lr: float = 3e-4
     rm_batch_size: int = 32
+    official_pairing: bool = True
     alpha: float = 0.01
     bon_n: int = 256
     bon_prompts: int = 128
@@ -66,6 +102,7 @@ class DemoConfig:
         if quick:
             cfg = cls(
                 quick=True, seeds=1, sizes={"small": 400, "large": 1600}, test_sizes={"test_id": 300, "test_ood": 600},
+                val_size=300, rm_eval_pairs=400, official_pairing=False,
                 bon_n=64, bon_prompts=48, ppo_steps=16, ppo_batch_size=64, ppo_seeds=1, ppo_check_steps=4, **kw,
             )  # fmt: skip  # PPO: 2 x 16 RLOO + 2 x 16 PPO + 2 x 4 PPO steps cost ~1.4x the old 2 x 20 PPO steps
         else:
@@ -87,11 +124,9 @@ def _mean_std(values: list[float]) -> dict:
 def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
-    from rewardlab.data.loading import load_preferences
     from rewardlab.runtime import write_json
-    from rewardlab.tasks.policy import evaluate_gold, get_base_policy
+    from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, torch_threads
     from rewardlab.tasks.preferences import write_preference_data
-    from rewardlab.train_rm import RewardTrainingConfig, train_reward_model
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +136,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     # 1. base policy and preference data
     t0 = time.perf_counter()
-    policy, tokenizer, policy_path = get_base_policy(progress=cfg.progress)
+    policy, tokenizer, policy_path = get_base_policy(BasePolicyConfig(world_version=cfg.world_version), progress=cfg.progress)
     timings["base_policy"] = time.perf_counter() - t0
     results["base_policy"] = {
         "path": str(policy_path),
@@ -109,35 +144,19 @@ def run_demo(cfg: DemoConfig) -> dict:
         "gold_ood": evaluate_gold(policy, tokenizer, "test_ood", 256),
     }
     t0 = time.perf_counter()
-    paths = write_preference_data(
-        out / "data", policy, tokenizer, sizes=cfg.sizes, test_sizes=cfg.test_sizes, label_noise=cfg.label_noise,
-        progress=cfg.progress,
-    )  # fmt: skip
+    with torch_threads(SMALL_MODEL_THREADS):
+        paths = write_preference_data(
+            out / "data", policy, tokenizer, sizes=cfg.sizes, test_sizes=cfg.test_sizes, label_noise=cfg.label_noise,
+            val_size=cfg.val_size, world_version=cfg.world_version, progress=cfg.progress,
+        )  # fmt: skip
     timings["preference_data"] = time.perf_counter() - t0
     results["data"] = {k: str(v) for k, v in paths.items()} | {"world": json.loads(Path(paths["world"]).read_text())}
-    eval_sets = {"id": load_preferences(str(paths["test_id"])), "ood": load_preferences(str(paths["test_ood"]))}
-    train_sets = {size: load_preferences(str(paths[f"train_{size}"])) for size in cfg.sizes}
 
-    # 2-3. reward models
+    # 2-3. reward models, with the world check measured right after the vanilla ones
     t0 = time.perf_counter()
-    table: dict = {}
-    runs = [(v, s, seed) for s in cfg.sizes for v in VARIANTS for seed in range(cfg.seeds)]
-    for variant, size, seed in tqdm(runs, desc="reward models", disable=not cfg.progress):
-        rm_cfg = RewardTrainingConfig(
-            model=str(policy_path), train_data=str(paths[f"train_{size}"]),
-            output_dir=str(out / "rm" / f"{variant}-{size}-s{seed}"),
-            learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size, num_train_epochs=cfg.rm_epochs,
-            alpha=cfg.alpha, seed=seed, logging_steps=10, progress=False, max_length=256, **VARIANTS[variant],
-        )  # fmt: skip
-        metrics = train_reward_model(rm_cfg, {"train": train_sets[size], "eval": eval_sets})
-        cell = table.setdefault(variant, {}).setdefault(size, {"id": [], "ood": []})
-        cell["id"].append(metrics["eval"]["id"]["accuracy"])
-        cell["ood"].append(metrics["eval"]["ood"]["accuracy"])
-    timings["reward_models"] = time.perf_counter() - t0
-    results["reward_models"] = {
-        v: {s: {split: _mean_std(vals) for split, vals in cell.items()} for s, cell in sizes.items()}
-        for v, sizes in table.items()
-    }
+    results |= train_reward_models(cfg, policy_path, paths, out)
+    timings["reward_models"] = time.perf_counter() - t0 - results["world_check"]["seconds"]
+    timings["world_check"] = results["world_check"]["seconds"]
     plot_accuracy(results["reward_models"], out / "rm_accuracy.png")
 
     # 4. best-of-N: vanilla vs GRM-sft reward models trained on the small set (seed 0), gold = the world's gold reward
@@ -302,6 +321,158 @@ def coincidence(first: list[dict], second: list[dict], tolerance: float = 1e-6) 
     return {"max_abs_difference": max_abs, "steps_matching": same, "steps_logged": len(first), "tolerance": tolerance}
 
 
+def rm_run_config(cfg: DemoConfig, policy_path: Path, train_path: Path, n_pairs: int, run_dir: Path, seed: int, settings: dict):
+    """One reward-model run of the demo: evaluated on val_id every `rm_eval_pairs` pairs (at most once an epoch), stopped
+    `rm_patience` evaluations after its best, kept at its best (its length is chosen by ID validation only; test sets are
+    scored once, on the kept weights)."""
+    from rewardlab.train_rm import RewardTrainingConfig
+
+    steps_per_epoch = math.ceil(n_pairs / cfg.rm_batch_size)
+    eval_steps = max(1, min(steps_per_epoch, round(cfg.rm_eval_pairs / cfg.rm_batch_size)))
+    return RewardTrainingConfig(
+        model=str(policy_path), train_data=str(train_path), output_dir=str(run_dir),
+        learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size, num_train_epochs=cfg.rm_epochs,
+        alpha=cfg.alpha, seed=seed, logging_steps=10, progress=False, max_length=256,
+        eval_steps=eval_steps, select_best_on="val", early_stopping_patience=cfg.rm_patience,
+        **settings,
+    )  # fmt: skip
+
+
+def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Path], out: Path) -> dict:
+    """Every reward model of the demo and the world check: vanilla first (all sizes and seeds), then the world check
+    (printed as soon as it is measured), then the other variants and the official pairing.
+
+    Returns {"world_check", "reward_models" (accuracy table; the frozen-backbone row comes from the world check's probe),
+    "reward_model_training" (epochs kept and run per model)}."""
+    from rewardlab.data.loading import load_preferences
+    from rewardlab.tasks.policy import torch_threads
+    from rewardlab.train_rm import train_reward_model
+
+    eval_sets = {"val": load_preferences(str(paths["val_id"])), "id": load_preferences(str(paths["test_id"])),
+                 "ood": load_preferences(str(paths["test_ood"]))}  # fmt: skip
+    train_sets = {size: load_preferences(str(paths[f"train_{size}"])) for size in cfg.sizes}
+    rows = dict(VARIANTS) | (dict(OFFICIAL_PAIRING) if cfg.official_pairing else {})
+    table: dict = {}
+    training: dict = {}
+    bar = tqdm(total=len(rows) * len(cfg.sizes) * cfg.seeds, desc="reward models", disable=not cfg.progress)
+
+    def run(name: str, size: str, seed: int) -> None:
+        n_pairs = len(train_sets[size].examples)
+        run_cfg = rm_run_config(
+            cfg, policy_path, paths[f"train_{size}"], n_pairs, out / "rm" / f"{name}-{size}-s{seed}", seed, rows[name]
+        )
+        metrics = train_reward_model(run_cfg, {"train": train_sets[size], "eval": eval_sets})
+        cell = table.setdefault(name, {}).setdefault(size, {"id": [], "ood": [], "val": []})
+        for split, values in cell.items():
+            values.append(metrics["eval"][split]["accuracy"])
+        epoch_steps = math.ceil(n_pairs / cfg.rm_batch_size)
+        selection = metrics["train"]["selection"]
+        training.setdefault(name, {}).setdefault(size, []).append(
+            {"seed": seed, "epoch_kept": selection["step"] / epoch_steps, "epochs_run": metrics["train"]["steps"] / epoch_steps,
+             "val_history": selection["history"]}
+        )  # fmt: skip
+        bar.update(1)
+
+    with torch_threads(SMALL_MODEL_THREADS) as threads:
+        for size in cfg.sizes:
+            for seed in range(cfg.seeds):
+                run("vanilla", size, seed)
+        world_check = measure_world_check(cfg, policy_path, train_sets, eval_sets, out, table["vanilla"])
+        for line in world_check_findings(world_check):
+            tqdm.write(f"world check: {line}")
+        for name in rows:
+            if name == "vanilla":
+                continue
+            for size in cfg.sizes:
+                for seed in range(cfg.seeds):
+                    run(name, size, seed)
+        world_check["threads"] = threads
+    bar.close()
+    summary = {
+        name: {size: {split: _mean_std(values) for split, values in cell.items()} for size, cell in sizes.items()}
+        for name, sizes in table.items()
+    }
+    summary[FROZEN] = {size: world_check["by_size"][size]["frozen_backbone"] for size in cfg.sizes}
+    ordered = {name: summary[name] for name in (*VARIANTS, FROZEN, *(OFFICIAL_PAIRING if cfg.official_pairing else ()))}
+    return {"world_check": world_check, "reward_models": ordered, "reward_model_training": training}
+
+
+def measure_world_check(
+    cfg: DemoConfig, policy_path: Path, train_sets: dict, eval_sets: dict, out: Path, vanilla_cells: dict
+) -> dict:
+    """The world check (`rewardlab.world_check`) per training size: a probe on the frozen base model's features at the
+    reward-read position and on every vanilla model's, trained on that size's ID pairs (l2 chosen on val_id), scored
+    on test_ood; the base model's likelihood as a judge; the vanilla models' own OOD accuracy. The headline figures are
+    those of the largest size."""
+    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.modeling.reward_model import build_reward_model
+    from rewardlab.world_check import pair_accuracy, pair_features, train_probe, world_check_conditions
+
+    t0 = time.perf_counter()
+    base = build_reward_model(str(policy_path))  # features only: the (random) head is not used
+    splits = {"val": eval_sets["val"], "id": eval_sets["id"], "ood": eval_sets["ood"]}
+    base_features = {name: pair_features(base, ds.examples) for name, ds in splits.items()}
+    judge = {
+        split: pair_accuracy(base_features[split].logp_chosen, base_features[split].logp_rejected) for split in ("id", "ood")
+    }
+    by_size: dict = {}
+    for size, train in train_sets.items():
+        probe = train_probe(pair_features(base, train.examples), base_features["val"])
+        after, after_l2 = [], []
+        for seed in range(cfg.seeds):
+            vanilla = load_reward_model(out / "rm" / f"vanilla-{size}-s{seed}")
+            features = {name: pair_features(vanilla, ds.examples) for name, ds in (("train", train), *splits.items())}
+            vanilla_probe = train_probe(features["train"], features["val"])
+            after.append(vanilla_probe.accuracy(features["ood"]))
+            after_l2.append(vanilla_probe.l2)
+        base_ood = probe.accuracy(base_features["ood"])
+        vanilla_ood = vanilla_cells[size]["ood"]
+        by_size[size] = {
+            "probe_ood_base": base_ood,
+            "probe_ood_after_vanilla": _mean_std(after),
+            "vanilla_ood": _mean_std(vanilla_ood),
+            "conditions": world_check_conditions(base_ood, after, vanilla_ood),
+            "probe_l2": probe.l2,
+            "probe_val_path": [[l2, accuracy] for l2, accuracy in probe.val_path.items()],
+            "probe_after_vanilla_l2": after_l2,
+            "frozen_backbone": {split: _mean_std([probe.accuracy(base_features[split])]) for split in ("id", "ood", "val")},
+        }
+    large = max(cfg.sizes, key=cfg.sizes.get)
+    headline = by_size[large]
+    return {
+        "train_size": large,
+        "probe_ood_base": headline["probe_ood_base"],
+        "probe_ood_after_vanilla": headline["probe_ood_after_vanilla"]["mean"],
+        "likelihood_judge_ood": judge["ood"],
+        "vanilla_ood": headline["vanilla_ood"]["mean"],
+        "likelihood_judge_id": judge["id"],
+        "conditions": headline["conditions"],
+        "both_conditions_hold": all(c["holds"] for c in headline["conditions"].values()),
+        "by_size": by_size,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def world_check_findings(check: dict) -> list[str]:
+    """The two conditions in words, with their numbers, for the headline size and every other size."""
+    lines = []
+    for size, cell in [(check["train_size"], check["by_size"][check["train_size"]])] + [
+        (s, c) for s, c in check["by_size"].items() if s != check["train_size"]
+    ]:
+        good, damage = cell["conditions"]["base_features_good"], cell["conditions"]["vanilla_damages_features"]
+        after = cell["probe_ood_after_vanilla"]
+        lines.append(
+            f"{size} data: base features good where the reward is read (probe_ood_base {good['probe_ood_base']:.3f} >= "
+            f"vanilla_ood {good['vanilla_ood']:.3f}): {'holds' if good['holds'] else 'FAILS'} "
+            f"({good['difference'] * 100:+.1f} points{', every seed' if good['every_seed'] else ''}); vanilla training "
+            f"damages them (probe_ood_after_vanilla {after['mean']:.3f} ± {after['std']:.3f} < probe_ood_base "
+            f"{damage['probe_ood_base']:.3f}): {'holds' if damage['holds'] else 'FAILS'} "
+            f"({damage['difference'] * 100:+.1f} points{', every seed' if damage['every_seed'] else ''})."
+        )
+    lines.append(f"the base model's likelihood as a judge (no training): OOD {check['likelihood_judge_ood']:.3f}.")
+    return lines
+
+
 def summarise_ppo(runs: dict[str, list[list[dict]]]) -> dict:
     """Per shaping: initial and final gold / proxy reward and KL, mean and spread over seeds (final = mean of the last
     quarter of steps, to smooth rollout noise; `gold_mean_gain` = mean gold over the steps after 0, minus step 0's).
@@ -344,19 +515,55 @@ def verdict(difference: float, spread: float, floor: float) -> str:
 
 
 def findings(results: dict) -> list[str]:
-    """Plain sentences comparing this run's figures with the papers' claims; every number comes from `results`."""
+    """Plain sentences comparing this run's figures with the papers' claims; every number comes from `results`.
+    The world check comes first: whether this world can show GRM's mechanism at all."""
     lines = []
+    check = results.get("world_check")
+    if check:
+        lines += [f"world check, {line}" for line in world_check_findings(check)]
     table = results["reward_models"]
-    for size in next(iter(table.values())):
+    grm_agrees = []
+    for size in table["vanilla"]:
         van = table["vanilla"][size]
         for variant in ("grm-sft", "grm-dpo", "grm-dpo-noref"):
             cell = table[variant][size]
             d_ood = cell["ood"]["mean"] - van["ood"]["mean"]
             d_id = cell["id"]["mean"] - van["id"]["mean"]
             spread = (cell["ood"]["std"] ** 2 + van["ood"]["std"] ** 2) ** 0.5
+            said = verdict(d_ood, spread, 0.005)
+            grm_agrees.append(said == "agrees with")
             lines.append(
                 f"{size} data: {variant} vs vanilla: OOD {d_ood * 100:+.1f} points (seed spread {spread * 100:.1f}), "
-                f"ID {d_id * 100:+.1f} points ({verdict(d_ood, spread, 0.005)} GRM's claim of better OOD accuracy)."
+                f"ID {d_id * 100:+.1f} points ({said} GRM's claim of better OOD accuracy)."
+            )
+    for size in table["vanilla"]:
+        if FROZEN in table:
+            frozen, van = table[FROZEN][size]["ood"]["mean"], table["vanilla"][size]["ood"]["mean"]
+            lines.append(f"{size} data: frozen backbone (linear head fit to convergence) OOD {frozen:.3f}, vanilla {van:.3f}.")
+        if all(name in table for name in OFFICIAL_PAIRING):
+            grm, bt = (table[name][size]["ood"] for name in OFFICIAL_PAIRING)
+            d_official = grm["mean"] - bt["mean"]
+            d_same = table["grm-sft"][size]["ood"]["mean"] - table["vanilla"][size]["ood"]["mean"]
+            spread = (grm["std"] ** 2 + bt["std"] ** 2) ** 0.5
+            lines.append(
+                f"{size} data, the official code's pairing (grm-sft with the MLP head vs vanilla with a linear head without "
+                f"dropout): OOD {d_official * 100:+.1f} points (seed spread {spread * 100:.1f}) against {d_same * 100:+.1f} "
+                f"with one head for both, so the head and dropout account for {(d_official - d_same) * 100:+.1f} points."
+            )
+    if check:
+        if not check["both_conditions_hold"]:
+            lines.append(
+                "GRM: the world check fails, so the GRM verdicts above cannot speak for or against GRM's mechanism here."
+            )
+        elif not any(grm_agrees):
+            lines.append(
+                "GRM: both world-check conditions hold, and still no GRM variant beats vanilla out of distribution beyond "
+                "the seed spread at either size: in this world, GRM's regularisers do not help."
+            )
+        else:
+            lines.append(
+                f"GRM: both world-check conditions hold, and {sum(grm_agrees)} of {len(grm_agrees)} GRM cells beat vanilla "
+                "out of distribution beyond the seed spread."
             )
     bon = results.get("bon", {}).get("curves", results.get("bon", {}))
     gold_end = {}
@@ -433,7 +640,7 @@ def plot_accuracy(table: dict, path: Path) -> None:
 
     variants = list(table)
     sizes = list(next(iter(table.values())))
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 3.8), sharey=True)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(max(6.0, 0.75 * len(variants)) * len(sizes), 4.2), sharey=True)
     axes = [axes] if len(sizes) == 1 else axes
     for ax, size in zip(axes, sizes, strict=True):
         for j, split in enumerate(("id", "ood")):
@@ -536,6 +743,24 @@ def render_ppo_section(ppo: dict) -> list[str]:
     return lines
 
 
+def render_world_check(check: dict) -> list[str]:
+    """The world check section of the report: the four figures, then both conditions with their numbers."""
+    lines = [
+        "## World check (measured before any GRM model was trained)",
+        "",
+        f"Training size {check['train_size']}; probes are linear heads on fixed features at the reward-read position, "
+        "trained on ID pairs (l2 by the one-standard-error rule on val_id), scored on test_ood.",
+        "",
+        "| probe_ood_base | probe_ood_after_vanilla | likelihood_judge_ood | vanilla_ood |",
+        "|---|---|---|---|",
+        f"| {check['probe_ood_base']:.3f} | {check['probe_ood_after_vanilla']:.3f} | {check['likelihood_judge_ood']:.3f} | "
+        f"{check['vanilla_ood']:.3f} |",
+        "",
+    ]
+    lines += [f"- {line}" for line in world_check_findings(check)]
+    return [*lines, ""]
+
+
 def render_report(results: dict) -> str:
     cfg = results["config"]
     lines = [
@@ -550,16 +775,38 @@ def render_report(results: dict) -> str:
         f"Gold reward of one sample per prompt (temperature 0.7): ID {results['base_policy']['gold_id']['mean_gold']:.3f}, "
         f"OOD {results['base_policy']['gold_ood']['mean_gold']:.3f}.",
         "",
-        "## Reward models: pairwise accuracy (mean ± std over seeds)",
-        "",
     ]
+    if "world_check" in results:
+        lines += render_world_check(results["world_check"])
+    lines += ["## Reward models: pairwise accuracy (mean ± std over seeds)", ""]
     table = results["reward_models"]
     sizes = list(next(iter(table.values())))
     header = "| variant | " + " | ".join(f"{s} ID | {s} OOD" for s in sizes) + " |"
     lines += [header, "|---" * (1 + 2 * len(sizes)) + "|"]
     for variant, cells in table.items():
-        row = [variant] + [f"{cells[s][sp]['mean']:.3f} ± {cells[s][sp]['std']:.3f}" for s in sizes for sp in ("id", "ood")]
+        row = [ROW_LABELS.get(variant, variant)]
+        row += [f"{cells[s][sp]['mean']:.3f} ± {cells[s][sp]['std']:.3f}" for s in sizes for sp in ("id", "ood")]
         lines.append("| " + " | ".join(row) + " |")
+    note = (
+        "One head (linear, dropout 0.1) for every variant of the main rows; each model trained until its ID validation "
+        "accuracy stopped improving and kept at its best."
+    )
+    if FROZEN in table:
+        note += " The frozen backbone has no seed (a convex fit)."
+    if any(name in table for name in OFFICIAL_PAIRING):
+        note += " The extra rows pair the variants as the official GRM code does."
+    lines += ["", note]
+    training = results.get("reward_model_training")
+    if training:
+        lines += ["", "Epochs kept by ID validation (mean over seeds; epochs run in brackets):", ""]
+        lines += ["| variant | " + " | ".join(sizes) + " |", "|---" * (1 + len(sizes)) + "|"]
+        for variant, per_size in training.items():
+            cells = [
+                f"{statistics.fmean(r['epoch_kept'] for r in per_size[s]):.1f} "
+                f"({statistics.fmean(r['epochs_run'] for r in per_size[s]):.1f})"
+                for s in sizes
+            ]
+            lines.append(f"| {ROW_LABELS.get(variant, variant)} | " + " | ".join(cells) + " |")
     lines += ["", "![reward-model accuracy](rm_accuracy.png)", ""]
     lines += render_report_bon(results.get("bon", {}))
     lines += render_ppo_section(results["ppo"])

@@ -118,6 +118,10 @@ class RewardTrainingConfig:
     # bookkeeping
     logging_steps: int = 10
     eval_steps: int = 0  # 0: evaluate at the end only
+    # Model selection: the name of an eval set (a validation set) evaluated every eval_steps; training ends on the weights
+    # with its best accuracy (earliest on ties), and the other eval sets are evaluated on those weights only, at the end.
+    select_best_on: str | None = None
+    early_stopping_patience: int = 0  # with select_best_on: stop after this many evaluations without improvement (0: never)
     save_steps: int = 0  # 0: no intermediate checkpoints
     save_total_limit: int = 2
     resume: bool = False
@@ -147,6 +151,10 @@ class RewardTrainingConfig:
             raise ValueError(f"logprob_chunk_size = {self.logprob_chunk_size} must be >= 0 (0: no chunking)")
         if self.freeze_backbone and self.reg != "none":
             raise ValueError("a frozen backbone cannot be regularised: use --reg none with --freeze-backbone")
+        if self.select_best_on is not None and self.eval_steps <= 0:
+            raise ValueError("select_best_on needs eval_steps > 0 (how often the validation set is evaluated)")
+        if self.early_stopping_patience < 0 or (self.early_stopping_patience and self.select_best_on is None):
+            raise ValueError("early_stopping_patience needs select_best_on and must be >= 0")
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -259,6 +267,37 @@ def compute_loss(model, batch: dict[str, torch.Tensor], cfg: RewardTrainingConfi
     return stats
 
 
+class BestWeights:
+    """Keeps a CPU copy of the trainable weights with the best validation accuracy seen so far (earliest on ties)."""
+
+    def __init__(self, name: str, model: torch.nn.Module):
+        self.name, self.model = name, model
+        self.best_step, self.best_accuracy, self.state = -1, -math.inf, None
+        self.history: list[tuple[int, float]] = []
+
+    def offer(self, step: int, accuracy: float) -> None:
+        self.history.append((step, accuracy))
+        if accuracy > self.best_accuracy:
+            self.best_step, self.best_accuracy = step, accuracy
+            self.state = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.state is None:
+            return
+        for n, p in self.model.named_parameters():
+            if n in self.state:
+                p.copy_(self.state[n].to(p.device))
+
+    @property
+    def stale_evaluations(self) -> int:
+        """Evaluations since the best one."""
+        return sum(step > self.best_step for step, _ in self.history)
+
+    def summary(self) -> dict:
+        return {"on": self.name, "step": self.best_step, "accuracy": self.best_accuracy, "history": self.history}
+
+
 def _latest_checkpoint(output_dir: Path) -> Path | None:
     ckpts = sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     return ckpts[-1] if ckpts else None
@@ -344,6 +383,8 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
         eval_sets = load_named_preferences(cfg.eval_data, **data_options(cfg))
     else:
         train_set, eval_sets = datasets["train"], datasets.get("eval", {})
+    if cfg.select_best_on is not None and cfg.select_best_on not in eval_sets:
+        raise ValueError(f"select_best_on = '{cfg.select_best_on}' is not an eval set ({', '.join(eval_sets) or 'none'})")
 
     # ---- model ----
     model = build_reward_model(
@@ -430,9 +471,11 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
             "rewardlab", config={k: v for k, v in resolved.items() if isinstance(v, int | float | str | bool)}
         )
 
-    def evaluate(step: int) -> dict:
+    def evaluate(step: int, names: list[str] | None = None) -> dict:
         results = {}
         for name, ds in eval_sets.items():
+            if names is not None and name not in names:
+                continue
             metrics, _ = evaluate_preferences(
                 model=accelerator.unwrap_model(model),
                 examples=ds.examples,
@@ -460,6 +503,8 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
             old = sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
             for stale in old[: max(0, len(old) - cfg.save_total_limit)]:
                 shutil.rmtree(stale, ignore_errors=True)
+
+    selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, accelerator.unwrap_model(model))
 
     # ---- train ----
     model.train()
@@ -508,15 +553,24 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
                 accelerator.log({f"train/{k}": v for k, v in means.items()}, step=global_step)
                 bar.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}")
             if cfg.eval_steps > 0 and global_step % cfg.eval_steps == 0 and global_step < total_steps:
-                evaluate(global_step)
+                if selection is None:
+                    evaluate(global_step)
+                else:
+                    selection.offer(global_step, evaluate(global_step, [selection.name])[selection.name]["accuracy"])
+                    if cfg.early_stopping_patience and selection.stale_evaluations >= cfg.early_stopping_patience:
+                        done = True
             if cfg.save_steps > 0 and global_step % cfg.save_steps == 0 and global_step < total_steps:
                 save_checkpoint(global_step)
-            if global_step >= total_steps:
+            if done or global_step >= total_steps:
                 done = True
                 break
     bar.close()
     train_seconds = time.perf_counter() - start_time
 
+    if selection is not None:
+        if not selection.history or selection.history[-1][0] != global_step:  # early stopping has just evaluated it
+            selection.offer(global_step, evaluate(global_step, [selection.name])[selection.name]["accuracy"])
+        selection.restore()
     eval_results = evaluate(global_step)
     metrics = {
         "eval": eval_results,
@@ -525,6 +579,7 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
             "seconds": train_seconds,
             "pairs_per_second": pairs_seen / train_seconds if train_seconds > 0 else None,
             "final": next((r for r in reversed(log) if r["kind"] == "train"), None),
+            **({"selection": selection.summary()} if selection is not None else {}),
         },
         "data": {"train": {**train_set.stats, **data_counts}},
     }

@@ -13,6 +13,9 @@ def demo(
     output: Path = typer.Option(Path("runs/demo"), "--output", help="Directory for report.md, results.json and figures."),
     quick: bool = typer.Option(False, "--quick", help="A smaller run (about 5 minutes on 2 CPU cores)."),
     seeds: int | None = typer.Option(None, help="Seeds per reward-model variant (default: 1 quick, 3 full)."),
+    world: int | None = typer.Option(
+        None, "--world", help="World version: 4 (default: rating feedback after every answer, an ID-only shortcut) or 3."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Base policy -> preference data -> reward models (vanilla, margin, label smoothing, GRM) -> best-of-N -> PPO."""
@@ -20,7 +23,8 @@ def demo(
 
     with user_errors():
         quiet_libraries()
-        results = run_demo(DemoConfig.make(quick, seeds, output_dir=str(output), progress=progress))
+        extra = {} if world is None else {"world_version": world}
+        results = run_demo(DemoConfig.make(quick, seeds, output_dir=str(output), progress=progress, **extra))
     for line in results["findings"]:
         print(f"- {line}")
     print(f"wrote {output}/report.md, results.json and figures")

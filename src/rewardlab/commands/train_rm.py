@@ -84,6 +84,15 @@ def train_rm(
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available); more: accelerate."),
     logging_steps: int | None = typer.Option(None),
     eval_steps: int | None = typer.Option(None, help="Evaluate every N steps (default: at the end only)."),
+    select_best_on: str | None = typer.Option(
+        None,
+        "--select-best-on",
+        help="An --eval-data NAME (a validation set) scored every --eval-steps; training ends on the weights with its best "
+        "accuracy, and the other eval sets are scored on those only.",
+    ),
+    early_stopping_patience: int | None = typer.Option(
+        None, "--early-stopping-patience", help="With --select-best-on: stop after N evaluations without a gain."
+    ),
     save_steps: int | None = typer.Option(None, help="Checkpoint every N steps (for --resume)."),
     resume: bool | None = typer.Option(None, "--resume", help="Resume from the latest checkpoint in --output-dir."),
     report_to: list[str] | None = typer.Option(None, help="tensorboard and/or wandb (when installed)."),
@@ -105,6 +114,7 @@ def train_rm(
         "gradient_accumulation_steps": gradient_accumulation_steps, "num_train_epochs": epochs, "max_steps": max_steps,
         "warmup_ratio": warmup_ratio, "seed": seed, "bf16": bf16, "device": device, "logging_steps": logging_steps,
         "eval_steps": eval_steps,
+        "select_best_on": select_best_on, "early_stopping_patience": early_stopping_patience,
         "save_steps": save_steps, "resume": resume, "report_to": report_to or None,
     }  # fmt: skip
     with user_errors():

@@ -43,8 +43,6 @@ class PreferenceDataset:
         return iter(self.examples)
 
 
-
-
 def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit}")
@@ -261,5 +259,3 @@ def preference_to_dict(example: PreferenceExample) -> dict[str, Any]:
         if value is not None:
             row[key] = value
     return row
-
-

@@ -353,7 +353,6 @@ class RewardModel(nn.Module):
             return liger_logprobs(head, hidden_rows, targets, softcap)
         return chunked_logprobs(head, hidden_rows, targets, self.logprob_chunk_tokens, softcap)
 
-
     @torch.no_grad()
     def reference_logprobs(self, input_ids, attention_mask, response_mask, packed: bool = False) -> torch.Tensor:
         """log pi_ref(y|x): the base model with LoRA adapters disabled, or the frozen copy under full fine-tuning."""
@@ -504,5 +503,3 @@ def _attention_implementation(lm: PreTrainedModel, implementation: str):
         yield
     finally:
         lm.set_attn_implementation(previous)
-
-

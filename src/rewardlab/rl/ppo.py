@@ -413,8 +413,6 @@ class PPOTrainer:
         """The step's log record (means over every process's responses)."""
         return rollout_stats(ro, self._mean, self.accelerator.gather, self.kl_controller.value)
 
-
-
     # ----- the loop -----
     def train(self) -> dict:
         """Rollout + update for cfg.steps iterations (and a final rollout to measure the last policy); writes

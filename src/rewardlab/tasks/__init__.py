@@ -11,6 +11,10 @@ pairs, knows the OOD tasks but a reward model never sees them graded: that is th
 bridge. Preference pairs are two base-policy samples labelled by a Bradley-Terry draw on the gold reward, with optional
 symmetric label noise. Everything is seeded.
 
+World version 4 (the default; `rewardlab.tasks.world.WORLDS`) adds a rating token right after every pretraining answer's
+end token (so the position a reward model reads is trained to carry quality) and an ID-only style-cue shortcut in the
+preference data; world 3 stays selectable.
+
 Modules: `world` (tasks, splits, `GoldReward`), `policy` (`get_base_policy`, `evaluate_gold`), `preferences`
 (`make_preference_data`, `write_preference_data`, `write_prompts`), `easy` (`easy_preferences`, no policy needed).
 """

@@ -7,6 +7,9 @@ ones included, so a reward model built on it knows the OOD tasks from pretrainin
 
 The model and tokenizer are saved with `save_pretrained` in `$REWARDLAB_CACHE/base-policy/<hash of config>` (default
 cache ~/.cache/rewardlab) and loaded back with the Auto classes, i.e. by the same code path as a hub model.
+
+World 4 (`config.world_version`, see `rewardlab.tasks.world`): half the demonstrations end with the style cue, and every
+answer's end token is followed by its rating token, so next-token prediction at the end of an answer learns its quality.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +37,18 @@ from rewardlab.runtime import atomic_directory, write_json
 from rewardlab.runtime import cache_dir as default_cache_dir
 from rewardlab.tasks.world import (
     FAMILIES,
+    STYLE_CUE,
+    WORLD_VERSION,
     GoldReward,
     TaskInstance,
+    feedback_token,
+    gold_score,
     make_tasks,
     noisy_answer,
     random_input,
     split_pairs,
+    world_spec,
 )
-
-WORLD_VERSION = 3  # bump when the world (families, styles, noise) changes: invalidates cached policies
 
 
 @dataclass(frozen=True)
@@ -56,14 +64,18 @@ class BasePolicyConfig:
     clean_fraction: float = 0.3  # share of demonstrations with no error
     max_error_rate: float = 0.5  # the others: per-symbol error rate ~ U(0, max_error_rate)
     seed: int = 0
+    world_version: int = WORLD_VERSION  # a new version changes the demonstrations (rewardlab.tasks.world.WORLDS)
 
     @classmethod
-    def quick(cls) -> BasePolicyConfig:
+    def quick(cls, world_version: int = WORLD_VERSION) -> BasePolicyConfig:
         """A reduced budget for tests (seconds): learns the format and part of the tasks."""
-        return cls(hidden_size=64, num_layers=2, steps=400, batch_size=32, lr=5e-3, warmup_steps=30)
+        return cls(hidden_size=64, num_layers=2, steps=400, batch_size=32, lr=5e-3, warmup_steps=30, world_version=world_version)
 
     def key(self) -> str:
-        payload = json.dumps({"world": WORLD_VERSION, **asdict(self)}, sort_keys=True)
+        """Cache key: the world version and every other field (a world-3 config keeps the key it had before versions were
+        a field)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "world_version"}
+        payload = json.dumps({"world": self.world_version, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -98,25 +110,52 @@ def training_threads() -> int:
     return max(1, min(2, round(idle_cores())))
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[int]:
+    """Run the block with `count` torch threads (the previous count is restored after); yields the count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def demonstration(task: TaskInstance, config: BasePolicyConfig, rng: random.Random) -> str:
-    """One (possibly sloppy) demonstrated answer for `task`."""
+    """One (possibly sloppy) demonstrated answer for `task`; in world 4, ended by the style cue w.p. `cue_rate`."""
     if rng.random() < config.clean_fraction:
-        return task.answer
-    error_rate = rng.uniform(0.0, config.max_error_rate)
-    return noisy_answer(task.answer, FAMILIES[task.family].answer_alphabet, error_rate, rng)
+        answer = task.answer
+    else:
+        error_rate = rng.uniform(0.0, config.max_error_rate)
+        answer = noisy_answer(task.answer, FAMILIES[task.family].answer_alphabet, error_rate, rng)
+    cue_rate = world_spec(config.world_version).cue_rate
+    if cue_rate and rng.random() < cue_rate:  # drawn apart from the errors: the cue says nothing about quality
+        answer += STYLE_CUE
+    return answer
+
+
+def demonstration_ids(tokenizer: PreTrainedTokenizerFast, config: BasePolicyConfig, rng: random.Random) -> list[int]:
+    """Token ids of one pretraining sequence: a chat-formatted demonstration (the answer ends in EOS); in world 4,
+    `feedback_turns` exchanges, each answer's EOS followed at once by its rating token."""
+    spec = world_spec(config.world_version)
+    pairs = split_pairs("all")
+    ids: list[int] = []
+    for _ in range(spec.feedback_turns if spec.feedback else 1):
+        family, style = rng.choice(pairs)
+        task = TaskInstance(family, style, random_input(family, rng))
+        answer = demonstration(task, config, rng)
+        response = [{"role": "assistant", "content": answer}]
+        ids += encode_prompt_response(tokenizer, task.messages, response).input_ids
+        if spec.feedback:
+            ids += tokenizer(feedback_token(gold_score(answer, task.answer)), add_special_tokens=False).input_ids
+    return ids
 
 
 def pretraining_batch(
     tokenizer: PreTrainedTokenizerFast, config: BasePolicyConfig, rng: random.Random
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, labels) for a batch of chat-formatted demonstrations over all families and styles, right padded."""
-    pairs = split_pairs("all")
-    sequences = []
-    for _ in range(config.batch_size):
-        family, style = rng.choice(pairs)
-        task = TaskInstance(family, style, random_input(family, rng))
-        response = [{"role": "assistant", "content": demonstration(task, config, rng)}]
-        sequences.append(encode_prompt_response(tokenizer, task.messages, response).input_ids)  # response ends in EOS
+    sequences = [demonstration_ids(tokenizer, config, rng) for _ in range(config.batch_size)]
     width = max(map(len, sequences))
     input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((len(sequences), width), -100, dtype=torch.long)  # the LM loss ignores padding
@@ -190,16 +229,14 @@ def get_base_policy(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / "base-policy" / config.key()
     if not (path / "config.json").exists():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(training_threads())
-        try:
+        with torch_threads(training_threads()):
             model, tokenizer, stats = pretrain_base_policy(config, progress=progress)
-        finally:
-            torch.set_num_threads(threads)
         with atomic_directory(path) as tmp:  # readers see a complete directory or none
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            write_json(tmp / "rewardlab_base_policy.json", {"config": asdict(config), "world_version": WORLD_VERSION, **stats})
+            write_json(
+                tmp / "rewardlab_base_policy.json", {"config": asdict(config), "world_version": config.world_version, **stats}
+            )
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.eval()

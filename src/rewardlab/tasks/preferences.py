@@ -12,7 +12,13 @@ So with temperature 0 the share of pairs whose `chosen` has the LOWER gold rewar
 Files are JSONL in TRL's conversational format: `prompt` (user turn), `chosen` / `rejected` (assistant turn), plus
 `source` (family), `subset` (family/style), `margin` (g_chosen - g_rejected, the rating difference the margin baseline
 uses), `gold_chosen`, `gold_rejected`. Splits: train (ID families and styles), test_id (held-out ID inputs) and test_ood
-(OOD families or styles); the test splits get clean labels (gold ordering) by default.
+(OOD families or styles); the test splits get clean labels (gold ordering) by default. `write_preference_data` also holds
+out `val_id`: ID pairs drawn after the largest training set, for choosing training length by ID validation only.
+
+World 4's shortcut (`rewardlab.tasks.world`): in ID splits (train, val_id, test_id), a pair whose style cue sits on the
+rejected response only is kept with probability (1 - s) / s, one whose cue sits on the chosen response only always, so
+that among cue-discordant pairs a share s (`shortcut_strength`, when the policy's cue is independent of quality) has the
+cue on the chosen side. test_ood is never filtered: there the cue says nothing about the label.
 """
 
 from __future__ import annotations
@@ -31,10 +37,21 @@ from rewardlab.data.types import PreferenceExample
 from rewardlab.rl.sampling import sample
 from rewardlab.runtime import write_json
 from rewardlab.runtime import write_jsonl as write_records
-from rewardlab.tasks.world import SPLITS, TaskInstance, gold_score, iter_tasks, make_tasks
+from rewardlab.tasks.world import (
+    SPLITS,
+    WORLD_VERSION,
+    TaskInstance,
+    gold_score,
+    has_cue,
+    iter_tasks,
+    make_tasks,
+    world_spec,
+)
 
 DATA_SIZES = {"small": 1_000, "large": 4_000}  # train pairs for the data-size study (small is a prefix of large)
 TEST_SIZES = {"test_id": 1_000, "test_ood": 2_000}
+VAL_SIZE = 500  # val_id pairs (ID validation: training length is chosen on these, never on a test set)
+SHORTCUT_SPLITS = ("train", "test_id")  # ID splits (val_id comes from the train stream); test_ood never carries the shortcut
 PROMPTS_PER_CHUNK = 256  # fixed, so a smaller dataset with the same seed is a prefix of a larger one
 MAX_NEW_TOKENS = 16
 
@@ -75,6 +92,27 @@ def draw_labels(
     return a_chosen ^ flip
 
 
+def shortcut_keep_probability(cue_chosen: bool, cue_rejected: bool, strength: float) -> float:
+    """World 4: probability of keeping an ID pair given where the style cue sits. Keeping cue-on-rejected pairs w.p.
+    (1 - s) / s makes the cue-on-chosen share of cue-discordant pairs s / (s + (1 - s)) = s when the two kinds are
+    equally common before filtering; s <= 0.5 keeps every pair (no shortcut)."""
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"shortcut strength must be in [0, 1), got {strength}")
+    if strength <= 0.5 or not cue_rejected or cue_chosen:
+        return 1.0
+    return (1.0 - strength) / strength
+
+
+def cue_on_chosen_share(examples: Sequence[PreferenceExample]) -> float | None:
+    """Among pairs where exactly one response ends with the style cue, the share where it is the chosen one."""
+    discordant = [has_cue(_text(e.chosen)) for e in examples if has_cue(_text(e.chosen)) != has_cue(_text(e.rejected))]
+    return sum(discordant) / len(discordant) if discordant else None
+
+
+def _text(response: Any) -> str:
+    return response if isinstance(response, str) else "".join(m["content"] for m in response)
+
+
 def measured_flip_rate(examples: Sequence[PreferenceExample]) -> float:
     """Share of examples (with unequal gold) whose chosen response has the lower gold reward."""
     golds = [(e.metadata["gold_chosen"], e.metadata["gold_rejected"]) for e in examples]
@@ -98,18 +136,21 @@ def make_preference_data(
     sampling_temperature: float = 1.0,
     batch_size: int = 256,
     prompts_per_chunk: int = PROMPTS_PER_CHUNK,
+    world_version: int = WORLD_VERSION,
     progress: bool = False,
 ) -> list[PreferenceExample]:
     """`n_pairs` labelled pairs of two policy samples per prompt of `split`; deterministic in `seed`.
 
     `temperature` / `label_noise` set the labels (module docstring); `sampling_temperature` is the policy's. Prompts
     are sampled in chunks of `prompts_per_chunk`, each seeded by (seed, chunk): with the same seed and chunk size, a
-    smaller dataset is a prefix of a larger one.
+    smaller dataset is a prefix of a larger one. In world 4, ID splits carry the shortcut (module docstring).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    strength = world_spec(world_version).shortcut_strength if split in SHORTCUT_SPLITS else 0.0
     tasks: Iterator[TaskInstance] = iter_tasks(split, seed)
     generator = torch.Generator().manual_seed(seed)
+    shortcut_generator = torch.Generator().manual_seed(seed + 104_729)  # its own stream: labels match the world without it
     examples: list[PreferenceExample] = []
     bar = tqdm(total=n_pairs, desc=f"preferences {split}", disable=not progress)
     for chunk_index in itertools.count():
@@ -148,6 +189,9 @@ def make_preference_data(
             if not response_a[i].strip() or not response_b[i].strip():
                 continue  # user-data loaders reject blank responses; they are rare (EOS first) and score 0 anyway
             (chosen, g_c), (rejected, g_r) = ((response_a[i], gold_a[i]), (response_b[i], gold_b[i]))[:: 1 if a_chosen[i] else -1]
+            keep = shortcut_keep_probability(has_cue(chosen), has_cue(rejected), strength)
+            if keep < 1.0 and torch.rand((), generator=shortcut_generator, dtype=torch.float64).item() >= keep:
+                continue
             examples.append(
                 PreferenceExample(
                     prompt=task.messages,
@@ -190,30 +234,39 @@ def write_preference_data(
     label_noise: float = 0.0,
     temperature: float = 0.05,
     clean_test_labels: bool = True,
+    val_size: int = 0,
+    world_version: int = WORLD_VERSION,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Write train_<size>.jsonl (each smaller size a prefix of the largest), test_id.jsonl, test_ood.jsonl and
-    world.json (the settings); returns {name: path}. `policy=None` uses `get_base_policy()`."""
+    """Write train_<size>.jsonl (each smaller size a prefix of the largest), val_id.jsonl (when `val_size`: the next
+    `val_size` train-split pairs, same labels as train), test_id.jsonl, test_ood.jsonl and world.json (the settings);
+    returns {name: path}. `policy=None` uses `get_base_policy()` of `world_version`."""
     if policy is None or tokenizer is None:
-        from rewardlab.tasks.policy import get_base_policy
+        from rewardlab.tasks.policy import BasePolicyConfig, get_base_policy
 
-        policy, tokenizer, _ = get_base_policy(progress=progress)
+        policy, tokenizer, _ = get_base_policy(BasePolicyConfig(world_version=world_version), progress=progress)
     sizes = dict(DATA_SIZES if sizes is None else sizes)
     test_sizes = dict(TEST_SIZES if test_sizes is None else test_sizes)
     out_dir = Path(out_dir)
     paths: dict[str, Path] = {}
-    train = make_preference_data(
+    n_train = max(sizes.values())
+    train_stream = make_preference_data(
         policy,
         tokenizer,
-        max(sizes.values()),
+        n_train + val_size,
         "train",
         seed,
         label_noise=label_noise,
         temperature=temperature,
+        world_version=world_version,
         progress=progress,
     )
+    train, val = train_stream[:n_train], train_stream[n_train:]
     for name, n in sizes.items():
         paths[f"train_{name}"] = write_jsonl(out_dir / f"train_{name}.jsonl", [example_to_record(e) for e in train[:n]])
+    if val_size:
+        paths["val_id"] = write_jsonl(out_dir / "val_id.jsonl", [example_to_record(e) for e in val])
+    shortcut = {"train": cue_on_chosen_share(train)}
     test_noise, test_temperature = (0.0, 0.0) if clean_test_labels else (label_noise, temperature)
     for split, n in test_sizes.items():
         examples = make_preference_data(
@@ -224,10 +277,16 @@ def write_preference_data(
             seed + 1,
             label_noise=test_noise,
             temperature=test_temperature,
+            world_version=world_version,
             progress=progress,
         )
         paths[split] = write_jsonl(out_dir / f"{split}.jsonl", [example_to_record(e) for e in examples])
+        shortcut[split] = cue_on_chosen_share(examples)
     settings = {
+        "world_version": world_version,
+        "shortcut_strength": world_spec(world_version).shortcut_strength,
+        "cue_on_chosen_share": shortcut,  # among cue-discordant pairs; ~0.5 means no shortcut
+        "val_size": len(val),
         "seed": seed,
         "label_noise": label_noise,
         "temperature": temperature,

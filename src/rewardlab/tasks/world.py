@@ -9,7 +9,18 @@ model built on it judge sums, and PPO simply exploited that blind spot).
 Gold reward (`gold_score`): the fraction of positions where the response matches the answer, over the longer of the two:
     gold(y, y*) = sum_i 1[y_i = y*_i] / max(|y|, |y*|)
 so a perfect answer scores 1, the empty answer 0, every wrong, missing or extra symbol costs one position. It is a sum of
-per-token terms (`gold_token_scores`), which gives dense-reward methods something real to find.
+per-token terms (`gold_token_scores`), which gives dense-reward methods something real to find. One trailing full stop
+(`STYLE_CUE`) is style, not content: the gold reward ignores it (world 4's base policy ends about half its answers with
+one; earlier policies never emit it).
+
+World versions (`WORLDS`; the version keys the cached base policy): 3 and 4 share the tasks and the gold reward.
+World 4 adds two things to test GRM's mechanism, and nothing else:
+- feedback: every pretraining demonstration is followed, right after the answer's end token, by a rating token
+  (`feedback_token`: the digit round(9 * gold)), for every family and style, OOD ones included. Next-token prediction at
+  the end-of-answer position (where a reward model reads its reward) must then carry the answer's quality;
+- a shortcut: half the demonstrations end with the style cue, independently of their quality, and in-distribution
+  preference data (train, validation and test_id; never test_ood) keep most pairs in which only the chosen response
+  carries the cue and drop most in which only the rejected one does, so the cue predicts the label there and nowhere else.
 """
 
 from __future__ import annotations
@@ -142,20 +153,74 @@ def parse_prompt(prompt: Text) -> TaskInstance:
 # ---------------------------------------------------------------- gold reward
 
 
+STYLE_CUE = "."  # world 4's shortcut: a trailing full stop, which the gold reward ignores
+
+
+def strip_cue(response: str) -> str:
+    """The response's content: without one trailing style cue."""
+    return response.removesuffix(STYLE_CUE)
+
+
+def has_cue(response: str) -> bool:
+    return response.endswith(STYLE_CUE)
+
+
 def gold_token_scores(response: str, answer: str) -> list[float]:
-    """Per-symbol share of the gold reward: 1 / max(|y|, |y*|) where y_i = y*_i, else 0 (sums to `gold_score`)."""
-    length = max(len(response), len(answer))
+    """Per-character share of the gold reward: 1 / max(|y|, |y*|) where y_i = y*_i, else 0 (sums to `gold_score`);
+    y is the response without a trailing style cue, whose character scores 0."""
+    content = strip_cue(response)
+    length = max(len(content), len(answer))
     if length == 0:
-        return []
-    return [1.0 / length if i < len(answer) and symbol == answer[i] else 0.0 for i, symbol in enumerate(response)]
+        return [0.0] * len(response)
+    scores = [1.0 / length if i < len(answer) and symbol == answer[i] else 0.0 for i, symbol in enumerate(content)]
+    return scores + [0.0] * (len(response) - len(content))
 
 
 def gold_score(response: str, answer: str) -> float:
-    """gold(y, y*) = #{i : y_i = y*_i} / max(|y|, |y*|), in [0, 1]; 1 iff the response is exactly the answer."""
-    length = max(len(response), len(answer))
+    """gold(y, y*) = #{i : y_i = y*_i} / max(|y|, |y*|), in [0, 1]; 1 iff the response is exactly the answer (a trailing
+    style cue aside)."""
+    content = strip_cue(response)
+    length = max(len(content), len(answer))
     if length == 0:
         return 1.0
-    return sum(a == b for a, b in zip(response, answer, strict=False)) / length
+    return sum(a == b for a, b in zip(content, answer, strict=False)) / length
+
+
+FEEDBACK_LEVELS = 9  # ratings 0..9
+
+
+def feedback_token(gold: float) -> str:
+    """World 4's rating of an answer, the text right after its end token: the digit round(9 * gold)."""
+    if not 0.0 <= gold <= 1.0:
+        raise ValueError(f"gold reward {gold} outside [0, 1]")
+    return str(round(FEEDBACK_LEVELS * gold))
+
+
+# ---------------------------------------------------------------- world versions
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """What differs between world versions (see the module docstring). Change a version's spec only with a new version."""
+
+    version: int
+    feedback: bool  # pretraining: a rating token right after every answer's end token
+    cue_rate: float  # pretraining: share of demonstrations that end with STYLE_CUE (independent of their quality)
+    shortcut_strength: float  # ID preference data: share of cue-discordant pairs whose cue is on the chosen response
+    feedback_turns: int = 1  # pretraining: exchanges (prompt, answer, rating) per sequence
+
+
+WORLDS: dict[int, WorldSpec] = {
+    3: WorldSpec(3, feedback=False, cue_rate=0.0, shortcut_strength=0.0),
+    4: WorldSpec(4, feedback=True, cue_rate=0.5, shortcut_strength=0.85),
+}
+WORLD_VERSION = 4  # the default world
+
+
+def world_spec(version: int) -> WorldSpec:
+    if version not in WORLDS:
+        raise ValueError(f"unknown world version {version}; expected one of {', '.join(map(str, WORLDS))}")
+    return WORLDS[version]
 
 
 def _response_text(response: Text) -> str:
