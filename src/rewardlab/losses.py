@@ -1,4 +1,4 @@
-"""Reward-model objectives: pure functions on tensors.
+"""Reward-model objectives: pure functions on tensors, and the one table the trainer dispatches through.
 
 Notation: r_c, r_r are the rewards of the chosen and rejected responses, d = r_c - r_r, and log pi(y|x) is the SUM of the
 response tokens' log-probabilities under the reward model's own language-model head (prompt tokens masked).
@@ -13,26 +13,32 @@ GRM (Yang et al. 2024, Eq. 5-8): total = (1 - alpha) * L_reward + alpha * L_reg,
     sft        -log sigmoid(beta * log pi(y_c|x))                     (paper); `sft-nll`: -log pi(y_c|x)
     dpo        -log sigmoid(beta * ((log pi(y_c) - log pi(y_r)) - (log pi_ref(y_c) - log pi_ref(y_r))))
     dpo-noref  the same with the reference terms set to 0
+
+`REWARD_LOSS_TABLE` and `REGULARIZER_TABLE` (bottom of this file) map every name the CLI accepts to its function; the
+trainer's objective (`rewardlab.objective`) reads nothing else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-REWARD_LOSSES = ("bt", "margin", "label-smooth")
-REGULARIZERS = ("none", "sft", "sft-nll", "dpo", "dpo-noref")
-
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry: -log sigmoid(r_c - r_r)."""
     return -F.logsigmoid(chosen - rejected).mean()
 
 
 def margin_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+    """Margin (Llama 2): -log sigmoid(r_c - r_r - m), m the rating difference."""
     return -F.logsigmoid(chosen - rejected - margin).mean()
 
 
 def label_smoothing_loss(chosen: torch.Tensor, rejected: torch.Tensor, eps: float = 0.1) -> torch.Tensor:
+    """-(1 - eps) log sigmoid(d) - eps log sigmoid(-d): BT with smoothed labels (its minimiser is d = log((1-eps)/eps))."""
     d = chosen - rejected
     return (-(1.0 - eps) * F.logsigmoid(d) - eps * F.logsigmoid(-d)).mean()
 
@@ -42,36 +48,13 @@ def centering_penalty(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Ten
     return ((chosen + rejected) ** 2).mean()
 
 
-def reward_loss(
-    kind: str,
-    chosen: torch.Tensor,
-    rejected: torch.Tensor,
-    margin: torch.Tensor | None = None,
-    label_smoothing: float = 0.1,
-    center_coef: float = 0.0,
-) -> torch.Tensor:
-    if kind == "bt":
-        loss = bradley_terry_loss(chosen, rejected)
-    elif kind == "margin":
-        if margin is None:
-            raise ValueError("the margin loss needs a margin for every pair")
-        loss = margin_loss(chosen, rejected, margin)
-    elif kind == "label-smooth":
-        loss = label_smoothing_loss(chosen, rejected, label_smoothing)
-    else:
-        raise ValueError(f"unknown reward loss '{kind}' (choose from {', '.join(REWARD_LOSSES)})")
-    if center_coef:
-        loss = loss + center_coef * centering_penalty(chosen, rejected)
-    return loss
-
-
 def sft_regularizer(logp_chosen: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
     """GRM's SFT regulariser: -log sigmoid(beta * log pi(y_c|x))."""
     return -F.logsigmoid(beta * logp_chosen).mean()
 
 
 def sft_nll_regularizer(logp_chosen: torch.Tensor) -> torch.Tensor:
-    """The plain variant: negative log-likelihood of the chosen response."""
+    """The plain variant: negative log-likelihood of the chosen response, -log pi(y_c|x)."""
     return -logp_chosen.mean()
 
 
@@ -82,13 +65,14 @@ def dpo_regularizer(
     ref_rejected: torch.Tensor | None = None,
     beta: float = 0.1,
 ) -> torch.Tensor:
-    """GRM's DPO regulariser; with no reference (dpo-noref) the reference log-ratio is 0."""
+    """GRM's DPO regulariser: -log sigmoid(beta * ((log pi(y_c) - log pi(y_r)) - (log pi_ref(y_c) - log
+    pi_ref(y_r)))); with no reference (dpo-noref) the reference log-ratio is 0."""
     ref_log_ratio = 0.0 if ref_chosen is None else ref_chosen - ref_rejected
     return -F.logsigmoid(beta * ((logp_chosen - logp_rejected) - ref_log_ratio)).mean()
 
 
 def grm_total(reward: torch.Tensor, regularizer: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    """(1 - alpha) * L_reward + alpha * L_reg; alpha is ignored without a regulariser (plain reward model)."""
+    """(1 - alpha) * L_reward + alpha * L_reg (GRM's total loss); alpha is ignored without a regulariser (plain reward model)."""
     if regularizer is None:
         return reward
     return (1.0 - alpha) * reward + alpha * regularizer
@@ -97,3 +81,80 @@ def grm_total(reward: torch.Tensor, regularizer: torch.Tensor | None, alpha: flo
 def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """mean(r_c > r_r), a tie counting one half."""
     return ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the table: every reward loss and regulariser by the name the CLI accepts
+
+
+@dataclass(frozen=True)
+class PairLogprobs:
+    """Summed response log-probs of a batch of pairs: the model's, and the reference's when the regulariser needs them."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor | None = None
+    ref_chosen: torch.Tensor | None = None
+    ref_rejected: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Regularizer:
+    """A GRM regulariser: which responses' log-probs it reads (the rejected ones too, or not), whether it needs the
+    reference model's, and its loss given those log-probs and beta."""
+
+    needs_rejected: bool
+    needs_reference: bool
+    loss: Callable[[PairLogprobs, float], torch.Tensor]
+
+
+def _needs_margin(margin: torch.Tensor | None) -> torch.Tensor:
+    if margin is None:
+        raise ValueError("the margin loss needs a margin for every pair")
+    return margin
+
+
+# name -> loss(r_c, r_r, margin, label_smoothing)
+REWARD_LOSS_TABLE: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, float], torch.Tensor]] = {
+    "bt": lambda chosen, rejected, margin, eps: bradley_terry_loss(chosen, rejected),
+    "margin": lambda chosen, rejected, margin, eps: margin_loss(chosen, rejected, _needs_margin(margin)),
+    "label-smooth": lambda chosen, rejected, margin, eps: label_smoothing_loss(chosen, rejected, eps),
+}
+
+# name -> Regularizer; "none" trains a plain reward model
+REGULARIZER_TABLE: dict[str, Regularizer | None] = {
+    "none": None,
+    "sft": Regularizer(False, False, lambda lp, beta: sft_regularizer(lp.chosen, beta)),
+    "sft-nll": Regularizer(False, False, lambda lp, beta: sft_nll_regularizer(lp.chosen)),
+    "dpo": Regularizer(
+        True, True, lambda lp, beta: dpo_regularizer(lp.chosen, lp.rejected, lp.ref_chosen, lp.ref_rejected, beta)
+    ),
+    "dpo-noref": Regularizer(True, False, lambda lp, beta: dpo_regularizer(lp.chosen, lp.rejected, beta=beta)),
+}
+
+REWARD_LOSSES = tuple(REWARD_LOSS_TABLE)
+REGULARIZERS = tuple(REGULARIZER_TABLE)
+
+
+def reward_loss(
+    kind: str,
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    label_smoothing: float = 0.1,
+    center_coef: float = 0.0,
+) -> torch.Tensor:
+    """The reward loss named `kind` (see the table), plus `center_coef` times the centring penalty."""
+    if kind not in REWARD_LOSS_TABLE:
+        raise ValueError(f"unknown reward loss '{kind}' (choose from {', '.join(REWARD_LOSSES)})")
+    loss = REWARD_LOSS_TABLE[kind](chosen, rejected, margin, label_smoothing)
+    if center_coef:
+        loss = loss + center_coef * centering_penalty(chosen, rejected)
+    return loss
+
+
+def regularizer_loss(kind: str, logprobs: PairLogprobs, beta: float = 0.1) -> torch.Tensor | None:
+    """The regulariser named `kind` (see the table) on the given log-probs; None for "none"."""
+    if kind not in REGULARIZER_TABLE:
+        raise ValueError(f"unknown regulariser '{kind}' (choose from {', '.join(REGULARIZERS)})")
+    regularizer = REGULARIZER_TABLE[kind]
+    return None if regularizer is None else regularizer.loss(logprobs, beta)

@@ -1,5 +1,5 @@
-"""Run plumbing every command shares: device and dtype, strict atomic JSON writers, directories that appear whole, the
-cache, and the version stamp. Nothing here knows about reward models or training.
+"""Run plumbing every command shares: device and dtype, the process's rank, strict atomic JSON writers (rank-aware on
+request), directories that appear whole, the cache, and the version stamp. Nothing here knows about reward models or training.
 
 Devices: `resolve_device(None)` is CUDA when a GPU is visible, else the CPU; `resolve_dtype("auto", device)` is bf16 on a
 GPU that supports it and fp32 otherwise (fp32 on CPU: bf16 matmuls there are slower, and scores drift).
@@ -66,6 +66,29 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# processes
+
+
+def process_rank() -> int:
+    """This process's global rank: torch.distributed's once a process group exists, else the launcher's `RANK` (torchrun
+    and `accelerate launch` set it before the group is made), else 0 (a single process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """Whether this process writes a run's shared files (the one of global rank 0)."""
+    return process_rank() == 0
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the processes of a distributed run (nothing to wait for in a single process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # strict, atomic JSON
 
 
@@ -105,18 +128,24 @@ def _atomic_file(path: str | os.PathLike[str]) -> Iterator[Any]:
         raise
 
 
-def write_json(path: str | os.PathLike[str], value: Any) -> Path:
-    """Write strict JSON atomically (indented); returns the path."""
+def write_json(path: str | os.PathLike[str], value: Any, *, main_process_only: bool = False) -> Path:
+    """Write strict JSON atomically (indented); returns the path. `main_process_only`: other processes of a distributed
+    run write nothing (they would write the same file at once)."""
+    if main_process_only and not is_main_process():
+        return Path(path)
     with _atomic_file(path) as f:
         f.write((dumps(value, indent=2) + "\n").encode("utf-8"))
     return Path(path)
 
 
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows as strict JSON lines (gzip when the path ends in .gz), atomically; returns the number of rows.
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]], *, main_process_only: bool = False) -> int:
+    """Write rows as strict JSON lines (gzip when the path ends in .gz), atomically; returns the number of rows written
+    (0 on a process other than the main one, with `main_process_only`).
 
     An error while writing (in `rows` too) leaves any existing file untouched and no partial file behind.
     """
+    if main_process_only and not is_main_process():
+        return 0
     count = 0
     with _atomic_file(path) as raw:
         out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if os.fspath(path).endswith(".gz") else raw

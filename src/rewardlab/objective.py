@@ -1,0 +1,107 @@
+"""The reward-model objective on one batch of pairs: the model's forward passes, then the math of `rewardlab.losses`.
+
+For a batch of B pairs (rows 0..B-1 chosen, B..2B-1 rejected, see `rewardlab.data.pairs`):
+    1. chosen and rejected go through the model as ONE (2B, T) batch: rewards r_c, r_r at each sequence's last real token,
+       and, when the regulariser needs them, summed response log-probs from the kept LM head (only the chosen responses'
+       unless it also reads the rejected ones); `padding_free` runs the batch's real tokens as one packed row;
+    2. a regulariser that needs the reference (dpo) gets its log-probs from a pass without gradients: LoRA adapters
+       disabled, or the frozen copy under full fine-tuning;
+    3. L_reward and L_reg by name from `REWARD_LOSS_TABLE` / `REGULARIZER_TABLE`, and
+       loss = (1 - alpha) * L_reward + alpha * L_reg (GRM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from rewardlab.losses import (
+    REGULARIZER_TABLE,
+    PairLogprobs,
+    Regularizer,
+    grm_total,
+    pairwise_accuracy,
+    regularizer_loss,
+    reward_loss,
+)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The objective's settings, named as in `RewardTrainingConfig` (so `from_config` reads them from any run config)."""
+
+    loss: str = "bt"
+    reg: str = "none"
+    alpha: float = 0.01
+    beta: float = 0.1
+    label_smoothing: float = 0.1
+    center_rewards_coefficient: float = 0.0
+    padding_free: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Objective:
+        """The objective of a run config (any object with these fields, e.g. `RewardTrainingConfig`)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+    @property
+    def regularizer(self) -> Regularizer | None:
+        return REGULARIZER_TABLE[self.reg]
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """loss (with gradients) and detached statistics: reward_loss, accuracy, margin, and reg_loss with a regulariser."""
+        n_pairs = batch["margin"].shape[0]
+        response_mask = self.response_mask(batch, n_pairs)
+        reference = self.reference_logprobs(model, batch, response_mask)
+        out = model(batch["input_ids"], batch["attention_mask"], response_mask, packed=self.padding_free)
+        chosen, rejected = out.sequence_rewards[:n_pairs], out.sequence_rewards[n_pairs:]
+        l_reward = reward_loss(
+            self.loss, chosen, rejected, batch["margin"], self.label_smoothing, self.center_rewards_coefficient
+        )
+        l_reg = None
+        if self.regularizer is not None:
+            l_reg = regularizer_loss(self.reg, split_pairs(out.logprobs, reference, n_pairs), self.beta)
+        stats = {
+            "loss": grm_total(l_reward, l_reg, self.alpha),
+            "reward_loss": l_reward.detach(),
+            "accuracy": pairwise_accuracy(chosen.detach(), rejected.detach()),
+            "margin": (chosen - rejected).detach().mean(),
+        }
+        if l_reg is not None:
+            stats["reg_loss"] = l_reg.detach()
+        return stats
+
+    def response_mask(self, batch: dict[str, torch.Tensor], n_pairs: int) -> torch.Tensor | None:
+        """The response tokens whose log-probs the regulariser reads: none, the chosen rows', or every row's."""
+        if self.regularizer is None:
+            return None
+        if self.regularizer.needs_rejected:
+            return batch["response_mask"]
+        chosen_only = batch["response_mask"].clone()
+        chosen_only[n_pairs:] = False  # the LM head is not run for the rejected responses
+        return chosen_only
+
+    def reference_logprobs(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], response_mask: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        if self.regularizer is None or not self.regularizer.needs_reference:
+            return None
+        with torch.no_grad():
+            return model(
+                batch["input_ids"], batch["attention_mask"], response_mask, reference=True, packed=self.padding_free
+            ).logprobs
+
+
+def split_pairs(logprobs: torch.Tensor, reference: torch.Tensor | None, n_pairs: int) -> PairLogprobs:
+    """(2B,) stacked log-probs (chosen rows first) -> the chosen and rejected halves, the reference's likewise."""
+    ref_chosen = ref_rejected = None
+    if reference is not None:
+        ref_chosen, ref_rejected = reference[:n_pairs], reference[n_pairs:]
+    return PairLogprobs(logprobs[:n_pairs], logprobs[n_pairs:], ref_chosen, ref_rejected)
+
+
+def compute_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: Any) -> dict[str, torch.Tensor]:
+    """The objective of `cfg` (an `Objective`, or a run config holding its fields) on one batch of pairs."""
+    objective = cfg if isinstance(cfg, Objective) else Objective.from_config(cfg)
+    return objective(model, batch)

@@ -1,0 +1,173 @@
+"""Build a reward-model run: the accelerator, the data, the model, the batches, the optimiser and schedule, a resumed state.
+
+`build_run` returns the run's `TrainingRun` (`rewardlab.rm_trainer.state`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, set_seed
+from torch.utils.data import DataLoader
+from transformers import get_scheduler
+
+from rewardlab.data.pairs import LengthGroupedBatchSampler, PairCollator, encode_pairs
+from rewardlab.modeling.logprobs import liger_unavailable_reason
+from rewardlab.modeling.reward_model import LoraSettings, build_reward_model
+from rewardlab.objective import Objective
+from rewardlab.packing import packing_unsupported_reason, select_packed_attention
+from rewardlab.rm_trainer.checkpoints import resume_from_latest
+from rewardlab.rm_trainer.outputs import available_trackers, write_run_config
+from rewardlab.rm_trainer.state import TrainingRun
+from rewardlab.runtime import resolve_device, resolve_dtype
+
+if TYPE_CHECKING:
+    from rewardlab.data.loading import PreferenceDataset
+
+
+def build_run(cfg, datasets: dict | None = None) -> TrainingRun:
+    """Everything a run needs before its first step; writes config.json (main process)."""
+    accelerator, bf16, trackers = make_accelerator(cfg)
+    set_seed(cfg.seed)
+    train_set, eval_sets = load_datasets(cfg, datasets)
+    model, kernels, sharded = prepare_model(cfg, accelerator, bf16)
+    loader, data_counts = pair_loader(cfg, model.tokenizer, train_set)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    total_steps, scheduler = schedule(cfg, optimizer, len(loader))
+    accelerator.register_for_checkpointing(scheduler)
+    run = TrainingRun(
+        cfg, accelerator, model, optimizer, loader, scheduler, Objective.from_config(cfg), eval_sets,
+        {**train_set.stats, **data_counts}, kernels, sharded, total_steps, trackers,
+    )  # fmt: skip
+    if cfg.resume:
+        resume_from_latest(run)
+    write_run_config(run)
+    return run
+
+
+def make_accelerator(cfg) -> tuple[Accelerator, bool, list[str]]:
+    """The accelerator (its device, mixed precision, trackers), whether the run computes in bf16, and the trackers."""
+    trackers = available_trackers(cfg.report_to)
+    on_cpu = resolve_device(cfg.device).type == "cpu"
+    bf16 = cfg.bf16 if cfg.bf16 is not None else resolve_dtype("auto", "cpu" if on_cpu else None) == torch.bfloat16
+    accelerator = Accelerator(
+        cpu=on_cpu,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mixed_precision="bf16" if bf16 else "no",
+        log_with=trackers or None,
+        project_dir=str(cfg.output_dir),
+    )
+    return accelerator, bf16, trackers
+
+
+def data_options(cfg) -> dict:
+    """How every data set of a run is read: format, invalid records, and how rated lists become pairs."""
+    return {"format": cfg.format, "skip_invalid": cfg.skip_invalid, "pairs": cfg.pairs, "seed": cfg.seed}
+
+
+def load_datasets(cfg, datasets: dict | None = None) -> tuple[PreferenceDataset, dict[str, PreferenceDataset]]:
+    """The training set and the named eval sets: `datasets` ({"train": ..., "eval": {name: ...}}) or read as configured."""
+    from rewardlab.data.loading import load_named_preferences, load_preferences
+
+    if datasets is None:
+        train_set = load_preferences(cfg.train_data, **data_options(cfg))
+        eval_sets = load_named_preferences(cfg.eval_data, **data_options(cfg))
+    else:
+        train_set, eval_sets = datasets["train"], datasets.get("eval", {})
+    if cfg.select_best_on is not None and cfg.select_best_on not in eval_sets:
+        raise ValueError(f"select_best_on = '{cfg.select_best_on}' is not an eval set ({', '.join(eval_sets) or 'none'})")
+    return train_set, eval_sets
+
+
+def lora_settings(cfg) -> LoraSettings | None:
+    if not cfg.lora:
+        return None
+    return LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules)
+
+
+def prepare_model(cfg, accelerator: Accelerator, bf16: bool) -> tuple[torch.nn.Module, dict[str, str], bool]:
+    """The reward model as configured, its kernels chosen (see `kernel_choices`) and what does not train frozen."""
+    model = build_reward_model(
+        cfg.model,
+        head=cfg.head,
+        head_hidden=cfg.head_hidden,
+        head_dropout=cfg.head_dropout,
+        lora=lora_settings(cfg),
+        reference_copy=cfg.reg == "dpo",
+        seed=cfg.seed,
+    )
+    model.logprob_chunk_tokens = cfg.logprob_chunk_size
+    model.packed_attention = cfg.attention
+    model.compute_dtype_hint = torch.bfloat16 if bf16 else None
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    kernels = kernel_choices(model, cfg, accelerator.device, bf16, sharded)
+    model.logprob_backend = kernels.get("logprobs", cfg.logprob_backend)
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    if cfg.freeze_backbone:
+        model.freeze_backbone()
+    elif cfg.reg == "none":
+        freeze_unused_lm_head(model)
+    return model, kernels, sharded
+
+
+def freeze_unused_lm_head(model) -> None:
+    """Without a regulariser the LM head is unused, and DDP requires every trainable parameter be used, so it is frozen,
+    unless its weight is the input embedding (tied, as in SmolLM2 or gemma): that weight is used and must train, or the
+    vanilla baseline would train fewer parameters than the GRM variants it is compared with."""
+    embedding_ids = {id(p) for p in model.causal_lm.get_input_embeddings().parameters()}
+    for parameter in model.lm_head.parameters():
+        if id(parameter) not in embedding_ids:
+            parameter.requires_grad_(False)
+
+
+def kernel_choices(model, cfg, device: torch.device, bf16: bool, sharded: bool = False) -> dict[str, str]:
+    """The attention kernel and log-prob path this run uses, resolved before training (an impossible explicit choice
+    fails here, in one line) and recorded in config.json. `sharded` (FSDP, DeepSpeed): Liger reads the LM head's
+    weight whole, so the chunked path, which calls the head as a module, is used."""
+    dtype = torch.bfloat16 if bf16 else next(model.causal_lm.parameters()).dtype
+    unpackable = packing_unsupported_reason(model.causal_lm)
+    if not cfg.padding_free or unpackable is not None:
+        attention = "padded"
+    else:
+        attention = select_packed_attention(model.causal_lm.config, device, dtype, cfg.attention, training=True)
+    choices = {"attention": attention}
+    if cfg.reg != "none":
+        reason = "the LM head is sharded (FSDP / DeepSpeed)" if sharded else liger_unavailable_reason(model.lm_head, device)
+        if cfg.logprob_backend == "liger" and reason is not None:
+            raise ValueError(f"logprob_backend 'liger' cannot run here: {reason}")
+        choices["logprobs"] = "chunked" if cfg.logprob_backend == "chunked" or reason is not None else "liger"
+    return choices
+
+
+def pair_loader(cfg, tokenizer, train_set: PreferenceDataset) -> tuple[DataLoader, dict[str, int]]:
+    """Batches of tokenised pairs (length-grouped unless `group_by_length` is off), and the tokenisation counts."""
+    pairs, data_counts = encode_pairs(tokenizer, train_set.examples, cfg.max_length, cfg.truncation)
+    if not pairs:
+        raise ValueError(f"{cfg.train_data}: no training pair left after truncation (max_length={cfg.max_length})")
+    collate = PairCollator(tokenizer.pad_token_id)
+    if cfg.group_by_length:
+        sampler = LengthGroupedBatchSampler([p.length for p in pairs], cfg.per_device_train_batch_size, cfg.seed)
+        return DataLoader(pairs, batch_sampler=sampler, collate_fn=collate), data_counts
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(pairs, batch_size=cfg.per_device_train_batch_size, shuffle=True, generator=generator, collate_fn=collate)
+    return loader, data_counts
+
+
+def schedule(cfg, optimizer: torch.optim.Optimizer, batches_per_epoch: int) -> tuple[int, Any]:
+    """The number of optimiser updates and the learning-rate schedule over them."""
+    updates_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * updates_per_epoch)
+    # Stepped by hand once per optimiser update (not prepared: accelerate would step it once per process).
+    scheduler = get_scheduler(
+        cfg.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    return total_steps, scheduler

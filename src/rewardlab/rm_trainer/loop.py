@@ -1,0 +1,162 @@
+"""The training loop: one `training_step` per batch; after every optimiser update, logging, evaluation (with model
+selection and early stopping) and checkpoints as configured; at the end, the final evaluation and the metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from rewardlab.evaluation import evaluate_preferences
+from rewardlab.objective import Objective
+from rewardlab.rm_trainer.checkpoints import BestWeights, save_checkpoint, stop_if_non_finite
+from rewardlab.rm_trainer.state import TrainingRun
+
+Stats = dict[str, torch.Tensor]
+
+
+def training_step(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    objective: Objective,
+    accelerator: Accelerator,
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float,
+    before_update: Callable[[Stats], None] | None = None,
+) -> Stats:
+    """Forward and backward on one batch; on the batch that completes a gradient accumulation, the gradients are clipped
+    (`grad_norm` added to the stats), `before_update` sees the stats, and the optimiser steps. Returns the objective's stats
+    (`loss` still carries its graph)."""
+    with accelerator.accumulate(model):
+        stats = objective(model, batch)
+        accelerator.backward(stats["loss"])
+        if accelerator.sync_gradients:
+            # inf max_norm measures without clipping; the norm is the same on every process (after all-reduce)
+            stats["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else math.inf)
+            if before_update is not None:
+                before_update(stats)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return stats
+
+
+def train(run: TrainingRun) -> dict:
+    """Train to `total_steps` (or an early stop), then select the best weights and evaluate; returns metrics.json's data."""
+    cfg = run.cfg
+    selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, unwrapped(run))
+    run.model.train()
+    bar = tqdm(total=run.total_steps, initial=run.global_step, desc="train-rm", disable=not run.show, dynamic_ncols=True)
+    running: dict[str, list[torch.Tensor]] = {}
+    start_time, pairs_seen = time.perf_counter(), 0
+    batches = epoch_batches(run)
+    for epoch, batch in batches:
+        stats = training_step(
+            run.model, batch, run.objective, run.accelerator, run.optimizer, cfg.max_grad_norm,
+            before_update=lambda stats: stop_if_non_finite(run, stats),
+        )  # fmt: skip
+        for k, v in stats.items():
+            if v is not None:
+                running.setdefault(k, []).append(v.detach().float())
+        pairs_seen += batch["margin"].shape[0] * run.accelerator.num_processes
+        if not run.accelerator.sync_gradients:
+            continue
+        run.scheduler.step()
+        run.global_step += 1
+        bar.update(1)
+        if run.global_step % cfg.logging_steps == 0 or run.global_step == run.total_steps:
+            means = log_training(run, epoch, running)
+            running = {}
+            bar.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}")
+        if after_update(run, selection):
+            break
+    batches.close()
+    bar.close()
+    return final_metrics(run, selection, time.perf_counter() - start_time, pairs_seen)
+
+
+def epoch_batches(run: TrainingRun) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """(epoch, batch) from where the run stands (after a resume: past the batches already trained on) to the last epoch."""
+    if run.global_step >= run.total_steps:
+        return
+    skip = run.skip_batches
+    for epoch in range(run.start_epoch, run.num_epochs):
+        run.loader.set_epoch(epoch)
+        loader = run.accelerator.skip_first_batches(run.loader, skip) if skip else run.loader
+        skip = 0
+        for batch in loader:
+            yield epoch, batch
+
+
+def log_training(run: TrainingRun, epoch: int, running: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """A train record in the log (and the trackers): the mean of every statistic since the last one, over processes."""
+    means = {k: run.accelerator.reduce(torch.stack(v).mean(), "mean").item() for k, v in running.items()}
+    lr = run.scheduler.get_last_lr()[0]
+    run.log.append({"kind": "train", "step": run.global_step, "epoch": epoch, "lr": lr, **means})
+    run.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=run.global_step)
+    return means
+
+
+def after_update(run: TrainingRun, selection: BestWeights | None) -> bool:
+    """Evaluation and checkpoint at their intervals (not at the last step: the end of the run does its own); True when
+    training is over (the last step, or early stopping)."""
+    cfg, step = run.cfg, run.global_step
+    stop = step >= run.total_steps
+    if cfg.eval_steps > 0 and step % cfg.eval_steps == 0 and not stop:
+        if selection is None:
+            evaluate(run)
+        else:
+            selection.offer(step, evaluate(run, [selection.name])[selection.name]["accuracy"])
+            stop = bool(cfg.early_stopping_patience) and selection.stale_evaluations >= cfg.early_stopping_patience
+    if cfg.save_steps > 0 and step % cfg.save_steps == 0 and step < run.total_steps:
+        save_checkpoint(run)
+    return stop
+
+
+def evaluate(run: TrainingRun, names: list[str] | None = None) -> dict[str, dict]:
+    """Metrics of every eval set (or those named) at the current step; an eval record goes to the log and the trackers."""
+    results = {}
+    for name, dataset in run.eval_sets.items():
+        if names is not None and name not in names:
+            continue
+        results[name], _ = evaluate_preferences(
+            model=unwrapped(run),
+            examples=dataset.examples,
+            max_length=run.cfg.max_length,
+            truncation=run.cfg.truncation,
+            batch_size=run.cfg.per_device_eval_batch_size,
+            accelerator=run.accelerator,
+            desc=f"eval {name}",
+        )
+    if results:
+        accuracy = {k: v["accuracy"] for k, v in results.items()}
+        run.log.append({"kind": "eval", "step": run.global_step, "accuracy": accuracy})
+        run.accelerator.log({f"eval/{k}/accuracy": v for k, v in accuracy.items()}, step=run.global_step)
+        if run.show:
+            tqdm.write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+    return results
+
+
+def final_metrics(run: TrainingRun, selection: BestWeights | None, seconds: float, pairs_seen: int) -> dict:
+    """With model selection, the best validation weights are restored first; then every eval set is evaluated."""
+    if selection is not None:
+        if not selection.history or selection.history[-1][0] != run.global_step:  # early stopping has just evaluated it
+            selection.offer(run.global_step, evaluate(run, [selection.name])[selection.name]["accuracy"])
+        selection.restore()
+    eval_results = evaluate(run)
+    train = {
+        "steps": run.global_step,
+        "seconds": seconds,
+        "pairs_per_second": pairs_seen / seconds if seconds > 0 else None,
+        "final": next((r for r in reversed(run.log) if r["kind"] == "train"), None),
+    }
+    if selection is not None:
+        train["selection"] = selection.summary()
+    return {"eval": eval_results, "train": train, "data": {"train": run.train_stats}}
+
+
+def unwrapped(run: TrainingRun) -> torch.nn.Module:
+    return run.accelerator.unwrap_model(run.model)

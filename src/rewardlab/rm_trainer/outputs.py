@@ -1,0 +1,99 @@
+"""What a reward-model run leaves in its output directory: config.json (resolved, before training), then metrics.json,
+log.jsonl, training_curves.png and model/ (the reward model) at the end; and the trackers it reports to as it goes."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict
+from pathlib import Path
+
+from rewardlab.modeling.reward_model import MODEL_SUBDIR
+from rewardlab.rm_trainer.state import TrainingRun
+from rewardlab.runtime import version, write_json, write_jsonl
+
+TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def available_trackers(report_to: list[str]) -> list[str]:
+    """The trackers asked for that are installed (one that is not is announced and skipped; an unknown one is an error)."""
+    available = []
+    for name in report_to:
+        module = TRACKER_MODULES.get(name)
+        if module is None:
+            raise ValueError(f"report_to: unknown tracker '{name}' (tensorboard, wandb)")
+        if importlib.util.find_spec(module) is not None:
+            available.append(name)
+        else:
+            print(f"report_to: {name} is not installed; not reporting to it")
+    return available
+
+
+def write_run_config(run: TrainingRun) -> dict:
+    """config.json: the settings as resolved for this run (processes, precision, steps, data, kernels, version); the
+    trackers get its scalar entries."""
+    cfg, accelerator = run.cfg, run.accelerator
+    resolved = asdict(cfg) | {
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "total_steps": run.total_steps,
+        "global_batch_pairs": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes,
+        "train_data_stats": run.train_stats,
+        "kernels": run.kernels,
+        "rewardlab_version": version(),
+    }
+    if accelerator.is_main_process:
+        run.output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run.output_dir / "config.json", resolved)
+    if run.show:
+        kernels = run.kernels
+        print(f"attention: {kernels['attention']}" + (f"; log-probs: {kernels['logprobs']}" if "logprobs" in kernels else ""))
+    if run.trackers:
+        scalars = {k: v for k, v in resolved.items() if isinstance(v, int | float | str | bool)}
+        accelerator.init_trackers("rewardlab", config=scalars)
+    return resolved
+
+
+def save_outputs(run: TrainingRun, metrics: dict) -> None:
+    """The trained model, metrics.json, log.jsonl and the training curves (main process); every process ends the run."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    # Sharded weights (FSDP, ZeRO-3) are gathered first; every process takes part in the gather.
+    full_state = accelerator.get_state_dict(run.model) if run.sharded else None
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(run.model).save_pretrained(run.output_dir / MODEL_SUBDIR, state_dict=full_state)
+        write_json(run.output_dir / "metrics.json", metrics)
+        write_jsonl(run.output_dir / "log.jsonl", run.log)
+        if run.log:
+            plot_training(run.log, run.output_dir / "training_curves.png")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def plot_training(log: list[dict], path: Path) -> None:
+    """Reward loss, regulariser loss and pairwise accuracy (training batches, eval sets) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in log if r.get("kind") == "train"]
+    evals = [r for r in log if r.get("kind") == "eval"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    steps = [r["step"] for r in train]
+    axes[0].plot(steps, [r["reward_loss"] for r in train], label="reward loss")
+    axes[0].set_title("reward loss")
+    if train and "reg_loss" in train[0]:
+        axes[1].plot(steps, [r["reg_loss"] for r in train], color="tab:orange")
+    axes[1].set_title("regulariser loss")
+    axes[2].plot(steps, [r["accuracy"] for r in train], label="train (batch)", alpha=0.6)
+    for name in sorted({k for r in evals for k in r.get("accuracy", {})}):
+        pts = [(r["step"], r["accuracy"][name]) for r in evals if name in r.get("accuracy", {})]
+        axes[2].plot(*zip(*pts, strict=True), marker="o", label=f"eval: {name}")
+    axes[2].set_title("pairwise accuracy")
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,51 @@
+"""The state of one reward-model run: its prepared parts, and what the loop advances (the step, the log)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from rewardlab.objective import Objective
+
+
+@dataclass
+class TrainingRun:
+    """One run's parts (prepared by accelerate) and the state the loop advances."""
+
+    cfg: Any  # RewardTrainingConfig
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    scheduler: Any
+    objective: Objective
+    eval_sets: dict[str, Any]  # name -> PreferenceDataset
+    train_stats: dict[str, Any]  # what loading and tokenising the training data kept and dropped
+    kernels: dict[str, str]
+    sharded: bool  # FSDP or DeepSpeed: the weights are gathered before saving
+    total_steps: int
+    trackers: list[str]
+    log: list[dict] = field(default_factory=list)
+    global_step: int = 0
+    start_epoch: int = 0
+    skip_batches: int = 0  # batches of start_epoch already trained on before a resume
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    @property
+    def show(self) -> bool:
+        """Whether this process prints progress."""
+        return self.cfg.progress and self.accelerator.is_local_main_process
+
+    @property
+    def num_epochs(self) -> int:
+        updates_per_epoch = max(1, math.ceil(len(self.loader) / self.cfg.gradient_accumulation_steps))
+        return math.ceil(self.total_steps / updates_per_epoch)
