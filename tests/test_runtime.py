@@ -11,6 +11,8 @@ import torch
 from rewardlab.runtime import (
     atomic_directory,
     dumps,
+    is_main_process,
+    process_rank,
     resolve_device,
     resolve_dtype,
     strict_json,
@@ -111,3 +113,38 @@ def test_devices_and_dtypes():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_main_process_only_writers_write_on_rank_zero_alone(tmp_path, monkeypatch):
+    """A process other than the main one (rank 1, as torchrun / accelerate launch set RANK) writes nothing with
+    main_process_only, and does not even read the rows; rank 0 writes; without the flag every process writes."""
+    monkeypatch.setenv("RANK", "1")
+    assert process_rank() == 1 and not is_main_process()
+    assert write_json(tmp_path / "a.json", {"x": 1}, main_process_only=True) == tmp_path / "a.json"
+    assert write_jsonl(tmp_path / "a.jsonl", _failing_rows(), main_process_only=True) == 0
+    assert os.listdir(tmp_path) == []
+    write_json(tmp_path / "own.json", {"rank": 1})  # a file of its own: written
+    assert os.listdir(tmp_path) == ["own.json"]
+
+    monkeypatch.setenv("RANK", "0")
+    assert is_main_process()
+    write_json(tmp_path / "a.json", {"x": 1}, main_process_only=True)
+    assert write_jsonl(tmp_path / "a.jsonl", [{"y": 2}], main_process_only=True) == 1
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    monkeypatch.delenv("RANK")
+    assert process_rank() == 0  # a single process
+
+
+def test_process_group_rank_wins_over_the_environment(tmp_path, monkeypatch):
+    """Once a process group exists, its rank is the truth (here a one-process gloo group: rank 0, whatever RANK says)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialised in this process")
+    monkeypatch.setenv("RANK", "1")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert process_rank() == 0 and is_main_process()
+    finally:
+        dist.destroy_process_group()
+    assert process_rank() == 1

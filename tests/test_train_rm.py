@@ -137,6 +137,27 @@ def test_ensemble_trains_members_and_scores_by_aggregate(easy_data, tmp_path):
         ens(torch.tensor([[5, 6]]), torch.ones(1, 2, dtype=torch.long), response_mask=torch.ones(1, 2, dtype=torch.bool))
 
 
+def test_ensemble_on_a_process_other_than_the_main_one_writes_none_of_its_files(easy_data, tmp_path, monkeypatch):
+    """Rank 1 of a launch, simulated by RANK=1 (as torchrun sets it; no process group is made here): the ensemble's own
+    files (its manifest, config.json, metrics.json) are the main process's alone, while this process still trains and
+    scores. The members' runs go through accelerate, which in this single process sees no launch (no WORLD_SIZE), so it
+    writes them as their main process: the members are what this process scores."""
+    from rewardlab.modeling.ensemble import ENSEMBLE_NAME
+
+    monkeypatch.setenv("RANK", "1")
+    small = easy_data / "small.jsonl"
+    cfg = RewardTrainingConfig(
+        train_data=str(small), eval_data=[f"small={small}"], output_dir=str(tmp_path / "ens"), max_steps=2,
+        ensemble_size=2, **FAST,
+    )  # fmt: skip
+    metrics = train_reward_model(cfg)
+    assert metrics["eval"]["small"]["n"] == 48 and len(metrics["members"]) == 2
+    out = tmp_path / "ens"
+    assert sorted(p.name for p in out.iterdir()) == ["model"]
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["member-0", "member-1"]
+    assert not (out / "model" / ENSEMBLE_NAME).exists()
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="reg"):
         RewardTrainingConfig(train_data="x", reg="ppo").validate()

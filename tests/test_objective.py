@@ -1,0 +1,149 @@
+"""The objective and one training step, against an independent computation: every sequence through the causal LM on its
+own (no padding, no packing), rewards from the head at its last token, log pi(y|x) summed from the LM logits by hand,
+and the papers' formulas written out here."""
+
+import copy
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from rewardlab.data.pairs import collate_pairs, encode_pairs
+from rewardlab.modeling.reward_model import build_reward_model
+from rewardlab.objective import Objective
+from rewardlab.rm_trainer.loop import training_step
+from rewardlab.tasks.easy import easy_preferences
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TOL = 1e-4  # float32: the objective runs packed, the reference computation one sequence at a time
+BETA = 0.5  # larger than the default 0.1, so a swapped chosen/rejected moves the regulariser well beyond TOL
+
+
+def neg_log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return torch.log1p(torch.exp(-x))
+
+
+def make_model(seed: int = 0):
+    """The tiny model with a frozen reference copy, then moved away from it, so dpo's reference log-ratio is not 0."""
+    model = build_reward_model("tiny-llama", head_dropout=0.0, reference_copy=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.causal_lm.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    return model
+
+
+def make_batch(model, n_pairs: int = 4) -> dict[str, torch.Tensor]:
+    pairs, _ = encode_pairs(model.tokenizer, easy_preferences(n_pairs, 3), max_length=256)
+    return collate_pairs(pairs, model.tokenizer.pad_token_id)
+
+
+def by_hand(model, batch, lm=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rewards, summed response log-probs) of every row, each sequence alone through `lm` (default the model's own)."""
+    lm = lm or model.causal_lm
+    rewards, logps = [], []
+    for ids, mask, response in zip(batch["input_ids"], batch["attention_mask"], batch["response_mask"], strict=True):
+        length = int(mask.sum())
+        ids, response = ids[:length], response[:length]
+        out = lm(input_ids=ids[None], output_hidden_states=True)
+        rewards.append(model.head(out.hidden_states[-1][0, length - 1]).squeeze())
+        token_logp = torch.log_softmax(out.logits[0, :-1].float(), -1).gather(1, ids[1:, None]).squeeze(1)
+        logps.append(token_logp[response[1:]].sum())  # token t is predicted at t-1; only response tokens count
+    return torch.stack(rewards), torch.stack(logps)
+
+
+def regularizer_by_hand(reg: str, lp_c, lp_r, ref_c, ref_r) -> torch.Tensor:
+    """GRM's regularisers, chosen first as the paper writes them."""
+    if reg == "sft":  # -log sigmoid(beta * log pi(y_c|x))
+        return neg_log_sigmoid(BETA * lp_c).mean()
+    if reg == "sft-nll":  # -log pi(y_c|x)
+        return -lp_c.mean()
+    if reg == "dpo":  # -log sigmoid(beta * ((log pi(y_c) - log pi(y_r)) - (log pi_ref(y_c) - log pi_ref(y_r))))
+        return neg_log_sigmoid(BETA * ((lp_c - lp_r) - (ref_c - ref_r))).mean()
+    assert reg == "dpo-noref"  # the same with the reference terms 0
+    return neg_log_sigmoid(BETA * (lp_c - lp_r)).mean()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = make_model()
+    batch = make_batch(model)
+    n = batch["margin"].shape[0]
+    with torch.no_grad():
+        rewards, logps = by_hand(model, batch)
+        _, ref = by_hand(model, batch, lm=model.reference)
+    return model, batch, n, rewards, logps, ref
+
+
+@pytest.mark.parametrize("reg", ["sft", "sft-nll", "dpo", "dpo-noref"])
+def test_each_regulariser_reads_the_chosen_side_as_chosen(setup, reg):
+    """Fails if chosen and rejected are swapped anywhere in a regulariser's call: the model's log-probs, the reference's,
+    or both."""
+    model, batch, n, rewards, logps, ref = setup
+    with torch.no_grad():
+        stats = Objective(reg=reg, beta=BETA, alpha=0.3)(model, batch)
+    lp_c, lp_r, ref_c, ref_r = logps[:n], logps[n:], ref[:n], ref[n:]
+    expected = regularizer_by_hand(reg, lp_c, lp_r, ref_c, ref_r)
+    swaps = {
+        "model": regularizer_by_hand(reg, lp_r, lp_c, ref_c, ref_r),
+        "reference": regularizer_by_hand(reg, lp_c, lp_r, ref_r, ref_c),
+        "both": regularizer_by_hand(reg, lp_r, lp_c, ref_r, ref_c),
+    }
+    torch.testing.assert_close(stats["reg_loss"], expected, atol=TOL, rtol=TOL)
+    for where, swapped in swaps.items():
+        if reg != "dpo" and where == "reference":
+            continue  # no reference in the formula: nothing to swap
+        assert (swapped - expected).abs() > 50 * TOL, f"{reg}: swapping the {where} log-probs must change the value"
+        assert (stats["reg_loss"] - swapped).abs() > 10 * TOL, f"{reg}: the {where} log-probs are swapped"
+
+
+@pytest.mark.parametrize("reg", ["none", "sft", "dpo"])
+def test_objective_is_bt_plus_alpha_times_the_regulariser(setup, reg):
+    model, batch, n, rewards, logps, ref = setup
+    alpha = 0.3
+    with torch.no_grad():
+        stats = Objective(reg=reg, beta=BETA, alpha=alpha)(model, batch)
+    bt = neg_log_sigmoid(rewards[:n] - rewards[n:]).mean()  # -log sigmoid(r_c - r_r)
+    torch.testing.assert_close(stats["reward_loss"], bt, atol=TOL, rtol=TOL)
+    if reg == "none":
+        expected = bt
+        assert "reg_loss" not in stats
+    else:
+        expected = (1 - alpha) * bt + alpha * regularizer_by_hand(reg, logps[:n], logps[n:], ref[:n], ref[n:])
+    torch.testing.assert_close(stats["loss"], expected, atol=TOL, rtol=TOL)
+    accuracy = ((rewards[:n] > rewards[n:]).float() + 0.5 * (rewards[:n] == rewards[n:]).float()).mean()
+    torch.testing.assert_close(stats["accuracy"], accuracy)
+    torch.testing.assert_close(stats["margin"], (rewards[:n] - rewards[n:]).mean(), atol=TOL, rtol=TOL)
+
+
+def test_one_training_step_matches_a_step_by_hand():
+    """training_step (objective, backward, clipping, optimiser step) on one batch against the same step written out:
+    the hand-computed loss BT + sft, its gradients, clipped to half their norm, and one SGD step."""
+    model = make_model(seed=1)
+    twin = copy.deepcopy(model)
+    batch = make_batch(model)
+    n, alpha, lr = batch["margin"].shape[0], 0.3, 0.1
+
+    rewards, logps = by_hand(twin, batch)
+    bt, sft = neg_log_sigmoid(rewards[:n] - rewards[n:]).mean(), neg_log_sigmoid(BETA * logps[:n]).mean()
+    hand_loss = (1 - alpha) * bt + alpha * sft
+    hand_loss.backward()
+    trainable = [p for p in twin.parameters() if p.requires_grad]
+    norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf"))  # measure only
+    max_norm = float(norm) / 2  # so that the step has to clip
+    torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+    torch.optim.SGD(trainable, lr=lr).step()
+
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    seen = []
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+    stats = training_step(
+        model, batch, Objective(reg="sft", beta=BETA, alpha=alpha), Accelerator(cpu=True), optimizer, max_norm,
+        before_update=lambda s: seen.append({k: float(v.detach()) for k, v in s.items()}),
+    )  # fmt: skip
+    torch.testing.assert_close(stats["loss"].detach(), hand_loss.detach(), atol=TOL, rtol=TOL)
+    torch.testing.assert_close(stats["grad_norm"], norm, atol=TOL, rtol=TOL)
+    assert len(seen) == 1 and seen[0]["grad_norm"] == pytest.approx(float(norm), rel=TOL)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=f"{name} after the step")
+        assert torch.equal(p, before[name]) is not p.requires_grad, f"{name}: trained iff trainable"
