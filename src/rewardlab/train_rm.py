@@ -1,13 +1,13 @@
 """Reward-model training: Bradley-Terry (and baselines) with GRM's text-generation regularisers.
 
-`train_reward_model` reads as its stages, one module each under `rewardlab.rm_trainer`:
+`train_reward_model` reads as its stages, in the modules of `rewardlab.rm_trainer`:
     build    (`rm_trainer.build`)  the accelerator, the data, the model (kernels chosen, unused parts frozen), length-grouped
              batches of pairs, AdamW and the schedule, a resumed checkpoint; config.json;
     loop     (`rm_trainer.loop`)   one `training_step` per batch: the objective (`rewardlab.objective`: chosen and rejected in
              one forward pass, L_reward and L_reg from the table in `rewardlab.losses`, loss = (1 - alpha) * L_reward +
              alpha * L_reg), backward, clip, a stop at a non-finite loss or gradient norm, AdamW step; logging,
              evaluation (model selection, early stopping) and checkpoints at their intervals;
-    evaluate the best validation weights restored (--select-best-on), every eval set scored;
+    evaluate (`rm_trainer.loop`)   the best validation weights restored (--select-best-on), every eval set scored;
     save     (`rm_trainer.outputs`) the model, metrics.json, log.jsonl, training_curves.png.
 The loop runs through accelerate, so `accelerate launch` (DDP, DeepSpeed, FSDP configs) works unchanged; only the main
 process writes files.
@@ -38,7 +38,7 @@ from rewardlab.rm_trainer.build import (
     load_datasets,
     lora_settings,
 )
-from rewardlab.rm_trainer.loop import train
+from rewardlab.rm_trainer.loop import final_evaluation, train_loop
 from rewardlab.rm_trainer.outputs import plot_training, save_outputs
 from rewardlab.runtime import version, write_json
 
@@ -172,7 +172,8 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     if cfg.ensemble_size > 1:
         return train_ensemble(cfg, datasets)
     run = build_run(cfg, datasets)
-    metrics = train(run)  # the loop, then the final evaluation (on the best validation weights with --select-best-on)
+    loop = train_loop(run)
+    metrics = final_evaluation(run, loop)
     save_outputs(run, metrics)
     return metrics
 

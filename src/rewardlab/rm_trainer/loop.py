@@ -1,11 +1,13 @@
 """The training loop: one `training_step` per batch; after every optimiser update, logging, evaluation (with model
-selection and early stopping) and checkpoints as configured; at the end, the final evaluation and the metrics."""
+selection and early stopping) and checkpoints as configured. Then the final evaluation, on the best validation weights
+with model selection."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -44,8 +46,17 @@ def training_step(
     return stats
 
 
-def train(run: TrainingRun) -> dict:
-    """Train to `total_steps` (or an early stop), then select the best weights and evaluate; returns metrics.json's data."""
+@dataclass
+class LoopResult:
+    """What the loop hands the final evaluation: the validation history (with --select-best-on) and the throughput."""
+
+    selection: BestWeights | None
+    seconds: float  # first batch to last update
+    pairs_seen: int  # over all processes
+
+
+def train_loop(run: TrainingRun) -> LoopResult:
+    """Train from where `run` stands to `total_steps`, or to an early stop."""
     cfg = run.cfg
     selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, unwrapped(run))
     run.model.train()
@@ -75,7 +86,7 @@ def train(run: TrainingRun) -> dict:
             break
     batches.close()
     bar.close()
-    return final_metrics(run, selection, time.perf_counter() - start_time, pairs_seen)
+    return LoopResult(selection, time.perf_counter() - start_time, pairs_seen)
 
 
 def epoch_batches(run: TrainingRun) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
@@ -140,8 +151,10 @@ def evaluate(run: TrainingRun, names: list[str] | None = None) -> dict[str, dict
     return results
 
 
-def final_metrics(run: TrainingRun, selection: BestWeights | None, seconds: float, pairs_seen: int) -> dict:
-    """With model selection, the best validation weights are restored first; then every eval set is evaluated."""
+def final_evaluation(run: TrainingRun, loop: LoopResult) -> dict:
+    """metrics.json's data: with model selection, the best validation weights are restored first; then every eval set is
+    evaluated."""
+    selection, seconds = loop.selection, loop.seconds
     if selection is not None:
         if not selection.history or selection.history[-1][0] != run.global_step:  # early stopping has just evaluated it
             selection.offer(run.global_step, evaluate(run, [selection.name])[selection.name]["accuracy"])
@@ -150,7 +163,7 @@ def final_metrics(run: TrainingRun, selection: BestWeights | None, seconds: floa
     train = {
         "steps": run.global_step,
         "seconds": seconds,
-        "pairs_per_second": pairs_seen / seconds if seconds > 0 else None,
+        "pairs_per_second": loop.pairs_seen / seconds if seconds > 0 else None,
         "final": next((r for r in reversed(run.log) if r["kind"] == "train"), None),
     }
     if selection is not None:
