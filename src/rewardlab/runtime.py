@@ -82,12 +82,6 @@ def is_main_process() -> bool:
     return process_rank() == 0
 
 
-def wait_for_everyone() -> None:
-    """A barrier across the processes of a distributed run (nothing to wait for in a single process)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # strict, atomic JSON
 

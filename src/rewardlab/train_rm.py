@@ -39,7 +39,8 @@ from rewardlab.rm_trainer.build import (
     lora_settings,
 )
 from rewardlab.rm_trainer.loop import final_evaluation, train_loop
-from rewardlab.rm_trainer.outputs import plot_training, save_outputs
+from rewardlab.rm_trainer.outputs import end_run, plot_training, save_outputs
+from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import version, write_json
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "lora_settings",
     "plot_training",
     "train_ensemble",
+    "train_one_model",
     "train_reward_model",
 ]
 
@@ -171,11 +173,18 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     cfg.validate()
     if cfg.ensemble_size > 1:
         return train_ensemble(cfg, datasets)
+    run, metrics = train_one_model(cfg, datasets)
+    end_run(run)
+    return metrics
+
+
+def train_one_model(cfg: RewardTrainingConfig, datasets: dict | None = None) -> tuple[TrainingRun, dict]:
+    """build -> loop -> evaluate -> save, for one model; the run stays open (its trackers, the process group)."""
     run = build_run(cfg, datasets)
     loop = train_loop(run)
     metrics = final_evaluation(run, loop)
     save_outputs(run, metrics)
-    return metrics
+    return run, metrics
 
 
 def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> dict:
@@ -184,6 +193,8 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
     Under several processes every process takes part in training each member (accelerate shares the batches) and scores
     the ensemble; only the main process writes files.
     """
+    from accelerate import PartialState
+
     from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
     from rewardlab.modeling.reward_model import RewardModel
 
@@ -193,7 +204,11 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
         train_set, eval_sets = load_datasets(cfg)
         datasets = {"train": train_set, "eval": eval_sets}
     names = [f"member-{k}" for k in range(cfg.ensemble_size)]
-    members = [train_reward_model(member_config(cfg, k), datasets) for k in range(cfg.ensemble_size)]
+    members = []
+    for k in range(cfg.ensemble_size):
+        run, member_metrics = train_one_model(member_config(cfg, k), datasets)
+        end_run(run, keep_process_group=True)  # the next member trains in the same process group
+        members.append(member_metrics)
     write_json(model_dir / ENSEMBLE_NAME, {"members": names, "aggregate": cfg.ensemble_aggregate}, main_process_only=True)
     # built from the members' directories, which every process has once their training ended, not from the manifest
     ensemble = EnsembleRewardModel(
@@ -211,6 +226,7 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
     }
     write_json(output_dir / "config.json", asdict(cfg) | {"rewardlab_version": version()}, main_process_only=True)
     write_json(output_dir / "metrics.json", metrics, main_process_only=True)
+    PartialState().destroy_process_group()
     return metrics
 
 

@@ -54,7 +54,7 @@ def write_run_config(run: TrainingRun) -> dict:
 
 
 def save_outputs(run: TrainingRun, metrics: dict) -> None:
-    """The trained model, metrics.json, log.jsonl and the training curves (main process); every process ends the run."""
+    """The trained model, metrics.json, log.jsonl and the training curves (main process)."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     # Sharded weights (FSDP, ZeRO-3) are gathered first; every process takes part in the gather.
@@ -66,7 +66,16 @@ def save_outputs(run: TrainingRun, metrics: dict) -> None:
         if run.log:
             plot_training(run.log, run.output_dir / "training_curves.png")
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+
+
+def end_run(run: TrainingRun, keep_process_group: bool = False) -> None:
+    """The trackers finish; the process group of a launch goes too, unless more runs follow in it (ensemble members:
+    accelerate cannot make a second one in the same process)."""
+    if keep_process_group:
+        for tracker in run.accelerator.trackers:
+            tracker.finish()
+    else:
+        run.accelerator.end_training()
 
 
 def plot_training(log: list[dict], path: Path) -> None:
