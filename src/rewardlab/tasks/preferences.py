@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from rewardlab.data.loading import preference_to_dict
 from rewardlab.data.types import PreferenceExample
-from rewardlab.rl.sampling import sample
+from rewardlab.generation import sample
 from rewardlab.runtime import write_json
 from rewardlab.runtime import write_jsonl as write_records
 from rewardlab.tasks.world import (
