@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from rewardlab.commands.bon import bon, parse_proxies
 from rewardlab.commands.common import UserError
 from rewardlab.data.errors import DataError
+from rewardlab.generation import load_samples
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.modeling.tiny import build_tiny_llama
 from rewardlab.rl.bon import BonConfig, first_n_per_prompt, run_bon
-from rewardlab.rl.sampling import load_samples
 from rewardlab.rl.scorers import FunctionScorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: extra threads only add overhead

@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from rewardlab.commands.ppo import ppo
+from rewardlab.generation import Sample
 from rewardlab.modeling.loader import load_reward_model
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.modeling.tiny import build_tiny_llama
@@ -37,7 +38,6 @@ from rewardlab.rl.rollout import (
     response_token_scores,
     response_values,
 )
-from rewardlab.rl.sampling import Sample
 from rewardlab.rl.scorers import FunctionScorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: extra threads only add overhead

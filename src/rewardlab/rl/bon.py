@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from rewardlab.data.errors import DataError
+from rewardlab.generation import SampleBatch, load_samples, sample, save_samples
 from rewardlab.rl.bon_math import bon_curve, fit_gao_bon, n_grid, normalise_curve
-from rewardlab.rl.sampling import SampleBatch, load_samples, sample, save_samples
 from rewardlab.rl.scorers import BUILTIN, Scorer, resolve_policy, resolve_prompts, resolve_scorer
 from rewardlab.runtime import version, write_json, write_jsonl
 

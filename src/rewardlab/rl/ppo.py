@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from rewardlab.data.types import Text
+from rewardlab.generation import PromptCycle, SampleBatch, sample
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.rl.models import PolicyAndCritic, make_critic, trainable_policy
 from rewardlab.rl.ppo_config import PPOConfig
@@ -80,7 +81,6 @@ from rewardlab.rl.rollout import (
     response_values,
     with_closing_tokens,
 )
-from rewardlab.rl.sampling import PromptCycle, SampleBatch, sample
 from rewardlab.rl.scorers import Scorer
 from rewardlab.runtime import NonFiniteError, first_non_finite, resolve_device, resolve_dtype
 

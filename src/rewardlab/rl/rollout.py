@@ -15,11 +15,11 @@ from torch import nn
 
 from rewardlab.data.templates import assistant_turn_text
 from rewardlab.data.types import Text
+from rewardlab.generation import Sample, left_pad
 from rewardlab.masks import position_ids_from_mask
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.redistribution import redistribute, shaping_potential
 from rewardlab.rl.ppo_math import RunningMoments
-from rewardlab.rl.sampling import Sample, left_pad
 
 
 @dataclass

@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from rewardlab.data.templates import encode_prompt_response
+from rewardlab.generation import sample
 from rewardlab.modeling.tiny import build_byte_tokenizer, tiny_llama_config
-from rewardlab.rl.sampling import sample
 from rewardlab.runtime import atomic_directory, write_json
 from rewardlab.runtime import cache_dir as default_cache_dir
 from rewardlab.tasks.world import (

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from rewardlab.data.loading import preference_to_dict
 from rewardlab.data.types import PreferenceExample
-from rewardlab.rl.sampling import sample
+from rewardlab.generation import sample
 from rewardlab.runtime import write_json
 from rewardlab.runtime import write_jsonl as write_records
 from rewardlab.tasks.world import (
@@ -151,15 +151,16 @@ def make_preference_data(
     tasks: Iterator[TaskInstance] = iter_tasks(split, seed)
     generator = torch.Generator().manual_seed(seed)
     shortcut_generator = torch.Generator().manual_seed(seed + 104_729)  # its own stream: labels match the world without it
+    max_chunks = 50 + 4 * math.ceil(n_pairs / prompts_per_chunk)
     examples: list[PreferenceExample] = []
     bar = tqdm(total=n_pairs, desc=f"preferences {split}", disable=not progress)
     for chunk_index in itertools.count():
         if len(examples) >= n_pairs:
             break
-        if chunk_index > 50 + 4 * math.ceil(n_pairs / prompts_per_chunk):
+        if chunk_index > max_chunks:
             raise RuntimeError("the policy keeps producing identical pairs; raise sampling_temperature")
         chunk = list(itertools.islice(tasks, prompts_per_chunk))
-        batch = sample(
+        responses = sample(
             policy,
             tokenizer,
             [t.messages for t in chunk],
@@ -169,26 +170,11 @@ def make_preference_data(
             top_p=1.0,
             batch_size=batch_size,
             seed=seed * 7919 + chunk_index,
-        )
-        texts = [s.text for s in batch.samples]
-        response_a, response_b = texts[0::2], texts[1::2]
-        gold_a = [gold_score(r, t.answer) for r, t in zip(response_a, chunk, strict=True)]
-        gold_b = [gold_score(r, t.answer) for r, t in zip(response_b, chunk, strict=True)]
-        a_chosen = draw_labels(
-            torch.tensor(gold_a, dtype=torch.float64),
-            torch.tensor(gold_b, dtype=torch.float64),
-            temperature,
-            label_noise,
-            generator,
-        ).tolist()
-        for i, task in enumerate(chunk):
+        ).texts()
+        pairs = label_pairs(chunk, responses[0::2], responses[1::2], temperature, label_noise, generator, skip_ties)
+        for task, (chosen, gold_chosen), (rejected, gold_rejected) in pairs:
             if len(examples) >= n_pairs:
                 break
-            if response_a[i] == response_b[i] or (skip_ties and gold_a[i] == gold_b[i]):
-                continue
-            if not response_a[i].strip() or not response_b[i].strip():
-                continue  # user-data loaders reject blank responses; they are rare (EOS first) and score 0 anyway
-            (chosen, g_c), (rejected, g_r) = ((response_a[i], gold_a[i]), (response_b[i], gold_b[i]))[:: 1 if a_chosen[i] else -1]
             keep = shortcut_keep_probability(has_cue(chosen), has_cue(rejected), strength)
             if keep < 1.0 and torch.rand((), generator=shortcut_generator, dtype=torch.float64).item() >= keep:
                 continue
@@ -197,15 +183,47 @@ def make_preference_data(
                     prompt=task.messages,
                     chosen=[{"role": "assistant", "content": chosen}],
                     rejected=[{"role": "assistant", "content": rejected}],
-                    margin=g_c - g_r,
+                    margin=gold_chosen - gold_rejected,
                     source=task.family,
                     subset=task.subset,
-                    metadata={"gold_chosen": g_c, "gold_rejected": g_r, "split": split},
+                    metadata={"gold_chosen": gold_chosen, "gold_rejected": gold_rejected, "split": split},
                 )
             )
             bar.update(1)
     bar.close()
     return examples
+
+
+def label_pairs(
+    tasks: Sequence[TaskInstance],
+    response_a: Sequence[str],
+    response_b: Sequence[str],
+    temperature: float,
+    label_noise: float,
+    generator: torch.Generator,
+    skip_ties: bool = True,
+) -> list[tuple[TaskInstance, tuple[str, float], tuple[str, float]]]:
+    """(task, (chosen, gold), (rejected, gold)) of every usable pair, in order: labels drawn for all pairs at once
+    (`draw_labels`, so the generator advances the same however many are usable), then identical responses, gold ties
+    (with `skip_ties`) and blank responses left out."""
+    gold_a = [gold_score(r, t.answer) for r, t in zip(response_a, tasks, strict=True)]
+    gold_b = [gold_score(r, t.answer) for r, t in zip(response_b, tasks, strict=True)]
+    a_chosen = draw_labels(
+        torch.tensor(gold_a, dtype=torch.float64),
+        torch.tensor(gold_b, dtype=torch.float64),
+        temperature,
+        label_noise,
+        generator,
+    ).tolist()
+    pairs = []
+    for i, task in enumerate(tasks):
+        if response_a[i] == response_b[i] or (skip_ties and gold_a[i] == gold_b[i]):
+            continue
+        if not response_a[i].strip() or not response_b[i].strip():
+            continue  # user-data loaders reject blank responses; they are rare (EOS first) and score 0 anyway
+        a, b = (response_a[i], gold_a[i]), (response_b[i], gold_b[i])
+        pairs.append((task, a, b) if a_chosen[i] else (task, b, a))
+    return pairs
 
 
 # ---------------------------------------------------------------- files

@@ -4,6 +4,9 @@ Convention (`rewardlab.data.templates`): a conversational prompt is rendered wit
 (`add_generation_prompt=True`), a string prompt is used as is (with the tokenizer's usual special tokens, e.g. BOS);
 response ids are the generated tokens up to and including the first EOS. Prompts are LEFT padded for
 `model.generate` so every row's continuation starts at the same column.
+
+General generation, below both `rewardlab.tasks` (the built-in world samples its preference pairs with it) and
+`rewardlab.rl` (best-of-N, PPO rollouts), so neither imports the other to generate.
 """
 
 from __future__ import annotations

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from rewardlab.data.errors import DataError
-from rewardlab.modeling.tiny import build_tiny_llama
-from rewardlab.rl.sampling import (
+from rewardlab.generation import (
     Sample,
     collate_samples,
     left_pad,
@@ -16,6 +15,7 @@ from rewardlab.rl.sampling import (
     save_samples,
     truncate_at_eos,
 )
+from rewardlab.modeling.tiny import build_tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: extra threads only add overhead
 

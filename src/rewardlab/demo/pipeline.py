@@ -1,0 +1,97 @@
+"""`run_demo`: the demo's five steps in order (the package docstring says what each measures), then the findings, the
+report, results.json and the figures."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from rewardlab.demo.config import SMALL_MODEL_THREADS, DemoConfig
+from rewardlab.demo.plots import plot_accuracy, plot_ppo_comparisons
+from rewardlab.demo.ppo_comparisons import run_ppo_comparisons
+from rewardlab.demo.report import findings, render_report
+from rewardlab.demo.reward_models import train_reward_models
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the wall time of the block as timings[name] (seconds)."""
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    import torch
+
+    from rewardlab.runtime import write_json
+    from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, torch_threads
+    from rewardlab.tasks.preferences import write_preference_data
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", asdict(cfg))
+    timings: dict[str, float] = {}
+    results: dict = {"config": asdict(cfg)}
+
+    # 1. base policy and preference data
+    with timed(timings, "base_policy"):
+        policy, tokenizer, policy_path = get_base_policy(BasePolicyConfig(world_version=cfg.world_version), progress=cfg.progress)
+    results["base_policy"] = {
+        "path": str(policy_path),
+        "gold_id": evaluate_gold(policy, tokenizer, "test_id", 256),
+        "gold_ood": evaluate_gold(policy, tokenizer, "test_ood", 256),
+    }
+    with timed(timings, "preference_data"), torch_threads(SMALL_MODEL_THREADS):
+        paths = write_preference_data(
+            out / "data", policy, tokenizer, sizes=cfg.sizes, test_sizes=cfg.test_sizes, label_noise=cfg.label_noise,
+            val_size=cfg.val_size, world_version=cfg.world_version, progress=cfg.progress,
+        )  # fmt: skip
+    results["data"] = {k: str(v) for k, v in paths.items()} | {"world": json.loads(Path(paths["world"]).read_text())}
+
+    # 2-3. reward models, with the world check measured right after the vanilla ones
+    with timed(timings, "reward_models"):
+        results |= train_reward_models(cfg, policy_path, paths, out)
+    timings["reward_models"] -= results["world_check"]["seconds"]
+    timings["world_check"] = results["world_check"]["seconds"]
+    plot_accuracy(results["reward_models"], out / "rm_accuracy.png")
+
+    # 4. best-of-N: vanilla vs GRM-sft reward models trained on the small set (seed 0), gold = the world's gold reward
+    with timed(timings, "best_of_n"):
+        results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out)
+
+    # 5. PPO: sparse vs r3hf token rewards from the same (vanilla, large-data) reward model, where they can differ
+    with timed(timings, "ppo"):
+        large = max(cfg.sizes, key=cfg.sizes.get)
+        rm_path = out / "rm" / f"vanilla-{large}-s0"
+        results["ppo"], ppo_logs = run_ppo_comparisons(cfg, out / "ppo", (policy, tokenizer), policy_path, rm_path)
+    plot_ppo_comparisons(ppo_logs, results["ppo"], out / "ppo_gold.png")
+
+    results["timings_seconds"] = timings
+    results["torch_threads"] = torch.get_num_threads()
+    results["findings"] = findings(results)
+    write_json(out / "results.json", results)
+    (out / "report.md").write_text(render_report(results))
+    return results
+
+
+def run_best_of_n(cfg: DemoConfig, policy: tuple, policy_path: Path, out: Path) -> dict:
+    """Step 4: best-of-N curves (proxy and gold vs KL) for the vanilla and GRM-sft reward models of the smallest training
+    set (seed 0), on test_id prompts, with the world's gold reward; results.json's `bon`."""
+    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.rl.bon import BonConfig, run_bon
+    from rewardlab.rl.scorers import RewardModelScorer, resolve_scorer
+
+    small = min(cfg.sizes, key=cfg.sizes.get)
+    proxies = {name: out / "rm" / f"{name}-{small}-s0" for name in ("vanilla", "grm-sft")}
+    bon_cfg = BonConfig(
+        policy=str(policy_path), proxies={k: str(v) for k, v in proxies.items()}, gold="builtin",
+        prompts="builtin:test_id", output_dir=str(out / "bon"), n=cfg.bon_n, limit=cfg.bon_prompts, max_new_tokens=16,
+        progress=cfg.progress,
+    )  # fmt: skip
+    scorers = {name: RewardModelScorer(load_reward_model(path)) for name, path in proxies.items()}
+    return run_bon(bon_cfg, policy=policy, proxy_scorers=scorers, gold_scorer=resolve_scorer("builtin"))

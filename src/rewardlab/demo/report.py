@@ -1,0 +1,298 @@
+"""The demo's words: the findings (every number from the run's results, each verdict beyond the seed spread or "no clear
+difference") and report.md."""
+
+from __future__ import annotations
+
+import statistics
+
+from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, ROW_LABELS
+
+PPO_LABELS = {
+    "critic-free": "Critic-free (RLOO, per-token returns)",
+    "fresh-critic": "PPO with a fresh critic",
+    "potential-offset": "PPO with the reward-model critic",
+}
+
+
+def verdict(difference: float, spread: float, floor: float) -> str:
+    """'agrees with' only when the difference exceeds the spread over seeds (or `floor` when there is no spread);
+    within it there is no clear difference, which does not reproduce a claim either."""
+    threshold = max(spread, floor)
+    if difference > threshold:
+        return "agrees with"
+    if difference < -threshold:
+        return "contradicts"
+    return "no clear difference; does not reproduce"
+
+
+def findings(results: dict) -> list[str]:
+    """Plain sentences comparing this run's figures with the papers' claims; every number comes from `results`.
+    The world check comes first: whether this world can show GRM's mechanism at all."""
+    check = results.get("world_check")
+    lines = [f"world check, {line}" for line in world_check_findings(check)] if check else []
+    table = results["reward_models"]
+    grm_lines, grm_agrees = grm_findings(table)
+    lines += grm_lines + baseline_findings(table)
+    if check:
+        lines.append(grm_summary(check, grm_agrees))
+    lines += bon_findings(results.get("bon", {}))
+    lines += ppo_findings(results.get("ppo", {}))
+    return lines
+
+
+def grm_findings(table: dict) -> tuple[list[str], list[bool]]:
+    """Each GRM variant against vanilla at each size (OOD and ID), with a verdict on GRM's claim of better OOD accuracy;
+    and per cell whether it agrees."""
+    lines, agrees = [], []
+    for size in table["vanilla"]:
+        van = table["vanilla"][size]
+        for variant in ("grm-sft", "grm-dpo", "grm-dpo-noref"):
+            cell = table[variant][size]
+            d_ood = cell["ood"]["mean"] - van["ood"]["mean"]
+            d_id = cell["id"]["mean"] - van["id"]["mean"]
+            spread = (cell["ood"]["std"] ** 2 + van["ood"]["std"] ** 2) ** 0.5
+            said = verdict(d_ood, spread, 0.005)
+            agrees.append(said == "agrees with")
+            lines.append(
+                f"{size} data: {variant} vs vanilla: OOD {d_ood * 100:+.1f} points (seed spread {spread * 100:.1f}), "
+                f"ID {d_id * 100:+.1f} points ({said} GRM's claim of better OOD accuracy)."
+            )
+    return lines, agrees
+
+
+def baseline_findings(table: dict) -> list[str]:
+    """Per size: the frozen backbone against vanilla, and the official code's pairing against one head for both."""
+    lines = []
+    for size in table["vanilla"]:
+        if FROZEN in table:
+            frozen, van = table[FROZEN][size]["ood"]["mean"], table["vanilla"][size]["ood"]["mean"]
+            lines.append(f"{size} data: frozen backbone (linear head fit to convergence) OOD {frozen:.3f}, vanilla {van:.3f}.")
+        if all(name in table for name in OFFICIAL_PAIRING):
+            grm, bt = (table[name][size]["ood"] for name in OFFICIAL_PAIRING)
+            d_official = grm["mean"] - bt["mean"]
+            d_same = table["grm-sft"][size]["ood"]["mean"] - table["vanilla"][size]["ood"]["mean"]
+            spread = (grm["std"] ** 2 + bt["std"] ** 2) ** 0.5
+            lines.append(
+                f"{size} data, the official code's pairing (grm-sft with the MLP head vs vanilla with a linear head without "
+                f"dropout): OOD {d_official * 100:+.1f} points (seed spread {spread * 100:.1f}) against {d_same * 100:+.1f} "
+                f"with one head for both, so the head and dropout account for {(d_official - d_same) * 100:+.1f} points."
+            )
+    return lines
+
+
+def grm_summary(check: dict, grm_agrees: list[bool]) -> str:
+    """What the GRM verdicts can say, given the world check."""
+    if not check["both_conditions_hold"]:
+        return "GRM: the world check fails, so the GRM verdicts above cannot speak for or against GRM's mechanism here."
+    if not any(grm_agrees):
+        return (
+            "GRM: both world-check conditions hold, and still no GRM variant beats vanilla out of distribution beyond "
+            "the seed spread at either size: in this world, GRM's regularisers do not help."
+        )
+    return (
+        f"GRM: both world-check conditions hold, and {sum(grm_agrees)} of {len(grm_agrees)} GRM cells beat vanilla "
+        "out of distribution beyond the seed spread."
+    )
+
+
+def bon_findings(bon: dict) -> list[str]:
+    """Best-of-N: the gold gain at the largest N, vanilla against grm-sft, with a verdict on less over-optimisation."""
+    bon = bon.get("curves", bon)
+    gold_end = {}
+    for name in ("vanilla", "grm-sft"):
+        curve = bon.get(name) if isinstance(bon, dict) else None
+        if curve and "gold" in curve:
+            gold = curve["gold"]
+            sem = curve.get("gold_sem", [0.0])[-1]
+            gold_end[name] = (gold[-1] - gold[0], max(gold) - gold[0], sem if sem == sem else 0.0)
+    if len(gold_end) < 2:
+        return []
+    (v_end, v_peak, v_sem), (g_end, g_peak, g_sem) = gold_end["vanilla"], gold_end["grm-sft"]
+    return [
+        f"best-of-N: gold gain at the largest N: vanilla {v_end:+.3f} (peak {v_peak:+.3f}), grm-sft {g_end:+.3f} "
+        f"(peak {g_peak:+.3f}); {verdict(g_end - v_end, (v_sem**2 + g_sem**2) ** 0.5, 0.01)} GRM's claim of less "
+        "over-optimisation."
+    ]
+
+
+def ppo_findings(ppo: dict) -> list[str]:
+    """One sentence per PPO comparison: verdicts on R3HF's claim from the comparisons where dense rewards can matter,
+    and the measured equivalence where they cannot."""
+    lines = []
+    for name, entry in ppo.items():
+        label = PPO_LABELS.get(name, name)
+        arms = {arm["shaping"]: arm for arm in entry["arms"]}
+        if entry["kind"] == "verdict":
+            s, r, d = arms["sparse"], arms["r3hf"], entry["r3hf_minus_sparse"]
+            gain, spread = d["gold_gain"], d["gold_gain"]["std"]
+            floor = max(0.01, 2 * d["sampling_error"])
+            lines.append(
+                f"{label}, {entry['seeds']} seed(s) x {entry['steps']} steps: gold gain sparse "
+                f"{s['gold_gain']['mean']:+.3f} ± {s['gold_gain']['std']:.3f}, r3hf {r['gold_gain']['mean']:+.3f} ± "
+                f"{r['gold_gain']['std']:.3f}; r3hf - sparse {gain['mean']:+.3f} (per seed "
+                f"{', '.join(f'{v:+.3f}' for v in gain['values'])}; seed spread {spread:.3f}, sampling error "
+                f"{d['sampling_error']:.3f}); averaged over the steps {d['gold_mean_gain']['mean']:+.3f}; final KL "
+                f"{s['kl_final']['mean']:.2f} / {r['kl_final']['mean']:.2f}; "
+                f"{verdict(gain['mean'], spread, floor)} R3HF's claim that dense rewards learn faster."
+            )
+        else:
+            c = entry["coincidence"]
+            match = "the same" if c["steps_matching"] == c["steps_logged"] else "different"
+            lines.append(
+                f"{label}: r3hf with the potential-offset critic logged the same proxy and gold rewards as sparse for "
+                f"{c['steps_matching']} of {c['steps_logged']} steps (max |gold difference| "
+                f"{c['max_abs_difference']['gold_reward']:.1e}, |KL difference| {c['max_abs_difference']['kl']:.1e}): "
+                f"{match} runs, as potential-based shaping says; with a critic that already holds the prefix score, "
+                "r3hf is sparse PPO, and a difference would come only from how the critic starts."
+            )
+            explained = entry.get("prefix_score_explained_variance")
+            if explained is not None:
+                quality = "better" if explained > 0 else "worse"
+                lines.append(
+                    f"The reward model's prefix score R(x, y<t), read as a value estimate at step 0, explains "
+                    f"{explained:+.2f} of the variance of the returns ({quality} than a constant): that is the per-token "
+                    "baseline r3hf adds without a critic, and the signal it offers a fresh critic."
+                )
+    return lines
+
+
+def world_check_findings(check: dict) -> list[str]:
+    """The two conditions in words, with their numbers, for the headline size and every other size."""
+    lines = []
+    for size, cell in [(check["train_size"], check["by_size"][check["train_size"]])] + [
+        (s, c) for s, c in check["by_size"].items() if s != check["train_size"]
+    ]:
+        good, damage = cell["conditions"]["base_features_good"], cell["conditions"]["vanilla_damages_features"]
+        after = cell["probe_ood_after_vanilla"]
+        lines.append(
+            f"{size} data: base features good where the reward is read (probe_ood_base {good['probe_ood_base']:.3f} >= "
+            f"vanilla_ood {good['vanilla_ood']:.3f}): {'holds' if good['holds'] else 'FAILS'} "
+            f"({good['difference'] * 100:+.1f} points{', every seed' if good['every_seed'] else ''}); vanilla training "
+            f"damages them (probe_ood_after_vanilla {after['mean']:.3f} ± {after['std']:.3f} < probe_ood_base "
+            f"{damage['probe_ood_base']:.3f}): {'holds' if damage['holds'] else 'FAILS'} "
+            f"({damage['difference'] * 100:+.1f} points{', every seed' if damage['every_seed'] else ''})."
+        )
+    lines.append(f"the base model's likelihood as a judge (no training): OOD {check['likelihood_judge_ood']:.3f}.")
+    return lines
+
+
+def render_report_bon(bon: dict) -> list[str]:
+    """The best-of-N section: the figure, and the analytic vs empirical KL at the largest N."""
+    lines = ["## Best-of-N", "", "![best-of-N](bon/bon_curves.png)", ""]
+    curves = bon.get("curves", {})
+    if curves and all("kl_empirical" in c for c in curves.values()):
+        first = next(iter(curves.values()))
+        lines += [
+            f"KL at N = {first['n'][-1]}: analytic log N - (N-1)/N = {first['kl'][-1]:.2f}; on the samples' empirical "
+            "distribution (exact for a policy that repeats itself) "
+            + ", ".join(f"{name} {c['kl_empirical'][-1]:.2f}" for name, c in curves.items())
+            + f". Distinct responses: {bon.get('distinct_fraction', float('nan')):.0%} of the samples per prompt; the most "
+            f"common one is {bon.get('top_response_share', float('nan')):.0%} of them. The analytic axis (left panel) "
+            "overstates the KL; the right panel uses the empirical one.",
+            "",
+        ]
+    return lines
+
+
+def render_ppo_section(ppo: dict) -> list[str]:
+    """The PPO section: what each comparison asks, one table row per arm (mean ± std over seeds), the figure."""
+    lines = [
+        "## PPO: sparse vs R3HF token rewards where they can differ",
+        "",
+        "With gamma = 1, r3hf is sparse plus potential-based shaping with Phi_t = R(x, y<t): under PPO + GAE it changes "
+        "nothing but the critic's target. So the comparisons are (a) without a critic, (b) with a critic that does not "
+        "hold Phi, and (c) the equivalence itself.",
+        "",
+    ]
+    for name, entry in ppo.items():
+        lines.append(f"- **{PPO_LABELS.get(name, name)}** ({entry['algo']}, {entry['seeds']} seed(s) x {entry['steps']} "
+                     f"steps): {entry['question']}.")  # fmt: skip
+    lines += [
+        "",
+        "| comparison | algo | shaping | critic | gold before | gold after (± seed std) | gain | gain averaged over steps "
+        "| sampling error | KL | proxy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in ppo.items():
+        for arm in entry["arms"]:
+            lines.append(
+                f"| {name} | {arm['algo']} | {arm['shaping']} | {arm['critic_init'] or 'none'} | "
+                f"{arm['gold_initial']['mean']:.3f} | {arm['gold_final']['mean']:.3f} ± {arm['gold_final']['std']:.3f} | "
+                f"{arm['gold_gain']['mean']:+.3f} ± {arm['gold_gain']['std']:.3f} | {arm['gold_mean_gain']['mean']:+.3f} | "
+                f"{arm['gold_final_sem']:.3f} | {arm['kl_final']['mean']:.2f} | {arm['proxy_final']['mean']:.3f} |"
+            )
+    lines += ["", "![PPO gold reward](ppo_gold.png)"]
+    return lines
+
+
+def render_world_check(check: dict) -> list[str]:
+    """The world check section of the report: the four figures, then both conditions with their numbers."""
+    lines = [
+        "## World check (measured before any GRM model was trained)",
+        "",
+        f"Training size {check['train_size']}; probes are linear heads on fixed features at the reward-read position, "
+        "trained on ID pairs (l2 by the one-standard-error rule on val_id), scored on test_ood.",
+        "",
+        "| probe_ood_base | probe_ood_after_vanilla | likelihood_judge_ood | vanilla_ood |",
+        "|---|---|---|---|",
+        f"| {check['probe_ood_base']:.3f} | {check['probe_ood_after_vanilla']:.3f} | {check['likelihood_judge_ood']:.3f} | "
+        f"{check['vanilla_ood']:.3f} |",
+        "",
+    ]
+    lines += [f"- {line}" for line in world_check_findings(check)]
+    return [*lines, ""]
+
+
+def render_report(results: dict) -> str:
+    cfg = results["config"]
+    lines = [
+        "# rewardlab demo report",
+        "",
+        f"Mode: {'quick' if cfg['quick'] else 'full'}; seeds: {cfg['seeds']} (reward models), {cfg['ppo_seeds']} (PPO "
+        "comparisons); "
+        f"label noise {cfg['label_noise']}; sizes {cfg['sizes']}. All numbers below come from this run.",
+        "",
+        "## Base policy",
+        "",
+        f"Gold reward of one sample per prompt (temperature 0.7): ID {results['base_policy']['gold_id']['mean_gold']:.3f}, "
+        f"OOD {results['base_policy']['gold_ood']['mean_gold']:.3f}.",
+        "",
+    ]
+    if "world_check" in results:
+        lines += render_world_check(results["world_check"])
+    lines += ["## Reward models: pairwise accuracy (mean ± std over seeds)", ""]
+    table = results["reward_models"]
+    sizes = list(next(iter(table.values())))
+    header = "| variant | " + " | ".join(f"{s} ID | {s} OOD" for s in sizes) + " |"
+    lines += [header, "|---" * (1 + 2 * len(sizes)) + "|"]
+    for variant, cells in table.items():
+        row = [ROW_LABELS.get(variant, variant)]
+        row += [f"{cells[s][sp]['mean']:.3f} ± {cells[s][sp]['std']:.3f}" for s in sizes for sp in ("id", "ood")]
+        lines.append("| " + " | ".join(row) + " |")
+    note = (
+        "One head (linear, dropout 0.1) for every variant of the main rows; each model trained until its ID validation "
+        "accuracy stopped improving and kept at its best."
+    )
+    if FROZEN in table:
+        note += " The frozen backbone has no seed (a convex fit)."
+    if any(name in table for name in OFFICIAL_PAIRING):
+        note += " The extra rows pair the variants as the official GRM code does."
+    lines += ["", note]
+    training = results.get("reward_model_training")
+    if training:
+        lines += ["", "Epochs kept by ID validation (mean over seeds; epochs run in brackets):", ""]
+        lines += ["| variant | " + " | ".join(sizes) + " |", "|---" * (1 + len(sizes)) + "|"]
+        for variant, per_size in training.items():
+            cells = [
+                f"{statistics.fmean(r['epoch_kept'] for r in per_size[s]):.1f} "
+                f"({statistics.fmean(r['epochs_run'] for r in per_size[s]):.1f})"
+                for s in sizes
+            ]
+            lines.append(f"| {ROW_LABELS.get(variant, variant)} | " + " | ".join(cells) + " |")
+    lines += ["", "![reward-model accuracy](rm_accuracy.png)", ""]
+    lines += render_report_bon(results.get("bon", {}))
+    lines += render_ppo_section(results["ppo"])
+    lines += ["", "## Where this small world agrees or disagrees with the papers", ""]
+    lines += [f"- {f}" for f in results["findings"]]
+    lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_seconds"].items()), ""]
+    return "\n".join(lines)
