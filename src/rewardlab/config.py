@@ -1,0 +1,146 @@
+"""Settings declared once: a config dataclass field carries its default, its help and (where it differs from the field's
+name) its command-line flag. The commands (`rewardlab.commands.common.config_command`) and `--config` YAML files are
+generated from those fields, and the parts several configs share are mixins declared here.
+
+Light on purpose (no torch, no transformers): the command line imports it to build every command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEVICE_HELP = "torch device: cuda, cuda:1, cpu (default: cuda when available, else cpu)."
+DTYPE_HELP = "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU) | fp32 | bf16 | fp16."
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    factory: typing.Callable[[], Any] | None = None,
+    help: str | None = None,
+    flags: tuple[str, ...] = (),
+    cli_type: Any = None,
+    required: bool = False,
+    min: float | None = None,
+    max: float | None = None,
+    show_default: bool = False,
+) -> Any:
+    """A config field with what its command-line option needs.
+
+    flags: the option's declarations when they differ from `--field-name` (`--x/--no-x` for booleans), e.g. ("--lr",);
+    cli_type: the option's type when the field's differs (a Path for a str field, list[str] for a NAME=SPEC dict);
+    required: the command refuses to run without the option (the field keeps its default for Python callers);
+    min / max: the option's range, shown in --help and checked by click;
+    show_default: --help shows the default even in commands whose options otherwise leave it to the help text.
+    """
+    metadata = {"help": help, "flags": flags, "cli_type": cli_type, "required": required, "min": min, "max": max}
+    metadata["show_default"] = show_default
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def restate(mixin: type, name: str, default: Any = MISSING, *, factory=None, **changes: Any) -> Any:
+    """A mixin's setting with another default (or help, flags): for a subclass whose setting means the same thing but
+    starts elsewhere (`seed` is 42 for reward models, 0 for PPO). Everything not changed is the mixin's."""
+    original = {f.name: f for f in fields(mixin)}[name]
+    metadata = dict(original.metadata) | changes
+    if factory is None and default is MISSING:
+        default, factory = original.default, None if original.default_factory is MISSING else original.default_factory
+    return setting(default, factory=factory, **metadata)
+
+
+def lora_target_modules() -> list[str]:
+    """The LoRA target default, read where the reward model declares it (imported only when a config is built)."""
+    from rewardlab.modeling.reward_model import DEFAULT_LORA_TARGETS
+
+    return list(DEFAULT_LORA_TARGETS)
+
+
+@dataclass
+class RunSpec:
+    """Where a run writes, its seed and where it computes."""
+
+    output_dir: str = setting("runs/run", help="Where config.json, metrics.json and outputs go.")
+    seed: int = setting(0, help="Seed of the run (default 0).")
+    bf16: bool | None = setting(None, help="bf16 autocast (default: on with a capable GPU).")  # None: on when supported
+    device: str | None = setting(None, help="cpu or cuda (default: cuda when available); more: accelerate.")
+    progress: bool = setting(True, flags=("--progress/--no-progress",), show_default=True)
+
+
+@dataclass
+class LoraSpec:
+    """LoRA adapters on a model (reward model, policy); off by default (full fine-tuning)."""
+
+    lora: bool = setting(False, help="LoRA on q/k/v/o (r 32, alpha 64) instead of full fine-tuning.")
+    lora_r: int = setting(32, help="LoRA rank (default 32).")
+    lora_alpha: int = setting(64, help="LoRA scaling alpha (default 64).")
+    lora_dropout: float = setting(0.05, help="Dropout on the LoRA path (default 0.05).")
+    lora_target_modules: list[str] = setting(
+        factory=lora_target_modules, help="Modules that get adapters; repeat for several (default q/k/v/o projections)."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reading settings back
+
+
+def option_flags(f: dataclasses.Field, boolean: bool) -> tuple[str, ...]:
+    """The option declarations of a field: declared flags, else `--field-name` (`--x/--no-x` for a boolean)."""
+    if f.metadata.get("flags"):
+        return tuple(f.metadata["flags"])
+    name = "--" + f.name.replace("_", "-")
+    return (f"{name}/--no-{name[2:]}",) if boolean else (name,)
+
+
+def option_type(f: dataclasses.Field, hint: Any) -> Any:
+    """The type an option parses into: declared cli_type, else the field's type hint without `| None`."""
+    if f.metadata.get("cli_type") is not None:
+        return f.metadata["cli_type"]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if type(None) in typing.get_args(hint) and len(args) == 1:
+        return args[0]
+    return hint
+
+
+def from_dict(cls: type, values: dict, source: str | None = None) -> Any:
+    """`cls(**values)`, refusing keys that are not fields (a typo would otherwise be silently ignored)."""
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        where = f"{source}: " if source else ""
+        raise ValueError(f"{where}unknown config keys: {', '.join(unknown)} (not {cls.__name__} fields)")
+    return cls(**values)
+
+
+def read_yaml_config(path: Path, cls: type) -> dict:
+    """The mapping in a `--config` YAML file; a missing file, bad YAML or an unknown key is a one-line error that names
+    the file (and the line of the first unknown key)."""
+    import yaml
+
+    if not path.exists():
+        raise ValueError(f"{path}: no such config file")
+    text = path.read_text()
+    try:
+        values = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields")
+    known = {f.name for f in fields(cls)}
+    for key_node, _ in root.value:
+        if key_node.value not in known:
+            unknown = ", ".join(sorted(str(k) for k in set(values) - known))
+            line = key_node.start_mark.line + 1
+            raise ValueError(f"{path}:{line}: unknown config keys: {unknown} (not {cls.__name__} fields)")
+    return values
+
+
+def resolve_config(cls: type, config_file: Path | None, given: dict) -> Any:
+    """Defaults, then the YAML file, then the flags given on the command line: each later one wins."""
+    values = read_yaml_config(config_file, cls) if config_file is not None else {}
+    return from_dict(cls, values | given, source=str(config_file) if config_file else None)
