@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from rewardlab.config import LoraSpec, RunSpec, restate, setting
+from rewardlab.config import RewardTrainingFields
 from rewardlab.config import from_dict as config_from_dict
 from rewardlab.data.listwise import PAIR_MODES
 from rewardlab.data.pairs import LengthGroupedBatchSampler, PairCollator, encode_pairs
@@ -49,7 +49,7 @@ from rewardlab.losses import (
 )
 from rewardlab.modeling.ensemble import AGGREGATES
 from rewardlab.modeling.head import HEAD_CHOICES
-from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS, LOGPROB_BACKENDS, liger_unavailable_reason
+from rewardlab.modeling.logprobs import LOGPROB_BACKENDS, liger_unavailable_reason
 from rewardlab.modeling.reward_model import MODEL_SUBDIR, LoraSettings, build_reward_model
 from rewardlab.packing import PACKED_ATTENTION_CHOICES, packing_unsupported_reason, select_packed_attention
 from rewardlab.runtime import (
@@ -64,89 +64,9 @@ from rewardlab.runtime import (
 
 
 @dataclass
-class RewardTrainingConfig(RunSpec, LoraSpec):
-    """Everything a reward-model run needs; names follow TRL's RewardConfig / TrainingArguments where they exist.
-    Each field is declared once with its help and flag: `rewardlab train-rm` and `--config` YAML files are generated
-    from them (rewardlab.config)."""
-
-    # data
-    model: str = setting("tiny-llama", help="Hub id, local path, or 'tiny-llama' (default).")
-    train_data: str | None = setting(None, help="Training preferences: file (.jsonl/.jsonl.gz/.json/.parquet/.csv) or hub id.")
-    eval_data: list[str] = setting(factory=list, help="Named eval set NAME=SPEC; repeat for several.")
-    format: str | None = setting(  # auto-detected when None
-        None, help="trl | hh | unified-feedback | hhh | mt-bench-human | rewardbench | ultrafeedback | listwise (auto)."
-    )
-    pairs: str = setting(  # rated listwise data (ultrafeedback, listwise) -> pairs
-        "all", help="Rated listwise data -> pairs: all (default) | best-worst | best-random (drawn with --seed)."
-    )
-    skip_invalid: bool = setting(False, flags=("--skip-invalid",), help="Skip and count invalid records instead of failing.")
-    output_dir: str = restate(RunSpec, "output_dir", "runs/reward-model", help="Where config.json, metrics.json and model/ go.")
-    # objective
-    loss: str = setting("bt", help="bt (default) | margin | label-smooth.")
-    reg: str = setting("none", help="GRM regulariser: none (default) | sft | sft-nll | dpo | dpo-noref.")
-    alpha: float = setting(0.01, help="Regulariser weight: (1-alpha)*L_reward + alpha*L_reg (default 0.01).")
-    beta: float = setting(0.1, help="Regulariser temperature (default 0.1).")
-    label_smoothing: float = setting(0.1, help="eps for --loss label-smooth (default 0.1).")
-    center_rewards_coefficient: float = setting(0.0, help="Reward centring coefficient (default 0).")
-    # model (LoRA: LoraSpec)
-    head: str = setting("linear", help="Reward head: linear (default) | mlp.")
-    head_hidden: int = setting(1024, help="Hidden width of the mlp head (default 1024).")
-    head_dropout: float = setting(0.1, help="Dropout on the hidden state before the head (default 0.1).")
-    freeze_backbone: bool = setting(False, flags=("--freeze-backbone",), help="Baseline: train the reward head only.")
-    ensemble_size: int = setting(1, help="Train K members with seeds seed..seed+K-1 (baseline).")
-    ensemble_aggregate: str = setting("mean", help="Ensemble score: mean (default) | min.")
-    # data shaping and kernels
-    max_length: int = setting(1024, help="Max tokens per sequence (default 1024).")
-    truncation: str = setting("keep_end", help="Over-long pairs: keep_end (default) | drop.")
-    group_by_length: bool = setting(True, help="Length-bucketed batches (default on: less padding).")
-    padding_free: bool = setting(  # packed forward (rewardlab.packing); models without support fall back to padded batches
-        True, help="Packed batches: no compute on padding, same results (default on; padded where a model lacks support)."
-    )
-    logprob_chunk_size: int = setting(
-        DEFAULT_LOGPROB_CHUNK_TOKENS,
-        help="GRM regularisers: LM-head logits for at most this many response tokens at a time, recomputed in the backward "
-        "(default 2048; 0 = all at once). Caps memory with large vocabularies.",
-    )
-    attention: str = setting(
-        "auto",
-        help="Packed attention kernel: auto (default: varlen or flex on CUDA, segments on CPU) | segments | varlen | flex.",
-    )
-    logprob_backend: str = setting(
-        "auto", help="GRM regularisers' log-probs: auto (default: liger on CUDA when installed) | chunked | liger."
-    )
-    gradient_checkpointing: bool = setting(
-        False,
-        help="Recompute decoder activations in the backward: less memory, about a third more compute (default off).",
-    )
-    # optimisation
-    learning_rate: float = setting(1e-5, flags=("--lr",), help="Learning rate (default 1e-5).")
-    weight_decay: float = setting(0.0, help="AdamW weight decay (default 0).")
-    lr_scheduler_type: str = setting("cosine", help="transformers scheduler name (default cosine).")
-    warmup_ratio: float = setting(0.03, help="Fraction of the steps spent warming up (default 0.03).")
-    max_grad_norm: float = setting(1.0, help="Gradient clipping norm (default 1.0).")
-    per_device_train_batch_size: int = setting(8, flags=("--batch-size",), help="Pairs per device per step (default 8).")
-    per_device_eval_batch_size: int = setting(16, help="Pairs per device per evaluation batch (default 16).")
-    gradient_accumulation_steps: int = setting(1, flags=("--grad-accum",), help="Batches per optimiser step (default 1).")
-    num_train_epochs: float = setting(2.0, flags=("--epochs",), help="Epochs (default 2).")
-    max_steps: int = setting(-1, help="Optimiser steps; overrides --epochs when > 0.")
-    seed: int = restate(RunSpec, "seed", 42, help="Seed of the run (default 42).")
-    # bookkeeping
-    logging_steps: int = setting(10, help="Log every N steps (default 10).")
-    eval_steps: int = setting(0, help="Evaluate every N steps (default: at the end only).")
-    # Model selection: the name of an eval set (a validation set) evaluated every eval_steps; training ends on the weights
-    # with its best accuracy (earliest on ties), and the other eval sets are evaluated on those weights only, at the end.
-    select_best_on: str | None = setting(
-        None,
-        help="An --eval-data NAME (a validation set) scored every --eval-steps; training ends on the weights with its best "
-        "accuracy, and the other eval sets are scored on those only.",
-    )
-    early_stopping_patience: int = setting(  # 0: never
-        0, help="With --select-best-on: stop after N evaluations without a gain."
-    )
-    save_steps: int = setting(0, help="Checkpoint every N steps (for --resume).")  # 0: no intermediate checkpoints
-    save_total_limit: int = setting(2, help="Checkpoints kept (default 2).")
-    resume: bool = setting(False, flags=("--resume",), help="Resume from the latest checkpoint in --output-dir.")
-    report_to: list[str] = setting(factory=list, help="tensorboard and/or wandb (when installed).")
+class RewardTrainingConfig(RewardTrainingFields):
+    """Everything a reward-model run needs: the fields are declared by group in rewardlab.config (each with its default,
+    help and flag; `rewardlab train-rm` and `--config` YAML files are generated from them); this class checks them."""
 
     def validate(self) -> None:
         if self.train_data is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import sys
 import typing
@@ -60,6 +61,14 @@ def dtype_option():
     return typer.Option("auto", "--dtype", help=DTYPE_HELP)
 
 
+def aggregate_option():
+    return typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved).")
+
+
+def progress_option():
+    return typer.Option(True, "--progress/--no-progress")
+
+
 def echo(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -110,17 +119,20 @@ def config_command(
     config_file: bool = True,
     show_defaults: bool = False,
     convert: dict[str, Callable[[Any], Any]] | None = None,
+    build: str | None = None,
 ) -> Callable[..., None]:
     """A typer command with one option per field of the dataclass `cls` (and `--config FILE.yaml` when config_file), that
-    resolves defaults < YAML file < flags given on the command line into a `cls` and calls `run(cfg)`.
+    resolves defaults < YAML file < flags given on the command line into a config and calls `run(cfg)`.
 
-    convert: field name -> function from the option's value to the field's (e.g. NAME=PATH entries -> a dict).
+    convert: field name -> function from the option's value to the field's (e.g. NAME=PATH entries -> a dict);
+    build: "module:Class", a subclass of `cls` with the same fields to construct instead, imported only when the command
+    runs (so that building the command line imports no trainer).
     """
     convert = convert or {}
     hints = typing.get_type_hints(cls)
     params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
     if config_file:
-        help_text = f"YAML file with {cls.__name__} fields."
+        help_text = f"YAML file with {build.split(':')[1] if build else cls.__name__} fields."
         option = typer.Option(None, "--config", help=help_text)
         params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[Path]))  # noqa: UP045
     params += [config_option(f, hints[f.name], show_defaults) for f in fields_in_help_order(cls)]
@@ -128,12 +140,17 @@ def config_command(
     def command(ctx: typer.Context, config: Path | None = None, **options: Any) -> None:
         with user_errors():
             given = {name: convert.get(name, plain)(value) for name, value in options.items() if given_on_command_line(ctx, name)}
-            cfg = resolve_config(cls, config, given)
+            cfg = resolve_config(import_class(build) if build else cls, config, given)
         run(cfg)
 
     command.__signature__ = inspect.Signature(params)  # typer builds the options from this
     command.__doc__ = doc
     return command
+
+
+def import_class(spec: str) -> type:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def plain(value: Any) -> Any:

@@ -3,8 +3,13 @@ line win over the file."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rewardlab.commands.common import config_command, quiet_libraries, user_errors
-from rewardlab.train_rm import RewardTrainingConfig
+from rewardlab.config import RewardTrainingFields
+
+if TYPE_CHECKING:
+    from rewardlab.train_rm import RewardTrainingConfig
 
 
 def run(cfg: RewardTrainingConfig) -> None:
@@ -23,7 +28,8 @@ def run(cfg: RewardTrainingConfig) -> None:
 
 
 train_rm = config_command(
-    RewardTrainingConfig,
+    RewardTrainingFields,
     run,
+    build="rewardlab.train_rm:RewardTrainingConfig",
     doc="Train a reward model (Bradley-Terry and baselines, with GRM's text-generation regularisers).",
 )
