@@ -71,7 +71,7 @@ class RunSpec:
     seed: int = setting(0, help="Seed of the run (default 0).")
     bf16: bool | None = setting(None, help="bf16 autocast (default: on with a capable GPU).")  # None: on when supported
     device: str | None = setting(None, help="cpu or cuda (default: cuda when available); more: accelerate.")
-    progress: bool = setting(True, flags=("--progress/--no-progress",), show_default=True)
+    progress: bool = setting(True, flags=("--progress/--no-progress",), show_default=True, help="Progress bars.")
 
 
 @dataclass
