@@ -161,9 +161,13 @@ def test_bad_config_files_are_one_line_errors(captured, tmp_path, text, expected
     assert len(lines) == 1 and lines[0].startswith(f"error: {config}") and expected in lines[0], result.output
 
 
-def test_missing_config_file_and_unknown_key_in_python(captured, tmp_path):
+def test_missing_or_empty_config_file_and_unknown_key_in_python(captured, tmp_path):
     result = runner.invoke(app, ["ppo", "--config", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 1 and "no such config file" in result.output and not captured
+    (tmp_path / "empty.yaml").write_text("# nothing set\n")
+    result = runner.invoke(app, ["ppo", "--config", str(tmp_path / "empty.yaml"), "--reward-model", "rm"])
+    assert result.exit_code == 0, result.output
+    assert dataclasses.asdict(captured[-1]) == dataclasses.asdict(PPOConfig(reward_model="rm"))
     with pytest.raises(ValueError, match="unknown config keys: bogus"):
         PPOConfig.from_dict({"bogus": 1})
 

@@ -2,13 +2,15 @@
 name) its command-line flag. The commands (`rewardlab.commands.common.config_command`) and `--config` YAML files are
 generated from those fields, and the parts several configs share are mixins declared here.
 
-Light on purpose (no torch, no transformers): the command line imports it to build every command.
+Light on purpose (no transformers, no accelerate; torch only for a default): the command line imports it to build every
+command, and must not pay for a trainer's imports to print --help.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ DTYPE_HELP = "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU) | fp32 | bf
 def setting(
     default: Any = MISSING,
     *,
-    factory: typing.Callable[[], Any] | None = None,
+    factory: Callable[[], Any] | None = None,
     help: str | None = None,
     flags: tuple[str, ...] = (),
     cli_type: Any = None,
@@ -46,7 +48,7 @@ def setting(
     return field(default=default, metadata=metadata)
 
 
-def restate(mixin: type, name: str, default: Any = MISSING, *, factory=None, **changes: Any) -> Any:
+def restate(mixin: type, name: str, default: Any = MISSING, *, factory: Callable[[], Any] | None = None, **changes: Any) -> Any:
     """A mixin's setting with another default (or help, flags): for a subclass whose setting means the same thing but
     starts elsewhere (`seed` is 42 for reward models, 0 for PPO). Everything not changed is the mixin's."""
     original = {f.name: f for f in fields(mixin)}[name]
@@ -259,7 +261,7 @@ def read_yaml_config(path: Path, cls: type) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields")
     known = {f.name for f in fields(cls)}
-    for key_node, _ in root.value:
+    for key_node, _ in root.value if root is not None else ():  # an empty file: no keys
         if key_node.value not in known:
             unknown = ", ".join(sorted(str(k) for k in set(values) - known))
             line = key_node.start_mark.line + 1

@@ -10,7 +10,7 @@ import typing
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -93,7 +93,7 @@ def config_option(f: dataclasses.Field, hint: Any, show_defaults: bool) -> inspe
         default = None
     limits = {key: meta[key] for key in ("min", "max") if meta.get(key) is not None}
     option = typer.Option(default, *option_flags(f, kind is bool), help=meta.get("help"), **limits)
-    annotation = kind if default is not None else Optional[kind]  # noqa: UP045 (typer reads the Optional at run time)
+    annotation = kind if default is not None else kind | None
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
@@ -134,7 +134,7 @@ def config_command(
     if config_file:
         help_text = f"YAML file with {build.split(':')[1] if build else cls.__name__} fields."
         option = typer.Option(None, "--config", help=help_text)
-        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[Path]))  # noqa: UP045
+        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Path | None))
     params += [config_option(f, hints[f.name], show_defaults) for f in fields_in_help_order(cls)]
 
     def command(ctx: typer.Context, config: Path | None = None, **options: Any) -> None:
