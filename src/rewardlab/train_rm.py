@@ -18,15 +18,18 @@ Outputs in `output_dir`: `config.json` (resolved), `metrics.json` (final metrics
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from rewardlab.config import RewardTrainingFields
+from rewardlab.config import from_dict as config_from_dict
 from rewardlab.data.listwise import PAIR_MODES
 from rewardlab.data.templates import TRUNCATION_CHOICES
 from rewardlab.evaluation import evaluate_preferences
 from rewardlab.losses import REGULARIZERS, REWARD_LOSSES
+from rewardlab.modeling.ensemble import AGGREGATES
 from rewardlab.modeling.head import HEAD_CHOICES
-from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS, LOGPROB_BACKENDS
+from rewardlab.modeling.logprobs import LOGPROB_BACKENDS
 from rewardlab.modeling.reward_model import MODEL_SUBDIR
 from rewardlab.objective import compute_loss
 from rewardlab.packing import PACKED_ATTENTION_CHOICES
@@ -58,72 +61,9 @@ __all__ = [
 
 
 @dataclass
-class RewardTrainingConfig:
-    """Everything a reward-model run needs; names follow TRL's RewardConfig / TrainingArguments where they exist."""
-
-    model: str = "tiny-llama"
-    train_data: str | None = None
-    eval_data: list[str] = field(default_factory=list)  # NAME=SPEC entries
-    format: str | None = None  # auto-detected when None
-    skip_invalid: bool = False
-    pairs: str = "all"  # rated listwise data (ultrafeedback, listwise) -> pairs: all | best-worst | best-random (seeded)
-    output_dir: str = "runs/reward-model"
-    # objective
-    loss: str = "bt"  # bt | margin | label-smooth
-    reg: str = "none"  # none | sft | sft-nll | dpo | dpo-noref
-    alpha: float = 0.01
-    beta: float = 0.1
-    label_smoothing: float = 0.1
-    center_rewards_coefficient: float = 0.0
-    # model
-    head: str = "linear"
-    head_hidden: int = 1024
-    head_dropout: float = 0.1
-    lora: bool = False
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    freeze_backbone: bool = False
-    ensemble_size: int = 1
-    ensemble_aggregate: str = "mean"
-    # data
-    max_length: int = 1024
-    truncation: str = "keep_end"
-    group_by_length: bool = True
-    padding_free: bool = True  # packed forward (rewardlab.packing); models without support fall back to padded batches
-    logprob_chunk_size: int = (
-        DEFAULT_LOGPROB_CHUNK_TOKENS  # regularisers: LM-head logits for at most this many response tokens at once (0: all)
-    )
-    attention: str = "auto"  # packed attention kernel: auto | segments | varlen | flex (rewardlab.packing)
-    logprob_backend: str = "auto"  # regularisers' log-probs: auto | chunked | liger (auto: liger on CUDA when installed)
-    gradient_checkpointing: bool = False  # recompute decoder activations in the backward: less memory, ~1/3 more compute
-    # optimisation
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    max_grad_norm: float = 1.0
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 2.0
-    max_steps: int = -1
-    seed: int = 42
-    bf16: bool | None = None  # None: on when a CUDA GPU supports it
-    device: str | None = None  # cpu | cuda (None: cuda when available); several processes: accelerate launch
-    # bookkeeping
-    logging_steps: int = 10
-    eval_steps: int = 0  # 0: evaluate at the end only
-    # Model selection: the name of an eval set (a validation set) evaluated every eval_steps; training ends on the weights
-    # with its best accuracy (earliest on ties), and the other eval sets are evaluated on those weights only, at the end.
-    select_best_on: str | None = None
-    early_stopping_patience: int = 0  # with select_best_on: stop after this many evaluations without improvement (0: never)
-    save_steps: int = 0  # 0: no intermediate checkpoints
-    save_total_limit: int = 2
-    resume: bool = False
-    report_to: list[str] = field(default_factory=list)  # tensorboard, wandb
-    progress: bool = True
+class RewardTrainingConfig(RewardTrainingFields):
+    """Everything a reward-model run needs: the fields are declared by group in rewardlab.config (each with its default,
+    help and flag; `rewardlab train-rm` and `--config` YAML files are generated from them); this class checks them."""
 
     def validate(self) -> None:
         if self.train_data is None:
@@ -133,7 +73,7 @@ class RewardTrainingConfig:
             ("reg", self.reg, REGULARIZERS),
             ("head", self.head, HEAD_CHOICES),
             ("truncation", self.truncation, TRUNCATION_CHOICES),
-            ("ensemble_aggregate", self.ensemble_aggregate, ("mean", "min")),
+            ("ensemble_aggregate", self.ensemble_aggregate, AGGREGATES),
             ("pairs", self.pairs, PAIR_MODES),
             ("attention", self.attention, PACKED_ATTENTION_CHOICES),
             ("logprob_backend", self.logprob_backend, LOGPROB_BACKENDS),
@@ -159,10 +99,7 @@ class RewardTrainingConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RewardTrainingConfig:
-        unknown = set(d) - cls.field_names()
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) -> dict:

@@ -1,11 +1,20 @@
-"""What every command shares: one-line user errors, quiet library logging, NAME=SPEC parsing."""
+"""What every command shares: one-line user errors, quiet library logging, commands generated from config dataclasses."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import sys
+import typing
+from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import typer
+
+from rewardlab.config import DEVICE_HELP, DTYPE_HELP, option_flags, option_type, resolve_config
 
 
 class UserError(Exception):
@@ -45,12 +54,109 @@ def quiet_libraries() -> None:
 
 
 def device_option():
-    return typer.Option(None, "--device", help="torch device: cuda, cuda:1, cpu (default: cuda when available, else cpu).")
+    return typer.Option(None, "--device", help=DEVICE_HELP)
 
 
 def dtype_option():
-    return typer.Option("auto", "--dtype", help="Model dtype: auto (bf16 on a capable GPU, fp32 on CPU) | fp32 | bf16 | fp16.")
+    return typer.Option("auto", "--dtype", help=DTYPE_HELP)
+
+
+def aggregate_option():
+    return typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved).")
+
+
+def progress_option():
+    return typer.Option(True, "--progress/--no-progress")
 
 
 def echo(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# commands generated from a config dataclass
+
+
+def config_option(f: dataclasses.Field, hint: Any, show_defaults: bool) -> inspect.Parameter:
+    """One typer option for one config field: flags, help, range and type from the field's declaration.
+
+    Commands with `--config` leave an option's default at None (the field's default, or the YAML file's value, applies),
+    so --help states defaults in the help text as it always has; `show_defaults` shows the field's own default instead.
+    """
+    meta = f.metadata
+    kind = option_type(f, hint)
+    if meta.get("required"):
+        default: Any = ...
+    elif show_defaults or meta.get("show_default"):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    else:
+        default = None
+    limits = {key: meta[key] for key in ("min", "max") if meta.get(key) is not None}
+    option = typer.Option(default, *option_flags(f, kind is bool), help=meta.get("help"), **limits)
+    annotation = kind if default is not None else kind | None
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def fields_in_help_order(cls: type) -> list[dataclasses.Field]:
+    """The command's own fields first, in declaration order (a restated mixin field where the class restates it), then
+    the mixins' fields: a dataclass would list the mixins' first."""
+    own = list(cls.__dict__.get("__annotations__", {}))
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    return [by_name[name] for name in own if name in by_name] + [f for f in by_name.values() if f.name not in own]
+
+
+def given_on_command_line(ctx: typer.Context, name: str) -> bool:
+    # by name: typer may bring its own copy of click, whose ParameterSource is another enum than click's
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def config_command(
+    cls: type,
+    run: Callable[[Any], None],
+    *,
+    doc: str,
+    config_file: bool = True,
+    show_defaults: bool = False,
+    convert: dict[str, Callable[[Any], Any]] | None = None,
+    build: str | None = None,
+) -> Callable[..., None]:
+    """A typer command with one option per field of the dataclass `cls` (and `--config FILE.yaml` when config_file), that
+    resolves defaults < YAML file < flags given on the command line into a config and calls `run(cfg)`.
+
+    convert: field name -> function from the option's value to the field's (e.g. NAME=PATH entries -> a dict);
+    build: "module:Class", a subclass of `cls` with the same fields to construct instead, imported only when the command
+    runs (so that building the command line imports no trainer).
+    """
+    convert = convert or {}
+    hints = typing.get_type_hints(cls)
+    params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+    if config_file:
+        help_text = f"YAML file with {build.split(':')[1] if build else cls.__name__} fields."
+        option = typer.Option(None, "--config", help=help_text)
+        params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Path | None))
+    params += [config_option(f, hints[f.name], show_defaults) for f in fields_in_help_order(cls)]
+
+    def command(ctx: typer.Context, config: Path | None = None, **options: Any) -> None:
+        with user_errors():
+            given = {name: convert.get(name, plain)(value) for name, value in options.items() if given_on_command_line(ctx, name)}
+            cfg = resolve_config(import_class(build) if build else cls, config, given)
+        run(cfg)
+
+    command.__signature__ = inspect.Signature(params)  # typer builds the options from this
+    command.__doc__ = doc
+    return command
+
+
+def import_class(spec: str) -> type:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def plain(value: Any) -> Any:
+    """A parsed option value as a config field holds it (paths as strings, repeated options as lists)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value

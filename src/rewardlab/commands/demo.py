@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import quiet_libraries, user_errors
+from rewardlab.commands.common import progress_option, quiet_libraries, user_errors
 
 
 def demo(
@@ -16,7 +16,7 @@ def demo(
     world: int | None = typer.Option(
         None, "--world", help="World version: 4 (default: rating feedback after every answer, an ID-only shortcut) or 3."
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = progress_option(),
 ) -> None:
     """Base policy -> preference data -> reward models (vanilla, margin, label smoothing, GRM) -> best-of-N -> PPO."""
     from rewardlab.demo import DemoConfig, run_demo

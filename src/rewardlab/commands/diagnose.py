@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import quiet_libraries, user_errors
+from rewardlab.commands.common import aggregate_option, progress_option, quiet_libraries, user_errors
+from rewardlab.config import BatchingSpec, OptimisationSpec
 
 RESULTS_NAME = "diagnose.json"
 FIGURE_NAME = "prefix_signal.png"
@@ -21,13 +22,16 @@ def diagnose(
     pairs: str = typer.Option("all", help="Rated listwise data (ultrafeedback, listwise): all | best-worst | best-random."),
     seed: int = typer.Option(0, help="Seed of --pairs best-random."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid"),
-    batch_size: int = typer.Option(16, help="Pairs per forward pass (eval-rm's default, so the batches are eval-rm's)."),
-    max_length: int = typer.Option(1024),
-    truncation: str = typer.Option("keep_end", help="keep_end | drop"),
-    aggregate: str | None = typer.Option(None, help="For ensembles: mean | min (default: as saved)."),
+    batch_size: int = typer.Option(
+        OptimisationSpec.per_device_eval_batch_size,
+        help="Pairs per forward pass (eval-rm's default, so the batches are eval-rm's).",
+    ),
+    max_length: int = typer.Option(BatchingSpec.max_length),
+    truncation: str = typer.Option(BatchingSpec.truncation, help="keep_end | drop"),
+    aggregate: str | None = aggregate_option(),
     device: str | None = typer.Option(None, help="torch device, e.g. cuda or cpu (default: where eval-rm loads it)."),
     dtype: str | None = typer.Option(None, help="auto | fp32 | bf16 | fp16 (default: as eval-rm loads it)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = progress_option(),
 ) -> None:
     """Prefix-signal diagnostic: pairwise accuracy of chosen vs rejected prefixes at 10%, 20%, ..., 100% of each response,
     correlation of prefix scores with the final score, and the spread of R3HF token rewards; one forward pass per sequence.

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import device_option, dtype_option, quiet_libraries, user_errors
+from rewardlab.commands.common import (
+    aggregate_option,
+    device_option,
+    dtype_option,
+    progress_option,
+    quiet_libraries,
+    user_errors,
+)
+from rewardlab.config import BatchingSpec, OptimisationSpec
 
 
 def eval_rm(
@@ -18,13 +26,13 @@ def eval_rm(
     ),
     format: str | None = typer.Option(None, help="Data format (auto-detected when omitted); also rewardbench2 | rm-bench."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid"),
-    batch_size: int = typer.Option(16),
-    max_length: int = typer.Option(1024),
-    truncation: str = typer.Option("keep_end", help="keep_end | drop"),
-    aggregate: str | None = typer.Option(None, help="For ensembles: mean | min (default: as saved)."),
+    batch_size: int = typer.Option(OptimisationSpec.per_device_eval_batch_size),
+    max_length: int = typer.Option(BatchingSpec.max_length),
+    truncation: str = typer.Option(BatchingSpec.truncation, help="keep_end | drop"),
+    aggregate: str | None = aggregate_option(),
     device: str | None = device_option(),
     dtype: str = dtype_option(),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = progress_option(),
 ) -> None:
     """Evaluate a reward model on named preference sets (pairwise, or listwise: rewardbench2, rm-bench)."""
     from rewardlab.data.listwise import ListwiseDataset

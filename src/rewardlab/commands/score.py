@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import device_option, dtype_option
+from rewardlab.commands.common import aggregate_option, device_option, dtype_option, progress_option
 from rewardlab.redistribution import METHODS
 
 # Methods whose token rewards must sum to reward - prompt_reward (mix only when beta_c = 1).
@@ -37,12 +37,12 @@ def score(
     max_length: int | None = typer.Option(None, "--max-length", min=2, help="Truncate longer sequences, keeping their end."),
     beta_c: float = typer.Option(1.0, "--beta-c", help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="abc: weight of the attention-distributed part."),
-    aggregate: str | None = typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved)."),
+    aggregate: str | None = aggregate_option(),
     device: str | None = device_option(),
     dtype: str = dtype_option(),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad rows instead of stopping."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = progress_option(),
 ) -> None:
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
     from rewardlab.commands.common import quiet_libraries, user_errors

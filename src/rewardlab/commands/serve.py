@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rewardlab.commands.common import device_option, dtype_option
+from rewardlab.commands.common import aggregate_option, device_option, dtype_option
 
 
 def serve(
@@ -27,7 +27,7 @@ def serve(
     ),
     beta_c: float = typer.Option(1.0, "--beta-c", help="Default mix weight (a request may override it)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="Default abc weight (a request may override it)."),
-    aggregate: str | None = typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved)."),
+    aggregate: str | None = aggregate_option(),
     device: str | None = device_option(),
     dtype: str = dtype_option(),
     log_level: str = typer.Option("info", "--log-level"),

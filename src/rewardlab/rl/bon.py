@@ -18,11 +18,12 @@ same samples for every proxy (`--samples`) makes the proxies' curves directly co
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rewardlab.config import DEVICE_HELP, DTYPE_HELP, setting
 from rewardlab.data.errors import DataError
 from rewardlab.generation import SampleBatch, load_samples, sample, save_samples
 from rewardlab.rl.bon_math import bon_curve, fit_gao_bon, n_grid, normalise_curve
@@ -32,24 +33,38 @@ from rewardlab.runtime import version, write_json, write_jsonl
 
 @dataclass
 class BonConfig:
-    policy: str = BUILTIN  # `builtin` (the world's base policy), a hub id or a local directory
-    proxies: dict[str, str] = field(default_factory=dict)  # NAME -> reward model directory
-    gold: str = BUILTIN  # `builtin` (the world's gold reward) or a reward model directory
-    prompts: str = BUILTIN  # data spec, or `builtin[:SPLIT]`
-    output_dir: str = "runs/bon"
-    n: int = 256  # samples per prompt (the largest N of the curve)
-    samples: str | None = None  # reuse a samples.jsonl instead of sampling
-    max_new_tokens: int = 32
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int = 0
-    batch_size: int = 64  # sequences per generate call
-    score_batch_size: int = 32  # sequences per reward-model forward pass
-    limit: int | None = None  # prompts
-    unbiased: bool = False  # average over all N-subsets (order statistics) instead of the first N
-    device: str | None = None  # default: cuda when available, else cpu
-    dtype: str = "auto"  # bf16 on a capable GPU, fp32 on CPU
-    progress: bool = True
+    """A best-of-N run; each field declared once with its help and flag (`rewardlab bon` is generated from them)."""
+
+    policy: str = setting(BUILTIN, help="'builtin' (the world's base policy), hub id or dir.")
+    proxies: dict[str, str] = setting(  # NAME -> reward model directory
+        factory=dict,
+        flags=("--proxy",),
+        cli_type=list[str],
+        required=True,
+        help="Proxy reward model NAME=PATH; repeat for several.",
+    )
+    gold: str = setting(BUILTIN, help="Gold scorer: 'builtin' (the world's) or a reward model dir.")
+    prompts: str = setting(BUILTIN, help="Prompt data (file or hub id), or builtin[:SPLIT].")
+    output_dir: str = setting(
+        "runs/bon",
+        flags=("--output",),
+        cli_type=Path,
+        required=True,
+        help="Directory for samples, scores, curves.json and the plot.",
+    )
+    n: int = setting(256, flags=("--n",), min=1, help="Samples per prompt (the largest N).")
+    samples: str | None = setting(None, cli_type=Path, help="Reuse a samples.jsonl instead of sampling.")
+    max_new_tokens: int = setting(32, min=1)
+    temperature: float = setting(0.7, min=0.0)
+    top_p: float = setting(0.95, min=0.0, max=1.0)
+    seed: int = setting(0)
+    batch_size: int = setting(64, min=1, help="Sequences per generate call.")
+    score_batch_size: int = setting(32, min=1, help="Sequences per reward-model pass.")
+    limit: int | None = setting(None, min=1, help="Prompts to use (builtin: 64 by default).")
+    unbiased: bool = setting(False, flags=("--unbiased",), help="Average over all N-subsets instead of the first N.")
+    device: str | None = setting(None, help=DEVICE_HELP)
+    dtype: str = setting("auto", help=DTYPE_HELP)
+    progress: bool = setting(True, flags=("--progress/--no-progress",))
 
     def validate(self, need_proxies: bool = True) -> None:
         if self.n < 1:

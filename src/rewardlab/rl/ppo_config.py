@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from rewardlab.modeling.reward_model import DEFAULT_LORA_TARGETS
+from rewardlab.config import LoraSpec, RunSpec, from_dict, restate, setting
 from rewardlab.redistribution import METHODS, POTENTIAL_METHODS
 from rewardlab.rl.ppo_math import ALGOS
 from rewardlab.rl.scorers import BUILTIN
@@ -21,64 +21,73 @@ FRESH_HEAD_SCALE = 0.01  # `fresh`: output-layer weights ~ N(0, (scale / sqrt(fa
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(RunSpec, LoraSpec):
+    """Everything a PPO / RLOO / REINFORCE run needs; each field declared once with its help and flag."""
+
     # models and data
-    policy: str = BUILTIN  # `builtin` (the world's base policy), a hub id or a local directory
-    reward_model: str | None = None  # a rewardlab reward model directory (or training run)
-    reward_shaping: str = "sparse"  # one of redistribution.METHODS
-    gold: str | None = None  # `builtin` or a reward model directory: logged, never optimised
-    prompts: str = BUILTIN  # data spec, or `builtin[:SPLIT]`
-    limit: int | None = None  # prompts to load (builtin: default 1024)
-    output_dir: str = "runs/ppo"
+    policy: str = setting(BUILTIN, help="'builtin' (default; the world's base policy), hub id or dir.")
+    reward_model: str | None = setting(None, help="Reward model directory (or training run).")
+    reward_shaping: str = setting(  # one of redistribution.METHODS
+        "sparse", help="sparse (default) | r3hf | r3hf-paper | mix | uniform | abc."
+    )
+    gold: str | None = setting(  # logged, never optimised
+        None, help="Gold scorer to log: 'builtin' or a reward model dir."
+    )
+    prompts: str = setting(BUILTIN, help="Prompt data (file or hub id), or builtin[:SPLIT].")
+    limit: int | None = setting(None, min=1, help="Prompts to load (builtin: 1024).")
+    output_dir: str = restate(RunSpec, "output_dir", "runs/ppo", flags=("--output",), help="Output directory (default runs/ppo).")
     # algorithm
-    algo: str = "ppo"
-    steps: int = 100  # rollout + update iterations
-    batch_size: int = 64  # responses per rollout, per process
-    minibatch_size: int = 16  # responses per optimiser step
-    ppo_epochs: int = 4
-    rloo_k: int = 4  # rloo: samples per prompt (batch_size must be a multiple)
-    reinforce_baseline: str = "ema"  # reinforce: batch mean, or an EMA of past batch means
-    baseline_decay: float = 0.9
-    lr: float = 1e-5
-    critic_lr: float = 5e-6
-    critic_init: str = "reward-model"  # one of CRITIC_INITS (see there and docs/ppo.md)
-    adam_eps: float = 1e-5
-    max_grad_norm: float = 1.0
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    value_clip_range: float = 0.2
-    vf_coef: float = 0.1  # separate critic + Adam: almost no effect (see the module docstring); critic_lr sets its step
-    whiten_advantages: bool = True
+    algo: str = setting("ppo", help="ppo (default) | rloo | reinforce.")
+    steps: int = setting(100, min=0, help="Rollout + update iterations (default 100).")
+    batch_size: int = setting(64, min=1, help="Responses per rollout (default 64).")  # per process
+    minibatch_size: int = setting(16, min=1, help="Per optimiser step (16).")
+    ppo_epochs: int = setting(4, min=1, help="Passes over each rollout (4).")
+    rloo_k: int = setting(4, min=2, help="rloo: samples per prompt (4).")  # batch_size must be a multiple
+    reinforce_baseline: str = setting(  # reinforce: batch mean, or an EMA of past batch means
+        "ema", help="batch | ema (default)."
+    )
+    baseline_decay: float = setting(0.9, help="reinforce with the ema baseline: its decay (default 0.9).")
+    lr: float = setting(1e-5, help="Policy learning rate (default 1e-5).")
+    critic_lr: float = setting(5e-6, help="Critic learning rate (default 5e-6).")
+    critic_init: str = setting(  # one of CRITIC_INITS (see there and docs/ppo.md)
+        "reward-model",
+        help="reward-model (default: V = the RM's prefix score) | potential-offset (RM minus the shaping's potential: r3hf "
+        "then reproduces sparse) | fresh (RM backbone, small random output layer) | zero-head (output layer zeroed).",
+    )
+    adam_eps: float = setting(1e-5, help="Adam epsilon (default 1e-5).")
+    max_grad_norm: float = setting(1.0, help="Gradient clipping norm (default 1.0).")
+    gamma: float = setting(1.0, help="Discount (default 1).")
+    lam: float = setting(0.95, help="GAE lambda (default 0.95).")
+    clip_range: float = setting(0.2, help="PPO ratio clip range (default 0.2).")
+    value_clip_range: float = setting(0.2, help="Value clip range (default 0.2).")
+    vf_coef: float = setting(  # separate critic + Adam: almost no effect (see the module docstring); critic_lr sets its step
+        0.1, help="Value loss coefficient (0.1); the critic is separate, so Adam undoes it: use --critic-lr."
+    )
+    whiten_advantages: bool = setting(True, help="Centre and scale advantages over the batch (on).")
     # reward
-    kl_coef: float = 0.05  # Huang et al.; R3HF reports 0.02
-    kl_estimator: str = "k1"
-    adaptive_kl: bool = False
-    kl_target: float = 6.0  # adaptive: target sequence KL (Ziegler et al. 2019)
-    kl_horizon: int = 10000
-    missing_eos_penalty: float | None = None  # subtracted from the last token's score of responses without EOS
-    normalize_reward: bool = False
-    beta_c: float = 1.0  # mix: weight of r3hf vs sparse (R3HF Eq. 7)
-    abc_beta: float = 0.8
+    kl_coef: float = setting(0.05, help="KL coefficient beta (default 0.05; R3HF: 0.02).")  # Huang et al.; R3HF: 0.02
+    kl_estimator: str = setting("k1", help="k1 (default) | k3.")
+    adaptive_kl: bool = setting(False, flags=("--adaptive-kl/--fixed-kl",), help="Adaptive KL coefficient.")
+    kl_target: float = setting(6.0, help="Adaptive KL target per response (6.0).")  # Ziegler et al. 2019
+    kl_horizon: int = setting(10000, help="Adaptive KL horizon in responses (default 10000).")
+    missing_eos_penalty: float | None = setting(  # subtracted from the last token's score of responses without EOS
+        None, help="Subtracted from the reward of responses without EOS."
+    )
+    normalize_reward: bool = setting(False, help="Divide token scores by the running reward std.")
+    beta_c: float = setting(1.0, help="mix: weight of r3hf vs sparse (default 1).")  # R3HF Eq. 7
+    abc_beta: float = setting(0.8, help="abc: weight of the attention-distributed part (default 0.8).")
     # generation
-    max_new_tokens: int = 32
-    temperature: float = 0.7
-    top_p: float = 1.0
-    generation_batch_size: int | None = None  # sequences per generate call (None: the whole rollout at once)
-    # LoRA on the policy (the reference is then the policy with adapters disabled)
-    lora: bool = False
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
-    # bookkeeping
-    seed: int = 0
-    log_samples: int = 4  # generations written to samples.jsonl per logging step
-    sample_every: int = 10  # steps between sample dumps (step 0 and the last step always)
-    bf16: bool | None = None  # None: on when a CUDA GPU supports it
-    device: str | None = None  # cpu | cuda (None: cuda when available); several processes: accelerate launch
-    save_policy: bool = True
-    progress: bool = True
+    max_new_tokens: int = setting(32, min=1, help="Default 32.")
+    temperature: float = setting(0.7, help="Sampling temperature (default 0.7).")
+    top_p: float = setting(1.0, help="Default 1.0 (no nucleus truncation).")
+    generation_batch_size: int | None = setting(None, help="Sequences per generate call (default: the whole rollout at once).")
+    # LoRA on the policy (the reference is then the policy with adapters disabled); r, alpha, targets: LoraSpec
+    lora: bool = restate(LoraSpec, "lora", help="LoRA on the policy; reference = adapters off.")
+    lora_dropout: float = restate(LoraSpec, "lora_dropout", 0.0, help="Dropout on the LoRA path (default 0).")
+    # bookkeeping (seed, bf16, device, progress: RunSpec)
+    log_samples: int = setting(4, help="Generations written to samples.jsonl per logged step (default 4).")
+    sample_every: int = setting(10, help="Steps between sample dumps (default 10; step 0 and the last always).")
+    save_policy: bool = setting(True, help="Save the trained policy (default on).")
 
     def validate(self) -> None:
         for name, value, choices in (
@@ -106,7 +115,4 @@ class PPOConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PPOConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return from_dict(cls, d)

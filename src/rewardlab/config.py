@@ -1,0 +1,275 @@
+"""Settings declared once: a config dataclass field carries its default, its help and (where it differs from the field's
+name) its command-line flag. The commands (`rewardlab.commands.common.config_command`) and `--config` YAML files are
+generated from those fields, and the parts several configs share are mixins declared here.
+
+Light on purpose (no transformers, no accelerate; torch only for a default): the command line imports it to build every
+command, and must not pay for a trainer's imports to print --help.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS
+
+DEVICE_HELP = "torch device: cuda, cuda:1, cpu (default: cuda when available, else cpu)."
+DTYPE_HELP = "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU) | fp32 | bf16 | fp16."
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    help: str | None = None,
+    flags: tuple[str, ...] = (),
+    cli_type: Any = None,
+    required: bool = False,
+    min: float | None = None,
+    max: float | None = None,
+    show_default: bool = False,
+) -> Any:
+    """A config field with what its command-line option needs.
+
+    flags: the option's declarations when they differ from `--field-name` (`--x/--no-x` for booleans), e.g. ("--lr",);
+    cli_type: the option's type when the field's differs (a Path for a str field, list[str] for a NAME=SPEC dict);
+    required: the command refuses to run without the option (the field keeps its default for Python callers);
+    min / max: the option's range, shown in --help and checked by click;
+    show_default: --help shows the default even in commands whose options otherwise leave it to the help text.
+    """
+    metadata = {"help": help, "flags": flags, "cli_type": cli_type, "required": required, "min": min, "max": max}
+    metadata["show_default"] = show_default
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def restate(mixin: type, name: str, default: Any = MISSING, *, factory: Callable[[], Any] | None = None, **changes: Any) -> Any:
+    """A mixin's setting with another default (or help, flags): for a subclass whose setting means the same thing but
+    starts elsewhere (`seed` is 42 for reward models, 0 for PPO). Everything not changed is the mixin's."""
+    original = {f.name: f for f in fields(mixin)}[name]
+    metadata = dict(original.metadata) | changes
+    if factory is None and default is MISSING:
+        default, factory = original.default, None if original.default_factory is MISSING else original.default_factory
+    return setting(default, factory=factory, **metadata)
+
+
+def lora_target_modules() -> list[str]:
+    """The LoRA target default, read where the reward model declares it (imported only when a config is built)."""
+    from rewardlab.modeling.reward_model import DEFAULT_LORA_TARGETS
+
+    return list(DEFAULT_LORA_TARGETS)
+
+
+@dataclass
+class RunSpec:
+    """Where a run writes, its seed and where it computes."""
+
+    output_dir: str = setting("runs/run", help="Where config.json, metrics.json and outputs go.")
+    seed: int = setting(0, help="Seed of the run (default 0).")
+    bf16: bool | None = setting(None, help="bf16 autocast (default: on with a capable GPU).")  # None: on when supported
+    device: str | None = setting(None, help="cpu or cuda (default: cuda when available); more: accelerate.")
+    progress: bool = setting(True, flags=("--progress/--no-progress",), show_default=True, help="Progress bars.")
+
+
+@dataclass
+class LoraSpec:
+    """LoRA adapters on a model (reward model, policy); off by default (full fine-tuning)."""
+
+    lora: bool = setting(False, help="LoRA on q/k/v/o (r 32, alpha 64) instead of full fine-tuning.")
+    lora_r: int = setting(32, help="LoRA rank (default 32).")
+    lora_alpha: int = setting(64, help="LoRA scaling alpha (default 64).")
+    lora_dropout: float = setting(0.05, help="Dropout on the LoRA path (default 0.05).")
+    lora_target_modules: list[str] = setting(
+        factory=lora_target_modules, help="Modules that get adapters; repeat for several (default q/k/v/o projections)."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reward-model training (rewardlab.train_rm.RewardTrainingConfig): its settings by group; names follow TRL's RewardConfig /
+# TrainingArguments where they exist. Declared here, not beside the trainer, so the command line can build `train-rm`
+# without importing the trainer (accelerate, transformers).
+
+
+@dataclass
+class RewardDataSpec:
+    """Which model, which preference data."""
+
+    model: str = setting("tiny-llama", help="Hub id, local path, or 'tiny-llama' (default).")
+    train_data: str | None = setting(None, help="Training preferences: file (.jsonl/.jsonl.gz/.json/.parquet/.csv) or hub id.")
+    eval_data: list[str] = setting(factory=list, help="Named eval set NAME=SPEC; repeat for several.")
+    format: str | None = setting(  # auto-detected when None
+        None, help="trl | hh | unified-feedback | hhh | mt-bench-human | rewardbench | ultrafeedback | listwise (auto)."
+    )
+    pairs: str = setting(  # rated listwise data (ultrafeedback, listwise) -> pairs
+        "all", help="Rated listwise data -> pairs: all (default) | best-worst | best-random (drawn with --seed)."
+    )
+    skip_invalid: bool = setting(False, flags=("--skip-invalid",), help="Skip and count invalid records instead of failing.")
+
+
+@dataclass
+class RewardObjectiveSpec:
+    """The reward loss and GRM's regulariser: loss = (1 - alpha) * L_reward + alpha * L_reg."""
+
+    loss: str = setting("bt", help="bt (default) | margin | label-smooth.")
+    reg: str = setting("none", help="GRM regulariser: none (default) | sft | sft-nll | dpo | dpo-noref.")
+    alpha: float = setting(0.01, help="Regulariser weight: (1-alpha)*L_reward + alpha*L_reg (default 0.01).")
+    beta: float = setting(0.1, help="Regulariser temperature (default 0.1).")
+    label_smoothing: float = setting(0.1, help="eps for --loss label-smooth (default 0.1).")
+    center_rewards_coefficient: float = setting(0.0, help="Reward centring coefficient (default 0).")
+
+
+@dataclass
+class RewardModelSpec(LoraSpec):
+    """The reward head on the backbone (LoRA or full fine-tuning), or an ensemble of reward models."""
+
+    head: str = setting("linear", help="Reward head: linear (default) | mlp.")
+    head_hidden: int = setting(1024, help="Hidden width of the mlp head (default 1024).")
+    head_dropout: float = setting(0.1, help="Dropout on the hidden state before the head (default 0.1).")
+    freeze_backbone: bool = setting(False, flags=("--freeze-backbone",), help="Baseline: train the reward head only.")
+    ensemble_size: int = setting(1, help="Train K members with seeds seed..seed+K-1 (baseline).")
+    ensemble_aggregate: str = setting("mean", help="Ensemble score: mean (default) | min.")
+
+
+@dataclass
+class BatchingSpec:
+    """How pairs become batches, and the kernels that run them."""
+
+    max_length: int = setting(1024, help="Max tokens per sequence (default 1024).")
+    truncation: str = setting("keep_end", help="Over-long pairs: keep_end (default) | drop.")
+    group_by_length: bool = setting(True, help="Length-bucketed batches (default on: less padding).")
+    padding_free: bool = setting(  # packed forward (rewardlab.packing); models without support fall back to padded batches
+        True, help="Packed batches: no compute on padding, same results (default on; padded where a model lacks support)."
+    )
+    logprob_chunk_size: int = setting(
+        DEFAULT_LOGPROB_CHUNK_TOKENS,
+        help="GRM regularisers: LM-head logits for at most this many response tokens at a time, recomputed in the backward "
+        "(default 2048; 0 = all at once). Caps memory with large vocabularies.",
+    )
+    attention: str = setting(
+        "auto",
+        help="Packed attention kernel: auto (default: varlen or flex on CUDA, segments on CPU) | segments | varlen | flex.",
+    )
+    logprob_backend: str = setting(
+        "auto", help="GRM regularisers' log-probs: auto (default: liger on CUDA when installed) | chunked | liger."
+    )
+    gradient_checkpointing: bool = setting(
+        False,
+        help="Recompute decoder activations in the backward: less memory, about a third more compute (default off).",
+    )
+
+
+@dataclass
+class OptimisationSpec:
+    """Optimiser, schedule and batch sizes."""
+
+    learning_rate: float = setting(1e-5, flags=("--lr",), help="Learning rate (default 1e-5).")
+    weight_decay: float = setting(0.0, help="AdamW weight decay (default 0).")
+    lr_scheduler_type: str = setting("cosine", help="transformers scheduler name (default cosine).")
+    warmup_ratio: float = setting(0.03, help="Fraction of the steps spent warming up (default 0.03).")
+    max_grad_norm: float = setting(1.0, help="Gradient clipping norm (default 1.0).")
+    per_device_train_batch_size: int = setting(8, flags=("--batch-size",), help="Pairs per device per step (default 8).")
+    per_device_eval_batch_size: int = setting(16, help="Pairs per device per evaluation batch (default 16).")
+    gradient_accumulation_steps: int = setting(1, flags=("--grad-accum",), help="Batches per optimiser step (default 1).")
+    num_train_epochs: float = setting(2.0, flags=("--epochs",), help="Epochs (default 2).")
+    max_steps: int = setting(-1, help="Optimiser steps; overrides --epochs when > 0.")
+
+
+@dataclass
+class EvaluationSpec:
+    """Logging, evaluation during training, model selection, checkpoints, trackers."""
+
+    logging_steps: int = setting(10, help="Log every N steps (default 10).")
+    eval_steps: int = setting(0, help="Evaluate every N steps (default: at the end only).")
+    # Model selection: the name of an eval set (a validation set) evaluated every eval_steps; training ends on the weights
+    # with its best accuracy (earliest on ties), and the other eval sets are evaluated on those weights only, at the end.
+    select_best_on: str | None = setting(
+        None,
+        help="An --eval-data NAME (a validation set) scored every --eval-steps; training ends on the weights with its best "
+        "accuracy, and the other eval sets are scored on those only.",
+    )
+    early_stopping_patience: int = setting(  # 0: never
+        0, help="With --select-best-on: stop after N evaluations without a gain."
+    )
+    save_steps: int = setting(0, help="Checkpoint every N steps (for --resume).")  # 0: no intermediate checkpoints
+    save_total_limit: int = setting(2, help="Checkpoints kept (default 2).")
+    resume: bool = setting(False, flags=("--resume",), help="Resume from the latest checkpoint in --output-dir.")
+    report_to: list[str] = setting(factory=list, help="tensorboard and/or wandb (when installed).")
+
+
+@dataclass
+class RewardRunSpec(RunSpec):
+    output_dir: str = restate(RunSpec, "output_dir", "runs/reward-model", help="Where config.json, metrics.json and model/ go.")
+    seed: int = restate(RunSpec, "seed", 42, help="Seed of the run (default 42).")
+
+
+@dataclass
+class RewardTrainingFields(
+    RewardRunSpec, EvaluationSpec, OptimisationSpec, BatchingSpec, RewardModelSpec, RewardObjectiveSpec, RewardDataSpec
+):
+    """Every reward-model training setting (the fields of RewardTrainingConfig, which adds their validation)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reading settings back
+
+
+def option_flags(f: dataclasses.Field, boolean: bool) -> tuple[str, ...]:
+    """The option declarations of a field: declared flags, else `--field-name` (`--x/--no-x` for a boolean)."""
+    if f.metadata.get("flags"):
+        return tuple(f.metadata["flags"])
+    name = "--" + f.name.replace("_", "-")
+    return (f"{name}/--no-{name[2:]}",) if boolean else (name,)
+
+
+def option_type(f: dataclasses.Field, hint: Any) -> Any:
+    """The type an option parses into: declared cli_type, else the field's type hint without `| None`."""
+    if f.metadata.get("cli_type") is not None:
+        return f.metadata["cli_type"]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if type(None) in typing.get_args(hint) and len(args) == 1:
+        return args[0]
+    return hint
+
+
+def from_dict(cls: type, values: dict, source: str | None = None) -> Any:
+    """`cls(**values)`, refusing keys that are not fields (a typo would otherwise be silently ignored)."""
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        where = f"{source}: " if source else ""
+        raise ValueError(f"{where}unknown config keys: {', '.join(unknown)} (not {cls.__name__} fields)")
+    return cls(**values)
+
+
+def read_yaml_config(path: Path, cls: type) -> dict:
+    """The mapping in a `--config` YAML file; a missing file, bad YAML or an unknown key is a one-line error that names
+    the file (and the line of the first unknown key)."""
+    import yaml
+
+    if not path.exists():
+        raise ValueError(f"{path}: no such config file")
+    text = path.read_text()
+    try:
+        values = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields")
+    known = {f.name for f in fields(cls)}
+    for key_node, _ in root.value if root is not None else ():  # an empty file: no keys
+        if key_node.value not in known:
+            unknown = ", ".join(sorted(str(k) for k in set(values) - known))
+            line = key_node.start_mark.line + 1
+            raise ValueError(f"{path}:{line}: unknown config keys: {unknown} (not {cls.__name__} fields)")
+    return values
+
+
+def resolve_config(cls: type, config_file: Path | None, given: dict) -> Any:
+    """Defaults, then the YAML file, then the flags given on the command line: each later one wins."""
+    values = read_yaml_config(config_file, cls) if config_file is not None else {}
+    return from_dict(cls, values | given, source=str(config_file) if config_file else None)

@@ -1,0 +1,185 @@
+"""Settings declared once: the generated commands have one option per config field, every flag of before the generation
+still exists, and a run's config resolves as defaults < --config YAML < flags given on the command line."""
+
+import dataclasses
+import re
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import rewardlab.rl.ppo
+import rewardlab.train_rm
+from rewardlab.cli import app
+from rewardlab.config import BatchingSpec, LoraSpec, RunSpec
+from rewardlab.modeling.ensemble import AGGREGATES
+from rewardlab.modeling.reward_model import DEFAULT_LORA_TARGETS
+from rewardlab.rl.bon import BonConfig
+from rewardlab.rl.ppo_config import PPOConfig
+from rewardlab.train_rm import RewardTrainingConfig
+
+runner = CliRunner()
+CONFIGS = {"train-rm": RewardTrainingConfig, "ppo": PPOConfig, "bon": BonConfig}
+
+# Every option string of these commands before they were generated from the dataclasses (`rewardlab CMD --help` at
+# 8f8206e); each must still parse.
+FLAGS_BEFORE = {
+    "train-rm": "--alpha --attention --batch-size --beta --bf16 --center-rewards-coefficient --config --device "
+    "--early-stopping-patience --ensemble-aggregate --ensemble-size --epochs --eval-data --eval-steps --format "
+    "--freeze-backbone --grad-accum --gradient-checkpointing --group-by-length --head --head-dropout --label-smoothing "
+    "--logging-steps --logprob-backend --logprob-chunk-size --lora --lora-alpha --lora-dropout --lora-r --loss --lr "
+    "--max-length --max-steps --model --no-bf16 --no-gradient-checkpointing --no-group-by-length --no-lora "
+    "--no-padding-free --no-progress --output-dir --padding-free --pairs --progress --reg --report-to --resume "
+    "--save-steps --seed --select-best-on --skip-invalid --train-data --truncation --warmup-ratio",
+    "ppo": "--adaptive-kl --algo --batch-size --beta-c --bf16 --config --critic-init --critic-lr --device --fixed-kl "
+    "--gamma --gold --kl-coef --kl-estimator --kl-target --lam --limit --lora --lora-alpha --lora-r --lr "
+    "--max-new-tokens --minibatch-size --missing-eos-penalty --no-bf16 --no-lora --no-normalize-reward --no-progress "
+    "--no-whiten-advantages --normalize-reward --output --policy --ppo-epochs --progress --prompts "
+    "--reinforce-baseline --reward-model --reward-shaping --rloo-k --seed --steps --temperature --top-p --vf-coef "
+    "--whiten-advantages",
+    "bon": "--batch-size --device --dtype --gold --limit --max-new-tokens --n --no-progress --output --policy --progress "
+    "--prompts --proxy --samples --score-batch-size --seed --temperature --top-p --unbiased",
+}
+
+
+def click_command(name: str):
+    return typer.main.get_command(app).commands[name]
+
+
+def options(name: str) -> dict[str, object]:
+    return {p.name: p for p in click_command(name).params if p.name not in ("help", "config")}
+
+
+@pytest.mark.parametrize("command", sorted(CONFIGS))
+def test_one_option_per_field_and_every_old_flag_kept(command):
+    params = options(command)
+    assert set(params) == {f.name for f in dataclasses.fields(CONFIGS[command])}
+    flags = {flag for p in click_command(command).params for flag in (*p.opts, *p.secondary_opts)}
+    missing = set(FLAGS_BEFORE[command].split()) - flags
+    assert not missing, f"{command} lost {sorted(missing)}"
+
+
+def test_flags_that_differ_from_field_names():
+    rm, ppo, bon = options("train-rm"), options("ppo"), options("bon")
+    assert rm["learning_rate"].opts == ["--lr"] and rm["per_device_train_batch_size"].opts == ["--batch-size"]
+    assert rm["num_train_epochs"].opts == ["--epochs"] and rm["gradient_accumulation_steps"].opts == ["--grad-accum"]
+    assert rm["skip_invalid"].secondary_opts == [] and rm["lora"].secondary_opts == ["--no-lora"]
+    assert ppo["output_dir"].opts == ["--output"] and ppo["adaptive_kl"].secondary_opts == ["--fixed-kl"]
+    assert bon["proxies"].opts == ["--proxy"] and bon["proxies"].required and bon["output_dir"].required
+
+
+@pytest.mark.parametrize("command", ["train-rm", "ppo"])
+def test_every_option_has_help_and_help_defaults_match_the_fields(command):
+    """The help texts state defaults by hand ("(default 1e-5)"): each stated number must be the field's default."""
+    for f in dataclasses.fields(CONFIGS[command]):
+        text = f.metadata.get("help")
+        assert text, f"{command}: --{f.name} has no help"
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        stated = re.search(r"(?:[Dd]efault:? |\()([-+]?\d[\d.e+-]*)(?=[);:. ]|$)", text)
+        if stated and isinstance(default, int | float) and not isinstance(default, bool):
+            assert float(stated.group(1)) == pytest.approx(default), (command, f.name, text)
+        if isinstance(default, bool) and re.search(r"default (on|off)", text):
+            assert ("default on" in text) == default, (command, f.name, text)
+
+
+def test_shared_defaults_are_declared_once():
+    assert RewardTrainingConfig().lora_target_modules == DEFAULT_LORA_TARGETS == PPOConfig().lora_target_modules
+    assert RewardTrainingConfig().lora_target_modules is not RewardTrainingConfig().lora_target_modules  # not shared
+    assert issubclass(RewardTrainingConfig, RunSpec) and issubclass(PPOConfig, RunSpec) and issubclass(PPOConfig, LoraSpec)
+    assert (RewardTrainingConfig().seed, PPOConfig().seed) == (42, 0)  # restated defaults stay per config
+    assert (RewardTrainingConfig().lora_dropout, PPOConfig().lora_dropout) == (0.05, 0.0)
+    eval_rm = {p.name: p for p in click_command("eval-rm").params}
+    assert eval_rm["max_length"].default == BatchingSpec.max_length == RewardTrainingConfig().max_length
+    for command in ("eval-rm", "diagnose", "score", "serve"):
+        help_text = {p.name: p for p in click_command(command).params}["aggregate"].help
+        assert " | ".join(AGGREGATES) in help_text, command
+    assert (
+        " | ".join(AGGREGATES).split(" | ")[0] in RewardTrainingConfig.__dataclass_fields__["ensemble_aggregate"].metadata["help"]
+    )
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Run the real train-rm and ppo commands up to the trainer, which records the config it was given."""
+    seen = []
+
+    def fake_train_reward_model(cfg):
+        seen.append(cfg)
+        return {"eval": {}}
+
+    def fake_train_ppo(cfg):
+        seen.append(cfg)
+        point = {"proxy_reward": 0.0, "kl": 0.0}
+        return {"initial": point, "final": point, "steps": 0}
+
+    monkeypatch.setattr(rewardlab.train_rm, "train_reward_model", fake_train_reward_model)
+    monkeypatch.setattr(rewardlab.rl.ppo, "train_ppo", fake_train_ppo)
+    return seen
+
+
+def test_flags_override_yaml_override_defaults(captured, tmp_path):
+    config = tmp_path / "rm.yaml"
+    config.write_text("train_data: a.jsonl\nlearning_rate: 0.003\nseed: 7\ngroup_by_length: false\nprogress: false\n")
+    result = runner.invoke(
+        app, ["train-rm", "--config", str(config), "--lr", "0.5", "--group-by-length", "--eval-data", "x=a", "--eval-data", "y=b"]
+    )
+    assert result.exit_code == 0, result.output
+    cfg = captured[-1]
+    assert isinstance(cfg, RewardTrainingConfig)
+    assert cfg.learning_rate == 0.5 and cfg.group_by_length is True  # flags over the file
+    assert cfg.seed == 7 and cfg.progress is False and cfg.train_data == "a.jsonl"  # the file over the defaults
+    assert cfg.reg == "none" and cfg.max_length == 1024 and cfg.output_dir == "runs/reward-model"  # defaults
+    assert cfg.eval_data == ["x=a", "y=b"]
+
+
+def test_ppo_flags_and_yaml_reach_the_config(captured, tmp_path):
+    config = tmp_path / "ppo.yaml"
+    config.write_text("reward_model: rm\nlr: 0.001\nkl_coef: 0.2\nclip_range: 0.1\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["ppo", "--config", str(config), "--kl-coef", "0.3", "--output", str(out), "--fixed-kl"])
+    assert result.exit_code == 0, result.output
+    cfg = captured[-1]
+    assert isinstance(cfg, PPOConfig) and cfg.output_dir == str(out)
+    assert (cfg.lr, cfg.kl_coef, cfg.clip_range, cfg.adaptive_kl, cfg.steps) == (0.001, 0.3, 0.1, False, 100)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("reg: sft\nlearning_rat: 0.1\n", ":2: unknown config keys: learning_rat (not RewardTrainingConfig fields)"),
+        ("- a\n- b\n", "expected a mapping of RewardTrainingConfig fields"),
+        ("reg: [unclosed\n", "not valid YAML"),
+    ],
+    ids=["unknown-key", "not-a-mapping", "bad-yaml"],
+)
+def test_bad_config_files_are_one_line_errors(captured, tmp_path, text, expected):
+    config = tmp_path / "rm.yaml"
+    config.write_text(text)
+    result = runner.invoke(app, ["train-rm", "--config", str(config), "--train-data", "a.jsonl"])
+    assert result.exit_code == 1 and not captured
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {config}") and expected in lines[0], result.output
+
+
+def test_missing_or_empty_config_file_and_unknown_key_in_python(captured, tmp_path):
+    result = runner.invoke(app, ["ppo", "--config", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1 and "no such config file" in result.output and not captured
+    (tmp_path / "empty.yaml").write_text("# nothing set\n")
+    result = runner.invoke(app, ["ppo", "--config", str(tmp_path / "empty.yaml"), "--reward-model", "rm"])
+    assert result.exit_code == 0, result.output
+    assert dataclasses.asdict(captured[-1]) == dataclasses.asdict(PPOConfig(reward_model="rm"))
+    with pytest.raises(ValueError, match="unknown config keys: bogus"):
+        PPOConfig.from_dict({"bogus": 1})
+
+
+def test_bon_proxies_are_parsed_and_duplicates_refused(monkeypatch, tmp_path):
+    import rewardlab.rl.bon
+
+    seen = []
+    monkeypatch.setattr(rewardlab.rl.bon, "run_bon", lambda cfg: seen.append(cfg) or {"curves": {}})
+    ok = runner.invoke(app, ["bon", "--proxy", "a=x", "--proxy", "b=y", "--output", str(tmp_path), "--n", "4"])
+    assert ok.exit_code == 0, ok.output
+    assert seen[-1].proxies == {"a": "x", "b": "y"} and seen[-1].n == 4 and seen[-1].top_p == 0.95
+    assert seen[-1].output_dir == str(tmp_path)
+    duplicate = runner.invoke(app, ["bon", "--proxy", "a=x", "--proxy", "a=y", "--output", str(tmp_path)])
+    assert duplicate.exit_code == 1 and "duplicate name 'a'" in duplicate.output and len(seen) == 1
