@@ -15,6 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rewardlab.packed_attention import segment_attention
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -89,7 +91,7 @@ def test_pack_batch_and_segment_attention_match_per_sequence_attention():
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
-    out, _ = limit.segment_attention(None, q, k, v, None, scaling=0.5, segment_lengths=[3, 2])
+    out, _ = segment_attention(None, q, k, v, None, scaling=0.5, segment_lengths=[3, 2])
     for start, end in ((0, 3), (3, 5)):  # naive causal softmax attention on each sequence alone
         scores = (q[:, :, start:end] @ k[:, :, start:end].transpose(-1, -2)) * 0.5
         causal = torch.ones(end - start, end - start, dtype=torch.bool).tril()
