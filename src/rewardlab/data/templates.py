@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from rewardlab.data.types import Message, Text
-from rewardlab.masks import response_mask  # noqa: F401  (re-exported: batches are built here)
+from rewardlab.masks import pad_rows, response_mask  # noqa: F401  (response_mask re-exported: batches are built here)
 
 Truncation = Literal["keep_end", "drop"]
 TRUNCATION_CHOICES = ("keep_end", "drop")
@@ -151,14 +151,7 @@ def pad_sequences(
     sequences: list[EncodedSequence], pad_id: int, padding_side: str = "right"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pad to a (B, T) batch. Returns input_ids, attention_mask and response_start (indices in the padded tensor)."""
-    width = max(len(s.input_ids) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    response_start = torch.zeros(len(sequences), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        n = len(s.input_ids)
-        offset = width - n if padding_side == "left" else 0
-        input_ids[i, offset : offset + n] = torch.tensor(s.input_ids, dtype=torch.long)
-        attention_mask[i, offset : offset + n] = 1
-        response_start[i] = offset + s.response_start
-    return input_ids, attention_mask, response_start
+    input_ids, attention_mask = pad_rows([s.input_ids for s in sequences], pad_id, padding_side)
+    offsets = [input_ids.shape[1] - len(s.input_ids) if padding_side == "left" else 0 for s in sequences]
+    response_start = torch.tensor([offset + s.response_start for offset, s in zip(offsets, sequences, strict=True)])
+    return input_ids, attention_mask, response_start.long()
