@@ -36,6 +36,15 @@ class EncodedSequence:
     truncated: bool = False
 
 
+def keep_end(sequence: EncodedSequence, max_length: int) -> EncodedSequence:
+    """Truncation `keep_end`: drop the oldest tokens, where the reward is not read (the sequence itself when it fits).
+    The response start moves with the cut; it is 0 once the cut reaches into the response."""
+    cut = len(sequence.input_ids) - max_length
+    if cut <= 0:
+        return sequence
+    return EncodedSequence(sequence.input_ids[cut:], max(sequence.response_start - cut, 0), truncated=True)
+
+
 def _as_messages(response: Text) -> list[Message]:
     return response if isinstance(response, list) else [{"role": "assistant", "content": response}]
 
@@ -136,15 +145,10 @@ def encode_prompt_response(
     eos = tokenizer.eos_token_id
     if append_eos and eos is not None and (not response_ids or response_ids[-1] != eos):
         response_ids = response_ids + [eos]
-    ids = prompt_ids + response_ids
-    start = len(prompt_ids)
-    if max_length is None or len(ids) <= max_length:
-        return EncodedSequence(ids, start, truncated=False)
-    if truncation == "drop":
-        return None
-    cut = len(ids) - max_length
-    # Keep at least one prompt token when possible, so R(x) (the score before the response) stays defined.
-    return EncodedSequence(ids[cut:], max(start - cut, 0), truncated=True)
+    encoded = EncodedSequence(prompt_ids + response_ids, len(prompt_ids))
+    if max_length is None or len(encoded.input_ids) <= max_length:
+        return encoded
+    return None if truncation == "drop" else keep_end(encoded, max_length)
 
 
 def pad_sequences(
