@@ -18,7 +18,7 @@ peak memory is its own and a crash or OOM costs only its row):
 - `rm_train_smollm2` (higher; full runs only): rewardlab vs TRL on the real SmolLM2-135M-Instruct with LoRA, on
   conversational pairs of HH-RLHF-like lengths, tokens/s.
 
-Models: on CUDA, randomly initialised models with the configs of Qwen2.5-0.5B and Llama-3.2-1B written below (saved in
+Models: on CUDA, randomly initialised models with the configs of Qwen2.5-0.5B and Llama-3.2-1B (`suite_models.SHAPES`; saved in
 bf16 like a real checkpoint, so every contender trains and scores in bf16); on CPU, small Llamas in fp32. Text: the
 byte tokenizer (one token per byte; token ids below 263 whatever the vocabulary). Data: long-tailed lengths
 (`common.make_preference_examples`), up to 2,048 tokens on CUDA.
