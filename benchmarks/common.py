@@ -119,10 +119,6 @@ def save_tiny_llama(
     return str(directory)
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 # ----- the trainer's step -----
 def rewardlab_step(model, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], cfg) -> None:
     """One optimiser update exactly as `train_reward_model` does it (no accelerate wrapper: one process, no mixed precision)."""

@@ -34,12 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rewardlab.packing import (  # noqa: F401  (segment_attention: tests)
-    IMPLEMENTATION_OF,
-    pack_padded,
-    packed_attention_kwargs,
-    segment_attention,
-)
+from rewardlab.packed_attention import IMPLEMENTATION_OF
+from rewardlab.packing import pack_padded, packed_attention_kwargs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402

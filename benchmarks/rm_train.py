@@ -167,11 +167,49 @@ class RecordingCollator:
         return batch
 
 
+def trl_reward_config(spec: dict, output_dir: str, steps: int, grouped: bool):
+    """TRL's RewardConfig for one run: rewardlab's optimisation settings, nothing saved or logged, no checkpointing."""
+    from trl import RewardConfig
+
+    return RewardConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=spec["batch_size"],
+        max_steps=steps,
+        learning_rate=spec["lr"],
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_grad_norm=1.0,
+        max_length=spec.get("max_length", MAX_LENGTH),
+        gradient_checkpointing=False,
+        bf16=use_bf16(spec["device"]),
+        use_cpu=spec["device"] == "cpu",
+        logging_steps=10,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=spec["seed"],
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if grouped else "random",
+        remove_unused_columns=not grouped,
+    )
+
+
+def trl_lora(spec: dict):
+    """rewardlab's LoRA defaults (GRM's) for TRL when the spec asks for LoRA: r 32, alpha 64, dropout 0.05 on q/k/v/o."""
+    if not spec.get("lora"):
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=32, lora_alpha=64, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                      task_type="SEQ_CLS")  # fmt: skip
+
+
 def run_trl(spec: dict, examples, out_dir: str, grouped: bool) -> dict:
     from datasets import Dataset, disable_progress_bars
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from transformers.utils import logging as hf_logging
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
     hf_logging.set_verbosity_error()  # the "newly initialised score weights" warning is expected here
@@ -205,34 +243,7 @@ def run_trl(spec: dict, examples, out_dir: str, grouped: bool) -> dict:
     def train(steps: int, name: str) -> tuple[LoopClock, RecordingCollator, RewardTrainer]:
         model = AutoModelForSequenceClassification.from_pretrained(spec["model_dir"], num_labels=1)
         model.config.pad_token_id = tokenizer.pad_token_id
-        peft_config = None
-        if spec.get("lora"):  # rewardlab's LoRA defaults (GRM's): r 32, alpha 64, dropout 0.05 on q/k/v/o
-            from peft import LoraConfig
-
-            peft_config = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.05, target_modules=["q_proj", "k_proj", "v_proj",
-                                     "o_proj"], task_type="SEQ_CLS")  # fmt: skip
-        args = RewardConfig(
-            output_dir=str(Path(out_dir) / name),
-            per_device_train_batch_size=spec["batch_size"],
-            max_steps=steps,
-            learning_rate=spec["lr"],
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            max_grad_norm=1.0,
-            max_length=spec.get("max_length", MAX_LENGTH),
-            gradient_checkpointing=False,
-            bf16=use_bf16(spec["device"]),
-            use_cpu=spec["device"] == "cpu",
-            logging_steps=10,
-            save_strategy="no",
-            eval_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-            seed=spec["seed"],
-            dataloader_num_workers=0,
-            train_sampling_strategy="group_by_length" if grouped else "random",
-            remove_unused_columns=not grouped,
-        )
+        args = trl_reward_config(spec, str(Path(out_dir) / name), steps, grouped)
         clock = LoopClock()
         collator = RecordingCollator(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
         trainer = RewardTrainer(
@@ -242,7 +253,7 @@ def run_trl(spec: dict, examples, out_dir: str, grouped: bool) -> dict:
             processing_class=tokenizer,
             data_collator=collator,
             callbacks=[clock],
-            peft_config=peft_config,
+            peft_config=trl_lora(spec),
         )
         with at_scale_length_grouping() if grouped else contextlib.nullcontext():
             trainer.train()

@@ -15,6 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rewardlab.packed_attention import segment_attention
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -89,7 +91,7 @@ def test_pack_batch_and_segment_attention_match_per_sequence_attention():
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
-    out, _ = limit.segment_attention(None, q, k, v, None, scaling=0.5, segment_lengths=[3, 2])
+    out, _ = segment_attention(None, q, k, v, None, scaling=0.5, segment_lengths=[3, 2])
     for start, end in ((0, 3), (3, 5)):  # naive causal softmax attention on each sequence alone
         scores = (q[:, :, start:end] @ k[:, :, start:end].transpose(-1, -2)) * 0.5
         causal = torch.ones(end - start, end - start, dtype=torch.bool).tril()
@@ -137,20 +139,20 @@ def test_logprob_chunks_main_prints_json(capsys):
 
 # ----- the suite -----
 def test_suite_flops_by_hand():
-    suite = importlib.import_module("suite")
-    config = suite.model_config("cpu-tiny")  # hidden 64, 1 layer, 4 heads of 16, MLP 128, vocab 263
-    n_body = suite.body_parameters(config)
+    models = importlib.import_module("suite_models")
+    config = models.model_config("cpu-tiny")  # hidden 64, 1 layer, 4 heads of 16, MLP 128, vocab 263
+    n_body = models.body_parameters(config)
     # q, o: 64x64; k, v: 64x32 (2 key/value heads); gate, up, down: 64x128; two RMSNorms and the final norm: 64 each
     assert n_body == 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 3 * 64
     lengths = [10, 3]
     forward = sum(2 * n_body * n + 2 * 64 * n * n for n in lengths) + 2 * 64 * 263 * 5
-    assert suite.training_flops(config, lengths, lm_head_tokens=5) == 3 * forward
-    assert suite.training_flops(config, lengths, lm_head_tokens=5, forward_only=True) == forward
+    assert models.training_flops(config, lengths, lm_head_tokens=5) == 3 * forward
+    assert models.training_flops(config, lengths, lm_head_tokens=5, forward_only=True) == forward
 
 
 def test_suite_conversational_pairs_have_chat_structure():
-    suite = importlib.import_module("suite")
-    examples = suite.conversational_examples(20, seed=0)
+    contenders = importlib.import_module("suite_contenders")
+    examples = contenders.conversational_examples(20, seed=0)
     assert all(ex.is_conversational and ex.chosen[0]["role"] == "assistant" for ex in examples)
     assert {len(ex.prompt) for ex in examples} == {1, 3}  # one or two user turns
     assert examples[0].chosen != examples[0].rejected
@@ -183,5 +185,5 @@ def test_suite_reports_a_failed_contender_as_a_skipped_row():
 
     measured = suite.measure(failing, "limit", ["a", "b"], {}, rounds=1, progress=lambda *a: None)
     assert measured["error"] == "limit:b: RuntimeError: CUDA out of memory"
-    row = suite.skipped_row("limit", measured["error"], {"device": "cpu"})
+    row = importlib.import_module("suite_report").skipped_row("limit", measured["error"], {"device": "cpu"})
     assert row["ratio"] is None and row["skipped"].endswith("out of memory")

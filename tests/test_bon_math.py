@@ -14,7 +14,6 @@ from rewardlab.rl.bon_math import (
     bon_curve,
     empirical_outcomes,
     fit_gao_bon,
-    fit_gao_rl,
     kl_bon,
     kl_bon_discrete,
     n_grid,
@@ -114,17 +113,6 @@ def test_fit_gao_bon_recovers_coefficients() -> None:
     a, b = fit_gao_bon(d, rewards)
     assert a == pytest.approx(1.3, abs=1e-9)
     assert b == pytest.approx(0.4, abs=1e-9)
-
-
-def test_fit_gao_rl_recovers_coefficients_and_skips_zero() -> None:
-    d = np.linspace(0.0, 4.0, 20)  # includes d = 0, where log d is undefined
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rewards = np.where(d > 0, d * (0.8 - 0.25 * np.log(d)), 0.0)
-    a, b = fit_gao_rl(d, rewards)
-    assert a == pytest.approx(0.8, abs=1e-9)
-    assert b == pytest.approx(0.25, abs=1e-9)
-    with pytest.raises(ValueError):
-        fit_gao_rl([0.0, 1.0], [0.0, 1.0])  # one usable point for two coefficients
 
 
 def test_normalise_curve() -> None:

@@ -26,12 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from helpers import perturb
-from rewardlab import packing
+from rewardlab import packed_attention
 from rewardlab.data.pairs import collate_pairs, encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.modeling.reward_model import LoraSettings, RewardModel, build_reward_model
-from rewardlab.packing import (
-    boundaries,
+from rewardlab.packed_attention import (
     document_block_mask,
     flex_attention_packed,
     packed_attention_unavailable_reason,
@@ -39,6 +38,7 @@ from rewardlab.packing import (
     select_packed_attention,
     varlen_attention,
 )
+from rewardlab.packing import boundaries
 from rewardlab.train_rm import RewardTrainingConfig, compute_loss, kernel_choices
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -190,7 +190,7 @@ def stand_in_varlen(api: str):
     ids=["current-api", "current-api-gqa-window", "first-api-gqa"],
 )
 def test_varlen_glue_matches_per_sequence_attention_with_gradients(api, kv_heads, window, scaling, monkeypatch):
-    monkeypatch.setattr(packing, "_varlen_api", lambda: stand_in_varlen(api))
+    monkeypatch.setattr(packed_attention, "_varlen_api", lambda: stand_in_varlen(api))
     lengths = [4, 1, 6, 9]
     q, k, v = qkv(lengths, kv_heads, grad=True)
     cu = boundaries(torch.tensor(lengths)).to(torch.int32)
@@ -205,7 +205,7 @@ def test_varlen_glue_matches_per_sequence_attention_with_gradients(api, kv_heads
 
 
 def test_varlen_first_api_refuses_what_it_cannot_do(monkeypatch):
-    monkeypatch.setattr(packing, "_varlen_api", lambda: stand_in_varlen("is_causal"))
+    monkeypatch.setattr(packed_attention, "_varlen_api", lambda: stand_in_varlen("is_causal"))
     q, k, v = qkv([3, 2], 4)
     cu = boundaries(torch.tensor([3, 2])).to(torch.int32)
     with pytest.raises(ValueError, match="no sliding window"):
@@ -222,7 +222,7 @@ def test_kernel_choice_per_device_dtype_and_torch(monkeypatch):
 
     config = build_reward_model("tiny-llama").causal_lm.config
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    monkeypatch.setattr(packing, "_varlen_api", lambda: stand_in_varlen("window"))
+    monkeypatch.setattr(packed_attention, "_varlen_api", lambda: stand_in_varlen("window"))
     assert select_packed_attention(config, cuda, torch.bfloat16, training=True) == "varlen"
     assert select_packed_attention(config, cuda, torch.float16, training=True) == "varlen"
     assert select_packed_attention(config, cuda, torch.float32, training=True) == "flex"  # FlashAttention: half only
@@ -233,9 +233,9 @@ def test_kernel_choice_per_device_dtype_and_torch(monkeypatch):
     with pytest.raises(ValueError, match="needs bf16 or fp16"):
         select_packed_attention(config, cuda, torch.float32, "varlen")
     # a torch without varlen, or whose varlen has no window for a sliding-window model: flex instead
-    monkeypatch.setattr(packing, "_varlen_api", lambda: (None, frozenset()))
+    monkeypatch.setattr(packed_attention, "_varlen_api", lambda: (None, frozenset()))
     assert select_packed_attention(config, cuda, torch.bfloat16, training=True) == "flex"
-    monkeypatch.setattr(packing, "_varlen_api", lambda: stand_in_varlen("is_causal"))
+    monkeypatch.setattr(packed_attention, "_varlen_api", lambda: stand_in_varlen("is_causal"))
     mistral = MistralConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, sliding_window=5)
     assert "no sliding window" in packed_attention_unavailable_reason("varlen", mistral, cuda, torch.bfloat16)
     assert select_packed_attention(mistral, cuda, torch.bfloat16, training=True) == "flex"

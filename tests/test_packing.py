@@ -15,14 +15,8 @@ from rewardlab.data.pairs import collate_pairs, encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.modeling import reward_model as reward_model_module
 from rewardlab.modeling.reward_model import LoraSettings, RewardHead, RewardModel, RewardModelConfig, build_reward_model
-from rewardlab.packing import (
-    pack_padded,
-    pack_sequences,
-    pack_values,
-    packing_unsupported_reason,
-    segment_attention,
-    unpack,
-)
+from rewardlab.packed_attention import segment_attention
+from rewardlab.packing import pack_padded, pack_values, packing_unsupported_reason, unpack
 from rewardlab.train_rm import RewardTrainingConfig, compute_loss, train_reward_model
 
 TOL = 1e-5  # float32: packed and padded differ only by summation order in the matrix products
@@ -58,7 +52,7 @@ def test_pack_padded_by_hand(side):
     assert packed.input_ids.tolist() == [rows[0] + rows[1]]
     assert packed.position_ids.tolist() == [[0, 1, 2, 0, 1]]
     assert packed.cu_seqlens.tolist() == [0, 3, 5] and packed.lengths == [3, 2]
-    assert packed.last_index.tolist() == [2, 4] and packed.segment_ids.tolist() == [0, 0, 0, 1, 1]
+    assert packed.last_index.tolist() == [2, 4]
     assert packed.is_first.tolist() == [True, False, False, True, False]
     values = torch.arange(6.0).view(2, 3) + 1
     flat = pack_values(packed, values)
@@ -66,8 +60,8 @@ def test_pack_padded_by_hand(side):
     assert unpack(packed, flat, fill=-1.0).tolist() == torch.where(mask.bool(), values, -1.0).tolist()
 
 
-def test_pack_sequences_and_holes_in_the_mask():
-    packed = pack_sequences([[4, 5], [6], [7, 8, 9]])
+def test_three_rows_and_holes_in_the_mask():
+    packed = pack_padded(torch.tensor([[4, 5, 0], [6, 0, 0], [7, 8, 9]]), torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]]))
     assert packed.input_ids.tolist() == [[4, 5, 6, 7, 8, 9]]
     assert packed.position_ids.tolist() == [[0, 1, 0, 0, 1, 2]]
     assert packed.cu_seqlens.tolist() == [0, 2, 3, 6]

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from rewardlab.data.pairs import EncodedPair, PairCollator, encode_pairs
 from rewardlab.data.types import PreferenceExample
+from rewardlab.losses import pairwise_accuracy
 
 if TYPE_CHECKING:
     from rewardlab.modeling.reward_model import RewardOutput
@@ -81,19 +82,21 @@ def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, subsets: li
     """Accuracy, mean margin, and (when examples carry a subset) per-subset accuracy and RewardBench section scores."""
     from rewardlab.rewardbench import SECTIONS, section_scores
 
-    correct = (chosen > rejected).float() + 0.5 * (chosen == rejected).float()
     metrics: dict = {
         "n": int(chosen.numel()),
-        "accuracy": correct.mean().item() if chosen.numel() else float("nan"),
+        "accuracy": pairwise_accuracy(chosen, rejected).item() if chosen.numel() else float("nan"),
         "mean_margin": (chosen - rejected).mean().item() if chosen.numel() else float("nan"),
         "mean_chosen_reward": chosen.mean().item() if chosen.numel() else float("nan"),
         "mean_rejected_reward": rejected.mean().item() if chosen.numel() else float("nan"),
     }
     if subsets and any(s is not None for s in subsets):
-        groups: dict[str, list[float]] = defaultdict(list)
-        for s, c in zip(subsets, correct.tolist(), strict=True):
-            groups[s or "unknown"].append(c)
-        per_subset = {s: {"accuracy": sum(v) / len(v), "n": len(v)} for s, v in sorted(groups.items())}
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(subsets):
+            groups[s or "unknown"].append(i)
+        per_subset = {
+            s: {"accuracy": pairwise_accuracy(chosen[rows], rejected[rows]).item(), "n": len(rows)}
+            for s, rows in sorted(groups.items())
+        }
         metrics["per_subset"] = per_subset
         known = {s for subs in SECTIONS.values() for s in subs}
         if known & set(per_subset):

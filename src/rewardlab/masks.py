@@ -1,8 +1,28 @@
-"""Index arithmetic on attention masks, for any padding side (left, right, or mixed batches)."""
+"""Padded batches and index arithmetic on their attention masks, for any padding side (left, right, or mixed batches)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+PADDING_SIDES = ("left", "right")
+
+
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, side: str = "right", min_width: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows -> (input_ids, attention_mask), both (B, T) long with T = max(min_width, longest row): each row's ids
+    at the right end (`side="left"`: padded on the left) or the left end (`"right"`), `pad_id` and mask 0 elsewhere."""
+    if side not in PADDING_SIDES:
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long).unsqueeze(1)  # (B, 1)
+    width = max([min_width, *(len(row) for row in rows)])
+    columns = torch.arange(width).unsqueeze(0)  # (1, T)
+    real = columns < lengths if side == "right" else columns >= width - lengths
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    input_ids[real] = torch.tensor([token for row in rows for token in row], dtype=torch.long)  # row-major: in order
+    return input_ids, real.long()
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:

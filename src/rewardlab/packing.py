@@ -10,52 +10,27 @@ S sequences' N = sum(len_s) real tokens side by side in a (1, N) row:
 and attention runs causally on each segment alone (what a varlen flash-attention kernel does), so every token sees exactly
 the tokens it sees in the padded batch: the outputs are the padded ones, minus the padding.
 
-Attention goes through a function registered with transformers' `AttentionInterface` under `SEGMENT_ATTENTION`. That name has
-no entry in transformers' mask interface, so `create_causal_mask` returns None instead of building the dense N x N
-block-diagonal mask it builds for `sdpa` when it detects restarting position ids; the segment lengths reach the function as a
-keyword argument passed through the decoder's forward (`segment_lengths=...`).
-
-Three kernels compute that attention (`PACKED_ATTENTION_KINDS`), each registered the same way under its own name:
-- `segments`: causal SDPA on each sequence in turn, a Python loop (S calls per layer). Runs everywhere, any dtype,
-  dropout; the CPU default (on CPU, flex attention has no backward and was no faster forward: see benchmarks/README.md);
-- `varlen`: `torch.nn.attention.varlen.varlen_attn` (FlashAttention-2 with cu_seqlens), ONE call per layer; CUDA, bf16 /
-  fp16 only. The CUDA default where it applies;
-- `flex`: `torch.nn.attention.flex_attention` with a block-causal document mask (ONE compiled kernel per layer); CUDA in
-  any dtype, CPU for forward passes only. The CUDA default where varlen does not apply (fp32, an older torch).
-`select_packed_attention` picks one for a model, a device and a dtype ("auto"), or checks an explicit choice and says in
-one line why it cannot run.
+The attention kernels that do so (segments, varlen, flex) and the choice among them live in `rewardlab.packed_attention`;
+this module packs and unpacks, tells whether a model can run packed, and runs a decoder on a packed row.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import inspect
-import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface
 
-logger = logging.getLogger(__name__)
-
-SEGMENT_ATTENTION = "rewardlab_segments"
-VARLEN_ATTENTION = "rewardlab_varlen"
-FLEX_ATTENTION = "rewardlab_flex"
-PACKED_ATTENTION_KINDS = ("segments", "varlen", "flex")
-PACKED_ATTENTION_CHOICES = ("auto", *PACKED_ATTENTION_KINDS)
-IMPLEMENTATION_OF = {"segments": SEGMENT_ATTENTION, "varlen": VARLEN_ATTENTION, "flex": FLEX_ATTENTION}
-DESCRIPTION_OF = {
-    "segments": "per-sequence SDPA loop (one call per sequence per layer)",
-    "varlen": "torch varlen FlashAttention (one call per layer)",
-    "flex": "flex attention, block-causal document mask (one compiled call per layer)",
-}
-HALF_DTYPES = (torch.float16, torch.bfloat16)
-FLASH_MAX_HEAD_DIM = 256
+# PACKED_ATTENTION_CHOICES and select_packed_attention are re-exported: the trainer checks its --packed-attention choice
+# through this module (rewardlab.train_rm).
+from rewardlab.packed_attention import (  # noqa: F401
+    PACKED_ATTENTION_CHOICES,
+    PACKED_ATTENTION_KINDS,
+    document_block_mask,
+    select_packed_attention,
+    sliding_windows,
+)
 
 
 @dataclass
@@ -77,12 +52,6 @@ class PackedBatch:
     def last_index(self) -> torch.Tensor:
         """(S,) index of each sequence's last token in the packed row."""
         return self.cu_seqlens[1:] - 1
-
-    @property
-    def segment_ids(self) -> torch.Tensor:
-        """(N,) which sequence each packed token belongs to."""
-        lengths = self.cu_seqlens.diff()
-        return torch.repeat_interleave(torch.arange(len(self.lengths), device=lengths.device), lengths)
 
     @property
     def is_first(self) -> torch.Tensor:
@@ -121,15 +90,6 @@ def pack_padded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Packed
     )
 
 
-def pack_sequences(sequences: Sequence[Sequence[int] | torch.Tensor], device: torch.device | str | None = None) -> PackedBatch:
-    """Pack token-id sequences directly (no padded batch, so nothing to unpack into)."""
-    rows = [torch.as_tensor(s, dtype=torch.long, device=device).flatten() for s in sequences]
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long, device=device)
-    cu_seqlens = boundaries(lengths)
-    ids = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long, device=device)
-    return PackedBatch(ids.unsqueeze(0), restarting_positions(lengths, cu_seqlens).unsqueeze(0), cu_seqlens, lengths.tolist())
-
-
 def pack_values(packed: PackedBatch, padded: torch.Tensor) -> torch.Tensor:
     """A padded per-token tensor (S, T, ...) -> its packed values (N, ...), e.g. a response mask."""
     if packed.flat_index is None:
@@ -152,306 +112,6 @@ def sum_per_sequence(packed: PackedBatch, values: torch.Tensor, token_index: tor
     return values.new_zeros(packed.num_sequences).index_add(0, segment, values)
 
 
-# ----- attention -----
-def segment_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    sliding_window: int | None = None,
-    softcap: float | None = None,
-    segment_lengths: list[int] | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """Causal attention within each packed sequence: (1, heads, N, d) -> (1, N, heads, d), never an N x N mask.
-
-    Grouped-query attention (fewer key/value heads) is handled by SDPA's `enable_gqa`; a sliding window (Mistral, Qwen2)
-    becomes a band mask on the segments longer than the window only.
-    """
-    if segment_lengths is None:
-        raise ValueError(f"the '{SEGMENT_ATTENTION}' attention needs segment_lengths (call the decoder via rewardlab.packing)")
-    if attention_mask is not None:
-        raise ValueError("packed attention got a dense mask: transformers built one, which packing exists to avoid")
-    if softcap is not None:
-        raise ValueError("attention logit soft-capping is not supported by packed attention")
-    gqa = key.shape[1] != query.shape[1]
-    out = []
-    for q, k, v in zip(
-        query.split(segment_lengths, dim=2), key.split(segment_lengths, dim=2), value.split(segment_lengths, dim=2), strict=True
-    ):
-        n = q.shape[2]
-        if sliding_window is not None and n > sliding_window:
-            i = torch.arange(n, device=q.device)
-            distance = i[:, None] - i[None, :]
-            band = (distance >= 0) & (distance < sliding_window)  # transformers: q_idx - kv_idx < sliding_window
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=band, dropout_p=dropout, scale=scaling, enable_gqa=gqa)
-        else:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=gqa)
-        out.append(o)
-    return torch.cat(out, dim=2).transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
-
-
-def _check_packed_call(name: str, attention_mask, dropout: float, softcap) -> None:
-    if attention_mask is not None:
-        raise ValueError("packed attention got a dense mask: transformers built one, which packing exists to avoid")
-    if dropout:
-        raise ValueError(f"{name} attention has no dropout: use the 'segments' kernel for attention dropout")
-    if softcap is not None:
-        raise ValueError("attention logit soft-capping is not supported by packed attention")
-
-
-# ----- varlen: FlashAttention-2 over cu_seqlens, one call per layer (CUDA, half precision) -----
-@functools.cache
-def _varlen_api() -> tuple[Callable | None, frozenset[str]]:
-    """torch's `varlen_attn` and its keyword names, or (None, {}) when this torch has none.
-
-    Two signatures exist: the first release takes `is_causal` (no scale, GQA or window); later ones take keyword-only
-    `scale`, `window_size` = (left, right) and `enable_gqa`. Both are handled by `_call_varlen`.
-    """
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None, frozenset()
-    return varlen_attn, frozenset(inspect.signature(varlen_attn).parameters)
-
-
-def _call_varlen(q, k, v, cu_seqlens, max_seqlen: int, scale: float | None, sliding_window: int | None) -> torch.Tensor:
-    """Causal varlen attention on (N, heads, d) tensors, whichever `varlen_attn` signature this torch has."""
-    varlen_attn, params = _varlen_api()
-    if varlen_attn is None:
-        raise RuntimeError(f"torch {torch.__version__} has no torch.nn.attention.varlen: use the 'flex' or 'segments' kernel")
-    kwargs: dict = {}
-    if "window_size" in params:
-        # flash's window counts the diagonal: transformers' `q - kv < sliding_window` is left = sliding_window - 1
-        kwargs["window_size"] = (-1, 0) if sliding_window is None else (sliding_window - 1, 0)
-    elif sliding_window is not None:
-        raise ValueError(f"torch {torch.__version__}'s varlen_attn has no sliding window: use the 'flex' kernel")
-    else:
-        kwargs["is_causal"] = True
-    if k.shape[1] != q.shape[1]:
-        if "enable_gqa" in params:
-            kwargs["enable_gqa"] = True
-        else:  # grouped-query attention by repeating each key/value head over its query group
-            group = q.shape[1] // k.shape[1]
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-    if "scale" in params:
-        kwargs["scale"] = scale
-    elif scale is not None and abs(scale - q.shape[-1] ** -0.5) > 1e-6 * scale:
-        raise ValueError(f"torch {torch.__version__}'s varlen_attn has no scale argument and this model scales by {scale}")
-    return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, **kwargs)
-
-
-def varlen_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    sliding_window: int | None = None,
-    softcap: float | None = None,
-    packed_cu_seqlens: torch.Tensor | None = None,
-    packed_max_seqlen: int | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """Packed causal attention as ONE varlen FlashAttention call: (1, heads, N, d) -> (1, N, heads, d)."""
-    if packed_cu_seqlens is None or packed_max_seqlen is None:
-        raise ValueError(f"the '{VARLEN_ATTENTION}' attention needs packed_cu_seqlens (call the decoder via rewardlab.packing)")
-    _check_packed_call("varlen", attention_mask, dropout, softcap)
-    # (1, heads, N, d) -> (N, heads, d): transformers made these by transposing (1, N, heads, d), so this is a view
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
-    out = _call_varlen(q, k, v, packed_cu_seqlens, packed_max_seqlen, scaling, sliding_window)
-    return out.unsqueeze(0), None
-
-
-AttentionInterface.register(VARLEN_ATTENTION, varlen_attention)
-
-
-# ----- flex: one flex-attention call per layer with a block-causal (document) mask -----
-def document_block_mask(cu_seqlens: torch.Tensor, sliding_window: int | None = None, block_size: int | None = None):
-    """A flex-attention BlockMask for packed sequences: token q sees token kv iff same sequence, kv <= q (and, with a
-    sliding window, q - kv < window).
-
-    Built from the sequence boundaries at block granularity, without evaluating the mask on all N x N pairs: a (q-block,
-    kv-block) pair is skipped when no allowed pair lies in it, "full" (no mask evaluated) when every pair is allowed
-    (one sequence spans both blocks, the kv block lies wholly before the q block, within the window), and partial
-    otherwise (the mask function decides per element). Blocks holding positions past N are never full.
-    """
-    from torch.nn.attention.flex_attention import _DEFAULT_SPARSE_BLOCK_SIZE, BlockMask
-
-    block = block_size or _DEFAULT_SPARSE_BLOCK_SIZE
-    device = cu_seqlens.device
-    cu = cu_seqlens.long()
-    n = int(cu[-1])
-    n_blocks = max(1, -(-n // block))
-    lengths = cu.diff()
-    doc = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)  # (N,) sequence of each token
-    # The mask function reads `doc` at q, kv < N only: the kernels bound their indices (and mask kv >= N) in a last,
-    # partial block. (A copy padded to whole blocks instead made inductor's CPU template fail to compile, torch 2.13.)
-
-    starts = torch.arange(n_blocks, device=device) * block
-    ends = torch.clamp(starts + block, max=n) - 1  # last real position of each block
-    first_doc, last_doc = doc[starts], doc[ends]
-    complete = (starts + block) <= n  # the block holds no position past N
-    q0, q1 = starts[:, None], ends[:, None]  # q block i: rows
-    k0, k1 = starts[None, :], ends[None, :]  # kv block j: columns
-    overlap = last_doc[None, :] >= first_doc[:, None]  # some kv sequence reaches the q block's first sequence ...
-    overlap &= first_doc[None, :] <= last_doc[:, None]  # ... and starts no later than its last one
-    any_allowed = overlap & (k0 <= q1)  # causal: some kv position is at or before some q position
-    one_doc = (first_doc[:, None] == last_doc[:, None]) & (first_doc[None, :] == last_doc[None, :])
-    one_doc &= first_doc[:, None] == first_doc[None, :]
-    full = one_doc & (k1 <= q0) & complete[:, None] & complete[None, :]
-    if sliding_window is not None:
-        any_allowed &= (q0 - k1).clamp(min=0) < sliding_window  # the closest pair lies within the window
-        full &= (q1 - k0) < sliding_window  # the farthest pair too
-    partial = any_allowed & ~full
-
-    def ordered(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(counts, indices) of the True columns of each row, the True ones first, as BlockMask wants them."""
-        counts = dense.sum(dim=-1, dtype=torch.int32)
-        indices = torch.argsort(dense.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
-        return counts[None, None], indices[None, None]
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        allowed = (doc[q_idx] == doc[kv_idx]) & (q_idx >= kv_idx)
-        if sliding_window is not None:
-            allowed = allowed & (q_idx - kv_idx < sliding_window)
-        return allowed
-
-    kv_num, kv_idx = ordered(partial)
-    full_num, full_idx = ordered(full)
-    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=(n, n))
-
-
-@functools.cache
-def _compiled_flex_attention() -> Callable:
-    """flex_attention compiled once per process; `dynamic=True` so that a new packed length reuses the kernel."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=True)
-
-
-def flex_compile_enabled() -> bool:
-    """Uncompiled flex attention is a dense reference (N x N scores): compiled unless REWARDLAB_FLEX_EAGER=1 (tests)."""
-    return os.environ.get("REWARDLAB_FLEX_EAGER", "") != "1"
-
-
-def flex_attention_packed(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    sliding_window: int | None = None,
-    softcap: float | None = None,
-    packed_block_masks: dict | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """Packed causal attention as ONE flex-attention call with a document mask: (1, heads, N, d) -> (1, N, heads, d).
-
-    `packed_block_masks` maps a layer's sliding window (None: full causal) to its BlockMask, so models that mix full
-    and sliding-window layers get the right mask per layer.
-    """
-    if packed_block_masks is None:
-        raise ValueError(f"the '{FLEX_ATTENTION}' attention needs packed_block_masks (call the decoder via rewardlab.packing)")
-    _check_packed_call("flex", attention_mask, dropout, softcap)
-    if sliding_window not in packed_block_masks:
-        raise ValueError(f"no flex block mask for sliding window {sliding_window} (have: {list(packed_block_masks)})")
-    if query.device.type == "cpu" and torch.is_grad_enabled() and (query.requires_grad or key.requires_grad):
-        raise NotImplementedError(
-            f"flex attention has no backward on CPU in torch {torch.__version__}: train on CPU with the 'segments' kernel"
-        )
-    from torch.nn.attention.flex_attention import flex_attention
-
-    run = _compiled_flex_attention() if flex_compile_enabled() else flex_attention
-    out = run(
-        query, key, value, block_mask=packed_block_masks[sliding_window], scale=scaling,
-        enable_gqa=key.shape[1] != query.shape[1],
-    )  # fmt: skip
-    return out.transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(FLEX_ATTENTION, flex_attention_packed)
-
-
-# ----- choosing a kernel -----
-def _sliding_windows(config) -> set[int | None]:
-    """The attention windows a model's layers use (None: full causal), as transformers passes them to attention."""
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types:
-        return {window if kind == "sliding_attention" else None for kind in layer_types}
-    if window is None or getattr(config, "use_sliding_window", True) is False:
-        return {None}
-    return {window}
-
-
-def packed_attention_unavailable_reason(
-    kind: str, config, device: torch.device | str, dtype: torch.dtype, training: bool = False
-) -> str | None:
-    """None when packed attention kernel `kind` can run this model on `device` in `dtype` (with gradients when
-    `training`); else why not, in one line."""
-    device = torch.device(device)
-    if kind not in PACKED_ATTENTION_KINDS:
-        raise ValueError(f"packed attention '{kind}' is not one of {', '.join(PACKED_ATTENTION_CHOICES)}")
-    dropout = float(getattr(config, "attention_dropout", 0.0) or 0.0)
-    if kind == "segments":
-        return None
-    if training and dropout:
-        return f"attention dropout {dropout} needs the 'segments' kernel"
-    if kind == "varlen":
-        if device.type != "cuda":
-            return "varlen attention runs on CUDA only (FlashAttention kernels)"
-        if dtype not in HALF_DTYPES:
-            return f"varlen attention needs bf16 or fp16 (FlashAttention), not {str(dtype).removeprefix('torch.')}"
-        varlen_attn, params = _varlen_api()
-        if varlen_attn is None:
-            return f"torch {torch.__version__} has no torch.nn.attention.varlen"
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        if head_dim > FLASH_MAX_HEAD_DIM or head_dim % 8:
-            return f"head dimension {head_dim} is not one FlashAttention supports (a multiple of 8, at most 256)"
-        if _sliding_windows(config) != {None} and "window_size" not in params:
-            return f"torch {torch.__version__}'s varlen_attn has no sliding window"
-        return None
-    if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:
-        return f"torch {torch.__version__} has no flex attention"
-    if device.type == "cpu" and training:
-        return f"flex attention has no backward on CPU in torch {torch.__version__}"
-    if device.type == "cpu" and _sliding_windows(config) != {None} and flex_compile_enabled():
-        # measured with torch 2.13: inductor's CPU flex template emits C++ that does not compile for a window mask
-        return "compiled flex attention with a sliding window fails to build on CPU (torch inductor)"
-    if device.type not in ("cpu", "cuda"):
-        return f"flex attention does not run on {device.type}"
-    return None
-
-
-def select_packed_attention(
-    config, device: torch.device | str, dtype: torch.dtype, requested: str = "auto", training: bool = False
-) -> str:
-    """The packed attention kernel to use: `requested` if it can run (else a one-line ValueError), or for "auto" the
-    fastest that can: varlen, then flex on CUDA; segments on CPU (measured: flex is no faster there and cannot train)."""
-    if requested != "auto":
-        reason = packed_attention_unavailable_reason(requested, config, device, dtype, training)
-        if reason is not None:
-            raise ValueError(f"packed attention '{requested}' cannot run here: {reason}")
-        return requested
-    if torch.device(device).type != "cuda":
-        return "segments"
-    for kind in ("varlen", "flex"):
-        if packed_attention_unavailable_reason(kind, config, device, dtype, training) is None:
-            return kind
-    return "segments"
-
-
 def packed_attention_kwargs(kind: str, packed: PackedBatch, config=None) -> dict:
     """What the decoder's forward passes down to the chosen attention function for this packed batch."""
     if kind == "segments":
@@ -463,7 +123,7 @@ def packed_attention_kwargs(kind: str, packed: PackedBatch, config=None) -> dict
         }
     if kind == "flex":
         cu = packed.cu_seqlens.to(packed.input_ids.device)
-        windows = _sliding_windows(config) if config is not None else {None}
+        windows = sliding_windows(config) if config is not None else {None}
         return {"packed_block_masks": {w: document_block_mask(cu, w) for w in windows}}
     raise ValueError(f"packed attention '{kind}' is not one of {', '.join(PACKED_ATTENTION_KINDS)}")
 
@@ -480,24 +140,6 @@ def packing_unsupported_reason(causal_lm: torch.nn.Module) -> str | None:
     if not getattr(config, "is_causal", True):
         return "the model is not causal"
     return None
-
-
-@contextmanager
-def packed_attention_enabled(kind: str, *causal_lms: torch.nn.Module) -> Iterator[None]:
-    """Switch models to packed attention kernel `kind` for the duration of a packed forward, then back."""
-    implementation = IMPLEMENTATION_OF[kind]
-    with ExitStack() as stack:
-        for lm in causal_lms:
-            previous = lm.config._attn_implementation
-            if previous != implementation:
-                lm.set_attn_implementation(implementation)
-                stack.callback(lm.set_attn_implementation, previous)
-        yield
-
-
-def segment_attention_enabled(*causal_lms: torch.nn.Module):
-    """`packed_attention_enabled("segments", ...)`."""
-    return packed_attention_enabled("segments", *causal_lms)
 
 
 def packed_hidden(decoder: torch.nn.Module, packed: PackedBatch, kind: str = "segments") -> torch.Tensor:

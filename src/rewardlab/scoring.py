@@ -21,8 +21,6 @@ from rewardlab.data.types import PromptCompletion, Text
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.redistribution import METHODS, prompt_rewards, redistribute, response_mask, sequence_rewards
 
-TINY_LLAMA = "tiny-llama"
-
 
 @dataclass(frozen=True)
 class TokenRewardSettings:

@@ -39,7 +39,13 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from rewardlab.data.templates import EncodedSequence, assistant_turn_text, close_generated_turn, encode_prompt_response
+from rewardlab.data.templates import (
+    EncodedSequence,
+    assistant_turn_text,
+    close_generated_turn,
+    encode_prompt_response,
+    keep_end,
+)
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.redistribution import METHODS
 from rewardlab.scoring import TokenRewardSettings, response_token_texts, score_sequences
@@ -138,14 +144,6 @@ def _effective_max_length(rm: RewardModel, max_length: int) -> int:
     if isinstance(model_limit, int) and 0 < model_limit < 10**7:
         return min(max_length, model_limit)
     return max_length
-
-
-def keep_end(sequence: EncodedSequence, max_length: int) -> EncodedSequence:
-    """Truncate as training does (`--truncation keep_end`): drop the oldest tokens, where the reward is not read."""
-    cut = len(sequence.input_ids) - max_length
-    if cut <= 0:
-        return sequence
-    return EncodedSequence(sequence.input_ids[cut:], max(sequence.response_start - cut, 0), truncated=True)
 
 
 def _prompt_end(query: str, prompt: str | None) -> int:
@@ -356,6 +354,50 @@ class RequestEncoder:
         return out
 
 
+def install_error_handlers(app) -> None:
+    """Refusals as JSON `{"error": ...}`: a RequestError with its status, a body that fails validation with 422 and
+    the first error's location (`items.0.prompt: ...`)."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    @app.exception_handler(RequestError)
+    async def refuse(request: Request, err: RequestError) -> JSONResponse:
+        return JSONResponse(status_code=err.status, content={"error": err.message})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        detail = json.loads(json.dumps(err.errors(), default=str))  # pydantic may put exceptions in `ctx`
+        return JSONResponse(status_code=422, content={"error": f"{where}: {first.get('msg')}", "detail": detail})
+
+
+def score_settings(body, beta_c: float, abc_beta: float) -> TokenRewardSettings:
+    """A /score request's token-reward settings, the server's coefficients where the request gives none."""
+    if body.token_rewards is not None and body.token_rewards not in METHODS:
+        raise RequestError(422, f"token_rewards: unknown method {body.token_rewards!r}; one of {', '.join(METHODS)}")
+    return TokenRewardSettings(
+        body.token_rewards,
+        beta_c if body.beta_c is None else body.beta_c,
+        abc_beta if body.abc_beta is None else body.abc_beta,
+    )
+
+
+def score_results(tokenizer, scores: list, sequences: list[EncodedSequence], settings: TokenRewardSettings) -> list[dict]:
+    """/score's rows: the numbers `rewardlab score` writes for each item."""
+    return [
+        {
+            "reward": s.reward,
+            "prompt_reward": s.prompt_reward,
+            "tokens": response_token_texts(tokenizer, s.response_ids) if settings.method else None,
+            "token_rewards": s.token_rewards,
+            "truncated": seq.truncated,
+        }
+        for s, seq in zip(scores, sequences, strict=True)
+    ]
+
+
 def create_app(
     rm: RewardModel,
     *,
@@ -369,9 +411,7 @@ def create_app(
 ):
     """The FastAPI app serving `rm` (already loaded, in eval mode), wrapped in the API-key and body-size guard."""
     require_serve_extra()
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi import FastAPI
 
     ScoreRequest, GetRewardRequest = request_models()
     encoder = RequestEncoder(rm.tokenizer, _effective_max_length(rm, max_length))
@@ -388,16 +428,7 @@ def create_app(
 
     app = FastAPI(title="rewardlab reward server", lifespan=lifespan)
 
-    @app.exception_handler(RequestError)
-    async def refuse(request: Request, err: RequestError) -> JSONResponse:
-        return JSONResponse(status_code=err.status, content={"error": err.message})
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        detail = json.loads(json.dumps(err.errors(), default=str))  # pydantic may put exceptions in `ctx`
-        return JSONResponse(status_code=422, content={"error": f"{where}: {first.get('msg')}", "detail": detail})
+    install_error_handlers(app)
 
     @app.get("/health")
     async def health() -> dict:
@@ -414,27 +445,10 @@ def create_app(
     async def score(body: ScoreRequest) -> dict:
         if not body.items:
             raise RequestError(422, "no items to score")
-        if body.token_rewards is not None and body.token_rewards not in METHODS:
-            raise RequestError(422, f"token_rewards: unknown method {body.token_rewards!r}; one of {', '.join(METHODS)}")
-        settings = TokenRewardSettings(
-            body.token_rewards,
-            beta_c if body.beta_c is None else body.beta_c,
-            abc_beta if body.abc_beta is None else body.abc_beta,
-        )
+        settings = score_settings(body, beta_c, abc_beta)
         sequences = encoder.truncate(await asyncio.to_thread(encoder.items, body.items), "/score")
         scores = await app.state.scorer.score(sequences, settings)
-        return {
-            "results": [
-                {
-                    "reward": s.reward,
-                    "prompt_reward": s.prompt_reward,
-                    "tokens": response_token_texts(rm.tokenizer, s.response_ids) if settings.method else None,
-                    "token_rewards": s.token_rewards,
-                    "truncated": seq.truncated,
-                }
-                for s, seq in zip(scores, sequences, strict=True)
-            ]
-        }
+        return {"results": score_results(rm.tokenizer, scores, sequences, settings)}
 
     @app.post("/get_reward")
     async def get_reward(body: GetRewardRequest) -> dict:

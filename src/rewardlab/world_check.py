@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from rewardlab.data.pairs import PairCollator, encode_pairs
 from rewardlab.data.types import PreferenceExample
+from rewardlab.losses import pairwise_accuracy
 
 PROBE_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -64,9 +65,8 @@ def fit_pairwise_probe(diffs: torch.Tensor, l2: float, tolerance: float = 1e-9, 
 
 
 def pair_accuracy(scores_chosen: torch.Tensor, scores_rejected: torch.Tensor) -> float:
-    """mean(s_c > s_r), a tie counting one half (as `rewardlab.evaluation`)."""
-    correct = (scores_chosen > scores_rejected).double() + 0.5 * (scores_chosen == scores_rejected).double()
-    return correct.mean().item()
+    """mean(s_c > s_r), a tie counting one half: `rewardlab.losses.pairwise_accuracy`, as a number."""
+    return pairwise_accuracy(scores_chosen, scores_rejected).item()
 
 
 @dataclass

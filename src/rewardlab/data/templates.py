@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 
 from rewardlab.data.types import Message, Text
-from rewardlab.masks import response_mask  # noqa: F401  (re-exported: batches are built here)
+from rewardlab.masks import pad_rows, response_mask  # noqa: F401  (response_mask re-exported: batches are built here)
 
 Truncation = Literal["keep_end", "drop"]
 TRUNCATION_CHOICES = ("keep_end", "drop")
@@ -34,6 +34,15 @@ class EncodedSequence:
     input_ids: list[int]
     response_start: int  # index of the first response token in input_ids
     truncated: bool = False
+
+
+def keep_end(sequence: EncodedSequence, max_length: int) -> EncodedSequence:
+    """Truncation `keep_end`: drop the oldest tokens, where the reward is not read (the sequence itself when it fits).
+    The response start moves with the cut; it is 0 once the cut reaches into the response."""
+    cut = len(sequence.input_ids) - max_length
+    if cut <= 0:
+        return sequence
+    return EncodedSequence(sequence.input_ids[cut:], max(sequence.response_start - cut, 0), truncated=True)
 
 
 def _as_messages(response: Text) -> list[Message]:
@@ -136,29 +145,17 @@ def encode_prompt_response(
     eos = tokenizer.eos_token_id
     if append_eos and eos is not None and (not response_ids or response_ids[-1] != eos):
         response_ids = response_ids + [eos]
-    ids = prompt_ids + response_ids
-    start = len(prompt_ids)
-    if max_length is None or len(ids) <= max_length:
-        return EncodedSequence(ids, start, truncated=False)
-    if truncation == "drop":
-        return None
-    cut = len(ids) - max_length
-    # Keep at least one prompt token when possible, so R(x) (the score before the response) stays defined.
-    return EncodedSequence(ids[cut:], max(start - cut, 0), truncated=True)
+    encoded = EncodedSequence(prompt_ids + response_ids, len(prompt_ids))
+    if max_length is None or len(encoded.input_ids) <= max_length:
+        return encoded
+    return None if truncation == "drop" else keep_end(encoded, max_length)
 
 
 def pad_sequences(
     sequences: list[EncodedSequence], pad_id: int, padding_side: str = "right"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pad to a (B, T) batch. Returns input_ids, attention_mask and response_start (indices in the padded tensor)."""
-    width = max(len(s.input_ids) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    response_start = torch.zeros(len(sequences), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        n = len(s.input_ids)
-        offset = width - n if padding_side == "left" else 0
-        input_ids[i, offset : offset + n] = torch.tensor(s.input_ids, dtype=torch.long)
-        attention_mask[i, offset : offset + n] = 1
-        response_start[i] = offset + s.response_start
-    return input_ids, attention_mask, response_start
+    input_ids, attention_mask = pad_rows([s.input_ids for s in sequences], pad_id, padding_side)
+    offsets = [input_ids.shape[1] - len(s.input_ids) if padding_side == "left" else 0 for s in sequences]
+    response_start = torch.tensor([offset + s.response_start for offset, s in zip(offsets, sequences, strict=True)])
+    return input_ids, attention_mask, response_start.long()

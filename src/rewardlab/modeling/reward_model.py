@@ -30,7 +30,7 @@ import functools
 import json
 import logging
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,15 +50,18 @@ from rewardlab.modeling.logprobs import (
 )
 from rewardlab.modeling.sources import load_causal_lm, reloadable_by_name
 from rewardlab.modeling.tiny import TINY_LLAMA
-from rewardlab.packing import (
+from rewardlab.packed_attention import (
     DESCRIPTION_OF,
+    attention_implementation,
+    packed_attention_enabled,
+    select_packed_attention,
+)
+from rewardlab.packing import (
     PackedBatch,
     pack_padded,
     pack_values,
-    packed_attention_enabled,
     packed_hidden,
     packing_unsupported_reason,
-    select_packed_attention,
     sum_per_sequence,
     unpack,
 )
@@ -136,7 +139,7 @@ class RewardModel(nn.Module):
         # Response tokens per LM-head chunk for the regularisers' log-probs (0: all at once); see `_token_logprobs`.
         self.logprob_chunk_tokens = DEFAULT_LOGPROB_CHUNK_TOKENS
         self.logprob_backend = "auto"  # chunked | liger | auto (liger on CUDA when installed)
-        self.packed_attention = "auto"  # segments | varlen | flex | auto (see rewardlab.packing.select_packed_attention)
+        self.packed_attention = "auto"  # segments | varlen | flex | auto (see rewardlab.packed_attention.select_packed_attention)
         # The dtype the decoder computes in when neither autocast nor the weights say it (FSDP's mixed precision casts
         # the weights inside the forward): set by the trainer.
         self.compute_dtype_hint: torch.dtype | None = None
@@ -264,7 +267,8 @@ class RewardModel(nn.Module):
             return RewardOutput(None, None, None, None, logprobs=logprobs)
         if packed:
             return self._forward_packed(input_ids, attention_mask, response_mask)
-        ctx = self._eager_attention() if output_attentions else nullcontext()
+        # attention weights need the eager kernel: switched for this call only
+        ctx = attention_implementation(self.causal_lm, "eager") if output_attentions else nullcontext()
         with ctx:
             hidden, attentions = self.hidden(self.decoder, input_ids, attention_mask, output_attentions)
         position_rewards = self.head(hidden).float()
@@ -303,19 +307,6 @@ class RewardModel(nn.Module):
             hidden_states=unpack(batch, hidden),
             logprobs=logprobs,
         )
-
-    @contextmanager
-    def _eager_attention(self):
-        """Attention weights need the eager kernel; switch for this call only."""
-        lm = self.causal_lm
-        previous = lm.config._attn_implementation
-        if previous != "eager":
-            lm.set_attn_implementation("eager")
-        try:
-            yield
-        finally:
-            if previous != "eager":
-                lm.set_attn_implementation(previous)
 
     def response_logprobs(
         self,
@@ -489,17 +480,4 @@ def build_reward_model(
 def _same_attention(lm: PreTrainedModel):
     """Checkpoint contexts (forward, recomputation): the recomputation runs with the attention implementation in use
     when the forward ran (read now, at the forward)."""
-    return nullcontext(), _attention_implementation(lm, lm.config._attn_implementation)
-
-
-@contextmanager
-def _attention_implementation(lm: PreTrainedModel, implementation: str):
-    previous = lm.config._attn_implementation
-    if previous == implementation:
-        yield
-        return
-    lm.set_attn_implementation(implementation)
-    try:
-        yield
-    finally:
-        lm.set_attn_implementation(previous)
+    return nullcontext(), attention_implementation(lm, lm.config._attn_implementation)

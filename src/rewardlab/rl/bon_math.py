@@ -2,7 +2,7 @@
 
 Sources:
 - Stiennon et al. 2020 / Gao et al. 2022, "Scaling laws for reward model overoptimization": KL_bon = log N - (N-1)/N,
-  d = sqrt(KL), fits R_bon(d) = d (alpha - beta d) and R_RL(d) = d (alpha - beta log d).
+  d = sqrt(KL), the fit R_bon(d) = d (alpha - beta d).
 - Nakano et al. 2021 (WebGPT, App. I) / Gao et al. 2022: unbiased best-of-N estimator from n >= N samples per prompt.
 - Beirami et al. 2024, "Theoretical guarantees on the best-of-n alignment policy": log N - (N-1)/N is exact only for
   continuous outcomes and an upper bound otherwise; for a discrete distribution ordered by reward the best-of-N pmf is
@@ -184,15 +184,6 @@ def fit_gao_bon(d: ArrayLike | list, r: ArrayLike | list) -> tuple[float, float]
     """Least-squares fit of R(d) = d (a - b d), d = sqrt(KL) (Gao et al. 2022, Eq. 2). Linear in (a, b)."""
     d_arr, r_arr = _to_numpy(d).ravel(), _to_numpy(r).ravel()
     design = np.stack([d_arr, -(d_arr**2)], axis=1)
-    return _least_squares(design, r_arr)
-
-
-def fit_gao_rl(d: ArrayLike | list, r: ArrayLike | list) -> tuple[float, float]:
-    """Least-squares fit of R(d) = d (a - b log d) (Gao et al. 2022, Eq. 3), on the d > 0 points only."""
-    d_arr, r_arr = _to_numpy(d).ravel(), _to_numpy(r).ravel()
-    positive = d_arr > 0
-    d_arr, r_arr = d_arr[positive], r_arr[positive]
-    design = np.stack([d_arr, -d_arr * np.log(d_arr)], axis=1)
     return _least_squares(design, r_arr)
 
 

@@ -15,8 +15,8 @@ from torch import nn
 
 from rewardlab.data.templates import assistant_turn_text
 from rewardlab.data.types import Text
-from rewardlab.generation import Sample, left_pad
-from rewardlab.masks import position_ids_from_mask
+from rewardlab.generation import Sample
+from rewardlab.masks import pad_rows, position_ids_from_mask
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.redistribution import redistribute, shaping_potential
 from rewardlab.rl.ppo_math import RunningMoments
@@ -52,13 +52,8 @@ class ResponseBatch:
 
 
 def build_response_batch(samples: list[Sample], pad_id: int) -> ResponseBatch:
-    prompt_ids, prompt_mask = left_pad([s.prompt_ids for s in samples], pad_id)
-    width = max(1, max(len(s.response_ids) for s in samples))
-    response_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(samples), width), dtype=torch.long)
-    for row, s in enumerate(samples):
-        response_ids[row, : len(s.response_ids)] = torch.tensor(s.response_ids, dtype=torch.long)
-        mask[row, : len(s.response_ids)] = 1
+    prompt_ids, prompt_mask = pad_rows([s.prompt_ids for s in samples], pad_id, "left")
+    response_ids, mask = pad_rows([s.response_ids for s in samples], pad_id, "right", min_width=1)
     return ResponseBatch(
         input_ids=torch.cat([prompt_ids, response_ids], dim=1),
         attention_mask=torch.cat([prompt_mask, mask], dim=1),
