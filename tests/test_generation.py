@@ -7,9 +7,6 @@ import torch
 
 from rewardlab.data.errors import DataError
 from rewardlab.generation import (
-    Sample,
-    collate_samples,
-    left_pad,
     load_samples,
     sample,
     save_samples,
@@ -41,13 +38,10 @@ def eos_prone_model():
     return model, tokenizer
 
 
-def test_truncate_at_eos_and_left_pad():
+def test_truncate_at_eos():
     assert truncate_at_eos([5, 6, 2, 7, 2, 0], eos_id=2) == ([5, 6, 2], True)
     assert truncate_at_eos([5, 6], eos_id=2) == ([5, 6], False)
     assert truncate_at_eos([2, 0, 0], eos_id=2) == ([2], True)
-    ids, mask = left_pad([[7, 8, 9], [5]], pad_id=0)
-    assert ids.tolist() == [[7, 8, 9], [0, 0, 5]]
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
 def test_samples_have_the_right_shape(eos_prone_model):
@@ -96,18 +90,6 @@ def test_samples_follow_the_model_continuation(eos_prone_model):
                 if token == tokenizer.eos_token_id:
                     break
         assert s.response_ids == expected
-
-
-def test_collate_samples_masks():
-    samples = [
-        Sample(prompt_index=0, prompt_ids=[4, 10, 11], response_ids=[20, 21, 2], finished=True, text=""),
-        Sample(prompt_index=1, prompt_ids=[4, 12], response_ids=[22], finished=False, text=""),
-    ]
-    input_ids, attention_mask, response_mask, response_start = collate_samples(samples, pad_id=0)
-    assert input_ids.tolist() == [[4, 10, 11, 20, 21, 2], [4, 12, 22, 0, 0, 0]]
-    assert attention_mask.tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]
-    assert response_mask.tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0]]
-    assert response_start.tolist() == [3, 2]
 
 
 def test_save_load_round_trip(tmp_path, eos_prone_model):

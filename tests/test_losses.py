@@ -84,3 +84,9 @@ def test_grm_total_and_accuracy():
     assert grm_total(torch.tensor(2.0), None, 0.5).item() == 2.0
     # a tie counts one half
     assert pairwise_accuracy(t([1.0, 0.0, 2.0, 1.0]), t([0.0, 1.0, 2.0, 0.5])).item() == pytest.approx(2.5 / 4)
+
+
+def test_pairwise_accuracy_counts_ties_as_half_and_reports_exact_fractions():
+    chosen, rejected = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0])
+    assert pairwise_accuracy(chosen, rejected, torch.float64).item() == (1 + 0 + 0.5) / 3
+    assert pairwise_accuracy(chosen[:2], rejected[:2]).dtype == torch.float32  # training stats stay in float32

@@ -84,7 +84,7 @@ def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, subsets: li
 
     metrics: dict = {
         "n": int(chosen.numel()),
-        "accuracy": pairwise_accuracy(chosen, rejected).item() if chosen.numel() else float("nan"),
+        "accuracy": pairwise_accuracy(chosen, rejected, torch.float64).item() if chosen.numel() else float("nan"),
         "mean_margin": (chosen - rejected).mean().item() if chosen.numel() else float("nan"),
         "mean_chosen_reward": chosen.mean().item() if chosen.numel() else float("nan"),
         "mean_rejected_reward": rejected.mean().item() if chosen.numel() else float("nan"),
@@ -94,7 +94,7 @@ def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, subsets: li
         for i, s in enumerate(subsets):
             groups[s or "unknown"].append(i)
         per_subset = {
-            s: {"accuracy": pairwise_accuracy(chosen[rows], rejected[rows]).item(), "n": len(rows)}
+            s: {"accuracy": pairwise_accuracy(chosen[rows], rejected[rows], torch.float64).item(), "n": len(rows)}
             for s, rows in sorted(groups.items())
         }
         metrics["per_subset"] = per_subset

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from rewardlab.data.errors import DataError
 from rewardlab.data.templates import encode_prompt
 from rewardlab.data.types import Text
+from rewardlab.masks import pad_rows
 
 
 @dataclass
@@ -83,18 +84,6 @@ def truncate_at_eos(token_ids: Sequence[int], eos_id: int) -> tuple[list[int], b
     return ids, False
 
 
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), padded on the left to the longest sequence."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            attention_mask[row, width - len(seq) :] = 1
-    return input_ids, attention_mask
-
-
 def _eos_id(tokenizer: Any, model: Any) -> int:
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
@@ -136,7 +125,7 @@ def sample(
     n_batches = math.ceil(len(jobs) / batch_size)
     for batch_index in tqdm(range(n_batches), desc="sampling", disable=not progress, leave=False):
         chunk = jobs[batch_index * batch_size : (batch_index + 1) * batch_size]
-        input_ids, attention_mask = left_pad([ids for _, ids in chunk], pad_id)
+        input_ids, attention_mask = pad_rows([ids for _, ids in chunk], pad_id, side="left")
         gen_kwargs: dict[str, Any] = {"do_sample": temperature > 0}
         if temperature > 0:
             gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
@@ -174,25 +163,6 @@ def sample(
         "seed": seed,
     }
     return SampleBatch(prompts=prompts, samples=samples, settings=settings)
-
-
-def collate_samples(samples: Sequence[Sample], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (input_ids, attention_mask, response_mask, response_start) for prompt + response.
-
-    response_mask is 1 on response tokens (EOS included); response_start[b] = len(prompt_ids[b]), the column of the
-    first response token. The logits that predict response tokens are at columns response_start - 1 onwards.
-    """
-    lengths = [len(s.prompt_ids) + len(s.response_ids) for s in samples]
-    width = max(lengths)
-    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(samples), width), dtype=torch.long)
-    response_mask = torch.zeros((len(samples), width), dtype=torch.long)
-    response_start = torch.tensor([len(s.prompt_ids) for s in samples], dtype=torch.long)
-    for row, (s, length) in enumerate(zip(samples, lengths, strict=True)):
-        input_ids[row, :length] = torch.tensor(s.prompt_ids + s.response_ids, dtype=torch.long)
-        attention_mask[row, :length] = 1
-        response_mask[row, len(s.prompt_ids) : length] = 1
-    return input_ids, attention_mask, response_mask, response_start
 
 
 # ---------------------------------------------------------------- JSONL round trip

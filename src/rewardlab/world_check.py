@@ -66,7 +66,7 @@ def fit_pairwise_probe(diffs: torch.Tensor, l2: float, tolerance: float = 1e-9, 
 
 def pair_accuracy(scores_chosen: torch.Tensor, scores_rejected: torch.Tensor) -> float:
     """mean(s_c > s_r), a tie counting one half: `rewardlab.losses.pairwise_accuracy`, as a number."""
-    return pairwise_accuracy(scores_chosen, scores_rejected).item()
+    return pairwise_accuracy(scores_chosen, scores_rejected, torch.float64).item()
 
 
 @dataclass

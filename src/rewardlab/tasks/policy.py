@@ -32,6 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, 
 
 from rewardlab.data.templates import encode_prompt_response
 from rewardlab.generation import sample
+from rewardlab.masks import pad_rows
 from rewardlab.modeling.tiny import build_byte_tokenizer, tiny_llama_config
 from rewardlab.runtime import atomic_directory, write_json
 from rewardlab.runtime import cache_dir as default_cache_dir
@@ -156,12 +157,8 @@ def pretraining_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, labels) for a batch of chat-formatted demonstrations over all families and styles, right padded."""
     sequences = [demonstration_ids(tokenizer, config, rng) for _ in range(config.batch_size)]
-    width = max(map(len, sequences))
-    input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(sequences), width), -100, dtype=torch.long)  # the LM loss ignores padding
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.tensor(seq)
-        labels[row, : len(seq)] = torch.tensor(seq)
+    input_ids, attention_mask = pad_rows(sequences, tokenizer.pad_token_id, side="right")
+    labels = input_ids.masked_fill(attention_mask == 0, -100)  # the LM loss ignores padding
     return input_ids, labels
 
 
