@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rewardlab.rewardbench import SECTIONS, accuracy_by_subset, section_scores
+from rewardlab.rewardbench import SECTIONS, section_scores
 
 # A hand-computed example (one or more subsets per section; "foo" is not a RewardBench subset).
 ACCURACY = {
@@ -84,13 +84,3 @@ def test_only_unknown_subsets():
 def test_subset_without_count_is_an_error():
     with pytest.raises(ValueError, match="'alpacaeval-easy'"):
         section_scores({"alpacaeval-easy": 0.5}, {})
-
-
-def test_accuracy_by_subset_against_a_loop():
-    subsets = ["a", "b", "a", None, "a", "b"]
-    correct = [True, False, False, True, True, True]
-    accuracy, count = accuracy_by_subset(subsets, correct)
-    assert count == {"a": 3, "b": 2}
-    assert accuracy == pytest.approx({"a": 2 / 3, "b": 1 / 2})
-    with pytest.raises(ValueError):
-        accuracy_by_subset(["a"], [True, False])

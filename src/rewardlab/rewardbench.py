@@ -7,8 +7,6 @@ the mean of the four sections (RewardBench's leaderboard score).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 SECTIONS: dict[str, list[str]] = {
     "Chat": ["alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"],
     "Chat Hard": [
@@ -63,20 +61,3 @@ def section_scores(subset_accuracy: dict[str, float], subset_count: dict[str, in
     if len(scores) == len(SECTIONS):
         scores[OVERALL] = sum(scores.values()) / len(SECTIONS)
     return scores
-
-
-def accuracy_by_subset(subsets: Sequence[str | None], correct: Sequence[bool]) -> tuple[dict[str, float], dict[str, int]]:
-    """Per-subset accuracy and example count from each example's subset and whether it was ranked right (r_c > r_r).
-
-    Examples without a subset (None) are skipped.
-    """
-    if len(subsets) != len(correct):
-        raise ValueError(f"{len(subsets)} subsets but {len(correct)} results")
-    hits: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    for subset, ok in zip(subsets, correct, strict=True):
-        if subset is None:
-            continue
-        counts[subset] = counts.get(subset, 0) + 1
-        hits[subset] = hits.get(subset, 0) + bool(ok)
-    return {s: hits[s] / counts[s] for s in counts}, counts
