@@ -99,7 +99,9 @@ class LoraSpec:
 class RewardDataSpec:
     """Which model, which preference data."""
 
-    model: str = setting("tiny-llama", help="Hub id, local path, or 'tiny-llama' (default).")
+    model: str = setting(
+        "tiny-llama", help="Base model: hub id, local path, .gguf file, or built-in tiny-llama (default) | smollm2-135m."
+    )
     train_data: str | None = setting(None, help="Training preferences: file (.jsonl/.jsonl.gz/.json/.parquet/.csv) or hub id.")
     eval_data: list[str] = setting(factory=list, help="Named eval set NAME=SPEC; repeat for several.")
     format: str | None = setting(  # auto-detected when None
