@@ -24,9 +24,9 @@ import gzip
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rewardlab.data.errors import DataError
 
@@ -38,6 +38,7 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?(:[\w.-]+){0,2}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 OnInvalid = Callable[[DataError], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,25 @@ class RecordTally:
 
     def records(self, source: str) -> Iterator[Record]:
         return read_records(source, on_invalid=self.reject if self.skip_invalid else None)
+
+    def parsed(
+        self, records: Iterable[Record], parse: Callable[[dict[str, Any]], T | None], limit: int | None = None
+    ) -> Iterator[T]:
+        """Each record's `parse(record.data)`: a DataError is rejected (raised, or counted when skipping invalid records)
+        with the record's file and line, None counts as excluded; stops after `limit` loaded."""
+        for record in records:
+            try:
+                item = parse(record.data)
+            except DataError as err:
+                self.reject(located(err, record))
+                continue
+            if item is None:
+                self.excluded += 1
+                continue
+            self.loaded += 1
+            yield item
+            if self.loaded == limit:
+                return
 
     @property
     def stats(self) -> dict[str, int]:

@@ -322,16 +322,7 @@ def listwise_from_records(
     """A listwise evaluation set (rewardbench2 | rm-bench) from a source's records. Stats: read, loaded (prompts),
     excluded (always 0: every prompt counts), invalid, completions."""
     adapter = EVAL_ADAPTERS[format]
-    examples: list[ListwiseExample] = []
-    for record in records:
-        try:
-            examples.append(adapter(record.data))
-        except DataError as err:
-            tally.reject(located(err, record))
-            continue
-        tally.loaded += 1
-        if tally.loaded == limit:
-            break
+    examples: list[ListwiseExample] = list(tally.parsed(records, adapter, limit))
     if not examples:
         raise tally.nothing_loaded(source, f"{format} prompts")
     stats = tally.stats | {"completions": sum(len(e.completions) for e in examples)}

@@ -13,7 +13,7 @@ from typing import Any
 
 from rewardlab.data.errors import DataError
 from rewardlab.data.formats import FORMATS, Adapter, detect_format, get_adapter, is_empty_text, parse_messages
-from rewardlab.data.io import RecordTally, located, parse_named_spec, type_name
+from rewardlab.data.io import RecordTally, parse_named_spec, type_name
 from rewardlab.data.listwise import (
     EVAL_FORMATS,
     ListwiseDataset,
@@ -99,23 +99,15 @@ def load_dataset(
         examples, stats = pairs_from_records(records, tally, **options)
         return PreferenceDataset(name, examples, listwise, stats, tally.errors)
     adapter = get_adapter(format) if format is not None else None
-    examples: list[PreferenceExample] = []
-    for record in records:
-        try:
-            if adapter is None:
-                format = detect_format(record.data)
-                adapter = get_adapter(format)
-            example = adapter(record.data)
-        except DataError as err:
-            tally.reject(located(err, record))
-            continue
-        if example is None:
-            tally.excluded += 1
-            continue
-        examples.append(example)
-        tally.loaded += 1
-        if tally.loaded == limit:
-            break
+
+    def parse(data: dict[str, Any]) -> PreferenceExample | None:
+        nonlocal format, adapter
+        if adapter is None:  # detected on the first record
+            format = detect_format(data)
+            adapter = get_adapter(format)
+        return adapter(data)
+
+    examples = list(tally.parsed(records, parse, limit))
     if not examples:
         raise tally.nothing_loaded(source, "preference pairs")
     assert format is not None
@@ -172,16 +164,7 @@ def load_completions(spec: str, *, skip_invalid: bool = False, limit: int | None
     _check_limit(limit)
     _, source = parse_named_spec(spec)
     tally = RecordTally(skip_invalid)
-    rows: list[PromptCompletion] = []
-    for record in tally.records(source):
-        try:
-            rows.append(_completion(record.data))
-        except DataError as err:
-            tally.reject(located(err, record))
-            continue
-        tally.loaded += 1
-        if tally.loaded == limit:
-            break
+    rows = list(tally.parsed(tally.records(source), _completion, limit))
     if not rows:
         raise tally.nothing_loaded(source, "prompt/completion rows")
     return rows
@@ -198,37 +181,30 @@ def load_prompts(spec: str, *, limit: int | None = None, skip_invalid: bool = Fa
     _check_limit(limit)
     _, source = parse_named_spec(spec)
     tally = RecordTally(skip_invalid)
-    prompts: list[Text] = []
     seen: set[str] = set()
     adapter: Adapter | None = None
     mode_known = False
-    for record in tally.records(source):
-        try:
-            if not mode_known:
-                adapter = _prompt_adapter(record.data)
-                mode_known = True
-            if adapter is None:
-                prompt = _text(record.data, "prompt")
-            else:
-                example = adapter(record.data)
-                if example is None:
-                    tally.excluded += 1
-                    continue
-                prompt = example.prompt
-            if not prompt or (isinstance(prompt, str) and not prompt.strip()):
-                raise DataError("empty prompt", field="prompt")
-        except DataError as err:
-            tally.reject(located(err, record))
-            continue
+
+    def parse(data: dict[str, Any]) -> Text | None:
+        nonlocal adapter, mode_known
+        if not mode_known:  # prompt(-completion) rows or a preference format, from the first record
+            adapter, mode_known = _prompt_adapter(data), True
+        if adapter is None:
+            prompt = _text(data, "prompt")
+        else:
+            example = adapter(data)
+            if example is None:
+                return None  # excluded by its format (a tie)
+            prompt = example.prompt
+        if not prompt or (isinstance(prompt, str) and not prompt.strip()):
+            raise DataError("empty prompt", field="prompt")
         key = json.dumps(prompt, sort_keys=True)
         if unique and key in seen:
-            tally.excluded += 1
-            continue
+            return None  # a repeated prompt counts as excluded
         seen.add(key)
-        prompts.append(prompt)
-        tally.loaded += 1
-        if tally.loaded == limit:
-            break
+        return prompt
+
+    prompts = list(tally.parsed(tally.records(source), parse, limit))
     if not prompts:
         raise tally.nothing_loaded(source, "prompts")
     return prompts
