@@ -26,9 +26,11 @@ def scored_pair_batches(
     progress: bool = False,
     desc: str = "scoring",
     packed: bool = True,
+    response_logprobs: bool = False,
 ) -> Iterator[tuple[dict[str, torch.Tensor], RewardOutput]]:
     """(batch, model output) for every batch of pairs, as eval-rm scores them: length-sorted batches of `batch_size` pairs
     (rows 0..B-1 chosen, B..2B-1 rejected), padding-free where the model supports it, in eval mode, without gradients.
+    `response_logprobs`: the outputs also carry each sequence's summed response log-probs (the kept LM head).
 
     Anything read from these outputs (`score_pairs`, `rewardlab.diagnose`) sees exactly the numbers eval-rm sees.
     """
@@ -44,7 +46,8 @@ def scored_pair_batches(
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.no_grad():
-                out = model(batch["input_ids"], batch["attention_mask"], packed=packed)
+                response_mask = batch["response_mask"] if response_logprobs else None
+                out = model(batch["input_ids"], batch["attention_mask"], response_mask, packed=packed)
             yield batch, out
     finally:
         model.train(was_training)

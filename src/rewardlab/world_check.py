@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from rewardlab.data.pairs import PairCollator, encode_pairs
+from rewardlab.data.pairs import encode_pairs
 from rewardlab.data.types import PreferenceExample
+from rewardlab.evaluation import scored_pair_batches
 from rewardlab.losses import pairwise_accuracy
 
 PROBE_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
@@ -125,28 +125,23 @@ def train_probe(train: PairFeatures, val: PairFeatures, l2_grid: tuple[float, ..
 # ---------------------------------------------------------------- features from a model
 
 
-@torch.no_grad()
 def pair_features(model, examples: list[PreferenceExample], batch_size: int = 64, max_length: int = 256) -> PairFeatures:
     """Features at the reward-read position (the last hidden state at the last real token, what the reward head reads)
     and summed response log-probs (the kept LM head, response tokens and the end token) of every pair, in order."""
     pairs, _ = encode_pairs(model.tokenizer, examples, max_length, "keep_end")
     if len(pairs) != len(examples):
         raise ValueError(f"{len(examples) - len(pairs)} pairs did not fit in {max_length} tokens")
-    loader = DataLoader(pairs, batch_size=batch_size, shuffle=False, collate_fn=PairCollator(model.tokenizer.pad_token_id))
-    was_training = model.training
-    model.eval()
-    out_c, out_r, lp_c, lp_r = [], [], [], []
-    for batch in loader:
-        out = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"], packed=True)
-        rows = torch.arange(batch["input_ids"].shape[0])
-        read = out.hidden_states[rows, out.last_index].float()
-        b = batch["index"].shape[0]
-        out_c.append(read[:b])
-        out_r.append(read[b:])
-        lp_c.append(out.logprobs[:b].float())
-        lp_r.append(out.logprobs[b:].float())
-    model.train(was_training)
-    return PairFeatures(torch.cat(out_c), torch.cat(out_r), torch.cat(lp_c), torch.cat(lp_r))
+    index, chosen, rejected, logp_chosen, logp_rejected = [], [], [], [], []
+    for batch, out in scored_pair_batches(model, pairs, batch_size, response_logprobs=True):
+        b = batch["index"].shape[0]  # rows 0..b-1 chosen, b..2b-1 rejected
+        read = out.hidden_states[torch.arange(2 * b), out.last_index].float().cpu()
+        index.append(batch["index"].cpu())
+        chosen.append(read[:b])
+        rejected.append(read[b:])
+        logp_chosen.append(out.logprobs[:b].float().cpu())
+        logp_rejected.append(out.logprobs[b:].float().cpu())
+    order = torch.cat(index).argsort()  # eval-rm's batches come sorted by length: back to the examples' order
+    return PairFeatures(*(torch.cat(parts)[order] for parts in (chosen, rejected, logp_chosen, logp_rejected)))
 
 
 # ---------------------------------------------------------------- the two conditions
