@@ -86,6 +86,19 @@ class LoraSettings:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
 
+    def peft_config(self, task_type: str | None = None):
+        """peft's LoraConfig for these settings (the reward model's adapters; a policy's with task_type CAUSAL_LM)."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            bias="none",
+            task_type=task_type,
+        )
+
 
 @dataclass
 class RewardModelConfig:
@@ -464,16 +477,9 @@ def build_reward_model(
         torch.random.set_rng_state(generator_state)
     reward_head.to(dtype=next(lm.parameters()).dtype)
     if lora is not None:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        peft_config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            bias="none",
-        )
-        lm = get_peft_model(lm, peft_config)
+        lm = get_peft_model(lm, lora.peft_config())
     return RewardModel(lm, tokenizer, reward_head, config, reference=reference)
 
 

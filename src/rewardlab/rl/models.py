@@ -9,7 +9,7 @@ import copy
 import torch
 from torch import nn
 
-from rewardlab.modeling.reward_model import RewardModel
+from rewardlab.modeling.reward_model import LoraSettings, RewardModel
 from rewardlab.rl.ppo_config import CRITIC_INITS, FRESH_HEAD_SCALE, PPOConfig
 from rewardlab.rl.rollout import ResponseBatch, response_logits, response_values
 
@@ -19,17 +19,10 @@ def trainable_policy(model: nn.Module, cfg: PPOConfig) -> tuple[nn.Module, nn.Mo
     adapters disabled (no copy); otherwise a frozen copy of the model is the reference."""
     reference = None
     if cfg.lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=list(cfg.lora_target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+        settings = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, list(cfg.lora_target_modules))
+        model = get_peft_model(model, settings.peft_config(task_type="CAUSAL_LM"))
     else:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
         model.requires_grad_(True)
