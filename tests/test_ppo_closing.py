@@ -11,11 +11,12 @@ import pytest
 import torch
 
 import rewardlab.rl.ppo as ppo
+from rewardlab.data.templates import closing_ids_after_eos
 from rewardlab.generation import Sample, SampleBatch, prompt_token_ids
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.modeling.tiny import build_tiny_llama
 from rewardlab.rl.ppo import PPOConfig, PPOTrainer
-from rewardlab.rl.rollout import closing_token_ids, fold_closing_scores
+from rewardlab.rl.rollout import fold_closing_scores
 from rewardlab.scoring import score_completions
 
 # The built-in template with ChatML's habit: a newline after the end-of-turn token.
@@ -45,9 +46,9 @@ def trainer(tmp_path, monkeypatch):
 
 
 def test_closing_tokens_of_a_chatml_like_template(trainer):
-    assert trainer.tokenizer.decode(closing_token_ids(trainer.tokenizer)) == "\n"
+    assert trainer.tokenizer.decode(closing_ids_after_eos(trainer.tokenizer)) == "\n"
     _, plain = build_tiny_llama(seed=0)
-    assert closing_token_ids(plain) == []  # the built-in template ends a turn at EOS
+    assert closing_ids_after_eos(plain) == []  # the built-in template ends a turn at EOS
 
 
 @pytest.mark.parametrize("shaping", ["sparse", "r3hf"])

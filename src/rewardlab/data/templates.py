@@ -105,6 +105,17 @@ def assistant_turn_text(tokenizer) -> tuple[str, str] | None:
     return opened[len(plain) :], full[full.index(marker) + len(marker) :]
 
 
+def closing_ids_after_eos(tokenizer) -> list[int]:
+    """Token ids the chat template writes after EOS when it closes an assistant turn (ChatML: "\n" after <|im_end|>), or
+    [] when EOS alone closes it (or there is no template). A policy stops at EOS; the reward model was trained on the
+    template's rendering, which goes on, so its reward is read after these tokens."""
+    turn = assistant_turn_text(tokenizer)
+    eos = tokenizer.eos_token
+    if turn is None or not eos or not turn[0] or not turn[1].startswith(eos) or turn[1] == eos:
+        return []
+    return list(tokenizer(turn[1][len(eos) :], add_special_tokens=False)["input_ids"])
+
+
 def close_generated_turn(text: str, eos: str | None, turn: tuple[str, str] | None) -> str:
     """Complete a chat-rendered text that stops at EOS (as generations do) with the rest of the template's closing;
     `turn` is `assistant_turn_text(tokenizer)`. Text without the template's assistant header is left as it is."""

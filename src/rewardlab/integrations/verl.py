@@ -321,14 +321,10 @@ class TokenRewardScorer:
 def closing_after_eos(tokenizer: Any) -> tuple[str, list[int]] | None:
     """(assistant header text, ids the chat template puts after EOS when it closes an assistant turn), or None when the
     template closes turns with EOS alone (or there is no template). ChatML: ("<|im_start|>assistant\n", ids of "\n")."""
-    from rewardlab.data.templates import assistant_turn_text
+    from rewardlab.data.templates import assistant_turn_text, closing_ids_after_eos
 
-    turn = assistant_turn_text(tokenizer)
-    eos = tokenizer.eos_token
-    if turn is None or not eos or not turn[0] or not turn[1].startswith(eos) or turn[1] == eos:
-        return None
-    extra = tokenizer(turn[1][len(eos) :], add_special_tokens=False)["input_ids"]
-    return (turn[0], list(extra)) if extra else None
+    extra = closing_ids_after_eos(tokenizer)
+    return (assistant_turn_text(tokenizer)[0], extra) if extra else None
 
 
 def check_same_vocabulary(policy_tokenizer: Any, reward_tokenizer: Any) -> None:

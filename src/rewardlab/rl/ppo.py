@@ -48,6 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rewardlab.data.templates import closing_ids_after_eos
 from rewardlab.data.types import Text
 from rewardlab.generation import PromptCycle, SampleBatch, sample
 from rewardlab.modeling.reward_model import RewardModel
@@ -72,7 +73,6 @@ from rewardlab.rl.rollout import (
     ResponseBatch,
     Rollout,
     build_response_batch,
-    closing_token_ids,
     fold_closing_scores,
     gather_logprobs,
     response_logits,
@@ -168,7 +168,7 @@ class PPOTrainer:
                 "policy token, so train the reward model on the policy's tokenizer"
             )
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self.closing_ids = closing_token_ids(self.tokenizer)
+        self.closing_ids = closing_ids_after_eos(self.tokenizer)
         model, self.reference = trainable_policy(model.to(device), cfg)
         critic = make_critic(self.reward_model, cfg.critic_init, seed=cfg.seed).to(device) if cfg.algo == "ppo" else None
         return model, critic

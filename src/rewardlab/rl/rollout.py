@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from rewardlab.data.templates import assistant_turn_text
 from rewardlab.data.types import Text
 from rewardlab.generation import Sample
 from rewardlab.masks import pad_rows, position_ids_from_mask
@@ -119,22 +118,10 @@ def response_potential(method: str, position_rewards: torch.Tensor, batch: Respo
     return potential[:, batch.context_width :] * batch.mask
 
 
-def closing_token_ids(tokenizer) -> list[int]:
-    """Token ids a chat template writes after EOS to close an assistant turn (ChatML: "\n" after <|im_end|>), or [].
-
-    A policy stops at EOS, but the reward model was trained on the template's rendering, which goes on: its reward is
-    read after these tokens. `with_closing_tokens` appends them for scoring, `fold_closing_scores` folds them back.
-    """
-    turn = assistant_turn_text(tokenizer)
-    eos = tokenizer.eos_token
-    if turn is None or not eos or not turn[1].startswith(eos) or turn[1] == eos:
-        return []
-    return tokenizer(turn[1][len(eos) :], add_special_tokens=False)["input_ids"]
-
-
 def with_closing_tokens(batch: ResponseBatch, closing: list[int], rows: torch.Tensor) -> ResponseBatch:
     """`batch` with `closing` appended after the response of each row where `rows` (B,) is True, as the reward model
-    saw such turns in training. The response width grows by len(closing); other rows are unchanged."""
+    saw such turns in training (`closing` from `rewardlab.data.templates.closing_ids_after_eos`). The response width
+    grows by len(closing); other rows are unchanged."""
     k = len(closing)
     if k == 0 or not bool(rows.any()):
         return batch
