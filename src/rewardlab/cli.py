@@ -8,6 +8,7 @@ from rewardlab.commands.bon import bon
 from rewardlab.commands.data import data_app
 from rewardlab.commands.demo import demo
 from rewardlab.commands.diagnose import diagnose
+from rewardlab.commands.doctor import doctor
 from rewardlab.commands.eval_rm import eval_rm
 from rewardlab.commands.export import export
 from rewardlab.commands.ppo import ppo
@@ -26,6 +27,7 @@ app.command("train-rm")(train_rm)
 app.command("eval-rm")(eval_rm)
 app.command("diagnose")(diagnose)
 app.command("export")(export)
+app.command("doctor")(doctor)
 app.command("score")(score)
 app.command("serve")(serve)
 app.command("bon")(bon)

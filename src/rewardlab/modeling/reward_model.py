@@ -18,7 +18,8 @@ The regularisers' response log-probs (`logprob_backend`, default "auto") never m
 once: chunks recomputed in the backward (`chunked`), or Liger Kernel's fused linear cross-entropy (`liger`, CUDA, an
 optional extra: `pip install "rewardlab[gpu]"`), chosen automatically when it is installed and the model is on CUDA.
 
-On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`, the tokenizer, and either the full causal LM
+On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`, the tokenizer, `text_convention.json`
+(what the tokenizer made of two fixed texts, for `rewardlab doctor`), and either the full causal LM
 (full fine-tuning) or the LoRA adapter (peft) plus, when the base is not loadable by name (the built-in tiny-llama), the base
 model under `base_model/`. The head is always saved beside the adapter, so a reloaded LoRA reward model gives the same scores.
 """
@@ -39,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from rewardlab.data.templates import TEXT_RECORD_NAME, text_record
 from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.head import RewardHead
 from rewardlab.modeling.logprobs import (
@@ -415,6 +417,7 @@ class RewardModel(nn.Module):
                 self.causal_lm.save_pretrained(path / BASE_SUBDIR, state_dict=base_state)
         else:
             self.causal_lm.save_pretrained(path, **({"state_dict": lm_state} if lm_state is not None else {}))
+        write_json(path / TEXT_RECORD_NAME, text_record(self.tokenizer))  # the text convention training saw
         write_json(path / CONFIG_NAME, self.config.to_dict())
 
     @classmethod
@@ -468,19 +471,24 @@ def build_reward_model(
     lm, tokenizer = load_causal_lm(base_model, dtype=dtype)
     reference = copy.deepcopy(lm) if (reference_copy and lora is None) else None
     config = RewardModelConfig(base_model=base_model, head=head, head_hidden=head_hidden, head_dropout=head_dropout, lora=lora)
-    hidden_size = lm.get_input_embeddings().embedding_dim
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        reward_head = RewardHead(hidden_size, head, head_hidden, head_dropout)
-    finally:
-        torch.random.set_rng_state(generator_state)
+    reward_head = initial_head(lm.get_input_embeddings().embedding_dim, config, seed)
     reward_head.to(dtype=next(lm.parameters()).dtype)
     if lora is not None:
         from peft import get_peft_model
 
         lm = get_peft_model(lm, lora.peft_config())
     return RewardModel(lm, tokenizer, reward_head, config, reference=reference)
+
+
+def initial_head(hidden_size: int, config: RewardModelConfig, seed: int) -> RewardHead:
+    """The head a new reward model starts from: drawn from `seed` (the global generator is left as it was), so a run's
+    initial head can be drawn again (`rewardlab doctor` compares a checkpoint's head with it)."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return RewardHead(hidden_size, config.head, config.head_hidden, config.head_dropout)
+    finally:
+        torch.random.set_rng_state(generator_state)
 
 
 def _same_attention(lm: PreTrainedModel):
