@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from rewardlab.cli import app
 from rewardlab.doctor import (
+    FAILED,
     INFO,
     PASSED,
     SKIPPED,
@@ -93,6 +94,18 @@ def test_length_accuracy_and_within_by_hand():
     assert gap == pytest.approx(0.0009, rel=1e-3) and ok  # 1e-4 x |10|
     assert not within(torch.tensor([0.5]), torch.tensor([0.5002]))[1]  # 1e-4 x max(1, 0.5)
     assert not within(torch.tensor([float("nan")]), torch.tensor([0.0]))[1]
+
+
+def test_chat_closing_accepts_eos_that_is_also_the_pad_token():
+    """SmolLM2 pads with its EOS, <|im_end|>: the closing still ends the turn. A closing without it does not."""
+    from rewardlab.doctor import Subject, check_chat_closing
+    from rewardlab.modeling.tiny import build_byte_tokenizer
+
+    tokenizer = build_byte_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    assert check_chat_closing(Subject("rewardlab", None, tokenizer, "x")).status == PASSED
+    tokenizer.chat_template = tokenizer.chat_template.replace("{{ message['content'] }}</s>", "{{ message['content'] }}\n")
+    assert check_chat_closing(Subject("rewardlab", None, tokenizer, "x")).status == FAILED
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ chat and at the EOS rewardlab appends to plain strings.
 - `export`: a rewardlab model exported to a temporary directory and scored by plain transformers gives the same scores.
   `server`: the same texts through `rewardlab.serve`'s app in-process (`/score` with prompt and response, `/get_reward`
   with the rendered text) give the same scores.
-- `bf16`: the model cast to bf16 gives scores within 5% of the fp32 scores' std over the texts plus 2^-7 of the largest
+- `bf16`: the model cast to bf16 gives scores within 10% of the fp32 scores' std over the texts plus 2^-7 of the largest
   |score| (two bf16 units in the last place: the score's own rounding); run last, it casts the model.
 - With data (info rows): `length_baseline` (pairwise accuracy of "the longer response wins", response tokens, ties one
   half) beside the model's own accuracy; `reward_length_correlation` (Pearson and Spearman over every response).
@@ -67,7 +67,7 @@ from rewardlab.masks import last_token_index, pad_rows
 
 PASSED, FAILED, SKIPPED, INFO = "passed", "failed", "skipped", "info"
 EXACT = 1e-4  # |a - b| <= EXACT * max(1, |a|): the export's tolerance
-BF16_SPREAD_SHARE = 0.05  # |bf16 - fp32| <= 5% of the fp32 scores' std + 2^-7 x max |score| (`bf16_tolerance`)
+BF16_SPREAD_SHARE = 0.1  # |bf16 - fp32| <= 10% of the fp32 scores' std + 2^-7 x max |score| (`bf16_tolerance`)
 RANDOM_DIRECTIONS = 2000
 ALIGNMENT_QUANTILE = 0.99
 SEED_DISTANCE = 1e-3  # a head closer than this (relative) to its seed's draw has not trained
@@ -82,6 +82,7 @@ class Check:
     tolerance: str
     detail: str
     extra: dict = field(default_factory=dict)
+    seconds: float | None = None  # wall time of the check
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -165,7 +166,10 @@ class Subject:
 
     @property
     def pad_id(self) -> int:
+        """The tokenizer's pad token (what its users pad with), else the classifier's configured one, else 0."""
         pad = self.tokenizer.pad_token_id
+        if pad is None and self.kind == "transformers":
+            pad = self.model.config.pad_token_id
         return pad if pad is not None else 0
 
     @property
@@ -363,9 +367,10 @@ def check_head(subject: Subject, features: torch.Tensor) -> Check:
             f"scores vary along the head {ratio:.1f}x as much as along a random direction: head and backbone trained together"
         )
         return Check(name, PASSED, ratio, tolerance, detail, extra)
+    moved = f"; it moved {extra['distance_from_seed_draw']:.3g} from its seed draw" if "distance_from_seed_draw" in extra else ""
     detail = (
-        f"the head is a random direction to this backbone ({share:.0%} of random directions align less): "
-        "lost and re-initialised, drawn afresh, or swapped after training"
+        f"the head is a random direction to this backbone ({share:.0%} of random directions align less{moved}): lost and "
+        "re-initialised, drawn afresh or swapped after training, or not trained long enough to shape the backbone"
     )
     return Check(name, FAILED, ratio, tolerance, detail, extra)
 
@@ -425,10 +430,11 @@ def check_text_convention(subject: Subject) -> Check:
 
 
 def _end_of_turn_tokens(tokenizer) -> list[str]:
-    """EOS and the other special tokens that can end a turn (not BOS, pad or unk)."""
+    """EOS (even when it is also the pad token, as in SmolLM2) and the other special tokens that can end a turn (not BOS,
+    pad or unk)."""
     skip = {tokenizer.bos_token, tokenizer.pad_token, tokenizer.unk_token}
-    specials = [tokenizer.eos_token, *getattr(tokenizer, "all_special_tokens", [])]
-    return [t for t in dict.fromkeys(specials) if t and t not in skip]
+    others = [t for t in getattr(tokenizer, "all_special_tokens", []) if t and t not in skip]
+    return [t for t in dict.fromkeys([tokenizer.eos_token, *others]) if t]
 
 
 def check_chat_closing(subject: Subject) -> Check:
@@ -601,7 +607,7 @@ def bf16_tolerance(reference: torch.Tensor) -> float:
 
 def check_bf16(subject: Subject, texts: Texts, reference: torch.Tensor) -> Check:
     """Casts the model to bf16 (run last). A broken bf16 path (overflow, a kernel) gives errors of the scores' own size;
-    rounding gives 0.3-5% of the scores' std on the models tried (tiny, SmolLM2)."""
+    rounding gave 0.3-5% of the scores' std on the models tried (tiny Llamas, SmolLM2 with 30 layers: 5.1%)."""
     name = "bf16"
     allowed = bf16_tolerance(reference)
     tolerance = f"{BF16_SPREAD_SHARE:g} x std + 2^-7 x max |score| (fp32; {allowed:.3g})"
@@ -693,10 +699,12 @@ def examine(
         data_rows, data_features = data_checks(subject, texts, n_pairs, batch_size)
         features = torch.cat([features, data_features])
     for name, check in _checks(subject, probes, features, reference):
+        start = time.perf_counter()
         try:
             result = check()
         except Exception as err:  # a check that cannot run on this checkpoint fails, naming why
             result = Check(name, FAILED, None, "-", f"could not run: {type(err).__name__}: {err}")
+        result.seconds = time.perf_counter() - start
         run(result)
     for row in data_rows:
         run(row)
