@@ -72,6 +72,7 @@ class DemoConfig:
     ppo_kl_coef: float = 0.15  # at 0.05 the policy ran to KL ~2-3 and past the gold-reward peak (over-optimisation)
     rloo_k: int = 4
     progress: bool = True
+    overwrite: bool = False  # replace an earlier demo output at output_dir (never anything else)
 
     @classmethod
     def make(cls, quick: bool, seeds: int | None = None, **kw) -> DemoConfig:

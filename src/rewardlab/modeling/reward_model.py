@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from rewardlab.config import DEFAULT_LORA_TARGETS
 from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.head import RewardHead
 from rewardlab.modeling.logprobs import (
@@ -65,7 +66,7 @@ from rewardlab.packing import (
     sum_per_sequence,
     unpack,
 )
-from rewardlab.runtime import write_json
+from rewardlab.runtime import follow_umask, write_json
 
 logger = logging.getLogger(__name__)
 _warned_unpackable: set[str] = set()  # model classes already reported as falling back to padded batches
@@ -74,7 +75,6 @@ CONFIG_NAME = "rewardlab_config.json"
 MODEL_SUBDIR = "model"  # a training run writes its reward model under OUTPUT_DIR/model
 HEAD_WEIGHTS = "reward_head.safetensors"
 BASE_SUBDIR = "base_model"
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 @dataclass
@@ -416,6 +416,7 @@ class RewardModel(nn.Module):
         else:
             self.causal_lm.save_pretrained(path, **({"state_dict": lm_state} if lm_state is not None else {}))
         write_json(path / CONFIG_NAME, self.config.to_dict())
+        follow_umask(path)
 
     @classmethod
     def from_pretrained(

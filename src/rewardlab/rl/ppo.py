@@ -82,7 +82,14 @@ from rewardlab.rl.rollout import (
     with_closing_tokens,
 )
 from rewardlab.rl.scorers import Scorer
-from rewardlab.runtime import NonFiniteError, first_non_finite, resolve_device, resolve_dtype
+from rewardlab.runtime import (
+    NonFiniteError,
+    claim_output_dir,
+    first_non_finite,
+    resolve_device,
+    resolve_dtype,
+    seal_output_dir,
+)
 
 
 def _chunks(total: int, size: int) -> list[slice]:
@@ -115,7 +122,7 @@ class PPOTrainer:
 
         from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
 
-        cfg.validate()
+        cfg.validate()  # the output directory too: checked here, claimed when the run starts writing
         self.cfg = cfg
         on_cpu = resolve_device(cfg.device).type == "cpu"
         bf16 = cfg.bf16 if cfg.bf16 is not None else resolve_dtype("auto", "cpu" if on_cpu else None) == torch.bfloat16
@@ -425,7 +432,7 @@ class PPOTrainer:
         output_dir = Path(cfg.output_dir)
         is_main = accelerator.is_main_process
         if is_main:
-            output_dir.mkdir(parents=True, exist_ok=True)
+            claim_output_dir(output_dir, "ppo", overwrite=cfg.overwrite, inputs=cfg.input_paths(), flag="--output")
             write_json(
                 output_dir / "config.json",
                 asdict(cfg)
@@ -472,6 +479,7 @@ class PPOTrainer:
         if is_main:
             write_json(output_dir / "metrics.json", summary)
             plot_ppo(log, output_dir)
+            seal_output_dir(output_dir)
         accelerator.wait_for_everyone()
         return summary
 

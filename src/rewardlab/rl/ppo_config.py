@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rewardlab.config import LoraSpec, RunSpec, from_dict, restate, setting
+from rewardlab.config import LoraSpec, RunSpec, check_ranges, from_dict, restate, setting
 from rewardlab.redistribution import METHODS, POTENTIAL_METHODS
 from rewardlab.rl.ppo_math import ALGOS
 from rewardlab.rl.scorers import BUILTIN
@@ -90,6 +90,11 @@ class PPOConfig(RunSpec, LoraSpec):
     save_policy: bool = setting(True, help="Save the trained policy (default on).")
 
     def validate(self) -> None:
+        """Every setting and the output directory, checked before any model loads (one line on a bad one)."""
+        from rewardlab.errors import UserError
+        from rewardlab.runtime import check_output_dir
+
+        check_ranges(self)
         for name, value, choices in (
             ("algo", self.algo, ALGOS),
             ("reward_shaping", self.reward_shaping, METHODS),
@@ -98,20 +103,23 @@ class PPOConfig(RunSpec, LoraSpec):
             ("critic_init", self.critic_init, CRITIC_INITS),
         ):
             if value not in choices:
-                raise ValueError(f"{name} = '{value}' is not one of {', '.join(choices)}")
-        if self.steps < 0 or self.batch_size < 1 or self.minibatch_size < 1 or self.ppo_epochs < 1:
-            raise ValueError("steps must be >= 0 and batch_size, minibatch_size, ppo_epochs >= 1")
+                raise UserError(f"{name} = '{value}' is not one of {', '.join(choices)}")
         if self.algo == "rloo" and (self.rloo_k < 2 or self.batch_size % self.rloo_k):
-            raise ValueError(f"rloo needs rloo_k >= 2 dividing batch_size, got k={self.rloo_k}, batch={self.batch_size}")
+            raise UserError(f"rloo needs rloo_k >= 2 dividing batch_size, got k={self.rloo_k}, batch={self.batch_size}")
         if self.temperature <= 0:
-            raise ValueError("temperature must be > 0: PPO needs the sampling distribution's log-probs")
+            raise UserError("temperature must be > 0: PPO needs the sampling distribution's log-probs")
         if not 0.0 <= self.baseline_decay < 1.0:
-            raise ValueError(f"baseline_decay = {self.baseline_decay} must lie in [0, 1)")
+            raise UserError(f"baseline_decay = {self.baseline_decay} must lie in [0, 1)")
         if self.critic_init == "potential-offset" and self.reward_shaping not in POTENTIAL_METHODS:
             raise ValueError(
                 f"critic_init = 'potential-offset' needs a potential-based reward_shaping ({', '.join(POTENTIAL_METHODS)}); "
                 f"'{self.reward_shaping}' has no state potential"
             )
+        check_output_dir(self.output_dir, overwrite=self.overwrite, inputs=self.input_paths(), flag="--output")
+
+    def input_paths(self) -> list[str | None]:
+        """What the run reads (policy, reward model, gold, prompts): the output directory must lie apart from each."""
+        return [self.policy, self.reward_model, self.gold, self.prompts]
 
     @classmethod
     def from_dict(cls, d: dict) -> PPOConfig:
