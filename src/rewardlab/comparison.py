@@ -127,9 +127,7 @@ def score_models(
         table: ScoreTable = {}
         for name, ds in datasets.items():
             _, raw = evaluate_preferences(model, ds.examples, max_length, truncation, batch_size, progress=progress, desc=name)
-            table[name] = {
-                i: (c, r) for i, c, r in zip(raw["index"], raw["chosen_reward"], raw["rejected_reward"], strict=True)
-            }
+            table[name] = {i: (c, r) for i, c, r in zip(raw["index"], raw["chosen_reward"], raw["rejected_reward"], strict=True)}
         tables.append(table)
         del model
     return tables
@@ -258,7 +256,7 @@ def plot_forest(a: str, b: str, results: list[tuple[str, Comparison]], path: str
             rows.append(("mean over seeds (t)", c.diff, *c.ci_seeds, "C1"))
             rows.append(("pairs, seed-averaged (bootstrap)", c.diff, *c.ci_pairs, "C2"))
         rows.append((f"combined: {c.verdict}", c.diff, c.ci_low, c.ci_high, "black"))
-        for y, (label, estimate, low, high, colour) in enumerate(reversed(rows)):
+        for y, (_label, estimate, low, high, colour) in enumerate(reversed(rows)):
             bold = y == 0
             ax.errorbar(estimate, y, xerr=[[estimate - low], [high - estimate]], fmt="D" if bold else "o", color=colour,
                         capsize=3, lw=2.2 if bold else 1.2)  # fmt: skip

@@ -24,8 +24,10 @@ rate at or under 1 - level whichever of the two dominates (tests/test_paired_sta
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -42,20 +44,25 @@ def pair_credit(chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
 # exact binomial and McNemar
 
 
+EXACT_UP_TO = 20_000  # discordant pairs summed in exact integers; above, in log space (relative error about 1e-10)
+
+
 def binomial_cdf_half(k: int, n: int) -> float:
-    """P[Binomial(n, 1/2) <= k], exactly (integer sums; one division at the end)."""
+    """P[Binomial(n, 1/2) <= k]: the binomial coefficients summed as exact integers (rounded once, in the final
+    division) up to n = EXACT_UP_TO; above, summed in log space."""
     if k < 0:
         return 0.0
     if k >= n:
         return 1.0
-    return math.fsum(math.comb(n, j) for j in range(k + 1)) / 2.0**n if n < 1000 else _binomial_cdf_half_big(k, n)
-
-
-def _binomial_cdf_half_big(k: int, n: int) -> float:
-    # the integer sum stays exact; the division of two big integers is rounded once
-    from fractions import Fraction
-
-    return float(Fraction(sum(math.comb(n, j) for j in range(k + 1)), 2**n))
+    if n <= EXACT_UP_TO:
+        term = total = 1
+        for j in range(1, k + 1):
+            term = term * (n - j + 1) // j  # C(n, j), exactly
+            total += term
+        return float(Fraction(total, 2**n))
+    logs = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) - n * math.log(2.0) for j in range(k + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(v - top) for v in logs))
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -121,6 +128,7 @@ def student_t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+@functools.lru_cache(maxsize=256)
 def student_t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t (0 < p < 1), by bisection on the exact CDF (to about 1e-12 relative)."""
     if not 0.0 < p < 1.0 or df <= 0:
