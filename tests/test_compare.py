@@ -114,7 +114,7 @@ def test_user_errors_are_one_line(tmp_path):
         (f"A={a}", f"A={a}"): "side 'A' given twice: list its seeds comma-separated",
         (f"A={a}",): "compare takes exactly two sides",
         (f"A={a}", f"B={c}"): "pick one with --dataset NAME",
-        (f"A={a}", f"B={listwise}"): "listwise scores (RewardBench 2 / RM-Bench) are not compared yet",
+        (f"A={a}", f"B={listwise}"): "listwise scores of 'rb2' are not compared yet",
         (f"A={a}", f"B={tmp_path / 'missing.jsonl'}"): "no such scores file",
     }
     for sides, message in cases.items():
@@ -160,3 +160,29 @@ def test_real_eval_rm_scores_and_model_directories_agree(two_models, easy_data, 
     direct = json.loads((tmp_path / "direct.json").read_text())
     for key in ("accuracy_a", "accuracy_b", "diff", "ci_low", "ci_high", "p_mcnemar", "verdict", "n_pairs"):
         assert direct[key] == from_files[key], key
+
+
+def test_a_file_with_listwise_sets_compares_its_pairwise_set_when_picked(tmp_path):
+    rng = np.random.default_rng(4)
+    files = []
+    for k in range(2):
+        path = tmp_path / f"{k}.jsonl"
+        rows = [{"dataset": "rb2", "index": 0, "chosen_rewards": [1.0], "rejected_rewards": [0.0, 2.0]}]
+        rows += [{"dataset": "id", "index": i, "subset": None, "chosen_reward": float(m), "rejected_reward": 0.0}
+                 for i, m in enumerate(rng.normal(size=50))]  # fmt: skip
+        write_jsonl(path, rows)
+        files.append(path)
+    out = tmp_path / "cmp.json"
+    result, lines = run([f"A={files[0]}", f"B={files[1]}", "--output", str(out), "--dataset", "id", "--level", "0.9"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["n_pairs"] == 50 and "[90% CI " in lines[0]
+    result, lines = run([f"A={files[0]}", f"B={files[1]}", "--output", str(out)])
+    assert result.exit_code == 1 and "listwise scores of 'rb2' are not compared yet" in lines[0]
+    result, lines = run([f"A={files[0]}", f"B={files[1]}", "--output", str(tmp_path / "cmp.png"), "--dataset", "id"])
+    assert result.exit_code == 1 and lines == [f"error: --output {tmp_path / 'cmp.png'}: the JSON's path (the forest plot is "
+                                               "written beside it, as .png)"]  # fmt: skip
+
+
+def test_compare_takes_device_and_dtype_for_model_sources():
+    help_text = runner.invoke(app, ["compare", "--help"]).output
+    assert "--device" in help_text and "--dtype" in help_text and "NAME=SOURCE[,SOURCE...]" in help_text

@@ -65,9 +65,11 @@ def parse_sides(specs: list[str]) -> tuple[Side, Side]:
     return a, b
 
 
-def read_scores(path: str) -> ScoreTable:
-    """An eval-rm `--scores` file (JSONL, .gz too) as dataset -> index -> (chosen_reward, rejected_reward)."""
+def read_scores(path: str, only: str | None = None) -> ScoreTable:
+    """An eval-rm `--scores` file (JSONL, .gz too) as dataset -> index -> (chosen_reward, rejected_reward); with `only`,
+    that dataset's rows alone (the others, listwise ones too, are skipped)."""
     table: ScoreTable = {}
+    others: dict[str, None] = {}  # datasets skipped, in order
     opener: Any = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         for line_number, line in enumerate(f, 1):
@@ -77,11 +79,17 @@ def read_scores(path: str) -> ScoreTable:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{line_number}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or "chosen_reward" not in row or "rejected_reward" not in row:
-                listwise = isinstance(row, dict) and "chosen_rewards" in row
-                hint = "listwise scores (RewardBench 2 / RM-Bench) are not compared yet" if listwise else "not an eval-rm row"
-                raise ValueError(f"{path}:{line_number}: no chosen_reward / rejected_reward ({hint})")
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{line_number}: not an eval-rm score row")
             dataset, index = str(row.get("dataset", "")), row.get("index")
+            if only is not None and dataset != only:
+                others[dataset] = None
+                continue
+            if "chosen_reward" not in row or "rejected_reward" not in row:
+                hint = "not an eval-rm score row"
+                if "chosen_rewards" in row:
+                    hint = f"listwise scores of '{dataset}' are not compared yet; --dataset NAME picks a pairwise set"
+                raise ValueError(f"{path}:{line_number}: no chosen_reward / rejected_reward ({hint})")
             if not isinstance(index, int):
                 raise ValueError(f"{path}:{line_number}: 'index' must be an integer, got {index!r}")
             pairs = table.setdefault(dataset, {})
@@ -92,6 +100,8 @@ def read_scores(path: str) -> ScoreTable:
                 raise ValueError(f"{path}:{line_number}: a reward is null (non-finite) on pair {index} of '{dataset}'")
             pairs[index] = (float(chosen), float(rejected))
     if not table:
+        if only is not None and others:
+            raise ValueError(f"{path} has no pairs of dataset '{only}' (it has: {', '.join(others)})")
         raise ValueError(f"{path}: no score rows")
     return table
 
@@ -133,11 +143,12 @@ def score_models(
     return tables
 
 
-def load_side(side: Side, data: list[str], **scoring: Any) -> list[ScoreTable]:
-    """A side's score tables, one per seed: files are read; anything else is a model, scored on `data`."""
+def load_side(side: Side, data: list[str], only: str | None = None, **scoring: Any) -> list[ScoreTable]:
+    """A side's score tables, one per seed: files are read (`only`: one dataset's rows); anything else is a model, scored
+    on `data`."""
     files = [os.path.isfile(s) for s in side.sources]
     if all(files):
-        return [read_scores(s) for s in side.sources]
+        return [read_scores(s, only) for s in side.sources]
     missing = [s for s, is_file in zip(side.sources, files, strict=True) if not is_file]
     if any(files):
         raise ValueError(f"side '{side.name}' mixes scores files and models ({missing[0]}); give one kind")
@@ -230,7 +241,7 @@ def summary_line(a: str, b: str, c: Comparison, dataset: str | None = None) -> s
     at this size`."""
     seeds = f"{c.n_seeds} seed" + ("s" if c.n_seeds > 1 else "")
     line = (
-        f"{a} {c.accuracy_a:.3f} vs {b} {c.accuracy_b:.3f}: diff {c.diff:+.3f} [{c.level:.0%} CI {c.ci_low:+.3f}, "
+        f"{a} {c.accuracy_a:.3f} vs {b} {c.accuracy_b:.3f}: diff {c.diff:+.3f} [{c.level * 100:g}% CI {c.ci_low:+.3f}, "
         f"{c.ci_high:+.3f}], McNemar p {c.p_mcnemar:.2g}, {c.n_pairs:,} pairs, {seeds}: {c.verdict}"
     )
     return f"{dataset}: {line}" if dataset is not None else line
@@ -263,8 +274,10 @@ def plot_forest(a: str, b: str, results: list[tuple[str, Comparison]], path: str
         ax.set_yticks(range(len(rows)), [r[0] for r in reversed(rows)], fontsize=8)
         ax.axvline(0.0, color="grey", ls=":", lw=1)
         ax.set_ylim(-0.7, len(rows) - 0.3)
-        ax.set_title(f"{name}: accuracy {a} - {b} ({c.level:.0%} intervals; {c.n_pairs:,} pairs, p McNemar {c.p_mcnemar:.2g})",
-                     fontsize=9)  # fmt: skip
+        level = f"{c.level * 100:g}%"
+        ax.set_title(
+            f"{name}: accuracy {a} - {b} ({level} intervals; {c.n_pairs:,} pairs, p McNemar {c.p_mcnemar:.2g})", fontsize=9
+        )
         ax.grid(axis="x", alpha=0.3)
     axes[-1, 0].set_xlabel(f"accuracy difference, {a} - {b}")
     fig.tight_layout()

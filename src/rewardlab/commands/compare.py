@@ -6,17 +6,18 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import device_option, dtype_option, progress_option, quiet_libraries, user_errors
+from rewardlab.commands.common import UserError, device_option, dtype_option, progress_option, quiet_libraries, user_errors
 from rewardlab.config import BatchingSpec, OptimisationSpec
 
 
 def compare(
     sides: list[str] = typer.Argument(
         ...,
+        metavar="NAME=SOURCE[,SOURCE...] NAME=SOURCE[,SOURCE...]",
         help="Two sides, NAME=SOURCE[,SOURCE...]: eval-rm --scores files (or models, with --data), one per seed, seeds "
         "paired by their order. The difference is the first side minus the second.",
     ),
-    output: Path = typer.Option(..., help="comparison JSON to write (the forest plot goes beside it, .png)."),
+    output: Path = typer.Option(..., help="Comparison JSON to write (the forest plot goes beside it, .png)."),
     dataset: str | None = typer.Option(None, help="Compare this dataset only (default: every dataset the files score)."),
     level: float = typer.Option(0.95, min=0.5, max=0.999, help="Confidence level of the intervals and the verdict."),
     resamples: int = typer.Option(2000, min=200, help="Bootstrap resamples over pairs."),
@@ -37,11 +38,13 @@ def compare(
 
     with user_errors():
         a, b = parse_sides(sides)
+        if output.suffix == ".png":
+            raise UserError(f"--output {output}: the JSON's path (the forest plot is written beside it, as .png)")
         scoring = {"format": format, "max_length": max_length, "truncation": truncation, "batch_size": batch_size,
                    "device": device, "dtype": dtype, "progress": progress}  # fmt: skip
         if data:
             quiet_libraries()
-        tables_a, tables_b = load_side(a, data, **scoring), load_side(b, data, **scoring)
+        tables_a, tables_b = load_side(a, data, dataset, **scoring), load_side(b, data, dataset, **scoring)
         results = compare_sides(a, tables_a, b, tables_b, dataset=dataset, level=level, resamples=resamples, seed=seed)
         write_json(output, report(a, b, results, resamples=resamples, seed=seed))
         figure = output.with_suffix(".png")
