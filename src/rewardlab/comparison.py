@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardlab.paired_stats import Comparison, compare_credits, pair_credit
+from rewardlab.paired_stats import LEVEL, RESAMPLES, Comparison, compare_credits, pair_credit
 
 # scores of one source (one seed of one side): dataset -> index -> (chosen_reward, rejected_reward)
 ScoreTable = dict[str, dict[int, tuple[float, float]]]
@@ -204,8 +204,8 @@ def compare_sides(
     tables_b: list[ScoreTable],
     *,
     dataset: str | None = None,
-    level: float = 0.95,
-    resamples: int = 2000,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> list[tuple[str, Comparison]]:
     """One comparison per dataset (or of `dataset` only), pairs matched by (dataset, index) across every source."""

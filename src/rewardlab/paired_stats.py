@@ -32,6 +32,8 @@ from fractions import Fraction
 import numpy as np
 
 BETTER, WORSE, UNDECIDED = "better", "worse", "not distinguishable at this size"
+LEVEL = 0.95  # the default confidence level of intervals and verdicts
+RESAMPLES = 2000  # the default number of bootstrap resamples
 
 
 def pair_credit(chosen: np.ndarray, rejected: np.ndarray) -> np.ndarray:
@@ -149,7 +151,7 @@ def student_t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
     """(mean, low, high): mean +- t(n-1, (1+level)/2) * sd / sqrt(n) (sd with n - 1). With one value there is no spread:
     the interval is (-inf, +inf)."""
     values = np.asarray(values, dtype=np.float64)
@@ -164,7 +166,7 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, f
 # paired bootstrap over pairs
 
 
-def paired_bootstrap(diff: np.ndarray, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def paired_bootstrap(diff: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float]:
     """Percentile interval of the mean of the per-pair differences `diff` (acc_A - acc_B on each pair, seed-averaged),
     pairs resampled with replacement. Drawn as multinomial counts over the distinct differences (the same distribution
     as resampling indices); seeded."""
@@ -231,7 +233,7 @@ def verdict(ci_low: float, ci_high: float, p_mcnemar: float, level: float) -> st
 
 
 def compare_credits(
-    credit_a: np.ndarray, credit_b: np.ndarray, level: float = 0.95, resamples: int = 2000, seed: int = 0
+    credit_a: np.ndarray, credit_b: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0
 ) -> Comparison:
     """Compare A with B from their per-pair credits, arrays (seeds, pairs) (or (pairs,) for one seed), seeds paired by
     row. The interval reported (`ci_low`, `ci_high`) is the bootstrap interval over pairs with one seed; with several, the

@@ -8,6 +8,7 @@ import typer
 
 from rewardlab.commands.common import UserError, device_option, dtype_option, progress_option, quiet_libraries, user_errors
 from rewardlab.config import BatchingSpec, OptimisationSpec
+from rewardlab.paired_stats import LEVEL, RESAMPLES
 
 
 def compare(
@@ -19,8 +20,8 @@ def compare(
     ),
     output: Path = typer.Option(..., help="Comparison JSON to write (the forest plot goes beside it, .png)."),
     dataset: str | None = typer.Option(None, help="Compare this dataset only (default: every dataset the files score)."),
-    level: float = typer.Option(0.95, min=0.5, max=0.999, help="Confidence level of the intervals and the verdict."),
-    resamples: int = typer.Option(2000, min=200, help="Bootstrap resamples over pairs."),
+    level: float = typer.Option(LEVEL, min=0.5, max=0.999, help="Confidence level of the intervals and the verdict."),
+    resamples: int = typer.Option(RESAMPLES, min=200, help="Bootstrap resamples over pairs."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
     data: list[str] = typer.Option([], help="NAME=SPEC evaluation set, to score model sources with eval-rm's code; repeat."),
     format: str | None = typer.Option(None, help="Data format of --data (auto-detected when omitted)."),
