@@ -266,7 +266,8 @@ def plot_forest(a: str, b: str, results: list[tuple[str, Comparison]], path: str
             assert c.ci_seeds is not None
             rows.append(("mean over seeds (t)", c.diff, *c.ci_seeds, "C1"))
             rows.append(("pairs, seed-averaged (bootstrap)", c.diff, *c.ci_pairs, "C2"))
-        rows.append((f"combined: {c.verdict}", c.diff, c.ci_low, c.ci_high, "black"))
+        label = "combined" if c.n_seeds > 1 else "bootstrap over pairs"
+        rows.append((f"{label}: {c.verdict}", c.diff, c.ci_low, c.ci_high, "black"))
         for y, (_label, estimate, low, high, colour) in enumerate(reversed(rows)):
             bold = y == 0
             ax.errorbar(estimate, y, xerr=[[estimate - low], [high - estimate]], fmt="D" if bold else "o", color=colour,
