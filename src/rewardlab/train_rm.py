@@ -45,6 +45,7 @@ from rewardlab.rm_trainer.loop import final_evaluation, train_loop
 from rewardlab.rm_trainer.outputs import end_run, plot_training, save_outputs
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import version, write_json
+from rewardlab.tracking import resolve_report_to
 
 __all__ = [
     "RewardTrainingConfig",
@@ -92,6 +93,7 @@ class RewardTrainingConfig(RewardTrainingFields):
             raise ValueError("select_best_on needs eval_steps > 0 (how often the validation set is evaluated)")
         if self.early_stopping_patience < 0 or (self.early_stopping_patience and self.select_best_on is None):
             raise ValueError("early_stopping_patience needs select_best_on and must be >= 0")
+        resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here, before anything loads
 
     @classmethod
     def field_names(cls) -> set[str]:

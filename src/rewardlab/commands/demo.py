@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import progress_option, quiet_libraries, user_errors
+from rewardlab.commands.common import progress_option, quiet_libraries, setting_option, user_errors
+from rewardlab.config import TrackingSpec
 
 
 def demo(
@@ -17,6 +18,7 @@ def demo(
         None, "--world", help="World version: 4 (default: rating feedback after every answer, an ID-only shortcut) or 3."
     ),
     progress: bool = progress_option(),
+    report_to: list[str] | None = setting_option(TrackingSpec, "report_to"),
 ) -> None:
     """Base policy -> preference data -> reward models (vanilla, margin, label smoothing, GRM) -> best-of-N -> PPO."""
     from rewardlab.demo import DemoConfig, run_demo
@@ -24,6 +26,8 @@ def demo(
     with user_errors():
         quiet_libraries()
         extra = {} if world is None else {"world_version": world}
+        if report_to:
+            extra["report_to"] = list(report_to)
         results = run_demo(DemoConfig.make(quick, seeds, output_dir=str(output), progress=progress, **extra))
     for line in results["findings"]:
         print(f"- {line}")
