@@ -170,6 +170,8 @@ def wandb_offline_history(wandb_dir: Path, run_name: str) -> dict[int, dict[str,
 @pytest.fixture(scope="module")
 def ppo_tracked(tmp_path_factory) -> Path:
     """`rewardlab ppo --report-to tensorboard,wandb --report-to trackio`: two steps on the tiny world (and gold)."""
+    for module in TRACKERS.values():  # the dev extra installs all three
+        pytest.importorskip(module)
     root = tmp_path_factory.mktemp("tracked")
     build_reward_model("tiny-llama", head_dropout=0.0, seed=3).save_pretrained(root / "rm")
     prompts = root / "prompts.jsonl"
@@ -220,6 +222,7 @@ def test_ppo_trackio_logs_equal_metrics_jsonl(ppo_tracked):
 def test_train_rm_tensorboard_scalars_equal_log_jsonl(easy_data, tmp_path):
     """Every train row of log.jsonl (losses, accuracy, margin, reward mean / std, lr, grad norm, tokens/s) is in the
     event files as train/KEY at its step; the eval accuracy as eval/NAME/accuracy."""
+    pytest.importorskip("tensorboard")
     cfg = RewardTrainingConfig(
         train_data=str(easy_data / "small.jsonl"), eval_data=[f"small={easy_data / 'small.jsonl'}"],
         output_dir=str(tmp_path / "run"), reg="sft", max_steps=3, logging_steps=1, per_device_train_batch_size=8,
