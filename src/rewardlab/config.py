@@ -17,6 +17,7 @@ from typing import Any
 
 from rewardlab.errors import UserError
 from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS
+from rewardlab.tracking import ALL, NONE, TRACKERS
 
 DEVICE_HELP = "torch device: cuda, cuda:1, cpu (default: cuda when available, else cpu)."
 DTYPE_HELP = "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU) | fp32 | bf16 | fp16."
@@ -188,7 +189,7 @@ class OptimisationSpec:
 
 @dataclass
 class EvaluationSpec:
-    """Logging, evaluation during training, model selection, checkpoints, trackers."""
+    """Logging, evaluation during training, model selection, checkpoints."""
 
     logging_steps: int = setting(10, min=1, help="Log every N steps (default 10).")
     eval_steps: int = setting(0, min=0, help="Evaluate every N steps (default: at the end only).")
@@ -205,7 +206,17 @@ class EvaluationSpec:
     save_steps: int = setting(0, min=0, help="Checkpoint every N steps (for --resume).")  # 0: no intermediate checkpoints
     save_total_limit: int = setting(2, min=1, help="Checkpoints kept (default 2).")
     resume: bool = setting(False, flags=("--resume",), help="Resume from the latest checkpoint in --output-dir.")
-    report_to: list[str] = setting(factory=list, help="tensorboard and/or wandb (when installed).")
+
+
+@dataclass
+class TrackingSpec:
+    """The experiment trackers a run reports to (`rewardlab.tracking`): reward-model training, PPO, the demo."""
+
+    report_to: list[str] = setting(
+        factory=list,
+        help=f"Experiment trackers: {' | '.join(TRACKERS)}, repeated or comma-separated; {ALL} (every installed one) | "
+        f"{NONE} (default). A named tracker that is not installed is an error.",
+    )
 
 
 @dataclass
@@ -216,7 +227,14 @@ class RewardRunSpec(RunSpec):
 
 @dataclass
 class RewardTrainingFields(
-    RewardRunSpec, EvaluationSpec, OptimisationSpec, BatchingSpec, RewardModelSpec, RewardObjectiveSpec, RewardDataSpec
+    RewardRunSpec,
+    TrackingSpec,
+    EvaluationSpec,
+    OptimisationSpec,
+    BatchingSpec,
+    RewardModelSpec,
+    RewardObjectiveSpec,
+    RewardDataSpec,
 ):
     """Every reward-model training setting (the fields of RewardTrainingConfig, which adds their validation)."""
 

@@ -46,6 +46,7 @@ from rewardlab.rm_trainer.loop import final_evaluation, train_loop
 from rewardlab.rm_trainer.outputs import end_run, plot_training, save_outputs
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir, version, write_json
+from rewardlab.tracking import resolve_report_to
 
 __all__ = [
     "RewardTrainingConfig",
@@ -89,6 +90,7 @@ class RewardTrainingConfig(RewardTrainingFields):
             raise UserError("select_best_on needs eval_steps > 0 (how often the validation set is evaluated)")
         if self.early_stopping_patience and self.select_best_on is None:
             raise UserError("early_stopping_patience needs select_best_on")
+        resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here, before anything loads
         self.check_output()
 
     @classmethod

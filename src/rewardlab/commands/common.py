@@ -107,6 +107,13 @@ def config_option(f: dataclasses.Field, hint: Any, show_defaults: bool) -> inspe
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
+def setting_option(cls: type, name: str) -> Any:
+    """The typer option of one config field, for a command written by hand (the demo's `--report-to`); its parameter
+    is annotated `TYPE | None` and defaults to None (the field's default applies)."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return config_option(f, typing.get_type_hints(cls)[name], show_defaults=False).default
+
+
 def fields_in_help_order(cls: type) -> list[dataclasses.Field]:
     """The command's own fields first, in declaration order (a restated mixin field where the class restates it), then
     the mixins' fields: a dataclass would list the mixins' first."""

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import check_at_least, overwrite_option, progress_option, quiet_libraries, user_errors
+from rewardlab.commands.common import (
+    check_at_least,
+    overwrite_option,
+    progress_option,
+    quiet_libraries,
+    setting_option,
+    user_errors,
+)
+from rewardlab.config import TrackingSpec
 from rewardlab.errors import UserError
 
 
@@ -19,6 +27,7 @@ def demo(
     ),
     progress: bool = progress_option(),
     overwrite: bool = overwrite_option(),
+    report_to: list[str] | None = setting_option(TrackingSpec, "report_to"),
 ) -> None:
     """Base policy -> preference data -> reward models (vanilla, margin, label smoothing, GRM) -> best-of-N -> PPO."""
     from rewardlab.demo import DemoConfig, run_demo
@@ -29,6 +38,8 @@ def demo(
             raise UserError(f"--world {world}: expected 3 or 4")
         quiet_libraries()
         extra = {} if world is None else {"world_version": world}
+        if report_to:
+            extra["report_to"] = list(report_to)
         results = run_demo(DemoConfig.make(quick, seeds, output_dir=str(output), progress=progress, overwrite=overwrite, **extra))
     for line in results["findings"]:
         print(f"- {line}")

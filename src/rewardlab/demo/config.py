@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rewardlab.config import TrackingSpec
+
 VARIANTS: dict[str, dict] = {
     "vanilla": {"loss": "bt", "reg": "none"},
     "margin": {"loss": "margin", "reg": "none"},
@@ -43,7 +45,9 @@ def _world():
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(TrackingSpec):
+    """The demo's sizes and settings; `report_to` (TrackingSpec) reaches every reward model and PPO run it trains."""
+
     output_dir: str = "runs/demo"
     quick: bool = False
     seeds: int = 3

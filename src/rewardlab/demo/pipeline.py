@@ -31,7 +31,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     from rewardlab.runtime import claim_output_dir, seal_output_dir, write_json, write_text
     from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, torch_threads
     from rewardlab.tasks.preferences import write_preference_data
+    from rewardlab.tracking import resolve_report_to
 
+    resolve_report_to(cfg.report_to)  # an unknown or uninstalled tracker fails before the first model loads
     out = claim_output_dir(cfg.output_dir, "demo", overwrite=cfg.overwrite, flag="--output")
     write_json(out / "config.json", asdict(cfg))
     timings: dict[str, float] = {}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rewardlab.config import LoraSpec, RunSpec, check_ranges, from_dict, restate, setting
+from rewardlab.config import LoraSpec, RunSpec, TrackingSpec, check_ranges, from_dict, restate, setting
 from rewardlab.redistribution import METHODS, POTENTIAL_METHODS
 from rewardlab.rl.ppo_math import ALGOS
 from rewardlab.rl.scorers import BUILTIN
+from rewardlab.tracking import resolve_report_to
 
 KL_ESTIMATORS = ("k1", "k3")
 REINFORCE_BASELINES = ("batch", "ema")
@@ -21,7 +22,7 @@ FRESH_HEAD_SCALE = 0.01  # `fresh`: output-layer weights ~ N(0, (scale / sqrt(fa
 
 
 @dataclass
-class PPOConfig(RunSpec, LoraSpec):
+class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
     """Everything a PPO / RLOO / REINFORCE run needs; each field declared once with its help and flag."""
 
     # models and data
@@ -84,7 +85,7 @@ class PPOConfig(RunSpec, LoraSpec):
     # LoRA on the policy (the reference is then the policy with adapters disabled); r, alpha, targets: LoraSpec
     lora: bool = restate(LoraSpec, "lora", help="LoRA on the policy; reference = adapters off.")
     lora_dropout: float = restate(LoraSpec, "lora_dropout", 0.0, help="Dropout on the LoRA path (default 0).")
-    # bookkeeping (seed, bf16, device, progress: RunSpec)
+    # bookkeeping (seed, bf16, device, progress: RunSpec; report_to: TrackingSpec)
     log_samples: int = setting(4, help="Generations written to samples.jsonl per logged step (default 4).")
     sample_every: int = setting(10, help="Steps between sample dumps (default 10; step 0 and the last always).")
     save_policy: bool = setting(True, help="Save the trained policy (default on).")
@@ -115,6 +116,7 @@ class PPOConfig(RunSpec, LoraSpec):
                 f"critic_init = 'potential-offset' needs a potential-based reward_shaping ({', '.join(POTENTIAL_METHODS)}); "
                 f"'{self.reward_shaping}' has no state potential"
             )
+        resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here, before anything loads
         check_output_dir(self.output_dir, overwrite=self.overwrite, inputs=self.input_paths(), flag="--output")
 
     def input_paths(self) -> list[str | None]:
