@@ -1,5 +1,6 @@
 """Run plumbing every command shares: device and dtype, the process's rank, strict atomic JSON writers (rank-aware on
-request), directories that appear whole, the cache, and the version stamp. Nothing here knows about reward models or training.
+request), directories that appear whole, output paths that never lose what rewardlab did not write, the cache, and the
+version stamp. Nothing here knows about reward models or training.
 
 Devices: `resolve_device(None)` is CUDA when a GPU is visible, else the CPU; `resolve_dtype("auto", device)` is bf16 on a
 GPU that supports it and fp32 otherwise (fp32 on CPU: bf16 matmuls there are slower, and scores drift).
@@ -384,8 +385,12 @@ def check_output_dir(
 ) -> Path:
     """Check, before any work, that rewardlab may write the directory `path`: it does not exist, is empty, or holds an
     earlier rewardlab output that `overwrite` (or `resume`: continue in it) allows; it is apart from every input; it can be
-    created. A refusal is a `UserError` naming the path and what to do. Nothing is written."""
+    created. A refusal is a `UserError` naming the path and what to do. Nothing is written.
+
+    Only the main process of a launch writes outputs, so only it checks: another rank could see the main one's fresh run."""
     path = Path(path).expanduser()
+    if not is_main_process():
+        return path
     _check_placement(path, flag, inputs)
     if not os.path.lexists(path):
         return path
@@ -425,6 +430,8 @@ def check_output_file(
     """Check, before any work, that rewardlab may write the file `path`: it does not exist, or it is an earlier rewardlab
     output and `overwrite` is set; it is not an input nor inside one; its directory can be created. Nothing is written."""
     path = Path(path).expanduser()
+    if not is_main_process():
+        return path
     _check_placement(path, flag, inputs)
     if os.path.lexists(path) and not (overwrite and path.is_file() and not path.is_symlink() and written_by_rewardlab(path)):
         raise UserError(refusal(path, "file", overwrite, flag))
