@@ -296,9 +296,7 @@ class StudySpec:
     head_dropout: float = restate(RewardModelSpec, "head_dropout")
     ensemble_aggregate: str = restate(RewardModelSpec, "ensemble_aggregate")
     logging_steps: int = restate(EvaluationSpec, "logging_steps")
-    eval_steps: int = restate(
-        EvaluationSpec, "eval_steps", 50, help="Evaluate the --select-on set every N steps (default 50)."
-    )
+    eval_steps: int = restate(EvaluationSpec, "eval_steps", 50, help="Evaluate the --select-on set every N steps (default 50).")
     select_best_on: str | None = restate(
         EvaluationSpec,
         "select_best_on",

@@ -419,8 +419,8 @@ def summarise(cfg: StudyConfig, cells: list[Cell], out: Path) -> dict:
         "compared_on": compared,
         "method": METHOD,
         "cells": {
-            c.name: group_label(*c.group) | {"seed": c.seed, "dir": f"{CELLS}/{c.name}",
-                                             "accuracy": {n: accuracy(c, n) for n in eval_sets}}
+            c.name: group_label(*c.group)
+            | {"seed": c.seed, "dir": f"{CELLS}/{c.name}", "accuracy": {n: accuracy(c, n) for n in eval_sets}}
             for c in cells
         },  # fmt: skip
         "table": table,

@@ -26,7 +26,8 @@ def run(cfg: StudyConfig) -> None:
             f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], p {c['p_mcnemar']:.2g} (Holm {c['p_holm']:.2g}): {c['verdict_holm']}"
         )
     family = results["family"]
-    print(f"{family['verdicts_holm']} of {family['size']} comparisons pass with Holm's adjustment ({family['verdicts_alone']} alone)")
+    passed, alone = family["verdicts_holm"], family["verdicts_alone"]
+    print(f"{passed} of {family['size']} comparisons pass with Holm's adjustment ({alone} alone)")
     print(f"wrote {cfg.output_dir}/results.json, table.md, alpha_curve.png, id_vs_ood.png, cells/")
 
 
