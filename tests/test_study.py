@@ -17,7 +17,7 @@ from rewardlab.study import StudyConfig, grid, run_cell, run_study, subset
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
 GRID = {"variants": ["vanilla", "grm-sft"], "alphas": [0.01, 0.3], "seeds": 2, "sizes": [64]}
-TRAINING = {"max_steps": 4, "eval_steps": 2, "per_device_train_batch_size": 16, "learning_rate": 3e-4, "head_dropout": 0.0,
+TRAINING = {"max_steps": 4, "eval_steps": 2, "per_device_train_batch_size": 16, "learning_rate": 8e-5, "head_dropout": 0.0,
             "max_length": 64, "progress": False}  # fmt: skip
 
 
@@ -26,7 +26,7 @@ def study_args(easy_data: Path, out: Path, *extra: str) -> list[str]:
         "study", "--train-data", str(easy_data / "train.jsonl"), "--eval-data", f"val={easy_data / 'small.jsonl'}",
         "--eval-data", f"ood={easy_data / 'test.jsonl'}", "--select-on", "val", "--variants", "vanilla,grm-sft",
         "--alphas", "0.01,0.3", "--seeds", "2", "--sizes", "64", "--max-steps", "4", "--eval-steps", "2", "--batch-size",
-        "16", "--lr", "3e-4", "--head-dropout", "0", "--max-length", "64", "--no-progress", "--output-dir", str(out), *extra,
+        "16", "--lr", "8e-5", "--head-dropout", "0", "--max-length", "64", "--no-progress", "--output-dir", str(out), *extra,
     ]  # fmt: skip
 
 
@@ -61,7 +61,7 @@ def test_every_cell_is_a_train_rm_run_scored_on_every_eval_set(study):
         run_config = json.loads((cell / "config.json").read_text())
         variant, seed = results["cells"][name]["variant"], results["cells"][name]["seed"]
         assert run_config["seed"] == seed and run_config["reg"] == ("sft" if variant == "grm-sft" else "none")
-        assert run_config["select_best_on"] == "val" and run_config["learning_rate"] == 3e-4
+        assert run_config["select_best_on"] == "val" and run_config["learning_rate"] == 8e-5
         if variant == "grm-sft":
             assert run_config["alpha"] == results["cells"][name]["alpha"]
         rows = [json.loads(line) for line in (cell / "scores.jsonl").read_text().splitlines()]
@@ -143,7 +143,7 @@ def test_another_config_into_the_same_directory_is_refused(study, easy_data):
     assert result.exit_code == 1
     message = result.output.strip()
     assert message.startswith("error:") and len(message.splitlines()) == 1
-    assert "holds a study with other settings (learning_rate: 0.0003 there, 0.001 now)" in message
+    assert "holds a study with other settings (learning_rate: 8e-05 there, 0.001 now)" in message
     assert (study / "study.json").read_text() == before
 
 
