@@ -31,8 +31,9 @@ def study_args(easy_data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def config(easy_data: Path, out: Path, **changes) -> StudyConfig:
-    values = {"train_data": str(easy_data / "train.jsonl"), "eval_data": [f"val={easy_data / 'small.jsonl'}",
-              f"ood={easy_data / 'test.jsonl'}"], "select_best_on": "val", "output_dir": str(out), **GRID, **TRAINING}  # fmt: skip
+    eval_data = [f"val={easy_data / 'small.jsonl'}", f"ood={easy_data / 'test.jsonl'}"]
+    values = {"train_data": str(easy_data / "train.jsonl"), "eval_data": eval_data, "select_best_on": "val", **GRID, **TRAINING}
+    values["output_dir"] = str(out)
     return StudyConfig(**(values | changes))
 
 
