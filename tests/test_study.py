@@ -209,3 +209,38 @@ def test_one_smollm2_cell(tmp_path):
     assert cell["variant"] == "vanilla" and 0.0 <= cell["accuracy"]["val"] <= 1.0
     assert (tmp_path / "study" / "cells" / "vanilla-nall-s0" / "model").is_dir()
     assert results["comparisons"] == [] and results["family"]["size"] == 0
+
+
+def test_the_cells_share_train_rms_own_declarations():
+    """Each train-rm setting the study takes is train-rm's field (default, help, flags), declared once."""
+    import dataclasses
+
+    from rewardlab.config import RewardTrainingFields, StudyFields
+
+    rm = {f.name: f for f in dataclasses.fields(RewardTrainingFields)}
+    shared = [f for f in dataclasses.fields(StudyFields) if f.name in rm]
+    assert len(shared) > 40
+    restated = {"output_dir", "seed", "overwrite", "eval_steps", "select_best_on"}  # the study's own meaning or default
+    for f in shared:
+        if f.name not in restated:
+            assert (f.default, f.default_factory, dict(f.metadata)) == (
+                rm[f.name].default, rm[f.name].default_factory, dict(rm[f.name].metadata)), f.name  # fmt: skip
+    per_cell = {"loss", "reg", "alpha", "freeze_backbone", "ensemble_size", "resume", "save_steps", "save_total_limit"}
+    assert not per_cell & {f.name for f in shared}  # set by the study per cell (or meaningless for it): no such flags
+
+
+def test_yaml_then_flags_reach_the_study(monkeypatch, tmp_path):
+    import rewardlab.study
+
+    seen = []
+    monkeypatch.setattr(rewardlab.study, "run_study", lambda cfg: seen.append(cfg) or {"comparisons": [], "family": {
+        "verdicts_holm": 0, "size": 0, "verdicts_alone": 0}})  # fmt: skip
+    config_file = tmp_path / "study.yaml"
+    config_file.write_text("train_data: a.jsonl\nalphas: [0.01, 0.1]\nsizes: 100,400\nlearning_rate: 0.003\nseeds: 5\n")
+    flags = ["--seeds", "2", "--variants", "vanilla,grm-dpo", "--select-on", "val", "--eval-data", "val=v.jsonl"]
+    result = runner.invoke(app, ["study", "--config", str(config_file), *flags, "--output-dir", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    [cfg] = seen
+    assert isinstance(cfg, StudyConfig) and cfg.alphas == [0.01, 0.1] and cfg.sizes == [100, 400]
+    assert cfg.learning_rate == 0.003 and cfg.seeds == 2 and cfg.variants == ["vanilla", "grm-dpo"]
+    assert cfg.select_best_on == "val" and cfg.max_length == 1024 and cfg.workers == 1
