@@ -322,7 +322,7 @@ class StudyRunSpec(RunSpec):
 
 
 @dataclass
-class StudyFields(StudySpec, StudyRunSpec, TrackingSpec, OptimisationSpec, BatchingSpec, LoraSpec, RewardDataSpec):
+class StudyFields(StudyRunSpec, TrackingSpec, OptimisationSpec, BatchingSpec, LoraSpec, StudySpec, RewardDataSpec):
     """Every setting of `rewardlab study`; a cell's RewardTrainingConfig takes the fields it shares with these."""
 
     def input_paths(self) -> list[str | None]:

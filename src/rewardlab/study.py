@@ -42,8 +42,8 @@ VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
     "frozen-backbone": {"loss": "bt", "reg": "none", "freeze_backbone": True},
     "ensemble": {"loss": "bt", "reg": "none"},  # ensemble_size: --ensemble-members
 }
-# settings that do not change a cell's result: a rerun may change them and still resume
-RUN_ONLY = ("output_dir", "overwrite", "progress", "workers", "device", "report_to")
+# settings that change no cell (where and how the study runs; how the table judges): a rerun may change them and resume
+RUN_ONLY = ("output_dir", "overwrite", "progress", "workers", "device", "report_to", "level", "resamples")
 CELLS, SCORES = "cells", "scores.jsonl"
 METHOD = {
     "sizes": "a size N trains on the first N pairs of one shuffle of the training data (seeded by subset_seed): nested "
@@ -413,7 +413,7 @@ def summarise(cfg: StudyConfig, cells: list[Cell], out: Path) -> dict:
         "chance_passes_alone": len(comparisons) * (1.0 - cfg.level),  # at most, with no true effect anywhere
     }
     return {
-        "config": cfg.identity(),
+        "config": asdict(cfg),
         "select_on": cfg.select_best_on,
         "eval_sets": eval_sets,
         "compared_on": compared,
@@ -545,6 +545,8 @@ def plot_alpha_curve(results: dict, path: Path) -> None:
                 ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, color=f"C{j}", label=variant)
             if any(p["alpha"] for v in GRM_VARIANTS if v in curve for p in curve[v][size][name]):
                 ax.set_xscale("log")
+            means = [base["mean"], *(p["mean"] for v in GRM_VARIANTS if v in curve for p in curve[v][size][name])]
+            ax.set_ylim(max(0.0, min(means) - 0.1), min(1.02, max(means) + 0.1))  # few seeds: t-intervals run far past
             ax.set_title(f"{name}, size {size}", fontsize=9)
             ax.set_xlabel("alpha")
             ax.set_ylabel("accuracy")
