@@ -168,15 +168,9 @@ def cell_config(cfg: StudyConfig, cell: Cell, out: Path, redo: bool = False) -> 
 
 def cell_finished(path: Path) -> bool:
     """A cell rewardlab finished: its directory sealed, with metrics.json and scores.jsonl."""
-    from rewardlab.runtime import _read_marker, written_by_rewardlab
+    from rewardlab.runtime import output_sealed, written_by_rewardlab
 
-    marker = _read_marker(path) if path.is_dir() else None
-    return (
-        written_by_rewardlab(path)
-        and isinstance((marker or {}).get("entries"), list)
-        and (path / "metrics.json").is_file()
-        and (path / SCORES).is_file()
-    )
+    return written_by_rewardlab(path) and output_sealed(path) and (path / "metrics.json").is_file() and (path / SCORES).is_file()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
