@@ -252,6 +252,93 @@ class RewardTrainingFields(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# the study (rewardlab.study.run_study): a grid of reward-model runs. The settings every cell shares are train-rm's own
+# fields (the groups inherited below, and single fields restated from the groups whose other fields vary per cell), so
+# each is declared once; what varies per cell (loss, reg, alpha, freeze_backbone, ensemble_size, seed, output_dir) is
+# set by the study from its variant, alpha, size and seed.
+
+STUDY_VARIANTS = ("vanilla", "margin", "label-smooth", "grm-sft", "grm-dpo", "grm-dpo-noref", "frozen-backbone", "ensemble")
+STUDY_ALPHAS = (0.001, 0.01, 0.1, 0.3, 1.0)
+
+
+@dataclass
+class StudySpec:
+    """The grid: variants x alphas (GRM variants only) x seeds x training sizes, and how its comparisons are judged."""
+
+    variants: list[str] = setting(
+        factory=lambda: ["vanilla", "grm-sft", "grm-dpo", "grm-dpo-noref"],
+        help=f"Variants, comma-separated or repeated: {' | '.join(STUDY_VARIANTS)} (default vanilla, grm-sft, grm-dpo, "
+        "grm-dpo-noref; vanilla is always run: every comparison is against it).",
+    )
+    alphas: list[float] = setting(
+        factory=lambda: list(STUDY_ALPHAS),
+        cli_type=list[str],
+        help="Regulariser weights of the GRM variants, comma-separated or repeated (default 0.001,0.01,0.1,0.3,1.0).",
+    )
+    seeds: int = setting(3, min=1, help="Seeds per cell: --seed, --seed+1, ... (default 3); variants are paired by seed.")
+    sizes: list[int] = setting(
+        factory=list,
+        cli_type=list[str],
+        help="Training sizes in pairs, comma-separated or repeated (default: all the training data). A size N trains on "
+        "the first N pairs of one fixed shuffle of the data (--subset-seed): nested subsets, the same for every cell.",
+    )
+    subset_seed: int = setting(0, help="Seed of the shuffle the training sizes are cut from (default 0).")
+    ensemble_members: int = setting(3, min=2, help="Members of the ensemble variant (default 3).")
+    level: float = setting(0.95, min=0.5, max=0.999, help="Confidence level of the comparisons (default 0.95).")
+    resamples: int = setting(2000, min=200, help="Bootstrap resamples over pairs per comparison (default 2000).")
+    workers: int = setting(1, min=1, help="Cells trained at once, in separate processes (default 1).")
+    # train-rm settings that are the same in every cell (the rest of their groups varies per cell)
+    beta: float = restate(RewardObjectiveSpec, "beta")
+    label_smoothing: float = restate(RewardObjectiveSpec, "label_smoothing")
+    center_rewards_coefficient: float = restate(RewardObjectiveSpec, "center_rewards_coefficient")
+    head: str = restate(RewardModelSpec, "head")
+    head_hidden: int = restate(RewardModelSpec, "head_hidden")
+    head_dropout: float = restate(RewardModelSpec, "head_dropout")
+    ensemble_aggregate: str = restate(RewardModelSpec, "ensemble_aggregate")
+    logging_steps: int = restate(EvaluationSpec, "logging_steps")
+    eval_steps: int = restate(EvaluationSpec, "eval_steps", 50, help="Evaluate the --select-on set every N steps (default 50).")
+    select_best_on: str | None = restate(
+        EvaluationSpec,
+        "select_best_on",
+        flags=("--select-on", "--select-best-on"),
+        help="The --eval-data NAME of the ID validation set: each cell keeps its weights with the best accuracy there "
+        "(model selection on it alone); the other sets are scored on those weights and compared (required).",
+    )
+    early_stopping_patience: int = restate(EvaluationSpec, "early_stopping_patience")
+
+
+@dataclass
+class StudyRunSpec(RunSpec):
+    output_dir: str = restate(
+        RunSpec, "output_dir", "runs/study", help="Where study.json, results.json, table.md, the figures and cells/ go."
+    )
+    seed: int = restate(RunSpec, "seed", help="First seed: the cells use seed, seed+1, ..., seed+seeds-1 (default 0).")
+    overwrite: bool = restate(
+        RunSpec,
+        "overwrite",
+        help="Replace an earlier rewardlab output at --output-dir (never anything else). Rerunning the same study there "
+        "resumes it without this flag.",
+    )
+
+
+@dataclass
+class StudyFields(StudyRunSpec, TrackingSpec, OptimisationSpec, BatchingSpec, LoraSpec, StudySpec, RewardDataSpec):
+    """Every setting of `rewardlab study`; a cell's RewardTrainingConfig takes the fields it shares with these."""
+
+    def input_paths(self) -> list[str | None]:
+        from rewardlab.data.io import parse_named_spec
+
+        return [self.model, self.train_data, *(parse_named_spec(spec)[1] for spec in self.eval_data)]
+
+    def check_output(self) -> None:
+        """The study directory may be written: new, empty, or a rewardlab output (a study there is resumed or refused by
+        its config, see rewardlab.study)."""
+        from rewardlab.runtime import check_output_dir
+
+        check_output_dir(self.output_dir, overwrite=self.overwrite, resume=True, inputs=self.input_paths())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # reading settings back
 
 
