@@ -257,7 +257,18 @@ class RewardTrainingFields(
 # each is declared once; what varies per cell (loss, reg, alpha, freeze_backbone, ensemble_size, seed, output_dir) is
 # set by the study from its variant, alpha, size and seed.
 
-STUDY_VARIANTS = ("vanilla", "margin", "label-smooth", "grm-sft", "grm-dpo", "grm-dpo-noref", "frozen-backbone", "ensemble")
+# The reward-model variants the study and the demo compare, each as the train-rm settings that make it (declared once).
+VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
+    "vanilla": {"loss": "bt", "reg": "none"},
+    "margin": {"loss": "margin", "reg": "none"},
+    "label-smooth": {"loss": "label-smooth", "reg": "none"},
+    "grm-sft": {"loss": "bt", "reg": "sft"},
+    "grm-dpo": {"loss": "bt", "reg": "dpo"},
+    "grm-dpo-noref": {"loss": "bt", "reg": "dpo-noref"},
+    "frozen-backbone": {"loss": "bt", "reg": "none", "freeze_backbone": True},
+    "ensemble": {"loss": "bt", "reg": "none"},  # ensemble_size: the study's --ensemble-members
+}
+STUDY_VARIANTS = tuple(VARIANT_SETTINGS)
 STUDY_ALPHAS = (0.001, 0.01, 0.1, 0.3, 1.0)
 
 

@@ -27,21 +27,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rewardlab.config import STUDY_VARIANTS, RewardTrainingFields, StudyFields, check_ranges
+from rewardlab.config import STUDY_VARIANTS, VARIANT_SETTINGS, RewardTrainingFields, StudyFields, check_ranges
 from rewardlab.errors import UserError
 
 GRM_VARIANTS = ("grm-sft", "grm-dpo", "grm-dpo-noref")
 BASELINE = "vanilla"
-VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
-    "vanilla": {"loss": "bt", "reg": "none"},
-    "margin": {"loss": "margin", "reg": "none"},
-    "label-smooth": {"loss": "label-smooth", "reg": "none"},
-    "grm-sft": {"loss": "bt", "reg": "sft"},
-    "grm-dpo": {"loss": "bt", "reg": "dpo"},
-    "grm-dpo-noref": {"loss": "bt", "reg": "dpo-noref"},
-    "frozen-backbone": {"loss": "bt", "reg": "none", "freeze_backbone": True},
-    "ensemble": {"loss": "bt", "reg": "none"},  # ensemble_size: --ensemble-members
-}
 # settings that change no cell (where and how the study runs; how the table judges): a rerun may change them and resume
 RUN_ONLY = ("output_dir", "overwrite", "progress", "workers", "device", "report_to", "level", "resamples")
 CELLS, SCORES = "cells", "scores.jsonl"
