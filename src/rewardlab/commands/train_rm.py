@@ -24,7 +24,19 @@ def run(cfg: RewardTrainingConfig) -> None:
         return
     for name, m in metrics["eval"].items():
         print(f"{name}: accuracy {m['accuracy']:.4f}  mean margin {m['mean_margin']:.3f}  (n={m['n']})")
+    strength = metrics["train"].get("regulariser_strength")
+    if cfg.reg != "none" and strength is not None and strength["grad_norm_ratio"] is not None:
+        print(strength_line(cfg.alpha, strength))
     print(f"wrote {cfg.output_dir}/config.json, metrics.json, model/")
+
+
+def strength_line(alpha: float, strength: dict) -> str:
+    """The summary line of metrics.json's `train.regulariser_strength`."""
+    return (
+        f"regulariser strength at alpha {alpha:g}: gradient at the last hidden layer {strength['grad_norm_ratio']:.3g} x the "
+        f"reward loss's ({strength['final_grad_norm_ratio']:.3g} at the end), loss term {strength['loss_ratio']:.3g} x; "
+        f"mean of {strength['n_records']} logging steps"
+    )
 
 
 train_rm = config_command(
