@@ -282,7 +282,10 @@ def test_regulariser_strength_of_log_records():
     strength = regulariser_strength(records)
     assert strength == pytest.approx(
         {"grad_norm_ratio": (0.01 + 0.03) / 2, "loss_ratio": (0.1 + 0.2 + 0.5) / 3, "final_grad_norm_ratio": 0.03,
-         "final_loss_ratio": 0.5, "n_records": 3}
+         "final_loss_ratio": 0.5, "reward_grad_norm": 1.5, "reg_grad_norm": 0.025, "n_records": 3}
     )  # fmt: skip
     assert regulariser_strength([{"loss": 1.0}]) is None  # a log from before the terms were logged
-    assert regulariser_strength(records[1:2])["grad_norm_ratio"] is None
+    no_norms = regulariser_strength(records[1:2])
+    assert no_norms["grad_norm_ratio"] is None and no_norms["reward_grad_norm"] is None and no_norms["loss_ratio"] == 0.2
+    alpha_one = regulariser_strength([{"reward_term": 0.0, "reg_term": 0.4, "reward_grad_norm": 0.0, "reg_grad_norm": 0.5}])
+    assert alpha_one["grad_norm_ratio"] is None and alpha_one["loss_ratio"] is None and alpha_one["reg_grad_norm"] == 0.5

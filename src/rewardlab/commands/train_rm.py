@@ -25,16 +25,20 @@ def run(cfg: RewardTrainingConfig) -> None:
     for name, m in metrics["eval"].items():
         print(f"{name}: accuracy {m['accuracy']:.4f}  mean margin {m['mean_margin']:.3f}  (n={m['n']})")
     strength = metrics["train"].get("regulariser_strength")
-    if cfg.reg != "none" and strength is not None and strength["grad_norm_ratio"] is not None:
+    if cfg.reg != "none" and strength is not None and strength["reg_grad_norm"] is not None:
         print(strength_line(cfg.alpha, strength))
     print(f"wrote {cfg.output_dir}/config.json, metrics.json, model/")
 
 
 def strength_line(alpha: float, strength: dict) -> str:
-    """The summary line of metrics.json's `train.regulariser_strength`."""
+    """The summary line of metrics.json's `train.regulariser_strength` (ratios are n/a without a reward term: alpha 1)."""
+
+    def g(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3g}"
+
     return (
-        f"regulariser strength at alpha {alpha:g}: gradient at the last hidden layer {strength['grad_norm_ratio']:.3g} x the "
-        f"reward loss's ({strength['final_grad_norm_ratio']:.3g} at the end), loss term {strength['loss_ratio']:.3g} x; "
+        f"regulariser strength at alpha {alpha:g}: gradient at the last hidden layer {g(strength['grad_norm_ratio'])} x the "
+        f"reward loss's ({g(strength['final_grad_norm_ratio'])} at the end), loss term {g(strength['loss_ratio'])} x; "
         f"mean of {strength['n_records']} logging steps"
     )
 

@@ -188,19 +188,28 @@ def final_evaluation(run: TrainingRun, loop: LoopResult) -> dict:
 def regulariser_strength(records: list[dict]) -> dict | None:
     """How hard the regulariser pulls against the reward loss, from the train records: per record, the ratio of the
     gradient norms at the last hidden layer (reg_grad_norm / reward_grad_norm) and of the loss terms (reg_term /
-    reward_term); their means over the records and their values in the last one. None without loss terms in the log (a
-    log written before they were); a ratio is None where no record has it (a frozen backbone: no gradient norms)."""
-    grad = [r["reg_grad_norm"] / r["reward_grad_norm"] for r in records if r.get("reward_grad_norm")]
-    loss = [r["reg_term"] / r["reward_term"] for r in records if r.get("reward_term")]
-    if not loss:
+    reward_term); their means over the records and their values in the last one, and the mean norms themselves. None
+    without loss terms in the log (a log written before they were). A ratio is None where no record has it: a frozen
+    backbone (no gradient norms), alpha = 1 (no reward term to divide by)."""
+    with_terms = [r for r in records if "reward_term" in r]
+    if not with_terms:
         return None
+    measured = [r for r in with_terms if "reward_grad_norm" in r]
+    grad = [r["reg_grad_norm"] / r["reward_grad_norm"] for r in measured if r["reward_grad_norm"] > 0]
+    loss = [r["reg_term"] / r["reward_term"] for r in with_terms if r["reward_term"] > 0]
     return {
-        "grad_norm_ratio": sum(grad) / len(grad) if grad else None,
-        "loss_ratio": sum(loss) / len(loss),
+        "grad_norm_ratio": mean_or_none(grad),
+        "loss_ratio": mean_or_none(loss),
         "final_grad_norm_ratio": grad[-1] if grad else None,
-        "final_loss_ratio": loss[-1],
-        "n_records": len(loss),
+        "final_loss_ratio": loss[-1] if loss else None,
+        "reward_grad_norm": mean_or_none([r["reward_grad_norm"] for r in measured]),
+        "reg_grad_norm": mean_or_none([r["reg_grad_norm"] for r in measured]),
+        "n_records": len(with_terms),
     }
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def unwrapped(run: TrainingRun) -> torch.nn.Module:
