@@ -266,9 +266,11 @@ def test_regulariser_strength_is_logged_on_logging_steps_only(easy_data, tmp_pat
     assert strength["grad_norm_ratio"] == pytest.approx(sum(ratios) / 2) and strength["final_grad_norm_ratio"] == ratios[-1]
     assert strength["loss_ratio"] == pytest.approx(sum(r["reg_term"] / r["reward_term"] for r in train) / 2)
     assert strength["n_records"] == 2
-    assert f"regulariser strength at alpha 0.3: gradient at the last hidden layer {strength['grad_norm_ratio']:.3g} x" in (
+    first, final, mean = (f"{strength[k]:.3g}" for k in ("first_grad_norm_ratio", "final_grad_norm_ratio", "grad_norm_ratio"))
+    assert f"regulariser strength at alpha 0.3: its gradient at the last hidden layer is {first} x the reward loss's" in (
         result.output
     )
+    assert f"at the first logging step, {final} x at the last (mean {mean};" in result.output
 
 
 def test_regulariser_strength_of_log_records():
@@ -281,8 +283,9 @@ def test_regulariser_strength_of_log_records():
     ]
     strength = regulariser_strength(records)
     assert strength == pytest.approx(
-        {"grad_norm_ratio": (0.01 + 0.03) / 2, "loss_ratio": (0.1 + 0.2 + 0.5) / 3, "final_grad_norm_ratio": 0.03,
-         "final_loss_ratio": 0.5, "reward_grad_norm": 1.5, "reg_grad_norm": 0.025, "n_records": 3}
+        {"grad_norm_ratio": (0.01 + 0.03) / 2, "loss_ratio": (0.1 + 0.2 + 0.5) / 3, "first_grad_norm_ratio": 0.01,
+         "final_grad_norm_ratio": 0.03, "first_loss_ratio": 0.1, "final_loss_ratio": 0.5, "reward_grad_norm": 1.5,
+         "reg_grad_norm": 0.025, "n_records": 3}
     )  # fmt: skip
     assert regulariser_strength([{"loss": 1.0}]) is None  # a log from before the terms were logged
     no_norms = regulariser_strength(records[1:2])

@@ -31,15 +31,16 @@ def run(cfg: RewardTrainingConfig) -> None:
 
 
 def strength_line(alpha: float, strength: dict) -> str:
-    """The summary line of metrics.json's `train.regulariser_strength` (ratios are n/a without a reward term: alpha 1)."""
-
-    def g(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:.3g}"
-
+    """The summary line of metrics.json's `train.regulariser_strength`."""
+    if strength["grad_norm_ratio"] is None:  # alpha 1: no reward term
+        return f"regulariser strength at alpha {alpha:g}: no reward loss term, only the regulariser trains"
+    first, last, mean, loss = (
+        "n/a" if strength[k] is None else f"{strength[k]:.3g}"
+        for k in ("first_grad_norm_ratio", "final_grad_norm_ratio", "grad_norm_ratio", "loss_ratio")
+    )
     return (
-        f"regulariser strength at alpha {alpha:g}: gradient at the last hidden layer {g(strength['grad_norm_ratio'])} x the "
-        f"reward loss's ({g(strength['final_grad_norm_ratio'])} at the end), loss term {g(strength['loss_ratio'])} x; "
-        f"mean of {strength['n_records']} logging steps"
+        f"regulariser strength at alpha {alpha:g}: its gradient at the last hidden layer is {first} x the reward loss's "
+        f"at the first logging step, {last} x at the last (mean {mean}; loss terms {loss} x)"
     )
 
 

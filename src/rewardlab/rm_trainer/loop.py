@@ -188,7 +188,7 @@ def final_evaluation(run: TrainingRun, loop: LoopResult) -> dict:
 def regulariser_strength(records: list[dict]) -> dict | None:
     """How hard the regulariser pulls against the reward loss, from the train records: per record, the ratio of the
     gradient norms at the last hidden layer (reg_grad_norm / reward_grad_norm) and of the loss terms (reg_term /
-    reward_term); their means over the records and their values in the last one, and the mean norms themselves. None
+    reward_term); their means over the records and their values in the first and the last, and the mean norms. None
     without loss terms in the log (a log written before they were). A ratio is None where no record has it: a frozen
     backbone (no gradient norms), alpha = 1 (no reward term to divide by)."""
     with_terms = [r for r in records if "reward_term" in r]
@@ -200,7 +200,9 @@ def regulariser_strength(records: list[dict]) -> dict | None:
     return {
         "grad_norm_ratio": mean_or_none(grad),
         "loss_ratio": mean_or_none(loss),
+        "first_grad_norm_ratio": grad[0] if grad else None,
         "final_grad_norm_ratio": grad[-1] if grad else None,
+        "first_loss_ratio": loss[0] if loss else None,
         "final_loss_ratio": loss[-1] if loss else None,
         "reward_grad_norm": mean_or_none([r["reward_grad_norm"] for r in measured]),
         "reg_grad_norm": mean_or_none([r["reg_grad_norm"] for r in measured]),
