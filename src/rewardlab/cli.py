@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rewardlab.commands.bon import bon
+from rewardlab.commands.compare import compare
 from rewardlab.commands.data import data_app
 from rewardlab.commands.demo import demo
 from rewardlab.commands.diagnose import diagnose
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.command("train-rm")(train_rm)
 app.command("eval-rm")(eval_rm)
+app.command("compare")(compare)
 app.command("diagnose")(diagnose)
 app.command("export")(export)
 app.command("score")(score)

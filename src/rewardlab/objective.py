@@ -54,10 +54,11 @@ class Objective:
     def __call__(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], measure_gradients: bool = False
     ) -> dict[str, torch.Tensor]:
-        """loss (with gradients) and detached statistics: reward_loss, accuracy, margin, reg_loss with a regulariser, and
-        the loss's two terms, reward_term = (1 - alpha) * L_reward and reg_term = alpha * L_reg (0 without a regulariser;
-        they sum to loss). `measure_gradients` adds reward_grad_norm and reg_grad_norm (`gradient_norms`): two more
-        backward passes through the heads only, so the trainer asks on logging steps alone."""
+        """loss (with gradients) and detached statistics: reward_loss, accuracy, margin, the mean and (population) std of
+        the batch's 2B rewards, reg_loss with a regulariser, and the loss's two terms, reward_term = (1 - alpha) *
+        L_reward and reg_term = alpha * L_reg (0 without a regulariser; they sum to loss). `measure_gradients` adds
+        reward_grad_norm and reg_grad_norm (`gradient_norms`): two more backward passes through the heads only, so the
+        trainer asks on logging steps alone."""
         n_pairs = batch["margin"].shape[0]
         response_mask = self.response_mask(batch, n_pairs)
         reference = self.reference_logprobs(model, batch, response_mask)
@@ -75,6 +76,8 @@ class Objective:
             "reward_loss": l_reward.detach(),
             "accuracy": pairwise_accuracy(chosen.detach(), rejected.detach()),
             "margin": (chosen - rejected).detach().mean(),
+            "reward_mean": out.sequence_rewards.detach().mean(),
+            "reward_std": out.sequence_rewards.detach().std(correction=0),
             "reward_term": reward_term.detach(),
             "reg_term": torch.zeros_like(reward_term.detach()) if reg_term is None else reg_term.detach(),
         }
