@@ -130,7 +130,10 @@ class RewardOutput:
     """Per-row outputs in the padded batch's layout, whether or not the forward ran packed.
 
     Packed, `position_rewards` and `hidden_states` are 0 at padding positions (padded, they hold whatever the model computed
-    there); `last_index` is always the column of the last real token in the padded (B, T) batch.
+    there); `last_index` is always the column of the last real token in the padded (B, T) batch. `head_input` is the last
+    layer's hidden states as the reward head and the LM head read them, in the layout the forward ran in: (N, H) packed
+    (the batch's real tokens), the (B, T, H) `hidden_states` themselves padded. A loss's gradient with respect to it is that
+    loss's pull on the last hidden layer (`rewardlab.objective.gradient_norms`).
     """
 
     position_rewards: torch.Tensor  # (B, T) float32: R(x, tokens<=t)
@@ -139,6 +142,7 @@ class RewardOutput:
     hidden_states: torch.Tensor  # (B, T, H) last layer, after the final norm
     attentions: torch.Tensor | None = None  # (B, heads, T, T) last layer, when asked
     logprobs: torch.Tensor | None = None  # (B,) summed response log-probs, when a response mask is given
+    head_input: torch.Tensor | None = None  # (N, H) packed or (B, T, H) padded: what the heads read (see above)
 
 
 class RewardModel(nn.Module):
@@ -294,7 +298,7 @@ class RewardModel(nn.Module):
         last = last_token_index(attention_mask)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         logprobs = None if response_mask is None else self.response_logprobs(hidden, input_ids, response_mask)
-        return RewardOutput(position_rewards, position_rewards[rows, last], last, hidden, attentions, logprobs)
+        return RewardOutput(position_rewards, position_rewards[rows, last], last, hidden, attentions, logprobs, hidden)
 
     def can_pack(self) -> bool:
         """Whether the packed forward is available for this model (checked once; a fallback is reported once per class)."""
@@ -325,6 +329,7 @@ class RewardModel(nn.Module):
             last_index=last_token_index(attention_mask),
             hidden_states=unpack(batch, hidden),
             logprobs=logprobs,
+            head_input=hidden,
         )
 
     def response_logprobs(
