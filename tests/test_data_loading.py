@@ -316,6 +316,8 @@ def test_hub_dataset_through_loader(monkeypatch):
         return rows
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # a stand-in hub that is on (conftest turns the real one off)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     datasets = load_named_preferences(["HuggingFaceH4/hhh_alignment:harmless:test"])
     assert calls == [("HuggingFaceH4/hhh_alignment", "harmless", "test")]
     assert datasets["hhh_alignment"].format == "hhh"
