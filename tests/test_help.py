@@ -27,7 +27,7 @@ COMMANDS = dict(commands())
 
 
 def help_at(path: tuple[str, ...], columns: int = 80) -> str:
-    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": str(columns), "TERMINAL_WIDTH": str(columns)})
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": str(columns)})
     assert result.exit_code == 0, result.output
     return result.output
 
