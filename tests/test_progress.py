@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
 
-from rewardlab.progress import PlainProgress, progress
+from rewardlab.progress import PlainProgress, in_notebook, progress
 
 
 class FakeTerminal(io.StringIO):
@@ -73,3 +74,11 @@ def test_disabled_writes_nothing(file):
     bar.close()
     assert list(progress(range(3), enabled=False, file=file)) == [0, 1, 2]
     assert file.getvalue() == ""
+
+
+def test_outside_a_notebook_a_log_is_a_log(monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "IPython", types.ModuleType("IPython"))  # IPython imported, but no kernel runs
+    assert not in_notebook()
+    assert isinstance(progress(total=3, file=io.StringIO()), PlainProgress)

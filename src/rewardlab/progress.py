@@ -71,8 +71,11 @@ def in_notebook() -> bool:
     """True under Jupyter, where tqdm.auto draws a widget (stderr is no terminal there, but the widget is fine)."""
     if "IPython" not in sys.modules:  # cheap: a notebook has IPython imported long before us
         return False
-    from tqdm.autonotebook import tqdm as notebook_tqdm
+    import warnings
 
+    with warnings.catch_warnings():  # autonotebook warns that it picked the notebook bar, which is what we ask
+        warnings.simplefilter("ignore")
+        from tqdm.autonotebook import tqdm as notebook_tqdm
     return notebook_tqdm is not std_tqdm
 
 
