@@ -11,9 +11,8 @@ from typer.testing import CliRunner
 import rewardlab.rl.ppo
 import rewardlab.train_rm
 from rewardlab.cli import app
-from rewardlab.config import BatchingSpec, LoraSpec, RunSpec
+from rewardlab.config import DEFAULT_LORA_TARGETS, BatchingSpec, LoraSpec, RunSpec
 from rewardlab.modeling.ensemble import AGGREGATES
-from rewardlab.modeling.reward_model import DEFAULT_LORA_TARGETS
 from rewardlab.rl.bon import BonConfig
 from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.train_rm import RewardTrainingConfig
@@ -186,10 +185,11 @@ def test_bon_proxies_are_parsed_and_duplicates_refused(monkeypatch, tmp_path):
 
 
 def test_help_panels_follow_the_declaring_spec_class():
-    from rewardlab.config import EvaluationSpec, OptimisationSpec, RewardDataSpec, RewardModelSpec, help_panel
+    from rewardlab.config import EvaluationSpec, OptimisationSpec, RewardDataSpec, RewardModelSpec, TrackingSpec, help_panel
 
     rm = rewardlab.train_rm.RewardTrainingConfig
-    for spec in (RewardDataSpec, RewardModelSpec, LoraSpec, BatchingSpec, OptimisationSpec, EvaluationSpec, RunSpec):
+    specs = (RewardDataSpec, RewardModelSpec, LoraSpec, BatchingSpec, OptimisationSpec, EvaluationSpec, RunSpec, TrackingSpec)
+    for spec in specs:
         for f in dataclasses.fields(spec):
             assert help_panel(rm, f.name) == spec.help_panel, (spec.__name__, f.name)
     assert help_panel(rm, "output_dir") == "Run" and help_panel(rm, "lora_r") == "Model"  # restated / inherited mixin fields

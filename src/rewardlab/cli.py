@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rewardlab.commands.bon import bon
+from rewardlab.commands.compare import compare
 from rewardlab.commands.data import data_app
 from rewardlab.commands.demo import demo
 from rewardlab.commands.diagnose import diagnose
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.command("train-rm", cls=HelpCommand)(train_rm)
 app.command("eval-rm", cls=HelpCommand)(eval_rm)
+app.command("compare", cls=HelpCommand)(compare)
 app.command("diagnose", cls=HelpCommand)(diagnose)
 app.command("export", cls=HelpCommand)(export)
 app.command("score", cls=HelpCommand)(score)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rewardlab.config import TrackingSpec
+
 VARIANTS: dict[str, dict] = {
     "vanilla": {"loss": "bt", "reg": "none"},
     "margin": {"loss": "margin", "reg": "none"},
@@ -43,7 +45,9 @@ def _world():
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(TrackingSpec):
+    """The demo's sizes and settings; `report_to` (TrackingSpec) reaches every reward model and PPO run it trains."""
+
     output_dir: str = "runs/demo"
     quick: bool = False
     seeds: int = 3
@@ -72,6 +76,7 @@ class DemoConfig:
     ppo_kl_coef: float = 0.15  # at 0.05 the policy ran to KL ~2-3 and past the gold-reward peak (over-optimisation)
     rloo_k: int = 4
     progress: bool = True
+    overwrite: bool = False  # replace an earlier demo output at output_dir (never anything else)
 
     @classmethod
     def make(cls, quick: bool, seeds: int | None = None, **kw) -> DemoConfig:
