@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from rewardlab.data.pairs import EncodedPair, PairCollator, encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.losses import pairwise_accuracy
+from rewardlab.progress import progress as show_progress
 
 if TYPE_CHECKING:
     from rewardlab.modeling.reward_model import RewardOutput
@@ -43,7 +43,7 @@ def scored_pair_batches(
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for batch in show_progress(loader, desc=desc, enabled=progress, leave=False):
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.no_grad():
                 response_mask = batch["response_mask"] if response_logprobs else None

@@ -8,11 +8,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, SMALL_MODEL_THREADS, VARIANTS, DemoConfig
 from rewardlab.demo.report import world_check_findings
 from rewardlab.demo.stats import mean_std
+from rewardlab.progress import progress, write
 
 
 def rm_run_config(cfg: DemoConfig, policy_path: Path, train_path: Path, n_pairs: int, run_dir: Path, seed: int, settings: dict):
@@ -85,7 +84,7 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
     train_sets = {size: load_preferences(str(paths[f"train_{size}"])) for size in cfg.sizes}
     rows = dict(VARIANTS) | (dict(OFFICIAL_PAIRING) if cfg.official_pairing else {})
     runs = RewardModelRuns(cfg, policy_path, paths, out, train_sets, eval_sets)
-    bar = tqdm(total=len(rows) * len(cfg.sizes) * cfg.seeds, desc="reward models", disable=not cfg.progress)
+    bar = progress(total=len(rows) * len(cfg.sizes) * cfg.seeds, desc="reward models", enabled=cfg.progress)
 
     def train_every_size_and_seed(name: str) -> None:
         for size in cfg.sizes:
@@ -97,7 +96,7 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
         train_every_size_and_seed("vanilla")
         world_check = measure_world_check(cfg, policy_path, train_sets, eval_sets, out, runs.accuracy["vanilla"])
         for line in world_check_findings(world_check):
-            tqdm.write(f"world check: {line}")
+            write(f"world check: {line}")
         for name in rows:
             if name != "vanilla":
                 train_every_size_and_seed(name)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from rewardlab.evaluation import evaluate_preferences
 from rewardlab.objective import Objective
+from rewardlab.progress import progress, write
 from rewardlab.rm_trainer.checkpoints import BestWeights, save_checkpoint, stop_if_non_finite
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.tracking import tracker_scalars
@@ -63,7 +63,7 @@ def train_loop(run: TrainingRun) -> LoopResult:
     cfg = run.cfg
     selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, unwrapped(run))
     run.model.train()
-    bar = tqdm(total=run.total_steps, initial=run.global_step, desc="train-rm", disable=not run.show, dynamic_ncols=True)
+    bar = progress(total=run.total_steps, initial=run.global_step, desc="train-rm", enabled=run.show)
     running: dict[str, list[torch.Tensor]] = {}
     start_time, pairs_seen = time.perf_counter(), 0
     window = Throughput(run.accelerator)
@@ -186,7 +186,7 @@ def evaluate(run: TrainingRun, names: list[str] | None = None) -> dict[str, dict
         run.log.append({"kind": "eval", "step": run.global_step, "accuracy": accuracy})
         run.accelerator.log({f"eval/{k}/accuracy": v for k, v in accuracy.items()}, step=run.global_step)
         if run.show:
-            tqdm.write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+            write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
     return results
 
 
