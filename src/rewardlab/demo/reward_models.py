@@ -102,6 +102,8 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
         )
         for line in world_check_findings(world_check):
             tqdm.write(f"world check: {line}")
+        for line in world_check_findings(world_check["neutral"]):
+            tqdm.write(f"world check, cue-neutral OOD pairs: {line}")
         for name in rows:
             if name != "vanilla":
                 train_every_size_and_seed(name)
