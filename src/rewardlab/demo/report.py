@@ -245,8 +245,9 @@ def render_world_check(check: dict) -> list[str]:
     if "probe_l2_on_edge" in check:
         size = check["train_size"]
         where = (
-            "on the edge of its grid even after the grid was extended: the one-standard-error rule wants more "
-            "regularisation than the grid allows"
+            "on the edge of its grid even after the grid was extended: validation accuracy stays within one standard "
+            "error of the best as l2 grows (a strongly regularised probe tends to the mean feature difference), so the "
+            "one-standard-error rule takes the largest l2 tried"
             if check["probe_l2_on_edge"]
             else "interior to its (extended) grid"
         )
