@@ -129,3 +129,12 @@ def evaluate_preferences(
     metrics["truncated"], metrics["dropped"] = counts["truncated"], counts["dropped"]
     scores = {"index": index.tolist(), "chosen_reward": chosen.tolist(), "rejected_reward": rejected.tolist()}
     return metrics, scores
+
+
+def score_rows(dataset: str, examples: list[PreferenceExample], scores: dict) -> list[dict]:
+    """eval-rm's `--scores` rows of one preference set from `evaluate_preferences`'s raw scores: one a pair, with the
+    set's name, the pair's index in `examples` and its subset."""
+    return [
+        {"dataset": dataset, "index": i, "subset": examples[i].subset, "chosen_reward": c, "rejected_reward": r}
+        for i, c, r in zip(scores["index"], scores["chosen_reward"], scores["rejected_reward"], strict=True)
+    ]
