@@ -5,7 +5,8 @@
               the same pairs;
     train     each cell is a train-rm run (`rewardlab.train_rm.train_reward_model`) into DIR/cells/NAME/, kept at its best
               accuracy on the ID validation set (`--select-on`, model selection on it alone), then scored pair by pair on
-              every eval set into DIR/cells/NAME/scores.jsonl (eval-rm's `--scores` rows); cells run one at a time or in
+              every eval set into DIR/cells/NAME/scores.jsonl (train-rm's own, eval-rm's `--scores` rows); cells run one at a
+              time or in
               `--workers` processes;
     table     accuracy per variant / alpha / size / eval set (mean and per seed), each variant against vanilla paired by
               seed with `rewardlab.comparison` (the statistics of `rewardlab compare`, on the cells' scores files), Holm's
@@ -29,12 +30,13 @@ from typing import Any
 
 from rewardlab.config import STUDY_VARIANTS, VARIANT_SETTINGS, RewardTrainingFields, StudyFields, check_ranges
 from rewardlab.errors import UserError
+from rewardlab.rm_trainer.outputs import SCORES_NAME
 
 GRM_VARIANTS = ("grm-sft", "grm-dpo", "grm-dpo-noref")
 BASELINE = "vanilla"
 # settings that change no cell (where and how the study runs; how the table judges): a rerun may change them and resume
 RUN_ONLY = ("output_dir", "overwrite", "progress", "workers", "device", "report_to", "level", "resamples")
-CELLS, SCORES = "cells", "scores.jsonl"
+CELLS, SCORES = "cells", SCORES_NAME
 METHOD = {
     "sizes": "a size N trains on the first N pairs of one shuffle of the training data (seeded by subset_seed): nested "
     "subsets, the same pairs for every variant, alpha and seed",
@@ -237,29 +239,13 @@ def open_study_dir(cfg: StudyConfig) -> Path:
 
 
 def run_cell(run_cfg: Any, datasets: dict) -> dict:
-    """Train the cell, score every pair of every eval set with its kept weights (eval-rm's rows), seal the directory.
-    Returns its accuracy per eval set and the seconds it took."""
-    from rewardlab.evaluation import evaluate_preferences
-    from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.runtime import resolve_device, resolve_dtype, seal_output_dir, write_jsonl
+    """Train the cell; train-rm scores every pair of every eval set with the kept weights into the cell's scores.jsonl
+    (eval-rm's rows) and seals the directory once it is finished. Returns its accuracy per eval set and its seconds."""
     from rewardlab.train_rm import train_reward_model
 
     t0 = time.perf_counter()
-    train_reward_model(run_cfg, datasets)
-    device = resolve_device(run_cfg.device)
-    model = load_reward_model(run_cfg.output_dir, device=device, dtype=resolve_dtype("auto", device))
-    rows, accuracy = [], {}
-    for name, ds in datasets["eval"].items():
-        metrics, raw = evaluate_preferences(
-            model, ds.examples, run_cfg.max_length, run_cfg.truncation, run_cfg.per_device_eval_batch_size
-        )
-        accuracy[name] = metrics["accuracy"]
-        rows += [
-            {"dataset": name, "index": i, "subset": ds.examples[i].subset, "chosen_reward": c, "rejected_reward": r}
-            for i, c, r in zip(raw["index"], raw["chosen_reward"], raw["rejected_reward"], strict=True)
-        ]
-    write_jsonl(Path(run_cfg.output_dir) / SCORES, rows)
-    seal_output_dir(run_cfg.output_dir)  # now it lists scores.jsonl too: the cell is finished
+    metrics = train_reward_model(run_cfg, datasets)
+    accuracy = {name: m["accuracy"] for name, m in metrics["eval"].items()}
     return {"accuracy": accuracy, "seconds": time.perf_counter() - t0}
 
 
