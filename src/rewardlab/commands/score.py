@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import aggregate_option, device_option, dtype_option, progress_option
+from rewardlab.commands.common import aggregate_option, device_option, dtype_option, normalize_option, progress_option
 from rewardlab.redistribution import METHODS
 
 # Methods whose token rewards must sum to reward - prompt_reward (mix only when beta_c = 1).
@@ -38,6 +38,7 @@ def score(
     beta_c: float = typer.Option(1.0, "--beta-c", help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="abc: weight of the attention-distributed part."),
     aggregate: str | None = aggregate_option(),
+    normalize: bool = normalize_option(),
     device: str | None = device_option(),
     dtype: str = dtype_option(),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows."),
@@ -45,7 +46,7 @@ def score(
     progress: bool = progress_option(),
 ) -> None:
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
-    from rewardlab.commands.common import quiet_libraries, user_errors
+    from rewardlab.commands.common import normalization_record, quiet_libraries, user_errors
     from rewardlab.data.loading import load_completions
     from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
@@ -58,7 +59,7 @@ def score(
         placed_on = resolve_device(device)
         placed_as = resolve_dtype(dtype, placed_on)
         items = load_completions(data, skip_invalid=skip_invalid, limit=limit)
-        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate)
+        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate, normalize=normalize)
         results = score_completions(
             rm,
             items,
@@ -86,7 +87,7 @@ def score(
             "html": str(html) if html else None, "token_rewards": token_rewards, "beta_c": beta_c,
             "abc_beta": abc_beta, "aggregate": aggregate, "batch_size": batch_size, "max_length": max_length,
             "device": str(placed_on), "dtype": dtype_name(placed_as), "limit": limit, "skip_invalid": skip_invalid,
-            "rewardlab_version": version(),
+            "normalize": normalize, "reward_statistics": normalization_record(rm), "rewardlab_version": version(),
         }  # fmt: skip
         write_json(config_path(output), {"config": config, "summary": summary})
         if html is not None:
@@ -94,6 +95,8 @@ def score(
             render_html(results, html)
 
     line = f"scored {summary['rows']} rows, mean reward {summary['mean_reward']:+.4f} -> {output}"
+    if rm.normalization is not None:
+        line += f" (normalised: mean {rm.normalization.mean:+.4f} subtracted, divided by std {rm.normalization.std:.4f})"
     if telescopes:
         line += f" (max |sum(token rewards) - (reward - prompt reward)| = {summary['max_abs_sum_gap']:.2e})"
     typer.echo(line)

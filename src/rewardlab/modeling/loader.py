@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
 from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
-from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, build_reward_model
+from rewardlab.modeling.normalization import missing_statistics
+from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, RewardModelConfig, build_reward_model
 from rewardlab.modeling.sources import is_builtin
 
 
@@ -30,14 +32,25 @@ def load_reward_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     aggregate: str | None = None,
+    normalize: bool = False,
 ):
     """A trained reward model (or ensemble) for scoring, in eval mode. `path` may be a training run's output directory,
-    or a built-in model name (`tiny-llama`, `smollm2-135m`): that model with a fresh, seed-0 reward head (demos, tests)."""
+    or a built-in model name (`tiny-llama`, `smollm2-135m`): that model with a fresh, seed-0 reward head (demos, tests).
+
+    `normalize`: rewards (r - mean) / std by the statistics recorded at training (`rewardlab.modeling.normalization`); a
+    model without them raises NormalizationUnavailable (a ValueError: one line on the command line), checked before the
+    weights are read."""
     if is_builtin(str(path)):
+        if normalize:
+            raise missing_statistics(f"{path} (a built-in model with a fresh head)")
         return build_reward_model(str(path), dtype=dtype).to(device or "cpu").eval()
     model_dir = resolve_model_dir(path)
     if (model_dir / ENSEMBLE_NAME).exists():
         model = EnsembleRewardModel.from_pretrained(model_dir, aggregate=aggregate, dtype=dtype, device=device)
     else:
+        if normalize and RewardModelConfig.from_dict(json.loads((model_dir / CONFIG_NAME).read_text())).reward_statistics is None:
+            raise missing_statistics(str(path))  # before loading weights: fails at once
         model = RewardModel.from_pretrained(model_dir, dtype=dtype, device=device)
+    if normalize:
+        model.use_normalization(where=str(path))
     return model.eval()
