@@ -157,7 +157,9 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
         [RewardModel.from_pretrained(model_dir / name / MODEL_SUBDIR) for name in names], cfg.ensemble_aggregate
     ).eval()
     ensemble.reward_statistics = reward_statistics(ensemble, cfg, datasets["train"].examples)  # of the aggregate
-    write_json(model_dir / ENSEMBLE_NAME, manifest(names, cfg.ensemble_aggregate, ensemble.reward_statistics), main_process_only=True)
+    write_json(
+        model_dir / ENSEMBLE_NAME, manifest(names, cfg.ensemble_aggregate, ensemble.reward_statistics), main_process_only=True
+    )
     eval_results = {}
     for name, ds in datasets["eval"].items():
         eval_results[name], _ = evaluate_preferences(

@@ -103,7 +103,9 @@ def reward_statistics(model, cfg, train_examples: Sequence) -> RewardStatistics:
     model.normalization = None  # raw rewards
     try:
         for lo in range(0, len(order), size):
-            rewards += [s.reward for s in score_sequences(model, [sequences[i] for i in order[lo : lo + size]], TokenRewardSettings())]
+            rewards += [
+                s.reward for s in score_sequences(model, [sequences[i] for i in order[lo : lo + size]], TokenRewardSettings())
+            ]
     finally:
         model.train(was_training)
         model.normalization = normalization
@@ -125,9 +127,11 @@ def normalization_sequences(cfg, tokenizer, train_examples: Sequence) -> tuple[l
         encoded = [encode_prompt_response(tokenizer, r.prompt, r.completion, cfg.max_length, cfg.truncation) for r in rows]
         sequences = [e for e in encoded if e is not None]
         if len(sequences) < 2:
-            raise ValueError(f"{cfg.norm_data}: fewer than 2 rows left for the reward statistics (max_length={cfg.max_length})")
+            raise ValueError(f"{cfg.norm_data}: fewer than 2 rows left for reward statistics (max_length={cfg.max_length})")
         return sequences, str(cfg.norm_data)
-    pairs, _ = encode_pairs(tokenizer, sample(list(train_examples), cfg.norm_samples // 2, generator), cfg.max_length, cfg.truncation)
+    pairs, _ = encode_pairs(
+        tokenizer, sample(list(train_examples), cfg.norm_samples // 2, generator), cfg.max_length, cfg.truncation
+    )
     return [p.chosen for p in pairs] + [p.rejected for p in pairs], TRAINING_RESPONSES
 
 
