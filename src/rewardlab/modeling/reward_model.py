@@ -21,6 +21,8 @@ optional extra: `pip install "rewardlab[gpu]"`), chosen automatically when it is
 On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`, the tokenizer, and either the full causal LM
 (full fine-tuning) or the LoRA adapter (peft) plus, when the base is not loadable by name (the built-in tiny-llama), the base
 model under `base_model/`. The head is always saved beside the adapter, so a reloaded LoRA reward model gives the same scores.
+`rewardlab_config.json` also holds `reward_statistics` (mean and std of its rewards, recorded at the end of training): with
+`use_normalization()` the forward returns (r - mean) / std at every position (`rewardlab.modeling.normalization`).
 """
 
 from __future__ import annotations

@@ -90,22 +90,21 @@ def record_reward_statistics(run: TrainingRun) -> RewardStatistics:
 
 def reward_statistics(model, cfg, train_examples: Sequence) -> RewardStatistics:
     """Mean and std of `model`'s sequence rewards (raw, eval mode) on the normalisation sequences (`normalization_sequences`),
-    scored as `rewardlab score` scores them. Every process computes the same numbers on the same sample (under FSDP or
-    ZeRO-3 every process must take part in each forward)."""
+    scored as `rewardlab score` scores them (padding-free unless the run turned it off). Every process computes the same
+    numbers on the same sample (under FSDP or ZeRO-3 every process must take part in each forward)."""
     from rewardlab.scoring import TokenRewardSettings, score_sequences
 
     sequences, source = normalization_sequences(cfg, model.tokenizer, train_examples)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].input_ids), reverse=True)  # less padding
-    size = cfg.per_device_eval_batch_size
+    size, settings = cfg.per_device_eval_batch_size, TokenRewardSettings()
     rewards: list[float] = []
     was_training, normalization = model.training, model.normalization
     model.eval()
     model.normalization = None  # raw rewards
     try:
         for lo in range(0, len(order), size):
-            rewards += [
-                s.reward for s in score_sequences(model, [sequences[i] for i in order[lo : lo + size]], TokenRewardSettings())
-            ]
+            batch = [sequences[i] for i in order[lo : lo + size]]
+            rewards += [s.reward for s in score_sequences(model, batch, settings, packed=cfg.padding_free)]
     finally:
         model.train(was_training)
         model.normalization = normalization
