@@ -72,12 +72,15 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def result(seconds: list[float], tokens: int, meter: Meter, attention: str, dtype: str, flops: float | None, **extra):
+    from rewardlab.kernel_check import kernel_fallbacks
+
     median = statistics.median(seconds)
     peak = device_peak_tflops(meter.device)
     return {
         "seconds": median, "seconds_all": [round(s, 5) for s in seconds], "tokens": tokens,
         "tokens_per_second": tokens / median, "peak_memory_mb": round(meter.peak_mb(), 1), "attention": attention,
         "dtype": dtype, "flops": flops, "mfu": None if flops is None or peak is None else flops / median / (peak * 1e12),
+        "kernel_fallbacks": kernel_fallbacks(),  # this process's kernels that failed their check (rewardlab.kernel_check)
         **extra,
     }  # fmt: skip
 

@@ -34,6 +34,7 @@ def row(
         "denominator_attention": bottom["attention"], "denominator_tokens_per_second": bottom["tokens_per_second"],
         "denominator_peak_memory_mb": bottom["peak_memory_mb"], "denominator_mfu": bottom["mfu"],
         "denominator_seconds": bottom["seconds"], "denominator_seconds_all": bottom["seconds_all"],
+        "kernel_fallbacks": top.get("kernel_fallbacks", {}), "denominator_kernel_fallbacks": bottom.get("kernel_fallbacks", {}),
         "model": context["model"], "threads": context["threads"], **extra,
     }  # fmt: skip
     if len(top.get("rounds_seconds", [])) > 1:

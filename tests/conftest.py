@@ -13,6 +13,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def trackers_offline(tmp_path_factory):
+    """Experiment trackers stay offline and out of the home directory: wandb in offline mode, wandb's and trackio's files
+    under the session's temporary directory (set before any test starts one: trackio reads TRACKIO_DIR on import)."""
+    root = tmp_path_factory.mktemp("trackers")
+    os.environ |= {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(root), "TRACKIO_DIR": str(root / "trackio")}
+    return root
+
+
 @pytest.fixture(scope="session")
 def easy_data(tmp_path_factory):
     """The easy preference task written as TRL-format JSONL files, as a user would have them."""

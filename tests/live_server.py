@@ -16,18 +16,25 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def live_server(app, timeout: float = 30.0) -> Iterator[str]:
-    """Serve the ASGI `app` until the block ends; yields its base URL (http://127.0.0.1:PORT)."""
+def live_server(app, timeout: float = 30.0, receive_buffer: int | None = None, **config) -> Iterator[str]:
+    """Serve the ASGI `app` until the block ends; yields its base URL (http://127.0.0.1:PORT). `receive_buffer`: the
+    kernel's receive buffer of each connection (SO_RCVBUF), small to make a client that sends a large body block on the
+    server as it would over a real network; `config`: more uvicorn.Config options (`http="h11"`, ...)."""
     import uvicorn
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # accepted connections inherit it
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, args=([sock],), daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             server.should_exit = True
+            sock.close()
             raise RuntimeError("the server did not start")
         time.sleep(0.02)
     try:
@@ -35,5 +42,6 @@ def live_server(app, timeout: float = 30.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
         if thread.is_alive():
             raise RuntimeError("the server did not stop")

@@ -171,6 +171,7 @@ def test_suite_quick_rows_name_device_attention_and_memory(capsys):
     for r in printed:
         assert r["device"].endswith("CPU, 1 threads") and r["dtype"] == "fp32"
         assert r["attention"] == r["denominator_attention"] == "segments"  # the CPU default, on both sides
+        assert r["kernel_fallbacks"] == r["denominator_kernel_fallbacks"] == {}  # no fast kernel failed its check
         assert r["tokens_per_second"] > 0 and r["peak_memory_mb"] >= 0 and r["mfu"] is None  # no CPU peak: no MFU
         assert r["ratio"] == pytest.approx(r["seconds"] / r["denominator_seconds"])
     assert printed[0]["model_tflops_per_second"] > 0 and printed[0]["target"] == 1.15

@@ -11,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from rewardlab.commands.bon import bon, parse_proxies
-from rewardlab.commands.common import UserError
 from rewardlab.data.errors import DataError
+from rewardlab.errors import UserError
 from rewardlab.generation import load_samples
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.modeling.tiny import build_tiny_llama
@@ -189,7 +189,7 @@ def test_config_and_proxy_parsing() -> None:
         parse_proxies(["a=x", "a=y"])
     with pytest.raises(ValueError, match="proxy"):
         BonConfig().validate()
-    with pytest.raises(ValueError, match="n ="):
+    with pytest.raises(ValueError, match="--n 0: must be >= 1"):
         BonConfig(n=0, proxies={"a": "x"}).validate()
 
 
@@ -225,5 +225,11 @@ def test_cli_bon(tmp_path, cli_app) -> None:
 
     result = CliRunner().invoke(cli_app, args[:-5] + ["--samples", str(tmp_path / "none.jsonl"), "--output", str(out)])
     assert result.exit_code == 1 and "none.jsonl" in result.output and "Traceback" not in result.output
-    result = CliRunner().invoke(cli_app, args[:-5] + ["--n", "9", "--samples", str(out / "samples.jsonl"), "--output", str(out)])
+    too_few = ["--n", "9", "--samples", str(out / "samples.jsonl"), "--output", str(tmp_path / "out3")]
+    result = CliRunner().invoke(cli_app, args[:-5] + too_few)
     assert result.exit_code == 1 and "fewer than --n 9" in result.output
+    # the samples' own directory as the output would overwrite them: refused before anything runs, the samples intact
+    before = (out / "samples.jsonl").read_bytes()
+    reused = ["--samples", str(out / "samples.jsonl"), "--output", str(out), "--overwrite"]
+    result = CliRunner().invoke(cli_app, args[:-5] + reused)
+    assert result.exit_code == 1 and "input" in result.output and (out / "samples.jsonl").read_bytes() == before

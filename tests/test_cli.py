@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from rewardlab.cli import app
 from rewardlab.data.templates import encode_prompt_response, pad_sequences
 from rewardlab.modeling.loader import load_reward_model
+from rewardlab.runtime import OUTPUT_MARKER
 
 runner = CliRunner()
 
@@ -191,7 +192,7 @@ def test_train_rm_stops_at_the_first_non_finite_gradient(easy_data, tmp_path):
     assert "= nan" in lines[0] or "= inf" in lines[0]
     assert f"{out}/checkpoints/step-2" in lines[0]  # the last good checkpoint, kept for --resume
     assert not (out / "metrics.json").exists() and not (out / "model").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "log.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "checkpoints", "config.json", "log.jsonl"]
     _strict((out / "config.json").read_text())
     log = [_strict(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, len(log) + 1)) and len(log) >= 2
@@ -226,7 +227,7 @@ def test_commands_that_run_a_model_take_device_and_dtype(trained, easy_data, tmp
         assert "--device" in help_text, command
     if not torch.cuda.is_available():
         result = runner.invoke(app, ["eval-rm", "--model", str(trained), "--data", str(easy_data / "small.jsonl"),
-                                     "--output", str(out), "--device", "cuda"])  # fmt: skip
+                                     "--output", str(tmp_path / "cuda.json"), "--device", "cuda"])  # fmt: skip
         assert result.exit_code == 1 and "CUDA is not available" in result.output
 
 

@@ -11,9 +11,8 @@ from typer.testing import CliRunner
 import rewardlab.rl.ppo
 import rewardlab.train_rm
 from rewardlab.cli import app
-from rewardlab.config import BatchingSpec, LoraSpec, RunSpec
+from rewardlab.config import DEFAULT_LORA_TARGETS, BatchingSpec, LoraSpec, RunSpec
 from rewardlab.modeling.ensemble import AGGREGATES
-from rewardlab.modeling.reward_model import DEFAULT_LORA_TARGETS
 from rewardlab.rl.bon import BonConfig
 from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.train_rm import RewardTrainingConfig

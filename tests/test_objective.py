@@ -3,6 +3,7 @@ own (no padding, no packing), rewards from the head at its last token, log pi(y|
 and the papers' formulas written out here."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -114,6 +115,11 @@ def test_objective_is_bt_plus_alpha_times_the_regulariser(setup, reg):
     accuracy = ((rewards[:n] > rewards[n:]).float() + 0.5 * (rewards[:n] == rewards[n:]).float()).mean()
     torch.testing.assert_close(stats["accuracy"], accuracy)
     torch.testing.assert_close(stats["margin"], (rewards[:n] - rewards[n:]).mean(), atol=TOL, rtol=TOL)
+    values = rewards.tolist()  # the 2B rewards of the batch, chosen and rejected
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    assert stats["reward_mean"].item() == pytest.approx(mean, abs=TOL)
+    assert stats["reward_std"].item() == pytest.approx(std, abs=TOL)
 
 
 def test_one_training_step_matches_a_step_by_hand():

@@ -204,6 +204,6 @@ def test_cli_sequence_only_and_errors(tmp_path) -> None:
     assert result.exit_code != 0 and "--token-rewards" in result.output
 
     missing = tmp_path / "no-such-model"
-    args = ["score", "--model", str(missing), "--data", str(data), "--limit", "1", "--output", str(output)]
+    args = ["score", "--model", str(missing), "--data", str(data), "--limit", "1", "--output", str(tmp_path / "other.jsonl")]
     result = CliRunner().invoke(cli(), args)
     assert result.exit_code == 1 and "no-such-model" in result.output and "Traceback" not in result.output

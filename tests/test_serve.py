@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +20,10 @@ from rewardlab.data.templates import assistant_turn_text, encode_prompt_response
 from rewardlab.modeling.reward_model import build_reward_model  # noqa: E402
 from rewardlab.scoring import score_completions  # noqa: E402
 from rewardlab.serve import (  # noqa: E402
+    RequestGuard,
     authorized,
     create_app,
+    drain_limit,
     encode_query,
     exposure_warning,
     is_loopback,
@@ -200,6 +204,158 @@ def test_a_body_over_the_byte_limit_gets_413(server) -> None:
     streamed = client.post("/get_reward", content=chunks(), headers={"content-type": "application/json"})
     assert streamed.status_code == 413
     assert client.post("/get_reward", json={"query": ["q" * 1000] * 8}).status_code == 200  # under the limit
+
+
+# Over a real network a client that sends a large body blocks until the server reads it; on loopback the kernel's buffers
+# (megabytes) hide that. Small buffers on both ends (16 KiB) make a body of a few hundred KiB behave as over a network.
+SMALL_BUFFER = 16 * 1024
+KEY = "guard-key"
+
+
+def small_buffer_clients():
+    """A urllib opener and a requests session whose connections have a 16 KiB send buffer."""
+    import http.client
+    import socket
+    import urllib.request
+
+    requests = pytest.importorskip("requests")
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection
+
+    class SmallBufferConnection(http.client.HTTPConnection):
+        def connect(self):
+            super().connect()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+
+    class SmallBufferHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(SmallBufferConnection, req)
+
+    class SmallBufferAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            options = [*HTTPConnection.default_socket_options, (socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)]
+            super().init_poolmanager(*args, socket_options=options, **kwargs)
+
+    session = requests.Session()
+    session.mount("http://", SmallBufferAdapter())
+    return urllib.request.build_opener(SmallBufferHandler), session
+
+
+def urllib_post(opener, url: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    """(status, JSON body) of a POST through urllib, which sends `Connection: close` and the whole body before reading."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with opener.open(urllib.request.Request(url, data=body, headers=headers), timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+@pytest.fixture(scope="module", params=["h11", "httptools"])
+def guarded_url(rm, request):
+    """A keyed server with the small body limit, on each of uvicorn's HTTP implementations, with 16 KiB receive buffers."""
+    if request.param == "httptools":
+        pytest.importorskip("httptools")
+    app = create_app(rm, max_length=MAX_LENGTH, max_body_bytes=MAX_BODY, api_key=KEY, model_name="tiny-llama")
+    with live_server(app, http=request.param, receive_buffer=SMALL_BUFFER) as url:
+        yield url
+
+
+@pytest.mark.parametrize("times", [2, 20])
+def test_an_over_size_body_gets_a_413_that_urllib_and_requests_read(guarded_url, times) -> None:
+    opener, session = small_buffer_clients()
+    url, auth = f"{guarded_url}/get_reward", {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    body = json.dumps({"query": ["q" * (times * MAX_BODY)]}).encode()  # `times` x the limit
+    status, reply = urllib_post(opener, url, body, auth)
+    assert status == 413 and "--max-body-bytes" in reply["error"]
+    declared = session.post(url, data=body, headers=auth, timeout=60)
+    assert declared.status_code == 413 and "--max-body-bytes" in declared.json()["error"]
+    closing = session.post(url, data=body, headers={**auth, "Connection": "close"}, timeout=60)
+    assert closing.status_code == 413 and "--max-body-bytes" in closing.json()["error"]
+    pieces = (body[i : i + 8192] for i in range(0, len(body), 8192))  # chunked: no Content-Length, counted as it streams
+    streamed = session.post(url, data=pieces, headers=auth, timeout=60)
+    assert streamed.status_code == 413 and "--max-body-bytes" in streamed.json()["error"]
+    keyless = {"Content-Type": "application/json"}  # a refusal for the key is readable too
+    status, reply = urllib_post(opener, url, body, keyless)
+    assert status == 401 and "API key" in reply["error"]
+
+    small = json.dumps({"query": ["x y"]}).encode()  # the server still serves, on fresh and reused connections
+    status, reply = urllib_post(opener, url, small, auth)
+    assert status == 200 and len(reply["rewards"]) == 1
+    again = session.post(url, data=small, headers=auth, timeout=60)
+    assert again.status_code == 200 and again.json()["rewards"] == pytest.approx(reply["rewards"], abs=1e-6)
+
+
+def run_guard(guard: RequestGuard, headers: dict, chunk_bytes: int, chunks: int, complete: bool = True) -> tuple[list, int]:
+    """Drive the guard as a server would: a request whose body arrives as `chunks` fresh chunks of `chunk_bytes`
+    (`complete=False`: the client disconnects after them, mid-body). Returns (what the guard sent, chunks it read)."""
+    read = 0
+
+    async def receive():
+        nonlocal read
+        if read == chunks:
+            return {"type": "http.disconnect"}
+        read += 1
+        return {"type": "http.request", "body": b"q" * chunk_bytes, "more_body": read < chunks or not complete}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/get_reward", "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(guard(scope, receive, send))
+    return sent, read
+
+
+class NeverCalled:
+    state = None
+
+    async def __call__(self, scope, receive, send):
+        raise AssertionError("a refused request reached the application")
+
+
+def test_a_refused_body_is_read_to_its_end_in_bounded_memory() -> None:
+    import tracemalloc
+
+    limit, chunk, chunks = 1 << 20, 64 << 10, 512  # a 32 MiB body, 32x the limit, within the drain bound (64 MiB)
+    guard = RequestGuard(NeverCalled(), None, limit)
+    assert guard.drain_bytes == drain_limit(limit) == 64 << 20
+    for headers in ({"content-length": str(chunk * chunks)}, {"transfer-encoding": "chunked"}):
+        tracemalloc.start()
+        try:
+            sent, read = run_guard(guard, headers, chunk, chunks)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert read == chunks  # drained to the end: the client is not cut off mid-send
+        assert sent[0]["status"] == 413 and (b"connection", b"close") not in sent[0]["headers"]
+        assert "--max-body-bytes" in json.loads(sent[1]["body"])["error"]
+        assert peak < 4 * limit  # never the whole 32 MiB: the limit's worth of chunks at most, then one chunk at a time
+
+
+def test_a_body_past_the_drain_bound_or_awaiting_100_continue_is_refused_at_once_with_connection_close() -> None:
+    limit, chunk = 1024, 64 << 10
+    guard = RequestGuard(NeverCalled(), None, limit)
+    bound = drain_limit(limit)
+    assert bound == 64 << 20 and drain_limit(8 << 20) == 256 << 20  # 32x the limit, at least 64 MiB
+
+    declared_past, read = run_guard(guard, {"content-length": str(bound + 1)}, chunk, 2 * bound // chunk)
+    assert read == 0 and declared_past[0]["status"] == 413 and (b"connection", b"close") in declared_past[0]["headers"]
+    streamed_past, read = run_guard(guard, {"transfer-encoding": "chunked"}, chunk, 2 * bound // chunk)
+    assert read == bound // chunk + 1  # read until past the bound, then given up
+    assert streamed_past[0]["status"] == 413 and (b"connection", b"close") in streamed_past[0]["headers"]
+    expecting, read = run_guard(guard, {"content-length": str(10 * limit), "expect": "100-continue"}, chunk, 1)
+    assert read == 0 and expecting[0]["status"] == 413 and (b"connection", b"close") in expecting[0]["headers"]
+
+    keyed = RequestGuard(NeverCalled(), "k", limit)
+    unauthorised, read = run_guard(keyed, {"content-length": str(limit // 2)}, limit // 4, 2)
+    assert read == 2 and unauthorised[0]["status"] == 401 and (b"www-authenticate", b"Bearer") in unauthorised[0]["headers"]
+    # The client left while its body was drained: no answer.
+    gone, _ = run_guard(keyed, {"content-length": str(10 * chunk)}, chunk, 3, complete=False)
+    assert gone == []
 
 
 def test_bad_requests_give_json_4xx(server) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rewardlab.commands.bon import bon
+from rewardlab.commands.compare import compare
 from rewardlab.commands.data import data_app
 from rewardlab.commands.demo import demo
 from rewardlab.commands.diagnose import diagnose
@@ -13,6 +14,7 @@ from rewardlab.commands.export import export
 from rewardlab.commands.ppo import ppo
 from rewardlab.commands.score import score
 from rewardlab.commands.serve import serve
+from rewardlab.commands.study import study
 from rewardlab.commands.train_rm import train_rm
 
 app = typer.Typer(
@@ -24,6 +26,8 @@ app = typer.Typer(
 )
 app.command("train-rm")(train_rm)
 app.command("eval-rm")(eval_rm)
+app.command("compare")(compare)
+app.command("study")(study)
 app.command("diagnose")(diagnose)
 app.command("export")(export)
 app.command("score")(score)

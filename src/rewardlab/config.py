@@ -15,7 +15,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rewardlab.errors import UserError
 from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS
+from rewardlab.tracking import ALL, NONE, TRACKERS
 
 DEVICE_HELP = "torch device: cuda, cuda:1, cpu (default: cuda when available, else cpu)."
 DTYPE_HELP = "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU) | fp32 | bf16 | fp16."
@@ -38,7 +40,7 @@ def setting(
     flags: the option's declarations when they differ from `--field-name` (`--x/--no-x` for booleans), e.g. ("--lr",);
     cli_type: the option's type when the field's differs (a Path for a str field, list[str] for a NAME=SPEC dict);
     required: the command refuses to run without the option (the field keeps its default for Python callers);
-    min / max: the option's range, shown in --help and checked by click;
+    min / max: the value's range (inclusive), checked on every resolved config (`check_ranges`: flags, YAML and Python);
     show_default: --help shows the default even in commands whose options otherwise leave it to the help text.
     """
     metadata = {"help": help, "flags": flags, "cli_type": cli_type, "required": required, "min": min, "max": max}
@@ -58,10 +60,10 @@ def restate(mixin: type, name: str, default: Any = MISSING, *, factory: Callable
     return setting(default, factory=factory, **metadata)
 
 
-def lora_target_modules() -> list[str]:
-    """The LoRA target default, read where the reward model declares it (imported only when a config is built)."""
-    from rewardlab.modeling.reward_model import DEFAULT_LORA_TARGETS
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]  # the attention projections, as GRM's official code
 
+
+def lora_target_modules() -> list[str]:
     return list(DEFAULT_LORA_TARGETS)
 
 
@@ -74,6 +76,9 @@ class RunSpec:
     bf16: bool | None = setting(None, help="bf16 autocast (default: on with a capable GPU).")  # None: on when supported
     device: str | None = setting(None, help="cpu or cuda (default: cuda when available); more: accelerate.")
     progress: bool = setting(True, flags=("--progress/--no-progress",), show_default=True, help="Progress bars.")
+    overwrite: bool = setting(
+        False, flags=("--overwrite",), help="Replace an earlier rewardlab output at --output-dir (never anything else)."
+    )
 
 
 @dataclass
@@ -81,9 +86,9 @@ class LoraSpec:
     """LoRA adapters on a model (reward model, policy); off by default (full fine-tuning)."""
 
     lora: bool = setting(False, help="LoRA on q/k/v/o (r 32, alpha 64) instead of full fine-tuning.")
-    lora_r: int = setting(32, help="LoRA rank (default 32).")
-    lora_alpha: int = setting(64, help="LoRA scaling alpha (default 64).")
-    lora_dropout: float = setting(0.05, help="Dropout on the LoRA path (default 0.05).")
+    lora_r: int = setting(32, min=1, help="LoRA rank (default 32).")
+    lora_alpha: int = setting(64, min=1, help="LoRA scaling alpha (default 64).")
+    lora_dropout: float = setting(0.05, min=0.0, max=1.0, help="Dropout on the LoRA path (default 0.05).")
     lora_target_modules: list[str] = setting(
         factory=lora_target_modules, help="Modules that get adapters; repeat for several (default q/k/v/o projections)."
     )
@@ -128,9 +133,9 @@ class RewardObjectiveSpec:
 
     loss: str = setting("bt", help="bt (default) | margin | label-smooth.")
     reg: str = setting("none", help="GRM regulariser: none (default) | sft | sft-nll | dpo | dpo-noref.")
-    alpha: float = setting(0.01, help="Regulariser weight: (1-alpha)*L_reward + alpha*L_reg (default 0.01).")
-    beta: float = setting(0.1, help="Regulariser temperature (default 0.1).")
-    label_smoothing: float = setting(0.1, help="eps for --loss label-smooth (default 0.1).")
+    alpha: float = setting(0.01, min=0.0, max=1.0, help="Regulariser weight: (1-alpha)*L_reward + alpha*L_reg (default 0.01).")
+    beta: float = setting(0.1, min=0.0, help="Regulariser temperature (default 0.1).")
+    label_smoothing: float = setting(0.1, min=0.0, max=1.0, help="eps for --loss label-smooth (default 0.1).")
     center_rewards_coefficient: float = setting(0.0, help="Reward centring coefficient (default 0).")
 
 
@@ -139,10 +144,10 @@ class RewardModelSpec(LoraSpec):
     """The reward head on the backbone (LoRA or full fine-tuning), or an ensemble of reward models."""
 
     head: str = setting("linear", help="Reward head: linear (default) | mlp.")
-    head_hidden: int = setting(1024, help="Hidden width of the mlp head (default 1024).")
-    head_dropout: float = setting(0.1, help="Dropout on the hidden state before the head (default 0.1).")
+    head_hidden: int = setting(1024, min=1, help="Hidden width of the mlp head (default 1024).")
+    head_dropout: float = setting(0.1, min=0.0, max=1.0, help="Dropout on the hidden state before the head (default 0.1).")
     freeze_backbone: bool = setting(False, flags=("--freeze-backbone",), help="Baseline: train the reward head only.")
-    ensemble_size: int = setting(1, help="Train K members with seeds seed..seed+K-1 (baseline).")
+    ensemble_size: int = setting(1, min=1, help="Train K members with seeds seed..seed+K-1 (baseline).")
     ensemble_aggregate: str = setting("mean", help="Ensemble score: mean (default) | min.")
 
 
@@ -150,7 +155,7 @@ class RewardModelSpec(LoraSpec):
 class BatchingSpec:
     """How pairs become batches, and the kernels that run them."""
 
-    max_length: int = setting(1024, help="Max tokens per sequence (default 1024).")
+    max_length: int = setting(1024, min=2, help="Max tokens per sequence (default 1024).")
     truncation: str = setting("keep_end", help="Over-long pairs: keep_end (default) | drop.")
     group_by_length: bool = setting(True, help="Length-bucketed batches (default on: less padding).")
     padding_free: bool = setting(  # packed forward (rewardlab.packing); models without support fall back to padded batches
@@ -158,6 +163,7 @@ class BatchingSpec:
     )
     logprob_chunk_size: int = setting(
         DEFAULT_LOGPROB_CHUNK_TOKENS,
+        min=0,
         help="GRM regularisers: LM-head logits for at most this many response tokens at a time, recomputed in the backward "
         "(default 2048; 0 = all at once). Caps memory with large vocabularies.",
     )
@@ -178,24 +184,24 @@ class BatchingSpec:
 class OptimisationSpec:
     """Optimiser, schedule and batch sizes."""
 
-    learning_rate: float = setting(1e-5, flags=("--lr",), help="Learning rate (default 1e-5).")
-    weight_decay: float = setting(0.0, help="AdamW weight decay (default 0).")
+    learning_rate: float = setting(1e-5, flags=("--lr",), min=0.0, help="Learning rate (default 1e-5).")
+    weight_decay: float = setting(0.0, min=0.0, help="AdamW weight decay (default 0).")
     lr_scheduler_type: str = setting("cosine", help="transformers scheduler name (default cosine).")
-    warmup_ratio: float = setting(0.03, help="Fraction of the steps spent warming up (default 0.03).")
-    max_grad_norm: float = setting(1.0, help="Gradient clipping norm (default 1.0).")
-    per_device_train_batch_size: int = setting(8, flags=("--batch-size",), help="Pairs per device per step (default 8).")
-    per_device_eval_batch_size: int = setting(16, help="Pairs per device per evaluation batch (default 16).")
-    gradient_accumulation_steps: int = setting(1, flags=("--grad-accum",), help="Batches per optimiser step (default 1).")
-    num_train_epochs: float = setting(2.0, flags=("--epochs",), help="Epochs (default 2).")
+    warmup_ratio: float = setting(0.03, min=0.0, max=1.0, help="Fraction of the steps spent warming up (default 0.03).")
+    max_grad_norm: float = setting(1.0, min=0.0, help="Gradient clipping norm (default 1.0).")
+    per_device_train_batch_size: int = setting(8, flags=("--batch-size",), min=1, help="Pairs per device per step (default 8).")
+    per_device_eval_batch_size: int = setting(16, min=1, help="Pairs per device per evaluation batch (default 16).")
+    gradient_accumulation_steps: int = setting(1, flags=("--grad-accum",), min=1, help="Batches per optimiser step (default 1).")
+    num_train_epochs: float = setting(2.0, flags=("--epochs",), min=0.0, help="Epochs (default 2).")
     max_steps: int = setting(-1, help="Optimiser steps; overrides --epochs when > 0.")
 
 
 @dataclass
 class EvaluationSpec:
-    """Logging, evaluation during training, model selection, checkpoints, trackers."""
+    """Logging, evaluation during training, model selection, checkpoints."""
 
-    logging_steps: int = setting(10, help="Log every N steps (default 10).")
-    eval_steps: int = setting(0, help="Evaluate every N steps (default: at the end only).")
+    logging_steps: int = setting(10, min=1, help="Log every N steps (default 10).")
+    eval_steps: int = setting(0, min=0, help="Evaluate every N steps (default: at the end only).")
     # Model selection: the name of an eval set (a validation set) evaluated every eval_steps; training ends on the weights
     # with its best accuracy (earliest on ties), and the other eval sets are evaluated on those weights only, at the end.
     select_best_on: str | None = setting(
@@ -204,12 +210,22 @@ class EvaluationSpec:
         "accuracy, and the other eval sets are scored on those only.",
     )
     early_stopping_patience: int = setting(  # 0: never
-        0, help="With --select-best-on: stop after N evaluations without a gain."
+        0, min=0, help="With --select-best-on: stop after N evaluations without a gain."
     )
-    save_steps: int = setting(0, help="Checkpoint every N steps (for --resume).")  # 0: no intermediate checkpoints
-    save_total_limit: int = setting(2, help="Checkpoints kept (default 2).")
+    save_steps: int = setting(0, min=0, help="Checkpoint every N steps (for --resume).")  # 0: no intermediate checkpoints
+    save_total_limit: int = setting(2, min=1, help="Checkpoints kept (default 2).")
     resume: bool = setting(False, flags=("--resume",), help="Resume from the latest checkpoint in --output-dir.")
-    report_to: list[str] = setting(factory=list, help="tensorboard and/or wandb (when installed).")
+
+
+@dataclass
+class TrackingSpec:
+    """The experiment trackers a run reports to (`rewardlab.tracking`): reward-model training, PPO, the demo."""
+
+    report_to: list[str] = setting(
+        factory=list,
+        help=f"Experiment trackers: {' | '.join(TRACKERS)}, repeated or comma-separated; {ALL} (every installed one) | "
+        f"{NONE} (default). A named tracker that is not installed is an error.",
+    )
 
 
 @dataclass
@@ -220,9 +236,126 @@ class RewardRunSpec(RunSpec):
 
 @dataclass
 class RewardTrainingFields(
-    RewardRunSpec, EvaluationSpec, OptimisationSpec, BatchingSpec, RewardModelSpec, RewardObjectiveSpec, RewardDataSpec
+    RewardRunSpec,
+    TrackingSpec,
+    EvaluationSpec,
+    OptimisationSpec,
+    BatchingSpec,
+    RewardModelSpec,
+    RewardObjectiveSpec,
+    RewardDataSpec,
 ):
     """Every reward-model training setting (the fields of RewardTrainingConfig, which adds their validation)."""
+
+    def input_paths(self) -> list[str | None]:
+        """What the run reads (model, data): its output directory must lie apart from each of them."""
+        from rewardlab.data.io import parse_named_spec
+
+        return [self.model, self.train_data, *(parse_named_spec(spec)[1] for spec in self.eval_data)]
+
+    def check_output(self) -> None:
+        """The output directory may be written (see runtime.check_output_dir); cheap, so commands run it first."""
+        from rewardlab.runtime import check_output_dir
+
+        check_output_dir(self.output_dir, overwrite=self.overwrite, resume=self.resume, inputs=self.input_paths())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the study (rewardlab.study.run_study): a grid of reward-model runs. The settings every cell shares are train-rm's own
+# fields (the groups inherited below, and single fields restated from the groups whose other fields vary per cell), so
+# each is declared once; what varies per cell (loss, reg, alpha, freeze_backbone, ensemble_size, seed, output_dir) is
+# set by the study from its variant, alpha, size and seed.
+
+# The reward-model variants the study and the demo compare, each as the train-rm settings that make it (declared once).
+VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
+    "vanilla": {"loss": "bt", "reg": "none"},
+    "margin": {"loss": "margin", "reg": "none"},
+    "label-smooth": {"loss": "label-smooth", "reg": "none"},
+    "grm-sft": {"loss": "bt", "reg": "sft"},
+    "grm-dpo": {"loss": "bt", "reg": "dpo"},
+    "grm-dpo-noref": {"loss": "bt", "reg": "dpo-noref"},
+    "frozen-backbone": {"loss": "bt", "reg": "none", "freeze_backbone": True},
+    "ensemble": {"loss": "bt", "reg": "none"},  # ensemble_size: the study's --ensemble-members
+}
+STUDY_VARIANTS = tuple(VARIANT_SETTINGS)
+STUDY_ALPHAS = (0.001, 0.01, 0.1, 0.3, 1.0)
+
+
+@dataclass
+class StudySpec:
+    """The grid: variants x alphas (GRM variants only) x seeds x training sizes, and how its comparisons are judged."""
+
+    variants: list[str] = setting(
+        factory=lambda: ["vanilla", "grm-sft", "grm-dpo", "grm-dpo-noref"],
+        help=f"Variants, comma-separated or repeated: {' | '.join(STUDY_VARIANTS)} (default vanilla, grm-sft, grm-dpo, "
+        "grm-dpo-noref; vanilla is always run: every comparison is against it).",
+    )
+    alphas: list[float] = setting(
+        factory=lambda: list(STUDY_ALPHAS),
+        cli_type=list[str],
+        help="Regulariser weights of the GRM variants, comma-separated or repeated (default 0.001,0.01,0.1,0.3,1.0).",
+    )
+    seeds: int = setting(3, min=1, help="Seeds per cell: --seed, --seed+1, ... (default 3); variants are paired by seed.")
+    sizes: list[int] = setting(
+        factory=list,
+        cli_type=list[str],
+        help="Training sizes in pairs, comma-separated or repeated (default: all the training data). A size N trains on "
+        "the first N pairs of one fixed shuffle of the data (--subset-seed): nested subsets, the same for every cell.",
+    )
+    subset_seed: int = setting(0, help="Seed of the shuffle the training sizes are cut from (default 0).")
+    ensemble_members: int = setting(3, min=2, help="Members of the ensemble variant (default 3).")
+    level: float = setting(0.95, min=0.5, max=0.999, help="Confidence level of the comparisons (default 0.95).")
+    resamples: int = setting(2000, min=200, help="Bootstrap resamples over pairs per comparison (default 2000).")
+    workers: int = setting(1, min=1, help="Cells trained at once, in separate processes (default 1).")
+    # train-rm settings that are the same in every cell (the rest of their groups varies per cell)
+    beta: float = restate(RewardObjectiveSpec, "beta")
+    label_smoothing: float = restate(RewardObjectiveSpec, "label_smoothing")
+    center_rewards_coefficient: float = restate(RewardObjectiveSpec, "center_rewards_coefficient")
+    head: str = restate(RewardModelSpec, "head")
+    head_hidden: int = restate(RewardModelSpec, "head_hidden")
+    head_dropout: float = restate(RewardModelSpec, "head_dropout")
+    ensemble_aggregate: str = restate(RewardModelSpec, "ensemble_aggregate")
+    logging_steps: int = restate(EvaluationSpec, "logging_steps")
+    eval_steps: int = restate(EvaluationSpec, "eval_steps", 50, help="Evaluate the --select-on set every N steps (default 50).")
+    select_best_on: str | None = restate(
+        EvaluationSpec,
+        "select_best_on",
+        flags=("--select-on", "--select-best-on"),
+        help="The --eval-data NAME of the ID validation set: each cell keeps its weights with the best accuracy there "
+        "(model selection on it alone); the other sets are scored on those weights and compared (required).",
+    )
+    early_stopping_patience: int = restate(EvaluationSpec, "early_stopping_patience")
+
+
+@dataclass
+class StudyRunSpec(RunSpec):
+    output_dir: str = restate(
+        RunSpec, "output_dir", "runs/study", help="Where study.json, results.json, table.md, the figures and cells/ go."
+    )
+    seed: int = restate(RunSpec, "seed", help="First seed: the cells use seed, seed+1, ..., seed+seeds-1 (default 0).")
+    overwrite: bool = restate(
+        RunSpec,
+        "overwrite",
+        help="Replace an earlier rewardlab output at --output-dir (never anything else). Rerunning the same study there "
+        "resumes it without this flag.",
+    )
+
+
+@dataclass
+class StudyFields(StudyRunSpec, TrackingSpec, OptimisationSpec, BatchingSpec, LoraSpec, StudySpec, RewardDataSpec):
+    """Every setting of `rewardlab study`; a cell's RewardTrainingConfig takes the fields it shares with these."""
+
+    def input_paths(self) -> list[str | None]:
+        from rewardlab.data.io import parse_named_spec
+
+        return [self.model, self.train_data, *(parse_named_spec(spec)[1] for spec in self.eval_data)]
+
+    def check_output(self) -> None:
+        """The study directory may be written: new, empty, or a rewardlab output (a study there is resumed or refused by
+        its config, see rewardlab.study)."""
+        from rewardlab.runtime import check_output_dir
+
+        check_output_dir(self.output_dir, overwrite=self.overwrite, resume=True, inputs=self.input_paths())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -247,40 +380,56 @@ def option_type(f: dataclasses.Field, hint: Any) -> Any:
     return hint
 
 
-def from_dict(cls: type, values: dict, source: str | None = None) -> Any:
-    """`cls(**values)`, refusing keys that are not fields (a typo would otherwise be silently ignored)."""
+def from_dict(cls: type, values: dict, source: str | None = None, name: str | None = None) -> Any:
+    """`cls(**values)`, refusing keys that are not fields (a typo would otherwise be silently ignored) and values outside
+    a field's declared range."""
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
     if unknown:
         where = f"{source}: " if source else ""
-        raise ValueError(f"{where}unknown config keys: {', '.join(unknown)} (not {cls.__name__} fields)")
-    return cls(**values)
+        raise UserError(f"{where}unknown config keys: {', '.join(unknown)} (not {name or cls.__name__} fields)")
+    cfg = cls(**values)
+    check_ranges(cfg)
+    return cfg
 
 
-def read_yaml_config(path: Path, cls: type) -> dict:
+def check_ranges(cfg: Any) -> None:
+    """Every numeric field within its declared min / max (inclusive); else one line naming the flag and the range."""
+    for f in fields(cfg):
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        value = getattr(cfg, f.name)
+        if (low is None and high is None) or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if (low is not None and not value >= low) or (high is not None and not value <= high):  # `not >=`: NaN fails too
+            flag = option_flags(f, False)[0].split("/")[0]
+            bounds = " and ".join([f">= {low}"] * (low is not None) + [f"<= {high}"] * (high is not None))
+            raise UserError(f"{flag} {value}: must be {bounds}")
+
+
+def read_yaml_config(path: Path, cls: type, name: str | None = None) -> dict:
     """The mapping in a `--config` YAML file; a missing file, bad YAML or an unknown key is a one-line error that names
     the file (and the line of the first unknown key)."""
     import yaml
 
     if not path.exists():
-        raise ValueError(f"{path}: no such config file")
+        raise UserError(f"{path}: no such config file")
     text = path.read_text()
     try:
         values = yaml.safe_load(text) or {}
         root = yaml.compose(text)
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields")
+        raise UserError(f"{path}: expected a mapping of {name or cls.__name__} fields")
     known = {f.name for f in fields(cls)}
     for key_node, _ in root.value if root is not None else ():  # an empty file: no keys
         if key_node.value not in known:
             unknown = ", ".join(sorted(str(k) for k in set(values) - known))
             line = key_node.start_mark.line + 1
-            raise ValueError(f"{path}:{line}: unknown config keys: {unknown} (not {cls.__name__} fields)")
+            raise UserError(f"{path}:{line}: unknown config keys: {unknown} (not {name or cls.__name__} fields)")
     return values
 
 
-def resolve_config(cls: type, config_file: Path | None, given: dict) -> Any:
+def resolve_config(cls: type, config_file: Path | None, given: dict, name: str | None = None) -> Any:
     """Defaults, then the YAML file, then the flags given on the command line: each later one wins."""
-    values = read_yaml_config(config_file, cls) if config_file is not None else {}
-    return from_dict(cls, values | given, source=str(config_file) if config_file else None)
+    values = read_yaml_config(config_file, cls, name) if config_file is not None else {}
+    return from_dict(cls, values | given, source=str(config_file) if config_file else None, name=name)

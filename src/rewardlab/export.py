@@ -47,7 +47,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rewardlab.data.templates import encode_prompt_response, pad_sequences
 from rewardlab.modeling.loader import load_reward_model
 from rewardlab.modeling.normalization import RewardStatistics
-from rewardlab.runtime import atomic_directory, resolve_device
+from rewardlab.runtime import atomic_directory, check_output_dir, resolve_device
 
 TOLERANCE = 1e-4
 EXPORT_PAD = "<|pad|>"
@@ -76,13 +76,21 @@ class ExportError(ValueError):
 
 
 def export_sequence_classifier(
-    model_dir: str | Path, output_dir: str | Path, device: str | None = None, normalize: bool = False
+    model_dir: str | Path,
+    output_dir: str | Path,
+    device: str | None = None,
+    overwrite: bool = False,
+    normalize: bool = False,
 ) -> dict:
     """Write the checkpoint and check it against rewardlab's scores (fp32). Returns a report (max_abs_diff per text kind,
     the pad token used, the normalisation offset). Raises ExportError, leaving no output, when it cannot be exact.
 
+    `output_dir` must not exist, be empty, or (with `overwrite`) hold an earlier rewardlab export; it must lie apart from
+    `model_dir`. Checked before the model loads; anything else there is refused (UserError) and left as it is.
+
     `normalize`: bake the recorded reward normalisation into the head as far as a bias-free layer allows (the module
     docstring): logits = normalised reward + `offset`."""
+    output_dir = check_output_dir(output_dir, overwrite=overwrite, inputs=[model_dir], flag="--output")
     device = resolve_device(device)
     rm = load_reward_model(model_dir, device=device, dtype=torch.float32, normalize=normalize)
     if rm.primary() is not rm:
@@ -99,8 +107,7 @@ def export_sequence_classifier(
     if stats is not None:
         record_statistics(classifier.config, stats, normalize)
 
-    output_dir = Path(output_dir)
-    with atomic_directory(output_dir) as tmp:
+    with atomic_directory(output_dir, replace=overwrite) as tmp:
         classifier.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         differences = _agreement(rm, probes, tmp, device, offset)

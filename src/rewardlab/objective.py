@@ -50,7 +50,8 @@ class Objective:
         return REGULARIZER_TABLE[self.reg]
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """loss (with gradients) and detached statistics: reward_loss, accuracy, margin, and reg_loss with a regulariser."""
+        """loss (with gradients) and detached statistics: reward_loss, accuracy, margin, the mean and (population) std of
+        the batch's 2B rewards, and reg_loss with a regulariser."""
         n_pairs = batch["margin"].shape[0]
         response_mask = self.response_mask(batch, n_pairs)
         reference = self.reference_logprobs(model, batch, response_mask)
@@ -67,6 +68,8 @@ class Objective:
             "reward_loss": l_reward.detach(),
             "accuracy": pairwise_accuracy(chosen.detach(), rejected.detach()),
             "margin": (chosen - rejected).detach().mean(),
+            "reward_mean": out.sequence_rewards.detach().mean(),
+            "reward_std": out.sequence_rewards.detach().std(correction=0),
         }
         if l_reg is not None:
             stats["reg_loss"] = l_reg.detach()

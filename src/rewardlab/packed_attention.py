@@ -15,6 +15,10 @@ Three kernels (`PACKED_ATTENTION_KINDS`):
   any dtype, CPU for forward passes only. The CUDA default where varlen does not apply (fp32, an older torch).
 `select_packed_attention` picks one for a model, a device and a dtype ("auto"), or checks an explicit choice and says in
 one line why it cannot run.
+
+`varlen` and `flex` check themselves (`rewardlab.kernel_check`): the first call of each in a process (per dtype) is
+compared with `segments` on the same inputs; after an error or a mismatch beyond tolerance, `segments` runs instead for
+the rest of the process (and `select_packed_attention` says `segments`), with one warning line.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from contextlib import ExitStack, contextmanager
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
+
+from rewardlab.kernel_check import checked, fallback_reason
 
 SEGMENT_ATTENTION = "rewardlab_segments"
 VARLEN_ATTENTION = "rewardlab_varlen"
@@ -164,9 +170,6 @@ def varlen_attention(
     return out.unsqueeze(0), None
 
 
-AttentionInterface.register(VARLEN_ATTENTION, varlen_attention)
-
-
 # ----- flex: one flex-attention call per layer with a block-causal (document) mask -----
 def document_block_mask(cu_seqlens: torch.Tensor, sliding_window: int | None = None, block_size: int | None = None):
     """A flex-attention BlockMask for packed sequences: token q sees token kv iff same sequence, kv <= q (and, with a
@@ -273,7 +276,43 @@ def flex_attention_packed(
     return out.transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(FLEX_ATTENTION, flex_attention_packed)
+# ----- the fast kernels check themselves against `segments` (rewardlab.kernel_check) -----
+FAST_KERNELS: dict[str, Callable] = {"varlen": varlen_attention, "flex": flex_attention_packed}  # looked up per call
+
+
+def _segment_lengths(kwargs: dict) -> list[int] | None:
+    """The packed sequences' lengths, as `packed_attention_kwargs` passes them (or from cu_seqlens)."""
+    lengths = kwargs.get("segment_lengths")
+    if lengths is None and kwargs.get("packed_cu_seqlens") is not None:
+        lengths = kwargs["packed_cu_seqlens"].diff().tolist()
+    return lengths
+
+
+def checked_packed_attention(kind: str) -> Callable:
+    """Packed attention kernel `kind` (`FAST_KERNELS`) as registered with transformers: its first call in the process
+    (per dtype) is compared with `segment_attention` on the same inputs; after an error or a mismatch, `segment_attention`
+    answers instead (see `rewardlab.kernel_check`)."""
+
+    def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None, softcap=None,
+                  **kwargs) -> tuple[torch.Tensor, None]:  # fmt: skip
+        options = {"dropout": dropout, "scaling": scaling, "sliding_window": sliding_window, "softcap": softcap}
+
+        def fast() -> torch.Tensor:
+            return FAST_KERNELS[kind](module, query, key, value, attention_mask, **options, **kwargs)[0]
+
+        def reference() -> torch.Tensor:
+            rest = {name: v for name, v in kwargs.items() if name != "segment_lengths"}
+            lengths = _segment_lengths(kwargs)
+            return segment_attention(module, query, key, value, attention_mask, **options, segment_lengths=lengths, **rest)[0]
+
+        return checked(kind, query.dtype, fast, reference, "segments", "packed attention"), None
+
+    attention.__name__ = attention.__qualname__ = f"checked_{kind}_attention"
+    return attention
+
+
+AttentionInterface.register(VARLEN_ATTENTION, checked_packed_attention("varlen"))
+AttentionInterface.register(FLEX_ATTENTION, checked_packed_attention("flex"))
 
 
 # ----- choosing a kernel -----
@@ -331,18 +370,23 @@ def select_packed_attention(
     config, device: torch.device | str, dtype: torch.dtype, requested: str = "auto", training: bool = False
 ) -> str:
     """The packed attention kernel to use: `requested` if it can run (else a one-line ValueError), or for "auto" the
-    fastest that can: varlen, then flex on CUDA; segments on CPU (measured: flex is no faster there and cannot train)."""
+    fastest that can: varlen, then flex on CUDA; segments on CPU (measured: flex is no faster there and cannot train).
+    A kernel that failed its check in this process (`rewardlab.kernel_check`) gives way to segments."""
     if requested != "auto":
         reason = packed_attention_unavailable_reason(requested, config, device, dtype, training)
         if reason is not None:
             raise ValueError(f"packed attention '{requested}' cannot run here: {reason}")
-        return requested
+        return _unless_fallen_back(requested, dtype)
     if torch.device(device).type != "cuda":
         return "segments"
     for kind in ("varlen", "flex"):
         if packed_attention_unavailable_reason(kind, config, device, dtype, training) is None:
-            return kind
+            return _unless_fallen_back(kind, dtype)
     return "segments"
+
+
+def _unless_fallen_back(kind: str, dtype: torch.dtype) -> str:
+    return "segments" if kind in FAST_KERNELS and fallback_reason(kind, dtype) is not None else kind
 
 
 @contextmanager

@@ -116,15 +116,17 @@ def packed_attention_kwargs(kind: str, packed: PackedBatch, config=None) -> dict
     """What the decoder's forward passes down to the chosen attention function for this packed batch."""
     if kind == "segments":
         return {"segment_lengths": packed.lengths}
+    # the fast kernels get the lengths too: their first call is checked against `segments` (rewardlab.kernel_check)
     if kind == "varlen":
         return {
             "packed_cu_seqlens": packed.cu_seqlens.to(device=packed.input_ids.device, dtype=torch.int32),
             "packed_max_seqlen": max(packed.lengths),
+            "segment_lengths": packed.lengths,
         }
     if kind == "flex":
         cu = packed.cu_seqlens.to(packed.input_ids.device)
         windows = sliding_windows(config) if config is not None else {None}
-        return {"packed_block_masks": {w: document_block_mask(cu, w) for w in windows}}
+        return {"packed_block_masks": {w: document_block_mask(cu, w) for w in windows}, "segment_lengths": packed.lengths}
     raise ValueError(f"packed attention '{kind}' is not one of {', '.join(PACKED_ATTENTION_KINDS)}")
 
 

@@ -12,7 +12,6 @@ import os
 import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -20,6 +19,7 @@ from rewardlab.data.templates import EncodedSequence, encode_prompt_response, pa
 from rewardlab.data.types import PromptCompletion, Text
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.redistribution import METHODS, prompt_rewards, redistribute, response_mask, sequence_rewards
+from rewardlab.runtime import HTML_GENERATOR, write_text
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,7 @@ def render_html(results: Sequence[ScoreResult], path: str | os.PathLike) -> None
             f'<div class="prompt">{html.escape(_text(r.prompt))}</div><div class="response">{spans}</div></section>'
         )
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>rewardlab token rewards</title>
+<html lang="en"><head><meta charset="utf-8">{HTML_GENERATOR}<title>rewardlab token rewards</title>
 <style>
 body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; }}
 h2 {{ font-size: 1em; font-weight: normal; color: #333; }}
@@ -294,7 +294,7 @@ h2 {{ font-size: 1em; font-weight: normal; color: #333; }}
 {"".join(blocks)}
 </body></html>
 """
-    Path(path).write_text(page, encoding="utf-8")
+    write_text(path, page)
 
 
 def results_summary(results: Sequence[ScoreResult]) -> dict:

@@ -15,7 +15,8 @@ Endpoints:
 
 Limits never refuse work a trainer sends: a sequence over `max_length` tokens is truncated keeping its end (the reward is
 read there; `truncated` says so, and a warning is logged), and a request with many items is split into forward passes of
-at most `max_batch_size`. What bounds a request is its body: over `max_body_bytes` -> 413.
+at most `max_batch_size`. What bounds a request is its body: over `max_body_bytes` -> 413, sent after the rest of the
+body has been read and discarded (up to `drain_limit`), so that clients still sending read it.
 
 Every item of every request goes into one asyncio queue; a single worker takes whatever is pending (up to
 `max_batch_size` sequences), runs one forward pass in a thread, and resolves each item's future.
@@ -53,6 +54,7 @@ from rewardlab.scoring import TokenRewardSettings, response_token_texts, score_s
 MISSING_EXTRA = "the reward server needs FastAPI and uvicorn: pip install 'rewardlab[serve]'"
 API_KEY_ENV = "REWARDLAB_API_KEY"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DRAIN_FACTOR, MIN_DRAIN_BYTES = 32, 64 * 1024 * 1024  # a refused body is read and discarded up to this (drain_limit)
 OPEN_PATHS = ("/health",)  # reachable without the API key (load balancers, readiness probes)
 
 logger = logging.getLogger("rewardlab.serve")
@@ -212,26 +214,49 @@ def authorized(header: str | None, api_key: str) -> bool:
     return False
 
 
+def drain_limit(max_body_bytes: int) -> int:
+    """How much of a refused request body the server reads and discards before answering: 32x `max_body_bytes`, at
+    least 64 MiB. Clients such as urllib and python-requests send the whole body before they read the response; a server
+    that answers and closes while bytes are still arriving makes the kernel reset the connection, and the client sees
+    `Connection reset by peer` or `Broken pipe` instead of the answer."""
+    return max(DRAIN_FACTOR * max_body_bytes, MIN_DRAIN_BYTES)
+
+
 class RequestGuard:
     """ASGI middleware run before any parsing: the API key (401) and the body's size (413), as JSON `{"error": ...}`.
 
-    The body is read here, up to the limit, and handed on; a body without Content-Length is counted as it streams."""
+    The body is read here, up to the limit, and handed on; a body without Content-Length is counted as it streams.
+    Before refusing, the rest of the body is read and discarded, chunk by chunk (memory stays at one chunk), up to
+    `drain_limit(max_body_bytes)`, so that a client that is still sending reads the refusal. A body declared longer than
+    that, or one whose client waits for `100 Continue`, is answered at once with `Connection: close`."""
 
     def __init__(self, app, api_key: str | None, max_body_bytes: int):
         self.app = app
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
+        self.drain_bytes = drain_limit(max_body_bytes)
 
     @property
     def state(self):
         """The wrapped application's state (the scorer, counters)."""
         return self.app.state
 
-    @staticmethod
-    async def _refuse(send, status: int, message: str, extra_headers: list | None = None) -> None:
+    async def _refuse(
+        self, receive, send, headers: dict, status: int, message: str, extra_headers: list | None = None, received: int = 0
+    ) -> None:
+        """Answer `status` with `{"error": message}`, after reading and discarding what is left of the request body
+        (`received` bytes of it already read). Nothing is sent when the client goes away while its body is drained."""
+        close = _body_left(headers) and (_expects_continue(headers) or _declared(headers, self.drain_bytes + 1))
+        if not close:
+            drained = await _discard_body(receive, self.drain_bytes - received)
+            if drained is None:
+                return  # the client disconnected
+            close = not drained
         body = json.dumps({"error": message}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
+        headers_out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if close:
+            headers_out.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers_out + (extra_headers or [])})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send) -> None:
@@ -240,12 +265,11 @@ class RequestGuard:
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
         if self.api_key and scope.get("path") not in OPEN_PATHS and not authorized(headers.get("authorization"), self.api_key):
-            await self._refuse(send, 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")])
+            await self._refuse(receive, send, headers, 401, "missing or wrong API key", [(b"www-authenticate", b"Bearer")])
             return
         too_big = f"request body over {self.max_body_bytes} bytes (--max-body-bytes)"
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._refuse(send, 413, too_big)
+        if _declared(headers, self.max_body_bytes + 1):
+            await self._refuse(receive, send, headers, 413, too_big)
             return
         chunks, size = [], 0
         while True:
@@ -255,7 +279,9 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await self._refuse(send, 413, too_big)
+                chunks.clear()
+                more = message.get("more_body", False)
+                await self._refuse(receive if more else _no_more_body, send, headers, 413, too_big, received=size)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -270,6 +296,40 @@ class RequestGuard:
             return await receive()  # after the body: wait for the disconnect, as the server would
 
         await self.app(scope, replay, send)
+
+
+def _declared(headers: dict, at_least: int) -> bool:
+    """Whether the request declares a Content-Length of at least `at_least` bytes."""
+    declared = headers.get("content-length")
+    return declared is not None and declared.isdigit() and int(declared) >= at_least
+
+
+def _body_left(headers: dict) -> bool:
+    """Whether the request may carry a body (a Content-Length above 0, or a chunked one)."""
+    return _declared(headers, 1) or "chunked" in headers.get("transfer-encoding", "").lower()
+
+
+def _expects_continue(headers: dict) -> bool:
+    """A client that sent `Expect: 100-continue` sends its body only when told to: refusing at once saves the upload."""
+    return headers.get("expect", "").lower() == "100-continue"
+
+
+async def _no_more_body():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard_body(receive, budget: int) -> bool | None:
+    """Read the request body to its end, keeping none of it. True when it ended within `budget` bytes, False when it
+    ran past them (the caller then closes the connection), None when the client disconnected."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return True
+        if budget < 0:
+            return False
 
 
 def request_models():
@@ -491,6 +551,7 @@ __all__ = [
     "RequestGuard",
     "authorized",
     "create_app",
+    "drain_limit",
     "encode_query",
     "exposure_warning",
     "is_loopback",

@@ -24,10 +24,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from rewardlab.config import RewardTrainingFields
+from rewardlab.config import RewardTrainingFields, check_ranges
 from rewardlab.config import from_dict as config_from_dict
 from rewardlab.data.listwise import PAIR_MODES
 from rewardlab.data.templates import TRUNCATION_CHOICES
+from rewardlab.errors import UserError
 from rewardlab.evaluation import evaluate_preferences
 from rewardlab.losses import REGULARIZERS, REWARD_LOSSES
 from rewardlab.modeling.ensemble import AGGREGATES
@@ -47,7 +48,8 @@ from rewardlab.rm_trainer.build import (
 from rewardlab.rm_trainer.loop import final_evaluation, train_loop
 from rewardlab.rm_trainer.outputs import end_run, plot_training, record_reward_statistics, reward_statistics, save_outputs
 from rewardlab.rm_trainer.state import TrainingRun
-from rewardlab.runtime import version, write_json
+from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir, version, write_json
+from rewardlab.tracking import resolve_report_to
 
 __all__ = [
     "RewardTrainingConfig",
@@ -69,8 +71,10 @@ class RewardTrainingConfig(RewardTrainingFields):
     help and flag; `rewardlab train-rm` and `--config` YAML files are generated from them); this class checks them."""
 
     def validate(self) -> None:
+        """Every setting and the output directory, checked before any data or model loads (one line on a bad one)."""
+        check_ranges(self)
         if self.train_data is None:
-            raise ValueError("no training data: pass --train-data (or train_data in --config)")
+            raise UserError("no training data: pass --train-data (or train_data in --config)")
         for name, value, choices in (
             ("loss", self.loss, REWARD_LOSSES),
             ("reg", self.reg, REGULARIZERS),
@@ -82,21 +86,17 @@ class RewardTrainingConfig(RewardTrainingFields):
             ("logprob_backend", self.logprob_backend, LOGPROB_BACKENDS),
         ):
             if value not in choices:
-                raise ValueError(f"{name} = '{value}' is not one of {', '.join(choices)}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha = {self.alpha} must lie in [0, 1]")
+                raise UserError(f"{name} = '{value}' is not one of {', '.join(choices)}")
         if self.norm_samples == 1:
-            raise ValueError("norm_samples must be 0 (all) or at least 2 (a std needs two rewards)")
-        if self.ensemble_size < 1:
-            raise ValueError("ensemble_size must be >= 1")
-        if self.logprob_chunk_size < 0:
-            raise ValueError(f"logprob_chunk_size = {self.logprob_chunk_size} must be >= 0 (0: no chunking)")
+            raise UserError("norm_samples must be 0 (all) or at least 2 (a std needs two rewards)")
         if self.freeze_backbone and self.reg != "none":
-            raise ValueError("a frozen backbone cannot be regularised: use --reg none with --freeze-backbone")
+            raise UserError("a frozen backbone cannot be regularised: use --reg none with --freeze-backbone")
         if self.select_best_on is not None and self.eval_steps <= 0:
-            raise ValueError("select_best_on needs eval_steps > 0 (how often the validation set is evaluated)")
-        if self.early_stopping_patience < 0 or (self.early_stopping_patience and self.select_best_on is None):
-            raise ValueError("early_stopping_patience needs select_best_on and must be >= 0")
+            raise UserError("select_best_on needs eval_steps > 0 (how often the validation set is evaluated)")
+        if self.early_stopping_patience and self.select_best_on is None:
+            raise UserError("early_stopping_patience needs select_best_on")
+        resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here, before anything loads
+        self.check_output()
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -113,10 +113,16 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     `datasets` may pass already-loaded data: {"train": PreferenceDataset, "eval": {name: PreferenceDataset}}.
     """
     cfg.validate()
+    train_set, eval_sets = load_datasets(cfg, datasets)  # bad data stops here, before the output directory is touched
+    datasets = {"train": train_set, "eval": eval_sets}
+    if is_main_process():
+        claim_output_dir(cfg.output_dir, "train-rm", overwrite=cfg.overwrite, resume=cfg.resume, inputs=cfg.input_paths())
     if cfg.ensemble_size > 1:
-        return train_ensemble(cfg, datasets)
-    run, metrics = train_one_model(cfg, datasets)
-    end_run(run)
+        metrics = train_ensemble(cfg, datasets)
+    else:
+        run, metrics = train_one_model(cfg, datasets)
+        end_run(run)
+    seal_output_dir(cfg.output_dir)  # on the main process
     return metrics
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rewardlab.commands.common import UserError, config_command, echo, quiet_libraries, user_errors
+from rewardlab.commands.common import config_command, echo, quiet_libraries, user_errors
+from rewardlab.errors import UserError
 from rewardlab.rl.bon import BonConfig
 
 

@@ -15,20 +15,15 @@ from typing import Any
 import typer
 
 from rewardlab.config import DEVICE_HELP, DTYPE_HELP, option_flags, option_type, resolve_config
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad flag combination, missing file); shown as one line, exit code 1."""
+from rewardlab.errors import UserError
 
 
 @contextmanager
 def user_errors():
     """Turn expected failures into `error: ...` on stderr and exit code 1, never a traceback."""
-    from rewardlab.data.errors import DataError
-
     try:
         yield
-    except (DataError, UserError, ValueError, FileNotFoundError, KeyError) as err:
+    except (UserError, ValueError, FileNotFoundError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -88,6 +83,21 @@ def echo(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def check_at_least(flag: str, value: float | None, low: float) -> None:
+    """A hand-written option's lower bound, refused in the same words as a config field's (config.check_ranges)."""
+    if value is not None and not value >= low:
+        raise UserError(f"{flag} {value}: must be >= {low}")
+
+
+def check_choice(flag: str, value: str | None, choices: tuple[str, ...] | list[str]) -> None:
+    if value is not None and value not in choices:
+        raise UserError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
+
+
+def overwrite_option():
+    return typer.Option(False, "--overwrite", help="Replace an earlier rewardlab output there (never anything else).")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # commands generated from a config dataclass
 
@@ -106,10 +116,17 @@ def config_option(f: dataclasses.Field, hint: Any, show_defaults: bool) -> inspe
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     else:
         default = None
-    limits = {key: meta[key] for key in ("min", "max") if meta.get(key) is not None}
-    option = typer.Option(default, *option_flags(f, kind is bool), help=meta.get("help"), **limits)
+    # ranges are checked on the resolved config (config.check_ranges), so a bad value reads the same from every command
+    option = typer.Option(default, *option_flags(f, kind is bool), help=meta.get("help"))
     annotation = kind if default is not None else kind | None
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def setting_option(cls: type, name: str) -> Any:
+    """The typer option of one config field, for a command written by hand (the demo's `--report-to`); its parameter
+    is annotated `TYPE | None` and defaults to None (the field's default applies)."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return config_option(f, typing.get_type_hints(cls)[name], show_defaults=False).default
 
 
 def fields_in_help_order(cls: type) -> list[dataclasses.Field]:
@@ -135,13 +152,15 @@ def config_command(
     show_defaults: bool = False,
     convert: dict[str, Callable[[Any], Any]] | None = None,
     build: str | None = None,
+    precheck: Callable[[Any], None] | None = None,
 ) -> Callable[..., None]:
     """A typer command with one option per field of the dataclass `cls` (and `--config FILE.yaml` when config_file), that
     resolves defaults < YAML file < flags given on the command line into a config and calls `run(cfg)`.
 
     convert: field name -> function from the option's value to the field's (e.g. NAME=PATH entries -> a dict);
     build: "module:Class", a subclass of `cls` with the same fields to construct instead, imported only when the command
-    runs (so that building the command line imports no trainer).
+    runs (so that building the command line imports no trainer);
+    precheck: run on the resolved settings before `build` is imported (cheap checks: the output path), so they fail fast.
     """
     convert = convert or {}
     hints = typing.get_type_hints(cls)
@@ -155,7 +174,12 @@ def config_command(
     def command(ctx: typer.Context, config: Path | None = None, **options: Any) -> None:
         with user_errors():
             given = {name: convert.get(name, plain)(value) for name, value in options.items() if given_on_command_line(ctx, name)}
-            cfg = resolve_config(import_class(build) if build else cls, config, given)
+            name = build.split(":")[1] if build else None  # what users call the settings (RewardTrainingConfig)
+            cfg = resolve_config(cls, config, given, name)  # unknown keys and ranges fail here, before a trainer is imported
+            if precheck is not None:
+                precheck(cfg)
+            if build:
+                cfg = import_class(build)(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
         run(cfg)
 
     command.__signature__ = inspect.Signature(params)  # typer builds the options from this

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import quiet_libraries, user_errors
+from rewardlab.commands.common import check_at_least, overwrite_option, quiet_libraries, user_errors
 
 data_app = typer.Typer(help="Make built-in data sets; inspect preference files.", no_args_is_help=True)
 
@@ -17,16 +17,20 @@ def easy(
     n_train: int = typer.Option(2000, help="Training pairs."),
     n_test: int = typer.Option(500, help="Held-out pairs (a different seed)."),
     seed: int = typer.Option(0),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """The easy task: chosen = the correct answer to copy/reverse/sort, rejected = a corrupted one."""
     from rewardlab.data.loading import preference_to_dict
-    from rewardlab.runtime import write_jsonl
+    from rewardlab.runtime import claim_output_dir, seal_output_dir, write_jsonl
     from rewardlab.tasks.easy import easy_preferences
 
     with user_errors():
-        output_dir.mkdir(parents=True, exist_ok=True)
+        check_at_least("--n-train", n_train, 1)
+        check_at_least("--n-test", n_test, 0)
+        claim_output_dir(output_dir, "data easy", overwrite=overwrite)
         write_jsonl(output_dir / "train.jsonl", (preference_to_dict(e) for e in easy_preferences(n_train, seed)))
         write_jsonl(output_dir / "test.jsonl", (preference_to_dict(e) for e in easy_preferences(n_test, seed + 1_000_003)))
+        seal_output_dir(output_dir)
     print(f"wrote {output_dir}/train.jsonl ({n_train} pairs) and test.jsonl ({n_test} pairs)")
 
 

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import progress_option, quiet_libraries, user_errors
+from rewardlab.commands.common import (
+    check_at_least,
+    overwrite_option,
+    progress_option,
+    quiet_libraries,
+    setting_option,
+    user_errors,
+)
+from rewardlab.config import TrackingSpec
+from rewardlab.errors import UserError
 
 
 def demo(
@@ -17,14 +26,21 @@ def demo(
         None, "--world", help="World version: 4 (default: rating feedback after every answer, an ID-only shortcut) or 3."
     ),
     progress: bool = progress_option(),
+    overwrite: bool = overwrite_option(),
+    report_to: list[str] | None = setting_option(TrackingSpec, "report_to"),
 ) -> None:
     """Base policy -> preference data -> reward models (vanilla, margin, label smoothing, GRM) -> best-of-N -> PPO."""
     from rewardlab.demo import DemoConfig, run_demo
 
     with user_errors():
+        check_at_least("--seeds", seeds, 1)
+        if world not in (None, 3, 4):
+            raise UserError(f"--world {world}: expected 3 or 4")
         quiet_libraries()
         extra = {} if world is None else {"world_version": world}
-        results = run_demo(DemoConfig.make(quick, seeds, output_dir=str(output), progress=progress, **extra))
+        if report_to:
+            extra["report_to"] = list(report_to)
+        results = run_demo(DemoConfig.make(quick, seeds, output_dir=str(output), progress=progress, overwrite=overwrite, **extra))
     for line in results["findings"]:
         print(f"- {line}")
     print(f"wrote {output}/report.md, results.json and figures")

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import aggregate_option, progress_option, quiet_libraries, user_errors
+from rewardlab.commands.common import (
+    aggregate_option,
+    check_at_least,
+    check_choice,
+    overwrite_option,
+    progress_option,
+    quiet_libraries,
+    user_errors,
+)
 from rewardlab.config import BatchingSpec, OptimisationSpec
 
 RESULTS_NAME = "diagnose.json"
@@ -32,14 +40,33 @@ def diagnose(
     device: str | None = typer.Option(None, help="torch device, e.g. cuda or cpu (default: where eval-rm loads it)."),
     dtype: str | None = typer.Option(None, help="auto | fp32 | bf16 | fp16 (default: as eval-rm loads it)."),
     progress: bool = progress_option(),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Prefix-signal diagnostic: pairwise accuracy of chosen vs rejected prefixes at 10%, 20%, ..., 100% of each response,
     correlation of prefix scores with the final score, and the spread of R3HF token rewards; one forward pass per sequence.
     The 100% point equals eval-rm's accuracy on the same set."""
+    from rewardlab.data.io import parse_named_spec
+    from rewardlab.data.templates import TRUNCATION_CHOICES
+    from rewardlab.runtime import (
+        check_output_dir,
+        claim_output_dir,
+        resolve_device,
+        resolve_dtype,
+        seal_output_dir,
+        version,
+        write_json,
+    )
+
+    with user_errors():  # settings and the output path first: they fail in a second, before anything loads
+        check_at_least("--batch-size", batch_size, 1)
+        check_at_least("--max-length", max_length, 2)
+        check_choice("--truncation", truncation, TRUNCATION_CHOICES)
+        inputs = [model, *(parse_named_spec(spec)[1] for spec in data)]
+        check_output_dir(output, overwrite=overwrite, inputs=inputs, flag="--output")
+
     from rewardlab.data.loading import load_named_preferences
     from rewardlab.diagnose import diagnose_set, plot_prefix_signal
     from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.runtime import resolve_device, resolve_dtype, version, write_json
 
     with user_errors():
         quiet_libraries()
@@ -66,10 +93,11 @@ def diagnose(
             "truncation": truncation, "aggregate": aggregate, "device": str(rm.device),
             "dtype": str(next(rm.parameters()).dtype).removeprefix("torch."), "rewardlab_version": version(),
         }  # fmt: skip
-        output.mkdir(parents=True, exist_ok=True)
+        claim_output_dir(output, "diagnose", overwrite=overwrite, inputs=inputs, flag="--output")
         write_json(output / "config.json", config)
         write_json(output / RESULTS_NAME, results)
         plot_prefix_signal(results, output / FIGURE_NAME, title=f"prefix signal: {model}")
+        seal_output_dir(output)
     for name, m in results.items():
         curve = "  ".join(f"{p['fraction']:.1f}:{p['accuracy']:.3f}" for p in m["prefix_accuracy"])
         spread = m["r3hf_token_rewards"]

@@ -8,8 +8,11 @@ import typer
 
 from rewardlab.commands.common import (
     aggregate_option,
+    check_at_least,
+    check_choice,
     device_option,
     dtype_option,
+    overwrite_option,
     progress_option,
     quiet_libraries,
     user_errors,
@@ -33,13 +36,26 @@ def eval_rm(
     device: str | None = device_option(),
     dtype: str = dtype_option(),
     progress: bool = progress_option(),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Evaluate a reward model on named preference sets (pairwise, or listwise: rewardbench2, rm-bench)."""
+    from rewardlab.data.io import parse_named_spec
+    from rewardlab.data.templates import TRUNCATION_CHOICES
+    from rewardlab.runtime import check_output_file, dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
+
+    with user_errors():  # settings and output paths first: they fail in a second, before anything loads
+        check_at_least("--batch-size", batch_size, 1)
+        check_at_least("--max-length", max_length, 2)
+        check_choice("--truncation", truncation, TRUNCATION_CHOICES)
+        inputs = [model, *(parse_named_spec(spec)[1] for spec in data)]
+        check_output_file(output, overwrite=overwrite, inputs=inputs)
+        if scores is not None:
+            check_output_file(scores, overwrite=overwrite, inputs=[*inputs, output], flag="--scores")
+
     from rewardlab.data.listwise import ListwiseDataset
     from rewardlab.evaluation import evaluate_preferences
     from rewardlab.listwise_eval import evaluate_listwise, load_eval_sets, summary_line
     from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
 
     with user_errors():
         quiet_libraries()
@@ -71,7 +87,6 @@ def eval_rm(
             "max_length": max_length, "truncation": truncation, "aggregate": aggregate, "device": str(placed_on),
             "dtype": dtype_name(placed_as), "rewardlab_version": version(),
         }  # fmt: skip
-        output.parent.mkdir(parents=True, exist_ok=True)
         write_json(output, {"config": config, "results": results})
         if scores is not None:
             write_jsonl(scores, rows)

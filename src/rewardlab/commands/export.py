@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import device_option, quiet_libraries, user_errors
+from rewardlab.commands.common import device_option, overwrite_option, quiet_libraries, user_errors
 
 
 def export(
@@ -19,13 +19,14 @@ def export(
         "subtract the mean, so logits = (r - mean) / std + offset (offset = mean / std, in config.json).",
     ),
     device: str | None = device_option(),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Export to transformers' AutoModelForSequenceClassification (num_labels=1) for TRL, OpenRLHF, RewardBench."""
     from rewardlab.export import export_sequence_classifier
 
     with user_errors():  # an ExportError (a ValueError) is one line and exit 1, with nothing written
         quiet_libraries()
-        report = export_sequence_classifier(model, output, device=device, normalize=normalize)
+        report = export_sequence_classifier(model, output, device=device, overwrite=overwrite, normalize=normalize)
     checked = ", ".join(f"{kind} {gap:.1e}" for kind, gap in report["max_abs_diff_by_text"].items())
     print(f"wrote {report['architecture']} to {report['output_dir']}; max |reward difference| vs rewardlab: {checked}")
     if report["normalize"]:

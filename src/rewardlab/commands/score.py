@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import aggregate_option, device_option, dtype_option, normalize_option, progress_option
+from rewardlab.commands.common import (
+    aggregate_option,
+    device_option,
+    dtype_option,
+    normalize_option,
+    overwrite_option,
+    progress_option,
+)
 from rewardlab.redistribution import METHODS
 
 # Methods whose token rewards must sum to reward - prompt_reward (mix only when beta_c = 1).
@@ -33,27 +40,37 @@ def score(
         None, "--token-rewards", help=f"Token-level rewards to add: one of {', '.join(METHODS)}."
     ),
     html: Path | None = typer.Option(None, "--html", help="Also write an HTML page colouring tokens by reward."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences per forward pass."),
-    max_length: int | None = typer.Option(None, "--max-length", min=2, help="Truncate longer sequences, keeping their end."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Truncate longer sequences, keeping their end."),
     beta_c: float = typer.Option(1.0, "--beta-c", help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="abc: weight of the attention-distributed part."),
     aggregate: str | None = aggregate_option(),
     normalize: bool = normalize_option(),
     device: str | None = device_option(),
     dtype: str = dtype_option(),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N rows."),
+    limit: int | None = typer.Option(None, "--limit", help="Score only the first N rows."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad rows instead of stopping."),
     progress: bool = progress_option(),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
-    from rewardlab.commands.common import normalization_record, quiet_libraries, user_errors
+    from rewardlab.commands.common import check_at_least, check_choice, normalization_record, quiet_libraries, user_errors
+    from rewardlab.runtime import check_output_file, dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
+
+    with user_errors():  # settings and output paths first: they fail in a second, before anything loads
+        check_choice("--token-rewards", token_rewards, METHODS)
+        check_at_least("--batch-size", batch_size, 1)
+        check_at_least("--max-length", max_length, 2)
+        check_at_least("--limit", limit, 1)
+        check_output_file(output, overwrite=overwrite, inputs=[model, data])
+        check_output_file(config_path(output), overwrite=overwrite, inputs=[model, data], flag="--output (its config)")
+        if html is not None:
+            check_output_file(html, overwrite=overwrite, inputs=[model, data, output], flag="--html")
+
     from rewardlab.data.loading import load_completions
     from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
     from rewardlab.scoring import render_html, results_summary, score_completions
 
-    if token_rewards is not None and token_rewards not in METHODS:
-        raise typer.BadParameter(f"must be one of {', '.join(METHODS)}", param_hint="--token-rewards")
     with user_errors():
         quiet_libraries()
         placed_on = resolve_device(device)
@@ -91,7 +108,6 @@ def score(
         }  # fmt: skip
         write_json(config_path(output), {"config": config, "summary": summary})
         if html is not None:
-            html.parent.mkdir(parents=True, exist_ok=True)
             render_html(results, html)
 
     line = f"scored {summary['rows']} rows, mean reward {summary['mean_reward']:+.4f} -> {output}"

@@ -5,18 +5,19 @@ from __future__ import annotations
 import typer
 
 from rewardlab.commands.common import aggregate_option, device_option, dtype_option, normalize_option
+from rewardlab.errors import UserError
 
 
 def serve(
     model: str = typer.Option(..., "--model", help="Reward model directory (saved by rewardlab), or 'tiny-llama'."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
-    port: int = typer.Option(8000, "--port", min=0, max=65535),
-    max_batch_size: int = typer.Option(16, "--max-batch-size", min=1, help="Sequences per forward pass."),
+    port: int = typer.Option(8000, "--port"),
+    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Sequences per forward pass."),
     max_length: int = typer.Option(
-        4096, "--max-length", min=2, help="Longer sequences are truncated keeping their end (counted, logged)."
+        4096, "--max-length", help="Longer sequences are truncated keeping their end (counted, logged)."
     ),
     max_body_bytes: int = typer.Option(
-        8 * 1024 * 1024, "--max-body-bytes", min=1, help="Largest request body (else 413); default 8 MiB."
+        8 * 1024 * 1024, "--max-body-bytes", help="Largest request body (else 413); default 8 MiB."
     ),
     api_key: str | None = typer.Option(
         None,
@@ -34,7 +35,16 @@ def serve(
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health."""
-    from rewardlab.commands.common import UserError, echo, quiet_libraries, user_errors
+    from rewardlab.commands.common import check_at_least, echo, quiet_libraries, user_errors
+
+    with user_errors():  # settings first: they fail in a second, before anything loads
+        check_at_least("--port", port, 0)
+        if port > 65535:
+            raise UserError(f"--port {port}: must be <= 65535")
+        check_at_least("--max-batch-size", max_batch_size, 1)
+        check_at_least("--max-length", max_length, 2)
+        check_at_least("--max-body-bytes", max_body_bytes, 1)
+
     from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import resolve_device, resolve_dtype
     from rewardlab.serve import require_serve_extra, run_server

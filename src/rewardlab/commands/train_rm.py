@@ -31,5 +31,6 @@ train_rm = config_command(
     RewardTrainingFields,
     run,
     build="rewardlab.train_rm:RewardTrainingConfig",
+    precheck=RewardTrainingFields.check_output,
     doc="Train a reward model (Bradley-Terry and baselines, with GRM's text-generation regularisers).",
 )

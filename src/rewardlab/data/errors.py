@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from rewardlab.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """Bad input data. `str(err)` is the one-line message shown to the user."""
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rewardlab.config import VARIANT_SETTINGS, TrackingSpec
+
 VARIANTS: dict[str, dict] = {
-    "vanilla": {"loss": "bt", "reg": "none"},
-    "margin": {"loss": "margin", "reg": "none"},
-    "label-smooth": {"loss": "label-smooth", "reg": "none"},
-    "grm-sft": {"loss": "bt", "reg": "sft"},
-    "grm-dpo": {"loss": "bt", "reg": "dpo"},
-    "grm-dpo-noref": {"loss": "bt", "reg": "dpo-noref"},
+    name: VARIANT_SETTINGS[name] for name in ("vanilla", "margin", "label-smooth", "grm-sft", "grm-dpo", "grm-dpo-noref")
 }
 # The official GRM code's comparison, reported apart from the main table (which keeps one head for every variant): GRM
 # with its MLP head against a BT baseline with a linear head and no dropout, so the head's share of a "GRM gain" shows.
@@ -43,7 +40,9 @@ def _world():
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(TrackingSpec):
+    """The demo's sizes and settings; `report_to` (TrackingSpec) reaches every reward model and PPO run it trains."""
+
     output_dir: str = "runs/demo"
     quick: bool = False
     seeds: int = 3
@@ -72,6 +71,7 @@ class DemoConfig:
     ppo_kl_coef: float = 0.15  # at 0.05 the policy ran to KL ~2-3 and past the gold-reward peak (over-optimisation)
     rloo_k: int = 4
     progress: bool = True
+    overwrite: bool = False  # replace an earlier demo output at output_dir (never anything else)
 
     @classmethod
     def make(cls, quick: bool, seeds: int | None = None, **kw) -> DemoConfig:

@@ -28,12 +28,13 @@ def timed(timings: dict[str, float], name: str) -> Iterator[None]:
 def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
-    from rewardlab.runtime import write_json
+    from rewardlab.runtime import claim_output_dir, seal_output_dir, write_json, write_text
     from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, torch_threads
     from rewardlab.tasks.preferences import write_preference_data
+    from rewardlab.tracking import resolve_report_to
 
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    resolve_report_to(cfg.report_to)  # an unknown or uninstalled tracker fails before the first model loads
+    out = claim_output_dir(cfg.output_dir, "demo", overwrite=cfg.overwrite, flag="--output")
     write_json(out / "config.json", asdict(cfg))
     timings: dict[str, float] = {}
     results: dict = {"config": asdict(cfg)}
@@ -75,7 +76,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     results["torch_threads"] = torch.get_num_threads()
     results["findings"] = findings(results)
     write_json(out / "results.json", results)
-    (out / "report.md").write_text(render_report(results))
+    write_text(out / "report.md", render_report(results))
+    seal_output_dir(out)
     return results
 
 

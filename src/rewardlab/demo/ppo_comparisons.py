@@ -56,7 +56,7 @@ def run_ppo_comparisons(
     """Every PPO_COMPARISONS run from a copy of the base policy against one loaded reward model; returns (the results
     entry, the logs by comparison and shaping, one per seed)."""
     from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.rl.ppo import PPOConfig, train_ppo
+    from rewardlab.rl.ppo import train_ppo
     from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
 
     model, tokenizer = policy
@@ -71,13 +71,7 @@ def run_ppo_comparisons(
         for seed in range(seeds):  # seed-major, so an interrupted run still holds paired seeds
             for shaping, critic_init in comparison.arms:
                 run_dir = out / f"{comparison.name}-{shaping}-s{seed}"
-                ppo_cfg = PPOConfig(
-                    policy=str(policy_path), reward_model=str(rm_path), reward_shaping=shaping, gold="builtin",
-                    output_dir=str(run_dir), algo=comparison.algo, critic_init=critic_init or "reward-model",
-                    steps=steps, batch_size=cfg.ppo_batch_size, minibatch_size=16, rloo_k=cfg.rloo_k, lr=cfg.ppo_lr,
-                    critic_lr=cfg.ppo_lr, kl_coef=cfg.ppo_kl_coef, max_new_tokens=16, seed=seed, save_policy=False,
-                    progress=cfg.progress,
-                )  # fmt: skip
+                ppo_cfg = ppo_run_config(cfg, comparison.algo, shaping, critic_init, seed, steps, run_dir, policy_path, rm_path)
                 train_ppo(
                     ppo_cfg,
                     policy=(copy.deepcopy(model), tokenizer),  # PPO trains its policy in place
@@ -89,6 +83,22 @@ def run_ppo_comparisons(
                 logs.setdefault(comparison.name, {}).setdefault(shaping, []).append(log)
         seconds[comparison.name] = time.perf_counter() - start
     return summarise_ppo_comparisons(logs, seconds), logs
+
+
+def ppo_run_config(
+    cfg: DemoConfig, algo: str, shaping: str, critic_init: str | None, seed: int, steps: int, run_dir: Path,
+    policy_path: Path, rm_path: Path,
+):  # fmt: skip
+    """One PPO-family run of the demo (its trackers: the demo's `report_to`)."""
+    from rewardlab.rl.ppo import PPOConfig
+
+    return PPOConfig(
+        policy=str(policy_path), reward_model=str(rm_path), reward_shaping=shaping, gold="builtin",
+        output_dir=str(run_dir), algo=algo, critic_init=critic_init or "reward-model",
+        steps=steps, batch_size=cfg.ppo_batch_size, minibatch_size=16, rloo_k=cfg.rloo_k, lr=cfg.ppo_lr,
+        critic_lr=cfg.ppo_lr, kl_coef=cfg.ppo_kl_coef, max_new_tokens=16, seed=seed, save_policy=False,
+        progress=cfg.progress, report_to=cfg.report_to,
+    )  # fmt: skip
 
 
 def summarise_ppo_comparisons(logs: dict[str, dict[str, list[list[dict]]]], seconds: dict[str, float] | None = None) -> dict:

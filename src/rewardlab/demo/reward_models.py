@@ -27,7 +27,7 @@ def rm_run_config(cfg: DemoConfig, policy_path: Path, train_path: Path, n_pairs:
         model=str(policy_path), train_data=str(train_path), output_dir=str(run_dir),
         learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size, num_train_epochs=cfg.rm_epochs,
         alpha=cfg.alpha, seed=seed, logging_steps=10, progress=False, max_length=256,
-        eval_steps=eval_steps, select_best_on="val", early_stopping_patience=cfg.rm_patience,
+        eval_steps=eval_steps, select_best_on="val", early_stopping_patience=cfg.rm_patience, report_to=cfg.report_to,
         **settings,
     )  # fmt: skip
 

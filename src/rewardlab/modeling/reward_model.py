@@ -17,6 +17,8 @@ logged once (`attention_kernel`).
 The regularisers' response log-probs (`logprob_backend`, default "auto") never make the (tokens x vocabulary) logits at
 once: chunks recomputed in the backward (`chunked`), or Liger Kernel's fused linear cross-entropy (`liger`, CUDA, an
 optional extra: `pip install "rewardlab[gpu]"`), chosen automatically when it is installed and the model is on CUDA.
+The fast kernels (varlen, flex, liger) check themselves on their first call against segments / chunked, and give way to
+them after an error or a mismatch (`rewardlab.kernel_check`).
 
 On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`, the tokenizer, and either the full causal LM
 (full fine-tuning) or the LoRA adapter (peft) plus, when the base is not loadable by name (the built-in tiny-llama), the base
@@ -41,6 +43,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from rewardlab.config import DEFAULT_LORA_TARGETS
+from rewardlab.kernel_check import checked, fallback_reason
 from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.head import RewardHead
 from rewardlab.modeling.logprobs import (
@@ -68,7 +72,7 @@ from rewardlab.packing import (
     sum_per_sequence,
     unpack,
 )
-from rewardlab.runtime import write_json
+from rewardlab.runtime import follow_umask, write_json
 
 logger = logging.getLogger(__name__)
 _warned_unpackable: set[str] = set()  # model classes already reported as falling back to padded batches
@@ -77,7 +81,6 @@ CONFIG_NAME = "rewardlab_config.json"
 MODEL_SUBDIR = "model"  # a training run writes its reward model under OUTPUT_DIR/model
 HEAD_WEIGHTS = "reward_head.safetensors"
 BASE_SUBDIR = "base_model"
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 @dataclass
@@ -246,8 +249,9 @@ class RewardModel(nn.Module):
         self._log_once(("attention", kind, dtype), "packed attention: %s, %s", kind, DESCRIPTION_OF[kind])
         return kind
 
-    def logprob_kernel(self, lm_head: nn.Module | None = None) -> str:
-        """How response log-probs are computed now: chunked | liger (see `LOGPROB_BACKENDS`)."""
+    def logprob_kernel(self, lm_head: nn.Module | None = None, dtype: torch.dtype | None = None) -> str:
+        """How response log-probs are computed now: chunked | liger (see `LOGPROB_BACKENDS`); chunked once liger has
+        failed its check in this process for `dtype` (the hidden states'; default: `compute_dtype`)."""
         head = lm_head or self.lm_head
         if self.logprob_backend not in LOGPROB_BACKENDS:
             raise ValueError(f"logprob backend '{self.logprob_backend}' is not one of {', '.join(LOGPROB_BACKENDS)}")
@@ -256,7 +260,7 @@ class RewardModel(nn.Module):
         reason = liger_unavailable_reason(head, self.device)
         if self.logprob_backend == "liger" and reason is not None:
             raise ValueError(f"logprob backend 'liger' cannot run here: {reason}")
-        kind = "liger" if reason is None else "chunked"
+        kind = "liger" if reason is None and fallback_reason("liger", dtype or self.compute_dtype()) is None else "chunked"
         self._log_once(("logprobs", kind), "response log-probs: %s", kind)
         return kind
 
@@ -380,9 +384,17 @@ class RewardModel(nn.Module):
         (`rewardlab.modeling.logprobs`: chunked and recomputed in the backward, or Liger's fused kernel)."""
         head = lm_head or self.lm_head
         softcap = getattr(self.causal_lm.config, "final_logit_softcapping", None) or None
-        if self.logprob_kernel(head) == "liger":
-            return liger_logprobs(head, hidden_rows, targets, softcap)
-        return chunked_logprobs(head, hidden_rows, targets, self.logprob_chunk_tokens, softcap)
+        chunk = self.logprob_chunk_tokens
+        if self.logprob_kernel(head, hidden_rows.dtype) == "liger":  # checked against chunked on its first call
+            return checked(
+                "liger",
+                hidden_rows.dtype,
+                lambda: liger_logprobs(head, hidden_rows, targets, softcap),
+                lambda: chunked_logprobs(head, hidden_rows, targets, chunk, softcap),
+                "chunked",
+                "log-probs",
+            )
+        return chunked_logprobs(head, hidden_rows, targets, chunk, softcap)
 
     @torch.no_grad()
     def reference_logprobs(self, input_ids, attention_mask, response_mask, packed: bool = False) -> torch.Tensor:
@@ -443,6 +455,7 @@ class RewardModel(nn.Module):
         else:
             self.causal_lm.save_pretrained(path, **({"state_dict": lm_state} if lm_state is not None else {}))
         write_json(path / CONFIG_NAME, self.config.to_dict())
+        follow_umask(path)
 
     @classmethod
     def from_pretrained(

@@ -87,7 +87,7 @@ def convert_gguf(gguf: Path, output_dir: Path | None = None, progress: bool = Tr
     plain.load_state_dict(quantised.state_dict())
     if plain.generation_config is not None and quantised.generation_config is not None:
         plain.generation_config = quantised.generation_config
-    with atomic_directory(output_dir) as tmp:
+    with atomic_directory(output_dir, keep_existing=True) as tmp:  # another process may have converted it meanwhile
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / SOURCE_FILE, {"gguf": str(gguf.resolve()), "rewardlab_version": version()})

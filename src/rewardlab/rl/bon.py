@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardlab.config import DEVICE_HELP, DTYPE_HELP, setting
+from rewardlab.config import DEVICE_HELP, DTYPE_HELP, check_ranges, setting
 from rewardlab.data.errors import DataError
 from rewardlab.generation import SampleBatch, load_samples, sample, save_samples
 from rewardlab.rl.bon_math import bon_curve, fit_gao_bon, n_grid, normalise_curve
 from rewardlab.rl.scorers import BUILTIN, Scorer, resolve_policy, resolve_prompts, resolve_scorer
-from rewardlab.runtime import version, write_json, write_jsonl
+from rewardlab.runtime import check_output_dir, claim_output_dir, seal_output_dir, version, write_json, write_jsonl
 
 
 @dataclass
@@ -65,15 +65,21 @@ class BonConfig:
     device: str | None = setting(None, help=DEVICE_HELP)
     dtype: str = setting("auto", help=DTYPE_HELP)
     progress: bool = setting(True, flags=("--progress/--no-progress",))
+    overwrite: bool = setting(False, flags=("--overwrite",), help="Replace an earlier rewardlab output at --output.")
 
     def validate(self, need_proxies: bool = True) -> None:
-        if self.n < 1:
-            raise ValueError(f"n = {self.n} must be >= 1")
+        """Every setting and the output directory, checked before any model loads (one line on a bad one)."""
+        check_ranges(self)
         if need_proxies and not self.proxies:
             raise ValueError("no proxy reward model: pass --proxy NAME=PATH (repeat for several)")
         for name in self.proxies:
             if not name:
                 raise ValueError("a proxy needs a name: --proxy NAME=PATH")
+        check_output_dir(self.output_dir, overwrite=self.overwrite, inputs=self.input_paths(), flag="--output")
+
+    def input_paths(self) -> list[str | None]:
+        """What the run reads: the output directory must lie apart from each."""
+        return [self.policy, self.gold, self.prompts, self.samples, *self.proxies.values()]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -190,12 +196,11 @@ def run_bon(
     `policy` = (model, tokenizer) and the scorers may be passed in (tests, the demo); otherwise they come from the
     config.
     """
-    cfg.validate(need_proxies=proxy_scorers is None)
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    cfg.validate(need_proxies=proxy_scorers is None)  # the output directory too: claimed once there is something to write
 
     # 1. n samples per prompt, once
     batch = bon_samples(cfg, policy)
+    output_dir = claim_output_dir(cfg.output_dir, "bon", overwrite=cfg.overwrite, inputs=cfg.input_paths(), flag="--output")
     save_samples(output_dir / "samples.jsonl", batch)
 
     # 2. every sample scored by every proxy and by the gold scorer: (prompts, n) matrices
@@ -224,6 +229,7 @@ def run_bon(
     write_json(output_dir / "curves.json", result)
     write_json(output_dir / "config.json", asdict(cfg) | {"sampling": batch.settings, "rewardlab_version": version()})
     plot_curves(curves, output_dir / "bon_curves.png")
+    seal_output_dir(output_dir)
     return result
 
 

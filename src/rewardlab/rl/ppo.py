@@ -82,7 +82,15 @@ from rewardlab.rl.rollout import (
     with_closing_tokens,
 )
 from rewardlab.rl.scorers import Scorer
-from rewardlab.runtime import NonFiniteError, first_non_finite, resolve_device, resolve_dtype
+from rewardlab.runtime import (
+    NonFiniteError,
+    claim_output_dir,
+    first_non_finite,
+    resolve_device,
+    resolve_dtype,
+    seal_output_dir,
+)
+from rewardlab.tracking import finish_tracking, resolve_report_to, start_tracking, tracker_scalars
 
 
 def _chunks(total: int, size: int) -> list[slice]:
@@ -115,11 +123,16 @@ class PPOTrainer:
 
         from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
 
-        cfg.validate()
+        cfg.validate()  # the output directory too: checked here, claimed when the run starts writing
         self.cfg = cfg
         on_cpu = resolve_device(cfg.device).type == "cpu"
         bf16 = cfg.bf16 if cfg.bf16 is not None else resolve_dtype("auto", "cpu" if on_cpu else None) == torch.bfloat16
-        self.accelerator = Accelerator(cpu=on_cpu, mixed_precision="bf16" if bf16 else "no")
+        self.accelerator = Accelerator(
+            cpu=on_cpu,
+            mixed_precision="bf16" if bf16 else "no",
+            log_with=resolve_report_to(cfg.report_to) or None,
+            project_dir=cfg.output_dir,
+        )
         set_seed(cfg.seed)
         device = self.accelerator.device
 
@@ -392,9 +405,11 @@ class PPOTrainer:
                 for name, params in (("policy grad norm", policy_params), ("critic grad norm", critic_params)):
                     if params:  # inf max_norm measures without clipping
                         norms[name] = accelerator.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
-                problem = first_non_finite({"loss": loss} | {k: v for k, v in norms.items() if v is not None})
+                norms = {k: v for k, v in norms.items() if v is not None}  # DeepSpeed clips inside its step
+                problem = first_non_finite({"loss": loss} | norms)
                 if problem is not None:  # before the optimiser steps with it
                     raise NonFiniteError(problem)
+                step_stats |= {name.replace(" ", "_"): norm for name, norm in norms.items()}  # before clipping
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 for key, value in step_stats.items():
@@ -416,26 +431,37 @@ class PPOTrainer:
     # ----- the loop -----
     def train(self) -> dict:
         """Rollout + update for cfg.steps iterations (and a final rollout to measure the last policy); writes
-        metrics.jsonl, samples.jsonl, config.json, metrics.json, plots and policy/ under cfg.output_dir."""
-        from tqdm.auto import tqdm
-
-        from rewardlab.runtime import JsonlAppender, version, write_json
+        metrics.jsonl, samples.jsonl, config.json, metrics.json, plots and policy/ under cfg.output_dir, and reports each
+        step's record to the trackers of `report_to`."""
+        from rewardlab.runtime import version, write_json
 
         cfg, accelerator = self.cfg, self.accelerator
         output_dir = Path(cfg.output_dir)
         is_main = accelerator.is_main_process
+        resolved = asdict(cfg) | {
+            "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
+            "num_prompts": len(self.prompts),
+            "rewardlab_version": version(),
+        }
         if is_main:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            write_json(
-                output_dir / "config.json",
-                asdict(cfg)
-                | {
-                    "num_processes": accelerator.num_processes,
-                    "mixed_precision": accelerator.mixed_precision,
-                    "num_prompts": len(self.prompts),
-                    "rewardlab_version": version(),
-                },
-            )
+            claim_output_dir(output_dir, "ppo", overwrite=cfg.overwrite, inputs=cfg.input_paths(), flag="--output")
+            write_json(output_dir / "config.json", resolved)
+        start_tracking(accelerator, resolved, output_dir)  # the trackers of --report-to (none: nothing)
+        try:
+            summary = self._train_steps(output_dir)
+        finally:
+            finish_tracking(accelerator)
+        return summary
+
+    def _train_steps(self, output_dir: Path) -> dict:
+        """The loop of `train`: every step's record goes to metrics.jsonl and, as the same numbers, to the trackers."""
+        from tqdm.auto import tqdm
+
+        from rewardlab.runtime import JsonlAppender, write_json
+
+        cfg, accelerator = self.cfg, self.accelerator
+        is_main = accelerator.is_main_process
         metrics_log = JsonlAppender(output_dir / "metrics.jsonl", enabled=is_main)
         samples_log = JsonlAppender(output_dir / "samples.jsonl", enabled=is_main)
         log: list[dict] = []
@@ -457,6 +483,7 @@ class PPOTrainer:
             record["elapsed_seconds"] = time.perf_counter() - start
             log.append(record)
             metrics_log.write(record)
+            accelerator.log(tracker_scalars(record), step=step)
             if step % max(cfg.sample_every, 1) == 0 or step == cfg.steps:
                 for row in sample_rows(ro, step, cfg.log_samples) if is_main else ():
                     samples_log.write(row)
@@ -472,6 +499,7 @@ class PPOTrainer:
         if is_main:
             write_json(output_dir / "metrics.json", summary)
             plot_ppo(log, output_dir)
+            seal_output_dir(output_dir)
         accelerator.wait_for_everyone()
         return summary
 

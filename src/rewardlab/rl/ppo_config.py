@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rewardlab.config import LoraSpec, RunSpec, from_dict, restate, setting
+from rewardlab.config import LoraSpec, RunSpec, TrackingSpec, check_ranges, from_dict, restate, setting
 from rewardlab.redistribution import METHODS, POTENTIAL_METHODS
 from rewardlab.rl.ppo_math import ALGOS
 from rewardlab.rl.scorers import BUILTIN
+from rewardlab.tracking import resolve_report_to
 
 KL_ESTIMATORS = ("k1", "k3")
 REINFORCE_BASELINES = ("batch", "ema")
@@ -21,7 +22,7 @@ FRESH_HEAD_SCALE = 0.01  # `fresh`: output-layer weights ~ N(0, (scale / sqrt(fa
 
 
 @dataclass
-class PPOConfig(RunSpec, LoraSpec):
+class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
     """Everything a PPO / RLOO / REINFORCE run needs; each field declared once with its help and flag."""
 
     # models and data
@@ -84,12 +85,17 @@ class PPOConfig(RunSpec, LoraSpec):
     # LoRA on the policy (the reference is then the policy with adapters disabled); r, alpha, targets: LoraSpec
     lora: bool = restate(LoraSpec, "lora", help="LoRA on the policy; reference = adapters off.")
     lora_dropout: float = restate(LoraSpec, "lora_dropout", 0.0, help="Dropout on the LoRA path (default 0).")
-    # bookkeeping (seed, bf16, device, progress: RunSpec)
+    # bookkeeping (seed, bf16, device, progress: RunSpec; report_to: TrackingSpec)
     log_samples: int = setting(4, help="Generations written to samples.jsonl per logged step (default 4).")
     sample_every: int = setting(10, help="Steps between sample dumps (default 10; step 0 and the last always).")
     save_policy: bool = setting(True, help="Save the trained policy (default on).")
 
     def validate(self) -> None:
+        """Every setting and the output directory, checked before any model loads (one line on a bad one)."""
+        from rewardlab.errors import UserError
+        from rewardlab.runtime import check_output_dir
+
+        check_ranges(self)
         for name, value, choices in (
             ("algo", self.algo, ALGOS),
             ("reward_shaping", self.reward_shaping, METHODS),
@@ -98,20 +104,24 @@ class PPOConfig(RunSpec, LoraSpec):
             ("critic_init", self.critic_init, CRITIC_INITS),
         ):
             if value not in choices:
-                raise ValueError(f"{name} = '{value}' is not one of {', '.join(choices)}")
-        if self.steps < 0 or self.batch_size < 1 or self.minibatch_size < 1 or self.ppo_epochs < 1:
-            raise ValueError("steps must be >= 0 and batch_size, minibatch_size, ppo_epochs >= 1")
+                raise UserError(f"{name} = '{value}' is not one of {', '.join(choices)}")
         if self.algo == "rloo" and (self.rloo_k < 2 or self.batch_size % self.rloo_k):
-            raise ValueError(f"rloo needs rloo_k >= 2 dividing batch_size, got k={self.rloo_k}, batch={self.batch_size}")
+            raise UserError(f"rloo needs rloo_k >= 2 dividing batch_size, got k={self.rloo_k}, batch={self.batch_size}")
         if self.temperature <= 0:
-            raise ValueError("temperature must be > 0: PPO needs the sampling distribution's log-probs")
+            raise UserError("temperature must be > 0: PPO needs the sampling distribution's log-probs")
         if not 0.0 <= self.baseline_decay < 1.0:
-            raise ValueError(f"baseline_decay = {self.baseline_decay} must lie in [0, 1)")
+            raise UserError(f"baseline_decay = {self.baseline_decay} must lie in [0, 1)")
         if self.critic_init == "potential-offset" and self.reward_shaping not in POTENTIAL_METHODS:
             raise ValueError(
                 f"critic_init = 'potential-offset' needs a potential-based reward_shaping ({', '.join(POTENTIAL_METHODS)}); "
                 f"'{self.reward_shaping}' has no state potential"
             )
+        resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here, before anything loads
+        check_output_dir(self.output_dir, overwrite=self.overwrite, inputs=self.input_paths(), flag="--output")
+
+    def input_paths(self) -> list[str | None]:
+        """What the run reads (policy, reward model, gold, prompts): the output directory must lie apart from each."""
+        return [self.policy, self.reward_model, self.gold, self.prompts]
 
     @classmethod
     def from_dict(cls, d: dict) -> PPOConfig:

@@ -10,6 +10,7 @@ import torch
 
 from rewardlab.rl.ppo_math import explained_variance, explained_variance_moments
 from rewardlab.rl.rollout import Rollout
+from rewardlab.runtime import follow_umask
 
 
 def summarise(log: list[dict]) -> dict:
@@ -132,3 +133,4 @@ def save_policy(accelerator, model, policy, tokenizer, lora: bool, path: Path) -
     else:
         policy_state = {k.removeprefix("policy."): v for k, v in state.items() if k.startswith("policy.")}
         policy.save_pretrained(path, state_dict=policy_state)
+    follow_umask(path)

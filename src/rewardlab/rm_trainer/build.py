@@ -20,9 +20,10 @@ from rewardlab.modeling.reward_model import LoraSettings, build_reward_model
 from rewardlab.objective import Objective
 from rewardlab.packing import packing_unsupported_reason, select_packed_attention
 from rewardlab.rm_trainer.checkpoints import resume_from_latest
-from rewardlab.rm_trainer.outputs import available_trackers, write_run_config
+from rewardlab.rm_trainer.outputs import write_run_config
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import resolve_device, resolve_dtype
+from rewardlab.tracking import resolve_report_to
 
 if TYPE_CHECKING:
     from rewardlab.data.loading import PreferenceDataset
@@ -53,7 +54,7 @@ def build_run(cfg, datasets: dict | None = None) -> TrainingRun:
 
 def make_accelerator(cfg) -> tuple[Accelerator, bool, list[str]]:
     """The accelerator (its device, mixed precision, trackers), whether the run computes in bf16, and the trackers."""
-    trackers = available_trackers(cfg.report_to)
+    trackers = resolve_report_to(cfg.report_to)
     on_cpu = resolve_device(cfg.device).type == "cpu"
     bf16 = cfg.bf16 if cfg.bf16 is not None else resolve_dtype("auto", "cpu" if on_cpu else None) == torch.bfloat16
     accelerator = Accelerator(

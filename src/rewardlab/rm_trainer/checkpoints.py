@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from rewardlab.rm_trainer.state import TrainingRun
-from rewardlab.runtime import NonFiniteError, first_non_finite, write_json, write_jsonl
+from rewardlab.runtime import NonFiniteError, first_non_finite, follow_umask, write_json, write_jsonl
 
 STATE_NAME = "trainer_state.json"  # beside accelerate's state in every checkpoint: the step and the log so far
 
@@ -31,6 +31,7 @@ def save_checkpoint(run: TrainingRun) -> None:
     run.accelerator.save_state(str(ckpt))
     if run.accelerator.is_main_process:
         write_json(ckpt / STATE_NAME, {"global_step": run.global_step, "log": run.log})
+        follow_umask(ckpt)
         old = checkpoints(run.output_dir)
         for stale in old[: max(0, len(old) - run.cfg.save_total_limit)]:
             shutil.rmtree(stale, ignore_errors=True)

@@ -17,6 +17,7 @@ from rewardlab.evaluation import evaluate_preferences
 from rewardlab.objective import Objective
 from rewardlab.rm_trainer.checkpoints import BestWeights, save_checkpoint, stop_if_non_finite
 from rewardlab.rm_trainer.state import TrainingRun
+from rewardlab.tracking import tracker_scalars
 
 Stats = dict[str, torch.Tensor]
 
@@ -63,6 +64,7 @@ def train_loop(run: TrainingRun) -> LoopResult:
     bar = tqdm(total=run.total_steps, initial=run.global_step, desc="train-rm", disable=not run.show, dynamic_ncols=True)
     running: dict[str, list[torch.Tensor]] = {}
     start_time, pairs_seen = time.perf_counter(), 0
+    window = Throughput(run.accelerator)
     batches = epoch_batches(run)
     for epoch, batch in batches:
         stats = training_step(
@@ -73,13 +75,14 @@ def train_loop(run: TrainingRun) -> LoopResult:
             if v is not None:
                 running.setdefault(k, []).append(v.detach().float())
         pairs_seen += batch["margin"].shape[0] * run.accelerator.num_processes
+        window.add(batch["attention_mask"])
         if not run.accelerator.sync_gradients:
             continue
         run.scheduler.step()
         run.global_step += 1
         bar.update(1)
         if run.global_step % cfg.logging_steps == 0 or run.global_step == run.total_steps:
-            means = log_training(run, epoch, running)
+            means = log_training(run, epoch, running, window.tokens_per_second())
             running = {}
             bar.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}")
         if after_update(run, selection):
@@ -102,12 +105,37 @@ def epoch_batches(run: TrainingRun) -> Iterator[tuple[int, dict[str, torch.Tenso
             yield epoch, batch
 
 
-def log_training(run: TrainingRun, epoch: int, running: dict[str, list[torch.Tensor]]) -> dict[str, float]:
-    """A train record in the log (and the trackers): the mean of every statistic since the last one, over processes."""
+class Throughput:
+    """Tokens trained on (real tokens, every process) per second of wall time, since the last reading."""
+
+    def __init__(self, accelerator: Accelerator):
+        self.accelerator = accelerator
+        self.tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
+        self.start = time.perf_counter()
+
+    def add(self, attention_mask: torch.Tensor) -> None:
+        self.tokens += attention_mask.sum().to(self.tokens.device)
+
+    def tokens_per_second(self) -> float:
+        """The rate since the last reading (or the start); restarts the count."""
+        tokens = self.accelerator.reduce(self.tokens, "sum").item()
+        now = time.perf_counter()
+        rate = tokens / (now - self.start) if now > self.start else 0.0
+        self.tokens.zero_()
+        self.start = now
+        return rate
+
+
+def log_training(
+    run: TrainingRun, epoch: int, running: dict[str, list[torch.Tensor]], tokens_per_second: float
+) -> dict[str, float]:
+    """A train record in the log and, as the same numbers, the trackers (`train/KEY`): the mean of every statistic since
+    the last record, over processes, with the learning rate and the throughput."""
     means = {k: run.accelerator.reduce(torch.stack(v).mean(), "mean").item() for k, v in running.items()}
     lr = run.scheduler.get_last_lr()[0]
-    run.log.append({"kind": "train", "step": run.global_step, "epoch": epoch, "lr": lr, **means})
-    run.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=run.global_step)
+    record = {"kind": "train", "step": run.global_step, "epoch": epoch, "lr": lr, **means, "tokens_per_second": tokens_per_second}
+    run.log.append(record)
+    run.accelerator.log(tracker_scalars(record, "train/"), step=run.global_step)
     return means
 
 

@@ -4,7 +4,6 @@ reports to as it goes."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -16,22 +15,7 @@ from rewardlab.modeling.normalization import RewardStatistics
 from rewardlab.modeling.reward_model import MODEL_SUBDIR
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import version, write_json, write_jsonl
-
-TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb"}
-
-
-def available_trackers(report_to: list[str]) -> list[str]:
-    """The trackers asked for that are installed (one that is not is announced and skipped; an unknown one is an error)."""
-    available = []
-    for name in report_to:
-        module = TRACKER_MODULES.get(name)
-        if module is None:
-            raise ValueError(f"report_to: unknown tracker '{name}' (tensorboard, wandb)")
-        if importlib.util.find_spec(module) is not None:
-            available.append(name)
-        else:
-            print(f"report_to: {name} is not installed; not reporting to it")
-    return available
+from rewardlab.tracking import finish_tracking, start_tracking
 
 
 def write_run_config(run: TrainingRun) -> dict:
@@ -54,8 +38,7 @@ def write_run_config(run: TrainingRun) -> dict:
         kernels = run.kernels
         print(f"attention: {kernels['attention']}" + (f"; log-probs: {kernels['logprobs']}" if "logprobs" in kernels else ""))
     if run.trackers:
-        scalars = {k: v for k, v in resolved.items() if isinstance(v, int | float | str | bool)}
-        accelerator.init_trackers("rewardlab", config=scalars)
+        start_tracking(accelerator, resolved, run.output_dir)
     return resolved
 
 
@@ -146,8 +129,7 @@ def end_run(run: TrainingRun, keep_process_group: bool = False) -> None:
     """The trackers finish; the process group of a launch goes too, unless more runs follow in it (ensemble members:
     accelerate cannot make a second one in the same process)."""
     if keep_process_group:
-        for tracker in run.accelerator.trackers:
-            tracker.finish()
+        finish_tracking(run.accelerator)
     else:
         run.accelerator.end_training()
 

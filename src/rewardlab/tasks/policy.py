@@ -228,7 +228,7 @@ def get_base_policy(
     if not (path / "config.json").exists():
         with torch_threads(training_threads()):
             model, tokenizer, stats = pretrain_base_policy(config, progress=progress)
-        with atomic_directory(path) as tmp:  # readers see a complete directory or none
+        with atomic_directory(path, keep_existing=True) as tmp:  # whole or not at all; a concurrent copy wins
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             write_json(
