@@ -9,6 +9,7 @@ from rewardlab.commands.compare import compare
 from rewardlab.commands.data import data_app
 from rewardlab.commands.demo import demo
 from rewardlab.commands.diagnose import diagnose
+from rewardlab.commands.doctor import doctor
 from rewardlab.commands.eval_rm import eval_rm
 from rewardlab.commands.export import export
 from rewardlab.commands.ppo import ppo
@@ -30,6 +31,7 @@ app.command("compare")(compare)
 app.command("study")(study)
 app.command("diagnose")(diagnose)
 app.command("export")(export)
+app.command("doctor")(doctor)
 app.command("score")(score)
 app.command("serve")(serve)
 app.command("bon")(bon)

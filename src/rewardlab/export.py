@@ -11,7 +11,8 @@ plain-string data ends in EOS: the classifier would read one token early. So whe
 ends any probe text, the export gives the classifier a pad token of its own (`<|pad|>`, one embedding row added, never
 attended to) in its config and tokenizer. The checkpoint is then checked against rewardlab on chat-template and plain-string
 text, right and left padded; above `TOLERANCE` the export fails and leaves nothing behind (it is written to a temporary
-directory that replaces the output only after the check).
+directory that replaces the output only after the check). The source's `text_convention.json` goes with it (`rewardlab doctor`
+compares a tokenizer's encodings with it).
 
 Text conventions (what a user of the exported model must feed it to get rewardlab's scores):
 - chat data: the tokenizer's chat template over prompt + response messages (`apply_chat_template(..., tokenize=False)`,
@@ -38,16 +39,18 @@ no single-model equivalent: export a member.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rewardlab.data.templates import encode_prompt_response, pad_sequences
-from rewardlab.modeling.loader import load_reward_model
+from rewardlab.data.templates import TEXT_RECORD_NAME, encode_prompt_response, pad_sequences, text_record
+from rewardlab.modeling.loader import load_reward_model, resolve_model_dir
 from rewardlab.modeling.normalization import RewardStatistics
-from rewardlab.runtime import atomic_directory, check_output_dir, resolve_device
+from rewardlab.modeling.sources import is_builtin
+from rewardlab.runtime import atomic_directory, check_output_dir, resolve_device, write_json
 
 TOLERANCE = 1e-4
 EXPORT_PAD = "<|pad|>"
@@ -110,6 +113,7 @@ def export_sequence_classifier(
     with atomic_directory(output_dir, replace=overwrite) as tmp:
         classifier.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_json(tmp / TEXT_RECORD_NAME, _text_record(model_dir, rm.tokenizer))
         differences = _agreement(rm, probes, tmp, device, offset)
         worst = max(differences.values(), key=lambda d: math.inf if math.isnan(d) else d)
         if not worst <= TOLERANCE:  # also catches NaN
@@ -147,6 +151,15 @@ def record_statistics(config, stats: RewardStatistics, normalized_head: bool) ->
         "normalized_head": normalized_head,
         "offset": normalization_offset(stats) if normalized_head else None,
     }
+
+
+def _text_record(model_dir: str | Path, tokenizer) -> dict:
+    """The source checkpoint's record of its text convention (what training saw), else this tokenizer's."""
+    if not is_builtin(str(model_dir)):
+        saved = resolve_model_dir(model_dir) / TEXT_RECORD_NAME
+        if saved.exists():
+            return json.loads(saved.read_text())
+    return text_record(tokenizer)
 
 
 def _encoded_probes(tokenizer) -> dict[str, list[list[int]]]:

@@ -14,8 +14,9 @@
 The loop runs through accelerate, so `accelerate launch` (DDP, DeepSpeed, FSDP configs) works unchanged; only the main
 process writes files.
 
-Outputs in `output_dir`: `config.json` (resolved), `metrics.json` (final metrics per eval set, `reward_statistics`),
-`log.jsonl` (training log),
+Outputs in `output_dir`: `config.json` (resolved), `metrics.json` (final metrics per eval set; the regulariser's strength,
+docs/grm.md; `reward_statistics`), `log.jsonl` (training log: losses, GRM's two loss terms and their gradient norms at the
+last hidden layer),
 `training_curves.png`, `model/` (the reward model), `checkpoints/step-N/` (for --resume).
 """
 

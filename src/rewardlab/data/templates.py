@@ -162,6 +162,30 @@ def encode_prompt_response(
     return None if truncation == "drop" else keep_end(encoded, max_length)
 
 
+# What a checkpoint's tokenizer made of two fixed (prompt, response) pairs when the checkpoint was saved, so that a later
+# change of the text convention (an edited chat template, another EOS) can be told apart from what training saw.
+TEXT_RECORD_NAME = "text_convention.json"
+RECORD_PROBES: dict[str, tuple[Text, Text]] = {
+    "chat": ([{"role": "user", "content": "Is 7 a prime?"}], [{"role": "assistant", "content": "Yes, 7 is prime."}]),
+    "plain": ("Is 7 a prime?", " Yes, 7 is prime."),
+}
+
+
+def text_record(tokenizer) -> dict:
+    """{"probes": {kind: {"prompt", "response", "input_ids"}}}: RECORD_PROBES as `encode_prompt_response` encodes them
+    with this tokenizer (the chat probe only with a chat template; a probe the tokenizer cannot encode is left out)."""
+    probes = {}
+    for kind, (prompt, response) in RECORD_PROBES.items():
+        if kind == "chat" and not getattr(tokenizer, "chat_template", None):
+            continue
+        try:
+            ids = encode_prompt_response(tokenizer, prompt, response).input_ids
+        except Exception:  # a template that cannot render the probe: nothing to record for it
+            continue
+        probes[kind] = {"prompt": prompt, "response": response, "input_ids": list(ids)}
+    return {"format_version": 1, "probes": probes}
+
+
 def pad_sequences(
     sequences: list[EncodedSequence], pad_id: int, padding_side: str = "right"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

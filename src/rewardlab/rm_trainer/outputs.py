@@ -135,7 +135,8 @@ def end_run(run: TrainingRun, keep_process_group: bool = False) -> None:
 
 
 def plot_training(log: list[dict], path: Path) -> None:
-    """Reward loss, regulariser loss and pairwise accuracy (training batches, eval sets) against the step."""
+    """Reward loss, regulariser loss (with, on a log scale, its gradient norm at the last hidden layer over the reward
+    loss's) and pairwise accuracy (training batches, eval sets) against the step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,7 +150,13 @@ def plot_training(log: list[dict], path: Path) -> None:
     axes[0].set_title("reward loss")
     if train and "reg_loss" in train[0]:
         axes[1].plot(steps, [r["reg_loss"] for r in train], color="tab:orange")
-    axes[1].set_title("regulariser loss")
+    axes[1].set_title("regulariser loss (and its strength)")
+    strength = [(r["step"], r["reg_grad_norm"] / r["reward_grad_norm"]) for r in train if r.get("reward_grad_norm")]
+    if any(ratio > 0 for _, ratio in strength):
+        ratio_axis = axes[1].twinx()
+        ratio_axis.plot(*zip(*strength, strict=True), color="tab:green", marker=".")
+        ratio_axis.set_yscale("log")
+        ratio_axis.set_ylabel("gradient at the last hidden layer: reg / reward", color="tab:green", fontsize=8)
     axes[2].plot(steps, [r["accuracy"] for r in train], label="train (batch)", alpha=0.6)
     for name in sorted({k for r in evals for k in r.get("accuracy", {})}):
         pts = [(r["step"], r["accuracy"][name]) for r in evals if name in r.get("accuracy", {})]
