@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rewardlab.errors import UserError
 from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS
@@ -71,6 +71,8 @@ def lora_target_modules() -> list[str]:
 class RunSpec:
     """Where a run writes, its seed and where it computes."""
 
+    help_panel: ClassVar[str] = "Run"
+
     output_dir: str = setting("runs/run", help="Where config.json, metrics.json and outputs go.")
     seed: int = setting(0, help="Seed of the run (default 0).")
     bf16: bool | None = setting(None, help="bf16 autocast (default: on with a capable GPU).")  # None: on when supported
@@ -84,6 +86,8 @@ class RunSpec:
 @dataclass
 class LoraSpec:
     """LoRA adapters on a model (reward model, policy); off by default (full fine-tuning)."""
+
+    help_panel: ClassVar[str] = "Model"
 
     lora: bool = setting(False, help="LoRA on q/k/v/o (r 32, alpha 64) instead of full fine-tuning.")
     lora_r: int = setting(32, min=1, help="LoRA rank (default 32).")
@@ -103,6 +107,8 @@ class LoraSpec:
 @dataclass
 class RewardDataSpec:
     """Which model, which preference data."""
+
+    help_panel: ClassVar[str] = "Data"
 
     model: str = setting(
         "tiny-llama", help="Base model: hub id, local path, .gguf file, or built-in tiny-llama (default) | smollm2-135m."
@@ -131,6 +137,8 @@ class RewardDataSpec:
 class RewardObjectiveSpec:
     """The reward loss and GRM's regulariser: loss = (1 - alpha) * L_reward + alpha * L_reg."""
 
+    help_panel: ClassVar[str] = "Objective"
+
     loss: str = setting("bt", help="bt (default) | margin | label-smooth.")
     reg: str = setting("none", help="GRM regulariser: none (default) | sft | sft-nll | dpo | dpo-noref.")
     alpha: float = setting(0.01, min=0.0, max=1.0, help="Regulariser weight: (1-alpha)*L_reward + alpha*L_reg (default 0.01).")
@@ -143,6 +151,8 @@ class RewardObjectiveSpec:
 class RewardModelSpec(LoraSpec):
     """The reward head on the backbone (LoRA or full fine-tuning), or an ensemble of reward models."""
 
+    help_panel: ClassVar[str] = "Model"
+
     head: str = setting("linear", help="Reward head: linear (default) | mlp.")
     head_hidden: int = setting(1024, min=1, help="Hidden width of the mlp head (default 1024).")
     head_dropout: float = setting(0.1, min=0.0, max=1.0, help="Dropout on the hidden state before the head (default 0.1).")
@@ -154,6 +164,8 @@ class RewardModelSpec(LoraSpec):
 @dataclass
 class BatchingSpec:
     """How pairs become batches, and the kernels that run them."""
+
+    help_panel: ClassVar[str] = "Batching"
 
     max_length: int = setting(1024, min=2, help="Max tokens per sequence (default 1024).")
     truncation: str = setting("keep_end", help="Over-long pairs: keep_end (default) | drop.")
@@ -184,6 +196,8 @@ class BatchingSpec:
 class OptimisationSpec:
     """Optimiser, schedule and batch sizes."""
 
+    help_panel: ClassVar[str] = "Optimisation"
+
     learning_rate: float = setting(1e-5, flags=("--lr",), min=0.0, help="Learning rate (default 1e-5).")
     weight_decay: float = setting(0.0, min=0.0, help="AdamW weight decay (default 0).")
     lr_scheduler_type: str = setting("cosine", help="transformers scheduler name (default cosine).")
@@ -199,6 +213,8 @@ class OptimisationSpec:
 @dataclass
 class EvaluationSpec:
     """Logging, evaluation during training, model selection, checkpoints."""
+
+    help_panel: ClassVar[str] = "Evaluation"
 
     logging_steps: int = setting(10, min=1, help="Log every N steps (default 10).")
     eval_steps: int = setting(0, min=0, help="Evaluate every N steps (default: at the end only).")
@@ -220,6 +236,8 @@ class EvaluationSpec:
 @dataclass
 class TrackingSpec:
     """The experiment trackers a run reports to (`rewardlab.tracking`): reward-model training, PPO, the demo."""
+
+    help_panel: ClassVar[str] = "Run"
 
     report_to: list[str] = setting(
         factory=list,
@@ -284,6 +302,8 @@ STUDY_ALPHAS = (0.001, 0.01, 0.1, 0.3, 1.0)
 @dataclass
 class StudySpec:
     """The grid: variants x alphas (GRM variants only) x seeds x training sizes, and how its comparisons are judged."""
+
+    help_panel: ClassVar[str] = "Study"
 
     variants: list[str] = setting(
         factory=lambda: ["vanilla", "grm-sft", "grm-dpo", "grm-dpo-noref"],
@@ -360,6 +380,21 @@ class StudyFields(StudyRunSpec, TrackingSpec, OptimisationSpec, BatchingSpec, Lo
 
 # ----------------------------------------------------------------------------------------------------------------------
 # reading settings back
+
+
+def help_panel(cls: type, name: str) -> str | None:
+    """The --help panel of the field `name` of `cls`: the config's own `help_panels` (panel -> field names) when it lists
+    the field, else the `help_panel` of the class that declares the field (or of the nearest base class that declares one:
+    a subclass restating a mixin's field keeps the mixin's panel); None (typer's "Options") when neither says."""
+    for klass in cls.__mro__:
+        for panel, names in klass.__dict__.get("help_panels", {}).items():
+            if name in names:
+                return panel
+    declaring = next((klass for klass in cls.__mro__ if name in klass.__dict__.get("__annotations__", {})), None)
+    for klass in declaring.__mro__ if declaring is not None else ():
+        if "help_panel" in klass.__dict__:
+            return klass.__dict__["help_panel"]
+    return None
 
 
 def option_flags(f: dataclasses.Field, boolean: bool) -> tuple[str, ...]:

@@ -17,7 +17,8 @@ compares a tokenizer's encodings with it).
 Text conventions (what a user of the exported model must feed it to get rewardlab's scores):
 - chat data: the tokenizer's chat template over prompt + response messages (`apply_chat_template(..., tokenize=False)`,
   tokenised without adding special tokens again);
-- plain strings: `prompt + response + EOS`, tokenised with the tokenizer's usual special tokens before the prompt.
+- plain strings: `prompt + response + EOS`: the joined string `prompt + response` tokenised as one text with the
+  tokenizer's usual special tokens, then the EOS token (as `tokenizer(prompt + response + eos_token)` gives it).
 TRL's GRPOTrainer scores plain strings as `prompt + completion` WITHOUT EOS, so its scores differ from rewardlab's for the
 same text (chat data matches): use `rewardlab.integrations.trl.reward_function` there, or append EOS yourself.
 

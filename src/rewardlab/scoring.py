@@ -18,6 +18,7 @@ import torch
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response, pad_sequences
 from rewardlab.data.types import PromptCompletion, Text
 from rewardlab.modeling.reward_model import RewardModel
+from rewardlab.progress import progress as show_progress
 from rewardlab.redistribution import METHODS, prompt_rewards, redistribute, response_mask, sequence_rewards
 from rewardlab.runtime import HTML_GENERATOR, write_text
 
@@ -213,9 +214,7 @@ def score_completions(
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids), reverse=True)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="scoring", unit="batch")
+        batches = show_progress(batches, desc="scoring", unit="batch")
     results: list[ScoreResult | None] = [None] * len(pairs)
     for batch in batches:
         scores = score_sequences(rm, [encoded[i] for i in batch], settings, padding_side=padding_side)

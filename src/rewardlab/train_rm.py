@@ -10,13 +10,13 @@
     evaluate (`rm_trainer.loop`)   the best validation weights restored (--select-best-on), every eval set scored;
     record   (`rm_trainer.outputs`) the mean and std of the model's rewards on the training responses or --norm-data
              (`reward_statistics`, read by `--normalize`);
-    save     (`rm_trainer.outputs`) the model, metrics.json, log.jsonl, training_curves.png.
+    save     (`rm_trainer.outputs`) the model, metrics.json, log.jsonl, scores.jsonl, training_curves.png.
 The loop runs through accelerate, so `accelerate launch` (DDP, DeepSpeed, FSDP configs) works unchanged; only the main
 process writes files.
 
 Outputs in `output_dir`: `config.json` (resolved), `metrics.json` (final metrics per eval set; the regulariser's strength,
 docs/grm.md; `reward_statistics`), `log.jsonl` (training log: losses, GRM's two loss terms and their gradient norms at the
-last hidden layer),
+last hidden layer), `scores.jsonl` (each eval pair's final scores, eval-rm's `--scores` rows: `rewardlab compare` reads them),
 `training_curves.png`, `model/` (the reward model), `checkpoints/step-N/` (for --resume).
 """
 
@@ -30,7 +30,7 @@ from rewardlab.config import from_dict as config_from_dict
 from rewardlab.data.listwise import PAIR_MODES
 from rewardlab.data.templates import TRUNCATION_CHOICES
 from rewardlab.errors import UserError
-from rewardlab.evaluation import evaluate_preferences
+from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.losses import REGULARIZERS, REWARD_LOSSES
 from rewardlab.modeling.ensemble import AGGREGATES
 from rewardlab.modeling.head import HEAD_CHOICES
@@ -47,9 +47,16 @@ from rewardlab.rm_trainer.build import (
     lora_settings,
 )
 from rewardlab.rm_trainer.loop import final_evaluation, train_loop
-from rewardlab.rm_trainer.outputs import end_run, plot_training, record_reward_statistics, reward_statistics, save_outputs
+from rewardlab.rm_trainer.outputs import (
+    SCORES_NAME,
+    end_run,
+    plot_training,
+    record_reward_statistics,
+    reward_statistics,
+    save_outputs,
+)
 from rewardlab.rm_trainer.state import TrainingRun
-from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir, version, write_json
+from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir, version, write_json, write_jsonl
 from rewardlab.tracking import resolve_report_to
 
 __all__ = [
@@ -167,11 +174,12 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
     write_json(
         model_dir / ENSEMBLE_NAME, manifest(names, cfg.ensemble_aggregate, ensemble.reward_statistics), main_process_only=True
     )
-    eval_results = {}
+    eval_results, rows = {}, []
     for name, ds in datasets["eval"].items():
-        eval_results[name], _ = evaluate_preferences(
+        eval_results[name], raw = evaluate_preferences(
             ensemble, ds.examples, cfg.max_length, cfg.truncation, cfg.per_device_eval_batch_size
         )
+        rows += score_rows(name, ds.examples, raw)
     metrics = {
         "eval": eval_results,
         "members": [m["eval"] for m in members],
@@ -180,6 +188,8 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
     }
     write_json(output_dir / "config.json", asdict(cfg) | {"rewardlab_version": version()}, main_process_only=True)
     write_json(output_dir / "metrics.json", metrics, main_process_only=True)
+    if rows and is_main_process():
+        write_jsonl(output_dir / SCORES_NAME, rows)
     PartialState().destroy_process_group()
     return metrics
 

@@ -5,9 +5,10 @@
 
 TRL calls a reward function as `f(prompts=..., completions=..., completion_ids=..., **dataset_columns, trainer_state=...)`
 and wants one float per completion. This one scores each (prompt, completion) exactly as `rewardlab score` does:
-plain strings as `prompt + completion + EOS` (TRL decodes completions without special tokens, so the EOS a generation
-stopped at is restored; TRL's own model-id path scores them without it, which is not what the reward model was trained
-on), chat messages through the reward model's chat template. Rows are scored in length-sorted batches of `batch_size`.
+plain strings as the joined text `prompt + completion` + EOS (TRL decodes completions without special tokens, so the
+EOS a generation stopped at is restored; TRL's own model-id path scores them without it, which is not what the reward
+model was trained on), chat messages through the reward model's chat template. Rows are scored in length-sorted
+batches of `batch_size`.
 
 The returned scores are sequence rewards, one per completion: GRPO and RLOO take one advantage per sequence, so token-level
 rewards (R3HF) would cancel there anyway (their sum is R(x, y) - R(x)); dense rewards need per-token returns (PPO with GAE,

@@ -52,6 +52,7 @@ from rewardlab.data.templates import closing_ids_after_eos
 from rewardlab.data.types import Text
 from rewardlab.generation import PromptCycle, SampleBatch, sample
 from rewardlab.modeling.reward_model import RewardModel
+from rewardlab.progress import progress
 from rewardlab.rl.models import PolicyAndCritic, make_critic, trainable_policy
 from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.rl.ppo_math import (
@@ -456,8 +457,6 @@ class PPOTrainer:
 
     def _train_steps(self, output_dir: Path) -> dict:
         """The loop of `train`: every step's record goes to metrics.jsonl and, as the same numbers, to the trackers."""
-        from tqdm.auto import tqdm
-
         from rewardlab.runtime import JsonlAppender, write_json
 
         cfg, accelerator = self.cfg, self.accelerator
@@ -465,7 +464,7 @@ class PPOTrainer:
         metrics_log = JsonlAppender(output_dir / "metrics.jsonl", enabled=is_main)
         samples_log = JsonlAppender(output_dir / "samples.jsonl", enabled=is_main)
         log: list[dict] = []
-        bar = tqdm(range(cfg.steps + 1), desc=f"{cfg.algo} ({cfg.reward_shaping})", disable=not (cfg.progress and is_main))
+        bar = progress(range(cfg.steps + 1), desc=f"{cfg.algo} ({cfg.reward_shaping})", enabled=cfg.progress and is_main)
         start = time.perf_counter()
         for step in bar:
             ro = self.rollout(self.next_prompts(), step)

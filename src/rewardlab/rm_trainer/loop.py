@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
-from rewardlab.evaluation import evaluate_preferences
+from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.objective import Objective
+from rewardlab.progress import progress, write
 from rewardlab.rm_trainer.checkpoints import BestWeights, save_checkpoint, stop_if_non_finite
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.tracking import tracker_scalars
@@ -63,7 +63,7 @@ def train_loop(run: TrainingRun) -> LoopResult:
     cfg = run.cfg
     selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, unwrapped(run))
     run.model.train()
-    bar = tqdm(total=run.total_steps, initial=run.global_step, desc="train-rm", disable=not run.show, dynamic_ncols=True)
+    bar = progress(total=run.total_steps, initial=run.global_step, desc="train-rm", enabled=run.show)
     running: dict[str, list[torch.Tensor]] = {}
     start_time, pairs_seen = time.perf_counter(), 0
     window = Throughput(run.accelerator)
@@ -166,13 +166,14 @@ def after_update(run: TrainingRun, selection: BestWeights | None) -> bool:
     return stop
 
 
-def evaluate(run: TrainingRun, names: list[str] | None = None) -> dict[str, dict]:
-    """Metrics of every eval set (or those named) at the current step; an eval record goes to the log and the trackers."""
+def evaluate(run: TrainingRun, names: list[str] | None = None, scores: list[dict] | None = None) -> dict[str, dict]:
+    """Metrics of every eval set (or those named) at the current step; an eval record goes to the log and the trackers.
+    Each pair's scores are appended to `scores` as eval-rm's `--scores` rows, when it is given."""
     results = {}
     for name, dataset in run.eval_sets.items():
         if names is not None and name not in names:
             continue
-        results[name], _ = evaluate_preferences(
+        results[name], raw = evaluate_preferences(
             model=unwrapped(run),
             examples=dataset.examples,
             max_length=run.cfg.max_length,
@@ -181,24 +182,27 @@ def evaluate(run: TrainingRun, names: list[str] | None = None) -> dict[str, dict
             accelerator=run.accelerator,
             desc=f"eval {name}",
         )
+        if scores is not None:
+            scores += score_rows(name, dataset.examples, raw)
     if results:
         accuracy = {k: v["accuracy"] for k, v in results.items()}
         run.log.append({"kind": "eval", "step": run.global_step, "accuracy": accuracy})
         run.accelerator.log({f"eval/{k}/accuracy": v for k, v in accuracy.items()}, step=run.global_step)
         if run.show:
-            tqdm.write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+            write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
     return results
 
 
 def final_evaluation(run: TrainingRun, loop: LoopResult) -> dict:
     """metrics.json's data: with model selection, the best validation weights are restored first; then every eval set is
-    evaluated."""
+    evaluated (each pair's scores kept in `run.final_scores`, for scores.jsonl)."""
     selection, seconds = loop.selection, loop.seconds
     if selection is not None:
         if not selection.history or selection.history[-1][0] != run.global_step:  # early stopping has just evaluated it
             selection.offer(run.global_step, evaluate(run, [selection.name])[selection.name]["accuracy"])
         selection.restore()
-    eval_results = evaluate(run)
+    run.final_scores = []
+    eval_results = evaluate(run, scores=run.final_scores)
     train = {
         "steps": run.global_step,
         "seconds": seconds,

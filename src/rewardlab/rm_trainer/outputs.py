@@ -1,6 +1,6 @@
 """What a reward-model run leaves in its output directory: config.json (resolved, before training), then metrics.json,
-log.jsonl, training_curves.png and model/ (the reward model, with its reward statistics) at the end; and the trackers it
-reports to as it goes."""
+log.jsonl, scores.jsonl (the final evaluation's per-pair scores, eval-rm's `--scores` rows), training_curves.png and
+model/ (the reward model, with its reward statistics) at the end; and the trackers it reports to as it goes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from rewardlab.modeling.reward_model import MODEL_SUBDIR
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import version, write_json, write_jsonl
 from rewardlab.tracking import finish_tracking, start_tracking
+
+SCORES_NAME = "scores.jsonl"
 
 
 def write_run_config(run: TrainingRun) -> dict:
@@ -43,7 +45,7 @@ def write_run_config(run: TrainingRun) -> dict:
 
 
 def save_outputs(run: TrainingRun, metrics: dict) -> None:
-    """The trained model, metrics.json, log.jsonl and the training curves (main process)."""
+    """The trained model, metrics.json, log.jsonl, scores.jsonl and the training curves (main process)."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     # Sharded weights (FSDP, ZeRO-3) are gathered first; every process takes part in the gather.
@@ -52,6 +54,8 @@ def save_outputs(run: TrainingRun, metrics: dict) -> None:
         accelerator.unwrap_model(run.model).save_pretrained(run.output_dir / MODEL_SUBDIR, state_dict=full_state)
         write_json(run.output_dir / "metrics.json", metrics)
         write_jsonl(run.output_dir / "log.jsonl", run.log)
+        if run.final_scores:
+            write_jsonl(run.output_dir / SCORES_NAME, run.final_scores)
         if run.log:
             plot_training(run.log, run.output_dir / "training_curves.png")
     accelerator.wait_for_everyone()
