@@ -122,6 +122,15 @@ class RewardDataSpec:
         "all", help="Rated listwise data -> pairs: all (default) | best-worst | best-random (drawn with --seed)."
     )
     skip_invalid: bool = setting(False, flags=("--skip-invalid",), help="Skip and count invalid records instead of failing.")
+    # the reward statistics recorded at the end of training (rewardlab.modeling.normalization; `--normalize` reads them)
+    norm_data: str | None = setting(
+        None,
+        help="Prompt/completion data whose reward mean and std the model records for --normalize (default: the training "
+        "pairs' chosen and rejected responses).",
+    )
+    norm_samples: int = setting(
+        4096, min=0, help="At most this many responses for the reward statistics, drawn with --seed (default 4096; 0: all)."
+    )
 
 
 @dataclass

@@ -70,18 +70,20 @@ def score_batch(
     attention_mask: torch.Tensor,
     response_start: torch.Tensor,
     settings: TokenRewardSettings | Sequence[TokenRewardSettings],
+    packed: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(sequence rewards (B,), prompt rewards (B,), token rewards (B, T) or None) from ONE forward pass.
 
     `settings` is one for the whole batch or one per row (the server batches requests that ask for different methods);
-    rows whose method is None get zero token rewards when other rows ask for some.
+    rows whose method is None get zero token rewards when other rows ask for some. `packed`: padding-free where the model
+    supports it (the same numbers; off for a run that turned padding-free batches off).
     """
     per_row = [settings] * len(input_ids) if isinstance(settings, TokenRewardSettings) else list(settings)
     device = rm.device
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     response_start = response_start.to(device)
     need_attention = any(s.method == "abc" for s in per_row)
-    out = rm(input_ids, attention_mask, output_attentions=need_attention, packed=True)  # padding-free where supported
+    out = rm(input_ids, attention_mask, output_attentions=need_attention, packed=packed)  # padding-free where supported
     positions = out.position_rewards.float()
     token_rewards = None
     if any(s.method is not None for s in per_row):
@@ -110,12 +112,14 @@ def score_sequences(
     settings: TokenRewardSettings | Sequence[TokenRewardSettings],
     *,
     padding_side: str = "right",
+    packed: bool = True,
 ) -> list[SequenceScore]:
-    """Score already-encoded sequences as ONE batch (callers choose the batches); settings as in `score_batch`."""
+    """Score already-encoded sequences as ONE batch (callers choose the batches); settings and `packed` as in
+    `score_batch`."""
     per_row = [settings] * len(sequences) if isinstance(settings, TokenRewardSettings) else list(settings)
     pad_id = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else 0
     input_ids, attention_mask, response_start = pad_sequences(list(sequences), pad_id, padding_side)
-    rewards, prompt_values, token_rewards = score_batch(rm, input_ids, attention_mask, response_start, per_row)
+    rewards, prompt_values, token_rewards = score_batch(rm, input_ids, attention_mask, response_start, per_row, packed)
     in_response = response_mask(attention_mask, response_start)
     rewards, prompt_values = rewards.cpu().tolist(), prompt_values.cpu().tolist()
     token_rewards = token_rewards.cpu() if token_rewards is not None else None

@@ -501,6 +501,8 @@ def create_app(
             "max_batch_size": max_batch_size,
             "max_body_bytes": max_body_bytes,
             "truncated": encoder.truncated,
+            "normalize": rm.normalization is not None,
+            "reward_statistics": None if rm.normalization is None else rm.normalization.to_dict(),
         }
 
     @app.post("/score")
@@ -510,7 +512,7 @@ def create_app(
         settings = score_settings(body, beta_c, abc_beta)
         sequences = encoder.truncate(await asyncio.to_thread(encoder.items, body.items), "/score")
         scores = await app.state.scorer.score(sequences, settings)
-        return {"results": score_results(rm.tokenizer, scores, sequences, settings)}
+        return {"results": score_results(rm.tokenizer, scores, sequences, settings), "normalize": rm.normalization is not None}
 
     @app.post("/get_reward")
     async def get_reward(body: GetRewardRequest) -> dict:
@@ -522,7 +524,13 @@ def create_app(
         rewards = [s.reward for s in scores]
         flags = [int(seq.truncated) for seq in sequences]
         # OpenRLHF reads `rewards` (and `scores`, `extra_logs`, which it logs as metrics): one reward per sequence.
-        return {"rewards": rewards, "scores": rewards, "extra_logs": {"truncated": flags}, "truncated": sum(flags)}
+        return {
+            "rewards": rewards,
+            "scores": rewards,
+            "extra_logs": {"truncated": flags},
+            "truncated": sum(flags),
+            "normalize": rm.normalization is not None,
+        }
 
     return RequestGuard(app, api_key or None, max_body_bytes)
 

@@ -60,6 +60,21 @@ def aggregate_option():
     return typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved).")
 
 
+def normalize_option():
+    return typer.Option(
+        False,
+        "--normalize",
+        help="Rewards (r - mean) / std with the mean and std recorded at training (OpenRLHF's normalize_reward); every "
+        "position reward, so token rewards follow. A model without them is an error.",
+    )
+
+
+def normalization_record(rm) -> dict | None:
+    """What outputs state about normalisation: the statistics used, or None when rewards are raw."""
+    stats = getattr(rm, "normalization", None)
+    return None if stats is None else stats.to_dict()
+
+
 def progress_option():
     return typer.Option(True, "--progress/--no-progress")
 

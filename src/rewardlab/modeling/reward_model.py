@@ -24,6 +24,8 @@ On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`,
 (what the tokenizer made of two fixed texts, for `rewardlab doctor`), and either the full causal LM
 (full fine-tuning) or the LoRA adapter (peft) plus, when the base is not loadable by name (the built-in tiny-llama), the base
 model under `base_model/`. The head is always saved beside the adapter, so a reloaded LoRA reward model gives the same scores.
+`rewardlab_config.json` also holds `reward_statistics` (mean and std of its rewards, recorded at the end of training): with
+`use_normalization()` the forward returns (r - mean) / std at every position (`rewardlab.modeling.normalization`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from rewardlab.modeling.logprobs import (
     liger_logprobs,
     liger_unavailable_reason,
 )
+from rewardlab.modeling.normalization import RewardStatistics, missing_statistics, normalize_rewards
 from rewardlab.modeling.sources import load_causal_lm, reloadable_by_name
 from rewardlab.modeling.tiny import TINY_LLAMA
 from rewardlab.packed_attention import (
@@ -112,6 +115,9 @@ class RewardModelConfig:
     head_hidden: int = 1024  # mlp: Linear(H, 1024) -> ReLU -> Linear(1024, 1), GRM's default head
     head_dropout: float = 0.1
     lora: LoraSettings | None = None
+    # mean and std of its sequence rewards on the training responses or --norm-data (rewardlab.modeling.normalization),
+    # recorded at the end of training; None for models saved before that (they cannot normalise)
+    reward_statistics: RewardStatistics | None = None
     format_version: int = 1
 
     def to_dict(self) -> dict:
@@ -122,6 +128,7 @@ class RewardModelConfig:
         d = dict(d)
         if d.get("lora") is not None:
             d["lora"] = LoraSettings(**d["lora"])
+        d["reward_statistics"] = RewardStatistics.from_dict(d.get("reward_statistics"))
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -168,6 +175,9 @@ class RewardModel(nn.Module):
         self._unpackable_reason: str | None = None  # set on the first packed call: why this model cannot run packed
         self._packing_checked = False
         self._logged_choices: set[tuple] = set()
+        # The statistics rewards are normalised by, (r - mean) / std at every position (None: raw rewards, the default);
+        # set by `use_normalization`, never during training.
+        self.normalization: RewardStatistics | None = None
         # accelerate's transformer-based FSDP wrap finds the decoder-layer class to shard by here
         self._no_split_modules = list(getattr(self.causal_lm, "_no_split_modules", None) or [])
 
@@ -194,6 +204,14 @@ class RewardModel(nn.Module):
 
     def primary(self) -> RewardModel:
         """The single reward model that stands for this one (an ensemble answers with its first member)."""
+        return self
+
+    def use_normalization(self, on: bool = True, where: str | None = None) -> RewardModel:
+        """Normalise every position reward (and so the sequence, prompt and token rewards) by the recorded statistics, or
+        (off) return raw rewards. Asking a model without statistics is an error (NormalizationUnavailable), never a no-op."""
+        if on and self.config.reward_statistics is None:
+            raise missing_statistics(where or f"reward model on {self.config.base_model}")
+        self.normalization = self.config.reward_statistics if on else None
         return self
 
     def freeze_backbone(self) -> None:
@@ -282,8 +300,17 @@ class RewardModel(nn.Module):
         Everything happens inside this call so that DDP / FSDP / ZeRO-3 wrappers see every parameter use.
         `reference=True` returns only the reference model's log-probs (no gradients).
         `packed=True` runs padding-free (same outputs, see `RewardOutput`) when the model supports it; attention weights
-        (`output_attentions`) always take the padded path.
+        (`output_attentions`) always take the padded path. With `normalization` set, position and sequence rewards are
+        (r - mean) / std.
         """
+        out = self._forward(input_ids, attention_mask, response_mask, output_attentions, reference, packed)
+        if self.normalization is not None and out.position_rewards is not None:
+            out.position_rewards = normalize_rewards(out.position_rewards, self.normalization)
+            out.sequence_rewards = normalize_rewards(out.sequence_rewards, self.normalization)
+        return out
+
+    def _forward(self, input_ids, attention_mask, response_mask, output_attentions, reference, packed) -> RewardOutput:
+        """`forward` before normalisation."""
         packed = packed and not output_attentions and self.can_pack()
         if reference:
             logprobs = self.reference_logprobs(input_ids, attention_mask, response_mask, packed=packed)
