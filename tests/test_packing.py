@@ -221,7 +221,10 @@ def test_losses_and_gradients_equal_packed_and_padded(reg, lora):
 def test_packed_training_reaches_the_padded_weights(easy_data, tmp_path, monkeypatch):
     packed_calls = []
     original = RewardModel._forward_packed
-    monkeypatch.setattr(RewardModel, "_forward_packed", lambda self, *a: packed_calls.append(1) or original(self, *a))
+    # training forwards only (the model is in train mode): the reward statistics recorded after training score packed too
+    monkeypatch.setattr(
+        RewardModel, "_forward_packed", lambda self, *a: packed_calls.extend([1] * self.training) or original(self, *a)
+    )
     weights = {}
     for padding_free in (False, True):
         out = tmp_path / f"padding_free_{padding_free}"
