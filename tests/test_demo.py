@@ -264,6 +264,7 @@ def test_seed_contrast_gives_no_interval_with_one_seed_and_a_t_interval_with_mor
     assert contrast([0.19, 0.2, 0.21])["verdict"] == "better" and contrast([-0.19, -0.2, -0.21])["verdict"] == "worse"
 
 
+@pytest.mark.usefixtures("one_thread")  # tiny matrices: on a busy CPU a second thread spin-waits (10x slower)
 def test_tiny_demo_ppo_runs_hold_the_baseline_and_gold_at_kl(tmp_path):
     """The demo's PPO step end to end on tiny-llama (1 seed x 2 steps, 7 runs): every verdict comparison has the
     reward-model critic's sparse baseline, held-out eval rows, `gold_at_kl` per arm and seed, and paired contrasts (one
