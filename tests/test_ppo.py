@@ -593,6 +593,8 @@ def test_held_out_evaluation_rows_at_fixed_steps_on_prompts_apart_from_training(
     assert [r["step"] for r in rows if "kind" not in r] == [0, 1, 2, 3]
     assert all(r["n_prompts"] == 3 and math.isfinite(r["gold_reward"]) and math.isfinite(r["proxy_reward"]) for r in evals)
     assert evals[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # the initial policy is its own reference
+    assert evals[0]["kl_sampled"] == pytest.approx(0.0, abs=1e-5)
+    assert all(r["kl"] >= 0.0 for r in evals) and evals[-1]["kl"] > 1e-6  # exact KL: never negative; lr 1e-3 moved it
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["num_eval_prompts"] == 3 and config["eval_prompts_in_training"] == 0
     held_out = {json.dumps(p, sort_keys=True) for p in resolve_prompts("builtin:test_id", limit=3)}
@@ -602,6 +604,16 @@ def test_held_out_evaluation_rows_at_fixed_steps_on_prompts_apart_from_training(
 
     with pytest.raises(UserError, match="eval_prompts needs a gold"):
         small_config(tmp_path, output_dir=str(tmp_path / "other"), eval_prompts="builtin:test_id").validate()
+
+
+def test_exact_kl_per_token_matches_a_direct_sum() -> None:
+    from rewardlab.rl.ppo_math import exact_kl_per_token
+
+    logits, ref = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0)), torch.zeros(2, 3, 5)
+    p = torch.softmax(logits, -1)
+    direct = (p * (torch.log(p) - math.log(1 / 5))).sum(-1)  # KL against the uniform distribution
+    assert torch.allclose(exact_kl_per_token(logits, ref), direct, atol=1e-6)
+    assert torch.allclose(exact_kl_per_token(logits, logits), torch.zeros(2, 3), atol=1e-6)
 
 
 def test_evaluation_leaves_the_training_run_unchanged(tmp_path, rm_dir) -> None:

@@ -39,8 +39,10 @@ Step k of the logs is measured on the rollout of the policy after k updates: ste
 Held-out evaluation (`eval_prompts`, off by default): at step 0, every `eval_every` steps and after the last update, the
 policy answers `eval_limit` held-out prompts (one sample each, at the training temperature, from a generator seeded with
 EVAL_SEED: the same random numbers at every checkpoint and in every run, whatever the run's seed), and metrics.jsonl gets
-a row {"kind": "eval", "step", "gold_reward", "proxy_reward", "kl", ...}: the gold, the reward model's score and the KL
-to the reference (the training estimator, summed over the response) on prompts the policy never trains on. Training rows
+a row {"kind": "eval", "step", "gold_reward", "proxy_reward", "kl", "kl_sampled", ...}: the gold, the reward model's
+score and the KL to the reference on prompts the policy never trains on: `kl` sums the exact KL of the full next-token
+distributions over the response's positions (never negative, no sampling noise over the vocabulary: the axis for
+comparing runs at matched KL on a few prompts), `kl_sampled` the training estimator on the sampled tokens. Training rows
 carry no "kind". The evaluation leaves the training's random state alone (generation seeds its own generator).
 """
 
@@ -68,6 +70,7 @@ from rewardlab.rl.ppo_math import (
     add_missing_eos_penalty,
     compute_advantages,
     entropy_from_logits,
+    exact_kl_per_token,
     kl_per_token,
     masked_mean,
     policy_loss,
@@ -422,13 +425,32 @@ class PPOTrainer:
         )
         batch = build_response_batch(samples.samples, self.pad_id).to(accelerator.device)
         finished = torch.tensor([s.finished for s in samples.samples], device=accelerator.device)
-        logprobs, ref_logprobs, _, _ = self._policy_pass(batch)
+        exact, sampled = [], []
+        for rows in _chunks(batch.mask.shape[0], cfg.minibatch_size):
+            chunk = batch.rows(rows)
+            with accelerator.autocast():
+                logits = response_logits(self.policy, chunk, cfg.temperature)
+                if self.reference is not None:
+                    ref_logits = response_logits(self.reference, chunk, cfg.temperature)
+                else:
+                    with self.policy.disable_adapter():
+                        ref_logits = response_logits(self.policy, chunk, cfg.temperature)
+            exact.append((exact_kl_per_token(logits, ref_logits) * chunk.mask).sum(1))
+            logp, ref_logp = gather_logprobs(logits, chunk.response_ids), gather_logprobs(ref_logits, chunk.response_ids)
+            sampled.append((kl_per_token(logp, ref_logp, cfg.kl_estimator) * chunk.mask).sum(1))
+            del logits, ref_logits
         sequence_scores, _, _ = self._reward_pass(batch, samples, finished)
-        kl = (kl_per_token(logprobs, ref_logprobs, cfg.kl_estimator) * batch.mask).sum(1)
+        kl, kl_sampled = torch.cat(exact), torch.cat(sampled)
         gold = torch.tensor(self.gold.score(samples.prompts_of_samples(), samples.texts()), device=batch.mask.device)
         lengths = batch.mask.sum(1).float()
         row = {"kind": "eval", "step": step, "n_prompts": len(self.eval_prompts)}
-        for key, values in (("gold_reward", gold), ("proxy_reward", sequence_scores), ("kl", kl), ("response_length", lengths)):
+        for key, values in (
+            ("gold_reward", gold),
+            ("proxy_reward", sequence_scores),
+            ("kl", kl),
+            ("kl_sampled", kl_sampled),
+            ("response_length", lengths),
+        ):
             row[key] = self._mean(values)
         row["eos_fraction"] = self._mean(finished.float())
         row["eval_seconds"] = time.perf_counter() - start
