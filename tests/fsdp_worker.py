@@ -3,9 +3,10 @@
     python tests/fsdp_worker.py --out one.json                              # one process, the whole batch
     torchrun --nproc_per_node 2 tests/fsdp_worker.py --out two.json         # FSDP2 (fully_shard) over gloo, half each
 
-Used by tests/test_fsdp.py. Every step runs rewardlab's own objective (`rewardlab.train_rm.compute_loss`: BT plus the
+Used by tests/test_fsdp.py. Every step runs rewardlab's own objective (`rewardlab.objective.Objective`: BT plus the
 regulariser, whose log-probs come from the kept LM head in small chunks recomputed in the backward), then clipping and
-AdamW, as the trainer does. Sharding is what accelerate's transformer-based FSDP2 wrap does: each decoder layer is its
+AdamW, as the trainer does; the second step also measures each loss term's gradient norm at the last hidden layer, as
+the trainer's logging steps do. Sharding is what accelerate's transformer-based FSDP2 wrap does: each decoder layer is its
 own unit, the rest (embeddings, LM head, reward head, the dpo reference copy) the root unit. Writes the per-step losses
 (mean over processes) and the final full weights (gathered) as JSON on the first process.
 """
@@ -21,8 +22,9 @@ import torch.distributed as dist
 
 from rewardlab.data.pairs import collate_pairs, encode_pairs
 from rewardlab.modeling.reward_model import build_reward_model
+from rewardlab.objective import Objective
 from rewardlab.tasks.easy import easy_preferences
-from rewardlab.train_rm import RewardTrainingConfig, compute_loss, freeze_unused_lm_head
+from rewardlab.train_rm import RewardTrainingConfig, freeze_unused_lm_head
 
 PAIRS_PER_STEP = 4
 
@@ -58,11 +60,13 @@ def train(reg: str, steps: int, rank: int, world: int) -> dict:
     initial = full_weights(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
     pairs, _ = encode_pairs(model.tokenizer, easy_preferences(PAIRS_PER_STEP * steps, 5), max_length=None)
-    losses = []
+    losses, norms = [], {}
     for step in range(steps):
         global_batch = pairs[step * PAIRS_PER_STEP : (step + 1) * PAIRS_PER_STEP]
         batch = collate_pairs(global_batch[rank::world], model.tokenizer.pad_token_id, "right")
-        stats = compute_loss(model, batch, cfg)
+        stats = Objective.from_config(cfg)(model, batch, measure_gradients=step == 1)
+        if step == 1:  # this process's batch: comparable across processes only in kind, not in value
+            norms = {k: float(stats[k]) for k in ("reward_grad_norm", "reg_grad_norm")}
         stats["loss"].backward()  # FSDP averages gradients over processes: the mean over the global batch
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -72,7 +76,7 @@ def train(reg: str, steps: int, rank: int, world: int) -> dict:
             dist.all_reduce(loss)
             loss /= world
         losses.append(loss.item())
-    return {"losses": losses, "weights": full_weights(model), "initial": initial}
+    return {"losses": losses, "norms": norms, "weights": full_weights(model), "initial": initial}
 
 
 def main() -> None:

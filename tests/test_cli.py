@@ -222,7 +222,7 @@ def test_commands_that_run_a_model_take_device_and_dtype(trained, easy_data, tmp
     assert result.exit_code == 0, result.output
     config = _strict(out.read_text())["config"]
     assert config["device"] == "cpu" and config["dtype"] == "bf16"
-    for command in ("eval-rm", "score", "serve", "bon", "ppo", "train-rm", "export"):
+    for command in ("eval-rm", "score", "serve", "bon", "ppo", "train-rm", "export", "doctor"):
         help_text = runner.invoke(app, [command, "--help"]).output
         assert "--device" in help_text, command
     if not torch.cuda.is_available():

@@ -104,7 +104,7 @@ def captured(monkeypatch):
 
     def fake_train_reward_model(cfg):
         seen.append(cfg)
-        return {"eval": {}}
+        return {"eval": {}, "train": {}}
 
     def fake_train_ppo(cfg):
         seen.append(cfg)
@@ -182,3 +182,21 @@ def test_bon_proxies_are_parsed_and_duplicates_refused(monkeypatch, tmp_path):
     assert seen[-1].output_dir == str(tmp_path)
     duplicate = runner.invoke(app, ["bon", "--proxy", "a=x", "--proxy", "a=y", "--output", str(tmp_path)])
     assert duplicate.exit_code == 1 and "duplicate name 'a'" in duplicate.output and len(seen) == 1
+
+
+def test_help_panels_follow_the_declaring_spec_class():
+    from rewardlab.config import EvaluationSpec, OptimisationSpec, RewardDataSpec, RewardModelSpec, TrackingSpec, help_panel
+
+    rm = rewardlab.train_rm.RewardTrainingConfig
+    specs = (RewardDataSpec, RewardModelSpec, LoraSpec, BatchingSpec, OptimisationSpec, EvaluationSpec, RunSpec, TrackingSpec)
+    for spec in specs:
+        for f in dataclasses.fields(spec):
+            assert help_panel(rm, f.name) == spec.help_panel, (spec.__name__, f.name)
+    assert help_panel(rm, "output_dir") == "Run" and help_panel(rm, "lora_r") == "Model"  # restated / inherited mixin fields
+
+
+@pytest.mark.parametrize("cls", [PPOConfig, BonConfig])
+def test_a_configs_own_panels_name_each_of_its_own_fields_once(cls):
+    listed = [name for names in cls.help_panels.values() for name in names]
+    own = set(cls.__annotations__) - {"help_panels"}
+    assert sorted(listed) == sorted(set(listed)) and set(listed) == own

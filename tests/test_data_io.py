@@ -168,6 +168,8 @@ def fake_hub(monkeypatch):
         return [{"chosen": "a", "rejected": "b", "row": i} for i in range(3)]
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # a stand-in hub that is on (conftest turns the real one off)
+        monkeypatch.delenv(variable, raising=False)
     return calls
 
 

@@ -192,6 +192,16 @@ def test_undetectable_first_record(tmp_path):
     assert str(err.value).startswith(f"{path}:1:")
 
 
+@pytest.mark.parametrize(("present", "missing"), [("chosen", "rejected"), ("rejected", "chosen")])
+def test_rows_that_all_lack_one_side_of_the_pair_name_the_missing_field(tmp_path, present, missing):
+    rows = [json.dumps({"prompt": f"Q{i}?", present: " yes"}) for i in range(3)]
+    path = write_lines(tmp_path / "prefs.jsonl", rows)
+    with pytest.raises(DataError) as err:
+        load_preferences(path)
+    assert str(err.value).startswith(f"{path}:1: field '{missing}': missing field")
+    assert "cannot detect" not in str(err.value)
+
+
 def test_error_in_parquet_and_csv_rows(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -306,6 +316,8 @@ def test_hub_dataset_through_loader(monkeypatch):
         return rows
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # a stand-in hub that is on (conftest turns the real one off)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     datasets = load_named_preferences(["HuggingFaceH4/hhh_alignment:harmless:test"])
     assert calls == [("HuggingFaceH4/hhh_alignment", "harmless", "test")]
     assert datasets["hhh_alignment"].format == "hhh"

@@ -58,3 +58,11 @@ def test_two_processes_match_one(easy_data, tmp_path):
     assert moved > 3e-3  # training moved the weights far more than the tolerance below
     for name in w1:  # Adam amplifies float-summation differences slightly
         torch.testing.assert_close(w1[name], w2[name], atol=1e-4, rtol=1e-3)
+    # the reward statistics (every process scores the same responses) match one process's
+    stats = [
+        json.loads((tmp_path / run / "model" / "rewardlab_config.json").read_text())["reward_statistics"]
+        for run in ("one", "two")
+    ]
+    assert stats[0]["count"] == stats[1]["count"] == 96
+    assert stats[0]["mean"] == pytest.approx(stats[1]["mean"], abs=1e-3)
+    assert stats[0]["std"] == pytest.approx(stats[1]["std"], rel=1e-3)

@@ -41,6 +41,8 @@ def test_fsdp_two_processes_train_grm_as_one(tmp_path):
     assert (one["world_size"], two["world_size"]) == (1, 2)
     for reg in ("sft", "dpo"):
         assert len(one[reg]["losses"]) == 3
+        for run in (one, two):  # step 2 measured the gradient norms (and still trains as one process does, below)
+            assert run[reg]["norms"]["reward_grad_norm"] > 1e-3 and run[reg]["norms"]["reg_grad_norm"] > 1e-5
         for a, b in zip(one[reg]["losses"], two[reg]["losses"], strict=True):
             assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
         assert one[reg]["weights"].keys() == two[reg]["weights"].keys()

@@ -291,6 +291,8 @@ def test_hub_listwise_source_is_read_once(monkeypatch):
         return rows
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset_stub))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # a stand-in hub that is on (conftest turns the real one off)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     ds = load_preferences("openbmb/UltraFeedback", pairs="best-worst")
     assert calls == ["openbmb/UltraFeedback"] and ds.format == "ultrafeedback" and len(ds) == 2
 

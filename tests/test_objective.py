@@ -153,3 +153,131 @@ def test_one_training_step_matches_a_step_by_hand():
     for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=f"{name} after the step")
         assert torch.equal(p, before[name]) is not p.requires_grad, f"{name}: trained iff trainable"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the regulariser's strength: each loss term's gradient norm at the last hidden layer
+
+
+def terms_and_hidden_by_hand(model, batch, reg: str, alpha: float, reference=None):
+    """((1 - alpha) * L_reward, alpha * L_reg or None, [h_i]) with every sequence alone through the decoder: h_i (L_i, H) its
+    last hidden layer (after the final norm), the reward from the head at its last token, log pi(y|x) from the LM head's
+    logits on h_i. `reference`: the reference's summed log-probs (dpo)."""
+    n = batch["margin"].shape[0]
+    hidden, rewards, logps = [], [], []
+    for ids, mask, response in zip(batch["input_ids"], batch["attention_mask"], batch["response_mask"], strict=True):
+        length = int(mask.sum())
+        ids, response = ids[:length], response[:length]
+        h = model.decoder(input_ids=ids[None]).last_hidden_state[0]  # (L, H)
+        hidden.append(h)
+        rewards.append(model.head(h[length - 1]).squeeze())
+        token_logp = torch.log_softmax(model.lm_head(h[:-1]).float(), -1).gather(1, ids[1:, None]).squeeze(1)
+        logps.append(token_logp[response[1:]].sum())
+    rewards, logps = torch.stack(rewards), torch.stack(logps)
+    bt = neg_log_sigmoid(rewards[:n] - rewards[n:]).mean()
+    if reg == "none":
+        return bt, None, hidden
+    ref_c, ref_r = (None, None) if reference is None else (reference[:n], reference[n:])
+    return (1 - alpha) * bt, alpha * regularizer_by_hand(reg, logps[:n], logps[n:], ref_c, ref_r), hidden
+
+
+def norm_by_hand(term, hidden) -> float:
+    """||d term / d h|| over every token of every sequence (0 for no term)."""
+    if term is None:
+        return 0.0
+    grads = torch.autograd.grad(term, hidden, retain_graph=True, allow_unused=True)
+    return float(sum((g**2).sum() for g in grads if g is not None) ** 0.5)
+
+
+def lora_model():
+    """The tiny model with LoRA adapters moved away from zero (so the adapters matter, and dpo's reference differs)."""
+    from rewardlab.modeling.reward_model import LoraSettings
+
+    model = build_reward_model("tiny-llama", head_dropout=0.0, lora=LoraSettings(r=4, alpha=8, dropout=0.0), seed=2)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in model.lm.named_parameters():
+            if "lora_" in name:
+                p.add_(0.1 * torch.randn(p.shape, generator=generator))
+    return model
+
+
+@pytest.mark.parametrize(
+    "reg, lora, packed",
+    [("none", False, True), ("sft", False, True), ("sft", False, False), ("sft-nll", False, True), ("dpo", False, True),
+     ("dpo-noref", False, True), ("sft", True, True), ("dpo", True, True)],
+)  # fmt: skip
+def test_gradient_norms_match_each_term_differentiated_by_hand(setup, reg, lora, packed):
+    """The logged reward_grad_norm and reg_grad_norm (packed, or padded) against each term's gradient with respect to every
+    sequence's last hidden states, each sequence alone through the decoder and both terms written out here."""
+    model, batch = (lora_model(), None) if lora else (setup[0], setup[1])
+    if batch is None:
+        batch = make_batch(model)
+    alpha = 0.3
+    reference = None
+    if reg == "dpo":
+        with torch.no_grad():
+            if lora:
+                with model.lm.disable_adapter():
+                    reference = by_hand(model, batch)[1]
+            else:
+                reference = by_hand(model, batch, lm=model.reference)[1]
+    reward_term, reg_term, hidden = terms_and_hidden_by_hand(model, batch, reg, alpha, reference)
+    stats = Objective(reg=reg, beta=BETA, alpha=alpha, padding_free=packed)(model, batch, measure_gradients=True)
+    expected_reward, expected_reg = norm_by_hand(reward_term, hidden), norm_by_hand(reg_term, hidden)
+    assert expected_reward > 1e-3 and (reg == "none" or expected_reg > 1e-3)  # both far from the tolerance
+    assert float(stats["reward_grad_norm"]) == pytest.approx(expected_reward, rel=1e-5, abs=1e-7)
+    assert float(stats["reg_grad_norm"]) == pytest.approx(expected_reg, rel=1e-5, abs=1e-7)
+    # the loss terms: as written out, and summing to the loss
+    torch.testing.assert_close(stats["reward_term"], reward_term.detach(), atol=TOL, rtol=TOL)
+    expected_reg_term = torch.tensor(0.0) if reg_term is None else reg_term.detach()
+    torch.testing.assert_close(stats["reg_term"], expected_reg_term, atol=TOL, rtol=TOL)
+    torch.testing.assert_close(stats["reward_term"] + stats["reg_term"], stats["loss"].detach(), atol=1e-6, rtol=1e-6)
+    # measuring leaves the parameters' gradients alone and the graph usable for the training backward
+    assert all(p.grad is None for p in model.parameters())
+    stats["loss"].backward()
+    model.zero_grad(set_to_none=True)
+
+
+def test_at_alpha_zero_the_regulariser_pulls_nothing(setup):
+    """alpha = 0: the regulariser's gradient norm is 0 and the reward term's is that of a plain reward model."""
+    model, batch = setup[0], setup[1]
+    zero = Objective(reg="sft", beta=BETA, alpha=0.0)(model, batch, measure_gradients=True)
+    plain = Objective(reg="none")(model, batch, measure_gradients=True)
+    some = Objective(reg="sft", beta=BETA, alpha=0.3)(model, batch, measure_gradients=True)
+    assert float(zero["reg_grad_norm"]) == 0.0 and float(zero["reg_term"]) == 0.0 and float(plain["reg_grad_norm"]) == 0.0
+    assert float(zero["reward_grad_norm"]) == pytest.approx(float(plain["reward_grad_norm"]), rel=1e-6)
+    assert float(some["reg_grad_norm"]) > 1e-3  # the same regulariser does pull at alpha > 0
+    model.zero_grad(set_to_none=True)
+
+
+def test_gradient_norms_are_measured_only_when_asked(setup, monkeypatch):
+    """Without measure_gradients the objective makes no autograd.grad call and reports no gradient norms."""
+    model, batch = setup[0], setup[1]
+    calls = []
+    original = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or original(*a, **k))
+    stats = Objective(reg="dpo-noref", beta=BETA, alpha=0.3)(model, batch)
+    assert not calls and "reward_grad_norm" not in stats and "reg_grad_norm" not in stats
+    Objective(reg="dpo-noref", beta=BETA, alpha=0.3)(model, batch, measure_gradients=True)
+    assert len(calls) == 2  # one per term
+
+
+@pytest.mark.parametrize("reg", ["sft", "dpo"])
+def test_measuring_leaves_the_training_gradients_unchanged(reg):
+    """The parameters' gradients of a step that measures equal those of one that does not, with the LM head's log-probs in
+    chunks checkpointed for the backward (recomputed once for the measurement, again for the training backward)."""
+    model = make_model(seed=3)
+    model.logprob_chunk_tokens = 4  # several chunks per batch
+    batch = make_batch(model)
+    objective = Objective(reg=reg, beta=BETA, alpha=0.3)
+    grads = []
+    for measure in (False, True):
+        stats = objective(model, batch, measure_gradients=measure)
+        assert ("reg_grad_norm" in stats) is measure and (not measure or float(stats["reg_grad_norm"]) > 1e-3)
+        stats["loss"].backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    assert grads[0].keys() == grads[1].keys() and any("lm_head" in name for name in grads[0])
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-7, rtol=1e-6, msg=name)

@@ -17,6 +17,8 @@ from rewardlab.paired_stats import (
     binomial_cdf_half,
     compare_credits,
     discordant_counts,
+    family_verdict,
+    holm_adjust,
     mcnemar_exact,
     pair_credit,
     paired_bootstrap,
@@ -249,3 +251,25 @@ def test_a_planted_effect_is_detected():
     a, b = seeded_runs(np.random.default_rng(29), 300, 3, 1000, 0.05, effect=0.5)
     fired = [compare_credits(a[r], b[r], LEVEL, 400, seed=r).verdict for r in range(300)]
     assert fired.count(BETTER) / 300 >= 0.8 and WORSE not in fired
+
+
+def test_holm_by_hand_and_by_its_definition():
+    # sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 = 0.04 -> kept monotone: 0.06
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 0.2, size=9)
+    # the definition: H_i is rejected at level a iff every H_(j) with p_(j) <= p_i has p_(j) <= a / (m - j + 1)
+    adjusted = holm_adjust(p)
+    order = np.sort(p)
+    for a in (0.01, 0.05, 0.1):
+        for i in range(p.size):
+            rank = int(np.searchsorted(order, p[i], side="right"))
+            rejected = all(order[j] <= a / (p.size - j) for j in range(rank))
+            assert (adjusted[i] <= a) == rejected
+    assert holm_adjust([]) == [] and holm_adjust([0.7]) == [0.7] and holm_adjust([0.6, 0.9]) == [1.0, 1.0]
+
+
+def test_family_verdict_keeps_a_verdict_only_under_the_adjusted_level():
+    assert family_verdict(BETTER, 0.01, 0.95) == BETTER
+    assert family_verdict(WORSE, 0.2, 0.95) == UNDECIDED
+    assert family_verdict(UNDECIDED, 0.0, 0.95) == UNDECIDED

@@ -24,6 +24,7 @@ from rewardlab.modeling.sources import SMOLLM2, converted_dir, load_causal_lm, r
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 HH = FIXTURES / "hh_quirks.jsonl"  # chat: HH-RLHF transcripts with empty answers and dialogues that diverge early
 PLAIN = FIXTURES / "plain_pairs.jsonl"  # plain strings: prompt + response + EOS
+HH_PLAIN = FIXTURES / "hh_plain_pairs.jsonl"  # plain strings, HH style: prompts end in "Assistant: " (BPE merges the space)
 runner = CliRunner()
 pytestmark = pytest.mark.slow
 
@@ -74,10 +75,12 @@ def test_train_rm_on_smollm2_with_lora_and_sft(run):
 
 
 def test_export_scores_equal_eval_rm_for_chat_and_plain_strings(run, tmp_path):
-    """Done-when of the real-contact issue: plain transformers, used as a user would, gives eval-rm's scores."""
+    """Done-when of the real-contact issue: plain transformers, used as a user would, gives eval-rm's scores; and of the
+    joint-tokenisation one: plain strings whose prompts end in whitespace (HH style) too, as the joined text."""
     scores = tmp_path / "scores.jsonl"
-    invoke("eval-rm", "--model", str(run), "--data", f"chat={HH}", "--data", f"plain={PLAIN}", "--output",
-           str(tmp_path / "results.json"), "--scores", str(scores), "--no-progress")  # fmt: skip
+    invoke("eval-rm", "--model", str(run), "--data", f"chat={HH}", "--data", f"plain={PLAIN}", "--data",
+           f"hh_plain={HH_PLAIN}", "--output", str(tmp_path / "results.json"), "--scores", str(scores),
+           "--no-progress")  # fmt: skip
     invoke("export", "--model", str(run), "--output", str(tmp_path / "hf"))
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
     classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
@@ -89,9 +92,12 @@ def test_export_scores_equal_eval_rm_for_chat_and_plain_strings(run, tmp_path):
             return tokenizer.apply_chat_template(prompt + response, tokenize=False), False
         return prompt + response + tokenizer.eos_token, True
 
-    data = {"chat": load_preferences(str(HH)), "plain": load_preferences(str(PLAIN))}
+    data = {"chat": load_preferences(str(HH)), "plain": load_preferences(str(PLAIN)), "hh_plain": load_preferences(str(HH_PLAIN))}
+    hh_plain = [(ex.prompt, r) for ex in data["hh_plain"].examples for r in (ex.chosen, ex.rejected)]
+    apart = [tokenizer(p)["input_ids"] + tokenizer(r, add_special_tokens=False)["input_ids"] for p, r in hh_plain]
+    assert sum(a != tokenizer(p + r)["input_ids"] for a, (p, r) in zip(apart, hh_plain, strict=True)) >= 6  # the case
     rows = [json.loads(line) for line in scores.read_text().splitlines()]
-    assert len(rows) == 12 + 6
+    assert len(rows) == 12 + 6 + 4
     gaps: dict[str, float] = {}
     for row in rows:
         ex = data[row["dataset"]].examples[row["index"]]
@@ -101,7 +107,7 @@ def test_export_scores_equal_eval_rm_for_chat_and_plain_strings(run, tmp_path):
             theirs = classifier(**batch).logits[:, 0]
         ours = torch.tensor([row["chosen_reward"], row["rejected_reward"]])
         gaps[row["dataset"]] = max(gaps.get(row["dataset"], 0.0), (theirs - ours).abs().max().item())
-    assert set(gaps) == {"chat", "plain"}
+    assert set(gaps) == {"chat", "plain", "hh_plain"}
     assert max(gaps.values()) < 1e-4, gaps
 
 
@@ -145,14 +151,16 @@ def test_serve_score_and_get_reward(run):
         assert rewards == [pytest.approx(expected, abs=1e-4)] * 2
 
 
-def test_get_reward_uses_prompts_where_bpe_would_merge_across_the_boundary(run):
-    """OpenRLHF sends the prompt beside the query; tokenised apart (as `rewardlab score` does), "hel" + "lo" stays two
-    tokens where the whole text would give "hello": with `prompts` the reward is score's, without it differs."""
+def test_get_reward_tokenises_the_query_whole_and_prompts_mark_where_the_response_starts(run):
+    """OpenRLHF sends the prompt beside the query. The query is tokenised whole, as `rewardlab score` tokenises prompt +
+    response: "Say hel" + "lo world" gives "Say", " hello", " world", and " hello" (straddling the boundary) is the
+    response's first token. The reward is score's with or without `prompts`; the prompt reward is R("Say")."""
     from fastapi.testclient import TestClient
 
+    from rewardlab.data.templates import assistant_turn_text, encode_prompt_response
     from rewardlab.modeling.loader import load_reward_model
     from rewardlab.scoring import score_completions
-    from rewardlab.serve import create_app
+    from rewardlab.serve import create_app, encode_query
 
     rm = load_reward_model(run)
     prompt, response = "Say hel", "lo world"
@@ -161,13 +169,22 @@ def test_get_reward_uses_prompts_where_bpe_would_merge_across_the_boundary(run):
         rm.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         + rm.tokenizer(response, add_special_tokens=False)["input_ids"]
     )
-    assert whole != parts  # the case this test is about
-    expected = score_completions(rm, [(prompt, response)])[0].reward
+    assert whole != parts and len(whole) == 3  # the case this test is about
+    query = encode_query(rm.tokenizer, prompt + response, assistant_turn_text(rm.tokenizer), prompt)
+    want = encode_prompt_response(rm.tokenizer, prompt, response)
+    assert (query.input_ids, query.response_start) == (want.input_ids, want.response_start) == (whole + [2], 1)
+    expected = score_completions(rm, [(prompt, response)], token_rewards="r3hf")[0]
+    with torch.no_grad():
+        say = rm(torch.tensor([whole[:1]]), torch.ones(1, 1, dtype=torch.long)).sequence_rewards.item()
+    assert expected.prompt_reward == pytest.approx(say, abs=1e-4)
+    assert expected.tokens == [" hello", " world", rm.tokenizer.eos_token]
     with TestClient(create_app(rm, max_length=256)) as client:
         split = client.post("/get_reward", json={"query": [prompt + response], "prompts": [prompt]}).json()["rewards"][0]
         unsplit = client.post("/get_reward", json={"query": [prompt + response]}).json()["rewards"][0]
-    assert split == pytest.approx(expected, abs=1e-4)
-    assert unsplit != pytest.approx(expected, abs=1e-4)
+        item = {"prompt": prompt, "response": response}
+        scored = client.post("/score", json={"items": [item], "token_rewards": "r3hf"}).json()["results"][0]
+    assert split == pytest.approx(expected.reward, abs=1e-4) and unsplit == pytest.approx(expected.reward, abs=1e-4)
+    assert scored["prompt_reward"] == pytest.approx(say, abs=1e-4) and scored["tokens"] == expected.tokens
 
 
 def test_trl_reward_function_equals_score_on_smollm2(run, tmp_path):

@@ -267,3 +267,13 @@ def test_process_group_rank_wins_over_the_environment(tmp_path, monkeypatch):
     finally:
         dist.destroy_process_group()
     assert process_rank() == 1
+
+
+def test_output_sealed_only_once_rewardlab_seals_it(tmp_path):
+    from rewardlab.runtime import mark_output_dir, output_sealed, seal_output_dir
+
+    mark_output_dir(tmp_path / "run", "train-rm")
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    assert not output_sealed(tmp_path / "run") and not output_sealed(tmp_path / "absent")
+    seal_output_dir(tmp_path / "run")
+    assert output_sealed(tmp_path / "run")

@@ -38,7 +38,8 @@ PROMPTS = [
 # what PPO's metrics rows must carry for the trackers (value_loss and the grad norms: rows with an update)
 PPO_KEYS = {"proxy_reward", "gold_reward", "kl", "entropy", "value_explained_variance", "response_length", "tokens_per_second"}
 PPO_UPDATE_KEYS = {"value_loss", "policy_loss", "policy_grad_norm", "critic_grad_norm"}
-RM_KEYS = {"loss", "reward_loss", "reg_loss", "accuracy", "margin", "reward_mean", "reward_std", "lr", "grad_norm"}
+RM_KEYS = {"loss", "reward_loss", "reg_loss", "accuracy", "margin", "reward_mean", "reward_std", "lr", "grad_norm",
+           "reward_term", "reg_term", "reward_grad_norm", "reg_grad_norm"}  # fmt: skip
 
 
 def cli(*commands) -> typer.Typer:

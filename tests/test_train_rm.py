@@ -74,7 +74,9 @@ def test_frozen_backbone_trains_only_the_head(easy_data, tmp_path):
         freeze_backbone=True,
         **FAST,
     )
-    train_reward_model(cfg)
+    metrics = train_reward_model(cfg)
+    strength = metrics["train"]["regulariser_strength"]  # nothing below the heads trains: no gradient to measure there
+    assert strength["grad_norm_ratio"] is None and strength["loss_ratio"] == 0.0
     from rewardlab.modeling.tiny import build_tiny_llama
 
     base, _ = build_tiny_llama()
@@ -231,3 +233,62 @@ def test_selection_config_validation():
         RewardTrainingConfig(train_data="x", select_best_on="val").validate()
     with pytest.raises(ValueError, match="early_stopping_patience"):
         RewardTrainingConfig(train_data="x", early_stopping_patience=2).validate()
+
+
+def test_regulariser_strength_is_logged_on_logging_steps_only(easy_data, tmp_path, monkeypatch):
+    """train-rm with 2 batches per optimiser step, 3 steps, a record every 2: the gradient norms are measured on the
+    batches of steps 2 and 3 (the last) alone, one autograd.grad per loss term and batch; every record's loss terms sum
+    to its loss; metrics.json keeps the ratios' means and the summary line prints them."""
+    from typer.testing import CliRunner
+
+    from rewardlab.cli import app
+
+    calls = []
+    original = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or original(*a, **k))
+    out = tmp_path / "run"
+    args = ["train-rm", "--train-data", str(easy_data / "small.jsonl"), "--output-dir", str(out), "--max-steps", "3",
+            "--grad-accum", "2", "--logging-steps", "2", "--batch-size", "4", "--reg", "sft", "--alpha", "0.3",
+            "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2 * 2 * 2  # 2 logged steps x 2 batches x 2 terms (every step measured: 12)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [2, 3]
+    for r in train:
+        assert r["reward_term"] + r["reg_term"] == pytest.approx(r["loss"], rel=1e-6)
+        assert r["reward_term"] == pytest.approx(0.7 * r["reward_loss"], rel=1e-6)
+        assert r["reg_term"] == pytest.approx(0.3 * r["reg_loss"], rel=1e-6)
+        assert r["reward_grad_norm"] > 0 and r["reg_grad_norm"] > 0
+    strength = json.loads((out / "metrics.json").read_text())["train"]["regulariser_strength"]
+    ratios = [r["reg_grad_norm"] / r["reward_grad_norm"] for r in train]
+    assert strength["grad_norm_ratio"] == pytest.approx(sum(ratios) / 2) and strength["final_grad_norm_ratio"] == ratios[-1]
+    assert strength["loss_ratio"] == pytest.approx(sum(r["reg_term"] / r["reward_term"] for r in train) / 2)
+    assert strength["n_records"] == 2
+    first, final, mean = (f"{strength[k]:.3g}" for k in ("first_grad_norm_ratio", "final_grad_norm_ratio", "grad_norm_ratio"))
+    assert f"regulariser strength at alpha 0.3: its gradient at the last hidden layer is {first} x the reward loss's" in (
+        result.output
+    )
+    assert f"at the first logging step, {final} x at the last (mean {mean};" in result.output
+
+
+def test_regulariser_strength_of_log_records():
+    from rewardlab.rm_trainer.loop import regulariser_strength
+
+    records = [
+        {"reward_term": 0.5, "reg_term": 0.05, "reward_grad_norm": 2.0, "reg_grad_norm": 0.02},
+        {"reward_term": 0.25, "reg_term": 0.05},  # a record without gradient norms
+        {"reward_term": 0.2, "reg_term": 0.1, "reward_grad_norm": 1.0, "reg_grad_norm": 0.03},
+    ]
+    strength = regulariser_strength(records)
+    assert strength == pytest.approx(
+        {"grad_norm_ratio": (0.01 + 0.03) / 2, "loss_ratio": (0.1 + 0.2 + 0.5) / 3, "first_grad_norm_ratio": 0.01,
+         "final_grad_norm_ratio": 0.03, "first_loss_ratio": 0.1, "final_loss_ratio": 0.5, "reward_grad_norm": 1.5,
+         "reg_grad_norm": 0.025, "n_records": 3}
+    )  # fmt: skip
+    assert regulariser_strength([{"loss": 1.0}]) is None  # a log from before the terms were logged
+    no_norms = regulariser_strength(records[1:2])
+    assert no_norms["grad_norm_ratio"] is None and no_norms["reward_grad_norm"] is None and no_norms["loss_ratio"] == 0.2
+    alpha_one = regulariser_strength([{"reward_term": 0.0, "reg_term": 0.4, "reward_grad_norm": 0.0, "reg_grad_norm": 0.5}])
+    assert alpha_one["grad_norm_ratio"] is None and alpha_one["loss_ratio"] is None and alpha_one["reg_grad_norm"] == 0.5

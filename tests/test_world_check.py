@@ -12,6 +12,7 @@ from rewardlab.evaluation import evaluate_preferences
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.world_check import (
     PairFeatures,
+    extend_grid,
     fit_pairwise_probe,
     one_standard_error_choice,
     pair_accuracy,
@@ -73,8 +74,8 @@ def test_train_probe_applies_the_rule_to_its_validation_path():
 
     train, val = features(40), features(400)
     grid = (1e-3, 1e-1, 10.0)
-    probe = train_probe(train, val, grid)
-    singles = {l2: train_probe(train, val, (l2,)).val_accuracy for l2 in grid}  # each fit on its own
+    probe = train_probe(train, val, grid, bounds=(1e-3, 10.0))  # bounds at the grid's ends: no extension
+    singles = {l2: train_probe(train, val, (l2,), bounds=(l2, l2)).val_accuracy for l2 in grid}  # each fit on its own
     assert probe.val_path == pytest.approx(singles)
     assert probe.l2 == one_standard_error_choice(singles, 400)
     assert probe.accuracy(val) == probe.val_accuracy == singles[probe.l2]
@@ -121,3 +122,50 @@ def test_conditions_follow_the_numbers():
     assert not mixed["base_features_good"]["holds"] and not mixed["base_features_good"]["every_seed"]
     assert mixed["vanilla_damages_features"]["holds"] is False  # mean 0.725 is not below 0.72
     assert world_check_conditions(0.72, [0.70, 0.71], [0.72])["base_features_good"]["holds"]  # "at or above"
+
+
+def test_extend_grid_steps_past_the_end_the_choice_sits_on_until_its_bound():
+    assert extend_grid([1e-3, 1.0, 1000.0], 1000.0, (1e-6, 1e6)) == pytest.approx(1e4)
+    assert extend_grid([1e-3, 1.0, 1000.0], 1e-3, (1e-6, 1e6)) == pytest.approx(1e-4)
+    assert extend_grid([1e-3, 1.0, 1000.0], 1.0, (1e-6, 1e6)) is None  # interior
+    assert extend_grid([1e-3, 1.0, 1e6], 1e6, (1e-6, 1e6)) is None  # at the bound
+
+
+def isotropic_pairs(n: int, dims: int, generator: torch.Generator) -> PairFeatures:
+    """Every dimension carries the same small signal under unit noise: with few training pairs the unregularised fit
+    chases noise and the strongest l2 (w along the mean difference, the best direction here) does best."""
+    chosen = torch.randn(n, dims, generator=generator) + 0.15
+    rejected = torch.randn(n, dims, generator=generator)
+    return PairFeatures(chosen, rejected, torch.zeros(n), torch.zeros(n))
+
+
+def test_a_choice_at_the_top_extends_the_grid_up_to_its_bound_and_is_flagged_on_the_edge():
+    generator = torch.Generator().manual_seed(0)
+    train, val = isotropic_pairs(30, 40, generator), isotropic_pairs(2000, 40, generator)
+    probe = train_probe(train, val, (1e-3, 1e-2, 1e-1), bounds=(1e-3, 1e3))
+    assert sorted(probe.val_path) == pytest.approx([1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0])  # every decade to the bound
+    assert probe.l2 == pytest.approx(1e3) and probe.l2_on_edge
+    assert probe.l2 == one_standard_error_choice(probe.val_path, 2000)
+    assert probe.val_path[probe.l2] > probe.val_path[1e-3] + 0.02  # beyond the first grid, validation is really better
+
+
+def correlated_pairs(n: int, generator: torch.Generator) -> PairFeatures:
+    """The signal sits in dimension 0 under a large nuisance that dimension 1 shares: only w ~ (1, -1, 0, ...) cancels it,
+    and any l2 that shrinks that low-variance direction costs accuracy, so the best l2 is small."""
+    dims = 10
+    chosen, rejected = torch.randn(n, dims, generator=generator) * 0.3, torch.randn(n, dims, generator=generator) * 0.3
+    chosen[:, :2] += 2 * torch.randn(n, 1, generator=generator)
+    rejected[:, :2] += 2 * torch.randn(n, 1, generator=generator)
+    chosen[:, 0] += 0.6
+    return PairFeatures(chosen, rejected, torch.zeros(n), torch.zeros(n))
+
+
+def test_a_choice_at_the_bottom_extends_the_grid_until_it_is_interior():
+    generator = torch.Generator().manual_seed(0)
+    train, val = correlated_pairs(100, generator), correlated_pairs(2000, generator)
+    probe = train_probe(train, val, (1e-3, 1e-2), bounds=(1e-6, 1e6))
+    assert min(probe.val_path) < 1e-3  # the grid grew downwards ...
+    assert min(probe.val_path) < probe.l2 < max(probe.val_path) and not probe.l2_on_edge  # ... until the choice is interior
+    assert probe.l2 == one_standard_error_choice(probe.val_path, 2000)
+    shorter = {l2: a for l2, a in probe.val_path.items() if l2 > min(probe.val_path)}
+    assert one_standard_error_choice(shorter, 2000) == min(shorter)  # one step less and it sat on the edge

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rewardlab.errors import UserError
 from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS
@@ -71,6 +71,8 @@ def lora_target_modules() -> list[str]:
 class RunSpec:
     """Where a run writes, its seed and where it computes."""
 
+    help_panel: ClassVar[str] = "Run"
+
     output_dir: str = setting("runs/run", help="Where config.json, metrics.json and outputs go.")
     seed: int = setting(0, help="Seed of the run (default 0).")
     bf16: bool | None = setting(None, help="bf16 autocast (default: on with a capable GPU).")  # None: on when supported
@@ -84,6 +86,8 @@ class RunSpec:
 @dataclass
 class LoraSpec:
     """LoRA adapters on a model (reward model, policy); off by default (full fine-tuning)."""
+
+    help_panel: ClassVar[str] = "Model"
 
     lora: bool = setting(False, help="LoRA on q/k/v/o (r 32, alpha 64) instead of full fine-tuning.")
     lora_r: int = setting(32, min=1, help="LoRA rank (default 32).")
@@ -104,6 +108,8 @@ class LoraSpec:
 class RewardDataSpec:
     """Which model, which preference data."""
 
+    help_panel: ClassVar[str] = "Data"
+
     model: str = setting(
         "tiny-llama", help="Base model: hub id, local path, .gguf file, or built-in tiny-llama (default) | smollm2-135m."
     )
@@ -116,11 +122,22 @@ class RewardDataSpec:
         "all", help="Rated listwise data -> pairs: all (default) | best-worst | best-random (drawn with --seed)."
     )
     skip_invalid: bool = setting(False, flags=("--skip-invalid",), help="Skip and count invalid records instead of failing.")
+    # the reward statistics recorded at the end of training (rewardlab.modeling.normalization; `--normalize` reads them)
+    norm_data: str | None = setting(
+        None,
+        help="Prompt/completion data whose reward mean and std the model records for --normalize (default: the training "
+        "pairs' chosen and rejected responses).",
+    )
+    norm_samples: int = setting(
+        4096, min=0, help="At most this many responses for the reward statistics, drawn with --seed (default 4096; 0: all)."
+    )
 
 
 @dataclass
 class RewardObjectiveSpec:
     """The reward loss and GRM's regulariser: loss = (1 - alpha) * L_reward + alpha * L_reg."""
+
+    help_panel: ClassVar[str] = "Objective"
 
     loss: str = setting("bt", help="bt (default) | margin | label-smooth.")
     reg: str = setting("none", help="GRM regulariser: none (default) | sft | sft-nll | dpo | dpo-noref.")
@@ -134,6 +151,8 @@ class RewardObjectiveSpec:
 class RewardModelSpec(LoraSpec):
     """The reward head on the backbone (LoRA or full fine-tuning), or an ensemble of reward models."""
 
+    help_panel: ClassVar[str] = "Model"
+
     head: str = setting("linear", help="Reward head: linear (default) | mlp.")
     head_hidden: int = setting(1024, min=1, help="Hidden width of the mlp head (default 1024).")
     head_dropout: float = setting(0.1, min=0.0, max=1.0, help="Dropout on the hidden state before the head (default 0.1).")
@@ -145,6 +164,8 @@ class RewardModelSpec(LoraSpec):
 @dataclass
 class BatchingSpec:
     """How pairs become batches, and the kernels that run them."""
+
+    help_panel: ClassVar[str] = "Batching"
 
     max_length: int = setting(1024, min=2, help="Max tokens per sequence (default 1024).")
     truncation: str = setting("keep_end", help="Over-long pairs: keep_end (default) | drop.")
@@ -175,6 +196,8 @@ class BatchingSpec:
 class OptimisationSpec:
     """Optimiser, schedule and batch sizes."""
 
+    help_panel: ClassVar[str] = "Optimisation"
+
     learning_rate: float = setting(1e-5, flags=("--lr",), min=0.0, help="Learning rate (default 1e-5).")
     weight_decay: float = setting(0.0, min=0.0, help="AdamW weight decay (default 0).")
     lr_scheduler_type: str = setting("cosine", help="transformers scheduler name (default cosine).")
@@ -190,6 +213,8 @@ class OptimisationSpec:
 @dataclass
 class EvaluationSpec:
     """Logging, evaluation during training, model selection, checkpoints."""
+
+    help_panel: ClassVar[str] = "Evaluation"
 
     logging_steps: int = setting(10, min=1, help="Log every N steps (default 10).")
     eval_steps: int = setting(0, min=0, help="Evaluate every N steps (default: at the end only).")
@@ -211,6 +236,8 @@ class EvaluationSpec:
 @dataclass
 class TrackingSpec:
     """The experiment trackers a run reports to (`rewardlab.tracking`): reward-model training, PPO, the demo."""
+
+    help_panel: ClassVar[str] = "Run"
 
     report_to: list[str] = setting(
         factory=list,
@@ -252,7 +279,122 @@ class RewardTrainingFields(
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# the study (rewardlab.study.run_study): a grid of reward-model runs. The settings every cell shares are train-rm's own
+# fields (the groups inherited below, and single fields restated from the groups whose other fields vary per cell), so
+# each is declared once; what varies per cell (loss, reg, alpha, freeze_backbone, ensemble_size, seed, output_dir) is
+# set by the study from its variant, alpha, size and seed.
+
+# The reward-model variants the study and the demo compare, each as the train-rm settings that make it (declared once).
+VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
+    "vanilla": {"loss": "bt", "reg": "none"},
+    "margin": {"loss": "margin", "reg": "none"},
+    "label-smooth": {"loss": "label-smooth", "reg": "none"},
+    "grm-sft": {"loss": "bt", "reg": "sft"},
+    "grm-dpo": {"loss": "bt", "reg": "dpo"},
+    "grm-dpo-noref": {"loss": "bt", "reg": "dpo-noref"},
+    "frozen-backbone": {"loss": "bt", "reg": "none", "freeze_backbone": True},
+    "ensemble": {"loss": "bt", "reg": "none"},  # ensemble_size: the study's --ensemble-members
+}
+STUDY_VARIANTS = tuple(VARIANT_SETTINGS)
+STUDY_ALPHAS = (0.001, 0.01, 0.1, 0.3, 1.0)
+
+
+@dataclass
+class StudySpec:
+    """The grid: variants x alphas (GRM variants only) x seeds x training sizes, and how its comparisons are judged."""
+
+    help_panel: ClassVar[str] = "Study"
+
+    variants: list[str] = setting(
+        factory=lambda: ["vanilla", "grm-sft", "grm-dpo", "grm-dpo-noref"],
+        help=f"Variants, comma-separated or repeated: {' | '.join(STUDY_VARIANTS)} (default vanilla, grm-sft, grm-dpo, "
+        "grm-dpo-noref; vanilla is always run: every comparison is against it).",
+    )
+    alphas: list[float] = setting(
+        factory=lambda: list(STUDY_ALPHAS),
+        cli_type=list[str],
+        help="Regulariser weights of the GRM variants, comma-separated or repeated (default 0.001,0.01,0.1,0.3,1.0).",
+    )
+    seeds: int = setting(3, min=1, help="Seeds per cell: --seed, --seed+1, ... (default 3); variants are paired by seed.")
+    sizes: list[int] = setting(
+        factory=list,
+        cli_type=list[str],
+        help="Training sizes in pairs, comma-separated or repeated (default: all the training data). A size N trains on "
+        "the first N pairs of one fixed shuffle of the data (--subset-seed): nested subsets, the same for every cell.",
+    )
+    subset_seed: int = setting(0, help="Seed of the shuffle the training sizes are cut from (default 0).")
+    ensemble_members: int = setting(3, min=2, help="Members of the ensemble variant (default 3).")
+    level: float = setting(0.95, min=0.5, max=0.999, help="Confidence level of the comparisons (default 0.95).")
+    resamples: int = setting(2000, min=200, help="Bootstrap resamples over pairs per comparison (default 2000).")
+    workers: int = setting(1, min=1, help="Cells trained at once, in separate processes (default 1).")
+    # train-rm settings that are the same in every cell (the rest of their groups varies per cell)
+    beta: float = restate(RewardObjectiveSpec, "beta")
+    label_smoothing: float = restate(RewardObjectiveSpec, "label_smoothing")
+    center_rewards_coefficient: float = restate(RewardObjectiveSpec, "center_rewards_coefficient")
+    head: str = restate(RewardModelSpec, "head")
+    head_hidden: int = restate(RewardModelSpec, "head_hidden")
+    head_dropout: float = restate(RewardModelSpec, "head_dropout")
+    ensemble_aggregate: str = restate(RewardModelSpec, "ensemble_aggregate")
+    logging_steps: int = restate(EvaluationSpec, "logging_steps")
+    eval_steps: int = restate(EvaluationSpec, "eval_steps", 50, help="Evaluate the --select-on set every N steps (default 50).")
+    select_best_on: str | None = restate(
+        EvaluationSpec,
+        "select_best_on",
+        flags=("--select-on", "--select-best-on"),
+        help="The --eval-data NAME of the ID validation set: each cell keeps its weights with the best accuracy there "
+        "(model selection on it alone); the other sets are scored on those weights and compared (required).",
+    )
+    early_stopping_patience: int = restate(EvaluationSpec, "early_stopping_patience")
+
+
+@dataclass
+class StudyRunSpec(RunSpec):
+    output_dir: str = restate(
+        RunSpec, "output_dir", "runs/study", help="Where study.json, results.json, table.md, the figures and cells/ go."
+    )
+    seed: int = restate(RunSpec, "seed", help="First seed: the cells use seed, seed+1, ..., seed+seeds-1 (default 0).")
+    overwrite: bool = restate(
+        RunSpec,
+        "overwrite",
+        help="Replace an earlier rewardlab output at --output-dir (never anything else). Rerunning the same study there "
+        "resumes it without this flag.",
+    )
+
+
+@dataclass
+class StudyFields(StudyRunSpec, TrackingSpec, OptimisationSpec, BatchingSpec, LoraSpec, StudySpec, RewardDataSpec):
+    """Every setting of `rewardlab study`; a cell's RewardTrainingConfig takes the fields it shares with these."""
+
+    def input_paths(self) -> list[str | None]:
+        from rewardlab.data.io import parse_named_spec
+
+        return [self.model, self.train_data, *(parse_named_spec(spec)[1] for spec in self.eval_data)]
+
+    def check_output(self) -> None:
+        """The study directory may be written: new, empty, or a rewardlab output (a study there is resumed or refused by
+        its config, see rewardlab.study)."""
+        from rewardlab.runtime import check_output_dir
+
+        check_output_dir(self.output_dir, overwrite=self.overwrite, resume=True, inputs=self.input_paths())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # reading settings back
+
+
+def help_panel(cls: type, name: str) -> str | None:
+    """The --help panel of the field `name` of `cls`: the config's own `help_panels` (panel -> field names) when it lists
+    the field, else the `help_panel` of the class that declares the field (or of the nearest base class that declares one:
+    a subclass restating a mixin's field keeps the mixin's panel); None (typer's "Options") when neither says."""
+    for klass in cls.__mro__:
+        for panel, names in klass.__dict__.get("help_panels", {}).items():
+            if name in names:
+                return panel
+    declaring = next((klass for klass in cls.__mro__ if name in klass.__dict__.get("__annotations__", {})), None)
+    for klass in declaring.__mro__ if declaring is not None else ():
+        if "help_panel" in klass.__dict__:
+            return klass.__dict__["help_panel"]
+    return None
 
 
 def option_flags(f: dataclasses.Field, boolean: bool) -> tuple[str, ...]:

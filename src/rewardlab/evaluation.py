@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from rewardlab.data.pairs import EncodedPair, PairCollator, encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.losses import pairwise_accuracy
+from rewardlab.progress import progress as show_progress
 
 if TYPE_CHECKING:
     from rewardlab.modeling.reward_model import RewardOutput
@@ -43,7 +43,7 @@ def scored_pair_batches(
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for batch in show_progress(loader, desc=desc, enabled=progress, leave=False):
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.no_grad():
                 response_mask = batch["response_mask"] if response_logprobs else None
@@ -129,3 +129,12 @@ def evaluate_preferences(
     metrics["truncated"], metrics["dropped"] = counts["truncated"], counts["dropped"]
     scores = {"index": index.tolist(), "chosen_reward": chosen.tolist(), "rejected_reward": rejected.tolist()}
     return metrics, scores
+
+
+def score_rows(dataset: str, examples: list[PreferenceExample], scores: dict) -> list[dict]:
+    """eval-rm's `--scores` rows of one preference set from `evaluate_preferences`'s raw scores: one a pair, with the
+    set's name, the pair's index in `examples` and its subset."""
+    return [
+        {"dataset": dataset, "index": i, "subset": examples[i].subset, "chosen_reward": c, "rejected_reward": r}
+        for i, c, r in zip(scores["index"], scores["chosen_reward"], scores["rejected_reward"], strict=True)
+    ]

@@ -11,14 +11,27 @@ plain-string data ends in EOS: the classifier would read one token early. So whe
 ends any probe text, the export gives the classifier a pad token of its own (`<|pad|>`, one embedding row added, never
 attended to) in its config and tokenizer. The checkpoint is then checked against rewardlab on chat-template and plain-string
 text, right and left padded; above `TOLERANCE` the export fails and leaves nothing behind (it is written to a temporary
-directory that replaces the output only after the check).
+directory that replaces the output only after the check). The source's `text_convention.json` goes with it (`rewardlab doctor`
+compares a tokenizer's encodings with it).
 
 Text conventions (what a user of the exported model must feed it to get rewardlab's scores):
 - chat data: the tokenizer's chat template over prompt + response messages (`apply_chat_template(..., tokenize=False)`,
   tokenised without adding special tokens again);
-- plain strings: `prompt + response + EOS`, tokenised with the tokenizer's usual special tokens before the prompt.
+- plain strings: `prompt + response + EOS`: the joined string `prompt + response` tokenised as one text with the
+  tokenizer's usual special tokens, then the EOS token (as `tokenizer(prompt + response + eos_token)` gives it).
 TRL's GRPOTrainer scores plain strings as `prompt + completion` WITHOUT EOS, so its scores differ from rewardlab's for the
 same text (chat data matches): use `rewardlab.integrations.trl.reward_function` there, or append EOS yourself.
+
+Reward normalisation (`export --normalize`; rewardlab's r' = (r - mean) / std, `rewardlab.modeling.normalization`).
+transformers' `score` layer is a bias-free Linear(hidden, 1) (`GenericForSequenceClassification`, Llama, Qwen2, Mistral...)
+and reads the decoder's final RMS-normalised hidden state, which has no constant component a weight could turn into a bias:
+the scale can be baked into the head, the mean cannot. So the exported `score.weight` is weight / std and the classifier's
+logits are r / std = r' + mean / std: normalised up to one constant, `offset = mean / std`, recorded in config.json as
+`rewardlab_normalization.offset`. Comparisons (RewardBench, best-of-N) and group-centred advantages (GRPO, RLOO) are
+unaffected by it; subtract it for the absolute values. OpenRLHF's `normalize_reward` (which reads `mean` and `std` from
+config.json and returns (logit - mean) / std) gives exactly r': whenever the model has recorded statistics, the export
+writes them there (mean / std and 1 with --normalize, mean and std without), so OpenRLHF's flag is never a silent no-op.
+The self-check compares logits - offset with rewardlab's normalised rewards.
 
 Limits: the `mlp` head has no place in `*ForSequenceClassification` (one linear layer): export refuses it. Ensembles have
 no single-model equivalent: export a member.
@@ -27,15 +40,18 @@ no single-model equivalent: export a member.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rewardlab.data.templates import encode_prompt_response, pad_sequences
-from rewardlab.modeling.loader import load_reward_model
-from rewardlab.runtime import atomic_directory, check_output_dir, resolve_device
+from rewardlab.data.templates import TEXT_RECORD_NAME, encode_prompt_response, pad_sequences, text_record
+from rewardlab.modeling.loader import load_reward_model, resolve_model_dir
+from rewardlab.modeling.normalization import RewardStatistics
+from rewardlab.modeling.sources import is_builtin
+from rewardlab.runtime import atomic_directory, check_output_dir, resolve_device, write_json
 
 TOLERANCE = 1e-4
 EXPORT_PAD = "<|pad|>"
@@ -64,30 +80,42 @@ class ExportError(ValueError):
 
 
 def export_sequence_classifier(
-    model_dir: str | Path, output_dir: str | Path, device: str | None = None, overwrite: bool = False
+    model_dir: str | Path,
+    output_dir: str | Path,
+    device: str | None = None,
+    overwrite: bool = False,
+    normalize: bool = False,
 ) -> dict:
     """Write the checkpoint and check it against rewardlab's scores (fp32). Returns a report (max_abs_diff per text kind,
-    the pad token used). Raises ExportError, leaving no output, when it cannot be exact.
+    the pad token used, the normalisation offset). Raises ExportError, leaving no output, when it cannot be exact.
 
     `output_dir` must not exist, be empty, or (with `overwrite`) hold an earlier rewardlab export; it must lie apart from
-    `model_dir`. Checked before the model loads; anything else there is refused (UserError) and left as it is."""
+    `model_dir`. Checked before the model loads; anything else there is refused (UserError) and left as it is.
+
+    `normalize`: bake the recorded reward normalisation into the head as far as a bias-free layer allows (the module
+    docstring): logits = normalised reward + `offset`."""
     output_dir = check_output_dir(output_dir, overwrite=overwrite, inputs=[model_dir], flag="--output")
     device = resolve_device(device)
-    rm = load_reward_model(model_dir, device=device, dtype=torch.float32)
+    rm = load_reward_model(model_dir, device=device, dtype=torch.float32, normalize=normalize)
     if rm.primary() is not rm:
         raise ExportError(f"{model_dir}: an ensemble cannot be exported as one classifier; export one of its members")
     try:
         score_weight = rm.head.linear_weight()
     except ValueError as err:
         raise ExportError(f"{model_dir}: {err}") from None
+    stats = rm.config.reward_statistics
+    offset = normalization_offset(stats) if normalize else 0.0
     probes = _encoded_probes(rm.tokenizer)
     tokenizer = _export_tokenizer(rm.tokenizer, read_at={ids[-1] for kind in probes.values() for ids in kind})
-    classifier = _classifier(rm, tokenizer, score_weight)
+    classifier = _classifier(rm, tokenizer, score_weight / stats.std if normalize else score_weight)
+    if stats is not None:
+        record_statistics(classifier.config, stats, normalize)
 
     with atomic_directory(output_dir, replace=overwrite) as tmp:
         classifier.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        differences = _agreement(rm, probes, tmp, device)
+        write_json(tmp / TEXT_RECORD_NAME, _text_record(model_dir, rm.tokenizer))
+        differences = _agreement(rm, probes, tmp, device, offset)
         worst = max(differences.values(), key=lambda d: math.inf if math.isnan(d) else d)
         if not worst <= TOLERANCE:  # also catches NaN
             raise ExportError(
@@ -102,7 +130,37 @@ def export_sequence_classifier(
         "pad_token_added": tokenizer.pad_token != rm.tokenizer.pad_token,
         "max_abs_diff": worst,
         "max_abs_diff_by_text": differences,
+        "normalize": normalize,
+        "offset": offset if normalize else None,
     }
+
+
+def normalization_offset(stats: RewardStatistics) -> float:
+    """What a normalised export's logits exceed the normalised reward by: the mean a bias-free head cannot subtract,
+    in the scaled units (mean / std)."""
+    return stats.mean / stats.std
+
+
+def record_statistics(config, stats: RewardStatistics, normalized_head: bool) -> None:
+    """config.json entries: OpenRLHF's `mean` / `std` (its normalize_reward computes (logit - mean) / std), in the units
+    of the exported head's logits, and rewardlab's own record (the raw statistics, whether the head is scaled, the offset)."""
+    if normalized_head:
+        config.mean, config.std = normalization_offset(stats), 1.0
+    else:
+        config.mean, config.std = stats.mean, stats.std
+    config.rewardlab_normalization = stats.to_dict() | {
+        "normalized_head": normalized_head,
+        "offset": normalization_offset(stats) if normalized_head else None,
+    }
+
+
+def _text_record(model_dir: str | Path, tokenizer) -> dict:
+    """The source checkpoint's record of its text convention (what training saw), else this tokenizer's."""
+    if not is_builtin(str(model_dir)):
+        saved = resolve_model_dir(model_dir) / TEXT_RECORD_NAME
+        if saved.exists():
+            return json.loads(saved.read_text())
+    return text_record(tokenizer)
 
 
 def _encoded_probes(tokenizer) -> dict[str, list[list[int]]]:
@@ -145,9 +203,10 @@ def _classifier(rm, tokenizer, score_weight: torch.Tensor):
 
 
 @torch.no_grad()
-def _agreement(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device) -> dict[str, float]:
-    """Max |reward difference| between rewardlab and the reloaded checkpoint per kind of text, right and left padded.
-    Each side pads with its own tokenizer's pad token, as its users would."""
+def _agreement(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device, offset: float = 0.0) -> dict[str, float]:
+    """Max |reward difference| between rewardlab (normalised when `rm` normalises) and the reloaded checkpoint's logits
+    minus `offset`, per kind of text, right and left padded. Each side pads with its own tokenizer's pad token, as its
+    users would."""
     from rewardlab.data.templates import EncodedSequence
 
     classifier = AutoModelForSequenceClassification.from_pretrained(checkpoint).to(device).eval()
@@ -161,6 +220,6 @@ def _agreement(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device)
             theirs_ids, theirs_mask, _ = pad_sequences(encoded, tokenizer.pad_token_id, side)
             ours = rm(ids.to(device), mask.to(device)).sequence_rewards.float()
             theirs = classifier(input_ids=theirs_ids.to(device), attention_mask=theirs_mask.to(device)).logits[:, 0]
-            gaps.append((ours - theirs.float()).abs().max())
+            gaps.append((ours - (theirs.float() - offset)).abs().max())
         differences[kind] = torch.stack(gaps).max().item()  # NaN propagates
     return differences

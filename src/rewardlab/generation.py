@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from rewardlab.data.errors import DataError
 from rewardlab.data.templates import encode_prompt
 from rewardlab.data.types import Text
 from rewardlab.masks import pad_rows
+from rewardlab.progress import progress as show_progress
 
 
 @dataclass
@@ -123,7 +123,7 @@ def sample(
     model.eval()
     samples: list[Sample] = []
     n_batches = math.ceil(len(jobs) / batch_size)
-    for batch_index in tqdm(range(n_batches), desc="sampling", disable=not progress, leave=False):
+    for batch_index in show_progress(range(n_batches), desc="sampling", enabled=progress, leave=False):
         chunk = jobs[batch_index * batch_size : (batch_index + 1) * batch_size]
         input_ids, attention_mask = pad_rows([ids for _, ids in chunk], pad_id, side="left")
         gen_kwargs: dict[str, Any] = {"do_sample": temperature > 0}

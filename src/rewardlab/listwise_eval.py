@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from rewardlab.data.listwise import EVAL_FORMATS, ListwiseDataset, ListwiseExample
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response
 from rewardlab.listwise_metrics import rewardbench2_scores, rm_bench_scores
+from rewardlab.progress import progress as show_progress
 from rewardlab.scoring import TokenRewardSettings, score_sequences
 
 
@@ -57,7 +56,7 @@ def score_listwise(
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        for batch in show_progress(batches, desc=desc, enabled=progress, leave=False):
             scored = score_sequences(model, [sequences[s] for s in batch], TokenRewardSettings())
             for s, score in zip(batch, scored, strict=True):
                 row, k = owners[s]

@@ -71,11 +71,18 @@ def dpo_regularizer(
     return -F.logsigmoid(beta * ((logp_chosen - logp_rejected) - ref_log_ratio)).mean()
 
 
+def grm_terms(reward: torch.Tensor, regularizer: torch.Tensor | None, alpha: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """GRM's two weighted terms, ((1 - alpha) * L_reward, alpha * L_reg); without a regulariser (a plain reward model)
+    alpha is ignored: (L_reward, None)."""
+    if regularizer is None:
+        return reward, None
+    return (1.0 - alpha) * reward, alpha * regularizer
+
+
 def grm_total(reward: torch.Tensor, regularizer: torch.Tensor | None, alpha: float) -> torch.Tensor:
     """(1 - alpha) * L_reward + alpha * L_reg (GRM's total loss); alpha is ignored without a regulariser (plain reward model)."""
-    if regularizer is None:
-        return reward
-    return (1.0 - alpha) * reward + alpha * regularizer
+    reward_term, reg_term = grm_terms(reward, regularizer, alpha)
+    return reward_term if reg_term is None else reward_term + reg_term
 
 
 def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

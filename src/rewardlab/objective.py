@@ -7,7 +7,9 @@ For a batch of B pairs (rows 0..B-1 chosen, B..2B-1 rejected, see `rewardlab.dat
     2. a regulariser that needs the reference (dpo) gets its log-probs from a pass without gradients: LoRA adapters
        disabled, or the frozen copy under full fine-tuning;
     3. L_reward and L_reg by name from `REWARD_LOSS_TABLE` / `REGULARIZER_TABLE`, and
-       loss = (1 - alpha) * L_reward + alpha * L_reg (GRM).
+       loss = (1 - alpha) * L_reward + alpha * L_reg (GRM); the two terms are reported apart (`reward_term`, `reg_term`);
+    4. on request (the trainer asks on logging steps only), the regulariser's strength: the norm of each term's gradient
+       with respect to the last hidden layer, the hidden states both heads read (`gradient_norms`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rewardlab.losses import (
     REGULARIZER_TABLE,
     PairLogprobs,
     Regularizer,
-    grm_total,
+    grm_terms,
     pairwise_accuracy,
     regularizer_loss,
     reward_loss,
@@ -49,9 +51,14 @@ class Objective:
     def regularizer(self) -> Regularizer | None:
         return REGULARIZER_TABLE[self.reg]
 
-    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], measure_gradients: bool = False
+    ) -> dict[str, torch.Tensor]:
         """loss (with gradients) and detached statistics: reward_loss, accuracy, margin, the mean and (population) std of
-        the batch's 2B rewards, and reg_loss with a regulariser."""
+        the batch's 2B rewards, reg_loss with a regulariser, and the loss's two terms, reward_term = (1 - alpha) *
+        L_reward and reg_term = alpha * L_reg (0 without a regulariser; they sum to loss). `measure_gradients` adds
+        reward_grad_norm and reg_grad_norm (`gradient_norms`): two more backward passes through the heads only, so the
+        trainer asks on logging steps alone."""
         n_pairs = batch["margin"].shape[0]
         response_mask = self.response_mask(batch, n_pairs)
         reference = self.reference_logprobs(model, batch, response_mask)
@@ -63,16 +70,21 @@ class Objective:
         l_reg = None
         if self.regularizer is not None:
             l_reg = regularizer_loss(self.reg, split_pairs(out.logprobs, reference, n_pairs), self.beta)
+        reward_term, reg_term = grm_terms(l_reward, l_reg, self.alpha)
         stats = {
-            "loss": grm_total(l_reward, l_reg, self.alpha),
+            "loss": reward_term if reg_term is None else reward_term + reg_term,
             "reward_loss": l_reward.detach(),
             "accuracy": pairwise_accuracy(chosen.detach(), rejected.detach()),
             "margin": (chosen - rejected).detach().mean(),
             "reward_mean": out.sequence_rewards.detach().mean(),
             "reward_std": out.sequence_rewards.detach().std(correction=0),
+            "reward_term": reward_term.detach(),
+            "reg_term": torch.zeros_like(reward_term.detach()) if reg_term is None else reg_term.detach(),
         }
         if l_reg is not None:
             stats["reg_loss"] = l_reg.detach()
+        if measure_gradients:
+            stats |= gradient_norms(out.head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
         return stats
 
     def response_mask(self, batch: dict[str, torch.Tensor], n_pairs: int) -> torch.Tensor | None:
@@ -94,6 +106,25 @@ class Objective:
             return model(
                 batch["input_ids"], batch["attention_mask"], response_mask, reference=True, packed=self.padding_free
             ).logprobs
+
+
+def gradient_norms(hidden: torch.Tensor, terms: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """name -> ||d term / d hidden||, the Frobenius norm over every token of the batch (float32, detached), for the terms of
+    one loss; 0 for a term that is None or does not reach `hidden`. One `torch.autograd.grad` per term, keeping the graph
+    for the training backward; no parameter's gradient is touched. {} when `hidden` carries no gradient (a frozen
+    backbone: nothing below the heads trains).
+
+    `hidden` is the tensor the heads read (`RewardOutput.head_input`); packed or padded, the norm is the same, since
+    neither term reads a padding position."""
+    if not hidden.requires_grad:
+        return {}
+    norms = {}
+    for name, term in terms.items():
+        grad = None
+        if term is not None and term.requires_grad:
+            (grad,) = torch.autograd.grad(term, hidden, retain_graph=True, allow_unused=True)
+        norms[name] = torch.zeros((), device=hidden.device) if grad is None else grad.detach().float().norm()
+    return norms
 
 
 def split_pairs(logprobs: torch.Tensor, reference: torch.Tensor | None, n_pairs: int) -> PairLogprobs:

@@ -275,3 +275,26 @@ def compare_credits(
         ci_pairs=ci_pairs, ci_seeds=ci_seeds, p_mcnemar=p, discordant=discordant, n_pairs=n_pairs, n_seeds=n_seeds,
         level=level, verdict=verdict(ci_low, ci_high, p, level), per_seed=per_seed,
     )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# a family of comparisons
+
+
+def holm_adjust(p_values: list[float] | np.ndarray) -> list[float]:
+    """Holm's step-down adjusted p-values: with the m p-values sorted ascending, p_(k) becomes
+    max_{j <= k} min(1, (m - j + 1) p_(j)) (k, j from 1), in the input order. Rejecting where the adjusted p < 1 - level
+    keeps the chance of any false rejection in the family at or under 1 - level, whatever the dependence between tests."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = p.size
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        running = max(running, min(1.0, (m - rank) * float(p[i])))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def family_verdict(single: str, p_adjusted: float, level: float) -> str:
+    """A comparison's verdict within a family: its own verdict where its Holm-adjusted p is under 1 - level, else undecided."""
+    return single if single != UNDECIDED and p_adjusted < 1.0 - level else UNDECIDED

@@ -282,6 +282,12 @@ def _read_marker(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def output_sealed(path: str | os.PathLike[str]) -> bool:
+    """Whether rewardlab finished the directory `path`: its marker lists what it holds (`seal_output_dir`)."""
+    path = Path(path)
+    return path.is_dir() and isinstance((_read_marker(path) or {}).get("entries"), list)
+
+
 def foreign_entries(path: Path) -> list[str]:
     """Top-level entries of a sealed rewardlab output that its marker does not list (added after rewardlab finished)."""
     entries = (_read_marker(path) or {}).get("entries")

@@ -18,6 +18,7 @@ import torch
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response, pad_sequences
 from rewardlab.data.types import PromptCompletion, Text
 from rewardlab.modeling.reward_model import RewardModel
+from rewardlab.progress import progress as show_progress
 from rewardlab.redistribution import METHODS, prompt_rewards, redistribute, response_mask, sequence_rewards
 from rewardlab.runtime import HTML_GENERATOR, write_text
 
@@ -69,18 +70,20 @@ def score_batch(
     attention_mask: torch.Tensor,
     response_start: torch.Tensor,
     settings: TokenRewardSettings | Sequence[TokenRewardSettings],
+    packed: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(sequence rewards (B,), prompt rewards (B,), token rewards (B, T) or None) from ONE forward pass.
 
     `settings` is one for the whole batch or one per row (the server batches requests that ask for different methods);
-    rows whose method is None get zero token rewards when other rows ask for some.
+    rows whose method is None get zero token rewards when other rows ask for some. `packed`: padding-free where the model
+    supports it (the same numbers; off for a run that turned padding-free batches off).
     """
     per_row = [settings] * len(input_ids) if isinstance(settings, TokenRewardSettings) else list(settings)
     device = rm.device
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     response_start = response_start.to(device)
     need_attention = any(s.method == "abc" for s in per_row)
-    out = rm(input_ids, attention_mask, output_attentions=need_attention, packed=True)  # padding-free where supported
+    out = rm(input_ids, attention_mask, output_attentions=need_attention, packed=packed)  # padding-free where supported
     positions = out.position_rewards.float()
     token_rewards = None
     if any(s.method is not None for s in per_row):
@@ -109,12 +112,14 @@ def score_sequences(
     settings: TokenRewardSettings | Sequence[TokenRewardSettings],
     *,
     padding_side: str = "right",
+    packed: bool = True,
 ) -> list[SequenceScore]:
-    """Score already-encoded sequences as ONE batch (callers choose the batches); settings as in `score_batch`."""
+    """Score already-encoded sequences as ONE batch (callers choose the batches); settings and `packed` as in
+    `score_batch`."""
     per_row = [settings] * len(sequences) if isinstance(settings, TokenRewardSettings) else list(settings)
     pad_id = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else 0
     input_ids, attention_mask, response_start = pad_sequences(list(sequences), pad_id, padding_side)
-    rewards, prompt_values, token_rewards = score_batch(rm, input_ids, attention_mask, response_start, per_row)
+    rewards, prompt_values, token_rewards = score_batch(rm, input_ids, attention_mask, response_start, per_row, packed)
     in_response = response_mask(attention_mask, response_start)
     rewards, prompt_values = rewards.cpu().tolist(), prompt_values.cpu().tolist()
     token_rewards = token_rewards.cpu() if token_rewards is not None else None
@@ -209,9 +214,7 @@ def score_completions(
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids), reverse=True)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="scoring", unit="batch")
+        batches = show_progress(batches, desc="scoring", unit="batch")
     results: list[ScoreResult | None] = [None] * len(pairs)
     for batch in batches:
         scores = score_sequences(rm, [encoded[i] for i in batch], settings, padding_side=padding_side)

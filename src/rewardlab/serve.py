@@ -9,8 +9,9 @@ Endpoints:
   with their own tokens.
 - `POST /get_reward`: OpenRLHF's remote reward-model protocol, `{"query": [full texts], "prompts": [...], ...}` ->
   `{"rewards": [...], "scores": [...], "extra_logs": {"truncated": [0 | 1, ...]}, "truncated": n}`. Each query is the
-  already-rendered prompt + response; `prompts[i]`, when the query starts with it, marks where the response starts (the
-  two parts are tokenised separately, as `rewardlab score` does). Tokenised without adding special tokens; a chat turn
+  already-rendered prompt + response, tokenised whole (as `rewardlab score` tokenises prompt + response); `prompts[i]`,
+  when the query starts with it, marks where the response starts (the prompt reward and token rewards need it; the reward
+  does not). Tokenised without adding special tokens; a chat turn
   that stops at EOS is closed as the template closes it; other text gets EOS appended when it lacks one.
 
 Limits never refuse work a trainer sends: a sequence over `max_length` tokens is truncated keeping its end (the reward is
@@ -44,6 +45,7 @@ from rewardlab.data.templates import (
     EncodedSequence,
     assistant_turn_text,
     close_generated_turn,
+    encode_joined,
     encode_prompt_response,
     keep_end,
 )
@@ -156,8 +158,9 @@ def _prompt_end(query: str, prompt: str | None) -> int:
 
 
 def encode_query(tokenizer, query: str, turn: tuple[str, str] | None = None, prompt: str | None = None) -> EncodedSequence:
-    """An OpenRLHF query (full rendered text) as one sequence. Padding text is stripped. `prompt`, when the query starts
-    with it, is tokenised apart from the response (the boundary `rewardlab score` uses). A chat turn that stops at EOS,
+    """An OpenRLHF query (full rendered text) as one sequence. Padding text is stripped. The query is tokenised whole;
+    `prompt`, when the query starts with it, marks where the response starts (by character offsets, as `rewardlab score`
+    places it), else the whole query is the response. A chat turn that stops at EOS,
     as a generation does, is closed as the chat template closes it (`turn` = `assistant_turn_text(tokenizer)`), so the
     reward is read where rewardlab reads it in training; other text gets EOS appended when it lacks one."""
     pad, eos = tokenizer.pad_token, tokenizer.eos_token
@@ -168,13 +171,12 @@ def encode_query(tokenizer, query: str, turn: tuple[str, str] | None = None, pro
             query = query[: -len(pad)]
     query = close_generated_turn(query, eos, turn)
     split = _prompt_end(query, prompt)
-    prompt_ids = tokenizer(query[:split], add_special_tokens=False)["input_ids"] if split else []
-    response_ids = tokenizer(query[split:], add_special_tokens=False)["input_ids"]
-    ids = prompt_ids + response_ids
+    encoded = encode_joined(tokenizer, query[:split], query[split:], add_special_tokens=False)
+    ids = encoded.input_ids
     closed_turn = turn is not None and bool(turn[1]) and query.endswith(turn[1])
     if not closed_turn and tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
         ids = ids + [tokenizer.eos_token_id]
-    return EncodedSequence(ids, response_start=len(prompt_ids))
+    return EncodedSequence(ids, response_start=encoded.response_start if split else 0)
 
 
 def is_loopback(host: str) -> bool:
@@ -499,6 +501,8 @@ def create_app(
             "max_batch_size": max_batch_size,
             "max_body_bytes": max_body_bytes,
             "truncated": encoder.truncated,
+            "normalize": rm.normalization is not None,
+            "reward_statistics": None if rm.normalization is None else rm.normalization.to_dict(),
         }
 
     @app.post("/score")
@@ -508,7 +512,7 @@ def create_app(
         settings = score_settings(body, beta_c, abc_beta)
         sequences = encoder.truncate(await asyncio.to_thread(encoder.items, body.items), "/score")
         scores = await app.state.scorer.score(sequences, settings)
-        return {"results": score_results(rm.tokenizer, scores, sequences, settings)}
+        return {"results": score_results(rm.tokenizer, scores, sequences, settings), "normalize": rm.normalization is not None}
 
     @app.post("/get_reward")
     async def get_reward(body: GetRewardRequest) -> dict:
@@ -520,7 +524,13 @@ def create_app(
         rewards = [s.reward for s in scores]
         flags = [int(seq.truncated) for seq in sequences]
         # OpenRLHF reads `rewards` (and `scores`, `extra_logs`, which it logs as metrics): one reward per sequence.
-        return {"rewards": rewards, "scores": rewards, "extra_logs": {"truncated": flags}, "truncated": sum(flags)}
+        return {
+            "rewards": rewards,
+            "scores": rewards,
+            "extra_logs": {"truncated": flags},
+            "truncated": sum(flags),
+            "normalize": rm.normalization is not None,
+        }
 
     return RequestGuard(app, api_key or None, max_body_bytes)
 

@@ -8,11 +8,15 @@
              alpha * L_reg), backward, clip, a stop at a non-finite loss or gradient norm, AdamW step; logging,
              evaluation (model selection, early stopping) and checkpoints at their intervals;
     evaluate (`rm_trainer.loop`)   the best validation weights restored (--select-best-on), every eval set scored;
-    save     (`rm_trainer.outputs`) the model, metrics.json, log.jsonl, training_curves.png.
+    record   (`rm_trainer.outputs`) the mean and std of the model's rewards on the training responses or --norm-data
+             (`reward_statistics`, read by `--normalize`);
+    save     (`rm_trainer.outputs`) the model, metrics.json, log.jsonl, scores.jsonl, training_curves.png.
 The loop runs through accelerate, so `accelerate launch` (DDP, DeepSpeed, FSDP configs) works unchanged; only the main
 process writes files.
 
-Outputs in `output_dir`: `config.json` (resolved), `metrics.json` (final metrics per eval set), `log.jsonl` (training log),
+Outputs in `output_dir`: `config.json` (resolved), `metrics.json` (final metrics per eval set; the regulariser's strength,
+docs/grm.md; `reward_statistics`), `log.jsonl` (training log: losses, GRM's two loss terms and their gradient norms at the
+last hidden layer), `scores.jsonl` (each eval pair's final scores, eval-rm's `--scores` rows: `rewardlab compare` reads them),
 `training_curves.png`, `model/` (the reward model), `checkpoints/step-N/` (for --resume).
 """
 
@@ -26,7 +30,7 @@ from rewardlab.config import from_dict as config_from_dict
 from rewardlab.data.listwise import PAIR_MODES
 from rewardlab.data.templates import TRUNCATION_CHOICES
 from rewardlab.errors import UserError
-from rewardlab.evaluation import evaluate_preferences
+from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.losses import REGULARIZERS, REWARD_LOSSES
 from rewardlab.modeling.ensemble import AGGREGATES
 from rewardlab.modeling.head import HEAD_CHOICES
@@ -43,9 +47,16 @@ from rewardlab.rm_trainer.build import (
     lora_settings,
 )
 from rewardlab.rm_trainer.loop import final_evaluation, train_loop
-from rewardlab.rm_trainer.outputs import end_run, plot_training, save_outputs
+from rewardlab.rm_trainer.outputs import (
+    SCORES_NAME,
+    end_run,
+    plot_training,
+    record_reward_statistics,
+    reward_statistics,
+    save_outputs,
+)
 from rewardlab.rm_trainer.state import TrainingRun
-from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir, version, write_json
+from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir, version, write_json, write_jsonl
 from rewardlab.tracking import resolve_report_to
 
 __all__ = [
@@ -84,6 +95,8 @@ class RewardTrainingConfig(RewardTrainingFields):
         ):
             if value not in choices:
                 raise UserError(f"{name} = '{value}' is not one of {', '.join(choices)}")
+        if self.norm_samples == 1:
+            raise UserError("norm_samples must be 0 (all) or at least 2 (a std needs two rewards)")
         if self.freeze_backbone and self.reg != "none":
             raise UserError("a frozen backbone cannot be regularised: use --reg none with --freeze-backbone")
         if self.select_best_on is not None and self.eval_steps <= 0:
@@ -126,6 +139,7 @@ def train_one_model(cfg: RewardTrainingConfig, datasets: dict | None = None) -> 
     run = build_run(cfg, datasets)
     loop = train_loop(run)
     metrics = final_evaluation(run, loop)
+    metrics["reward_statistics"] = record_reward_statistics(run).to_dict()
     save_outputs(run, metrics)
     return run, metrics
 
@@ -138,7 +152,7 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
     """
     from accelerate import PartialState
 
-    from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
+    from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel, manifest
     from rewardlab.modeling.reward_model import RewardModel
 
     output_dir = Path(cfg.output_dir)
@@ -152,23 +166,30 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
         run, member_metrics = train_one_model(member_config(cfg, k), datasets)
         end_run(run, keep_process_group=True)  # the next member trains in the same process group
         members.append(member_metrics)
-    write_json(model_dir / ENSEMBLE_NAME, {"members": names, "aggregate": cfg.ensemble_aggregate}, main_process_only=True)
-    # built from the members' directories, which every process has once their training ended, not from the manifest
+    # built from the members' directories, which every process has once their training ended
     ensemble = EnsembleRewardModel(
         [RewardModel.from_pretrained(model_dir / name / MODEL_SUBDIR) for name in names], cfg.ensemble_aggregate
     ).eval()
-    eval_results = {}
+    ensemble.reward_statistics = reward_statistics(ensemble, cfg, datasets["train"].examples)  # of the aggregate
+    write_json(
+        model_dir / ENSEMBLE_NAME, manifest(names, cfg.ensemble_aggregate, ensemble.reward_statistics), main_process_only=True
+    )
+    eval_results, rows = {}, []
     for name, ds in datasets["eval"].items():
-        eval_results[name], _ = evaluate_preferences(
+        eval_results[name], raw = evaluate_preferences(
             ensemble, ds.examples, cfg.max_length, cfg.truncation, cfg.per_device_eval_batch_size
         )
+        rows += score_rows(name, ds.examples, raw)
     metrics = {
         "eval": eval_results,
         "members": [m["eval"] for m in members],
         "train": {"members": [m["train"] for m in members]},
+        "reward_statistics": ensemble.reward_statistics.to_dict(),
     }
     write_json(output_dir / "config.json", asdict(cfg) | {"rewardlab_version": version()}, main_process_only=True)
     write_json(output_dir / "metrics.json", metrics, main_process_only=True)
+    if rows and is_main_process():
+        write_jsonl(output_dir / SCORES_NAME, rows)
     PartialState().destroy_process_group()
     return metrics
 

@@ -17,9 +17,10 @@ and vanilla training damages them (probe_ood_after_vanilla < probe_ood_base).
 The probe is pairwise logistic regression, i.e. the Bradley-Terry loss of a bias-free linear head on fixed features:
     min_w  mean_i softplus(-w . (z_c,i - z_r,i)) + (l2 / 2) ||w||^2,   z = (h - mu) / sigma  (per dimension, train set)
 a convex problem solved to a gradient tolerance (L-BFGS); l2 is chosen on ID validation pairs only, by the one-standard-
-error rule: the strongest l2 whose validation accuracy is within one binomial standard error of the best. (Validation
-accuracy is flat across l2 within its noise in the built-in world, so its plain argmax picks an l2 at random, and the
-probe's OOD accuracy swung from 0.64 to 0.78 with it.)
+error rule: the strongest l2 whose validation accuracy is within one binomial standard error of the best; while that
+choice sits at an end of the grid, the grid grows past it (up to `PROBE_L2_BOUNDS`), and a choice left at an end is
+reported as on the edge. (Validation accuracy is flat across l2 within its noise in the built-in world, so its plain
+argmax picks an l2 at random, and the probe's OOD accuracy swung from 0.64 to 0.78 with it.)
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from rewardlab.evaluation import scored_pair_batches
 from rewardlab.losses import pairwise_accuracy
 
 PROBE_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+# While the one-standard-error choice sits at an end of the grid tried, the grid grows by a factor of 10 past that end, up
+# to these bounds; a choice still at an end is reported as on the edge (`Probe.l2_on_edge`).
+PROBE_L2_BOUNDS = (1e-6, 1e6)
 
 
 # ---------------------------------------------------------------- pure math
@@ -91,6 +95,7 @@ class Probe:
     l2: float
     val_accuracy: float
     val_path: dict[float, float] = field(default_factory=dict)  # validation accuracy of every l2 tried
+    l2_on_edge: bool = False  # the chosen l2 is the smallest or largest tried (the grid met PROBE_L2_BOUNDS)
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         return ((features.double() - self.mean) / self.scale) @ self.weight
@@ -106,19 +111,47 @@ def one_standard_error_choice(val_accuracy: dict[float, float], n_val: int) -> f
     return max(l2 for l2, accuracy in val_accuracy.items() if accuracy >= floor)
 
 
-def train_probe(train: PairFeatures, val: PairFeatures, l2_grid: tuple[float, ...] = PROBE_L2_GRID) -> Probe:
-    """Fit a probe for each l2 of the grid on `train`; keep the one the one-standard-error rule picks on `val`."""
+def extend_grid(grid: list[float], choice: float, bounds: tuple[float, float] = PROBE_L2_BOUNDS) -> float | None:
+    """The next l2 to try when `choice` is at an end of `grid`: ten times past that end, if within `bounds`; else None
+    (the choice is interior, or the grid has reached its bound)."""
+    low, high = min(grid), max(grid)
+    if choice == high and high * 10 <= bounds[1] * (1 + 1e-9):
+        return high * 10
+    if choice == low and low / 10 >= bounds[0] * (1 - 1e-9):
+        return low / 10
+    return None
+
+
+def train_probe(
+    train: PairFeatures,
+    val: PairFeatures,
+    l2_grid: tuple[float, ...] = PROBE_L2_GRID,
+    bounds: tuple[float, float] = PROBE_L2_BOUNDS,
+) -> Probe:
+    """Fit a probe for each l2 of the grid on `train`; keep the one the one-standard-error rule picks on `val` (ID
+    validation only). While that choice is at an end of the grid, the grid extends past it (`extend_grid`); a choice
+    still at an end is flagged `l2_on_edge`."""
     features = torch.cat([train.chosen, train.rejected]).double()
     mean, scale = features.mean(0), features.std(0).clamp_min(1e-6)
     diffs = train.diffs / scale  # the mean cancels in a difference
-    probes = {}
-    for l2 in l2_grid:
+    probes: dict[float, Probe] = {}
+
+    def fit(l2: float) -> None:
         probe = Probe(fit_pairwise_probe(diffs, l2), mean, scale, l2, 0.0)
         probe.val_accuracy = probe.accuracy(val)
         probes[l2] = probe
-    path = {l2: probe.val_accuracy for l2, probe in probes.items()}
-    chosen = probes[one_standard_error_choice(path, val.chosen.shape[0])]
+
+    for l2 in l2_grid:
+        fit(l2)
+    while True:
+        path = {l2: probes[l2].val_accuracy for l2 in sorted(probes)}
+        choice = one_standard_error_choice(path, val.chosen.shape[0])
+        if (extra := extend_grid(list(path), choice, bounds)) is None:
+            break
+        fit(extra)
+    chosen = probes[choice]
     chosen.val_path = path
+    chosen.l2_on_edge = len(path) > 1 and choice in (min(path), max(path))
     return chosen
 
 

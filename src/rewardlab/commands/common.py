@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from rewardlab.config import DEVICE_HELP, DTYPE_HELP, option_flags, option_type, resolve_config
+from rewardlab.config import DEVICE_HELP, DTYPE_HELP, help_panel, option_flags, option_type, resolve_config
 from rewardlab.errors import UserError
 
 
@@ -60,6 +60,21 @@ def aggregate_option():
     return typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved).")
 
 
+def normalize_option():
+    return typer.Option(
+        False,
+        "--normalize",
+        help="Rewards (r - mean) / std with the mean and std recorded at training (OpenRLHF's normalize_reward); every "
+        "position reward, so token rewards follow. A model without them is an error.",
+    )
+
+
+def normalization_record(rm) -> dict | None:
+    """What outputs state about normalisation: the statistics used, or None when rewards are raw."""
+    stats = getattr(rm, "normalization", None)
+    return None if stats is None else stats.to_dict()
+
+
 def progress_option():
     return typer.Option(True, "--progress/--no-progress")
 
@@ -87,7 +102,7 @@ def overwrite_option():
 # commands generated from a config dataclass
 
 
-def config_option(f: dataclasses.Field, hint: Any, show_defaults: bool) -> inspect.Parameter:
+def config_option(f: dataclasses.Field, hint: Any, show_defaults: bool, panel: str | None = None) -> inspect.Parameter:
     """One typer option for one config field: flags, help, range and type from the field's declaration.
 
     Commands with `--config` leave an option's default at None (the field's default, or the YAML file's value, applies),
@@ -102,7 +117,7 @@ def config_option(f: dataclasses.Field, hint: Any, show_defaults: bool) -> inspe
     else:
         default = None
     # ranges are checked on the resolved config (config.check_ranges), so a bad value reads the same from every command
-    option = typer.Option(default, *option_flags(f, kind is bool), help=meta.get("help"))
+    option = typer.Option(default, *option_flags(f, kind is bool), help=meta.get("help"), rich_help_panel=panel)
     annotation = kind if default is not None else kind | None
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
@@ -120,6 +135,14 @@ def fields_in_help_order(cls: type) -> list[dataclasses.Field]:
     own = list(cls.__dict__.get("__annotations__", {}))
     by_name = {f.name: f for f in dataclasses.fields(cls)}
     return [by_name[name] for name in own if name in by_name] + [f for f in by_name.values() if f.name not in own]
+
+
+def fields_in_panel_order(cls: type, panels: dict[str, str | None]) -> list[dataclasses.Field]:
+    """The fields in help order, each panel's together: panels in the order a config's `help_panels` lists them, then
+    in the order they first appear (typer shows a panel where its first option is)."""
+    declared = [panel for klass in reversed(cls.__mro__) for panel in klass.__dict__.get("help_panels", {})]
+    rank = {panel: i for i, panel in enumerate(dict.fromkeys([*declared, *panels.values()]))}
+    return sorted(fields_in_help_order(cls), key=lambda f: rank[panels[f.name]])
 
 
 def given_on_command_line(ctx: typer.Context, name: str) -> bool:
@@ -154,7 +177,8 @@ def config_command(
         help_text = f"YAML file with {build.split(':')[1] if build else cls.__name__} fields."
         option = typer.Option(None, "--config", help=help_text)
         params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Path | None))
-    params += [config_option(f, hints[f.name], show_defaults) for f in fields_in_help_order(cls)]
+    panels = {f.name: help_panel(cls, f.name) for f in fields_in_help_order(cls)}
+    params += [config_option(f, hints[f.name], show_defaults, panels[f.name]) for f in fields_in_panel_order(cls, panels)]
 
     def command(ctx: typer.Context, config: Path | None = None, **options: Any) -> None:
         with user_errors():

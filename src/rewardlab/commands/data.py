@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 
 from rewardlab.commands.common import check_at_least, overwrite_option, quiet_libraries, user_errors
+from rewardlab.commands.help import HelpCommand
 
 data_app = typer.Typer(help="Make built-in data sets; inspect preference files.", no_args_is_help=True)
 
 
-@data_app.command("easy")
+@data_app.command("easy", cls=HelpCommand)
 def easy(
     output_dir: Path = typer.Option(..., help="Writes train.jsonl and test.jsonl here (TRL conversational format)."),
     n_train: int = typer.Option(2000, help="Training pairs."),
@@ -34,7 +35,7 @@ def easy(
     print(f"wrote {output_dir}/train.jsonl ({n_train} pairs) and test.jsonl ({n_test} pairs)")
 
 
-@data_app.command("inspect")
+@data_app.command("inspect", cls=HelpCommand)
 def inspect(
     spec: str = typer.Argument(..., help="A preference file or hub id."),
     format: str | None = typer.Option(None, help="Force a format instead of detecting it."),

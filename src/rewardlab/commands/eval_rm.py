@@ -53,7 +53,7 @@ def eval_rm(
             check_output_file(scores, overwrite=overwrite, inputs=[*inputs, output], flag="--scores")
 
     from rewardlab.data.listwise import ListwiseDataset
-    from rewardlab.evaluation import evaluate_preferences
+    from rewardlab.evaluation import evaluate_preferences, score_rows
     from rewardlab.listwise_eval import evaluate_listwise, load_eval_sets, summary_line
     from rewardlab.modeling.loader import load_reward_model
 
@@ -72,16 +72,7 @@ def eval_rm(
             metrics, raw = evaluate_preferences(rm, ds.examples, max_length, truncation, batch_size, progress=progress, desc=name)
             metrics["data"] = ds.stats
             results[name] = metrics
-            for i, c, r in zip(raw["index"], raw["chosen_reward"], raw["rejected_reward"], strict=True):
-                rows.append(
-                    {
-                        "dataset": name,
-                        "index": i,
-                        "subset": ds.examples[i].subset,
-                        "chosen_reward": c,
-                        "rejected_reward": r,
-                    }
-                )
+            rows += score_rows(name, ds.examples, raw)
         config = {
             "model": model, "data": data, "format": format, "skip_invalid": skip_invalid, "batch_size": batch_size,
             "max_length": max_length, "truncation": truncation, "aggregate": aggregate, "device": str(placed_on),

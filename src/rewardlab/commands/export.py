@@ -12,6 +12,12 @@ from rewardlab.commands.common import device_option, overwrite_option, quiet_lib
 def export(
     model: str = typer.Option(..., help="A rewardlab reward model (or train-rm output) directory."),
     output: Path = typer.Option(..., help="Directory for the exported checkpoint."),
+    normalize: bool = typer.Option(
+        False,
+        "--normalize",
+        help="Bake the recorded reward normalisation into the head: score weight / std. Its bias-free score layer cannot "
+        "subtract the mean, so logits = (r - mean) / std + offset (offset = mean / std, in config.json).",
+    ),
     device: str | None = device_option(),
     overwrite: bool = overwrite_option(),
 ) -> None:
@@ -20,8 +26,13 @@ def export(
 
     with user_errors():  # an ExportError (a ValueError) is one line and exit 1, with nothing written
         quiet_libraries()
-        report = export_sequence_classifier(model, output, device=device, overwrite=overwrite)
+        report = export_sequence_classifier(model, output, device=device, overwrite=overwrite, normalize=normalize)
     checked = ", ".join(f"{kind} {gap:.1e}" for kind, gap in report["max_abs_diff_by_text"].items())
     print(f"wrote {report['architecture']} to {report['output_dir']}; max |reward difference| vs rewardlab: {checked}")
+    if report["normalize"]:
+        print(
+            f"normalised head: logits = (r - mean) / std + offset, offset = mean / std = {report['offset']:+.4f} (the bias-free "
+            "score layer cannot subtract it; config.json: rewardlab_normalization.offset, and OpenRLHF's mean/std)"
+        )
     if report["pad_token_added"]:
         print(f"the model's pad token is one rewards are read at (EOS); the export pads with its own {report['pad_token']}")

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import aggregate_option, device_option, dtype_option, overwrite_option, progress_option
+from rewardlab.commands.common import (
+    aggregate_option,
+    device_option,
+    dtype_option,
+    normalize_option,
+    overwrite_option,
+    progress_option,
+)
 from rewardlab.redistribution import METHODS
 
 # Methods whose token rewards must sum to reward - prompt_reward (mix only when beta_c = 1).
@@ -38,6 +45,7 @@ def score(
     beta_c: float = typer.Option(1.0, "--beta-c", help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="abc: weight of the attention-distributed part."),
     aggregate: str | None = aggregate_option(),
+    normalize: bool = normalize_option(),
     device: str | None = device_option(),
     dtype: str = dtype_option(),
     limit: int | None = typer.Option(None, "--limit", help="Score only the first N rows."),
@@ -46,7 +54,7 @@ def score(
     overwrite: bool = overwrite_option(),
 ) -> None:
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
-    from rewardlab.commands.common import check_at_least, check_choice, quiet_libraries, user_errors
+    from rewardlab.commands.common import check_at_least, check_choice, normalization_record, quiet_libraries, user_errors
     from rewardlab.runtime import check_output_file, dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
 
     with user_errors():  # settings and output paths first: they fail in a second, before anything loads
@@ -68,7 +76,7 @@ def score(
         placed_on = resolve_device(device)
         placed_as = resolve_dtype(dtype, placed_on)
         items = load_completions(data, skip_invalid=skip_invalid, limit=limit)
-        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate)
+        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate, normalize=normalize)
         results = score_completions(
             rm,
             items,
@@ -96,13 +104,15 @@ def score(
             "html": str(html) if html else None, "token_rewards": token_rewards, "beta_c": beta_c,
             "abc_beta": abc_beta, "aggregate": aggregate, "batch_size": batch_size, "max_length": max_length,
             "device": str(placed_on), "dtype": dtype_name(placed_as), "limit": limit, "skip_invalid": skip_invalid,
-            "rewardlab_version": version(),
+            "normalize": normalize, "reward_statistics": normalization_record(rm), "rewardlab_version": version(),
         }  # fmt: skip
         write_json(config_path(output), {"config": config, "summary": summary})
         if html is not None:
             render_html(results, html)
 
     line = f"scored {summary['rows']} rows, mean reward {summary['mean_reward']:+.4f} -> {output}"
+    if rm.normalization is not None:
+        line += f" (normalised: mean {rm.normalization.mean:+.4f} subtracted, divided by std {rm.normalization.std:.4f})"
     if telescopes:
         line += f" (max |sum(token rewards) - (reward - prompt reward)| = {summary['max_abs_sum_gap']:.2e})"
     typer.echo(line)

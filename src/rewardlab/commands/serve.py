@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rewardlab.commands.common import aggregate_option, device_option, dtype_option
+from rewardlab.commands.common import aggregate_option, device_option, dtype_option, normalize_option
 from rewardlab.errors import UserError
 
 
@@ -29,12 +29,13 @@ def serve(
     beta_c: float = typer.Option(1.0, "--beta-c", help="Default mix weight (a request may override it)."),
     abc_beta: float = typer.Option(0.8, "--abc-beta", help="Default abc weight (a request may override it)."),
     aggregate: str | None = aggregate_option(),
+    normalize: bool = normalize_option(),
     device: str | None = device_option(),
     dtype: str = dtype_option(),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health."""
-    from rewardlab.commands.common import check_at_least, quiet_libraries, user_errors
+    from rewardlab.commands.common import check_at_least, echo, quiet_libraries, user_errors
 
     with user_errors():  # settings first: they fail in a second, before anything loads
         check_at_least("--port", port, 0)
@@ -55,7 +56,11 @@ def serve(
             raise UserError(str(err)) from None
         quiet_libraries()
         placed_on = resolve_device(device)
-        rm = load_reward_model(model, device=placed_on, dtype=resolve_dtype(dtype, placed_on), aggregate=aggregate)
+        placed_as = resolve_dtype(dtype, placed_on)
+        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate, normalize=normalize)
+    if rm.normalization is not None:
+        stats = rm.normalization
+        echo(f"serving normalised rewards: (r - {stats.mean:+.4f}) / {stats.std:.4f} (statistics of {stats.source})")
     run_server(
         rm,
         host=host,

@@ -24,7 +24,24 @@ def run(cfg: RewardTrainingConfig) -> None:
         return
     for name, m in metrics["eval"].items():
         print(f"{name}: accuracy {m['accuracy']:.4f}  mean margin {m['mean_margin']:.3f}  (n={m['n']})")
+    strength = metrics["train"].get("regulariser_strength")
+    if cfg.reg != "none" and strength is not None and strength["reg_grad_norm"] is not None:
+        print(strength_line(cfg.alpha, strength))
     print(f"wrote {cfg.output_dir}/config.json, metrics.json, model/")
+
+
+def strength_line(alpha: float, strength: dict) -> str:
+    """The summary line of metrics.json's `train.regulariser_strength`."""
+    if strength["grad_norm_ratio"] is None:  # alpha 1: no reward term
+        return f"regulariser strength at alpha {alpha:g}: no reward loss term, only the regulariser trains"
+    first, last, mean, loss = (
+        "n/a" if strength[k] is None else f"{strength[k]:.3g}"
+        for k in ("first_grad_norm_ratio", "final_grad_norm_ratio", "grad_norm_ratio", "loss_ratio")
+    )
+    return (
+        f"regulariser strength at alpha {alpha:g}: its gradient at the last hidden layer is {first} x the reward loss's "
+        f"at the first logging step, {last} x at the last (mean {mean}; loss terms {loss} x)"
+    )
 
 
 train_rm = config_command(

@@ -453,6 +453,9 @@ def detect_format(record: dict[str, Any]) -> str:
         return "hh"
     if has("chosen", "rejected"):
         return "trl"
+    if has("chosen") != has("rejected"):  # a pair with one side missing: name that field, not the format
+        missing = "rejected" if has("chosen") else "chosen"
+        raise DataError("missing field (a preference pair needs both chosen and rejected)", field=missing)
     seen = ", ".join(sorted(record)) or "none"
     raise DataError(
         f"cannot detect the preference format from the fields ({seen}); expected one of {', '.join(FORMATS)} "

@@ -4,12 +4,19 @@ Conventions (TRL's):
 - Conversational data (messages) is rendered by the tokenizer's chat template. The prompt is rendered with
   `add_generation_prompt=True`; the response is whatever the full conversation's rendering adds after it (the template's own
   end-of-turn token included), exactly the tokens a policy would generate after that prompt.
-- Standard data (strings) is concatenated as is: `prompt + response`, with the tokenizer's usual special tokens before the
-  prompt (e.g. BOS) and its EOS token after the response.
+- Standard data (strings) is concatenated as is: `prompt + response`, tokenised as one text with the tokenizer's usual
+  special tokens (e.g. BOS before it), and its EOS token after the response.
 - Messages with a tokenizer that has no chat template use PLAIN_TEMPLATE: each turn as "Role: content" separated by blank
   lines, the prompt ending in "Assistant: ", the response followed by EOS.
 
-Prompt and response are tokenised separately and concatenated, so the boundary is exact (no re-tokenisation across it).
+The rendered prompt and response are tokenised as ONE text, `prompt + response` (then EOS), as transformers, TRL's
+RewardTrainer, RewardBench, OpenRLHF's remote reward model and `rewardlab serve`'s /get_reward tokenise it: a BPE merge
+across the boundary (HH prompts end in "Assistant: ", and " " + "Hello" is one token " Hello") is kept, so a reward model
+is trained on the token sequences its users send. The response starts at the first token whose character span (the fast
+tokenizer's offsets) ends after the prompt's last character: a token that straddles the boundary belongs to the response.
+Tokenizers without offsets (slow, Python ones) place it where the joined ids depart from the prompt's own ids, moved on
+over tokens whose decoded text still lies inside the prompt (`response_start_without_offsets`). For the built-in
+byte-level tokenizer (no merges) the joined ids are the prompt's ids followed by the response's.
 
 Truncation of over-long sequences (`max_length`): `keep_end` drops tokens from the start (the prompt's oldest turns first),
 because the reward is read at the end; `drop` skips the example. Callers count both.
@@ -142,6 +149,74 @@ def encode_prompt(tokenizer, prompt: Text) -> list[int]:
     return tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
 
 
+def response_start_from_offsets(offsets: list[tuple[int, int]], text_token: list[bool], prompt_chars: int) -> int:
+    """Index of the first response token of a joined encoding: the first text token whose span ends after the prompt's
+    `prompt_chars` characters (a token straddling the boundary is the response's). `text_token[i]` is False for tokens the
+    tokenizer adds itself (BOS, EOS: no span): those before the text go with the prompt, those after it with the response.
+    With an empty response, the response starts after the last text token."""
+    for i, ((_, end), is_text) in enumerate(zip(offsets, text_token, strict=True)):
+        if is_text and end > prompt_chars:
+            return i
+    last_text = max((i for i, is_text in enumerate(text_token) if is_text), default=None)
+    return len(offsets) if last_text is None else last_text + 1
+
+
+def _prompt_ids_without_suffix(tokenizer, prompt_text: str, add_special_tokens: bool) -> list[int]:
+    """The prompt's own ids with the special tokens the tokenizer puts before a text (BOS), not those it puts after
+    it (ByT5's EOS): those come after the response in the joined encoding."""
+    plain = list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
+    if not add_special_tokens:
+        return plain
+    full = list(tokenizer(prompt_text, add_special_tokens=True)["input_ids"])
+    for before in range(len(full) - len(plain) + 1):
+        if full[before : before + len(plain)] == plain:
+            return full[: before + len(plain)]
+    return full
+
+
+def response_start_without_offsets(tokenizer, ids: list[int], prompt_text: str, add_special_tokens: bool) -> int:
+    """The response start of a joined encoding `ids` for tokenizers without offsets (slow, Python tokenizers).
+
+    When the joined ids begin with the prompt's own ids (the special tokens the tokenizer appends after a text aside),
+    those are the prompt: exact. Otherwise the joined encoding re-segments the prompt's end: the response starts at the
+    first token where the two depart, moved on over tokens whose decoded text (up to and including them) is still a
+    prefix of the prompt's decoded text, so a token that straddles the boundary is the response's, as with offsets."""
+    prompt_ids = _prompt_ids_without_suffix(tokenizer, prompt_text, add_special_tokens)
+    start = 0
+    while start < min(len(ids), len(prompt_ids)) and ids[start] == prompt_ids[start]:
+        start += 1
+    if start == len(prompt_ids):
+        return start
+
+    def decoded(token_ids: list[int]) -> str:
+        return tokenizer.decode(token_ids, clean_up_tokenization_spaces=False)
+
+    whole_prompt = decoded(prompt_ids)
+    while start < len(ids):
+        text = decoded(ids[: start + 1])
+        complete = text.rstrip("\ufffd")
+        if complete != text:  # ends inside a multi-byte character: the prompt's if the prompt goes on after `complete`
+            inside = len(complete) < len(whole_prompt) and whole_prompt.startswith(complete)
+        else:
+            inside = whole_prompt.startswith(text)
+        if not inside:
+            break
+        start += 1
+    return start
+
+
+def encode_joined(tokenizer, prompt_text: str, response_text: str, add_special_tokens: bool) -> EncodedSequence:
+    """`prompt_text + response_text` tokenised as one text, and where the response starts (see the module docstring)."""
+    text = prompt_text + response_text
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        text_token = [sequence is not None for sequence in enc.sequence_ids()]
+        return EncodedSequence(ids, response_start_from_offsets(enc["offset_mapping"], text_token, len(prompt_text)))
+    ids = list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+    return EncodedSequence(ids, response_start_without_offsets(tokenizer, ids, prompt_text, add_special_tokens))
+
+
 def encode_prompt_response(
     tokenizer,
     prompt: Text,
@@ -151,15 +226,37 @@ def encode_prompt_response(
 ) -> EncodedSequence | None:
     """Token ids of prompt + response and the response's start index; None when `truncation='drop'` applies."""
     prompt_text, response_text, append_eos = render_prompt_response(tokenizer, prompt, response)
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=isinstance(prompt, str))["input_ids"]
-    response_ids = tokenizer(response_text, add_special_tokens=False)["input_ids"]
+    encoded = encode_joined(tokenizer, prompt_text, response_text, add_special_tokens=isinstance(prompt, str))
     eos = tokenizer.eos_token_id
-    if append_eos and eos is not None and (not response_ids or response_ids[-1] != eos):
-        response_ids = response_ids + [eos]
-    encoded = EncodedSequence(prompt_ids + response_ids, len(prompt_ids))
+    if append_eos and eos is not None and (encoded.response_start == len(encoded.input_ids) or encoded.input_ids[-1] != eos):
+        encoded = EncodedSequence(encoded.input_ids + [eos], encoded.response_start)
     if max_length is None or len(encoded.input_ids) <= max_length:
         return encoded
     return None if truncation == "drop" else keep_end(encoded, max_length)
+
+
+# What a checkpoint's tokenizer made of two fixed (prompt, response) pairs when the checkpoint was saved, so that a later
+# change of the text convention (an edited chat template, another EOS) can be told apart from what training saw.
+TEXT_RECORD_NAME = "text_convention.json"
+RECORD_PROBES: dict[str, tuple[Text, Text]] = {
+    "chat": ([{"role": "user", "content": "Is 7 a prime?"}], [{"role": "assistant", "content": "Yes, 7 is prime."}]),
+    "plain": ("Is 7 a prime?", " Yes, 7 is prime."),
+}
+
+
+def text_record(tokenizer) -> dict:
+    """{"probes": {kind: {"prompt", "response", "input_ids"}}}: RECORD_PROBES as `encode_prompt_response` encodes them
+    with this tokenizer (the chat probe only with a chat template; a probe the tokenizer cannot encode is left out)."""
+    probes = {}
+    for kind, (prompt, response) in RECORD_PROBES.items():
+        if kind == "chat" and not getattr(tokenizer, "chat_template", None):
+            continue
+        try:
+            ids = encode_prompt_response(tokenizer, prompt, response).input_ids
+        except Exception:  # a template that cannot render the probe: nothing to record for it
+            continue
+        probes[kind] = {"prompt": prompt, "response": response, "input_ids": list(ids)}
+    return {"format_version": 1, "probes": probes}
 
 
 def pad_sequences(

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rewardlab.config import TrackingSpec
+from rewardlab.config import VARIANT_SETTINGS, TrackingSpec
 
 VARIANTS: dict[str, dict] = {
-    "vanilla": {"loss": "bt", "reg": "none"},
-    "margin": {"loss": "margin", "reg": "none"},
-    "label-smooth": {"loss": "label-smooth", "reg": "none"},
-    "grm-sft": {"loss": "bt", "reg": "sft"},
-    "grm-dpo": {"loss": "bt", "reg": "dpo"},
-    "grm-dpo-noref": {"loss": "bt", "reg": "dpo-noref"},
+    name: VARIANT_SETTINGS[name] for name in ("vanilla", "margin", "label-smooth", "grm-sft", "grm-dpo", "grm-dpo-noref")
 }
 # The official GRM code's comparison, reported apart from the main table (which keeps one head for every variant): GRM
 # with its MLP head against a BT baseline with a linear head and no dropout, so the head's share of a "GRM gain" shows.

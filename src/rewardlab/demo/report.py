@@ -30,6 +30,8 @@ def findings(results: dict) -> list[str]:
     The world check comes first: whether this world can show GRM's mechanism at all."""
     check = results.get("world_check")
     lines = [f"world check, {line}" for line in world_check_findings(check)] if check else []
+    if check and "neutral" in check:  # the same check where the ID-only cue says nothing (issue 21, part 4)
+        lines += [f"world check on the cue-neutral OOD pairs, {line}" for line in world_check_findings(check["neutral"])]
     table = results["reward_models"]
     grm_lines, grm_agrees = grm_findings(table)
     lines += grm_lines + baseline_findings(table)
@@ -333,7 +335,67 @@ def render_world_check(check: dict) -> list[str]:
         "",
     ]
     lines += [f"- {line}" for line in world_check_findings(check)]
+    if "probe_l2_on_edge" in check:
+        size = check["train_size"]
+        where = (
+            "on the edge of its grid even after the grid was extended: validation accuracy stays within one standard "
+            "error of the best as l2 grows (a strongly regularised probe tends to the mean feature difference), so the "
+            "one-standard-error rule takes the largest l2 tried"
+            if check["probe_l2_on_edge"]
+            else "interior to its (extended) grid"
+        )
+        lines.append(f"- the base probe's l2 ({size} data, chosen on val_id) is {check['by_size'][size]['probe_l2']:g}, {where}.")
+    neutral = check.get("neutral")
+    if neutral:
+        lines += [
+            "",
+            f"The same check on the {neutral['n']} cue-neutral OOD pairs (the cue on both responses or on neither, so the "
+            "ID-only shortcut says nothing there):",
+            "",
+            "| probe_ood_base | probe_ood_after_vanilla | likelihood_judge_ood | vanilla_ood |",
+            "|---|---|---|---|",
+            f"| {neutral['probe_ood_base']:.3f} | {neutral['probe_ood_after_vanilla']:.3f} | "
+            f"{neutral['likelihood_judge_ood']:.3f} | {neutral['vanilla_ood']:.3f} |",
+            "",
+        ]
+        lines += [f"- {line}" for line in world_check_findings(neutral)]
     return [*lines, ""]
+
+
+def render_ood_split(split: dict) -> list[str]:
+    """The OOD split section: per training size, every model's test_ood accuracy by where the cue sits and by kind
+    (mean over seeds), with the pairs per cell."""
+    from rewardlab.ood_split import ALL, CUE_CELLS, KINDS
+
+    columns = [(cue, kind) for cue in (*CUE_CELLS, ALL) for kind in (*KINDS, ALL)]
+    lines = [
+        "## OOD accuracy taken apart: where the shortcut cue sits x what is new",
+        "",
+        "Cue: chosen_only / rejected_only (only that response ends with the full stop the gold reward ignores, which ID "
+        "data ties to the chosen side) / neutral (both or neither). Kind: new_family (a family no preference data grades) "
+        "/ new_phrasing (an ID family in a new prompt style). Mean over seeds; the per-seed tables are in results.json.",
+        "",
+    ]
+    sizes = list(next(iter(split.values())))
+    for size in sizes:
+        first = next(iter(split.values()))[size]["mean"]
+        lines += [
+            f"{size} data:",
+            "",
+            "| model | " + " | ".join(f"{cue} / {kind}" for cue, kind in columns) + " |",
+            "|---" * (1 + len(columns)) + "|",
+            "| pairs | " + " | ".join(str(first[cue][kind]["n"]) for cue, kind in columns) + " |",
+        ]
+        for name, per_size in split.items():
+            mean = per_size[size]["mean"]
+            cells = [_fmt(mean[cue][kind]["accuracy"]) for cue, kind in columns]
+            lines.append(f"| {ROW_LABELS.get(name, name)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def render_report(results: dict) -> str:
@@ -383,6 +445,8 @@ def render_report(results: dict) -> str:
             ]
             lines.append(f"| {ROW_LABELS.get(variant, variant)} | " + " | ".join(cells) + " |")
     lines += ["", "![reward-model accuracy](rm_accuracy.png)", ""]
+    if "ood_split" in results:
+        lines += render_ood_split(results["ood_split"])
     lines += render_report_bon(results.get("bon", {}))
     lines += render_ppo_section(results["ppo"])
     lines += ["", "## Where this small world agrees or disagrees with the papers", ""]

@@ -5,9 +5,10 @@
 
 TRL calls a reward function as `f(prompts=..., completions=..., completion_ids=..., **dataset_columns, trainer_state=...)`
 and wants one float per completion. This one scores each (prompt, completion) exactly as `rewardlab score` does:
-plain strings as `prompt + completion + EOS` (TRL decodes completions without special tokens, so the EOS a generation
-stopped at is restored; TRL's own model-id path scores them without it, which is not what the reward model was trained
-on), chat messages through the reward model's chat template. Rows are scored in length-sorted batches of `batch_size`.
+plain strings as the joined text `prompt + completion` + EOS (TRL decodes completions without special tokens, so the
+EOS a generation stopped at is restored; TRL's own model-id path scores them without it, which is not what the reward
+model was trained on), chat messages through the reward model's chat template. Rows are scored in length-sorted
+batches of `batch_size`.
 
 The returned scores are sequence rewards, one per completion: GRPO and RLOO take one advantage per sequence, so token-level
 rewards (R3HF) would cancel there anyway (their sum is R(x, y) - R(x)); dense rewards need per-token returns (PPO with GAE,
@@ -35,8 +36,9 @@ class RewardlabRewardFunction:
         max_length: int | None = None,
         dtype: str | torch.dtype | None = None,
         name: str | None = None,
+        normalize: bool = False,
     ) -> None:
-        from rewardlab.modeling.loader import resolve_model_dir
+        from rewardlab.modeling.loader import check_normalizable, resolve_model_dir
         from rewardlab.modeling.sources import is_builtin
 
         if batch_size < 1:
@@ -45,12 +47,16 @@ class RewardlabRewardFunction:
         self.max_length = max_length
         self.device = device
         self.dtype = dtype
+        self.normalize = normalize
         if isinstance(model, str):
+            # a wrong path, or normalize on a model without statistics, fails now, not at the first training step
             if not is_builtin(model):
-                resolve_model_dir(model)  # a wrong path fails now, in one line, not at the first training step
+                resolve_model_dir(model)
+            if normalize:
+                check_normalizable(model)
             self._path, self._rm = model, None
-        else:
-            self._path, self._rm = None, model.eval()
+        else:  # an already loaded reward model: normalize switches its normalisation on (it must have statistics)
+            self._path, self._rm = None, (model.use_normalization(where="the reward model") if normalize else model).eval()
         # TRL names each reward function by `__name__` in its logs (rewards/<name>/mean).
         self.__name__ = name or "rewardlab"
 
@@ -65,7 +71,8 @@ class RewardlabRewardFunction:
             device = resolve_device(self.device)
             if device.type == "cuda" and device.index is None:
                 device = torch.device("cuda", torch.cuda.current_device())
-            self._rm = load_reward_model(self._path, device=device, dtype=resolve_dtype(self.dtype, device))
+            dtype = resolve_dtype(self.dtype, device)
+            self._rm = load_reward_model(self._path, device=device, dtype=dtype, normalize=self.normalize)
         return self._rm
 
     def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **kwargs: Any) -> list[float]:
@@ -87,6 +94,7 @@ def reward_function(
     max_length: int | None = None,
     dtype: str | torch.dtype | None = None,
     name: str | None = None,
+    normalize: bool = False,
 ) -> RewardlabRewardFunction:
     """A reward function for TRL's GRPOTrainer / RLOOTrainer (`reward_funcs`) that returns `rewardlab score`'s rewards.
 
@@ -94,5 +102,6 @@ def reward_function(
     an already loaded `RewardModel`. `device`: where to run it (None: this process's CUDA device, else CPU). `batch_size`:
     sequences per forward pass. `max_length`: truncate longer sequences keeping their end (as `rewardlab score
     --max-length`). `dtype`: auto | fp32 | bf16 | fp16. `name`: the name TRL logs the rewards under (default
-    `rewardlab`)."""
-    return RewardlabRewardFunction(model, device, batch_size, max_length, dtype, name)
+    `rewardlab`). `normalize`: rewards (r - mean) / std with the statistics recorded at training (as `rewardlab score
+    --normalize`); a model without them fails here."""
+    return RewardlabRewardFunction(model, device, batch_size, max_length, dtype, name, normalize)

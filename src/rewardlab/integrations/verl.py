@@ -131,6 +131,9 @@ class VerlRewardOptions:
     dtype: str | None = None  # local model: auto | fp32 | bf16 | fp16
     check_tokenizer: bool = True
     timeout: float = 600.0  # server requests, seconds
+    # rewards (r - mean) / std by the statistics recorded at training (`rewardlab score --normalize`); with server_url the
+    # server must normalise (`rewardlab serve --normalize`): its answers are checked
+    normalize: bool = False
 
     def __post_init__(self) -> None:
         if (self.reward_model is None) == (self.server_url is None):
@@ -142,6 +145,10 @@ class VerlRewardOptions:
             raise ValueError(f"unknown token-reward method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be at least 1, not {self.micro_batch_size}")
+        if self.normalize and isinstance(self.reward_model, str | os.PathLike):
+            from rewardlab.modeling.loader import check_normalizable
+
+            check_normalizable(self.reward_model)  # a model without statistics fails at start-up, in one line
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> VerlRewardOptions:
@@ -167,7 +174,7 @@ _MODELS: dict[tuple, Any] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def shared_reward_model(path: str, device: str | None = None, dtype: str | None = None):
+def shared_reward_model(path: str, device: str | None = None, dtype: str | None = None, normalize: bool = False):
     """A reward model loaded once per process and shared (verl builds a training and a validation manager, and several
     workers may live in one process). `device` None: CUDA when this process sees a GPU, else the CPU."""
     from rewardlab.modeling.loader import load_reward_model
@@ -175,10 +182,10 @@ def shared_reward_model(path: str, device: str | None = None, dtype: str | None 
 
     placed_on = resolve_device(device)
     placed_as = resolve_dtype(dtype, placed_on)
-    key = (str(path), str(placed_on), str(placed_as))
+    key = (str(path), str(placed_on), str(placed_as), normalize)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            _MODELS[key] = load_reward_model(path, device=placed_on, dtype=placed_as)
+            _MODELS[key] = load_reward_model(path, device=placed_on, dtype=placed_as, normalize=normalize)
         return _MODELS[key]
 
 
@@ -186,10 +193,12 @@ def _server_items(rows: Sequence[tuple[list[int], list[int]]]) -> list[dict]:
     return [{"prompt_ids": prompt, "response_ids": response} for prompt, response in rows]
 
 
-def _server_scores(body: dict, n: int) -> list[RowScore]:
+def _server_scores(body: dict, n: int, normalize: bool = False) -> list[RowScore]:
     results = body.get("results")
     if not isinstance(results, list) or len(results) != n:
         raise RuntimeError(f"rewardlab serve answered {body!r:.200}, not {n} results")
+    if normalize and body.get("normalize") is not True:
+        raise RuntimeError("reward_kwargs.normalize is set but the server does not normalise: run `rewardlab serve --normalize`")
     return [RowScore(r["reward"], r["prompt_reward"], list(r["token_rewards"])) for r in results]
 
 
@@ -213,9 +222,9 @@ class TokenRewardScorer:
         if self._rm is None:
             source = self.options.reward_model
             if isinstance(source, str | os.PathLike):
-                rm = shared_reward_model(str(source), self.options.device, self.options.dtype)
-            else:  # an already loaded RewardModel (Python callers, tests)
-                rm = source.eval()
+                rm = shared_reward_model(str(source), self.options.device, self.options.dtype, self.options.normalize)
+            else:  # an already loaded RewardModel (Python callers, tests): normalize switches its normalisation on
+                rm = (source.use_normalization(where="reward_kwargs.reward_model") if self.options.normalize else source).eval()
             if self.options.check_tokenizer and self.tokenizer is not None:
                 check_same_vocabulary(self.tokenizer, rm.tokenizer)
             self._rm = rm
@@ -299,7 +308,7 @@ class TokenRewardScorer:
                 reply = client.post(url, json=body, headers=headers)
                 if reply.status_code != 200:
                     raise RuntimeError(f"rewardlab serve at {url}: HTTP {reply.status_code}: {reply.text[:300]}")
-                out += _server_scores(reply.json(), len(chunk))
+                out += _server_scores(reply.json(), len(chunk), self.options.normalize)
         return [self.fold_added(score, n) for score, n in zip(out, added, strict=True)]
 
     async def score_server_async(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
@@ -311,7 +320,7 @@ class TokenRewardScorer:
             reply = await client.post(url, json=body, headers=headers)
         if reply.status_code != 200:
             raise RuntimeError(f"rewardlab serve at {url}: HTTP {reply.status_code}: {reply.text[:300]}")
-        scores = _server_scores(reply.json(), len(rows))
+        scores = _server_scores(reply.json(), len(rows), self.options.normalize)
         return [self.fold_added(score, n) for score, n in zip(scores, added, strict=True)]
 
     def score(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:

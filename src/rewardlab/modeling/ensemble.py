@@ -3,7 +3,9 @@
 It answers the same calls as a `RewardModel` that scores (forward, tokenizer, device, save_pretrained, primary); it has
 no LM head of its own, so asking it for log-probs or a reference is refused rather than ignored.
 
-On disk: `rewardlab_ensemble.json` ({"members": ["member-0", ...], "aggregate": "mean"}) beside the member directories.
+On disk: `rewardlab_ensemble.json` ({"members": ["member-0", ...], "aggregate": "mean", "reward_statistics": {...}})
+beside the member directories. The ensemble's reward statistics are those of its aggregate (each member keeps its own);
+with normalisation on, the aggregate is normalised, the members score raw.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rewardlab.modeling.normalization import RewardStatistics, missing_statistics, normalize_rewards
 from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, RewardOutput
 from rewardlab.runtime import write_json
 
@@ -31,7 +34,7 @@ def aggregate_rewards(stacked: torch.Tensor, how: str) -> torch.Tensor:
 
 
 class EnsembleRewardModel(nn.Module):
-    def __init__(self, members: list[RewardModel], aggregate: str = "mean"):
+    def __init__(self, members: list[RewardModel], aggregate: str = "mean", reward_statistics: RewardStatistics | None = None):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -39,6 +42,15 @@ class EnsembleRewardModel(nn.Module):
         self.members = nn.ModuleList(members)
         self.aggregate = aggregate
         self.tokenizer = members[0].tokenizer
+        self.reward_statistics = reward_statistics  # of the aggregate, with this `aggregate`
+        self.normalization: RewardStatistics | None = None
+
+    def use_normalization(self, on: bool = True, where: str | None = None) -> EnsembleRewardModel:
+        """As `RewardModel.use_normalization`, on the aggregated rewards (statistics recorded for this aggregate)."""
+        if on and self.reward_statistics is None:
+            raise missing_statistics(where or f"ensemble ({self.aggregate})")
+        self.normalization = self.reward_statistics if on else None
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -56,6 +68,9 @@ class EnsembleRewardModel(nn.Module):
         outs = [m(input_ids, attention_mask, output_attentions=output_attentions, packed=packed) for m in self.members]
         position = aggregate_rewards(torch.stack([o.position_rewards for o in outs]), self.aggregate)
         sequence = aggregate_rewards(torch.stack([o.sequence_rewards for o in outs]), self.aggregate)
+        if self.normalization is not None:
+            position = normalize_rewards(position, self.normalization)
+            sequence = normalize_rewards(sequence, self.normalization)
         attentions = None
         if output_attentions:
             attentions = torch.stack([o.attentions for o in outs]).mean(0)
@@ -67,14 +82,25 @@ class EnsembleRewardModel(nn.Module):
         names = [f"member-{i}" for i in range(len(self.members))]
         for name, member in zip(names, self.members, strict=True):
             member.save_pretrained(path / name)
-        write_json(path / ENSEMBLE_NAME, {"members": names, "aggregate": self.aggregate})
+        write_json(path / ENSEMBLE_NAME, manifest(names, self.aggregate, self.reward_statistics))
 
     @classmethod
     def from_pretrained(cls, path, aggregate: str | None = None, **kwargs) -> EnsembleRewardModel:
         path = Path(path)
-        manifest = json.loads((path / ENSEMBLE_NAME).read_text())
-        members = [RewardModel.from_pretrained(_member_dir(path / name), **kwargs) for name in manifest["members"]]
-        return cls(members, aggregate or manifest.get("aggregate", "mean"))
+        saved = json.loads((path / ENSEMBLE_NAME).read_text())
+        members = [RewardModel.from_pretrained(_member_dir(path / name), **kwargs) for name in saved["members"]]
+        saved_aggregate = saved.get("aggregate", "mean")
+        # the statistics belong to the aggregate they were computed with: another aggregate has none
+        stats = RewardStatistics.from_dict(saved.get("reward_statistics")) if aggregate in (None, saved_aggregate) else None
+        return cls(members, aggregate or saved_aggregate, stats)
+
+
+def manifest(names: list[str], aggregate: str, reward_statistics: RewardStatistics | None = None) -> dict:
+    """rewardlab_ensemble.json's content."""
+    out: dict = {"members": names, "aggregate": aggregate}
+    if reward_statistics is not None:
+        out["reward_statistics"] = reward_statistics.to_dict()
+    return out
 
 
 def _member_dir(path: Path) -> Path:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
 from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
-from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, build_reward_model
+from rewardlab.modeling.normalization import missing_statistics
+from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, RewardModelConfig, build_reward_model
 from rewardlab.modeling.sources import is_builtin
 
 
@@ -25,14 +27,37 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     )
 
 
+def check_normalizable(path: str | os.PathLike, aggregate: str | None = None) -> None:
+    """Raise NormalizationUnavailable (one line) unless the reward model at `path` has recorded reward statistics (an
+    ensemble: for the aggregate it is scored with). Reads only the config files."""
+    if is_builtin(str(path)):
+        raise missing_statistics(f"{path} (a built-in model with a fresh head)")
+    model_dir = resolve_model_dir(path)
+    if (model_dir / ENSEMBLE_NAME).exists():
+        saved = json.loads((model_dir / ENSEMBLE_NAME).read_text())
+        if saved.get("reward_statistics") is None:
+            raise missing_statistics(str(path))
+        if aggregate not in (None, saved.get("aggregate", "mean")):
+            raise missing_statistics(f"{path} with --aggregate {aggregate} (its statistics are of the {saved['aggregate']})")
+    elif RewardModelConfig.from_dict(json.loads((model_dir / CONFIG_NAME).read_text())).reward_statistics is None:
+        raise missing_statistics(str(path))
+
+
 def load_reward_model(
     path: str | os.PathLike,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     aggregate: str | None = None,
+    normalize: bool = False,
 ):
     """A trained reward model (or ensemble) for scoring, in eval mode. `path` may be a training run's output directory,
-    or a built-in model name (`tiny-llama`, `smollm2-135m`): that model with a fresh, seed-0 reward head (demos, tests)."""
+    or a built-in model name (`tiny-llama`, `smollm2-135m`): that model with a fresh, seed-0 reward head (demos, tests).
+
+    `normalize`: rewards (r - mean) / std by the statistics recorded at training (`rewardlab.modeling.normalization`); a
+    model without them raises NormalizationUnavailable (a ValueError: one line on the command line), checked before the
+    weights are read."""
+    if normalize:
+        check_normalizable(path, aggregate)  # before the weights are read: fails at once
     if is_builtin(str(path)):
         return build_reward_model(str(path), dtype=dtype).to(device or "cpu").eval()
     model_dir = resolve_model_dir(path)
@@ -40,4 +65,6 @@ def load_reward_model(
         model = EnsembleRewardModel.from_pretrained(model_dir, aggregate=aggregate, dtype=dtype, device=device)
     else:
         model = RewardModel.from_pretrained(model_dir, dtype=dtype, device=device)
+    if normalize:
+        model.use_normalization(where=str(path))
     return model.eval()

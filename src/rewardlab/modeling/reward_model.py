@@ -20,9 +20,12 @@ optional extra: `pip install "rewardlab[gpu]"`), chosen automatically when it is
 The fast kernels (varlen, flex, liger) check themselves on their first call against segments / chunked, and give way to
 them after an error or a mismatch (`rewardlab.kernel_check`).
 
-On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`, the tokenizer, and either the full causal LM
+On disk (`save_pretrained`): `rewardlab_config.json`, `reward_head.safetensors`, the tokenizer, `text_convention.json`
+(what the tokenizer made of two fixed texts, for `rewardlab doctor`), and either the full causal LM
 (full fine-tuning) or the LoRA adapter (peft) plus, when the base is not loadable by name (the built-in tiny-llama), the base
 model under `base_model/`. The head is always saved beside the adapter, so a reloaded LoRA reward model gives the same scores.
+`rewardlab_config.json` also holds `reward_statistics` (mean and std of its rewards, recorded at the end of training): with
+`use_normalization()` the forward returns (r - mean) / std at every position (`rewardlab.modeling.normalization`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from rewardlab.config import DEFAULT_LORA_TARGETS
+from rewardlab.data.templates import TEXT_RECORD_NAME, text_record
 from rewardlab.kernel_check import checked, fallback_reason
 from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.head import RewardHead
@@ -52,6 +56,7 @@ from rewardlab.modeling.logprobs import (
     liger_logprobs,
     liger_unavailable_reason,
 )
+from rewardlab.modeling.normalization import RewardStatistics, missing_statistics, normalize_rewards
 from rewardlab.modeling.sources import load_causal_lm, reloadable_by_name
 from rewardlab.modeling.tiny import TINY_LLAMA
 from rewardlab.packed_attention import (
@@ -110,6 +115,9 @@ class RewardModelConfig:
     head_hidden: int = 1024  # mlp: Linear(H, 1024) -> ReLU -> Linear(1024, 1), GRM's default head
     head_dropout: float = 0.1
     lora: LoraSettings | None = None
+    # mean and std of its sequence rewards on the training responses or --norm-data (rewardlab.modeling.normalization),
+    # recorded at the end of training; None for models saved before that (they cannot normalise)
+    reward_statistics: RewardStatistics | None = None
     format_version: int = 1
 
     def to_dict(self) -> dict:
@@ -120,6 +128,7 @@ class RewardModelConfig:
         d = dict(d)
         if d.get("lora") is not None:
             d["lora"] = LoraSettings(**d["lora"])
+        d["reward_statistics"] = RewardStatistics.from_dict(d.get("reward_statistics"))
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -128,7 +137,10 @@ class RewardOutput:
     """Per-row outputs in the padded batch's layout, whether or not the forward ran packed.
 
     Packed, `position_rewards` and `hidden_states` are 0 at padding positions (padded, they hold whatever the model computed
-    there); `last_index` is always the column of the last real token in the padded (B, T) batch.
+    there); `last_index` is always the column of the last real token in the padded (B, T) batch. `head_input` is the last
+    layer's hidden states as the reward head and the LM head read them, in the layout the forward ran in: (N, H) packed
+    (the batch's real tokens), the (B, T, H) `hidden_states` themselves padded. A loss's gradient with respect to it is that
+    loss's pull on the last hidden layer (`rewardlab.objective.gradient_norms`).
     """
 
     position_rewards: torch.Tensor  # (B, T) float32: R(x, tokens<=t)
@@ -137,6 +149,7 @@ class RewardOutput:
     hidden_states: torch.Tensor  # (B, T, H) last layer, after the final norm
     attentions: torch.Tensor | None = None  # (B, heads, T, T) last layer, when asked
     logprobs: torch.Tensor | None = None  # (B,) summed response log-probs, when a response mask is given
+    head_input: torch.Tensor | None = None  # (N, H) packed or (B, T, H) padded: what the heads read (see above)
 
 
 class RewardModel(nn.Module):
@@ -162,6 +175,9 @@ class RewardModel(nn.Module):
         self._unpackable_reason: str | None = None  # set on the first packed call: why this model cannot run packed
         self._packing_checked = False
         self._logged_choices: set[tuple] = set()
+        # The statistics rewards are normalised by, (r - mean) / std at every position (None: raw rewards, the default);
+        # set by `use_normalization`, never during training.
+        self.normalization: RewardStatistics | None = None
         # accelerate's transformer-based FSDP wrap finds the decoder-layer class to shard by here
         self._no_split_modules = list(getattr(self.causal_lm, "_no_split_modules", None) or [])
 
@@ -188,6 +204,14 @@ class RewardModel(nn.Module):
 
     def primary(self) -> RewardModel:
         """The single reward model that stands for this one (an ensemble answers with its first member)."""
+        return self
+
+    def use_normalization(self, on: bool = True, where: str | None = None) -> RewardModel:
+        """Normalise every position reward (and so the sequence, prompt and token rewards) by the recorded statistics, or
+        (off) return raw rewards. Asking a model without statistics is an error (NormalizationUnavailable), never a no-op."""
+        if on and self.config.reward_statistics is None:
+            raise missing_statistics(where or f"reward model on {self.config.base_model}")
+        self.normalization = self.config.reward_statistics if on else None
         return self
 
     def freeze_backbone(self) -> None:
@@ -276,8 +300,17 @@ class RewardModel(nn.Module):
         Everything happens inside this call so that DDP / FSDP / ZeRO-3 wrappers see every parameter use.
         `reference=True` returns only the reference model's log-probs (no gradients).
         `packed=True` runs padding-free (same outputs, see `RewardOutput`) when the model supports it; attention weights
-        (`output_attentions`) always take the padded path.
+        (`output_attentions`) always take the padded path. With `normalization` set, position and sequence rewards are
+        (r - mean) / std.
         """
+        out = self._forward(input_ids, attention_mask, response_mask, output_attentions, reference, packed)
+        if self.normalization is not None and out.position_rewards is not None:
+            out.position_rewards = normalize_rewards(out.position_rewards, self.normalization)
+            out.sequence_rewards = normalize_rewards(out.sequence_rewards, self.normalization)
+        return out
+
+    def _forward(self, input_ids, attention_mask, response_mask, output_attentions, reference, packed) -> RewardOutput:
+        """`forward` before normalisation."""
         packed = packed and not output_attentions and self.can_pack()
         if reference:
             logprobs = self.reference_logprobs(input_ids, attention_mask, response_mask, packed=packed)
@@ -292,7 +325,7 @@ class RewardModel(nn.Module):
         last = last_token_index(attention_mask)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         logprobs = None if response_mask is None else self.response_logprobs(hidden, input_ids, response_mask)
-        return RewardOutput(position_rewards, position_rewards[rows, last], last, hidden, attentions, logprobs)
+        return RewardOutput(position_rewards, position_rewards[rows, last], last, hidden, attentions, logprobs, hidden)
 
     def can_pack(self) -> bool:
         """Whether the packed forward is available for this model (checked once; a fallback is reported once per class)."""
@@ -323,6 +356,7 @@ class RewardModel(nn.Module):
             last_index=last_token_index(attention_mask),
             hidden_states=unpack(batch, hidden),
             logprobs=logprobs,
+            head_input=hidden,
         )
 
     def response_logprobs(
@@ -427,6 +461,7 @@ class RewardModel(nn.Module):
                 self.causal_lm.save_pretrained(path / BASE_SUBDIR, state_dict=base_state)
         else:
             self.causal_lm.save_pretrained(path, **({"state_dict": lm_state} if lm_state is not None else {}))
+        write_json(path / TEXT_RECORD_NAME, text_record(self.tokenizer))  # the text convention training saw
         write_json(path / CONFIG_NAME, self.config.to_dict())
         follow_umask(path)
 
@@ -481,19 +516,24 @@ def build_reward_model(
     lm, tokenizer = load_causal_lm(base_model, dtype=dtype)
     reference = copy.deepcopy(lm) if (reference_copy and lora is None) else None
     config = RewardModelConfig(base_model=base_model, head=head, head_hidden=head_hidden, head_dropout=head_dropout, lora=lora)
-    hidden_size = lm.get_input_embeddings().embedding_dim
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        reward_head = RewardHead(hidden_size, head, head_hidden, head_dropout)
-    finally:
-        torch.random.set_rng_state(generator_state)
+    reward_head = initial_head(lm.get_input_embeddings().embedding_dim, config, seed)
     reward_head.to(dtype=next(lm.parameters()).dtype)
     if lora is not None:
         from peft import get_peft_model
 
         lm = get_peft_model(lm, lora.peft_config())
     return RewardModel(lm, tokenizer, reward_head, config, reference=reference)
+
+
+def initial_head(hidden_size: int, config: RewardModelConfig, seed: int) -> RewardHead:
+    """The head a new reward model starts from: drawn from `seed` (the global generator is left as it was), so a run's
+    initial head can be drawn again (`rewardlab doctor` compares a checkpoint's head with it)."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return RewardHead(hidden_size, config.head, config.head_hidden, config.head_dropout)
+    finally:
+        torch.random.set_rng_state(generator_state)
 
 
 def _same_attention(lm: PreTrainedModel):

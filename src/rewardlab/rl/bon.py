@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -34,6 +35,13 @@ from rewardlab.runtime import check_output_dir, claim_output_dir, seal_output_di
 @dataclass
 class BonConfig:
     """A best-of-N run; each field declared once with its help and flag (`rewardlab bon` is generated from them)."""
+
+    help_panels: ClassVar[dict[str, tuple[str, ...]]] = {  # --help panels
+        "Data": ("policy", "proxies", "gold", "prompts", "limit", "samples"),
+        "Sampling": ("n", "max_new_tokens", "temperature", "top_p", "seed", "unbiased"),
+        "Batching": ("batch_size", "score_batch_size"),
+        "Run": ("output_dir", "overwrite", "device", "dtype", "progress"),
+    }
 
     policy: str = setting(BUILTIN, help="'builtin' (the world's base policy), hub id or dir.")
     proxies: dict[str, str] = setting(  # NAME -> reward model directory

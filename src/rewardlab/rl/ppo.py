@@ -61,6 +61,7 @@ from rewardlab.data.templates import closing_ids_after_eos
 from rewardlab.data.types import Text
 from rewardlab.generation import PromptCycle, SampleBatch, sample
 from rewardlab.modeling.reward_model import RewardModel
+from rewardlab.progress import progress
 from rewardlab.rl.models import PolicyAndCritic, make_critic, trainable_policy
 from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.rl.ppo_math import (
@@ -544,8 +545,6 @@ class PPOTrainer:
 
     def _train_steps(self, output_dir: Path) -> dict:
         """The loop of `train`: every step's record goes to metrics.jsonl and, as the same numbers, to the trackers."""
-        from tqdm.auto import tqdm
-
         from rewardlab.runtime import JsonlAppender, write_json
 
         cfg, accelerator = self.cfg, self.accelerator
@@ -555,7 +554,7 @@ class PPOTrainer:
         log: list[dict] = []
         evals: list[dict] = []
         checkpoints = set(eval_steps(cfg.steps, cfg.eval_every)) if self.eval_prompts else set()
-        bar = tqdm(range(cfg.steps + 1), desc=f"{cfg.algo} ({cfg.reward_shaping})", disable=not (cfg.progress and is_main))
+        bar = progress(range(cfg.steps + 1), desc=f"{cfg.algo} ({cfg.reward_shaping})", enabled=cfg.progress and is_main)
         start = time.perf_counter()
         for step in bar:
             if step in checkpoints:  # the policy after `step` updates, before this step's rollout

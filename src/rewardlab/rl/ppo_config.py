@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rewardlab.config import LoraSpec, RunSpec, TrackingSpec, check_ranges, from_dict, restate, setting
 from rewardlab.redistribution import METHODS, POTENTIAL_METHODS
@@ -24,6 +25,19 @@ FRESH_HEAD_SCALE = 0.01  # `fresh`: output-layer weights ~ N(0, (scale / sqrt(fa
 @dataclass
 class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
     """Everything a PPO / RLOO / REINFORCE run needs; each field declared once with its help and flag."""
+
+    # --help panels of PPO's own fields (the mixins' fields: their classes' panels, Run and Model)
+    help_panels: ClassVar[dict[str, tuple[str, ...]]] = {
+        "Data": ("policy", "reward_model", "gold", "prompts", "limit"),
+        "Algorithm": ("algo", "steps", "batch_size", "minibatch_size", "ppo_epochs", "rloo_k", "reinforce_baseline",
+                      "baseline_decay", "lr", "critic_lr", "critic_init", "adam_eps", "max_grad_norm", "gamma", "lam",
+                      "clip_range", "value_clip_range", "vf_coef", "whiten_advantages"),
+        "Reward": ("reward_shaping", "kl_coef", "kl_estimator", "adaptive_kl", "kl_target", "kl_horizon",
+                   "missing_eos_penalty", "normalize_reward", "beta_c", "abc_beta"),
+        "Generation": ("max_new_tokens", "temperature", "top_p", "generation_batch_size"),
+        "Model": ("lora", "lora_dropout"),
+        "Run": ("output_dir", "log_samples", "sample_every", "save_policy"),
+    }  # fmt: skip
 
     # models and data
     policy: str = setting(BUILTIN, help="'builtin' (default; the world's base policy), hub id or dir.")

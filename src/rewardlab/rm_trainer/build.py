@@ -45,6 +45,7 @@ def build_run(cfg, datasets: dict | None = None) -> TrainingRun:
         cfg, accelerator, model, optimizer, loader, scheduler, Objective.from_config(cfg), eval_sets,
         {**train_set.stats, **data_counts}, kernels, sharded, total_steps, trackers,
     )  # fmt: skip
+    run.train_examples = list(train_set.examples)
     if cfg.resume:
         resume_from_latest(run)
     write_run_config(run)

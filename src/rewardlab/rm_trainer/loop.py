@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
-from rewardlab.evaluation import evaluate_preferences
+from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.objective import Objective
+from rewardlab.progress import progress, write
 from rewardlab.rm_trainer.checkpoints import BestWeights, save_checkpoint, stop_if_non_finite
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.tracking import tracker_scalars
@@ -30,12 +30,14 @@ def training_step(
     optimizer: torch.optim.Optimizer,
     max_grad_norm: float,
     before_update: Callable[[Stats], None] | None = None,
+    measure: bool = False,
 ) -> Stats:
     """Forward and backward on one batch; on the batch that completes a gradient accumulation, the gradients are clipped
     (`grad_norm` added to the stats), `before_update` sees the stats, and the optimiser steps. Returns the objective's stats
-    (`loss` still carries its graph)."""
+    (`loss` still carries its graph). `measure`: the objective also measures each loss term's gradient norm at the last
+    hidden layer (`reward_grad_norm`, `reg_grad_norm`; the loop asks on the batches of logging steps only)."""
     with accelerator.accumulate(model):
-        stats = objective(model, batch)
+        stats = objective(model, batch, measure_gradients=measure)
         accelerator.backward(stats["loss"])
         if accelerator.sync_gradients:
             # inf max_norm measures without clipping; the norm is the same on every process (after all-reduce)
@@ -61,7 +63,7 @@ def train_loop(run: TrainingRun) -> LoopResult:
     cfg = run.cfg
     selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, unwrapped(run))
     run.model.train()
-    bar = tqdm(total=run.total_steps, initial=run.global_step, desc="train-rm", disable=not run.show, dynamic_ncols=True)
+    bar = progress(total=run.total_steps, initial=run.global_step, desc="train-rm", enabled=run.show)
     running: dict[str, list[torch.Tensor]] = {}
     start_time, pairs_seen = time.perf_counter(), 0
     window = Throughput(run.accelerator)
@@ -69,7 +71,7 @@ def train_loop(run: TrainingRun) -> LoopResult:
     for epoch, batch in batches:
         stats = training_step(
             run.model, batch, run.objective, run.accelerator, run.optimizer, cfg.max_grad_norm,
-            before_update=lambda stats: stop_if_non_finite(run, stats),
+            before_update=lambda stats: stop_if_non_finite(run, stats), measure=is_logging_step(run, run.global_step + 1),
         )  # fmt: skip
         for k, v in stats.items():
             if v is not None:
@@ -81,7 +83,7 @@ def train_loop(run: TrainingRun) -> LoopResult:
         run.scheduler.step()
         run.global_step += 1
         bar.update(1)
-        if run.global_step % cfg.logging_steps == 0 or run.global_step == run.total_steps:
+        if is_logging_step(run, run.global_step):
             means = log_training(run, epoch, running, window.tokens_per_second())
             running = {}
             bar.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}")
@@ -126,11 +128,20 @@ class Throughput:
         return rate
 
 
+def is_logging_step(run: TrainingRun, step: int) -> bool:
+    """Whether optimiser step `step` writes a train record: every `logging_steps`, and the last."""
+    return step % run.cfg.logging_steps == 0 or step == run.total_steps
+
+
 def log_training(
     run: TrainingRun, epoch: int, running: dict[str, list[torch.Tensor]], tokens_per_second: float
 ) -> dict[str, float]:
     """A train record in the log and, as the same numbers, the trackers (`train/KEY`): the mean of every statistic since
-    the last record, over processes, with the learning rate and the throughput."""
+    the last record, over processes, with the learning rate and the throughput.
+
+    The loss terms (`reward_term`, `reg_term`) are such means like the loss they sum to; the gradient norms
+    (`reward_grad_norm`, `reg_grad_norm`) are measured on the logging step's own batches only (the mean over its
+    micro-batches and processes, each the norm for that process's batch)."""
     means = {k: run.accelerator.reduce(torch.stack(v).mean(), "mean").item() for k, v in running.items()}
     lr = run.scheduler.get_last_lr()[0]
     record = {"kind": "train", "step": run.global_step, "epoch": epoch, "lr": lr, **means, "tokens_per_second": tokens_per_second}
@@ -155,13 +166,14 @@ def after_update(run: TrainingRun, selection: BestWeights | None) -> bool:
     return stop
 
 
-def evaluate(run: TrainingRun, names: list[str] | None = None) -> dict[str, dict]:
-    """Metrics of every eval set (or those named) at the current step; an eval record goes to the log and the trackers."""
+def evaluate(run: TrainingRun, names: list[str] | None = None, scores: list[dict] | None = None) -> dict[str, dict]:
+    """Metrics of every eval set (or those named) at the current step; an eval record goes to the log and the trackers.
+    Each pair's scores are appended to `scores` as eval-rm's `--scores` rows, when it is given."""
     results = {}
     for name, dataset in run.eval_sets.items():
         if names is not None and name not in names:
             continue
-        results[name], _ = evaluate_preferences(
+        results[name], raw = evaluate_preferences(
             model=unwrapped(run),
             examples=dataset.examples,
             max_length=run.cfg.max_length,
@@ -170,24 +182,27 @@ def evaluate(run: TrainingRun, names: list[str] | None = None) -> dict[str, dict
             accelerator=run.accelerator,
             desc=f"eval {name}",
         )
+        if scores is not None:
+            scores += score_rows(name, dataset.examples, raw)
     if results:
         accuracy = {k: v["accuracy"] for k, v in results.items()}
         run.log.append({"kind": "eval", "step": run.global_step, "accuracy": accuracy})
         run.accelerator.log({f"eval/{k}/accuracy": v for k, v in accuracy.items()}, step=run.global_step)
         if run.show:
-            tqdm.write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+            write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
     return results
 
 
 def final_evaluation(run: TrainingRun, loop: LoopResult) -> dict:
     """metrics.json's data: with model selection, the best validation weights are restored first; then every eval set is
-    evaluated."""
+    evaluated (each pair's scores kept in `run.final_scores`, for scores.jsonl)."""
     selection, seconds = loop.selection, loop.seconds
     if selection is not None:
         if not selection.history or selection.history[-1][0] != run.global_step:  # early stopping has just evaluated it
             selection.offer(run.global_step, evaluate(run, [selection.name])[selection.name]["accuracy"])
         selection.restore()
-    eval_results = evaluate(run)
+    run.final_scores = []
+    eval_results = evaluate(run, scores=run.final_scores)
     train = {
         "steps": run.global_step,
         "seconds": seconds,
@@ -196,7 +211,39 @@ def final_evaluation(run: TrainingRun, loop: LoopResult) -> dict:
     }
     if selection is not None:
         train["selection"] = selection.summary()
+    strength = regulariser_strength([r for r in run.log if r["kind"] == "train"])
+    if strength is not None:
+        train["regulariser_strength"] = strength
     return {"eval": eval_results, "train": train, "data": {"train": run.train_stats}}
+
+
+def regulariser_strength(records: list[dict]) -> dict | None:
+    """How hard the regulariser pulls against the reward loss, from the train records: per record, the ratio of the
+    gradient norms at the last hidden layer (reg_grad_norm / reward_grad_norm) and of the loss terms (reg_term /
+    reward_term); their means over the records and their values in the first and the last, and the mean norms. None
+    without loss terms in the log (a log written before they were). A ratio is None where no record has it: a frozen
+    backbone (no gradient norms), alpha = 1 (no reward term to divide by)."""
+    with_terms = [r for r in records if "reward_term" in r]
+    if not with_terms:
+        return None
+    measured = [r for r in with_terms if "reward_grad_norm" in r]
+    grad = [r["reg_grad_norm"] / r["reward_grad_norm"] for r in measured if r["reward_grad_norm"] > 0]
+    loss = [r["reg_term"] / r["reward_term"] for r in with_terms if r["reward_term"] > 0]
+    return {
+        "grad_norm_ratio": mean_or_none(grad),
+        "loss_ratio": mean_or_none(loss),
+        "first_grad_norm_ratio": grad[0] if grad else None,
+        "final_grad_norm_ratio": grad[-1] if grad else None,
+        "first_loss_ratio": loss[0] if loss else None,
+        "final_loss_ratio": loss[-1] if loss else None,
+        "reward_grad_norm": mean_or_none([r["reward_grad_norm"] for r in measured]),
+        "reg_grad_norm": mean_or_none([r["reg_grad_norm"] for r in measured]),
+        "n_records": len(with_terms),
+    }
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def unwrapped(run: TrainingRun) -> torch.nn.Module:

@@ -1,15 +1,23 @@
 """What a reward-model run leaves in its output directory: config.json (resolved, before training), then metrics.json,
-log.jsonl, training_curves.png and model/ (the reward model) at the end; and the trackers it reports to as it goes."""
+log.jsonl, scores.jsonl (the final evaluation's per-pair scores, eval-rm's `--scores` rows), training_curves.png and
+model/ (the reward model, with its reward statistics) at the end; and the trackers it reports to as it goes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from rewardlab.modeling.normalization import RewardStatistics
 from rewardlab.modeling.reward_model import MODEL_SUBDIR
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import version, write_json, write_jsonl
 from rewardlab.tracking import finish_tracking, start_tracking
+
+SCORES_NAME = "scores.jsonl"
 
 
 def write_run_config(run: TrainingRun) -> dict:
@@ -37,7 +45,7 @@ def write_run_config(run: TrainingRun) -> dict:
 
 
 def save_outputs(run: TrainingRun, metrics: dict) -> None:
-    """The trained model, metrics.json, log.jsonl and the training curves (main process)."""
+    """The trained model, metrics.json, log.jsonl, scores.jsonl and the training curves (main process)."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     # Sharded weights (FSDP, ZeRO-3) are gathered first; every process takes part in the gather.
@@ -46,9 +54,79 @@ def save_outputs(run: TrainingRun, metrics: dict) -> None:
         accelerator.unwrap_model(run.model).save_pretrained(run.output_dir / MODEL_SUBDIR, state_dict=full_state)
         write_json(run.output_dir / "metrics.json", metrics)
         write_jsonl(run.output_dir / "log.jsonl", run.log)
+        if run.final_scores:
+            write_jsonl(run.output_dir / SCORES_NAME, run.final_scores)
         if run.log:
             plot_training(run.log, run.output_dir / "training_curves.png")
     accelerator.wait_for_everyone()
+
+
+TRAINING_RESPONSES = "training pairs (chosen and rejected responses)"
+
+
+def record_reward_statistics(run: TrainingRun) -> RewardStatistics:
+    """The trained model's reward statistics (`reward_statistics`), set in its config so that `save_outputs` writes them
+    into rewardlab_config.json; printed when the run shows progress."""
+    model = run.accelerator.unwrap_model(run.model)
+    stats = reward_statistics(model, run.cfg, run.train_examples)
+    model.config.reward_statistics = stats
+    if run.show:
+        print(f"reward statistics on {stats.count} {stats.source}: mean {stats.mean:+.4f}, std {stats.std:.4f}")
+    return stats
+
+
+def reward_statistics(model, cfg, train_examples: Sequence) -> RewardStatistics:
+    """Mean and std of `model`'s sequence rewards (raw, eval mode) on the normalisation sequences (`normalization_sequences`),
+    scored as `rewardlab score` scores them (padding-free unless the run turned it off). Every process computes the same
+    numbers on the same sample (under FSDP or ZeRO-3 every process must take part in each forward)."""
+    from rewardlab.scoring import TokenRewardSettings, score_sequences
+
+    sequences, source = normalization_sequences(cfg, model.tokenizer, train_examples)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].input_ids), reverse=True)  # less padding
+    size, settings = cfg.per_device_eval_batch_size, TokenRewardSettings()
+    rewards: list[float] = []
+    was_training, normalization = model.training, model.normalization
+    model.eval()
+    model.normalization = None  # raw rewards
+    try:
+        for lo in range(0, len(order), size):
+            batch = [sequences[i] for i in order[lo : lo + size]]
+            rewards += [s.reward for s in score_sequences(model, batch, settings, packed=cfg.padding_free)]
+    finally:
+        model.train(was_training)
+        model.normalization = normalization
+    return RewardStatistics.of(torch.tensor(rewards, dtype=torch.float64), source)
+
+
+def normalization_sequences(cfg, tokenizer, train_examples: Sequence) -> tuple[list, str]:
+    """The encoded sequences the statistics are computed on, and what they are: the `--norm-data` prompt/completion rows,
+    or every training pair's chosen and rejected response; each encoded as training encodes them (max_length,
+    truncation). At most `norm_samples` responses (0: all): rows, or norm_samples // 2 pairs, drawn with the run's seed."""
+    from rewardlab.data.pairs import encode_pairs
+    from rewardlab.data.templates import encode_prompt_response
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if cfg.norm_data:
+        from rewardlab.data.loading import load_completions
+
+        rows = sample(load_completions(cfg.norm_data, skip_invalid=cfg.skip_invalid), cfg.norm_samples, generator)
+        encoded = [encode_prompt_response(tokenizer, r.prompt, r.completion, cfg.max_length, cfg.truncation) for r in rows]
+        sequences = [e for e in encoded if e is not None]
+        if len(sequences) < 2:
+            raise ValueError(f"{cfg.norm_data}: fewer than 2 rows left for reward statistics (max_length={cfg.max_length})")
+        return sequences, str(cfg.norm_data)
+    pairs, _ = encode_pairs(
+        tokenizer, sample(list(train_examples), cfg.norm_samples // 2, generator), cfg.max_length, cfg.truncation
+    )
+    return [p.chosen for p in pairs] + [p.rejected for p in pairs], TRAINING_RESPONSES
+
+
+def sample(items: list[Any], cap: int, generator: torch.Generator) -> list[Any]:
+    """`cap` of the items drawn without replacement, in their original order (all of them when cap is 0 or not less)."""
+    if cap <= 0 or len(items) <= cap:
+        return items
+    keep = torch.randperm(len(items), generator=generator)[:cap].sort().values
+    return [items[i] for i in keep.tolist()]
 
 
 def end_run(run: TrainingRun, keep_process_group: bool = False) -> None:
@@ -61,7 +139,8 @@ def end_run(run: TrainingRun, keep_process_group: bool = False) -> None:
 
 
 def plot_training(log: list[dict], path: Path) -> None:
-    """Reward loss, regulariser loss and pairwise accuracy (training batches, eval sets) against the step."""
+    """Reward loss, regulariser loss (with, on a log scale, its gradient norm at the last hidden layer over the reward
+    loss's) and pairwise accuracy (training batches, eval sets) against the step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +154,13 @@ def plot_training(log: list[dict], path: Path) -> None:
     axes[0].set_title("reward loss")
     if train and "reg_loss" in train[0]:
         axes[1].plot(steps, [r["reg_loss"] for r in train], color="tab:orange")
-    axes[1].set_title("regulariser loss")
+    axes[1].set_title("regulariser loss (and its strength)")
+    strength = [(r["step"], r["reg_grad_norm"] / r["reward_grad_norm"]) for r in train if r.get("reward_grad_norm")]
+    if any(ratio > 0 for _, ratio in strength):
+        ratio_axis = axes[1].twinx()
+        ratio_axis.plot(*zip(*strength, strict=True), color="tab:green", marker=".")
+        ratio_axis.set_yscale("log")
+        ratio_axis.set_ylabel("gradient at the last hidden layer: reg / reward", color="tab:green", fontsize=8)
     axes[2].plot(steps, [r["accuracy"] for r in train], label="train (batch)", alpha=0.6)
     for name in sorted({k for r in evals for k in r.get("accuracy", {})}):
         pts = [(r["step"], r["accuracy"][name]) for r in evals if name in r.get("accuracy", {})]

@@ -35,6 +35,8 @@ class TrainingRun:
     global_step: int = 0
     start_epoch: int = 0
     skip_batches: int = 0  # batches of start_epoch already trained on before a resume
+    train_examples: list = field(default_factory=list)  # the training PreferenceExamples (for the reward statistics)
+    final_scores: list[dict] = field(default_factory=list)  # the final evaluation's eval-rm-style score rows (scores.jsonl)
 
     @property
     def output_dir(self) -> Path:

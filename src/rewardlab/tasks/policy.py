@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from rewardlab.data.templates import encode_prompt_response
 from rewardlab.generation import sample
 from rewardlab.masks import pad_rows
 from rewardlab.modeling.tiny import build_byte_tokenizer, tiny_llama_config
+from rewardlab.progress import progress as show_progress
 from rewardlab.runtime import atomic_directory, write_json
 from rewardlab.runtime import cache_dir as default_cache_dir
 from rewardlab.tasks.world import (
@@ -195,7 +195,7 @@ def pretrain_base_policy(
     model.train()
     start, start_cpu = time.perf_counter(), time.process_time()
     losses = []
-    bar = tqdm(range(config.steps), desc="pretraining base policy", disable=not progress)
+    bar = show_progress(range(config.steps), desc="pretraining base policy", enabled=progress)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)

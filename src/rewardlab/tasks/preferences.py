@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from rewardlab.data.loading import preference_to_dict
 from rewardlab.data.types import PreferenceExample
 from rewardlab.generation import sample
+from rewardlab.progress import progress as show_progress
 from rewardlab.runtime import write_json
 from rewardlab.runtime import write_jsonl as write_records
 from rewardlab.tasks.world import (
@@ -153,7 +153,7 @@ def make_preference_data(
     shortcut_generator = torch.Generator().manual_seed(seed + 104_729)  # its own stream: labels match the world without it
     max_chunks = 50 + 4 * math.ceil(n_pairs / prompts_per_chunk)
     examples: list[PreferenceExample] = []
-    bar = tqdm(total=n_pairs, desc=f"preferences {split}", disable=not progress)
+    bar = show_progress(total=n_pairs, desc=f"preferences {split}", enabled=progress)
     for chunk_index in itertools.count():
         if len(examples) >= n_pairs:
             break
