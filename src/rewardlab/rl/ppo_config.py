@@ -37,6 +37,7 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
         "Generation": ("max_new_tokens", "temperature", "top_p", "generation_batch_size"),
         "Model": ("lora", "lora_dropout"),
         "Run": ("output_dir", "log_samples", "sample_every", "save_policy"),
+        "Evaluation": ("eval_prompts", "eval_limit", "eval_every"),
     }  # fmt: skip
 
     # models and data
