@@ -8,6 +8,7 @@ from rewardlab.demo import (
     DemoConfig,
     coincidence,
     findings,
+    ppo_findings,
     render_report,
     summarise_ppo,
     summarise_ppo_comparisons,
@@ -18,19 +19,25 @@ def cell(id_acc, ood_acc):
     return {"id": {"mean": id_acc, "std": 0.01, "values": [id_acc]}, "ood": {"mean": ood_acc, "std": 0.02, "values": [ood_acc]}}
 
 
-def ppo_log(final: float, start: float = 0.3, kl: float = 0.1) -> list[dict]:
-    return [{"step": s, "gold_reward": start + (final - start) * s / 3, "kl": kl * s, "proxy_reward": s} for s in range(4)]
+def ppo_log(final: float, start: float = 0.3, kl: float = 0.1, evals: bool = False) -> list[dict]:
+    """Training rows at steps 0-3 (gold from `start` to `final`, KL = kl * step); with `evals`, held-out eval rows at
+    steps 0, 2, 3 on the same line."""
+    rows = [{"step": s, "gold_reward": start + (final - start) * s / 3, "kl": kl * s, "proxy_reward": s} for s in range(4)]
+    held_out = [{"kind": "eval", "n_prompts": 16, **{k: v for k, v in rows[s].items()}} for s in (0, 2, 3)]
+    return rows + held_out if evals else rows
 
 
 def fake_ppo(r3hf_final: float, seeds: int = 1, offset_gap: float = 0.0) -> dict:
-    """Comparison logs: in the verdict comparisons sparse ends at 0.4 and r3hf at `r3hf_final` (+ 0.01 per seed); the
-    equivalence comparison's r3hf differs from sparse by `offset_gap` from step 2."""
+    """Comparison logs: in the verdict comparisons sparse and the baseline end at 0.4 and r3hf at `r3hf_final` (+ 0.01
+    per seed), on the training rollouts and the held-out checkpoints alike; the equivalence comparison's r3hf differs
+    from sparse by `offset_gap` from step 2."""
     logs = {}
     for comparison in PPO_COMPARISONS:
         if comparison.kind == "verdict":
             logs[comparison.name] = {
-                "sparse": [ppo_log(0.4 + 0.01 * k) for k in range(seeds)],
-                "r3hf": [ppo_log(r3hf_final + 0.01 * k) for k in range(seeds)],
+                "sparse": [ppo_log(0.4 + 0.01 * k, evals=True) for k in range(seeds)],
+                "r3hf": [ppo_log(r3hf_final + 0.01 * k, evals=True) for k in range(seeds)],
+                "baseline": [ppo_log(0.4 + 0.01 * k, evals=True) for k in range(seeds)],
             }
         else:
             gapped = [r | {"gold_reward": r["gold_reward"] + (offset_gap if r["step"] >= 2 else 0.0)} for r in ppo_log(0.4)]
@@ -62,14 +69,16 @@ def test_findings_follow_the_numbers():
     sft_small = next(x for x in lines if x.startswith("small data: grm-sft"))
     assert "OOD +10.0 points" in sft_small and "(agrees with" in sft_small
     assert "agrees with GRM's claim of less over-optimisation" in " ".join(lines)
-    assert "agrees with R3HF" in " ".join(lines)
+    assert "agrees with R3HF" not in " ".join(lines)  # one PPO seed: no interval, no verdict
+    assert "one seed: not distinguishable at this size; no verdict on R3HF" in " ".join(lines)
+    assert "agrees with R3HF's claim that dense rewards learn faster" in " ".join(findings(fake_results(0.7, 0.6, 0.1, seeds=3)))
 
     bad = fake_results(grm_ood=0.5, r3hf_final=0.35, grm_bon_end=0.0)
     lines = findings(bad)
     sft_small = next(x for x in lines if x.startswith("small data: grm-sft"))
     assert "OOD -10.0 points" in sft_small and "contradicts" in sft_small
     assert "contradicts GRM's claim of less over-optimisation" in " ".join(lines)
-    assert "contradicts R3HF" in " ".join(lines)
+    assert "contradicts R3HF" in " ".join(findings(fake_results(0.5, 0.35, 0.0, seeds=3)))
 
 
 def test_a_difference_within_the_noise_is_no_agreement():
@@ -91,6 +100,11 @@ def test_ppo_summary_uses_the_last_quarter_and_report_renders():
     for comparison in PPO_COMPARISONS:
         for shaping, critic in comparison.arms:
             assert f"| {comparison.name} | {comparison.algo} | {shaping} | {critic or 'none'} |" in report
+        if comparison.kind == "verdict":
+            assert f"| {comparison.name} | ppo | sparse | reward-model |" in report  # the baseline users run
+            assert f"| {comparison.name} | r3hf - baseline | +0.200 (one seed, no interval) |" in report
+    assert "rewardlab's per-token RLOO" in report and "not standard RLOO" in report
+    assert "every seed" not in report
 
 
 def test_ppo_comparisons_keep_algo_critic_and_shaping_and_pair_seeds():
@@ -99,16 +113,23 @@ def test_ppo_comparisons_keep_algo_critic_and_shaping_and_pair_seeds():
     assert [(a["algo"], a["shaping"], a["critic_init"]) for a in ppo["critic-free"]["arms"]] == [
         ("rloo", "sparse", None),
         ("rloo", "r3hf", None),
+        ("ppo", "sparse", "reward-model"),
     ]
-    assert [a["critic_init"] for a in ppo["fresh-critic"]["arms"]] == ["fresh", "fresh"]
+    assert [a["critic_init"] for a in ppo["fresh-critic"]["arms"]] == ["fresh", "fresh", "reward-model"]
+    assert ppo["fresh-critic"]["arms"][-1]["arm"] == "baseline" and "per-token" in ppo["critic-free"]["construction"]
     assert [a["critic_init"] for a in ppo["potential-offset"]["arms"]] == ["reward-model", "potential-offset"]
     diff = ppo["fresh-critic"]["r3hf_minus_sparse"]["gold_gain"]
     # every seed: r3hf ends 0.2 above sparse (final = the last step of 4), so the paired differences have no spread
     assert diff["values"] == [pytest.approx(0.2)] * 3 and diff["std"] == pytest.approx(0.0, abs=1e-12)
     assert ppo["fresh-critic"]["seeds"] == 3 and ppo["fresh-critic"]["steps"] == 3
     lines = findings(fake_results(0.7, 0.6, 0.1, seeds=3))
-    fresh = next(line for line in lines if line.startswith("PPO with a fresh critic"))
-    assert "3 seed(s)" in fresh and "+0.200, +0.200, +0.200" in fresh and "agrees with R3HF" in fresh
+    fresh = [line for line in lines if line.startswith("PPO with a fresh critic")]
+    assert "3 seed(s)" in fresh[0] and "16 held-out test_id prompts" in fresh[0]
+    r3hf_vs_baseline = next(line for line in fresh if "r3hf - baseline" in line)
+    assert "per seed +0.200, +0.200, +0.200" in r3hf_vs_baseline and "at matched KL 0.30" in r3hf_vs_baseline
+    assert "agrees with R3HF's claim against the sparse PPO users run" in r3hf_vs_baseline
+    sparse_vs_baseline = next(line for line in fresh if "sparse - baseline" in line)
+    assert "+0.000" in sparse_vs_baseline and "not distinguishable at this size" in sparse_vs_baseline
 
 
 def test_equivalence_check_reports_where_the_runs_part():
@@ -137,15 +158,11 @@ def test_ppo_sampling_error_from_a_noisy_tail_blocks_a_single_seed_verdict():
     assert quiet["r3hf"]["gold_final_sem"] == 0.0
     # stdev(0.54, 0.74) / sqrt(2) = 0.1414 / 1.414 = 0.1
     assert abs(noisy["r3hf"]["gold_final_sem"] - 0.1) < 1e-9
-    base = fake_results(0.6, 0.4, 0.0)
-    for tail_sparse, tail_r3hf, expected in (
-        ([0.60, 0.60], [0.64, 0.64], "agrees with R3HF"),
-        ([0.50, 0.70], [0.54, 0.74], "no clear difference; does not reproduce R3HF"),
-    ):
-        logs = {c.name: {"sparse": [run(tail_sparse)], "r3hf": [run(tail_r3hf)]} for c in PPO_COMPARISONS}
-        lines = findings(base | {"ppo": summarise_ppo_comparisons(logs)})
-        verdicts = [line for line in lines if "R3HF's claim" in line]
-        assert len(verdicts) == 2 and all(expected in line for line in verdicts)
+    # the tail's noise is descriptive only now: runs without a held-out evaluation get no verdict at all
+    logs = {c.name: {"sparse": [run([0.60, 0.60])], "r3hf": [run([0.64, 0.64])]} for c in PPO_COMPARISONS}
+    lines = findings(fake_results(0.6, 0.4, 0.0) | {"ppo": summarise_ppo_comparisons(logs)})
+    assert sum("no held-out evaluation in these runs, so no verdict" in line for line in lines) == 2
+    assert all("R3HF's claim" not in line for line in lines)
 
 
 def fake_world_check(probe_base: float, after: list[float], vanilla: list[float], judge: float = 0.85) -> dict:
@@ -213,3 +230,69 @@ def test_report_puts_the_world_check_before_the_reward_model_table_and_labels_th
     official = next(x for x in results["findings"] if x.startswith("small data, the official code's pairing"))
     assert "OOD +5.0 points" in official and "against +0.0 with one head" in official and "account for +5.0" in official
     assert any(x.startswith("large data: frozen backbone") and "OOD 0.670, vanilla 0.620" in x for x in results["findings"])
+
+
+def test_gold_at_kl_interpolates_at_the_first_crossing_against_a_hand_computation():
+    import numpy as np
+
+    from rewardlab.demo.ppo_comparisons import common_kl_grid, gold_at_kl
+
+    kl, gold = [0.0, 0.2, 0.6, 0.4], [0.30, 0.40, 0.60, 0.20]
+    got = gold_at_kl(kl, gold, [0.0, 0.1, 0.5, 0.6, 0.7])
+    # by hand: 0.1 is halfway from 0 to 0.2 -> 0.35; 0.5 lies 3/4 of the way from 0.2 to 0.6 -> 0.4 + 0.75 * 0.2 = 0.55
+    # (its later crossing on the way back down, 0.6 -> 0.4, would give 0.4: the first crossing counts); 0.7 is never reached
+    assert got[:4] == pytest.approx([0.30, 0.35, 0.55, 0.60]) and got[4] is None
+    assert got[:4] == pytest.approx(list(np.interp([0.0, 0.1, 0.5, 0.6], kl[:3], gold[:3])))  # the rising stretch
+    assert gold_at_kl([0.0, 0.3, 0.3], [0.1, 0.2, 0.5], [0.3]) == [pytest.approx(0.2)]  # a flat stretch: its first point
+    assert gold_at_kl([0.0], [0.4], [0.0, 0.1]) == [0.4, None]
+    with pytest.raises(ValueError):
+        gold_at_kl([0.0, 0.1], [0.3], [0.05])
+    # every run reaches the grid: fractions of the smallest of the runs' largest KL (here 0.6, not 0.8)
+    assert common_kl_grid([[0.0, 0.8, 0.5], [0.0, 0.6]]) == pytest.approx([0.15, 0.3, 0.45, 0.6])
+    assert common_kl_grid([[0.0, 0.4], [0.0, 0.0]]) == []
+
+
+def test_seed_contrast_gives_no_interval_with_one_seed_and_a_t_interval_with_more():
+    from rewardlab.demo.ppo_comparisons import ONE_SEED, contrast
+
+    one = contrast([0.3])
+    assert one["verdict"] == ONE_SEED and one["ci_low"] is None and one["n_seeds"] == 1
+    # mean 0.2, sd 0.1, t(2, 0.975) = 4.302653: half-width 0.1 * 4.302653 / sqrt(3) = 0.248414
+    wide = contrast([0.1, 0.2, 0.3])
+    assert wide["ci_low"] == pytest.approx(0.2 - 0.248414, abs=1e-5) and wide["ci_high"] == pytest.approx(0.448414, abs=1e-5)
+    assert wide["verdict"] == "not distinguishable at this size"
+    assert contrast([0.19, 0.2, 0.21])["verdict"] == "better" and contrast([-0.19, -0.2, -0.21])["verdict"] == "worse"
+
+
+@pytest.mark.usefixtures("one_thread")  # tiny matrices: on a busy CPU a second thread spin-waits (10x slower)
+def test_tiny_demo_ppo_runs_hold_the_baseline_and_gold_at_kl(tmp_path):
+    """The demo's PPO step end to end on tiny-llama (1 seed x 2 steps, 7 runs): every verdict comparison has the
+    reward-model critic's sparse baseline, held-out eval rows, `gold_at_kl` per arm and seed, and paired contrasts (one
+    seed: no interval); results.json-ready. (Two seeds' statistics: the pure functions' tests above.)"""
+    from rewardlab.demo.ppo_comparisons import BASELINE, run_ppo_comparisons
+    from rewardlab.modeling.reward_model import build_reward_model
+    from rewardlab.modeling.tiny import build_tiny_llama
+    from rewardlab.runtime import write_json
+
+    rm_path = tmp_path / "rm"
+    build_reward_model("tiny-llama", head_dropout=0.0, seed=3).save_pretrained(rm_path)
+    cfg = DemoConfig.make(quick=True, output_dir=str(tmp_path / "demo"), progress=False)
+    cfg.ppo_seeds, cfg.ppo_steps, cfg.ppo_check_steps, cfg.ppo_batch_size, cfg.rloo_k = 1, 2, 1, 4, 2
+    cfg.ppo_eval_prompts, cfg.ppo_eval_every = 3, 2
+    ppo, logs = run_ppo_comparisons(cfg, tmp_path / "ppo", build_tiny_llama(seed=1), tmp_path / "policy", rm_path)
+    write_json(tmp_path / "results.json", {"ppo": ppo})  # strict JSON: no NaN or inf anywhere
+    for name in ("critic-free", "fresh-critic"):
+        entry = ppo[name]
+        baseline = next(arm for arm in entry["arms"] if arm["arm"] == BASELINE)
+        assert (baseline["algo"], baseline["shaping"], baseline["critic_init"]) == ("ppo", "sparse", "reward-model")
+        assert all(len(arm["gold_at_kl"]["per_seed"]) == 1 for arm in entry["arms"])
+        assert all(arm["held_out"]["steps"] == [0, 2] and arm["held_out"]["n_prompts"] == 3 for arm in entry["arms"])
+        assert set(entry["paired"]) == {"r3hf - sparse", "r3hf - baseline", "sparse - baseline"}
+        final = entry["paired"]["r3hf - baseline"]["final"]
+        assert final["n_seeds"] == 1 and final["ci_low"] is None and final["verdict"].startswith("one seed")
+        assert len(entry["kl_grid"]) in (0, 4)
+    # the baseline ran once per seed and serves both comparisons
+    assert logs["critic-free"][BASELINE] == logs["fresh-critic"][BASELINE]
+    assert sorted(p.name for p in (tmp_path / "ppo").iterdir() if p.name.startswith(BASELINE)) == ["baseline-sparse-s0"]
+    lines = ppo_findings(ppo)
+    assert any("r3hf - baseline" in line for line in lines) and not any("every seed" in line for line in lines)

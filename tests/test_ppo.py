@@ -574,3 +574,56 @@ def test_a_measurement_rollout_moves_no_training_state(tmp_path, rm_dir) -> None
     assert trainer.reinforce_baseline == first.reinforce_baseline and trainer.reward_moments.count == 4
     third = trainer.rollout(trainer.next_prompts(), step=1)
     assert third.reward_moments.count == 8  # built on the committed state
+
+
+def test_held_out_evaluation_rows_at_fixed_steps_on_prompts_apart_from_training(tmp_path, rm_dir) -> None:
+    from rewardlab.rl.ppo import eval_steps
+    from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
+
+    assert eval_steps(5, 2) == [0, 2, 4, 5] and eval_steps(4, 2) == [0, 2, 4] and eval_steps(0, 3) == [0]
+    train_prompts = resolve_prompts("builtin:train", limit=16)
+    cfg = small_config(
+        tmp_path, steps=3, gold="builtin", eval_prompts="builtin:test_id", eval_limit=3, eval_every=2, max_new_tokens=4
+    )
+    train_ppo(cfg, policy=build_tiny_llama(seed=1), reward_model=load_reward_model(rm_dir), gold=resolve_scorer("builtin"),
+              prompts=train_prompts)  # fmt: skip
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    assert [r["step"] for r in evals] == [0, 2, 3]
+    assert [r["step"] for r in rows if "kind" not in r] == [0, 1, 2, 3]
+    assert all(r["n_prompts"] == 3 and math.isfinite(r["gold_reward"]) and math.isfinite(r["proxy_reward"]) for r in evals)
+    assert evals[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # the initial policy is its own reference
+    assert evals[0]["kl_sampled"] == pytest.approx(0.0, abs=1e-5)
+    assert all(r["kl"] >= 0.0 for r in evals) and evals[-1]["kl"] > 1e-6  # exact KL: never negative; lr 1e-3 moved it
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["num_eval_prompts"] == 3 and config["eval_prompts_in_training"] == 0
+    held_out = {json.dumps(p, sort_keys=True) for p in resolve_prompts("builtin:test_id", limit=3)}
+    assert not held_out & {json.dumps(p, sort_keys=True) for p in train_prompts}
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["eval"] == evals
+    from rewardlab.errors import UserError
+
+    with pytest.raises(UserError, match="eval_prompts needs a gold"):
+        small_config(tmp_path, output_dir=str(tmp_path / "other"), eval_prompts="builtin:test_id").validate()
+
+
+def test_exact_kl_per_token_matches_a_direct_sum() -> None:
+    from rewardlab.rl.ppo_math import exact_kl_per_token
+
+    logits, ref = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0)), torch.zeros(2, 3, 5)
+    p = torch.softmax(logits, -1)
+    direct = (p * (torch.log(p) - math.log(1 / 5))).sum(-1)  # KL against the uniform distribution
+    assert torch.allclose(exact_kl_per_token(logits, ref), direct, atol=1e-6)
+    assert torch.allclose(exact_kl_per_token(logits, logits), torch.zeros(2, 3), atol=1e-6)
+
+
+def test_evaluation_leaves_the_training_run_unchanged(tmp_path, rm_dir) -> None:
+    from rewardlab.rl.scorers import resolve_scorer
+
+    logs = []
+    for name, extra in (("plain", {}), ("eval", {"eval_prompts": "builtin:test_id", "eval_limit": 2, "eval_every": 1})):
+        cfg = small_config(tmp_path / name, steps=2, gold="builtin", max_new_tokens=4, **extra)
+        train_ppo(cfg, policy=build_tiny_llama(seed=1), reward_model=load_reward_model(rm_dir),
+                  gold=resolve_scorer("builtin"), prompts=PROMPTS)  # fmt: skip
+        rows = [json.loads(line) for line in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
+        logs.append([(r["proxy_reward"], r["kl"]) for r in rows if "kind" not in r])
+    assert logs[0] == logs[1]

@@ -70,6 +70,10 @@ class DemoConfig(TrackingSpec):
     ppo_lr: float = 3e-5
     ppo_kl_coef: float = 0.15  # at 0.05 the policy ran to KL ~2-3 and past the gold-reward peak (over-optimisation)
     rloo_k: int = 4
+    # PPO's held-out evaluation (issue 21): gold, proxy and KL on this many of the world's test_id prompts (never trained
+    # on), at step 0, every ppo_eval_every steps and at the end of every PPO comparison run
+    ppo_eval_prompts: int = 64
+    ppo_eval_every: int = 10
     progress: bool = True
     overwrite: bool = False  # replace an earlier demo output at output_dir (never anything else)
 
@@ -79,7 +83,8 @@ class DemoConfig(TrackingSpec):
             cfg = cls(
                 quick=True, seeds=1, sizes={"small": 400, "large": 1600}, test_sizes={"test_id": 300, "test_ood": 600},
                 val_size=300, rm_eval_pairs=400, official_pairing=False,
-                bon_n=64, bon_prompts=48, ppo_steps=16, ppo_batch_size=64, ppo_seeds=1, ppo_check_steps=4, **kw,
+                bon_n=64, bon_prompts=48, ppo_steps=16, ppo_batch_size=64, ppo_seeds=1, ppo_check_steps=4,
+                ppo_eval_prompts=16, ppo_eval_every=4, **kw,
             )  # fmt: skip  # PPO: 2 x 16 RLOO + 2 x 16 PPO + 2 x 4 PPO steps cost ~1.4x the old 2 x 20 PPO steps
         else:
             cfg = cls(**kw)

@@ -36,8 +36,10 @@ def plot_accuracy(table: dict, path: Path) -> None:
 
 
 def plot_ppo_comparisons(logs: dict[str, dict[str, list[list[dict]]]], summary: dict, path: Path) -> None:
-    """One row per comparison: gold reward vs step and vs KL, one line per seed and shaping. Rollout means are noisy (one
-    batch each), so the lines are trailing means over 5 steps, with the raw points faint behind them. In the equivalence
+    """One row per comparison: gold reward vs step and vs KL on the training rollouts, one line per seed and arm (the
+    baseline, sparse PPO with the reward-model critic, in green); and, where the runs were evaluated, held-out gold vs
+    held-out KL at the checkpoints, with the common KL values as dotted lines. Rollout means are noisy (one batch each),
+    so the training lines are trailing means over 5 steps, with the raw points faint behind them. In the equivalence
     row r3hf is dashed over sparse: the lines should coincide."""
     import matplotlib
 
@@ -46,24 +48,37 @@ def plot_ppo_comparisons(logs: dict[str, dict[str, list[list[dict]]]], summary: 
 
     from rewardlab.rl.ppo_report import moving_average
 
-    fig, axes = plt.subplots(len(logs), 2, figsize=(11, 3.6 * len(logs)), squeeze=False)
-    for (a, b), (name, runs) in zip(axes, logs.items(), strict=True):
-        critic = {arm["shaping"]: arm["critic_init"] for arm in summary[name]["arms"]}
-        for color, style, (shaping, seed_logs) in zip(("tab:blue", "tab:red"), ("-", "--"), runs.items(), strict=False):
-            for k, log in enumerate(seed_logs):
-                label = f"{shaping} (critic: {critic[shaping] or 'none'})" if k == 0 else None
+    fig, axes = plt.subplots(len(logs), 3, figsize=(16, 3.6 * len(logs)), squeeze=False)
+    for (a, b, c), (name, runs) in zip(axes, logs.items(), strict=True):
+        critic = {arm.get("arm", arm["shaping"]): (arm["algo"], arm["critic_init"]) for arm in summary[name]["arms"]}
+        colours, styles = ("tab:blue", "tab:red", "tab:green"), ("-", "--", ":")
+        for colour, style, (arm, seed_logs) in zip(colours, styles, runs.items(), strict=False):
+            algo, init = critic[arm]
+            for k, full_log in enumerate(seed_logs):
+                label = f"{arm} ({algo}, critic: {init or 'none'})" if k == 0 else None
+                log = [r for r in full_log if "kind" not in r]
                 steps, gold, kl = ([r[key] for r in log] for key in ("step", "gold_reward", "kl"))
-                a.plot(steps, gold, color=color, alpha=0.15, lw=0.8)
-                a.plot(steps, moving_average(gold), style, color=color, alpha=0.9, label=label)
-                b.scatter(kl, gold, color=color, alpha=0.15, s=6)
-                b.plot(moving_average(kl), moving_average(gold), style, color=color, alpha=0.9, label=label)
+                a.plot(steps, gold, color=colour, alpha=0.15, lw=0.8)
+                a.plot(steps, moving_average(gold), style, color=colour, alpha=0.9, label=label)
+                b.scatter(kl, gold, color=colour, alpha=0.15, s=6)
+                b.plot(moving_average(kl), moving_average(gold), style, color=colour, alpha=0.9, label=label)
+                evals = sorted((r for r in full_log if r.get("kind") == "eval"), key=lambda r: r["step"])
+                if evals:
+                    c.plot([r["kl"] for r in evals], [r["gold_reward"] for r in evals], style, marker="o", ms=3,
+                           color=colour, alpha=0.9, label=label)  # fmt: skip
+        for value in summary[name].get("kl_grid", []):
+            c.axvline(value, color="grey", ls=":", lw=0.8)
         a.set_title(f"{PPO_LABELS.get(name, name)} ({summary[name]['algo']})", fontsize=10)
         a.set_xlabel("step")
-        b.set_xlabel("KL(policy || base)")
+        b.set_xlabel("KL(policy || base), training rollouts")
+        c.set_xlabel("KL(policy || base), held-out prompts")
+        c.set_title("held-out test_id prompts, at the checkpoints", fontsize=10)
         for ax in (a, b):
             ax.set_ylabel("gold reward (trailing mean of 5)")
+        c.set_ylabel("held-out gold reward")
+        for ax in (a, b, c):
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,8 +1,16 @@
 """Step 5 of the demo: sparse vs R3HF token rewards in the PPO family, where they can differ and where they cannot.
 
-(a) critic-free RLOO with per-token returns and (b) PPO with a fresh critic, over seeds, each with a verdict on R3HF's
-claim; (c) PPO with the reward-model critic, where r3hf with the potential-offset critic must reproduce sparse (the
-shaping equivalence, measured). Every run starts from a copy of the base policy against one frozen reward model.
+(a) critic-free RLOO with per-token returns (rewardlab's construction: standard RLOO scores the whole sequence, which
+cancels the redistribution) and (b) PPO with a fresh critic, over seeds; (c) PPO with the reward-model critic, where r3hf
+with the potential-offset critic must reproduce sparse (the shaping equivalence, measured). Every run starts from a copy
+of the base policy against one frozen reward model.
+
+(a) and (b) each also hold the baseline users run: sparse PPO with the reward-model critic (`critic_init` reward-model,
+the default), in the same seeds and steps (one run per seed, shared by both). Every run is evaluated on held-out prompts
+(the world's test_id split, never trained on) at fixed checkpoints (`rewardlab.rl.ppo`'s eval rows), and the arms are
+compared on those: at the final step and at matched KL (each run's held-out gold interpolated at KL values every run
+reaches, `gold_at_kl`), as per-seed paired differences with a t-interval over seeds and a verdict
+(`rewardlab.paired_stats`); with one seed there is no interval and no verdict.
 """
 
 from __future__ import annotations
@@ -16,6 +24,18 @@ from pathlib import Path
 
 from rewardlab.demo.config import DemoConfig
 from rewardlab.demo.stats import mean_std
+from rewardlab.paired_stats import LEVEL, t_interval
+from rewardlab.paired_stats import verdict as interval_verdict
+
+# the baseline users run: sparse PPO with the reward-model critic (rewardlab ppo's default critic_init)
+BASELINE = "baseline"
+BASELINE_ARM = ("ppo", "sparse", "reward-model")
+ONE_SEED = "one seed: not distinguishable at this size"
+KL_FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # the common KL values: these fractions of the smallest KL every run reaches
+PER_TOKEN_RLOO = (
+    "rewardlab's per-token RLOO: each token's return G_t = sum of the rewards from t on, minus the leave-one-out mean; "
+    "not standard RLOO, which scores the whole sequence and so cancels any redistribution"
+)
 
 
 @dataclass(frozen=True)
@@ -27,13 +47,20 @@ class PPOComparison:
     arms: tuple[tuple[str, str | None], ...]  # (shaping, critic_init); critic_init None: no critic
     question: str
     kind: str  # "verdict": seeds, spread and a verdict on R3HF's claim; "equivalence": the two runs must coincide
+    note: str | None = None  # how the algorithm is built, when it is not the standard one
+
+    @property
+    def with_baseline(self) -> bool:
+        """Verdict comparisons also run the baseline users run (sparse PPO, reward-model critic) in the same seeds."""
+        return self.kind == "verdict"
 
 
 PPO_COMPARISONS = (
     PPOComparison(
         "critic-free", "rloo", (("sparse", None), ("r3hf", None)),
-        "RLOO with per-token returns, no critic: r3hf's prefix score R(x, y<t) acts as a per-token baseline",
-        "verdict",
+        "RLOO with per-token returns (rewardlab's construction), no critic: r3hf's prefix score R(x, y<t) acts as a "
+        "per-token baseline",
+        "verdict", PER_TOKEN_RLOO,
     ),
     PPOComparison(
         "fresh-critic", "ppo", (("sparse", "fresh"), ("r3hf", "fresh")),
@@ -54,7 +81,8 @@ def run_ppo_comparisons(
     cfg: DemoConfig, out: Path, policy: tuple, policy_path: Path, rm_path: Path
 ) -> tuple[dict, dict[str, dict[str, list[list[dict]]]]]:
     """Every PPO_COMPARISONS run from a copy of the base policy against one loaded reward model; returns (the results
-    entry, the logs by comparison and shaping, one per seed)."""
+    entry, the logs by comparison and arm (its shaping, or BASELINE), one per seed: metrics.jsonl's rows, training and
+    eval). The baseline's runs (sparse PPO, reward-model critic) are made once per seed and shared."""
     from rewardlab.modeling.loader import load_reward_model
     from rewardlab.rl.ppo import train_ppo
     from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
@@ -64,23 +92,34 @@ def run_ppo_comparisons(
     reward_model = load_reward_model(rm_path)  # frozen during PPO (the critic is a copy), so one load serves every run
     logs: dict[str, dict[str, list[list[dict]]]] = {}
     seconds: dict[str, float] = {}
+    done: dict[tuple, list[dict]] = {}  # (algo, shaping, critic_init, seed, steps) -> its log: the shared baseline
+
+    def run(algo: str, shaping: str, critic_init: str | None, seed: int, steps: int, name: str) -> list[dict]:
+        key = (algo, shaping, critic_init, seed, steps)
+        if key not in done:
+            run_dir = out / f"{name}-{shaping}-s{seed}"
+            ppo_cfg = ppo_run_config(cfg, algo, shaping, critic_init, seed, steps, run_dir, policy_path, rm_path)
+            train_ppo(
+                ppo_cfg,
+                policy=(copy.deepcopy(model), tokenizer),  # PPO trains its policy in place
+                reward_model=reward_model,
+                gold=resolve_scorer("builtin"),
+                prompts=prompts,
+            )
+            done[key] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return done[key]
+
     for comparison in PPO_COMPARISONS:
         start = time.perf_counter()
         verdict_runs = comparison.kind == "verdict"
         seeds, steps = (cfg.ppo_seeds, cfg.ppo_steps) if verdict_runs else (1, cfg.ppo_check_steps)
         for seed in range(seeds):  # seed-major, so an interrupted run still holds paired seeds
             for shaping, critic_init in comparison.arms:
-                run_dir = out / f"{comparison.name}-{shaping}-s{seed}"
-                ppo_cfg = ppo_run_config(cfg, comparison.algo, shaping, critic_init, seed, steps, run_dir, policy_path, rm_path)
-                train_ppo(
-                    ppo_cfg,
-                    policy=(copy.deepcopy(model), tokenizer),  # PPO trains its policy in place
-                    reward_model=reward_model,
-                    gold=resolve_scorer("builtin"),
-                    prompts=prompts,
-                )
-                log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+                log = run(comparison.algo, shaping, critic_init, seed, steps, comparison.name)
                 logs.setdefault(comparison.name, {}).setdefault(shaping, []).append(log)
+            if comparison.with_baseline:
+                log = run(*BASELINE_ARM, seed, steps, BASELINE)
+                logs.setdefault(comparison.name, {}).setdefault(BASELINE, []).append(log)
         seconds[comparison.name] = time.perf_counter() - start
     return summarise_ppo_comparisons(logs, seconds), logs
 
@@ -89,7 +128,8 @@ def ppo_run_config(
     cfg: DemoConfig, algo: str, shaping: str, critic_init: str | None, seed: int, steps: int, run_dir: Path,
     policy_path: Path, rm_path: Path,
 ):  # fmt: skip
-    """One PPO-family run of the demo (its trackers: the demo's `report_to`)."""
+    """One PPO-family run of the demo (its trackers: the demo's `report_to`), evaluated on `ppo_eval_prompts` held-out
+    test_id prompts every `ppo_eval_every` steps."""
     from rewardlab.rl.ppo import PPOConfig
 
     return PPOConfig(
@@ -98,40 +138,156 @@ def ppo_run_config(
         steps=steps, batch_size=cfg.ppo_batch_size, minibatch_size=16, rloo_k=cfg.rloo_k, lr=cfg.ppo_lr,
         critic_lr=cfg.ppo_lr, kl_coef=cfg.ppo_kl_coef, max_new_tokens=16, seed=seed, save_policy=False,
         progress=cfg.progress, report_to=cfg.report_to,
+        eval_prompts="builtin:test_id", eval_limit=cfg.ppo_eval_prompts, eval_every=cfg.ppo_eval_every,
     )  # fmt: skip
 
 
+def training_rows(log: list[dict]) -> list[dict]:
+    """A run's training rows (metrics.jsonl rows without a `kind`)."""
+    return [r for r in log if "kind" not in r]
+
+
+def eval_rows(log: list[dict]) -> list[dict]:
+    """A run's held-out evaluation rows (kind eval), in step order."""
+    return sorted((r for r in log if r.get("kind") == "eval"), key=lambda r: r["step"])
+
+
+def arm_descriptors(comparison: PPOComparison) -> list[tuple[str, str, str, str | None]]:
+    """(arm, algo, shaping, critic_init) of each arm: the comparison's own arms (named by their shaping), then the
+    baseline where it has one."""
+    arms = [(shaping, comparison.algo, shaping, critic_init) for shaping, critic_init in comparison.arms]
+    return arms + ([(BASELINE, *BASELINE_ARM)] if comparison.with_baseline else [])
+
+
 def summarise_ppo_comparisons(logs: dict[str, dict[str, list[list[dict]]]], seconds: dict[str, float] | None = None) -> dict:
-    """results.json's `ppo`: per comparison its algo, question and kind, one entry per arm (algo, shaping, critic_init
-    and `summarise_ppo`'s figures), and the r3hf - sparse paired difference (verdict kind) or the coincidence of the two
-    logs (equivalence kind)."""
+    """results.json's `ppo`: per comparison its algo, question and kind, one entry per arm (arm, algo, shaping,
+    critic_init, `summarise_ppo`'s figures on the training rollouts and `held_out`'s on the evaluation prompts), and
+    - verdict kind: `r3hf_minus_sparse` (training rollouts, descriptive), the common KL values `kl_grid` and `paired`:
+      r3hf - sparse, r3hf - baseline and sparse - baseline on held-out gold, at the final step and at each common KL
+      (`contrast`: per-seed differences, t-interval, verdict);
+    - equivalence kind: the coincidence of the two logs."""
     summary = {}
     for comparison in PPO_COMPARISONS:
         if comparison.name not in logs:
             continue
         runs = logs[comparison.name]
-        by_shaping = summarise_ppo(runs)
+        train_runs = {arm: [training_rows(log) for log in seed_logs] for arm, seed_logs in runs.items()}
+        by_arm = summarise_ppo(train_runs)
+        first = next(iter(train_runs.values()))
         entry: dict = {
             "algo": comparison.algo,
             "question": comparison.question,
             "kind": comparison.kind,
-            "seeds": len(next(iter(runs.values()))),
-            "steps": len(next(iter(runs.values()))[0]) - 1,
+            "seeds": len(first),
+            "steps": len(first[0]) - 1,
             "seconds": (seconds or {}).get(comparison.name),
-            "arms": [
-                {"algo": comparison.algo, "shaping": shaping, "critic_init": critic_init, **by_shaping[shaping]}
-                for shaping, critic_init in comparison.arms
-            ],
         }
+        if comparison.note:
+            entry["construction"] = comparison.note
+        present = [a for a in arm_descriptors(comparison) if a[0] in runs]
+        evaluated = all(eval_rows(log) for arm, *_ in present for log in runs[arm])
+        kls = [[r["kl"] for r in eval_rows(log)] for arm, *_ in present for log in runs[arm]]
+        grid = common_kl_grid(kls) if evaluated else []
+        held_out = {arm: summarise_held_out(runs[arm], grid) for arm, *_ in present} if evaluated else {}
+        entry["arms"] = [
+            {"arm": arm, "algo": algo, "shaping": shaping, "critic_init": critic_init, **by_arm[arm]}
+            | ({"held_out": held_out[arm], "gold_at_kl": held_out[arm]["gold_at_kl"]} if evaluated else {})
+            | ({"role": "baseline: sparse PPO with the reward-model critic (the default users run)"} if arm == BASELINE else {})
+            for arm, algo, shaping, critic_init in present
+        ]
         if comparison.kind == "verdict":
-            entry["r3hf_minus_sparse"] = paired_difference(by_shaping["sparse"], by_shaping["r3hf"])
+            entry["r3hf_minus_sparse"] = paired_difference(by_arm["sparse"], by_arm["r3hf"])
+            if evaluated:
+                entry["kl_grid"] = grid
+                entry["paired"] = {
+                    f"{a} - {b}": paired_held_out(held_out[a], held_out[b])
+                    for a, b in (("r3hf", "sparse"), ("r3hf", BASELINE), ("sparse", BASELINE))
+                    if a in held_out and b in held_out
+                }
         else:
-            entry["coincidence"] = coincidence(runs["sparse"][0], runs["r3hf"][0])
+            entry["coincidence"] = coincidence(train_runs["sparse"][0], train_runs["r3hf"][0])
             # The reward-model critic IS the prefix score at step 0: how well R(x, y<t) predicts the return there says
             # whether it can serve as a per-token baseline (negative: worse than a constant, so it adds variance).
-            entry["prefix_score_explained_variance"] = runs["sparse"][0][0].get("value_explained_variance")
+            entry["prefix_score_explained_variance"] = train_runs["sparse"][0][0].get("value_explained_variance")
         summary[comparison.name] = entry
     return summary
+
+
+# ----- held-out evaluation: matched KL and paired contrasts (pure functions) -----
+
+
+def gold_at_kl(kl: list[float], gold: list[float], targets: list[float]) -> list[float | None]:
+    """Gold at each target KL along one run, from its checkpoints in step order (`kl[k]`, `gold[k]`): linear between the
+    two checkpoints where the run first reaches the target (the first segment [kl_k, kl_k+1] holding it, whichever way
+    the KL moves); None where the run never reaches it (no extrapolation)."""
+    if len(kl) != len(gold):
+        raise ValueError(f"{len(kl)} KL values but {len(gold)} gold values")
+    out: list[float | None] = []
+    for target in targets:
+        value = gold[0] if kl and kl[0] == target else None
+        for k in range(len(kl) - 1):
+            if value is not None:
+                break
+            a, b = kl[k], kl[k + 1]
+            if min(a, b) <= target <= max(a, b):
+                value = gold[k] if a == b else gold[k] + (gold[k + 1] - gold[k]) * (target - a) / (b - a)
+        out.append(value)
+    return out
+
+
+def common_kl_grid(kls: list[list[float]], fractions: tuple[float, ...] = KL_FRACTIONS) -> list[float]:
+    """KL values every run reaches: `fractions` of the smallest, over the runs, of the largest KL a run reached (none
+    when some run never moved from its reference)."""
+    reach = min((max(kl) for kl in kls if kl), default=0.0)
+    return [f * reach for f in fractions] if reach > 0 else []
+
+
+def summarise_held_out(seed_logs: list[list[dict]], grid: list[float]) -> dict:
+    """One arm on the held-out prompts, per seed and over seeds: the checkpoints' steps, gold at the first and the final
+    checkpoint and its gain, the final KL, and `gold_at_kl` (gold at each common KL: per seed and their mean)."""
+    per_seed = [eval_rows(log) for log in seed_logs]
+    at_kl = [gold_at_kl([r["kl"] for r in rows], [r["gold_reward"] for r in rows], grid) for rows in per_seed]
+    return {
+        "steps": [r["step"] for r in per_seed[0]],
+        "n_prompts": per_seed[0][0].get("n_prompts"),
+        "gold": [[r["gold_reward"] for r in rows] for rows in per_seed],
+        "kl": [[r["kl"] for r in rows] for rows in per_seed],
+        "gold_initial": mean_std([rows[0]["gold_reward"] for rows in per_seed]),
+        "gold_final": mean_std([rows[-1]["gold_reward"] for rows in per_seed]),
+        "gold_gain": mean_std([rows[-1]["gold_reward"] - rows[0]["gold_reward"] for rows in per_seed]),
+        "kl_final": mean_std([rows[-1]["kl"] for rows in per_seed]),
+        "gold_at_kl": {
+            "kl": grid,
+            "per_seed": at_kl,
+            "mean": [statistics.fmean(v) if None not in (v := [s[i] for s in at_kl]) else None for i in range(len(grid))],
+        },
+    }
+
+
+def contrast(values: list[float], level: float = LEVEL) -> dict:
+    """Per-seed paired differences: their mean, the t-interval over seeds and the verdict at `level` (`better` /
+    `worse` when the interval excludes zero, else not distinguishable); with one seed there is no interval and the
+    verdict is ONE_SEED."""
+    mean, low, high = t_interval(values, level)
+    out = {"diff": mean, "per_seed": values, "ci_low": None, "ci_high": None, "n_seeds": len(values), "level": level}
+    if len(values) < 2:
+        return out | {"verdict": ONE_SEED}
+    # no McNemar here (gold is no pairwise credit): p = 0 lets the t-interval decide
+    return out | {"ci_low": low, "ci_high": high, "verdict": interval_verdict(low, high, 0.0, level)}
+
+
+def paired_held_out(a: dict, b: dict) -> dict:
+    """Arm a minus arm b on the held-out prompts, seed by seed: gold at the final checkpoint (`final`), its gain over
+    the first (`gain`) and gold at each common KL (`at_kl`, in `kl`'s order; the last is the largest KL every run
+    reached)."""
+    seeds = range(min(len(a["gold"]), len(b["gold"])))
+    final = [a["gold"][s][-1] - b["gold"][s][-1] for s in seeds]
+    gain = [(a["gold"][s][-1] - a["gold"][s][0]) - (b["gold"][s][-1] - b["gold"][s][0]) for s in seeds]
+    at_kl = [
+        contrast([a["gold_at_kl"]["per_seed"][s][i] - b["gold_at_kl"]["per_seed"][s][i] for s in seeds])
+        for i in range(len(a["gold_at_kl"]["kl"]))
+    ]
+    return {"final": contrast(final), "gain": contrast(gain), "kl": a["gold_at_kl"]["kl"], "at_kl": at_kl}
 
 
 def paired_difference(sparse: dict, r3hf: dict) -> dict:
@@ -159,12 +315,14 @@ def coincidence(first: list[dict], second: list[dict], tolerance: float = 1e-6) 
 
 
 def summarise_ppo(runs: dict[str, list[list[dict]]]) -> dict:
-    """Per shaping: initial and final gold / proxy reward and KL, mean and spread over seeds (final = mean of the last
-    quarter of steps, to smooth rollout noise; `gold_mean_gain` = mean gold over the steps after 0, minus step 0's).
-    `gold_final_sem` is the sampling error of the final figure (the spread of the tail's batch means / sqrt(steps),
-    combined over seeds): with one seed it is the only noise gauge there is."""
+    """On the training rollouts, per arm (shaping or BASELINE): initial and final gold / proxy reward and KL, mean and
+    spread over seeds (final = mean of the last quarter of steps, to smooth rollout noise; `gold_mean_gain` = mean gold
+    over the steps after 0, minus step 0's). `gold_final_sem` is the batch-to-batch noise of the final figure (the
+    spread of the tail's batch means / sqrt(steps), combined over seeds): descriptive only, since successive steps are
+    not independent and the rollouts are training prompts; the verdicts read the held-out evaluation instead."""
     summary = {}
     for shaping, logs in runs.items():
+        logs = [training_rows(log) for log in logs]
         finals, initials, kls, proxies, sems, mean_gains = [], [], [], [], [], []
         for log in logs:
             tail = log[-max(1, len(log) // 4) :]

@@ -8,7 +8,7 @@ import statistics
 from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, ROW_LABELS
 
 PPO_LABELS = {
-    "critic-free": "Critic-free (RLOO, per-token returns)",
+    "critic-free": "Critic-free (rewardlab's per-token RLOO, not standard RLOO)",
     "fresh-critic": "PPO with a fresh critic",
     "potential-offset": "PPO with the reward-model critic",
 }
@@ -118,25 +118,14 @@ def bon_findings(bon: dict) -> list[str]:
 
 
 def ppo_findings(ppo: dict) -> list[str]:
-    """One sentence per PPO comparison: verdicts on R3HF's claim from the comparisons where dense rewards can matter,
-    and the measured equivalence where they cannot."""
+    """One sentence per PPO comparison, then one per paired contrast: verdicts on held-out gold at matched KL, claimed
+    only where the t-interval over seeds excludes zero (one seed: none); the measured equivalence where dense rewards
+    cannot matter."""
     lines = []
     for name, entry in ppo.items():
         label = PPO_LABELS.get(name, name)
-        arms = {arm["shaping"]: arm for arm in entry["arms"]}
         if entry["kind"] == "verdict":
-            s, r, d = arms["sparse"], arms["r3hf"], entry["r3hf_minus_sparse"]
-            gain, spread = d["gold_gain"], d["gold_gain"]["std"]
-            floor = max(0.01, 2 * d["sampling_error"])
-            lines.append(
-                f"{label}, {entry['seeds']} seed(s) x {entry['steps']} steps: gold gain sparse "
-                f"{s['gold_gain']['mean']:+.3f} ± {s['gold_gain']['std']:.3f}, r3hf {r['gold_gain']['mean']:+.3f} ± "
-                f"{r['gold_gain']['std']:.3f}; r3hf - sparse {gain['mean']:+.3f} (per seed "
-                f"{', '.join(f'{v:+.3f}' for v in gain['values'])}; seed spread {spread:.3f}, sampling error "
-                f"{d['sampling_error']:.3f}); averaged over the steps {d['gold_mean_gain']['mean']:+.3f}; final KL "
-                f"{s['kl_final']['mean']:.2f} / {r['kl_final']['mean']:.2f}; "
-                f"{verdict(gain['mean'], spread, floor)} R3HF's claim that dense rewards learn faster."
-            )
+            lines += ppo_verdict_findings(label, entry)
         else:
             c = entry["coincidence"]
             match = "the same" if c["steps_matching"] == c["steps_logged"] else "different"
@@ -155,6 +144,69 @@ def ppo_findings(ppo: dict) -> list[str]:
                     f"{explained:+.2f} of the variance of the returns ({quality} than a constant): that is the per-token "
                     "baseline r3hf adds without a critic, and the signal it offers a fresh critic."
                 )
+    return lines
+
+
+# ----- PPO against the baseline users run, on held-out prompts at matched KL (issue 21) -----
+
+CONTRAST_CLAIMS = {  # contrast (arm - arm) -> the claim its verdict speaks to
+    "r3hf - sparse": "R3HF's claim that dense rewards learn faster",
+    "r3hf - baseline": "R3HF's claim against the sparse PPO users run (reward-model critic)",
+    "sparse - baseline": "a gain of this arm's sparse run over the sparse PPO users run",
+}
+
+
+def contrast_words(said: str) -> str:
+    """A contrast's verdict (rewardlab.paired_stats) as words on its claim: an effect only when the interval excludes 0."""
+    from rewardlab.paired_stats import BETTER, WORSE
+
+    if said == BETTER:
+        return "agrees with"
+    if said == WORSE:
+        return "contradicts"
+    if said.startswith("one seed"):
+        return "one seed: not distinguishable at this size; no verdict on"
+    return "not distinguishable at this size; does not reproduce"
+
+
+def interval_text(c: dict, per_seed: bool = False) -> str:
+    """A contrast's mean difference with its t-interval (or "one seed, no interval"), optionally its per-seed values."""
+    if c["ci_low"] is None:
+        return f"{c['diff']:+.3f} (one seed, no interval)"
+    seeds = f"; per seed {', '.join(f'{v:+.3f}' for v in c['per_seed'])}" if per_seed else ""
+    return (
+        f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] ({c['level']:.0%} t-interval over {c['n_seeds']} "
+        f"seeds{seeds})"
+    )
+
+
+def ppo_verdict_findings(label: str, entry: dict) -> list[str]:
+    """The arms' held-out gold, then each paired contrast at the largest common KL (and at the final step)."""
+    arms = {arm.get("arm", arm["shaping"]): arm for arm in entry["arms"]}
+    if "paired" not in entry:
+        return [f"{label}: no held-out evaluation in these runs, so no verdict."]
+    held = {name: arm["held_out"] for name, arm in arms.items()}
+    first = next(iter(held.values()))
+    described = "; ".join(
+        f"{name}{' (sparse PPO, reward-model critic)' if name == 'baseline' else ''} {h['gold_initial']['mean']:.3f} -> "
+        f"{h['gold_final']['mean']:.3f} at KL {h['kl_final']['mean']:.2f}"
+        for name, h in held.items()
+    )
+    lines = [
+        f"{label}, {entry['seeds']} seed(s) x {entry['steps']} steps, gold on {first['n_prompts']} held-out test_id prompts "
+        f"(first -> final checkpoint): {described}."
+    ]
+    kl = entry.get("kl_grid") or []
+    for name, pair in entry["paired"].items():
+        final = pair["final"]
+        if kl:
+            headline, where = pair["at_kl"][-1], f"at matched KL {kl[-1]:.2f}"
+        else:
+            headline, where = final, "at the final step (no common KL)"
+        lines.append(
+            f"{label}: {name}, held-out gold {where}: {interval_text(headline, per_seed=True)}; at the final step "
+            f"{interval_text(final)}; {contrast_words(headline['verdict'])} {CONTRAST_CLAIMS.get(name, name)}."
+        )
     return lines
 
 
@@ -223,7 +275,48 @@ def render_ppo_section(ppo: dict) -> list[str]:
                 f"{arm['gold_gain']['mean']:+.3f} ± {arm['gold_gain']['std']:.3f} | {arm['gold_mean_gain']['mean']:+.3f} | "
                 f"{arm['gold_final_sem']:.3f} | {arm['kl_final']['mean']:.2f} | {arm['proxy_final']['mean']:.3f} |"
             )
+    lines += render_ppo_held_out(ppo)
     lines += ["", "![PPO gold reward](ppo_gold.png)"]
+    return lines
+
+
+def render_ppo_held_out(ppo: dict) -> list[str]:
+    """The held-out evaluation: gold per arm at the common KL values, and the paired contrasts with their intervals."""
+    rows = [(name, entry) for name, entry in ppo.items() if "paired" in entry]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The table above reads the training rollouts (training prompts; successive steps are not independent). The verdicts "
+        "read the held-out evaluation: gold on the world's test_id prompts (never trained on), one sample per prompt at the "
+        "training temperature from a fixed seed, at fixed checkpoints; arms compared at matched KL (each run's gold "
+        "interpolated at KL values every run reaches) and at the final step, seed by seed. The baseline is sparse PPO with "
+        "the reward-model critic, the default users run, in the same seeds and steps.",
+    ]
+    for name, entry in rows:
+        if entry.get("construction"):
+            lines += ["", f"{PPO_LABELS.get(name, name)}: {entry['construction']}."]
+    lines += ["", "| comparison | arm | algo | critic | held-out gold first | final | KL final | gold at KL |", "|---" * 8 + "|"]
+    for name, entry in rows:
+        for arm in entry["arms"]:
+            h = arm["held_out"]
+            at = ", ".join(
+                f"{k:.2f}: {g:.3f}" if g is not None else f"{k:.2f}: -"
+                for k, g in zip(h["gold_at_kl"]["kl"], h["gold_at_kl"]["mean"], strict=True)
+            )
+            lines.append(
+                f"| {name} | {arm.get('arm', arm['shaping'])} | {arm['algo']} | {arm['critic_init'] or 'none'} | "
+                f"{h['gold_initial']['mean']:.3f} | {h['gold_final']['mean']:.3f} ± {h['gold_final']['std']:.3f} | "
+                f"{h['kl_final']['mean']:.2f} | {at or '-'} |"
+            )
+    lines += ["", "| comparison | contrast | at the largest common KL | at the final step | verdict |", "|---" * 5 + "|"]
+    for name, entry in rows:
+        for contrast_name, pair in entry["paired"].items():
+            headline = pair["at_kl"][-1] if pair["at_kl"] else pair["final"]
+            lines.append(
+                f"| {name} | {contrast_name} | {interval_text(headline)} | {interval_text(pair['final'])} | "
+                f"{headline['verdict']} |"
+            )
     return lines
 
 

@@ -35,6 +35,15 @@ gradient, which Adam undoes (up to eps): the critic's step size is set by `criti
 Dropout is off throughout (models stay in eval mode; gradients flow regardless).
 
 Step k of the logs is measured on the rollout of the policy after k updates: step 0 is the initial policy (KL = 0).
+
+Held-out evaluation (`eval_prompts`, off by default): at step 0, every `eval_every` steps and after the last update, the
+policy answers `eval_limit` held-out prompts (one sample each, at the training temperature, from a generator seeded with
+EVAL_SEED: the same random numbers at every checkpoint and in every run, whatever the run's seed), and metrics.jsonl gets
+a row {"kind": "eval", "step", "gold_reward", "proxy_reward", "kl", "kl_sampled", ...}: the gold, the reward model's
+score and the KL to the reference on prompts the policy never trains on: `kl` sums the exact KL of the full next-token
+distributions over the response's positions (never negative, no sampling noise over the vocabulary: the axis for
+comparing runs at matched KL on a few prompts), `kl_sampled` the training estimator on the sampled tokens. Training rows
+carry no "kind". The evaluation leaves the training's random state alone (generation seeds its own generator).
 """
 
 from __future__ import annotations
@@ -62,6 +71,8 @@ from rewardlab.rl.ppo_math import (
     add_missing_eos_penalty,
     compute_advantages,
     entropy_from_logits,
+    exact_kl_per_token,
+    kl_per_token,
     masked_mean,
     policy_loss,
     reinforce_baseline,
@@ -92,6 +103,19 @@ from rewardlab.runtime import (
     seal_output_dir,
 )
 from rewardlab.tracking import finish_tracking, resolve_report_to, start_tracking, tracker_scalars
+
+EVAL_SEED = 20_240_917  # held-out evaluation samples with this seed in every run and at every checkpoint
+
+
+def eval_steps(steps: int, every: int) -> list[int]:
+    """The checkpoints of the held-out evaluation: 0, every `every` steps, and the last step (`steps`)."""
+    return sorted(set(range(0, steps + 1, max(every, 1))) | {steps})
+
+
+def _prompt_key(prompt: Text) -> str:
+    import json
+
+    return json.dumps(prompt, sort_keys=True)
 
 
 def _chunks(total: int, size: int) -> list[slice]:
@@ -162,6 +186,16 @@ class PPOTrainer:
         self.prompts = list(prompts)
         self.prompt_cycle = PromptCycle(self.prompts, cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch shuffling
+        # held-out evaluation prompts: the same ones in every run (seed 0), whatever the training seed
+        self.eval_prompts: list[Text] = []
+        if cfg.eval_prompts is not None:
+            if self.gold is None:
+                raise ValueError("eval_prompts needs a gold scorer (gold)")
+            self.eval_prompts = list(resolve_prompts(cfg.eval_prompts, limit=cfg.eval_limit, seed=0, default_count=64))
+            if not self.eval_prompts:
+                raise ValueError(f"no evaluation prompts in {cfg.eval_prompts}")
+        training = {_prompt_key(p) for p in self.prompts}
+        self.eval_prompts_in_training = sum(_prompt_key(p) in training for p in self.eval_prompts)
 
     def _build_models(self, policy, reward_model, device) -> tuple[nn.Module, RewardModel | None]:
         """The frozen reward model, the trainable policy (LoRA or full; its reference) and the critic."""
@@ -371,6 +405,58 @@ class PPOTrainer:
         batch_mean = self.accelerator.gather(reward_to_go(rewards, mask, cfg.gamma)[:, 0]).mean().item()
         return reinforce_baseline(batch_mean, self.reinforce_baseline, cfg.reinforce_baseline, cfg.baseline_decay)
 
+    # ----- held-out evaluation -----
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict[str, float]:
+        """The eval row for the current policy on the held-out prompts (see the module docstring); moves no training
+        state. Each process answers its share of the prompts; the means are over all of them."""
+        cfg, accelerator = self.cfg, self.accelerator
+        start = time.perf_counter()
+        prompts = self.eval_prompts[accelerator.process_index :: accelerator.num_processes]
+        samples = sample(
+            self.policy,
+            self.tokenizer,
+            prompts,
+            n=1,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            batch_size=cfg.generation_batch_size or len(prompts),
+            seed=EVAL_SEED * 1024 + accelerator.process_index,
+        )
+        batch = build_response_batch(samples.samples, self.pad_id).to(accelerator.device)
+        finished = torch.tensor([s.finished for s in samples.samples], device=accelerator.device)
+        exact, sampled = [], []
+        for rows in _chunks(batch.mask.shape[0], cfg.minibatch_size):
+            chunk = batch.rows(rows)
+            with accelerator.autocast():
+                logits = response_logits(self.policy, chunk, cfg.temperature)
+                if self.reference is not None:
+                    ref_logits = response_logits(self.reference, chunk, cfg.temperature)
+                else:
+                    with self.policy.disable_adapter():
+                        ref_logits = response_logits(self.policy, chunk, cfg.temperature)
+            exact.append((exact_kl_per_token(logits, ref_logits) * chunk.mask).sum(1))
+            logp, ref_logp = gather_logprobs(logits, chunk.response_ids), gather_logprobs(ref_logits, chunk.response_ids)
+            sampled.append((kl_per_token(logp, ref_logp, cfg.kl_estimator) * chunk.mask).sum(1))
+            del logits, ref_logits
+        sequence_scores, _, _ = self._reward_pass(batch, samples, finished)
+        kl, kl_sampled = torch.cat(exact), torch.cat(sampled)
+        gold = torch.tensor(self.gold.score(samples.prompts_of_samples(), samples.texts()), device=batch.mask.device)
+        lengths = batch.mask.sum(1).float()
+        row = {"kind": "eval", "step": step, "n_prompts": len(self.eval_prompts)}
+        for key, values in (
+            ("gold_reward", gold),
+            ("proxy_reward", sequence_scores),
+            ("kl", kl),
+            ("kl_sampled", kl_sampled),
+            ("response_length", lengths),
+        ):
+            row[key] = self._mean(values)
+        row["eos_fraction"] = self._mean(finished.float())
+        row["eval_seconds"] = time.perf_counter() - start
+        return row
+
     # ----- update -----
     def update(self, ro: Rollout) -> dict[str, float]:
         """`ppo_epochs` passes over shuffled minibatches of the rollout; returns mean losses and statistics."""
@@ -443,6 +529,8 @@ class PPOTrainer:
             "num_processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision,
             "num_prompts": len(self.prompts),
+            "num_eval_prompts": len(self.eval_prompts),
+            "eval_prompts_in_training": self.eval_prompts_in_training,
             "rewardlab_version": version(),
         }
         if is_main:
@@ -464,9 +552,16 @@ class PPOTrainer:
         metrics_log = JsonlAppender(output_dir / "metrics.jsonl", enabled=is_main)
         samples_log = JsonlAppender(output_dir / "samples.jsonl", enabled=is_main)
         log: list[dict] = []
+        evals: list[dict] = []
+        checkpoints = set(eval_steps(cfg.steps, cfg.eval_every)) if self.eval_prompts else set()
         bar = progress(range(cfg.steps + 1), desc=f"{cfg.algo} ({cfg.reward_shaping})", enabled=cfg.progress and is_main)
         start = time.perf_counter()
         for step in bar:
+            if step in checkpoints:  # the policy after `step` updates, before this step's rollout
+                row = self.evaluate(step)
+                evals.append(row)
+                metrics_log.write(row)
+                accelerator.log(tracker_scalars(row, "eval/"), step=step)
             ro = self.rollout(self.next_prompts(), step)
             self.commit(ro)
             record = {"step": step, **self.rollout_stats(ro)}
@@ -493,6 +588,8 @@ class PPOTrainer:
         bar.close()
 
         summary = summarise(log)
+        if evals:
+            summary["eval"] = evals
         if cfg.save_policy:
             self.save_policy(output_dir / "policy")
         if is_main:

@@ -37,6 +37,7 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
         "Generation": ("max_new_tokens", "temperature", "top_p", "generation_batch_size"),
         "Model": ("lora", "lora_dropout"),
         "Run": ("output_dir", "log_samples", "sample_every", "save_policy"),
+        "Evaluation": ("eval_prompts", "eval_limit", "eval_every"),
     }  # fmt: skip
 
     # models and data
@@ -103,6 +104,12 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
     log_samples: int = setting(4, help="Generations written to samples.jsonl per logged step (default 4).")
     sample_every: int = setting(10, help="Steps between sample dumps (default 10; step 0 and the last always).")
     save_policy: bool = setting(True, help="Save the trained policy (default on).")
+    # held-out evaluation: gold (and proxy, KL) on prompts the policy never trains on, at fixed checkpoints
+    eval_prompts: str | None = setting(  # e.g. builtin:test_id; needs a gold scorer
+        None, help="Held-out prompts scored by the gold at checkpoints (file, hub id or builtin:SPLIT); default off."
+    )
+    eval_limit: int = setting(64, min=1, help="Held-out prompts to evaluate (default 64).")
+    eval_every: int = setting(10, min=1, help="Steps between held-out evaluations (default 10; step 0 and the last always).")
 
     def validate(self) -> None:
         """Every setting and the output directory, checked before any model loads (one line on a bad one)."""
@@ -130,12 +137,14 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
                 f"critic_init = 'potential-offset' needs a potential-based reward_shaping ({', '.join(POTENTIAL_METHODS)}); "
                 f"'{self.reward_shaping}' has no state potential"
             )
+        if self.eval_prompts is not None and self.gold is None:
+            raise UserError("eval_prompts needs a gold scorer to score them: pass --gold")
         resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here, before anything loads
         check_output_dir(self.output_dir, overwrite=self.overwrite, inputs=self.input_paths(), flag="--output")
 
     def input_paths(self) -> list[str | None]:
         """What the run reads (policy, reward model, gold, prompts): the output directory must lie apart from each."""
-        return [self.policy, self.reward_model, self.gold, self.prompts]
+        return [self.policy, self.reward_model, self.gold, self.prompts, self.eval_prompts]
 
     @classmethod
     def from_dict(cls, d: dict) -> PPOConfig:

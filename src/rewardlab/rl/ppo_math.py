@@ -117,6 +117,14 @@ class AdaptiveKLController:
         self.value *= 1.0 + proportional_error * n_steps / self.horizon
 
 
+def exact_kl_per_token(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(pi || pi_ref) of the full next-token distributions at each position, sum_v p_v (log p_v - log q_v), from the
+    two models' logits (..., vocab): no sampling noise over the vocabulary, never negative."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
+    return (logp.exp() * (logp - ref_logp)).sum(-1)
+
+
 def shape_rewards(
     token_scores: torch.Tensor,
     logp: torch.Tensor,
