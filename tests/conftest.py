@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -19,7 +20,9 @@ def trackers_offline(tmp_path_factory):
     under the session's temporary directory (set before any test starts one: trackio reads TRACKIO_DIR on import)."""
     root = tmp_path_factory.mktemp("trackers")
     os.environ |= {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(root), "TRACKIO_DIR": str(root / "trackio")}
-    return root
+    yield root
+    if "trackio" in sys.modules:  # finished here, where pytest captures its farewell line, not at exit after the summary
+        sys.modules["trackio"].finish()
 
 
 @pytest.fixture(scope="session")
