@@ -121,7 +121,17 @@ def test_conditions_follow_the_numbers():
     mixed = world_check_conditions(0.72, [0.70, 0.75], [0.71, 0.74])
     assert not mixed["base_features_good"]["holds"] and not mixed["base_features_good"]["every_seed"]
     assert mixed["vanilla_damages_features"]["holds"] is False  # mean 0.725 is not below 0.72
-    assert world_check_conditions(0.72, [0.70, 0.71], [0.72])["base_features_good"]["holds"]  # "at or above"
+    one_seed = world_check_conditions(0.72, [0.70], [0.72])
+    assert one_seed["base_features_good"]["holds"]  # "at or above"
+    assert one_seed["base_features_good"]["every_seed"] is None  # one seed: no seed spread to speak of
+    assert one_seed["vanilla_damages_features"]["every_seed"] is None
+
+
+def test_one_seed_is_reported_without_a_spread():
+    from rewardlab.demo.stats import mean_std, with_spread
+
+    assert with_spread(mean_std([0.8123])) == "0.812 (1 seed)"
+    assert with_spread(mean_std([0.80, 0.82]), "+") == "+0.810 ± 0.014"
 
 
 def test_extend_grid_steps_past_the_end_the_choice_sits_on_until_its_bound():

@@ -187,21 +187,21 @@ def world_check_conditions(
 
     base_features_good:        probe_ood_base >= mean(vanilla_ood)
     vanilla_damages_features:  mean(probe_ood_after_vanilla) < probe_ood_base
-    `every_seed` says whether the comparison also holds seed by seed; `difference` is the mean difference in the
-    direction the condition asks for (positive when it holds).
+    `every_seed` says whether the comparison also holds seed by seed (None with one seed: there is no seed spread to
+    speak of); `difference` is the mean difference in the direction the condition asks for (positive when it holds).
     """
     after, vanilla = _mean(probe_ood_after_vanilla), _mean(vanilla_ood)
     return {
         "base_features_good": {
             "holds": probe_ood_base >= vanilla,
-            "every_seed": all(probe_ood_base >= v for v in vanilla_ood),
+            "every_seed": all(probe_ood_base >= v for v in vanilla_ood) if len(vanilla_ood) > 1 else None,
             "probe_ood_base": probe_ood_base,
             "vanilla_ood": vanilla,
             "difference": probe_ood_base - vanilla,
         },
         "vanilla_damages_features": {
             "holds": after < probe_ood_base,
-            "every_seed": all(a < probe_ood_base for a in probe_ood_after_vanilla),
+            "every_seed": all(a < probe_ood_base for a in probe_ood_after_vanilla) if len(probe_ood_after_vanilla) > 1 else None,
             "probe_ood_base": probe_ood_base,
             "probe_ood_after_vanilla": after,
             "difference": probe_ood_base - after,

@@ -94,6 +94,22 @@ def check_choice(flag: str, value: str | None, choices: tuple[str, ...] | list[s
         raise UserError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
 
 
+def check_eval_settings(batch_size: int, max_length: int, truncation: str) -> None:
+    """How pairs are batched for scoring (eval-rm, diagnose): one line on a bad setting."""
+    from rewardlab.data.templates import TRUNCATION_CHOICES
+
+    check_at_least("--batch-size", batch_size, 1)
+    check_at_least("--max-length", max_length, 2)
+    check_choice("--truncation", truncation, TRUNCATION_CHOICES)
+
+
+def named_inputs(model: str, specs: list[str]) -> list[str]:
+    """A command's inputs as paths (the model, each NAME=SPEC data set): its outputs must lie apart from them."""
+    from rewardlab.data.io import parse_named_spec
+
+    return [model, *(parse_named_spec(spec)[1] for spec in specs)]
+
+
 def overwrite_option():
     return typer.Option(False, "--overwrite", help="Replace an earlier rewardlab output there (never anything else).")
 

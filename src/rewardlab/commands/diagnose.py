@@ -9,8 +9,8 @@ import typer
 
 from rewardlab.commands.common import (
     aggregate_option,
-    check_at_least,
-    check_choice,
+    check_eval_settings,
+    named_inputs,
     overwrite_option,
     progress_option,
     quiet_libraries,
@@ -45,8 +45,6 @@ def diagnose(
     """Prefix-signal diagnostic: pairwise accuracy of chosen vs rejected prefixes at 10%, 20%, ..., 100% of each response,
     correlation of prefix scores with the final score, and the spread of R3HF token rewards; one forward pass per sequence.
     The 100% point equals eval-rm's accuracy on the same set."""
-    from rewardlab.data.io import parse_named_spec
-    from rewardlab.data.templates import TRUNCATION_CHOICES
     from rewardlab.runtime import (
         check_output_dir,
         claim_output_dir,
@@ -58,10 +56,8 @@ def diagnose(
     )
 
     with user_errors():  # settings and the output path first: they fail in a second, before anything loads
-        check_at_least("--batch-size", batch_size, 1)
-        check_at_least("--max-length", max_length, 2)
-        check_choice("--truncation", truncation, TRUNCATION_CHOICES)
-        inputs = [model, *(parse_named_spec(spec)[1] for spec in data)]
+        check_eval_settings(batch_size, max_length, truncation)
+        inputs = named_inputs(model, data)
         check_output_dir(output, overwrite=overwrite, inputs=inputs, flag="--output")
 
     from rewardlab.data.loading import load_named_preferences

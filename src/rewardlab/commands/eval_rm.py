@@ -8,10 +8,10 @@ import typer
 
 from rewardlab.commands.common import (
     aggregate_option,
-    check_at_least,
-    check_choice,
+    check_eval_settings,
     device_option,
     dtype_option,
+    named_inputs,
     overwrite_option,
     progress_option,
     quiet_libraries,
@@ -39,15 +39,11 @@ def eval_rm(
     overwrite: bool = overwrite_option(),
 ) -> None:
     """Evaluate a reward model on named preference sets (pairwise, or listwise: rewardbench2, rm-bench)."""
-    from rewardlab.data.io import parse_named_spec
-    from rewardlab.data.templates import TRUNCATION_CHOICES
     from rewardlab.runtime import check_output_file, dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
 
     with user_errors():  # settings and output paths first: they fail in a second, before anything loads
-        check_at_least("--batch-size", batch_size, 1)
-        check_at_least("--max-length", max_length, 2)
-        check_choice("--truncation", truncation, TRUNCATION_CHOICES)
-        inputs = [model, *(parse_named_spec(spec)[1] for spec in data)]
+        check_eval_settings(batch_size, max_length, truncation)
+        inputs = named_inputs(model, data)
         check_output_file(output, overwrite=overwrite, inputs=inputs)
         if scores is not None:
             check_output_file(scores, overwrite=overwrite, inputs=[*inputs, output], flag="--scores")

@@ -30,6 +30,25 @@ def config_path(output: Path) -> Path:
     return output.with_name(name + ".config.json")
 
 
+def check_settings(token_rewards: str | None, batch_size: int, max_length: int | None, limit: int | None) -> None:
+    from rewardlab.commands.common import check_at_least, check_choice
+
+    check_choice("--token-rewards", token_rewards, METHODS)
+    check_at_least("--batch-size", batch_size, 1)
+    check_at_least("--max-length", max_length, 2)
+    check_at_least("--limit", limit, 1)
+
+
+def check_outputs(output: Path, html: Path | None, overwrite: bool, inputs: list[str]) -> None:
+    """The scores file, its config beside it and the HTML page may be written (nothing a user made is replaced)."""
+    from rewardlab.runtime import check_output_file
+
+    check_output_file(output, overwrite=overwrite, inputs=inputs)
+    check_output_file(config_path(output), overwrite=overwrite, inputs=inputs, flag="--output (its config)")
+    if html is not None:
+        check_output_file(html, overwrite=overwrite, inputs=[*inputs, output], flag="--html")
+
+
 def score(
     model: str = typer.Option(
         ..., "--model", help="Reward model directory (or a train-rm output directory, or an ensemble), or 'tiny-llama'."
@@ -54,18 +73,12 @@ def score(
     overwrite: bool = overwrite_option(),
 ) -> None:
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
-    from rewardlab.commands.common import check_at_least, check_choice, normalization_record, quiet_libraries, user_errors
-    from rewardlab.runtime import check_output_file, dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
+    from rewardlab.commands.common import normalization_record, quiet_libraries, user_errors
+    from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
 
     with user_errors():  # settings and output paths first: they fail in a second, before anything loads
-        check_choice("--token-rewards", token_rewards, METHODS)
-        check_at_least("--batch-size", batch_size, 1)
-        check_at_least("--max-length", max_length, 2)
-        check_at_least("--limit", limit, 1)
-        check_output_file(output, overwrite=overwrite, inputs=[model, data])
-        check_output_file(config_path(output), overwrite=overwrite, inputs=[model, data], flag="--output (its config)")
-        if html is not None:
-            check_output_file(html, overwrite=overwrite, inputs=[model, data, output], flag="--html")
+        check_settings(token_rewards, batch_size, max_length, limit)
+        check_outputs(output, html, overwrite, inputs=[model, data])
 
     from rewardlab.data.loading import load_completions
     from rewardlab.modeling.loader import load_reward_model

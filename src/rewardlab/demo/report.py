@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 
 from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, ROW_LABELS
+from rewardlab.demo.stats import with_spread
 
 PPO_LABELS = {
     "critic-free": "Critic-free (rewardlab's per-token RLOO, not standard RLOO)",
@@ -222,7 +223,7 @@ def world_check_findings(check: dict) -> list[str]:
             f"{size} data: base features good where the reward is read (probe_ood_base {good['probe_ood_base']:.3f} >= "
             f"vanilla_ood {good['vanilla_ood']:.3f}): {'holds' if good['holds'] else 'FAILS'} "
             f"({good['difference'] * 100:+.1f} points{', every seed' if good['every_seed'] else ''}); vanilla training "
-            f"damages them (probe_ood_after_vanilla {after['mean']:.3f} ± {after['std']:.3f} < probe_ood_base "
+            f"damages them (probe_ood_after_vanilla {with_spread(after)} < probe_ood_base "
             f"{damage['probe_ood_base']:.3f}): {'holds' if damage['holds'] else 'FAILS'} "
             f"({damage['difference'] * 100:+.1f} points{', every seed' if damage['every_seed'] else ''})."
         )
@@ -271,8 +272,8 @@ def render_ppo_section(ppo: dict) -> list[str]:
         for arm in entry["arms"]:
             lines.append(
                 f"| {name} | {arm['algo']} | {arm['shaping']} | {arm['critic_init'] or 'none'} | "
-                f"{arm['gold_initial']['mean']:.3f} | {arm['gold_final']['mean']:.3f} ± {arm['gold_final']['std']:.3f} | "
-                f"{arm['gold_gain']['mean']:+.3f} ± {arm['gold_gain']['std']:.3f} | {arm['gold_mean_gain']['mean']:+.3f} | "
+                f"{arm['gold_initial']['mean']:.3f} | {with_spread(arm['gold_final'])} | "
+                f"{with_spread(arm['gold_gain'], '+')} | {arm['gold_mean_gain']['mean']:+.3f} | "
                 f"{arm['gold_final_sem']:.3f} | {arm['kl_final']['mean']:.2f} | {arm['proxy_final']['mean']:.3f} |"
             )
     lines += render_ppo_held_out(ppo)
@@ -306,7 +307,7 @@ def render_ppo_held_out(ppo: dict) -> list[str]:
             )
             lines.append(
                 f"| {name} | {arm.get('arm', arm['shaping'])} | {arm['algo']} | {arm['critic_init'] or 'none'} | "
-                f"{h['gold_initial']['mean']:.3f} | {h['gold_final']['mean']:.3f} ± {h['gold_final']['std']:.3f} | "
+                f"{h['gold_initial']['mean']:.3f} | {with_spread(h['gold_final'])} | "
                 f"{h['kl_final']['mean']:.2f} | {at or '-'} |"
             )
     lines += ["", "| comparison | contrast | at the largest common KL | at the final step | verdict |", "|---" * 5 + "|"]
@@ -422,7 +423,7 @@ def render_report(results: dict) -> str:
     lines += [header, "|---" * (1 + 2 * len(sizes)) + "|"]
     for variant, cells in table.items():
         row = [ROW_LABELS.get(variant, variant)]
-        row += [f"{cells[s][sp]['mean']:.3f} ± {cells[s][sp]['std']:.3f}" for s in sizes for sp in ("id", "ood")]
+        row += [with_spread(cells[s][sp]) for s in sizes for sp in ("id", "ood")]
         lines.append("| " + " | ".join(row) + " |")
     note = (
         "One head (linear, dropout 0.1) for every variant of the main rows; each model trained until its ID validation "
