@@ -13,6 +13,9 @@ from rewardlab.demo.report import world_check_findings
 from rewardlab.demo.stats import mean_std
 from rewardlab.progress import progress, write
 
+# The demo never serves its reward models with --normalize: a small sample records their statistics all the same.
+DEMO_NORM_SAMPLES = 512
+
 
 def rm_run_config(cfg: DemoConfig, policy_path: Path, train_path: Path, n_pairs: int, run_dir: Path, seed: int, settings: dict):
     """One reward-model run of the demo: evaluated on val_id every `rm_eval_pairs` pairs (at most once an epoch), stopped
@@ -27,7 +30,7 @@ def rm_run_config(cfg: DemoConfig, policy_path: Path, train_path: Path, n_pairs:
         learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size, num_train_epochs=cfg.rm_epochs,
         alpha=cfg.alpha, seed=seed, logging_steps=10, progress=False, max_length=256,
         eval_steps=eval_steps, select_best_on="val", early_stopping_patience=cfg.rm_patience, report_to=cfg.report_to,
-        **settings,
+        norm_samples=DEMO_NORM_SAMPLES, **settings,
     )  # fmt: skip
 
 
