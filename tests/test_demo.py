@@ -203,7 +203,7 @@ def test_world_check_comes_first_and_its_conditions_follow_the_numbers():
     assert lines[0].startswith("world check, large data: base features good where the reward is read")
     assert "probe_ood_base 0.760 >= vanilla_ood 0.700): holds (+6.0 points, every seed)" in lines[0]
     assert "probe_ood_after_vanilla 0.720 ± 0.010 < probe_ood_base 0.760): holds (+4.0 points, every seed)" in lines[0]
-    assert "GRM's regularisers do not help" in grm_summary(lines)
+    assert "GRM's regularisers show no effect distinguishable at this size" in grm_summary(lines)
 
     results["world_check"] = fake_world_check(0.68, [0.70, 0.71, 0.72], [0.70, 0.69, 0.71])
     lines = findings(results)
@@ -300,3 +300,21 @@ def test_tiny_demo_ppo_runs_hold_the_baseline_and_gold_at_kl(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ppo").iterdir() if p.name.startswith(BASELINE)) == ["baseline-sparse-s0"]
     lines = ppo_findings(ppo)
     assert any("r3hf - baseline" in line for line in lines) and not any("every seed" in line for line in lines)
+
+
+def test_grm_findings_follow_the_paired_comparisons_when_the_results_have_them():
+    def entry(variant, size, split, diff, verdict_holm):
+        return {"variant": variant, "size": size, "eval_set": split, "diff": diff, "ci_low": diff - 0.02,
+                "ci_high": diff + 0.02, "n_pairs": 600, "n_seeds": 3, "p_mcnemar": 0.001, "p_holm": 0.01, "level": 0.95,
+                "verdict_holm": verdict_holm}  # fmt: skip
+
+    comparisons = [entry("grm-sft", "small", "ood", 0.05, "better"), entry("grm-sft", "small", "id", 0.0, "n"),
+                   entry("grm-dpo", "small", "ood", 0.01, "not distinguishable at this size")]  # fmt: skip
+    results = fake_results(grm_ood=0.6, r3hf_final=0.4, grm_bon_end=0.0)  # the seed-spread rule would find nothing
+    results |= {"comparisons": comparisons, "comparisons_family": {"size": 3}}
+    lines = findings(results)
+    sft = next(x for x in lines if x.startswith("small data: grm-sft"))
+    assert "OOD +5.0 points [95% interval +3.0, +7.0] (3 seeds, 600 pairs" in sft and "ID +0.0 points" in sft
+    assert sft.endswith("agrees with GRM's claim of better OOD accuracy.")
+    dpo = next(x for x in lines if x.startswith("small data: grm-dpo"))
+    assert "not distinguishable at this size; no verdict on GRM's claim" in dpo

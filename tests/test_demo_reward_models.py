@@ -92,6 +92,21 @@ def test_the_demo_reward_models_report_the_ood_split_of_every_model(tmp_path):
     scores = [json.loads(line) for line in (tmp_path / "demo" / "rm" / "vanilla-large-s0" / "scores.jsonl").open()]
     assert {r["dataset"] for r in scores} == {"val", "id", "ood"} and sum(r["dataset"] == "ood" for r in scores) == 40
 
+    # every variant against vanilla, paired by seed, each entry what `rewardlab compare` computes on the same scores files
+    from rewardlab.comparison import Side, compare_sides, read_scores
+
+    entries = {(c["variant"], c["size"], c["eval_set"]): c for c in results["comparisons"]}
+    assert set(entries) == {(v, s, e) for v in VARIANTS if v != "vanilla" for s in cfg.sizes for e in ("id", "ood")}
+    assert results["comparisons_family"]["size"] == len(entries)
+    rm = tmp_path / "demo" / "rm"
+    grm, van = (Side(n, (str(rm / f"{n}-large-s0" / "scores.jsonl"),)) for n in ("grm-sft", "vanilla"))
+    [(_, direct)] = compare_sides(grm, [read_scores(grm.sources[0])], van, [read_scores(van.sources[0])], dataset="ood")
+    entry = entries[("grm-sft", "large", "ood")]
+    for key in ("diff", "ci_low", "ci_high", "n_pairs", "n_seeds", "p_mcnemar", "verdict"):
+        assert entry[key] == direct.as_dict()[key], key
+    assert entry["p_holm"] >= entry["p_mcnemar"]
+    assert entry["verdict_holm"] in ("better", "worse", "not distinguishable at this size")
+
     report = "\n".join(render_world_check(check) + render_ood_split(split))
     assert "cue-neutral OOD pairs" in report and "| pairs |" in report and "rejected_only / new_family" in report
     assert seconds < 300

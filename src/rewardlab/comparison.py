@@ -218,6 +218,36 @@ def compare_sides(
     return results
 
 
+def compare_family(
+    cases: list[tuple[dict, Side, list[ScoreTable], Side, list[ScoreTable], str]],
+    *,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Several comparisons judged together (a study's or the demo's cells against their baseline): each case is (label,
+    side a with its tables, side b with its tables, dataset). Returns one entry per case (the label, `compare`'s keys,
+    Holm's `p_holm` and `verdict_holm`) and the family's summary (how many verdicts pass alone, with Holm, and how many a
+    chance rule would pass with no true effect anywhere)."""
+    from rewardlab.paired_stats import UNDECIDED, family_verdict, holm_adjust
+
+    entries = []
+    for label, a, tables_a, b, tables_b, dataset in cases:
+        [(_, c)] = compare_sides(a, tables_a, b, tables_b, dataset=dataset, level=level, resamples=resamples, seed=0)
+        entries.append(label | {"eval_set": dataset, "vs": b.name} | c.as_dict())
+    for entry, p in zip(entries, holm_adjust([e["p_mcnemar"] for e in entries]) if entries else [], strict=True):
+        entry["p_holm"] = p
+        entry["verdict_holm"] = family_verdict(entry["verdict"], p, level)
+    family = {
+        "method": "holm",
+        "size": len(entries),
+        "level": level,
+        "verdicts_alone": sum(e["verdict"] != UNDECIDED for e in entries),
+        "verdicts_holm": sum(e["verdict_holm"] != UNDECIDED for e in entries),
+        "chance_passes_alone": len(entries) * (1.0 - level),  # at most, with no true effect anywhere
+    }
+    return entries, family
+
+
 def report(a: Side, b: Side, results: list[tuple[str, Comparison]], *, resamples: int, seed: int) -> dict[str, Any]:
     """The JSON written: sides, settings, method notes and `comparisons` (one entry per dataset); with one dataset, that
     entry's keys (diff, ci_low, ci_high, n_pairs, n_seeds, p_mcnemar, verdict, ...) are also at the top level."""

@@ -330,8 +330,8 @@ def summarise(cfg: StudyConfig, cells: list[Cell], out: Path) -> dict:
     """results.json's content from the finished cells' scores files."""
     import numpy as np
 
-    from rewardlab.comparison import Side, compare_sides, read_scores
-    from rewardlab.paired_stats import family_verdict, holm_adjust, pair_credit, t_interval
+    from rewardlab.comparison import Side, compare_family, read_scores
+    from rewardlab.paired_stats import pair_credit, t_interval
 
     tables = {cell: read_scores(str(out / CELLS / cell.name / SCORES)) for cell in cells}
     eval_sets = list(tables[cells[0]])
@@ -356,32 +356,16 @@ def summarise(cfg: StudyConfig, cells: list[Cell], out: Path) -> dict:
                 }
             )  # fmt: skip
     compared = [n for n in eval_sets if n != cfg.select_best_on] or [cfg.select_best_on]
-    comparisons = []
+    cases = []
     for (variant, alpha, size), members in groups.items():
         if variant == BASELINE:
             continue
         base = groups[(BASELINE, None, size)]
         side_a = Side(f"{variant}" + (f"-a{alpha:g}" if alpha is not None else ""), tuple(scores_path(out, c) for c in members))
         side_b = Side(BASELINE, tuple(scores_path(out, c) for c in base))
-        for name in compared:
-            [(_, c)] = compare_sides(
-                side_a, [tables[m] for m in members], side_b, [tables[m] for m in base], dataset=name, level=cfg.level,
-                resamples=cfg.resamples, seed=0,
-            )  # fmt: skip
-            comparisons.append(group_label(variant, alpha, size) | {"eval_set": name, "vs": BASELINE} | c.as_dict())
-    adjusted = holm_adjust([c["p_mcnemar"] for c in comparisons]) if comparisons else []
-    for c, p in zip(comparisons, adjusted, strict=True):
-        c["p_holm"] = p
-        c["verdict_holm"] = family_verdict(c["verdict"], p, cfg.level)
-    passed = sum(c["verdict"] != "not distinguishable at this size" for c in comparisons)
-    family = {
-        "method": "holm",
-        "size": len(comparisons),
-        "level": cfg.level,
-        "verdicts_alone": passed,
-        "verdicts_holm": sum(c["verdict_holm"] != "not distinguishable at this size" for c in comparisons),
-        "chance_passes_alone": len(comparisons) * (1.0 - cfg.level),  # at most, with no true effect anywhere
-    }
+        label = group_label(variant, alpha, size)
+        cases += [(label, side_a, [tables[m] for m in members], side_b, [tables[m] for m in base], name) for name in compared]
+    comparisons, family = compare_family(cases, level=cfg.level, resamples=cfg.resamples)
     return {
         "config": asdict(cfg),
         "select_on": cfg.select_best_on,

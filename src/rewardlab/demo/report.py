@@ -34,7 +34,10 @@ def findings(results: dict) -> list[str]:
     if check and "neutral" in check:  # the same check where the ID-only cue says nothing (issue 21, part 4)
         lines += [f"world check on the cue-neutral OOD pairs, {line}" for line in world_check_findings(check["neutral"])]
     table = results["reward_models"]
-    grm_lines, grm_agrees = grm_findings(table)
+    if results.get("comparisons"):  # paired by seed, with intervals (rewardlab compare's statistics, Holm's family)
+        grm_lines, grm_agrees = paired_grm_findings(results["comparisons"], results["comparisons_family"])
+    else:  # results from before the paired comparisons
+        grm_lines, grm_agrees = grm_findings(table)
     lines += grm_lines + baseline_findings(table)
     if check:
         lines.append(grm_summary(check, grm_agrees))
@@ -60,6 +63,32 @@ def grm_findings(table: dict) -> tuple[list[str], list[bool]]:
                 f"{size} data: {variant} vs vanilla: OOD {d_ood * 100:+.1f} points (seed spread {spread * 100:.1f}), "
                 f"ID {d_id * 100:+.1f} points ({said} GRM's claim of better OOD accuracy)."
             )
+    return lines, agrees
+
+
+GRM_VARIANTS = ("grm-sft", "grm-dpo", "grm-dpo-noref")
+CLAIM_WORDS = {"better": "agrees with", "worse": "contradicts"}
+
+
+def paired_grm_findings(comparisons: list[dict], family: dict) -> tuple[list[str], list[bool]]:
+    """Each GRM variant against vanilla at each size, OOD (ID beside it), judged by the paired comparison's verdict with
+    Holm's adjustment across every comparison of the run: a claim only where the interval excludes zero."""
+    by_key = {(c["variant"], c["size"], c["eval_set"]): c for c in comparisons}
+    lines, agrees = [], []
+    for (variant, size, split), c in by_key.items():
+        if variant not in GRM_VARIANTS or split != "ood":
+            continue
+        on_id = by_key.get((variant, size, "id"))
+        said = CLAIM_WORDS.get(c["verdict_holm"], "not distinguishable at this size; no verdict on")
+        agrees.append(c["verdict_holm"] == "better")
+        seeds = f"{c['n_seeds']} seed{'s' if c['n_seeds'] > 1 else ''}"
+        lines.append(
+            f"{size} data: {variant} vs vanilla: OOD {c['diff'] * 100:+.1f} points [{c['level']:.0%} interval "
+            f"{c['ci_low'] * 100:+.1f}, {c['ci_high'] * 100:+.1f}] ({seeds}, {c['n_pairs']} pairs, McNemar p "
+            f"{c['p_mcnemar']:.2g}, Holm p {c['p_holm']:.2g} over {family['size']} comparisons)"
+            + (f", ID {on_id['diff'] * 100:+.1f} points" if on_id else "")
+            + f": {said} GRM's claim of better OOD accuracy."
+        )
     return lines, agrees
 
 
@@ -89,12 +118,13 @@ def grm_summary(check: dict, grm_agrees: list[bool]) -> str:
         return "GRM: the world check fails, so the GRM verdicts above cannot speak for or against GRM's mechanism here."
     if not any(grm_agrees):
         return (
-            "GRM: both world-check conditions hold, and still no GRM variant beats vanilla out of distribution beyond "
-            "the seed spread at either size: in this world, GRM's regularisers do not help."
+            "GRM: both world-check conditions hold, and still no GRM variant beats vanilla out of distribution by the "
+            "comparisons above at either size: in this world, GRM's regularisers show no effect distinguishable at this "
+            "size."
         )
     return (
         f"GRM: both world-check conditions hold, and {sum(grm_agrees)} of {len(grm_agrees)} GRM cells beat vanilla "
-        "out of distribution beyond the seed spread."
+        "out of distribution by the comparisons above."
     )
 
 

@@ -114,8 +114,30 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
     summary = runs.summary()
     summary[FROZEN] = {size: world_check["by_size"][size]["frozen_backbone"] for size in cfg.sizes}
     ordered = {name: summary[name] for name in (*VARIANTS, FROZEN, *(OFFICIAL_PAIRING if cfg.official_pairing else ()))}
+    comparisons, family = reward_model_comparisons(cfg, out)
     return {"world_check": world_check, "reward_models": ordered, "reward_model_training": runs.training,
-            "ood_split": ood_split_results(runs.ood_split, world_check, ordered)}  # fmt: skip
+            "ood_split": ood_split_results(runs.ood_split, world_check, ordered), "comparisons": comparisons,
+            "comparisons_family": family}  # fmt: skip
+
+
+def reward_model_comparisons(cfg: DemoConfig, out: Path) -> tuple[list[dict], dict]:
+    """Every variant against vanilla at each size, on test_id and test_ood, paired by seed: `rewardlab compare`'s
+    statistics on the runs' scores.jsonl (train-rm's own), Holm's adjustment across the family (issue 21)."""
+    from rewardlab.comparison import Side, compare_family, read_scores
+    from rewardlab.rm_trainer.outputs import SCORES_NAME
+
+    def side(name: str, size: str) -> tuple[Side, list]:
+        paths = tuple(str(out / "rm" / f"{name}-{size}-s{seed}" / SCORES_NAME) for seed in range(cfg.seeds))
+        return Side(name, paths), [read_scores(path) for path in paths]
+
+    cases = []
+    for size in cfg.sizes:
+        base, base_tables = side("vanilla", size)
+        for name in VARIANTS:
+            if name != "vanilla":
+                variant, tables = side(name, size)
+                cases += [({"variant": name, "size": size}, variant, tables, base, base_tables, split) for split in ("id", "ood")]
+    return compare_family(cases)
 
 
 def measure_world_check(
