@@ -122,6 +122,12 @@ class RewardDataSpec:
         "all", help="Rated listwise data -> pairs: all (default) | best-worst | best-random (drawn with --seed)."
     )
     skip_invalid: bool = setting(False, flags=("--skip-invalid",), help="Skip and count invalid records instead of failing.")
+
+    def input_paths(self) -> list[str | None]:
+        """What a run reads (model, data): its output directory must lie apart from each of them."""
+        from rewardlab.data.io import parse_named_spec
+
+        return [self.model, self.train_data, *(parse_named_spec(spec)[1] for spec in self.eval_data)]
     # the reward statistics recorded at the end of training (rewardlab.modeling.normalization; `--normalize` reads them)
     norm_data: str | None = setting(
         None,
@@ -265,12 +271,6 @@ class RewardTrainingFields(
 ):
     """Every reward-model training setting (the fields of RewardTrainingConfig, which adds their validation)."""
 
-    def input_paths(self) -> list[str | None]:
-        """What the run reads (model, data): its output directory must lie apart from each of them."""
-        from rewardlab.data.io import parse_named_spec
-
-        return [self.model, self.train_data, *(parse_named_spec(spec)[1] for spec in self.eval_data)]
-
     def check_output(self) -> None:
         """The output directory may be written (see runtime.check_output_dir); cheap, so commands run it first."""
         from rewardlab.runtime import check_output_dir
@@ -364,11 +364,6 @@ class StudyRunSpec(RunSpec):
 @dataclass
 class StudyFields(StudyRunSpec, TrackingSpec, OptimisationSpec, BatchingSpec, LoraSpec, StudySpec, RewardDataSpec):
     """Every setting of `rewardlab study`; a cell's RewardTrainingConfig takes the fields it shares with these."""
-
-    def input_paths(self) -> list[str | None]:
-        from rewardlab.data.io import parse_named_spec
-
-        return [self.model, self.train_data, *(parse_named_spec(spec)[1] for spec in self.eval_data)]
 
     def check_output(self) -> None:
         """The study directory may be written: new, empty, or a rewardlab output (a study there is resumed or refused by
