@@ -283,7 +283,10 @@ def test_tiny_demo_ppo_runs_hold_the_baseline_and_gold_at_kl(tmp_path):
     cfg = DemoConfig.make(quick=True, output_dir=str(tmp_path / "demo"), progress=False)
     cfg.ppo_seeds, cfg.ppo_steps, cfg.ppo_check_steps, cfg.ppo_batch_size, cfg.rloo_k = 1, 2, 1, 4, 2
     cfg.ppo_eval_prompts, cfg.ppo_eval_every = 3, 2
-    ppo, logs = run_ppo_comparisons(cfg, tmp_path / "ppo", build_tiny_llama(seed=1), tmp_path / "policy", rm_path)
+    policy = build_tiny_llama(seed=1)
+    for part in policy:  # the worker processes load the policy from its path
+        part.save_pretrained(tmp_path / "policy")
+    ppo, logs = run_ppo_comparisons(cfg, tmp_path / "ppo", policy, tmp_path / "policy", rm_path)  # 2 worker processes
     write_json(tmp_path / "results.json", {"ppo": ppo})  # strict JSON: no NaN or inf anywhere
     for name in ("critic-free", "fresh-critic"):
         entry = ppo[name]
@@ -300,6 +303,15 @@ def test_tiny_demo_ppo_runs_hold_the_baseline_and_gold_at_kl(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ppo").iterdir() if p.name.startswith(BASELINE)) == ["baseline-sparse-s0"]
     lines = ppo_findings(ppo)
     assert any("r3hf - baseline" in line for line in lines) and not any("every seed" in line for line in lines)
+
+    # one process, the models loaded once and shared: the same runs, number for number
+    cfg.workers = 1
+    _, serial = run_ppo_comparisons(cfg, tmp_path / "ppo-serial", policy, tmp_path / "policy", rm_path)
+    for name, arms in logs.items():
+        for arm, runs in arms.items():
+            for parallel_rows, serial_rows in zip(runs, serial[name][arm], strict=True):
+                keys = ("step", "gold_reward", "kl", "proxy_reward")
+                assert [{k: r.get(k) for k in keys} for r in parallel_rows] == [{k: r.get(k) for k in keys} for r in serial_rows]
 
 
 def test_grm_findings_follow_the_paired_comparisons_when_the_results_have_them():
@@ -318,3 +330,44 @@ def test_grm_findings_follow_the_paired_comparisons_when_the_results_have_them()
     assert sft.endswith("agrees with GRM's claim of better OOD accuracy.")
     dpo = next(x for x in lines if x.startswith("small data: grm-dpo"))
     assert "not distinguishable at this size; no verdict on GRM's claim" in dpo
+
+
+def test_the_best_of_n_verdict_pairs_the_picks_by_prompt(tmp_path):
+    """results.json's bon.paired: grm-sft's best-of-n pick minus vanilla's, in gold, on the same samples; recomputed here
+    from the scores file by hand (argmax per prompt), with the sign test's counts."""
+    import numpy as np
+
+    from rewardlab.demo.pipeline import paired_best_of_n
+    from rewardlab.demo.report import bon_findings
+    from rewardlab.generation import Sample, SampleBatch, save_samples
+    from rewardlab.runtime import write_jsonl
+
+    rng = np.random.default_rng(0)
+    prompts, n = 40, 4
+    gold, van, grm = (rng.normal(size=(prompts, n)) for _ in range(3))
+    grm += 0.8 * gold  # grm-sft's proxy follows the gold more closely
+    samples = [Sample(p, [1], [2, 3], True, f"r{p}-{j}") for p in range(prompts) for j in range(n)]
+    save_samples(tmp_path / "samples.jsonl", SampleBatch([f"p{p}" for p in range(prompts)], samples))
+    rows = [{"prompt_index": p, "sample_index": j, "gold": gold[p, j], "proxy/vanilla": van[p, j], "proxy/grm-sft": grm[p, j]}
+            for p in range(prompts) for j in range(n)]  # fmt: skip
+    write_jsonl(tmp_path / "scores.jsonl", rows)
+    cfg = DemoConfig.make(quick=True)
+    cfg.bon_n = n
+    result = paired_best_of_n(cfg, tmp_path, {"vanilla": [tmp_path / "v"], "grm-sft": [tmp_path / "g"]})
+    by_hand = gold[np.arange(prompts), grm.argmax(1)] - gold[np.arange(prompts), van.argmax(1)]
+    assert result["diff"] == pytest.approx(by_hand.mean())
+    assert result["n_pairs"] == prompts and result["n_seeds"] == 1 and result["n"] == n
+    assert result["discordant"] == {"a_better": int((by_hand > 0).sum()), "b_better": int((by_hand < 0).sum())}
+    assert result["ci_low"] <= result["diff"] <= result["ci_high"] and "p_sign" in result and "p_mcnemar" not in result
+    assert result["verdict"] == "better"  # the planted effect: grm-sft's proxy carries the gold
+    lines = bon_findings({"curves": {k: {"gold": [0.0, 0.1], "gold_sem": [0.01, 0.01]} for k in ("vanilla", "grm-sft")},
+                          "paired": result})  # fmt: skip
+    assert "Paired on the same samples at N = 4" in lines[0] and "(1 seed, 40 prompts" in lines[0]
+
+
+def test_the_alpha_kept_is_the_best_on_validation_with_ties_to_the_default():
+    from rewardlab.demo.reward_models import choose_alpha
+
+    assert choose_alpha({0.01: 0.70, 0.1: 0.72, 0.3: 0.71}, preferred=0.01) == 0.1
+    assert choose_alpha({0.01: 0.72, 0.1: 0.72, 0.3: 0.71}, preferred=0.01) == 0.01
+    assert choose_alpha({0.01: 0.70, 0.1: 0.72, 0.3: 0.72}, preferred=0.01) == 0.1

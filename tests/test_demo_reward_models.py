@@ -12,7 +12,7 @@ from rewardlab.data.loading import preference_to_dict
 from rewardlab.data.types import PreferenceExample
 from rewardlab.demo.config import FROZEN, VARIANTS, DemoConfig
 from rewardlab.demo.report import render_ood_split, render_world_check
-from rewardlab.demo.reward_models import LIKELIHOOD_JUDGE, PROBE_AFTER_VANILLA, train_reward_models
+from rewardlab.demo.reward_models import LIKELIHOOD_JUDGE, PROBE_AFTER_VANILLA, rm_run_name, train_reward_models
 from rewardlab.ood_split import CUE_CELLS, KINDS, pair_cells
 from rewardlab.runtime import write_jsonl
 from rewardlab.tasks.world import make_tasks
@@ -53,7 +53,7 @@ def test_the_demo_reward_models_report_the_ood_split_of_every_model(tmp_path):
         write_jsonl(paths[name], world_pairs(split, n, seed))
     cfg = DemoConfig(
         output_dir=str(tmp_path / "demo"), seeds=1, sizes={"small": 16, "large": 32}, rm_epochs=1, rm_eval_pairs=16,
-        rm_batch_size=8, official_pairing=False, progress=False,
+        rm_batch_size=8, official_pairing=False, progress=False, workers=2,
     )  # fmt: skip
     start = time.perf_counter()
     results = train_reward_models(cfg, "tiny-llama", paths, tmp_path / "demo")
@@ -98,14 +98,34 @@ def test_the_demo_reward_models_report_the_ood_split_of_every_model(tmp_path):
     entries = {(c["variant"], c["size"], c["eval_set"]): c for c in results["comparisons"]}
     assert set(entries) == {(v, s, e) for v in VARIANTS if v != "vanilla" for s in cfg.sizes for e in ("id", "ood")}
     assert results["comparisons_family"]["size"] == len(entries)
-    rm = tmp_path / "demo" / "rm"
-    grm, van = (Side(n, (str(rm / f"{n}-large-s0" / "scores.jsonl"),)) for n in ("grm-sft", "vanilla"))
+    dirs = results["reward_model_dirs"]
+    grm, van = (Side(n, (str(tmp_path / "demo" / dirs[n]["large"][0] / "scores.jsonl"),)) for n in ("grm-sft", "vanilla"))
     [(_, direct)] = compare_sides(grm, [read_scores(grm.sources[0])], van, [read_scores(van.sources[0])], dataset="ood")
     entry = entries[("grm-sft", "large", "ood")]
     for key in ("diff", "ci_low", "ci_high", "n_pairs", "n_seeds", "p_mcnemar", "verdict"):
         assert entry[key] == direct.as_dict()[key], key
     assert entry["p_holm"] >= entry["p_mcnemar"]
     assert entry["verdict_holm"] in ("better", "worse", "not distinguishable at this size")
+
+    # the alpha curve: every GRM variant at every alpha, each point its run's own accuracy; the headline keeps the alpha
+    # with the best val_id accuracy, read back here from each run's metrics.json
+    curve, selection = results["alpha_curve"], results["alpha_selection"]
+    for variant in ("grm-sft", "grm-dpo", "grm-dpo-noref"):
+        for size in cfg.sizes:
+            val = {}
+            for alpha in cfg.alphas:
+                metrics = json.loads((tmp_path / "demo" / "rm" / rm_run_name(variant, size, 0, alpha) / "metrics.json").read_text())
+                val[alpha] = metrics["eval"]["val"]["accuracy"]
+                for eval_set in ("val", "id", "ood"):
+                    [point] = [p for p in curve[variant][size][eval_set] if p["alpha"] == alpha]
+                    assert point["mean"] == pytest.approx(metrics["eval"][eval_set]["accuracy"])
+            assert [p["alpha"] for p in curve[variant][size]["ood"]] == sorted(cfg.alphas)
+            best = max(val.values())
+            assert val[selection[variant][size]["alpha"]] == best
+            kept = results["reward_models"][variant][size]
+            assert kept["alpha"] == selection[variant][size]["alpha"]
+            assert dirs[variant][size] == [f"rm/{rm_run_name(variant, size, 0, kept['alpha'])}"]
+    assert len(cfg.alphas) >= 3 and (tmp_path / "demo" / "rm" / rm_run_name("vanilla", "large", 0)).is_dir()
 
     report = "\n".join(render_world_check(check) + render_ood_split(split))
     assert "cue-neutral OOD pairs" in report and "| pairs |" in report and "rejected_only / new_family" in report

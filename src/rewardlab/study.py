@@ -412,7 +412,7 @@ def write_outputs(results: dict, out: Path) -> None:
 
     write_json(out / "results.json", results | {"rewardlab_version": version()})
     write_text(out / "table.md", markdown(results))
-    plot_alpha_curve(results, out / "alpha_curve.png")
+    plot_alpha_curve(results["alpha_curve"], results["eval_sets"], results["family"]["level"], out / "alpha_curve.png")
     plot_id_vs_ood(results, out / "id_vs_ood.png")
 
 
@@ -471,17 +471,16 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_alpha_curve(results: dict, path: Path) -> None:
-    """Accuracy against alpha (log scale) per GRM variant, with the t-interval over seeds; vanilla as a band. One panel
-    per training size (rows) and eval set (columns)."""
+def plot_alpha_curve(curve: dict, sets: list[str], level: float, path: Path, chosen: dict | None = None) -> None:
+    """Accuracy against alpha (log scale) per GRM variant (`alpha_curve`'s shape), with the t-interval over seeds;
+    vanilla as a band. One panel per training size (rows) and eval set (columns); `chosen` (variant -> size -> alpha)
+    rings the alpha each variant's headline keeps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = results["alpha_curve"]
     sizes = list(curve[BASELINE])
-    sets = results["eval_sets"]
     fig, axes = plt.subplots(len(sizes), len(sets), figsize=(4.2 * len(sets), 3.2 * len(sizes)), squeeze=False)
     for r, size in enumerate(sizes):
         for k, name in enumerate(sets):
@@ -497,6 +496,9 @@ def plot_alpha_curve(results: dict, path: Path) -> None:
                 low = [p["mean"] - p["ci_low"] if p["ci_low"] is not None else 0.0 for p in points]
                 high = [p["ci_high"] - p["mean"] if p["ci_high"] is not None else 0.0 for p in points]
                 ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, color=f"C{j}", label=variant)
+                if chosen is not None and variant in chosen:
+                    pick = next(p for p in points if p["alpha"] == chosen[variant][size])
+                    ax.scatter([pick["alpha"]], [pick["mean"]], s=120, facecolors="none", edgecolors=f"C{j}")
             if any(p["alpha"] for v in GRM_VARIANTS if v in curve for p in curve[v][size][name]):
                 ax.set_xscale("log")
             means = [base["mean"], *(p["mean"] for v in GRM_VARIANTS if v in curve for p in curve[v][size][name])]
@@ -506,7 +508,8 @@ def plot_alpha_curve(results: dict, path: Path) -> None:
             ax.set_ylabel("accuracy")
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"accuracy vs alpha (mean over seeds, {results['family']['level'] * 100:g}% t-interval)", fontsize=10)
+    ringed = ", ring: the alpha chosen on ID validation" if chosen is not None else ""
+    fig.suptitle(f"accuracy vs alpha (mean over seeds, {level * 100:g}% t-interval{ringed})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -25,6 +25,9 @@ def demo(
     world: int | None = typer.Option(
         None, "--world", help="World version: 4 (default: rating feedback after every answer, an ID-only shortcut) or 3."
     ),
+    workers: int = typer.Option(
+        2, "--workers", help="Independent runs (reward models, PPO runs) trained at once, in processes of one thread each."
+    ),
     progress: bool = progress_option(),
     overwrite: bool = overwrite_option(),
     report_to: list[str] | None = setting_option(TrackingSpec, "report_to"),
@@ -34,13 +37,18 @@ def demo(
 
     with user_errors():
         check_at_least("--seeds", seeds, 1)
+        check_at_least("--workers", workers, 1)
         if world not in (None, 3, 4):
             raise UserError(f"--world {world}: expected 3 or 4")
         quiet_libraries()
         extra = {} if world is None else {"world_version": world}
         if report_to:
             extra["report_to"] = list(report_to)
-        results = run_demo(DemoConfig.make(quick, seeds, output_dir=str(output), progress=progress, overwrite=overwrite, **extra))
+        results = run_demo(
+            DemoConfig.make(
+                quick, seeds, output_dir=str(output), progress=progress, overwrite=overwrite, workers=workers, **extra
+            )
+        )
     for line in results["findings"]:
         print(f"- {line}")
     print(f"wrote {output}/report.md, results.json and figures")

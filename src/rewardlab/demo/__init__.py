@@ -2,14 +2,16 @@
 
     1. base policy (cached) -> preference data labelled by the gold reward (train small/large, val_id, test_id, test_ood),
        on world version 4 by default (`--world 3` for the previous one);
-    2. reward models initialised from the base policy: vanilla BT, margin, label smoothing, GRM sft / dpo / dpo-noref,
-       at two data sizes, over seeds, all with the same (linear) head, each trained until its ID validation accuracy
-       stops improving and kept at its best (steps chosen by ID validation only); the frozen-backbone baseline (a linear
+    2. reward models initialised from the base policy: vanilla BT, margin, label smoothing, GRM sft / dpo / dpo-noref
+       (each at every alpha of the demo's curve; the headline keeps the alpha chosen on val_id), at two data sizes, over
+       seeds, all with the same (linear) head, each trained until its ID validation accuracy stops improving and kept at
+       its best (steps chosen by ID validation only), in `--workers` processes; the frozen-backbone baseline (a linear
        head on the base model's features, fit to convergence); the official code's pairing as an extra, labelled row
-       (GRM-sft with the MLP head vs BT with a linear head without dropout);
-       the world check (`rewardlab.world_check`) is measured as soon as the vanilla models exist, before any GRM model;
+       (GRM-sft with the MLP head vs BT with a linear head without dropout); the world check
+       (`rewardlab.world_check`) on the vanilla models;
     3. pairwise accuracy in and out of distribution (GRM's Tables 1 and 7 in miniature), mean and spread over seeds;
-    4. best-of-N over-optimisation curves (proxy and gold vs KL) for vanilla vs GRM-sft reward models;
+    4. best-of-N over-optimisation curves (proxy and gold vs KL) for vanilla vs GRM-sft reward models, and their picks
+       compared paired by prompt and seed;
     5. sparse vs R3HF token rewards where they can differ: (a) critic-free RLOO with per-token returns, (b) PPO with a
        fresh critic, over seeds; and (c) PPO with the reward-model critic, where r3hf with the potential-offset critic
        must reproduce sparse (the shaping equivalence, measured).

@@ -60,7 +60,10 @@ class DemoConfig(TrackingSpec):
     rm_lr: float = 3e-4
     rm_batch_size: int = 32
     official_pairing: bool = True
-    alpha: float = 0.01
+    # GRM's alpha curve: every GRM variant at each of these (three points of `rewardlab study`'s default grid: the demo's
+    # time budget); its headline row keeps the alpha with the best val_id accuracy (`reward_models.choose_alpha`)
+    alphas: tuple[float, ...] = (0.01, 0.1, 0.3)
+    workers: int = 2  # independent runs (reward models, PPO runs) trained in this many processes at once, 1 thread each
     bon_n: int = 256
     bon_prompts: int = 128
     ppo_steps: int = 60  # comparisons (a) and (b)

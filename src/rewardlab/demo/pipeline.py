@@ -15,6 +15,8 @@ from rewardlab.demo.plots import plot_accuracy, plot_ppo_comparisons
 from rewardlab.demo.ppo_comparisons import run_ppo_comparisons
 from rewardlab.demo.report import findings, render_report
 from rewardlab.demo.reward_models import train_reward_models
+from rewardlab.paired_stats import LEVEL
+from rewardlab.study import plot_alpha_curve
 
 
 @contextmanager
@@ -60,15 +62,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     timings["reward_models"] -= results["world_check"]["seconds"]
     timings["world_check"] = results["world_check"]["seconds"]
     plot_accuracy(results["reward_models"], out / "rm_accuracy.png")
+    chosen = {name: {size: pick["alpha"] for size, pick in sizes.items()} for name, sizes in results["alpha_selection"].items()}
+    plot_alpha_curve(results["alpha_curve"], ["val", "id", "ood"], LEVEL, out / "alpha_curve.png", chosen)
 
-    # 4. best-of-N: vanilla vs GRM-sft reward models trained on the small set (seed 0), gold = the world's gold reward
+    # 4. best-of-N: vanilla vs GRM-sft reward models trained on the small set, gold = the world's gold reward
     with timed(timings, "best_of_n"):
-        results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out)
+        results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out, results["reward_model_dirs"])
 
     # 5. PPO: sparse vs r3hf token rewards from the same (vanilla, large-data) reward model, where they can differ
     with timed(timings, "ppo"):
         large = max(cfg.sizes, key=cfg.sizes.get)
-        rm_path = out / "rm" / f"vanilla-{large}-s0"
+        rm_path = out / results["reward_model_dirs"]["vanilla"][large][0]
         results["ppo"], ppo_logs = run_ppo_comparisons(cfg, out / "ppo", (policy, tokenizer), policy_path, rm_path)
     plot_ppo_comparisons(ppo_logs, results["ppo"], out / "ppo_gold.png")
 
@@ -81,19 +85,69 @@ def run_demo(cfg: DemoConfig) -> dict:
     return results
 
 
-def run_best_of_n(cfg: DemoConfig, policy: tuple, policy_path: Path, out: Path) -> dict:
+def run_best_of_n(cfg: DemoConfig, policy: tuple, policy_path: Path, out: Path, dirs: dict) -> dict:
     """Step 4: best-of-N curves (proxy and gold vs KL) for the vanilla and GRM-sft reward models of the smallest training
-    set (seed 0), on test_id prompts, with the world's gold reward; results.json's `bon`."""
+    set (seed 0; grm-sft at its alpha chosen on val_id), on test_id prompts, with the world's gold reward; then the same
+    samples picked by every seed's models, compared paired by prompt (`paired`). results.json's `bon`. `dirs`:
+    name -> size -> the seeds' run directories (relative to `out`)."""
     from rewardlab.modeling.loader import load_reward_model
     from rewardlab.rl.bon import BonConfig, run_bon
     from rewardlab.rl.scorers import RewardModelScorer, resolve_scorer
 
     small = min(cfg.sizes, key=cfg.sizes.get)
-    proxies = {name: out / "rm" / f"{name}-{small}-s0" for name in ("vanilla", "grm-sft")}
+    proxies = {name: out / dirs[name][small][0] for name in BON_PROXIES}
     bon_cfg = BonConfig(
         policy=str(policy_path), proxies={k: str(v) for k, v in proxies.items()}, gold="builtin",
         prompts="builtin:test_id", output_dir=str(out / "bon"), n=cfg.bon_n, limit=cfg.bon_prompts, max_new_tokens=16,
         progress=cfg.progress,
     )  # fmt: skip
     scorers = {name: RewardModelScorer(load_reward_model(path)) for name, path in proxies.items()}
-    return run_bon(bon_cfg, policy=policy, proxy_scorers=scorers, gold_scorer=resolve_scorer("builtin"))
+    result = run_bon(bon_cfg, policy=policy, proxy_scorers=scorers, gold_scorer=resolve_scorer("builtin"))
+    result["paired"] = paired_best_of_n(cfg, out / "bon", {name: [out / d for d in dirs[name][small]] for name in BON_PROXIES})
+    return result
+
+
+BON_PROXIES = ("vanilla", "grm-sft")
+
+
+def paired_best_of_n(cfg: DemoConfig, bon_dir: Path, seed_dirs: dict[str, list[Path]]) -> dict:
+    """grm-sft against vanilla at the largest N, paired: on each prompt, the gold of grm-sft's pick minus vanilla's among
+    the same samples, for every seed's pair of models (seed s with seed s). `rewardlab compare`'s statistics on these
+    differences (`paired_stats.compare_credits`: a bootstrap interval over prompts, the t-interval over seeds with
+    several; its exact McNemar test on the prompts where the picks' gold differs is the sign test, `p_sign`)."""
+    import json
+
+    import numpy as np
+
+    from rewardlab.generation import load_samples
+    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.paired_stats import compare_credits
+    from rewardlab.rl.bon import first_n_per_prompt, score_matrix
+    from rewardlab.rl.bon_math import picked_gold
+    from rewardlab.rl.scorers import RewardModelScorer
+
+    batch = first_n_per_prompt(load_samples(str(bon_dir / "samples.jsonl")), cfg.bon_n)
+    rows = [json.loads(line) for line in (bon_dir / "scores.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    shape = (len(batch.prompts), cfg.bon_n)
+    gold = np.array([r["gold"] for r in rows], dtype=np.float64).reshape(shape)
+    picks: dict[str, list[np.ndarray]] = {}
+    for name, paths in seed_dirs.items():
+        for seed, path in enumerate(paths):
+            if seed == 0:  # run_bon scored these samples with the seed-0 models already
+                proxy = np.array([r[f"proxy/{name}"] for r in rows], dtype=np.float64).reshape(shape)
+            else:
+                proxy = score_matrix(RewardModelScorer(load_reward_model(path)), batch, cfg.bon_n)
+            picks.setdefault(name, []).append(picked_gold(proxy, gold, cfg.bon_n))
+    grm, vanilla = (np.stack(picks[name]) for name in BON_PROXIES[::-1])
+    c = renamed(compare_credits(grm, vanilla).as_dict(), GOLD_KEYS)
+    c["per_seed"] = [renamed(row, GOLD_KEYS) for row in c["per_seed"]]
+    return {"a": "grm-sft", "b": "vanilla", "n": cfg.bon_n, "n_prompts": shape[0],
+            "what": "gold of the best-of-n pick, a minus b, per prompt", **c}  # fmt: skip
+
+
+# compare_credits' keys for pairwise credit, as they read for gold differences
+GOLD_KEYS = {"p_mcnemar": "p_sign", "accuracy_a": "gold_a", "accuracy_b": "gold_b"}
+
+
+def renamed(row: dict, names: dict[str, str]) -> dict:
+    return {names.get(k, k): v for k, v in row.items()}

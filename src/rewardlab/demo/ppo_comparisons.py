@@ -19,13 +19,15 @@ import copy
 import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from rewardlab.demo.config import DemoConfig
 from rewardlab.demo.stats import mean_std
 from rewardlab.paired_stats import LEVEL, t_interval
 from rewardlab.paired_stats import verdict as interval_verdict
+from rewardlab.progress import progress
 
 # the baseline users run: sparse PPO with the reward-model critic (rewardlab ppo's default critic_init)
 BASELINE = "baseline"
@@ -80,48 +82,76 @@ PPO_COMPARISONS = (
 def run_ppo_comparisons(
     cfg: DemoConfig, out: Path, policy: tuple, policy_path: Path, rm_path: Path
 ) -> tuple[dict, dict[str, dict[str, list[list[dict]]]]]:
-    """Every PPO_COMPARISONS run from a copy of the base policy against one loaded reward model; returns (the results
-    entry, the logs by comparison and arm (its shaping, or BASELINE), one per seed: metrics.jsonl's rows, training and
-    eval). The baseline's runs (sparse PPO, reward-model critic) are made once per seed and shared."""
-    from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.rl.ppo import train_ppo
-    from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
+    """Every PPO_COMPARISONS run from a copy of the base policy against one frozen reward model, in `cfg.workers`
+    processes (`rewardlab study`'s runner); returns (the results entry, the logs by comparison and arm (its shaping, or
+    BASELINE), one per seed: metrics.jsonl's rows, training and eval). The baseline's runs (sparse PPO, reward-model
+    critic) are made once per seed and shared."""
+    from rewardlab.study import run_cells
 
-    model, tokenizer = policy
-    prompts = resolve_prompts("builtin:train", limit=1024)
-    reward_model = load_reward_model(rm_path)  # frozen during PPO (the critic is a copy), so one load serves every run
-    logs: dict[str, dict[str, list[list[dict]]]] = {}
-    seconds: dict[str, float] = {}
-    done: dict[tuple, list[dict]] = {}  # (algo, shaping, critic_init, seed, steps) -> its log: the shared baseline
-
-    def run(algo: str, shaping: str, critic_init: str | None, seed: int, steps: int, name: str) -> list[dict]:
-        key = (algo, shaping, critic_init, seed, steps)
-        if key not in done:
-            run_dir = out / f"{name}-{shaping}-s{seed}"
-            ppo_cfg = ppo_run_config(cfg, algo, shaping, critic_init, seed, steps, run_dir, policy_path, rm_path)
-            train_ppo(
-                ppo_cfg,
-                policy=(copy.deepcopy(model), tokenizer),  # PPO trains its policy in place
-                reward_model=reward_model,
-                gold=resolve_scorer("builtin"),
-                prompts=prompts,
-            )
-            done[key] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        return done[key]
-
+    runs: dict[tuple, Any] = {}  # (algo, shaping, critic_init, seed, steps) -> its PPOConfig, in the order they are made
+    plan: list[tuple[str, str, tuple]] = []  # (comparison, arm, run key)
     for comparison in PPO_COMPARISONS:
-        start = time.perf_counter()
         verdict_runs = comparison.kind == "verdict"
         seeds, steps = (cfg.ppo_seeds, cfg.ppo_steps) if verdict_runs else (1, cfg.ppo_check_steps)
         for seed in range(seeds):  # seed-major, so an interrupted run still holds paired seeds
-            for shaping, critic_init in comparison.arms:
-                log = run(comparison.algo, shaping, critic_init, seed, steps, comparison.name)
-                logs.setdefault(comparison.name, {}).setdefault(shaping, []).append(log)
+            arms = [(shaping, (comparison.algo, shaping, critic), comparison.name) for shaping, critic in comparison.arms]
             if comparison.with_baseline:
-                log = run(*BASELINE_ARM, seed, steps, BASELINE)
-                logs.setdefault(comparison.name, {}).setdefault(BASELINE, []).append(log)
-        seconds[comparison.name] = time.perf_counter() - start
-    return summarise_ppo_comparisons(logs, seconds), logs
+                arms.append((BASELINE, BASELINE_ARM, BASELINE))
+            for arm, (algo, shaping, critic_init), name in arms:
+                key = (algo, shaping, critic_init, seed, steps)
+                if key not in runs:
+                    run_dir = out / f"{name}-{shaping}-s{seed}"
+                    runs[key] = ppo_run_config(cfg, algo, shaping, critic_init, seed, steps, run_dir, policy_path, rm_path)
+                plan.append((comparison.name, arm, key))
+    parallel = cfg.workers > 1 and len(runs) > 1
+    shared = None if parallel else ppo_components(policy, rm_path)  # one process: load the models once for every run
+    done: dict[tuple, list[dict]] = {}
+    seconds: dict[tuple, float] = {}
+    bar = progress(total=len(runs), desc="PPO runs", enabled=cfg.progress and parallel)
+
+    def finished(key: tuple, result: dict) -> None:
+        done[key], seconds[key] = result["log"], result["seconds"]
+        bar.update(1)
+
+    jobs = [(key, replace(ppo_cfg, progress=ppo_cfg.progress and not parallel), shared) for key, ppo_cfg in runs.items()]
+    run_cells(jobs, cfg.workers, finished, run_ppo_job)
+    bar.close()
+    logs: dict[str, dict[str, list[list[dict]]]] = {}
+    for name, arm, key in plan:
+        logs.setdefault(name, {}).setdefault(arm, []).append(done[key])
+    per_comparison = {c.name: sum(seconds[key] for name, _, key in set(plan) if name == c.name) for c in PPO_COMPARISONS}
+    return summarise_ppo_comparisons(logs, per_comparison), logs
+
+
+def ppo_components(policy: tuple | None, rm_path: Path) -> dict:
+    """What every demo PPO run reads besides its config: the base policy (model, tokenizer; None: loaded from the
+    config's path), the frozen reward model, the world's gold and the training prompts."""
+    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
+
+    return {
+        "policy": policy,
+        "reward_model": load_reward_model(rm_path),  # frozen during PPO (the critic is a copy)
+        "gold": resolve_scorer("builtin"),
+        "prompts": resolve_prompts("builtin:train", limit=1024),
+    }
+
+
+def run_ppo_job(ppo_cfg: Any, shared: dict | None) -> dict:
+    """One PPO-family run (a worker's task: module-level, so a spawned process can run it): from a copy of the base
+    policy, with the models in `shared` (None: loaded here). Returns its metrics.jsonl rows and its seconds."""
+    from rewardlab.rl.ppo import train_ppo
+
+    t0 = time.perf_counter()
+    components = dict(shared) if shared is not None else ppo_components(None, Path(ppo_cfg.reward_model))
+    if components["policy"] is None:
+        del components["policy"]  # PPOTrainer loads it from ppo_cfg.policy
+    else:
+        model, tokenizer = components["policy"]
+        components["policy"] = (copy.deepcopy(model), tokenizer)  # PPO trains its policy in place
+    train_ppo(ppo_cfg, **components)
+    log = [json.loads(line) for line in (Path(ppo_cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {"log": log, "seconds": time.perf_counter() - t0}
 
 
 def ppo_run_config(

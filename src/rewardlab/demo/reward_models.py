@@ -1,23 +1,59 @@
-"""Steps 2-3 of the demo: every reward model (variants x sizes x seeds, each kept at its best ID validation accuracy)
-and the world check (`rewardlab.world_check`), measured as soon as the vanilla models exist, before any GRM model."""
+"""Steps 2-3 of the demo: every reward model (variants x sizes x seeds, the GRM variants at every alpha of the demo's
+curve; each kept at its best ID validation accuracy), trained in parallel processes with `rewardlab study`'s runner, and
+the world check (`rewardlab.world_check`) on the vanilla ones. The headline row of a GRM variant is its alpha chosen on
+val_id; the alpha curve is an ablation beside it."""
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, SMALL_MODEL_THREADS, VARIANTS, DemoConfig
 from rewardlab.demo.report import world_check_findings
 from rewardlab.demo.stats import mean_std
 from rewardlab.progress import progress, write
+from rewardlab.study import GRM_VARIANTS
 
 # The demo never serves its reward models with --normalize: a small sample records their statistics all the same.
 DEMO_NORM_SAMPLES = 512
 
 
-def rm_run_config(cfg: DemoConfig, policy_path: Path, train_path: Path, n_pairs: int, run_dir: Path, seed: int, settings: dict):
+def rm_run_name(name: str, size: str, seed: int, alpha: float | None = None) -> str:
+    """The directory of one demo reward model under out/rm: `<variant>[-a<alpha>]-<size>-s<seed>` (alpha: GRM cells of
+    the alpha curve only)."""
+    return f"{name}{'' if alpha is None else f'-a{alpha:g}'}-{size}-s{seed}"
+
+
+@dataclass(frozen=True)
+class RMCell:
+    """One reward model of the demo: a variant (a VARIANTS row or an official-pairing row) at a size, seed and, for a GRM
+    variant, an alpha of the curve."""
+
+    name: str
+    alpha: float | None
+    size: str
+    seed: int
+
+    @property
+    def dir_name(self) -> str:
+        return rm_run_name(self.name, self.size, self.seed, self.alpha)
+
+
+def demo_cells(cfg: DemoConfig) -> list[RMCell]:
+    """Every reward model of the demo, vanilla first (the world check needs them), then each variant at every size and
+    seed; the GRM variants at every alpha of `cfg.alphas` (the alpha curve; the headline keeps the alpha chosen on
+    val_id); the official pairing (extra rows, at train-rm's default alpha)."""
+    rows = dict(VARIANTS) | (dict(OFFICIAL_PAIRING) if cfg.official_pairing else {})
+    cells = []
+    for name in rows:
+        alphas: list[float | None] = list(cfg.alphas) if name in GRM_VARIANTS else [None]
+        cells += [RMCell(name, a, size, seed) for a in alphas for size in cfg.sizes for seed in range(cfg.seeds)]
+    return cells
+
+
+def rm_run_config(cfg: DemoConfig, policy_path: Path, train_path: Path, n_pairs: int, run_dir: Path, cell: RMCell):
     """One reward-model run of the demo: evaluated on val_id every `rm_eval_pairs` pairs (at most once an epoch), stopped
     `rm_patience` evaluations after its best, kept at its best (its length is chosen by ID validation only; test sets are
     scored once, on the kept weights)."""
@@ -25,19 +61,35 @@ def rm_run_config(cfg: DemoConfig, policy_path: Path, train_path: Path, n_pairs:
 
     steps_per_epoch = math.ceil(n_pairs / cfg.rm_batch_size)
     eval_steps = max(1, min(steps_per_epoch, round(cfg.rm_eval_pairs / cfg.rm_batch_size)))
+    settings = (dict(VARIANTS) | OFFICIAL_PAIRING)[cell.name] | ({} if cell.alpha is None else {"alpha": cell.alpha})
     return RewardTrainingConfig(
         model=str(policy_path), train_data=str(train_path), output_dir=str(run_dir),
         learning_rate=cfg.rm_lr, per_device_train_batch_size=cfg.rm_batch_size, num_train_epochs=cfg.rm_epochs,
-        alpha=cfg.alpha, seed=seed, logging_steps=10, progress=False, max_length=256,
+        seed=cell.seed, logging_steps=10, progress=False, max_length=256,
         eval_steps=eval_steps, select_best_on="val", early_stopping_patience=cfg.rm_patience, report_to=cfg.report_to,
         norm_samples=DEMO_NORM_SAMPLES, **settings,
     )  # fmt: skip
 
 
+def train_demo_cell(run_cfg, datasets: dict) -> dict:
+    """Train one demo reward model (a worker's task: module-level, so a spawned process can run it); train-rm writes its
+    scores.jsonl. Returns its accuracy per eval set, the selection and its steps."""
+    from rewardlab.train_rm import train_reward_model
+
+    t0 = time.perf_counter()
+    metrics = train_reward_model(run_cfg, datasets)
+    return {
+        "accuracy": {split: m["accuracy"] for split, m in metrics["eval"].items()},
+        "selection": metrics["train"]["selection"],
+        "steps": metrics["train"]["steps"],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 @dataclass
 class RewardModelRuns:
-    """Trains the demo's reward models one at a time (under out/rm/<name>-<size>-s<seed>) and collects, per variant and
-    size, each seed's accuracies and the epochs it kept and ran."""
+    """The demo's reward models (under out/rm/`rm_run_name`), trained in `cfg.workers` processes, and what each
+    reported: accuracy per eval set, the epoch it kept and how long it ran."""
 
     cfg: DemoConfig
     policy_path: Path
@@ -45,89 +97,159 @@ class RewardModelRuns:
     out: Path
     train_sets: dict  # size -> training pairs
     eval_sets: dict  # "val" (val_id), "id" (test_id), "ood" (test_ood)
-    accuracy: dict = field(default_factory=dict)  # name -> size -> {"id", "ood", "val"}: one accuracy per seed
-    ood_split: dict = field(default_factory=dict)  # name -> size -> one `rewardlab.ood_split` table of test_ood a seed
-    training: dict = field(default_factory=dict)  # name -> size -> one {seed, epoch_kept, epochs_run, val_history} a seed
+    results: dict = field(default_factory=dict)  # RMCell -> train_demo_cell's result
 
-    def train(self, name: str, settings: dict, size: str, seed: int) -> None:
-        from rewardlab.train_rm import train_reward_model
+    def train(self, cells: list[RMCell]) -> None:
+        from rewardlab.study import run_cells
 
-        n_pairs = len(self.train_sets[size].examples)
-        run_dir = self.out / "rm" / f"{name}-{size}-s{seed}"
-        run_cfg = rm_run_config(self.cfg, self.policy_path, self.paths[f"train_{size}"], n_pairs, run_dir, seed, settings)
-        metrics = train_reward_model(run_cfg, {"train": self.train_sets[size], "eval": self.eval_sets})
-        cell = self.accuracy.setdefault(name, {}).setdefault(size, {"id": [], "ood": [], "val": []})
-        for split, values in cell.items():
-            values.append(metrics["eval"][split]["accuracy"])
-        self.ood_split.setdefault(name, {}).setdefault(size, []).append(read_ood_split(run_dir, self.eval_sets["ood"]))
-        epoch_steps = math.ceil(n_pairs / self.cfg.rm_batch_size)
-        selection = metrics["train"]["selection"]
-        self.training.setdefault(name, {}).setdefault(size, []).append(
-            {"seed": seed, "epoch_kept": selection["step"] / epoch_steps, "epochs_run": metrics["train"]["steps"] / epoch_steps,
-             "val_history": selection["history"]}
-        )  # fmt: skip
+        jobs = []
+        for cell in cells:
+            n_pairs = len(self.train_sets[cell.size].examples)
+            run_dir = self.out / "rm" / cell.dir_name
+            run_cfg = rm_run_config(self.cfg, self.policy_path, self.paths[f"train_{cell.size}"], n_pairs, run_dir, cell)
+            jobs.append((cell, run_cfg, {"train": self.train_sets[cell.size], "eval": self.eval_sets}))
+        bar = progress(total=len(jobs), desc="reward models", enabled=self.cfg.progress)
 
-    def summary(self) -> dict:
-        """name -> size -> split -> mean / std / values over seeds."""
-        return {
-            name: {size: {split: mean_std(values) for split, values in cell.items()} for size, cell in sizes.items()}
-            for name, sizes in self.accuracy.items()
-        }
+        def done(cell: RMCell, result: dict) -> None:
+            self.results[cell] = result
+            bar.update(1)
+
+        run_cells(jobs, self.cfg.workers, done, train_demo_cell)
+        bar.close()
+
+    def seeds(self, name: str, size: str, alpha: float | None = None) -> list[RMCell]:
+        return [RMCell(name, alpha, size, seed) for seed in range(self.cfg.seeds)]
+
+    def accuracy(self, name: str, size: str, alpha: float | None = None) -> dict:
+        """split -> mean / std / values over seeds (in seed order)."""
+        cells = self.seeds(name, size, alpha)
+        return {split: mean_std([self.results[c]["accuracy"][split] for c in cells]) for split in ("id", "ood", "val")}
+
+    def training(self, name: str, size: str, alpha: float | None = None) -> list[dict]:
+        """One {seed, epoch_kept, epochs_run, val_history} a seed."""
+        epoch_steps = math.ceil(len(self.train_sets[size].examples) / self.cfg.rm_batch_size)
+        rows = []
+        for cell in self.seeds(name, size, alpha):
+            selection = self.results[cell]["selection"]
+            rows.append(
+                {"seed": cell.seed, "epoch_kept": selection["step"] / epoch_steps,
+                 "epochs_run": self.results[cell]["steps"] / epoch_steps, "val_history": selection["history"]}
+            )  # fmt: skip
+        return rows
+
+
+def choose_alpha(val_means: dict[float, float], preferred: float) -> float:
+    """The alpha with the best mean val_id accuracy over seeds (model selection on ID validation only); among ties
+    `preferred` (train-rm's default), else the smallest."""
+    best = max(val_means.values())
+    tied = [alpha for alpha, value in val_means.items() if value == best]
+    return preferred if preferred in tied else min(tied)
+
+
+def alpha_results(cfg: DemoConfig, runs: RewardModelRuns) -> tuple[dict, dict]:
+    """(alpha_curve, alpha_selection). alpha_curve: `rewardlab study`'s shape, variant -> size -> eval set ->
+    [{alpha, mean, ci_low, ci_high}] in alpha order, vanilla as the reference (alpha None); alpha_selection: GRM variant
+    -> size -> {alpha, val_means, rule}."""
+    import numpy as np
+
+    from rewardlab.paired_stats import LEVEL, t_interval
+    from rewardlab.study import alpha_curve
+
+    rows = []
+    for name in ("vanilla", *GRM_VARIANTS):
+        for alpha in cfg.alphas if name in GRM_VARIANTS else [None]:
+            for size in cfg.sizes:
+                for split, stat in runs.accuracy(name, size, alpha).items():
+                    mean, low, high = t_interval(np.array(stat["values"]), LEVEL)
+                    rows.append(
+                        {"variant": name, "alpha": alpha, "size": size, "eval_set": split, "mean": mean,
+                         "ci_low": low if math.isfinite(low) else None, "ci_high": high if math.isfinite(high) else None}
+                    )  # fmt: skip
+    selection: dict = {}
+    preferred = default_alpha()
+    for name in GRM_VARIANTS:
+        for size in cfg.sizes:
+            val = {alpha: runs.accuracy(name, size, alpha)["val"]["mean"] for alpha in cfg.alphas}
+            selection.setdefault(name, {})[size] = {
+                "alpha": choose_alpha(val, preferred),
+                "val_means": [[alpha, value] for alpha, value in val.items()],
+                "rule": f"best mean val_id accuracy over seeds; ties to {preferred:g} (train-rm's default), else the "
+                "smallest alpha",
+            }
+    return alpha_curve(rows), selection
+
+
+def default_alpha() -> float:
+    from rewardlab.config import RewardTrainingFields
+
+    return next(f.default for f in fields(RewardTrainingFields) if f.name == "alpha")
 
 
 def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Path], out: Path) -> dict:
-    """Every reward model of the demo and the world check: vanilla first (all sizes and seeds), then the world check
-    (printed as soon as it is measured), then the other variants and the official pairing.
+    """Every reward model of the demo (`demo_cells`, in `cfg.workers` processes), then the world check on the vanilla
+    ones; each GRM variant's headline row at the alpha chosen on val_id, the whole alpha curve beside it.
 
     Returns {"world_check", "reward_models" (accuracy table; the frozen-backbone row comes from the world check's probe),
-    "reward_model_training" (epochs kept and run per model)}."""
+    "reward_model_training" (epochs kept and run per model), "ood_split", "comparisons", "comparisons_family",
+    "alpha_curve", "alpha_selection"}."""
     from rewardlab.data.loading import load_preferences
     from rewardlab.tasks.policy import torch_threads
 
     eval_sets = {"val": load_preferences(str(paths["val_id"])), "id": load_preferences(str(paths["test_id"])),
                  "ood": load_preferences(str(paths["test_ood"]))}  # fmt: skip
     train_sets = {size: load_preferences(str(paths[f"train_{size}"])) for size in cfg.sizes}
-    rows = dict(VARIANTS) | (dict(OFFICIAL_PAIRING) if cfg.official_pairing else {})
     runs = RewardModelRuns(cfg, policy_path, paths, out, train_sets, eval_sets)
-    bar = progress(total=len(rows) * len(cfg.sizes) * cfg.seeds, desc="reward models", enabled=cfg.progress)
-
-    def train_every_size_and_seed(name: str) -> None:
-        for size in cfg.sizes:
-            for seed in range(cfg.seeds):
-                runs.train(name, rows[name], size, seed)
-                bar.update(1)
-
     with torch_threads(SMALL_MODEL_THREADS) as threads:
-        train_every_size_and_seed("vanilla")
+        runs.train(demo_cells(cfg))
+        curve, selection = alpha_results(cfg, runs)
+        chosen = {name: {size: selection[name][size]["alpha"] for size in cfg.sizes} for name in GRM_VARIANTS}
+
+        def headline(name: str, size: str) -> float | None:
+            return chosen[name][size] if name in chosen else None
+
+        rows = (*VARIANTS, *(OFFICIAL_PAIRING if cfg.official_pairing else ()))
+        dirs = {name: {size: [out / "rm" / c.dir_name for c in runs.seeds(name, size, headline(name, size))]
+                       for size in cfg.sizes} for name in rows}  # fmt: skip
         world_check = measure_world_check(
-            cfg, policy_path, train_sets, eval_sets, out, runs.accuracy["vanilla"], vanilla_splits=runs.ood_split["vanilla"]
+            cfg,
+            policy_path,
+            train_sets,
+            eval_sets,
+            out,
+            {size: {"ood": runs.accuracy("vanilla", size)["ood"]["values"]} for size in cfg.sizes},
+            vanilla_splits={size: [read_ood_split(d, eval_sets["ood"]) for d in dirs["vanilla"][size]] for size in cfg.sizes},
         )
-        for line in world_check_findings(world_check):
-            write(f"world check: {line}")
-        for line in world_check_findings(world_check["neutral"]):
-            write(f"world check, cue-neutral OOD pairs: {line}")
-        for name in rows:
-            if name != "vanilla":
-                train_every_size_and_seed(name)
         world_check["threads"] = threads
-    bar.close()
-    summary = runs.summary()
+    for line in world_check_findings(world_check):
+        write(f"world check: {line}")
+    for line in world_check_findings(world_check["neutral"]):
+        write(f"world check, cue-neutral OOD pairs: {line}")
+    summary = {name: {size: runs.accuracy(name, size, headline(name, size)) for size in cfg.sizes} for name in dirs}
+    for name in chosen:
+        for size in cfg.sizes:
+            summary[name][size]["alpha"] = chosen[name][size]
     summary[FROZEN] = {size: world_check["by_size"][size]["frozen_backbone"] for size in cfg.sizes}
     ordered = {name: summary[name] for name in (*VARIANTS, FROZEN, *(OFFICIAL_PAIRING if cfg.official_pairing else ()))}
-    comparisons, family = reward_model_comparisons(cfg, out)
-    return {"world_check": world_check, "reward_models": ordered, "reward_model_training": runs.training,
-            "ood_split": ood_split_results(runs.ood_split, world_check, ordered), "comparisons": comparisons,
-            "comparisons_family": family}  # fmt: skip
+    splits = {name: {size: [read_ood_split(d, eval_sets["ood"]) for d in sizes[size]] for size in sizes}
+              for name, sizes in dirs.items()}  # fmt: skip
+    training = {name: {size: runs.training(name, size, headline(name, size)) for size in cfg.sizes} for name in dirs}
+    comparisons, family = reward_model_comparisons(cfg, dirs)
+    return {"world_check": world_check, "reward_models": ordered, "reward_model_training": training,
+            "ood_split": ood_split_results(splits, world_check, ordered), "comparisons": comparisons,
+            "comparisons_family": family, "alpha_curve": curve, "alpha_selection": selection,
+            "reward_model_dirs": {name: {size: [str(d.relative_to(out)) for d in ds] for size, ds in sizes.items()}
+                                  for name, sizes in dirs.items()}}  # fmt: skip
 
 
-def reward_model_comparisons(cfg: DemoConfig, out: Path) -> tuple[list[dict], dict]:
-    """Every variant against vanilla at each size, on test_id and test_ood, paired by seed: `rewardlab compare`'s
-    statistics on the runs' scores.jsonl (train-rm's own), Holm's adjustment across the family (issue 21)."""
+def reward_model_comparisons(cfg: DemoConfig, dirs: dict) -> tuple[list[dict], dict]:
+    """Every variant (GRM ones at their chosen alpha) against vanilla at each size, on test_id and test_ood, paired by
+    seed: `rewardlab compare`'s statistics on the runs' scores.jsonl (train-rm's own), Holm's adjustment across the
+    family (issue 21). `dirs`: name -> size -> the seeds' run directories."""
     from rewardlab.comparison import Side, compare_family, read_scores
     from rewardlab.rm_trainer.outputs import SCORES_NAME
 
     def side(name: str, size: str) -> tuple[Side, list]:
-        paths = tuple(str(out / "rm" / f"{name}-{size}-s{seed}" / SCORES_NAME) for seed in range(cfg.seeds))
+        paths = tuple(str(d / SCORES_NAME) for d in dirs[name][size])
         return Side(name, paths), [read_scores(path) for path in paths]
 
     cases = []
@@ -173,7 +295,7 @@ def measure_world_check(
         probe = train_probe(pair_features(base, train.examples), base_features["val"])
         after, after_l2, after_edge, after_splits = [], [], [], []
         for seed in range(cfg.seeds):
-            vanilla = load_reward_model(out / "rm" / f"vanilla-{size}-s{seed}")
+            vanilla = load_reward_model(out / "rm" / rm_run_name("vanilla", size, seed))
             features = {name: pair_features(vanilla, ds.examples) for name, ds in (("train", train), *splits.items())}
             vanilla_probe = train_probe(features["train"], features["val"])
             after.append(vanilla_probe.accuracy(features["ood"]))

@@ -110,6 +110,14 @@ def best_of_n(proxy_scores: ArrayLike, n: int) -> np.ndarray:
     return np.argmax(scores[:, :n], axis=1)  # argmax returns the first maximum
 
 
+def picked_gold(proxy_scores: ArrayLike, gold_scores: ArrayLike, n: int) -> np.ndarray:
+    """(P,) gold score of each prompt's best-of-n pick by the proxy (among its first n samples)."""
+    proxy, gold = _to_numpy(proxy_scores), _to_numpy(gold_scores)
+    if proxy.shape != gold.shape:
+        raise ValueError(f"proxy {proxy.shape} and gold {gold.shape} scores differ in shape")
+    return gold[np.arange(gold.shape[0]), best_of_n(proxy, n)]
+
+
 def _sem(x: np.ndarray) -> float:
     """Standard error of the mean over prompts; NaN with a single prompt."""
     return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
