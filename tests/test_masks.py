@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from rewardlab.masks import first_token_index, last_token_index, pad_rows, position_ids_from_mask
+from rewardlab.masks import first_token_index, fold_closing_scores, last_token_index, pad_rows, position_ids_from_mask
 
 ROWS = [[5, 6, 7], [8], [], [9, 10, 11, 12, 13]]
 
@@ -63,3 +63,32 @@ def test_pad_rows_edge_cases():
     assert ids.tolist() == [[4], [4]] and mask.tolist() == [[0], [0]]
     with pytest.raises(ValueError, match="padding side"):
         pad_rows([[1]], pad_id=0, side="middle")
+
+
+def fold_by_hand(row: list[float], length: int, closed: bool, closing: int) -> list[float]:
+    """One row's scores folded as a list: the closing scores (if the row was closed) added to its last token."""
+    out = row[:length] + [0.0] * (len(row) - closing - length)
+    if closed:
+        out[length - 1] += sum(row[length : length + closing])
+    return out
+
+
+@pytest.mark.parametrize("closing", [1, 2, 3])
+def test_fold_closing_scores_matches_a_loop_over_rows(closing: int) -> None:
+    rng = random.Random(closing)
+    width, rows, scores, mask, expected = 6, 9, [], [], []
+    for _ in range(rows):
+        length, closed = rng.randint(1, width), rng.random() < 0.6
+        row = [float(rng.randint(-9, 9)) for _ in range(length + (closing if closed else 0))]
+        row += [0.0] * (width + closing - len(row))  # a closed batch holds zeros past each row's end
+        scores.append(row)
+        mask.append([1.0] * length + [0.0] * (width - length))
+        expected.append(fold_by_hand(row, length, closed, closing))
+    folded = fold_closing_scores(torch.tensor(scores), torch.tensor(mask), closing)
+    assert folded.tolist() == expected
+    assert folded.sum(1).tolist() == torch.tensor(scores).sum(1).tolist()  # every row keeps its total
+
+
+def test_fold_closing_scores_leaves_a_batch_without_closing_as_it_is() -> None:
+    scores = torch.randn(3, 4)
+    assert fold_closing_scores(scores, torch.ones(3, 4), 1) is scores

@@ -6,7 +6,7 @@ from helpers import perturb
 from rewardlab.data.templates import encode_prompt_response, pad_sequences, response_mask
 from rewardlab.masks import last_token_index
 from rewardlab.modeling.ensemble import EnsembleRewardModel
-from rewardlab.modeling.loader import load_reward_model
+from rewardlab.modeling.loader import load_for_scoring, load_reward_model, scoring_placement
 from rewardlab.modeling.reward_model import LoraSettings, RewardModel, build_reward_model
 
 PAIRS = [
@@ -196,3 +196,21 @@ def test_load_reward_model_builds_tiny_llama_without_a_directory():
     torch.testing.assert_close(
         loaded(ids, torch.ones_like(ids)).sequence_rewards, built(ids, torch.ones_like(ids)).sequence_rewards
     )
+
+
+def test_load_for_scoring_places_the_model_and_passes_a_loaded_one_through():
+    device, dtype = scoring_placement("cpu", "auto")
+    assert (device, dtype) == (torch.device("cpu"), torch.float32)
+    assert scoring_placement("cpu", "bf16", current_cuda=True) == (torch.device("cpu"), torch.bfloat16)
+    loaded = load_for_scoring("tiny-llama", "cpu", "fp32")
+    assert not loaded.training and loaded.device == torch.device("cpu")
+    assert next(loaded.parameters()).dtype == torch.float32
+    ids = torch.tensor([[5, 9, 40, 41, 2]])
+    torch.testing.assert_close(
+        loaded(ids, torch.ones_like(ids)).sequence_rewards,
+        load_reward_model("tiny-llama")(ids, torch.ones_like(ids)).sequence_rewards,
+    )
+    model = build_reward_model("tiny-llama").train()
+    assert load_for_scoring(model) is model and not model.training  # used where it is, in eval mode
+    with pytest.raises(ValueError, match="my model"):  # no recorded statistics: normalize names it
+        load_for_scoring(model, normalize=True, where="my model")

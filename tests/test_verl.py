@@ -14,6 +14,7 @@ import torch
 
 from rewardlab.data.templates import encode_prompt_response
 from rewardlab.integrations.verl import (
+    RowScore,
     TokenRewardManager,
     TokenRewardScorer,
     VerlRewardOptions,
@@ -245,3 +246,14 @@ def test_a_chat_turn_stopped_at_eos_is_closed_as_the_template_closes_it() -> Non
     m = len(want_plain.token_rewards)
     assert rewards[1, :m].tolist() == pytest.approx(want_plain.token_rewards, abs=1e-5)
     assert out["reward_extra_info"]["rm_score"][1] == pytest.approx(want_plain.reward, abs=1e-5)
+
+
+def test_fold_added_moves_the_closing_rewards_onto_eos_as_list_arithmetic_does() -> None:
+    rng = torch.Generator().manual_seed(0)
+    for added in (1, 2, 3):
+        rewards = torch.randn(5 + added, generator=rng).tolist()
+        expected = rewards[:-added]
+        expected[-1] += sum(rewards[-added:])
+        folded = TokenRewardScorer.fold_added(RowScore(1.0, 0.5, rewards), added)
+        assert (folded.reward, folded.prompt_reward, folded.token_rewards) == (1.0, 0.5, expected)
+    assert TokenRewardScorer.fold_added(RowScore(1.0, 0.5, [0.25]), 0).token_rewards == [0.25]

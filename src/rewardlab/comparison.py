@@ -122,18 +122,16 @@ def score_models(
     from rewardlab.data.listwise import ListwiseDataset
     from rewardlab.evaluation import evaluate_preferences
     from rewardlab.listwise_eval import load_eval_sets
-    from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.runtime import resolve_device, resolve_dtype
+    from rewardlab.modeling.loader import load_for_scoring, scoring_placement
 
     datasets = load_eval_sets(data, format=format)
     for name, ds in datasets.items():
         if isinstance(ds, ListwiseDataset):
             raise ValueError(f"--data {name}: listwise sets (RewardBench 2 / RM-Bench) are not compared yet")
-    placed_on = resolve_device(device)
-    placed_as = resolve_dtype(dtype, placed_on)
+    placed_on, placed_as = scoring_placement(device, dtype)
     tables = []
     for source in sources:
-        model = load_reward_model(source, device=placed_on, dtype=placed_as)
+        model = load_for_scoring(source, placed_on, placed_as)
         table: ScoreTable = {}
         for name, ds in datasets.items():
             _, raw = evaluate_preferences(model, ds.examples, max_length, truncation, batch_size, progress=progress, desc=name)

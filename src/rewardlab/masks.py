@@ -49,3 +49,20 @@ def response_mask(attention_mask: torch.Tensor, response_start: torch.Tensor) ->
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """0, 1, 2, ... over real tokens whatever the padding side (padding positions get 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def fold_closing_scores(scores: torch.Tensor, mask: torch.Tensor, closing: int) -> torch.Tensor:
+    """(B, R + closing) token scores of responses that had a chat template's closing ids (ChatML: "\\n" after
+    <|im_end|>) appended after their EOS -> (B, R): the closing tokens' scores are added to the last response token (the
+    EOS the policy chose), so every shaping keeps its sequence total and sparse puts the reward of the closed turn on
+    EOS. `mask` (B, R) is the original response mask; rows that were not closed hold zeros past their end. The one fold
+    for PPO's rollouts (`rl.rollout.with_closing_tokens`) and verl's rows (`TokenRewardScorer.fold_added`)."""
+    width = mask.shape[1]
+    if scores.shape[1] == width:
+        return scores
+    lengths = mask.sum(1).long()
+    columns = lengths.unsqueeze(1) + torch.arange(closing, device=scores.device)
+    tail = scores.gather(1, columns.clamp(max=scores.shape[1] - 1)).sum(1)  # 0 for rows that were not closed
+    folded = scores[:, :width] * mask
+    folded[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)] += tail
+    return folded

@@ -33,6 +33,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPE_CHOICES = ("auto", *DTYPES)
 _DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float": "fp32"}
 
+# The environment variable that holds `rewardlab serve`'s API key: the server reads it, and so do its clients (verl).
+API_KEY_ENV = "REWARDLAB_API_KEY"
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # devices and dtypes

@@ -182,6 +182,22 @@ def response_token_texts(tokenizer, ids: list[int]) -> list[str]:
     return out
 
 
+# --- one scored row -------------------------------------------------------------------------------------------------
+
+
+def score_row(tokenizer, score: SequenceScore, truncated: bool, settings: TokenRewardSettings) -> dict:
+    """The numbers of one scored sequence as `rewardlab score` writes them and `rewardlab serve` returns them: reward,
+    prompt_reward, tokens (the response tokens' text, with token rewards only), token_rewards, truncated (in that order:
+    `ScoreResult`'s fields after prompt and response)."""
+    return {
+        "reward": score.reward,
+        "prompt_reward": score.prompt_reward,
+        "tokens": response_token_texts(tokenizer, score.response_ids) if settings.method else None,
+        "token_rewards": score.token_rewards,
+        "truncated": truncated,
+    }
+
+
 # --- scoring lists of completions ----------------------------------------------------------------------------------
 
 
@@ -220,15 +236,7 @@ def score_completions(
         scores = score_sequences(rm, [encoded[i] for i in batch], settings, padding_side=padding_side)
         for i, score in zip(batch, scores, strict=True):
             prompt, response = pairs[i]
-            results[i] = ScoreResult(
-                prompt=prompt,
-                response=response,
-                reward=score.reward,
-                prompt_reward=score.prompt_reward,
-                tokens=response_token_texts(rm.tokenizer, score.response_ids) if settings.method else None,
-                token_rewards=score.token_rewards,
-                truncated=encoded[i].truncated,
-            )
+            results[i] = ScoreResult(prompt, response, **score_row(rm.tokenizer, score, encoded[i].truncated, settings))
     return results  # type: ignore[return-value]
 
 

@@ -51,10 +51,10 @@ from rewardlab.data.templates import (
 )
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.redistribution import METHODS
-from rewardlab.scoring import TokenRewardSettings, response_token_texts, score_sequences
+from rewardlab.runtime import API_KEY_ENV
+from rewardlab.scoring import TokenRewardSettings, score_row, score_sequences
 
 MISSING_EXTRA = "the reward server needs FastAPI and uvicorn: pip install 'rewardlab[serve]'"
-API_KEY_ENV = "REWARDLAB_API_KEY"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DRAIN_FACTOR, MIN_DRAIN_BYTES = 32, 64 * 1024 * 1024  # a refused body is read and discarded up to this (drain_limit)
 OPEN_PATHS = ("/health",)  # reachable without the API key (load balancers, readiness probes)
@@ -448,16 +448,7 @@ def score_settings(body, beta_c: float, abc_beta: float) -> TokenRewardSettings:
 
 def score_results(tokenizer, scores: list, sequences: list[EncodedSequence], settings: TokenRewardSettings) -> list[dict]:
     """/score's rows: the numbers `rewardlab score` writes for each item."""
-    return [
-        {
-            "reward": s.reward,
-            "prompt_reward": s.prompt_reward,
-            "tokens": response_token_texts(tokenizer, s.response_ids) if settings.method else None,
-            "token_rewards": s.token_rewards,
-            "truncated": seq.truncated,
-        }
-        for s, seq in zip(scores, sequences, strict=True)
-    ]
+    return [score_row(tokenizer, s, seq.truncated, settings) for s, seq in zip(scores, sequences, strict=True)]
 
 
 def create_app(

@@ -39,7 +39,7 @@ def eval_rm(
     overwrite: bool = overwrite_option(),
 ) -> None:
     """Evaluate a reward model on named preference sets (pairwise, or listwise: rewardbench2, rm-bench)."""
-    from rewardlab.runtime import check_output_file, dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
+    from rewardlab.runtime import check_output_file, dtype_name, version, write_json, write_jsonl
 
     with user_errors():  # settings and output paths first: they fail in a second, before anything loads
         check_eval_settings(batch_size, max_length, truncation)
@@ -51,14 +51,13 @@ def eval_rm(
     from rewardlab.data.listwise import ListwiseDataset
     from rewardlab.evaluation import evaluate_preferences, score_rows
     from rewardlab.listwise_eval import evaluate_listwise, load_eval_sets, summary_line
-    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.modeling.loader import load_for_scoring, scoring_placement
 
     with user_errors():
         quiet_libraries()
         datasets = load_eval_sets(data, format=format, skip_invalid=skip_invalid)  # listwise sets load as such
-        placed_on = resolve_device(device)
-        placed_as = resolve_dtype(dtype, placed_on)
-        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate)
+        placed_on, placed_as = scoring_placement(device, dtype)
+        rm = load_for_scoring(model, placed_on, placed_as, aggregate=aggregate)
         results, rows = {}, []
         for name, ds in datasets.items():
             if isinstance(ds, ListwiseDataset):  # RewardBench 2 / RM-Bench: every completion scored alone

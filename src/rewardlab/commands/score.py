@@ -74,22 +74,21 @@ def score(
 ) -> None:
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
     from rewardlab.commands.common import normalization_record, quiet_libraries, user_errors
-    from rewardlab.runtime import dtype_name, resolve_device, resolve_dtype, version, write_json, write_jsonl
+    from rewardlab.runtime import dtype_name, version, write_json, write_jsonl
 
     with user_errors():  # settings and output paths first: they fail in a second, before anything loads
         check_settings(token_rewards, batch_size, max_length, limit)
         check_outputs(output, html, overwrite, inputs=[model, data])
 
     from rewardlab.data.loading import load_completions
-    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.modeling.loader import load_for_scoring, scoring_placement
     from rewardlab.scoring import render_html, results_summary, score_completions
 
     with user_errors():
         quiet_libraries()
-        placed_on = resolve_device(device)
-        placed_as = resolve_dtype(dtype, placed_on)
+        placed_on, placed_as = scoring_placement(device, dtype)
         items = load_completions(data, skip_invalid=skip_invalid, limit=limit)
-        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate, normalize=normalize)
+        rm = load_for_scoring(model, placed_on, placed_as, aggregate=aggregate, normalize=normalize)
         results = score_completions(
             rm,
             items,

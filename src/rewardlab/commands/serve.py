@@ -6,6 +6,7 @@ import typer
 
 from rewardlab.commands.common import aggregate_option, device_option, dtype_option, normalize_option
 from rewardlab.errors import UserError
+from rewardlab.runtime import API_KEY_ENV
 
 
 def serve(
@@ -22,7 +23,7 @@ def serve(
     api_key: str | None = typer.Option(
         None,
         "--api-key",
-        envvar="REWARDLAB_API_KEY",
+        envvar=API_KEY_ENV,
         show_envvar=True,
         help="Require 'Authorization: Bearer <key>' on every path but /health (prefer the environment variable).",
     ),
@@ -45,8 +46,7 @@ def serve(
         check_at_least("--max-length", max_length, 2)
         check_at_least("--max-body-bytes", max_body_bytes, 1)
 
-    from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.runtime import resolve_device, resolve_dtype
+    from rewardlab.modeling.loader import load_for_scoring
     from rewardlab.serve import require_serve_extra, run_server
 
     with user_errors():
@@ -55,9 +55,7 @@ def serve(
         except ImportError as err:
             raise UserError(str(err)) from None
         quiet_libraries()
-        placed_on = resolve_device(device)
-        placed_as = resolve_dtype(dtype, placed_on)
-        rm = load_reward_model(model, device=placed_on, dtype=placed_as, aggregate=aggregate, normalize=normalize)
+        rm = load_for_scoring(model, device, dtype, aggregate=aggregate, normalize=normalize)
     if rm.normalization is not None:
         stats = rm.normalization
         echo(f"serving normalised rewards: (r - {stats.mean:+.4f}) / {stats.std:.4f} (statistics of {stats.source})")

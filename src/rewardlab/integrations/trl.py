@@ -23,10 +23,12 @@ from typing import Any
 import torch
 
 from rewardlab.data.types import Text
+from rewardlab.rl.scorers import RewardModelScorer
 
 
 class RewardlabRewardFunction:
-    """Callable TRL reward function over a rewardlab reward model (see `reward_function`)."""
+    """Callable TRL reward function over a rewardlab reward model (see `reward_function`): a thin adapter that loads the
+    model on first use and scores through `rewardlab.rl.scorers.RewardModelScorer`."""
 
     def __init__(
         self,
@@ -38,7 +40,7 @@ class RewardlabRewardFunction:
         name: str | None = None,
         normalize: bool = False,
     ) -> None:
-        from rewardlab.modeling.loader import check_normalizable, resolve_model_dir
+        from rewardlab.modeling.loader import check_normalizable, load_for_scoring, resolve_model_dir
         from rewardlab.modeling.sources import is_builtin
 
         if batch_size < 1:
@@ -56,7 +58,8 @@ class RewardlabRewardFunction:
                 check_normalizable(model)
             self._path, self._rm = model, None
         else:  # an already loaded reward model: normalize switches its normalisation on (it must have statistics)
-            self._path, self._rm = None, (model.use_normalization(where="the reward model") if normalize else model).eval()
+            self._path, self._rm = None, load_for_scoring(model, normalize=normalize)
+        self._scorer: RewardModelScorer | None = None
         # TRL names each reward function by `__name__` in its logs (rewards/<name>/mean).
         self.__name__ = name or "rewardlab"
 
@@ -65,25 +68,21 @@ class RewardlabRewardFunction:
         """The reward model, loaded on first use: onto `device`, or (None) the calling process's current CUDA device
         (the one accelerate gave this rank), else the CPU."""
         if self._rm is None:
-            from rewardlab.modeling.loader import load_reward_model
-            from rewardlab.runtime import resolve_device, resolve_dtype
+            from rewardlab.modeling.loader import load_for_scoring
 
-            device = resolve_device(self.device)
-            if device.type == "cuda" and device.index is None:
-                device = torch.device("cuda", torch.cuda.current_device())
-            dtype = resolve_dtype(self.dtype, device)
-            self._rm = load_reward_model(self._path, device=device, dtype=dtype, normalize=self.normalize)
+            self._rm = load_for_scoring(self._path, self.device, self.dtype, normalize=self.normalize, current_cuda=True)
         return self._rm
 
-    def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **kwargs: Any) -> list[float]:
-        from rewardlab.scoring import score_completions
+    @property
+    def scorer(self) -> RewardModelScorer:
+        if self._scorer is None:
+            self._scorer = RewardModelScorer(self.rm, batch_size=self.batch_size, max_length=self.max_length)
+        return self._scorer
 
+    def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **kwargs: Any) -> list[float]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        results = score_completions(
-            self.rm, list(zip(prompts, completions, strict=True)), batch_size=self.batch_size, max_length=self.max_length
-        )
-        return [r.reward for r in results]
+        return self.scorer.score(list(prompts), list(completions))
 
 
 def reward_function(

@@ -35,10 +35,9 @@ from typing import Any
 
 import torch
 
+from rewardlab.masks import fold_closing_scores
 from rewardlab.redistribution import METHODS, response_mask
-
-API_KEY_ENV = "REWARDLAB_API_KEY"
-
+from rewardlab.runtime import API_KEY_ENV
 
 # --- layout: rewardlab token rewards <-> verl's (B, response_length) --------------------------------------------------
 
@@ -177,15 +176,13 @@ _MODELS_LOCK = threading.Lock()
 def shared_reward_model(path: str, device: str | None = None, dtype: str | None = None, normalize: bool = False):
     """A reward model loaded once per process and shared (verl builds a training and a validation manager, and several
     workers may live in one process). `device` None: CUDA when this process sees a GPU, else the CPU."""
-    from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.runtime import resolve_device, resolve_dtype
+    from rewardlab.modeling.loader import load_for_scoring, scoring_placement
 
-    placed_on = resolve_device(device)
-    placed_as = resolve_dtype(dtype, placed_on)
+    placed_on, placed_as = scoring_placement(device, dtype)
     key = (str(path), str(placed_on), str(placed_as), normalize)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            _MODELS[key] = load_reward_model(path, device=placed_on, dtype=placed_as, normalize=normalize)
+            _MODELS[key] = load_for_scoring(path, placed_on, placed_as, normalize=normalize)
         return _MODELS[key]
 
 
@@ -220,11 +217,13 @@ class TokenRewardScorer:
     def rm(self):
         """The local reward model, loaded (once per process) on first use; the vocabulary is checked then."""
         if self._rm is None:
-            source = self.options.reward_model
+            from rewardlab.modeling.loader import load_for_scoring
+
+            source, normalize = self.options.reward_model, self.options.normalize
             if isinstance(source, str | os.PathLike):
-                rm = shared_reward_model(str(source), self.options.device, self.options.dtype, self.options.normalize)
+                rm = shared_reward_model(str(source), self.options.device, self.options.dtype, normalize)
             else:  # an already loaded RewardModel (Python callers, tests): normalize switches its normalisation on
-                rm = (source.use_normalization(where="reward_kwargs.reward_model") if self.options.normalize else source).eval()
+                rm = load_for_scoring(source, normalize=normalize, where="reward_kwargs.reward_model")
             if self.options.check_tokenizer and self.tokenizer is not None:
                 check_same_vocabulary(self.tokenizer, rm.tokenizer)
             self._rm = rm
@@ -255,12 +254,13 @@ class TokenRewardScorer:
 
     @staticmethod
     def fold_added(score: RowScore, added: int) -> RowScore:
-        """The closing ids are not the policy's: their token rewards go to the EOS the policy generated."""
+        """The closing ids are not the policy's: their token rewards go to the EOS the policy generated
+        (`fold_closing_scores`, as PPO's rollouts fold them; in float64, the precision of the lists)."""
         if not added:
             return score
-        rewards = list(score.token_rewards[:-added])
-        rewards[-1] += sum(score.token_rewards[-added:])
-        return RowScore(score.reward, score.prompt_reward, rewards)
+        rewards = torch.tensor([score.token_rewards], dtype=torch.float64)
+        kept = torch.ones(1, rewards.shape[1] - added, dtype=torch.float64)
+        return RowScore(score.reward, score.prompt_reward, fold_closing_scores(rewards, kept, added)[0].tolist())
 
     def encoded(self, rows: Sequence[tuple[list[int], list[int]]]) -> list:
         from rewardlab.data.templates import EncodedSequence

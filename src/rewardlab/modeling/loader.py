@@ -68,3 +68,37 @@ def load_reward_model(
     if normalize:
         model.use_normalization(where=str(path))
     return model.eval()
+
+
+def scoring_placement(
+    device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, *, current_cuda: bool = False
+) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) a reward model is scored on: `device` None = CUDA when this process sees a GPU, else the CPU;
+    `dtype` None/auto = bf16 on a capable GPU, else fp32 (`rewardlab.runtime`). `current_cuda`: an unindexed CUDA device
+    becomes this process's current one (the one a launcher such as accelerate gave this rank)."""
+    from rewardlab.runtime import resolve_device, resolve_dtype
+
+    placed_on = resolve_device(device)
+    if current_cuda and placed_on.type == "cuda" and placed_on.index is None:
+        placed_on = torch.device("cuda", torch.cuda.current_device())
+    return placed_on, resolve_dtype(dtype, placed_on)
+
+
+def load_for_scoring(
+    source,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    *,
+    aggregate: str | None = None,
+    normalize: bool = False,
+    current_cuda: bool = False,
+    where: str = "the reward model",
+):
+    """A reward model ready to score, in eval mode: what `rewardlab score`, `serve`, `eval-rm`, the RL scorers and the
+    TRL and verl adapters all load. `source`: a path or built-in name (`load_reward_model`), placed by
+    `scoring_placement(device, dtype, current_cuda=...)`; or an already loaded model, used where it is (`normalize`
+    switches its normalisation on; `where` names it when it has no statistics)."""
+    if not isinstance(source, str | os.PathLike):
+        return (source.use_normalization(where=where) if normalize else source).eval()
+    placed_on, placed_as = scoring_placement(device, dtype, current_cuda=current_cuda)
+    return load_reward_model(source, device=placed_on, dtype=placed_as, aggregate=aggregate, normalize=normalize)

@@ -15,7 +15,7 @@ from torch import nn
 
 from rewardlab.data.types import Text
 from rewardlab.generation import Sample
-from rewardlab.masks import pad_rows, position_ids_from_mask
+from rewardlab.masks import fold_closing_scores, pad_rows, position_ids_from_mask  # noqa: F401 (fold: re-exported)
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.redistribution import redistribute, shaping_potential
 from rewardlab.rl.ppo_math import RunningMoments
@@ -136,21 +136,6 @@ def with_closing_tokens(batch: ResponseBatch, closing: list[int], rows: torch.Te
     input_ids = torch.cat([batch.input_ids[:, :context], response_ids], dim=1)
     attention_mask = torch.cat([batch.attention_mask[:, :context], mask.to(batch.attention_mask.dtype)], dim=1)
     return ResponseBatch(input_ids, attention_mask, response_ids, mask, context)
-
-
-def fold_closing_scores(scores: torch.Tensor, mask: torch.Tensor, closing: int) -> torch.Tensor:
-    """(B, R + closing) token scores of a `with_closing_tokens` batch -> (B, R): the closing tokens' scores are added to
-    the last response token (the EOS the policy chose), so every shaping keeps its sequence total and sparse puts the
-    reward of the closed turn on EOS. `mask` (B, R) is the original response mask."""
-    width = mask.shape[1]
-    if scores.shape[1] == width:
-        return scores
-    lengths = mask.sum(1).long()
-    columns = lengths.unsqueeze(1) + torch.arange(closing, device=scores.device)
-    tail = scores.gather(1, columns.clamp(max=scores.shape[1] - 1)).sum(1)  # 0 for rows that were not closed
-    folded = scores[:, :width] * mask
-    folded[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)] += tail
-    return folded
 
 
 @dataclass

@@ -116,9 +116,6 @@ def resolve_scorer(
         from rewardlab.tasks.world import GoldReward
 
         return GoldReward()
-    from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.runtime import resolve_device, resolve_dtype
+    from rewardlab.modeling.loader import load_for_scoring
 
-    device = resolve_device(device)
-    model = load_reward_model(spec, device=device, dtype=resolve_dtype(dtype, device))
-    return RewardModelScorer(model, batch_size=batch_size)
+    return RewardModelScorer(load_for_scoring(spec, device, dtype), batch_size=batch_size)
