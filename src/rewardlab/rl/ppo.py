@@ -62,7 +62,7 @@ from rewardlab.data.types import Text
 from rewardlab.generation import PromptCycle, SampleBatch, sample
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.progress import progress
-from rewardlab.redistribution import TOKEN_REWARD_METHODS
+from rewardlab.redistribution import token_reward_method
 from rewardlab.rl.models import PolicyAndCritic, make_critic, trainable_policy
 from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.rl.ppo_math import (
@@ -376,7 +376,7 @@ class PPOTrainer:
         # chat turns that ended at EOS are scored closed, as the template renders them in training (ChatML's "\n")
         chat = torch.tensor([isinstance(p, list) for p in samples.prompts_of_samples()], device=finished.device)
         closed = finished.bool() & chat
-        needs_attention = TOKEN_REWARD_METHODS[cfg.reward_shaping].needs_attention
+        needs_attention = token_reward_method(cfg.reward_shaping, "reward_shaping").needs_attention
         for rows in _chunks(len(finished), cfg.minibatch_size):
             chunk = batch.rows(rows)
             scored = with_closing_tokens(chunk, self.closing_ids, closed[rows])
