@@ -114,7 +114,8 @@ def test_the_demo_reward_models_report_the_ood_split_of_every_model(tmp_path):
         for size in cfg.sizes:
             val = {}
             for alpha in cfg.alphas:
-                metrics = json.loads((tmp_path / "demo" / "rm" / rm_run_name(variant, size, 0, alpha) / "metrics.json").read_text())
+                run_dir = tmp_path / "demo" / "rm" / rm_run_name(variant, size, 0, alpha)
+                metrics = json.loads((run_dir / "metrics.json").read_text())
                 val[alpha] = metrics["eval"]["val"]["accuracy"]
                 for eval_set in ("val", "id", "ood"):
                     [point] = [p for p in curve[variant][size][eval_set] if p["alpha"] == alpha]

@@ -5,14 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rewardlab.errors import UserError
 from rewardlab.redistribution import (
+    DEFAULT_ABC_BETA,
+    DEFAULT_BETA_C,
     METHODS,
+    POTENTIAL_METHODS,
+    TOKEN_REWARD_METHODS,
     final_token_attention,
     prompt_rewards,
     redistribute,
     response_mask,
     sequence_rewards,
     shaping_potential,
+    token_reward_method,
 )
 
 PAD_VALUE = 99.0  # reward-head output at padding positions: must never leak into any result
@@ -229,3 +235,88 @@ def test_shaping_potential_is_the_prefix_score(side: str) -> None:
     for method in ("r3hf-paper", "uniform", "abc"):
         with pytest.raises(ValueError, match="state potential"):
             shaping_potential(method, rewards, mask, starts)
+
+
+# --- the registry: each method's declared properties hold on random tensors -------------------------------------------
+
+
+def random_batch(side: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random position rewards (R(x) far from 0), rows of different prompt / response lengths, and random attention."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(8):
+        prompt_len = int(torch.randint(1, 6, (1,), generator=generator))
+        response_len = int(torch.randint(2, 9, (1,), generator=generator))
+        rows.append(((torch.randn(prompt_len + response_len, generator=generator) + 2.0).tolist(), prompt_len))
+    rewards, mask, starts = pad_batch(rows, side)
+    attention = torch.rand(rewards.shape, generator=generator) * mask
+    return rewards, mask, starts, attention
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("name", METHODS)
+def test_declared_telescoping_holds_numerically(name: str, side: str) -> None:
+    """telescopes=True: sum_t r_t = R(x, y) - R(x) on every row (at the method's default coefficients); False: not in
+    general (some row misses it by far more than float error)."""
+    method = TOKEN_REWARD_METHODS[name]
+    rewards, mask, starts, attention = random_batch(side)
+    token_rewards = redistribute(name, rewards, mask, starts, attention=attention)
+    gaps = (token_rewards.sum(-1) - (sequence_rewards(rewards, mask) - prompt_rewards(rewards, mask, starts))).abs()
+    if method.telescopes:
+        assert method.telescopes_with() and gaps.max() < 1e-5, gaps
+    else:
+        assert not method.telescopes_with() and gaps.max() > 0.1, gaps
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_coefficients_off_their_defaults_break_telescoping_where_declared(side: str) -> None:
+    rewards, mask, starts, _ = random_batch(side, seed=1)
+    mix = TOKEN_REWARD_METHODS["mix"]
+    assert mix.coefficients == {"beta_c": DEFAULT_BETA_C} and not mix.telescopes_with(beta_c=0.5)
+    gap = redistribute("mix", rewards, mask, starts, beta_c=0.5).sum(-1) - (
+        sequence_rewards(rewards, mask) - prompt_rewards(rewards, mask, starts)
+    )
+    assert gap.abs().max() > 0.1
+    assert TOKEN_REWARD_METHODS["r3hf"].telescopes_with(beta_c=0.5, abc_beta=0.1)  # r3hf reads neither coefficient
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("name", METHODS)
+def test_declared_potential_reproduces_the_rewards(name: str, side: str) -> None:
+    """uses_potential: r_t = sparse_t + Phi_{t+1} - Phi_t (Phi = 0 after the last token); otherwise no potential."""
+    method = TOKEN_REWARD_METHODS[name]
+    rewards, mask, starts, attention = random_batch(side, seed=2)
+    if not method.uses_potential:
+        with pytest.raises(ValueError, match="state potential"):
+            shaping_potential(name, rewards, mask, starts)
+        return
+    phi = shaping_potential(name, rewards, mask, starts, beta_c=0.3)
+    following = torch.nn.functional.pad(phi[:, 1:], (0, 1)) * response_mask(mask, starts)  # Phi_{t+1}, 0 after the end
+    sparse = redistribute("sparse", rewards, mask, starts)
+    shaped = redistribute(name, rewards, mask, starts, beta_c=0.3, attention=attention)
+    assert torch.allclose(shaped, sparse + following - phi, atol=1e-5)
+
+
+def test_needs_attention_is_declared_and_checked() -> None:
+    rewards, mask, starts, attention = random_batch("right")
+    for name, method in TOKEN_REWARD_METHODS.items():
+        if method.needs_attention:
+            with pytest.raises(ValueError, match="attention"):
+                redistribute(name, rewards, mask, starts)
+        else:  # attention is never read: any tensor, or none, gives the same rewards
+            assert torch.equal(
+                redistribute(name, rewards, mask, starts), redistribute(name, rewards, mask, starts, attention=attention)
+            )
+    assert [n for n, m in TOKEN_REWARD_METHODS.items() if m.needs_attention] == ["abc"]
+    assert TOKEN_REWARD_METHODS["abc"].coefficients == {"abc_beta": DEFAULT_ABC_BETA}
+
+
+def test_registry_names_and_the_one_validation() -> None:
+    assert METHODS == tuple(TOKEN_REWARD_METHODS) == tuple(m.name for m in TOKEN_REWARD_METHODS.values())
+    assert POTENTIAL_METHODS == ("sparse", "r3hf", "mix")
+    assert token_reward_method("r3hf") is TOKEN_REWARD_METHODS["r3hf"]
+    with pytest.raises(UserError) as err:
+        token_reward_method("nope", "--token-rewards")
+    message = str(err.value)
+    assert message.startswith("--token-rewards 'nope': unknown token-reward method") and "\n" not in message
+    assert message.endswith("choose one of " + ", ".join(TOKEN_REWARD_METHODS))

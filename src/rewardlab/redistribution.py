@@ -12,12 +12,19 @@ R(x, y) = R(x, y<=n) is the usual sequence reward.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
 import torch
 
+from rewardlab.errors import UserError
 from rewardlab.masks import first_token_index, last_token_index, response_mask
 from rewardlab.masks import positions as _positions
 
-METHODS = ("sparse", "r3hf", "r3hf-paper", "mix", "uniform", "abc")
+# The methods' coefficients, declared once: every config, command and server default reads these.
+DEFAULT_BETA_C = 1.0  # mix: weight of the dense r3hf rewards vs sparse (R3HF Eq. 7); 1 is plain r3hf
+DEFAULT_ABC_BETA = 0.8  # abc: weight of the attention-distributed part (Chan et al. 2024)
 
 
 # --- positions -----------------------------------------------------------------------------------------------------
@@ -90,7 +97,10 @@ def r3hf_paper_rewards(
 
 
 def mix_rewards(
-    position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor, beta_c: float = 1.0
+    position_rewards: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: torch.Tensor,
+    beta_c: float = DEFAULT_BETA_C,
 ) -> torch.Tensor:
     """R3HF Eq. 7: r_hat_t = beta_c * r_t + (1 - beta_c) * r_t^RM (r3hf mixed with sparse).
 
@@ -128,9 +138,10 @@ def abc_rewards(
     attention_mask: torch.Tensor,
     response_start: torch.Tensor,
     attention: torch.Tensor,
-    beta: float = 0.8,
+    abc_beta: float = DEFAULT_ABC_BETA,
 ) -> torch.Tensor:
-    """Attention-based credit (Chan et al. 2024): r_t = beta * a_t * R(x, y) + (1 - beta) * 1[t = n] * R(x, y).
+    """Attention-based credit (Chan et al. 2024): r_t = beta * a_t * R(x, y) + (1 - beta) * 1[t = n] * R(x, y), with
+    beta = abc_beta.
 
     a_t is the last-layer attention of the final token to response token t, averaged over heads, restricted to the
     response and renormalised to sum to 1 (uniform if no attention lands on the response). Sum = R(x, y).
@@ -142,14 +153,96 @@ def abc_rewards(
     weights = torch.where(total > 0, weights / total.clamp_min(torch.finfo(weights.dtype).tiny), uniform)
     reward = sequence_rewards(position_rewards, attention_mask).unsqueeze(-1)
     sparse = sparse_rewards(position_rewards, attention_mask, response_start)
-    return beta * weights * reward + (1.0 - beta) * sparse
+    return abc_beta * weights * reward + (1.0 - abc_beta) * sparse
 
 
 # --- potentials -----------------------------------------------------------------------------------------------------
 
-# Shapings that equal sparse plus potential-based shaping with a potential that is a function of the state (x, y<t):
-# r_t = sparse_t + Phi_{t+1} - Phi_t with gamma = 1 and Phi = 0 after the last token. Value: Phi's weight on R(x, y<t).
-POTENTIAL_METHODS = ("sparse", "r3hf", "mix")
+# A shaping with a state potential equals sparse plus potential-based shaping (Ng et al. 1999, gamma = 1):
+# r_t = sparse_t + Phi_{t+1} - Phi_t with Phi = 0 after the last token and Phi_t a function of the state (x, y<t).
+# Each takes the arguments of its method's reward function and returns Phi_t at each response token, zero elsewhere;
+# r3hf's is `prefix_scores` itself (Phi_t = R(x, y<t)).
+
+
+def sparse_potential(position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor) -> torch.Tensor:
+    """sparse is its own shaping: Phi = 0."""
+    return 0.0 * prefix_scores(position_rewards, attention_mask, response_start)
+
+
+def mix_potential(
+    position_rewards: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: torch.Tensor,
+    beta_c: float = DEFAULT_BETA_C,
+) -> torch.Tensor:
+    """mix: Phi_t = beta_c * R(x, y<t) (its dense part is beta_c times r3hf)."""
+    return beta_c * prefix_scores(position_rewards, attention_mask, response_start)
+
+
+# --- the registry --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRewardMethod:
+    """One token-reward method and everything the rest of rewardlab needs to know about it (declared once, here)."""
+
+    name: str
+    rewards: Callable[..., torch.Tensor]  # (position_rewards, attention_mask, response_start, **coefficients) -> (B, T)
+    # sum_t r_t = R(x, y) - R(x) exactly, at the default coefficients (mix: only at beta_c = 1, where it is r3hf)
+    telescopes: bool = False
+    # Phi_t of its potential-based shaping (same arguments as `rewards`), or None: `critic_init potential-offset` needs one
+    potential: Callable[..., torch.Tensor] | None = None
+    needs_attention: bool = False  # reads the reward model's last-layer attention (`attention=`)
+    # its coefficients, by their keyword in `redistribute` (and in every config / flag), with their defaults
+    coefficients: Mapping[str, float] = field(default_factory=dict, hash=False)
+
+    @property
+    def uses_potential(self) -> bool:
+        return self.potential is not None
+
+    def telescopes_with(self, beta_c: float = DEFAULT_BETA_C, abc_beta: float = DEFAULT_ABC_BETA) -> bool:
+        """Whether sum_t r_t = R(x, y) - R(x) holds with these coefficients: declared at the defaults only."""
+        given = {"beta_c": beta_c, "abc_beta": abc_beta}
+        return self.telescopes and all(given[name] == default for name, default in self.coefficients.items())
+
+    def keywords(self, beta_c: float, abc_beta: float) -> dict[str, float]:
+        """The coefficients this method's functions take, out of every method's."""
+        given = {"beta_c": beta_c, "abc_beta": abc_beta}
+        return {name: given[name] for name in self.coefficients}
+
+
+TOKEN_REWARD_METHODS: Mapping[str, TokenRewardMethod] = MappingProxyType(
+    {
+        method.name: method
+        for method in (
+            TokenRewardMethod("sparse", sparse_rewards, potential=sparse_potential),
+            TokenRewardMethod("r3hf", r3hf_rewards, telescopes=True, potential=prefix_scores),
+            TokenRewardMethod("r3hf-paper", r3hf_paper_rewards),
+            TokenRewardMethod(
+                "mix", mix_rewards, telescopes=True, potential=mix_potential, coefficients={"beta_c": DEFAULT_BETA_C}
+            ),
+            TokenRewardMethod("uniform", uniform_rewards),
+            TokenRewardMethod("abc", abc_rewards, needs_attention=True, coefficients={"abc_beta": DEFAULT_ABC_BETA}),
+        )
+    }
+)
+METHODS = tuple(TOKEN_REWARD_METHODS)  # every method's name, in the order help texts list them
+POTENTIAL_METHODS = tuple(name for name, method in TOKEN_REWARD_METHODS.items() if method.uses_potential)
+
+
+def token_reward_method(name: str, flag: str = "method") -> TokenRewardMethod:
+    """The registered method called `name`; a one-line UserError naming `flag` (the setting that gave it) otherwise."""
+    if name not in TOKEN_REWARD_METHODS:
+        raise UserError(f"{flag} {name!r}: unknown token-reward method; choose one of {', '.join(METHODS)}")
+    return TOKEN_REWARD_METHODS[name]
+
+
+def methods_help(default: str | None = None) -> str:
+    """`sparse (default) | r3hf | ...`: the choices for a help text, from the registry."""
+    return " | ".join(f"{name} (default)" if name == default else name for name in METHODS)
+
+
+# --- dispatch ------------------------------------------------------------------------------------------------------
 
 
 def shaping_potential(
@@ -158,7 +251,7 @@ def shaping_potential(
     attention_mask: torch.Tensor,
     response_start: torch.Tensor,
     *,
-    beta_c: float = 1.0,
+    beta_c: float = DEFAULT_BETA_C,
 ) -> torch.Tensor:
     """(B, T) the shaping potential Phi_t of `method` at each response token's state: r3hf Phi_t = R(x, y<t) (Ng et al.
     1999 with gamma = 1), mix beta_c * R(x, y<t), sparse 0; zero outside the response.
@@ -167,11 +260,12 @@ def shaping_potential(
     rewards with a critic V - Phi gives exactly the TD errors of sparse rewards with the critic V.
     `r3hf-paper`, `uniform` and `abc` have no such potential (their difference from sparse depends on later tokens).
     """
-    weights = {"sparse": 0.0, "r3hf": 1.0, "mix": beta_c}
-    if method not in weights:
+    entry = token_reward_method(method)
+    if entry.potential is None:
         choices = ", ".join(POTENTIAL_METHODS)
         raise ValueError(f"'{method}' is not potential-based shaping with a state potential; use one of {choices}")
-    return weights[method] * prefix_scores(position_rewards, attention_mask, response_start)
+    keywords = entry.keywords(beta_c, DEFAULT_ABC_BETA)
+    return entry.potential(position_rewards, attention_mask, response_start, **keywords)
 
 
 def redistribute(
@@ -180,8 +274,8 @@ def redistribute(
     attention_mask: torch.Tensor,
     response_start: torch.Tensor,
     *,
-    beta_c: float = 1.0,
-    abc_beta: float = 0.8,
+    beta_c: float = DEFAULT_BETA_C,
+    abc_beta: float = DEFAULT_ABC_BETA,
     attention: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, T) token rewards by `method` (one of METHODS); zero outside the response. See each method's docstring."""
@@ -189,19 +283,10 @@ def redistribute(
         raise ValueError(
             f"position_rewards {tuple(position_rewards.shape)} and attention_mask {tuple(attention_mask.shape)} differ"
         )
-    args = (position_rewards, attention_mask, response_start)
-    if method == "sparse":
-        return sparse_rewards(*args)
-    if method == "r3hf":
-        return r3hf_rewards(*args)
-    if method == "r3hf-paper":
-        return r3hf_paper_rewards(*args)
-    if method == "mix":
-        return mix_rewards(*args, beta_c=beta_c)
-    if method == "uniform":
-        return uniform_rewards(*args)
-    if method == "abc":
+    entry = token_reward_method(method)
+    keywords: dict = entry.keywords(beta_c, abc_beta)
+    if entry.needs_attention:
         if attention is None:
-            raise ValueError("method 'abc' needs the reward model's last-layer attention (attention=...)")
-        return abc_rewards(*args, attention=attention, beta=abc_beta)
-    raise ValueError(f"unknown token-reward method {method!r}; choose one of {', '.join(METHODS)}")
+            raise ValueError(f"method '{method}' needs the reward model's last-layer attention (attention=...)")
+        keywords["attention"] = attention
+    return entry.rewards(position_rewards, attention_mask, response_start, **keywords)

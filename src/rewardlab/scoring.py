@@ -19,7 +19,16 @@ from rewardlab.data.templates import EncodedSequence, encode_prompt_response, pa
 from rewardlab.data.types import PromptCompletion, Text
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.progress import progress as show_progress
-from rewardlab.redistribution import METHODS, prompt_rewards, redistribute, response_mask, sequence_rewards
+from rewardlab.redistribution import (
+    DEFAULT_ABC_BETA,
+    DEFAULT_BETA_C,
+    TOKEN_REWARD_METHODS,
+    prompt_rewards,
+    redistribute,
+    response_mask,
+    sequence_rewards,
+    token_reward_method,
+)
 from rewardlab.runtime import HTML_GENERATOR, write_text
 
 
@@ -28,12 +37,16 @@ class TokenRewardSettings:
     """Which token rewards to compute (None: sequence and prompt reward only) and the methods' coefficients."""
 
     method: str | None = None
-    beta_c: float = 1.0  # mix: weight of the dense r3hf rewards (R3HF Eq. 7)
-    abc_beta: float = 0.8  # abc: weight of the attention-distributed part
+    beta_c: float = DEFAULT_BETA_C  # mix: weight of the dense r3hf rewards (R3HF Eq. 7)
+    abc_beta: float = DEFAULT_ABC_BETA  # abc: weight of the attention-distributed part
 
     def __post_init__(self) -> None:
-        if self.method is not None and self.method not in METHODS:
-            raise ValueError(f"unknown token-reward method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method is not None:
+            token_reward_method(self.method, "token_rewards")
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.method is not None and TOKEN_REWARD_METHODS[self.method].needs_attention
 
 
 @dataclass
@@ -82,7 +95,7 @@ def score_batch(
     device = rm.device
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     response_start = response_start.to(device)
-    need_attention = any(s.method == "abc" for s in per_row)
+    need_attention = any(s.needs_attention for s in per_row)
     out = rm(input_ids, attention_mask, output_attentions=need_attention, packed=packed)  # padding-free where supported
     positions = out.position_rewards.float()
     token_rewards = None
@@ -97,7 +110,7 @@ def score_batch(
                 response_start[rows],
                 beta_c=group.beta_c,
                 abc_beta=group.abc_beta,
-                attention=out.attentions[rows] if group.method == "abc" else None,
+                attention=out.attentions[rows] if group.needs_attention else None,
             )
     return (
         sequence_rewards(positions, attention_mask),
@@ -215,8 +228,8 @@ def score_completions(
     token_rewards: str | None = None,
     batch_size: int = 8,
     max_length: int | None = None,
-    beta_c: float = 1.0,
-    abc_beta: float = 0.8,
+    beta_c: float = DEFAULT_BETA_C,
+    abc_beta: float = DEFAULT_ABC_BETA,
     padding_side: str = "right",
     progress: bool = False,
 ) -> list[ScoreResult]:

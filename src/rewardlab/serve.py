@@ -49,8 +49,9 @@ from rewardlab.data.templates import (
     encode_prompt_response,
     keep_end,
 )
+from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import RewardModel
-from rewardlab.redistribution import METHODS
+from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C
 from rewardlab.runtime import API_KEY_ENV
 from rewardlab.scoring import TokenRewardSettings, score_row, score_sequences
 
@@ -437,13 +438,14 @@ def install_error_handlers(app) -> None:
 
 def score_settings(body, beta_c: float, abc_beta: float) -> TokenRewardSettings:
     """A /score request's token-reward settings, the server's coefficients where the request gives none."""
-    if body.token_rewards is not None and body.token_rewards not in METHODS:
-        raise RequestError(422, f"token_rewards: unknown method {body.token_rewards!r}; one of {', '.join(METHODS)}")
-    return TokenRewardSettings(
-        body.token_rewards,
-        beta_c if body.beta_c is None else body.beta_c,
-        abc_beta if body.abc_beta is None else body.abc_beta,
-    )
+    try:  # the method is checked where every caller's is: an unknown one is a 422, its message naming token_rewards
+        return TokenRewardSettings(
+            body.token_rewards,
+            beta_c if body.beta_c is None else body.beta_c,
+            abc_beta if body.abc_beta is None else body.abc_beta,
+        )
+    except UserError as err:
+        raise RequestError(422, str(err)) from None
 
 
 def score_results(tokenizer, scores: list, sequences: list[EncodedSequence], settings: TokenRewardSettings) -> list[dict]:
@@ -458,8 +460,8 @@ def create_app(
     max_length: int = 4096,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     api_key: str | None = None,
-    beta_c: float = 1.0,
-    abc_beta: float = 0.8,
+    beta_c: float = DEFAULT_BETA_C,
+    abc_beta: float = DEFAULT_ABC_BETA,
     model_name: str | None = None,
 ):
     """The FastAPI app serving `rm` (already loaded, in eval mode), wrapped in the API-key and body-size guard."""

@@ -14,10 +14,7 @@ from rewardlab.commands.common import (
     overwrite_option,
     progress_option,
 )
-from rewardlab.redistribution import METHODS
-
-# Methods whose token rewards must sum to reward - prompt_reward (mix only when beta_c = 1).
-TELESCOPING = ("r3hf",)
+from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, METHODS, TOKEN_REWARD_METHODS, token_reward_method
 
 
 def config_path(output: Path) -> Path:
@@ -31,9 +28,10 @@ def config_path(output: Path) -> Path:
 
 
 def check_settings(token_rewards: str | None, batch_size: int, max_length: int | None, limit: int | None) -> None:
-    from rewardlab.commands.common import check_at_least, check_choice
+    from rewardlab.commands.common import check_at_least
 
-    check_choice("--token-rewards", token_rewards, METHODS)
+    if token_rewards is not None:
+        token_reward_method(token_rewards, "--token-rewards")
     check_at_least("--batch-size", batch_size, 1)
     check_at_least("--max-length", max_length, 2)
     check_at_least("--limit", limit, 1)
@@ -61,8 +59,8 @@ def score(
     html: Path | None = typer.Option(None, "--html", help="Also write an HTML page colouring tokens by reward."),
     batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
     max_length: int | None = typer.Option(None, "--max-length", help="Truncate longer sequences, keeping their end."),
-    beta_c: float = typer.Option(1.0, "--beta-c", help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7)."),
-    abc_beta: float = typer.Option(0.8, "--abc-beta", help="abc: weight of the attention-distributed part."),
+    beta_c: float = typer.Option(DEFAULT_BETA_C, "--beta-c", help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7)."),
+    abc_beta: float = typer.Option(DEFAULT_ABC_BETA, "--abc-beta", help="abc: weight of the attention-distributed part."),
     aggregate: str | None = aggregate_option(),
     normalize: bool = normalize_option(),
     device: str | None = device_option(),
@@ -108,9 +106,10 @@ def score(
         write_jsonl(output, rows)
 
         summary = results_summary(results)
-        telescopes = token_rewards in TELESCOPING or (token_rewards == "mix" and beta_c == 1.0)
+        # sum(token rewards) = reward - prompt_reward holds only where the method declares it (r3hf; mix at beta_c = 1)
+        telescopes = token_rewards is not None and TOKEN_REWARD_METHODS[token_rewards].telescopes_with(beta_c, abc_beta)
         if not telescopes:
-            summary["max_abs_sum_gap"] = None  # sum(token rewards) = reward - prompt_reward holds only for r3hf
+            summary["max_abs_sum_gap"] = None
         config = {
             "command": "score", "model": model, "data": data, "output": str(output),
             "html": str(html) if html else None, "token_rewards": token_rewards, "beta_c": beta_c,

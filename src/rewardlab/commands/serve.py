@@ -6,6 +6,7 @@ import typer
 
 from rewardlab.commands.common import aggregate_option, device_option, dtype_option, normalize_option
 from rewardlab.errors import UserError
+from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C
 from rewardlab.runtime import API_KEY_ENV
 
 
@@ -27,8 +28,8 @@ def serve(
         show_envvar=True,
         help="Require 'Authorization: Bearer <key>' on every path but /health (prefer the environment variable).",
     ),
-    beta_c: float = typer.Option(1.0, "--beta-c", help="Default mix weight (a request may override it)."),
-    abc_beta: float = typer.Option(0.8, "--abc-beta", help="Default abc weight (a request may override it)."),
+    beta_c: float = typer.Option(DEFAULT_BETA_C, "--beta-c", help="Default mix weight (a request may override it)."),
+    abc_beta: float = typer.Option(DEFAULT_ABC_BETA, "--abc-beta", help="Default abc weight (a request may override it)."),
     aggregate: str | None = aggregate_option(),
     normalize: bool = normalize_option(),
     device: str | None = device_option(),

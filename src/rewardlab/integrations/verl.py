@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from rewardlab.masks import fold_closing_scores
-from rewardlab.redistribution import METHODS, response_mask
+from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, response_mask, token_reward_method
 from rewardlab.runtime import API_KEY_ENV
 
 # --- layout: rewardlab token rewards <-> verl's (B, response_length) --------------------------------------------------
@@ -123,8 +123,8 @@ class VerlRewardOptions:
     server_url: str | None = None  # or a running `rewardlab serve` (http://host:port): the model lives there
     api_key: str | None = None  # for server_url; default: the REWARDLAB_API_KEY environment variable
     method: str = "r3hf"  # token rewards: one of rewardlab.redistribution.METHODS (`sparse`: R(x, y) on the last token)
-    beta_c: float = 1.0
-    abc_beta: float = 0.8
+    beta_c: float = DEFAULT_BETA_C
+    abc_beta: float = DEFAULT_ABC_BETA
     micro_batch_size: int = 8  # sequences per forward pass (local) or per request (server)
     device: str | None = None  # local model: None = CUDA when this process sees a GPU, else CPU
     dtype: str | None = None  # local model: auto | fp32 | bf16 | fp16
@@ -140,8 +140,7 @@ class VerlRewardOptions:
                 "rewardlab's verl reward manager needs reward_kwargs.reward_model (a rewardlab reward model directory) "
                 "or reward_kwargs.server_url (a running `rewardlab serve`), and not both"
             )
-        if self.method not in METHODS:
-            raise ValueError(f"unknown token-reward method {self.method!r}; choose one of {', '.join(METHODS)}")
+        token_reward_method(self.method, "reward_kwargs.method")
         if self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be at least 1, not {self.micro_batch_size}")
         if self.normalize and isinstance(self.reward_model, str | os.PathLike):

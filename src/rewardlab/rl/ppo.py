@@ -60,8 +60,10 @@ from torch import nn
 from rewardlab.data.templates import closing_ids_after_eos
 from rewardlab.data.types import Text
 from rewardlab.generation import PromptCycle, SampleBatch, sample
+from rewardlab.masks import fold_closing_scores
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.progress import progress
+from rewardlab.redistribution import token_reward_method
 from rewardlab.rl.models import PolicyAndCritic, make_critic, trainable_policy
 from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.rl.ppo_math import (
@@ -85,7 +87,6 @@ from rewardlab.rl.rollout import (
     ResponseBatch,
     Rollout,
     build_response_batch,
-    fold_closing_scores,
     gather_logprobs,
     response_logits,
     response_potential,
@@ -375,11 +376,12 @@ class PPOTrainer:
         # chat turns that ended at EOS are scored closed, as the template renders them in training (ChatML's "\n")
         chat = torch.tensor([isinstance(p, list) for p in samples.prompts_of_samples()], device=finished.device)
         closed = finished.bool() & chat
+        needs_attention = token_reward_method(cfg.reward_shaping, "reward_shaping").needs_attention
         for rows in _chunks(len(finished), cfg.minibatch_size):
             chunk = batch.rows(rows)
             scored = with_closing_tokens(chunk, self.closing_ids, closed[rows])
             with self.accelerator.autocast():
-                out = self.reward_model(scored.input_ids, scored.attention_mask, output_attentions=cfg.reward_shaping == "abc")
+                out = self.reward_model(scored.input_ids, scored.attention_mask, output_attentions=needs_attention)
             sequence_scores.append(out.sequence_rewards.float())
             if offset_critic:  # Phi_t before each response token: causal, so the closing tokens do not change it
                 potential = response_potential(cfg.reward_shaping, out.position_rewards.float(), scored, beta_c=cfg.beta_c)

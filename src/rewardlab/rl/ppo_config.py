@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rewardlab.config import LoraSpec, RunSpec, TrackingSpec, check_ranges, from_dict, restate, setting
-from rewardlab.redistribution import METHODS, POTENTIAL_METHODS
+from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, POTENTIAL_METHODS, methods_help, token_reward_method
 from rewardlab.rl.ppo_math import ALGOS
 from rewardlab.rl.scorers import BUILTIN
 from rewardlab.tracking import resolve_report_to
@@ -44,7 +44,7 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
     policy: str = setting(BUILTIN, help="'builtin' (default; the world's base policy), hub id or dir.")
     reward_model: str | None = setting(None, help="Reward model directory (or training run).")
     reward_shaping: str = setting(  # one of redistribution.METHODS
-        "sparse", help="sparse (default) | r3hf | r3hf-paper | mix | uniform | abc."
+        "sparse", help=f"{methods_help(default='sparse')}."
     )
     gold: str | None = setting(  # logged, never optimised
         None, help="Gold scorer to log: 'builtin' or a reward model dir."
@@ -90,8 +90,12 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
         None, help="Subtracted from the reward of responses without EOS."
     )
     normalize_reward: bool = setting(False, help="Divide token scores by the running reward std.")
-    beta_c: float = setting(1.0, help="mix: weight of r3hf vs sparse (default 1).")  # R3HF Eq. 7
-    abc_beta: float = setting(0.8, help="abc: weight of the attention-distributed part (default 0.8).")
+    beta_c: float = setting(  # R3HF Eq. 7
+        DEFAULT_BETA_C, help=f"mix: weight of r3hf vs sparse (default {DEFAULT_BETA_C:g})."
+    )
+    abc_beta: float = setting(
+        DEFAULT_ABC_BETA, help=f"abc: weight of the attention-distributed part (default {DEFAULT_ABC_BETA:g})."
+    )
     # generation
     max_new_tokens: int = setting(32, min=1, help="Default 32.")
     temperature: float = setting(0.7, help="Sampling temperature (default 0.7).")
@@ -117,9 +121,9 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
         from rewardlab.runtime import check_output_dir
 
         check_ranges(self)
+        shaping = token_reward_method(self.reward_shaping, "reward_shaping")
         for name, value, choices in (
             ("algo", self.algo, ALGOS),
-            ("reward_shaping", self.reward_shaping, METHODS),
             ("kl_estimator", self.kl_estimator, KL_ESTIMATORS),
             ("reinforce_baseline", self.reinforce_baseline, REINFORCE_BASELINES),
             ("critic_init", self.critic_init, CRITIC_INITS),
@@ -132,8 +136,8 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
             raise UserError("temperature must be > 0: PPO needs the sampling distribution's log-probs")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise UserError(f"baseline_decay = {self.baseline_decay} must lie in [0, 1)")
-        if self.critic_init == "potential-offset" and self.reward_shaping not in POTENTIAL_METHODS:
-            raise ValueError(
+        if self.critic_init == "potential-offset" and not shaping.uses_potential:
+            raise UserError(
                 f"critic_init = 'potential-offset' needs a potential-based reward_shaping ({', '.join(POTENTIAL_METHODS)}); "
                 f"'{self.reward_shaping}' has no state potential"
             )

@@ -15,9 +15,9 @@ from torch import nn
 
 from rewardlab.data.types import Text
 from rewardlab.generation import Sample
-from rewardlab.masks import fold_closing_scores, pad_rows, position_ids_from_mask  # noqa: F401 (fold: re-exported)
+from rewardlab.masks import pad_rows, position_ids_from_mask
 from rewardlab.modeling.reward_model import RewardModel
-from rewardlab.redistribution import redistribute, shaping_potential
+from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, redistribute, shaping_potential
 from rewardlab.rl.ppo_math import RunningMoments
 
 
@@ -92,8 +92,8 @@ def response_token_scores(
     position_rewards: torch.Tensor,
     batch: ResponseBatch,
     *,
-    beta_c: float = 1.0,
-    abc_beta: float = 0.8,
+    beta_c: float = DEFAULT_BETA_C,
+    abc_beta: float = DEFAULT_ABC_BETA,
     attention: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, R) token scores on the response tokens from the reward model's (B, P + R) position rewards."""
@@ -110,7 +110,9 @@ def response_token_scores(
     return scores[:, batch.context_width :] * batch.mask
 
 
-def response_potential(method: str, position_rewards: torch.Tensor, batch: ResponseBatch, *, beta_c: float = 1.0) -> torch.Tensor:
+def response_potential(
+    method: str, position_rewards: torch.Tensor, batch: ResponseBatch, *, beta_c: float = DEFAULT_BETA_C
+) -> torch.Tensor:
     """(B, R) the shaping potential Phi_t on the state before each response token (r3hf: R(x, y<t)); see
     `redistribution.shaping_potential`. Read at the columns the critic's V_t is read at."""
     response_start = torch.full((batch.input_ids.shape[0],), batch.context_width, device=position_rewards.device)
