@@ -21,8 +21,10 @@ def trackers_offline(tmp_path_factory):
     root = tmp_path_factory.mktemp("trackers")
     os.environ |= {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(root), "TRACKIO_DIR": str(root / "trackio")}
     yield root
-    if "trackio" in sys.modules:  # finished here, where pytest captures its farewell line, not at exit after the summary
-        sys.modules["trackio"].finish()
+    trackio = sys.modules.get("trackio")
+    # a run still open is finished here, where pytest captures its farewell line, not at exit after the summary
+    if trackio is not None and trackio.context_vars.current_run.get() is not None:
+        trackio.finish()
 
 
 @pytest.fixture(scope="session")

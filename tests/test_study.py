@@ -244,3 +244,38 @@ def test_yaml_then_flags_reach_the_study(monkeypatch, tmp_path):
     assert isinstance(cfg, StudyConfig) and cfg.alphas == [0.01, 0.1] and cfg.sizes == [100, 400]
     assert cfg.learning_rate == 0.003 and cfg.seeds == 2 and cfg.variants == ["vanilla", "grm-dpo"]
     assert cfg.select_best_on == "val" and cfg.max_length == 1024 and cfg.workers == 1
+
+
+def test_a_study_killed_mid_grid_resumes_where_it_stopped(easy_data, tmp_path):
+    """`rewardlab study` in its own process, killed (SIGKILL) once its first cell is finished: the rerun keeps every cell
+    finished before the kill, trains the rest, and writes the table."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rewardlab.study import cell_finished
+
+    out = tmp_path / "killed"
+    code = "import sys; from rewardlab.cli import main; sys.argv[0] = 'rewardlab'; main()"
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, *study_args(easy_data, out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    cells = [out / "cells" / name for name in cell_names()]
+    deadline = time.monotonic() + 240
+    while not any(cell_finished(c) for c in cells):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no cell finished in 240 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {c.name: (c / "scores.jsonl").stat().st_mtime_ns for c in cells if cell_finished(c)}
+    assert 0 < len(finished) < len(cells)  # killed mid-grid
+    assert not (out / "results.json").exists()
+
+    result = runner.invoke(app, study_args(easy_data, out))
+    assert result.exit_code == 0, result.output
+    assert f"{len(finished)} of {len(cells)} cells already finished, resuming" in result.output
+    assert all(cell_finished(c) for c in cells) and (out / "results.json").is_file()
+    assert {name: (out / "cells" / name / "scores.jsonl").stat().st_mtime_ns for name in finished} == finished

@@ -22,7 +22,7 @@ from rewardlab.commands.ppo import ppo
 from rewardlab.commands.train_rm import train_rm
 from rewardlab.demo.config import DemoConfig
 from rewardlab.demo.ppo_comparisons import ppo_run_config
-from rewardlab.demo.reward_models import rm_run_config
+from rewardlab.demo.reward_models import RMCell, rm_run_config
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.tracking import TRACKERS, parse_report_to, resolve_report_to, tracker_scalars
 from rewardlab.train_rm import RewardTrainingConfig, train_reward_model
@@ -107,9 +107,11 @@ def test_cli_refuses_an_uninstalled_or_unknown_tracker_before_loading_anything(t
 
 def test_the_demo_passes_report_to_to_its_reward_models_and_ppo_runs(tmp_path):
     cfg = DemoConfig.make(True, report_to=["tensorboard", "wandb"])
-    rm = rm_run_config(cfg, tmp_path / "policy", tmp_path / "train.jsonl", 64, tmp_path / "rm", 0, {"reg": "sft"})
+    cell = RMCell("grm-sft", 0.1, "small", 0)
+    rm = rm_run_config(cfg, tmp_path / "policy", tmp_path / "train.jsonl", 64, tmp_path / "rm", cell)
     ppo_cfg = ppo_run_config(cfg, "rloo", "r3hf", None, 0, 4, tmp_path / "ppo", tmp_path / "policy", tmp_path / "rm")
     assert rm.report_to == ppo_cfg.report_to == ["tensorboard", "wandb"]
+    assert (rm.reg, rm.alpha, rm.seed) == ("sft", 0.1, 0)
     assert DemoConfig.make(True).report_to == []
 
 
