@@ -128,6 +128,7 @@ class RewardDataSpec:
         from rewardlab.data.io import parse_named_spec
 
         return [self.model, self.train_data, *(parse_named_spec(spec)[1] for spec in self.eval_data)]
+
     # the reward statistics recorded at the end of training (rewardlab.modeling.normalization; `--normalize` reads them)
     norm_data: str | None = setting(
         None,

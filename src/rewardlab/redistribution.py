@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from rewardlab.errors import UserError
 from rewardlab.masks import first_token_index, last_token_index, response_mask
 from rewardlab.masks import positions as _positions
 
@@ -204,4 +205,4 @@ def redistribute(
         if attention is None:
             raise ValueError("method 'abc' needs the reward model's last-layer attention (attention=...)")
         return abc_rewards(*args, attention=attention, beta=abc_beta)
-    raise ValueError(f"unknown token-reward method {method!r}; choose one of {', '.join(METHODS)}")
+    raise UserError(f"unknown token-reward method {method!r}; choose one of {', '.join(METHODS)}")

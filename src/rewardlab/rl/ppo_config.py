@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rewardlab.config import LoraSpec, RunSpec, TrackingSpec, check_ranges, from_dict, restate, setting
+from rewardlab.errors import UserError
 from rewardlab.redistribution import METHODS, POTENTIAL_METHODS
 from rewardlab.rl.ppo_math import ALGOS
 from rewardlab.rl.scorers import BUILTIN
@@ -113,7 +114,6 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
 
     def validate(self) -> None:
         """Every setting and the output directory, checked before any model loads (one line on a bad one)."""
-        from rewardlab.errors import UserError
         from rewardlab.runtime import check_output_dir
 
         check_ranges(self)
@@ -133,7 +133,7 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
         if not 0.0 <= self.baseline_decay < 1.0:
             raise UserError(f"baseline_decay = {self.baseline_decay} must lie in [0, 1)")
         if self.critic_init == "potential-offset" and self.reward_shaping not in POTENTIAL_METHODS:
-            raise ValueError(
+            raise UserError(
                 f"critic_init = 'potential-offset' needs a potential-based reward_shaping ({', '.join(POTENTIAL_METHODS)}); "
                 f"'{self.reward_shaping}' has no state potential"
             )
