@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from rewardlab.cli import app
 from rewardlab.commands.common import user_errors
 from rewardlab.data.errors import DataError
-from rewardlab.errors import UserError
+from rewardlab.errors import MissingPathError, UserError, reading_user_input
 from rewardlab.export import ExportError
 from rewardlab.modeling.normalization import NormalizationUnavailable
 from rewardlab.modeling.sources import ModelNotFoundError
@@ -29,6 +29,31 @@ def _lines(output: str) -> list[str]:
 @pytest.mark.parametrize("cls", [DataError, ExportError, ModelNotFoundError, NormalizationUnavailable, NonFiniteError])
 def test_the_one_line_errors_are_user_errors_and_still_value_errors(cls):
     assert issubclass(cls, UserError) and issubclass(cls, ValueError)
+
+
+def test_a_missing_path_is_a_user_error_and_still_a_file_not_found_error(tmp_path):
+    from rewardlab.modeling.loader import resolve_model_dir
+
+    with pytest.raises(MissingPathError) as err:
+        resolve_model_dir(tmp_path / "nope")
+    assert isinstance(err.value, UserError) and isinstance(err.value, FileNotFoundError)
+    assert str(err.value) == f"{tmp_path / 'nope'}: no such reward model directory"
+
+
+def test_reading_user_input_keeps_the_library_message_and_only_the_types_named():
+    with pytest.raises(UserError) as err, reading_user_input(OSError, ValueError):
+        raise ValueError("Unrecognized model in x. Should have a `model_type` key in its config.json.")
+    assert str(err.value) == "Unrecognized model in x. Should have a `model_type` key in its config.json."
+    with pytest.raises(KeyError), reading_user_input(OSError, ValueError):
+        raise KeyError("x")
+
+
+def test_a_checkpoint_transformers_cannot_read_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # no model_type
+    result = runner.invoke(app, ["doctor", str(tmp_path)])
+    assert result.exit_code == 1
+    expected = f"error: Unrecognized model in {tmp_path}. Should have a `model_type` key in its config.json."
+    assert _lines(result.output) == [expected]
 
 
 def test_user_errors_shows_a_user_error_as_one_line(capsys):

@@ -46,7 +46,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from rewardlab.config import DEFAULT_LORA_TARGETS
 from rewardlab.data.templates import TEXT_RECORD_NAME, text_record
-from rewardlab.errors import UserError
+from rewardlab.errors import MissingPathError, UserError
 from rewardlab.kernel_check import checked, fallback_reason
 from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.head import RewardHead
@@ -477,7 +477,7 @@ class RewardModel(nn.Module):
         path = Path(path)
         config_file = path / CONFIG_NAME
         if not config_file.exists():
-            raise UserError(f"{path}: not a rewardlab reward model (no {CONFIG_NAME})")
+            raise MissingPathError(f"{path}: not a rewardlab reward model (no {CONFIG_NAME})")
         config = RewardModelConfig.from_dict(json.loads(config_file.read_text()))
         tokenizer = AutoTokenizer.from_pretrained(path)
         kwargs = {"dtype": dtype} if dtype is not None else {}

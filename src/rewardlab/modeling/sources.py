@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from rewardlab.errors import UserError
+from rewardlab.errors import UserError, reading_user_input
 from rewardlab.hub import announce, offline_refusal
 from rewardlab.modeling.tiny import TINY_LLAMA, build_byte_tokenizer, build_tiny_llama
 from rewardlab.runtime import atomic_directory, cache_dir, version, write_json
@@ -161,7 +161,8 @@ def load_tokenizer(name: str, progress: bool = True):
 
     source = resolve_model_path(name, progress=progress)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        with reading_user_input(ValueError):  # a local checkpoint transformers cannot read ("Unrecognized model...")
+            tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as err:
         raise _hub_failure(name, err) from None
     if tokenizer.pad_token is None:
@@ -186,7 +187,8 @@ def load_causal_lm(name: str, dtype: torch.dtype | None = None, progress: bool =
         source = resolve_model_path(name, progress=progress)
         kwargs = {"dtype": dtype} if dtype is not None else {}
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            with reading_user_input(ValueError):
+                model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as err:
             raise _hub_failure(name, err) from None
     if tokenizer.pad_token is None:

@@ -86,7 +86,7 @@ def draw_labels(
 ) -> torch.Tensor:
     """Bool tensor, True where a is chosen: a Bradley-Terry draw, then each label flipped w.p. label_noise."""
     if not 0 <= label_noise <= 1:
-        raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
+        raise UserError(f"label_noise must be in [0, 1], got {label_noise}")
     p_a = bradley_terry_prob(gold_a.double(), gold_b.double(), temperature)
     a_chosen = torch.rand(p_a.shape, generator=generator, dtype=torch.float64) < p_a
     flip = torch.rand(p_a.shape, generator=generator, dtype=torch.float64) < label_noise
