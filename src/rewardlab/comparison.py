@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from rewardlab.errors import UserError
 from rewardlab.paired_stats import LEVEL, RESAMPLES, Comparison, compare_credits, pair_credit
 
 # scores of one source (one seed of one side): dataset -> index -> (chosen_reward, rejected_reward)
@@ -47,18 +48,18 @@ def parse_sides(specs: list[str]) -> tuple[Side, Side]:
     for spec in specs:
         name, sep, rest = spec.partition("=")
         if not sep or not name or not rest:
-            raise ValueError(f"'{spec}': give each side as NAME=SOURCE[,SOURCE...] (one source per seed)")
+            raise UserError(f"'{spec}': give each side as NAME=SOURCE[,SOURCE...] (one source per seed)")
         if any(s.name == name for s in sides):
-            raise ValueError(f"side '{name}' given twice: list its seeds comma-separated, NAME=seed0,seed1")
+            raise UserError(f"side '{name}' given twice: list its seeds comma-separated, NAME=seed0,seed1")
         sources = tuple(s for s in rest.split(",") if s)
         if not sources:
-            raise ValueError(f"'{spec}': no source after '{name}='")
+            raise UserError(f"'{spec}': no source after '{name}='")
         sides.append(Side(name, sources))
     if len(sides) != 2:
-        raise ValueError(f"compare takes exactly two sides, NAME=SOURCES NAME=SOURCES; got {len(sides)}")
+        raise UserError(f"compare takes exactly two sides, NAME=SOURCES NAME=SOURCES; got {len(sides)}")
     a, b = sides
     if len(a.sources) != len(b.sources):
-        raise ValueError(
+        raise UserError(
             f"'{a.name}' has {len(a.sources)} seed(s) and '{b.name}' {len(b.sources)}: seeds are paired by their order, "
             "give both sides the same number"
         )
@@ -78,9 +79,9 @@ def read_scores(path: str, only: str | None = None) -> ScoreTable:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_number}: not JSON ({err.msg})") from None
+                raise UserError(f"{path}:{line_number}: not JSON ({err.msg})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_number}: not an eval-rm score row")
+                raise UserError(f"{path}:{line_number}: not an eval-rm score row")
             dataset, index = str(row.get("dataset", "")), row.get("index")
             if only is not None and dataset != only:
                 others[dataset] = None
@@ -89,20 +90,20 @@ def read_scores(path: str, only: str | None = None) -> ScoreTable:
                 hint = "not an eval-rm score row"
                 if "chosen_rewards" in row:
                     hint = f"listwise scores of '{dataset}' are not compared yet; --dataset NAME picks a pairwise set"
-                raise ValueError(f"{path}:{line_number}: no chosen_reward / rejected_reward ({hint})")
+                raise UserError(f"{path}:{line_number}: no chosen_reward / rejected_reward ({hint})")
             if not isinstance(index, int):
-                raise ValueError(f"{path}:{line_number}: 'index' must be an integer, got {index!r}")
+                raise UserError(f"{path}:{line_number}: 'index' must be an integer, got {index!r}")
             pairs = table.setdefault(dataset, {})
             if index in pairs:
-                raise ValueError(f"{path}:{line_number}: pair {index} of '{dataset}' appears twice")
+                raise UserError(f"{path}:{line_number}: pair {index} of '{dataset}' appears twice")
             chosen, rejected = row["chosen_reward"], row["rejected_reward"]
             if chosen is None or rejected is None:
-                raise ValueError(f"{path}:{line_number}: a reward is null (non-finite) on pair {index} of '{dataset}'")
+                raise UserError(f"{path}:{line_number}: a reward is null (non-finite) on pair {index} of '{dataset}'")
             pairs[index] = (float(chosen), float(rejected))
     if not table:
         if only is not None and others:
-            raise ValueError(f"{path} has no pairs of dataset '{only}' (it has: {', '.join(others)})")
-        raise ValueError(f"{path}: no score rows")
+            raise UserError(f"{path} has no pairs of dataset '{only}' (it has: {', '.join(others)})")
+        raise UserError(f"{path}: no score rows")
     return table
 
 
@@ -127,7 +128,7 @@ def score_models(
     datasets = load_eval_sets(data, format=format)
     for name, ds in datasets.items():
         if isinstance(ds, ListwiseDataset):
-            raise ValueError(f"--data {name}: listwise sets (RewardBench 2 / RM-Bench) are not compared yet")
+            raise UserError(f"--data {name}: listwise sets (RewardBench 2 / RM-Bench) are not compared yet")
     placed_on, placed_as = scoring_placement(device, dtype)
     tables = []
     for source in sources:
@@ -149,9 +150,9 @@ def load_side(side: Side, data: list[str], only: str | None = None, **scoring: A
         return [read_scores(s, only) for s in side.sources]
     missing = [s for s, is_file in zip(side.sources, files, strict=True) if not is_file]
     if any(files):
-        raise ValueError(f"side '{side.name}' mixes scores files and models ({missing[0]}); give one kind")
+        raise UserError(f"side '{side.name}' mixes scores files and models ({missing[0]}); give one kind")
     if not data:
-        raise ValueError(
+        raise UserError(
             f"no such scores file: {missing[0]} (to score models, give --data NAME=SPEC; to compare eval-rm --scores files, "
             "give their paths)"
         )
@@ -163,12 +164,12 @@ def datasets_to_compare(tables: list[ScoreTable], sources: list[str], pick: str 
     if pick is not None:
         for table, source in zip(tables, sources, strict=True):
             if pick not in table:
-                raise ValueError(f"{source} has no pairs of dataset '{pick}' (it has: {', '.join(table)})")
+                raise UserError(f"{source} has no pairs of dataset '{pick}' (it has: {', '.join(table)})")
         return [pick]
     first = list(tables[0])
     for table, source in zip(tables[1:], sources[1:], strict=True):
         if set(table) != set(first):
-            raise ValueError(
+            raise UserError(
                 f"{sources[0]} scores datasets {', '.join(first)} but {source} scores {', '.join(table)}; "
                 "pick one with --dataset NAME"
             )
@@ -184,7 +185,7 @@ def credits(tables: list[ScoreTable], sources: list[str], dataset: str) -> tuple
         if pairs.keys() != reference.keys():
             only_first, only_here = sorted(reference.keys() - pairs.keys()), sorted(pairs.keys() - reference.keys())
             example = (only_first or only_here)[0]
-            raise ValueError(
+            raise UserError(
                 f"{sources[0]} and {source} score different pairs of '{dataset}': {len(only_first)} only in the first, "
                 f"{len(only_here)} only in the second (e.g. index {example})"
             )

@@ -32,6 +32,7 @@ import torch
 
 from rewardlab.data.pairs import encode_pairs
 from rewardlab.data.types import PreferenceExample
+from rewardlab.errors import UserError
 from rewardlab.evaluation import preference_metrics, scored_pair_batches
 from rewardlab.masks import first_token_index
 from rewardlab.redistribution import r3hf_rewards
@@ -193,7 +194,7 @@ def score_prefixes(
     """Prefix rewards and token rewards of every pair from ONE forward pass per sequence, in eval-rm's batches."""
     pairs, counts = encode_pairs(model.tokenizer, examples, max_length, truncation)
     if not pairs:
-        raise ValueError("no pair left to evaluate after truncation")
+        raise UserError("no pair left to evaluate after truncation")
     index, prefixes, lengths, tokens, before = [], [], [], [], []
     for batch, out in scored_pair_batches(model, pairs, batch_size, progress=progress, desc=desc):
         positions, in_response = out.position_rewards.float(), batch["response_mask"]

@@ -61,6 +61,7 @@ from rewardlab.data.templates import (
     encode_prompt_response,
 )
 from rewardlab.data.types import Text
+from rewardlab.errors import MissingPathError, UserError, reading_user_input
 from rewardlab.export import CHAT_PROBES, PLAIN_PROBES
 from rewardlab.losses import pairwise_accuracy
 from rewardlab.masks import last_token_index, pad_rows
@@ -259,26 +260,29 @@ def load_subject(model: str, device: str | torch.device | None = None) -> Subjec
     if is_builtin(model) or rewardlab_dir is not None:
         rm = load_reward_model(model, device=device, dtype=torch.float32)
         if rm.primary() is not rm:
-            raise ValueError(f"{model}: an ensemble; run doctor on one of its members (member-0, ...)")
+            raise UserError(f"{model}: an ensemble; run doctor on one of its members (member-0, ...)")
         source = str(rewardlab_dir) if rewardlab_dir is not None else model
         run = _run_config(rewardlab_dir) if rewardlab_dir is not None else {}
         return Subject("rewardlab", rm, rm.tokenizer, source, run_config=run)
     if not (path / "config.json").exists():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"{model}: neither a rewardlab reward model ({CONFIG_NAME}) nor a transformers checkpoint (config.json)"
         )
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(path)
+    with reading_user_input(OSError, ValueError):  # transformers on a checkpoint it cannot read: "Unrecognized model..."
+        config = AutoConfig.from_pretrained(path)
     if not any(name.endswith("ForSequenceClassification") for name in (config.architectures or [])):
-        raise ValueError(f"{model}: {config.architectures} is not a *ForSequenceClassification reward model")
+        raise UserError(f"{model}: {config.architectures} is not a *ForSequenceClassification reward model")
     if config.num_labels != 1:
-        raise ValueError(f"{model}: a classifier with {config.num_labels} labels; a reward model has one")
-    classifier, info = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
+        raise UserError(f"{model}: a classifier with {config.num_labels} labels; a reward model has one")
+    with reading_user_input(OSError, ValueError):
+        classifier, info = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
     if not isinstance(getattr(classifier, "score", None), torch.nn.Linear):
-        raise ValueError(f"{model}: {type(classifier).__name__} has no `score` layer (a decoder reward model's head)")
+        raise UserError(f"{model}: {type(classifier).__name__} has no `score` layer (a decoder reward model's head)")
     missing = [key for key in info.get("missing_keys", []) if key.split(".")[0] == "score" or ".score." in f".{key}"]
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    with reading_user_input(OSError, ValueError):
+        tokenizer = AutoTokenizer.from_pretrained(path)
     return Subject("transformers", classifier.to(device).eval(), tokenizer, str(path), missing_head=missing)
 
 
@@ -659,7 +663,7 @@ def data_texts(tokenizer, spec: str, format: str | None, limit: int, max_length:
     examples = load_preferences(spec, format=format, limit=limit).examples
     pairs, _ = encode_pairs(tokenizer, examples, max_length, "keep_end")
     if not pairs:
-        raise ValueError(f"{spec}: no pair left after truncation")
+        raise UserError(f"{spec}: no pair left after truncation")
     kept = [examples[p.index] for p in pairs]
     texts = [(e.prompt, e.chosen) for e in kept] + [(e.prompt, e.rejected) for e in kept]
     return Texts(texts, [p.chosen for p in pairs] + [p.rejected for p in pairs]), len(pairs)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from rewardlab.data.pairs import EncodedPair, PairCollator, encode_pairs
 from rewardlab.data.types import PreferenceExample
+from rewardlab.errors import UserError
 from rewardlab.losses import pairwise_accuracy
 from rewardlab.progress import progress as show_progress
 
@@ -122,7 +123,7 @@ def evaluate_preferences(
     """Metrics for one preference set, and the raw scores {index, chosen_reward, rejected_reward}."""
     pairs, counts = encode_pairs(model.tokenizer, examples, max_length, truncation)
     if not pairs:
-        raise ValueError("no pair left to evaluate after truncation")
+        raise UserError("no pair left to evaluate after truncation")
     chosen, rejected, index = score_pairs(model, pairs, batch_size, accelerator, progress, desc)
     subsets = [examples[i].subset for i in index.tolist()]
     metrics = preference_metrics(chosen, rejected, subsets)

@@ -48,6 +48,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.data.templates import TEXT_RECORD_NAME, encode_prompt_response, pad_sequences, text_record
+from rewardlab.errors import UserError
 from rewardlab.modeling.loader import load_reward_model, resolve_model_dir
 from rewardlab.modeling.normalization import RewardStatistics
 from rewardlab.modeling.sources import is_builtin
@@ -75,8 +76,8 @@ PLAIN_PROBES = [
 ]
 
 
-class ExportError(ValueError):
-    pass
+class ExportError(UserError):
+    """The checkpoint cannot be exported exactly (shown as one line)."""
 
 
 def export_sequence_classifier(

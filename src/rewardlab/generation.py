@@ -24,6 +24,7 @@ import torch
 from rewardlab.data.errors import DataError
 from rewardlab.data.templates import encode_prompt
 from rewardlab.data.types import Text
+from rewardlab.errors import MissingPathError, UserError
 from rewardlab.masks import pad_rows
 from rewardlab.progress import progress as show_progress
 
@@ -91,7 +92,7 @@ def _eos_id(tokenizer: Any, model: Any) -> int:
     if isinstance(eos_id, list):
         eos_id = eos_id[0]
     if eos_id is None:
-        raise ValueError("neither the tokenizer nor the model defines an EOS token")
+        raise UserError("neither the tokenizer nor the model defines an EOS token")
     return int(eos_id)
 
 
@@ -185,7 +186,11 @@ def load_samples(path: str | Path) -> SampleBatch:
     prompts: dict[int, Text] = {}
     samples: list[Sample] = []
     settings: dict[str, Any] = {}
-    with path.open(encoding="utf-8") as f:
+    try:
+        f = path.open(encoding="utf-8")
+    except FileNotFoundError as err:  # a --samples path that is not there: the user's to fix, in the same words
+        raise MissingPathError(str(err)) from None
+    with f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -17,6 +17,7 @@ from typing import Any
 
 from rewardlab.data.listwise import EVAL_FORMATS, ListwiseDataset, ListwiseExample
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response
+from rewardlab.errors import UserError
 from rewardlab.listwise_metrics import rewardbench2_scores, rm_bench_scores
 from rewardlab.progress import progress as show_progress
 from rewardlab.scoring import TokenRewardSettings, score_sequences
@@ -73,7 +74,7 @@ def listwise_metrics(
 ) -> dict[str, Any]:
     """The benchmark's figures from the scored examples' rewards: {"rewardbench2": ...} or {"rm_bench": ...}, plus n."""
     if not examples:
-        raise ValueError("no prompt left to evaluate after truncation")
+        raise UserError("no prompt left to evaluate after truncation")
     metrics: dict[str, Any] = {
         "n": len(examples),
         "completions": sum(len(c) + len(r) for c, r in zip(chosen, rejected, strict=True)),
@@ -85,7 +86,7 @@ def listwise_metrics(
     elif format == "rm-bench":
         metrics["rm_bench"] = rm_bench_scores([e.domain or "unknown" for e in examples], chosen, rejected)
     else:
-        raise ValueError(f"not a listwise evaluation format: {format!r} (expected one of {', '.join(EVAL_FORMATS)})")
+        raise UserError(f"not a listwise evaluation format: {format!r} (expected one of {', '.join(EVAL_FORMATS)})")
     return metrics
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from rewardlab.errors import UserError
+
 TIES_WEIGHTS = {"tied_accuracy": 0.30, "ref_accuracy": 0.30, "preferred": 0.20, "preferred_hard": 0.20, "margin_score": 0.01}
 RM_BENCH_DOMAINS = ("chat", "math", "code", "safety")
 
@@ -39,7 +41,7 @@ def best_of_n_score(chosen: Sequence[float], rejected: Sequence[float]) -> float
     """One non-Ties prompt: 1 / (number of completions tied at the top) if chosen[0] is at the top, else 0."""
     rewards = [*chosen, *rejected]
     if not chosen or len(rewards) < 2:
-        raise ValueError(f"need a chosen completion and at least one other, got {len(chosen)} chosen, {len(rejected)} rejected")
+        raise UserError(f"need a chosen completion and at least one other, got {len(chosen)} chosen, {len(rejected)} rejected")
     top = max(rewards)
     return 1.0 / sum(r == top for r in rewards) if rewards[0] == top else 0.0
 
@@ -47,7 +49,7 @@ def best_of_n_score(chosen: Sequence[float], rejected: Sequence[float]) -> float
 def _prompt_stats(correct: Sequence[float], incorrect: Sequence[float]) -> tuple[bool, float | None, float]:
     """(accurate, spread of the correct rewards or None with one correct answer, worst correct - best incorrect)."""
     if not correct or not incorrect:
-        raise ValueError(f"a Ties prompt needs correct and incorrect completions, got {len(correct)} and {len(incorrect)}")
+        raise UserError(f"a Ties prompt needs correct and incorrect completions, got {len(correct)} and {len(incorrect)}")
     margin_between = min(correct) - max(incorrect)
     spread = max(correct) - min(correct) if len(correct) > 1 else None
     return margin_between > 0, spread, margin_between
@@ -63,7 +65,7 @@ def ties_score(prompts: Sequence[tuple[str, int, Sequence[float], Sequence[float
     tied: dict[int, tuple[bool, float | None, float]] = {}
     for kind, number, correct, incorrect in prompts:
         if kind not in ("ref", "tied"):
-            raise ValueError(f"a Ties prompt is 'ref' or 'tied', got {kind!r}")
+            raise UserError(f"a Ties prompt is 'ref' or 'tied', got {kind!r}")
         (ref if kind == "ref" else tied)[number] = _prompt_stats(correct, incorrect)
 
     def accuracy(stats: dict[int, tuple[bool, float | None, float]]) -> float:
@@ -74,7 +76,7 @@ def ties_score(prompts: Sequence[tuple[str, int, Sequence[float], Sequence[float
     for number in both:
         spread = tied[number][1]
         if spread is None:
-            raise ValueError(f"Ties question {number}: the tied prompt has one correct answer; it needs several")
+            raise UserError(f"Ties question {number}: the tied prompt has one correct answer; it needs several")
         between_tied, between_hard = tied[number][2], min(ref[number][2], tied[number][2])
         preferred.append(between_tied > spread)
         preferred_hard.append(between_hard > spread)

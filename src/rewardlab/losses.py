@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rewardlab.errors import UserError
+
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """Bradley-Terry: -log sigmoid(r_c - r_r)."""
@@ -116,7 +118,7 @@ class Regularizer:
 
 def _needs_margin(margin: torch.Tensor | None) -> torch.Tensor:
     if margin is None:
-        raise ValueError("the margin loss needs a margin for every pair")
+        raise UserError("the margin loss needs a margin for every pair")
     return margin
 
 
@@ -152,7 +154,7 @@ def reward_loss(
 ) -> torch.Tensor:
     """The reward loss named `kind` (see the table), plus `center_coef` times the centring penalty."""
     if kind not in REWARD_LOSS_TABLE:
-        raise ValueError(f"unknown reward loss '{kind}' (choose from {', '.join(REWARD_LOSSES)})")
+        raise UserError(f"unknown reward loss '{kind}' (choose from {', '.join(REWARD_LOSSES)})")
     loss = REWARD_LOSS_TABLE[kind](chosen, rejected, margin, label_smoothing)
     if center_coef:
         loss = loss + center_coef * centering_penalty(chosen, rejected)
@@ -162,6 +164,6 @@ def reward_loss(
 def regularizer_loss(kind: str, logprobs: PairLogprobs, beta: float = 0.1) -> torch.Tensor | None:
     """The regulariser named `kind` (see the table) on the given log-probs; None for "none"."""
     if kind not in REGULARIZER_TABLE:
-        raise ValueError(f"unknown regulariser '{kind}' (choose from {', '.join(REGULARIZERS)})")
+        raise UserError(f"unknown regulariser '{kind}' (choose from {', '.join(REGULARIZERS)})")
     regularizer = REGULARIZER_TABLE[kind]
     return None if regularizer is None else regularizer.loss(logprobs, beta)

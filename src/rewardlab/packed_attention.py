@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from rewardlab.errors import UserError
 from rewardlab.kernel_check import checked, fallback_reason
 
 SEGMENT_ATTENTION = "rewardlab_segments"
@@ -75,7 +76,7 @@ def segment_attention(
     if attention_mask is not None:
         raise ValueError("packed attention got a dense mask: transformers built one, which packing exists to avoid")
     if softcap is not None:
-        raise ValueError("attention logit soft-capping is not supported by packed attention")
+        raise UserError("attention logit soft-capping is not supported by packed attention")
     gqa = key.shape[1] != query.shape[1]
     out = []
     for q, k, v in zip(
@@ -100,9 +101,9 @@ def _check_packed_call(name: str, attention_mask, dropout: float, softcap) -> No
     if attention_mask is not None:
         raise ValueError("packed attention got a dense mask: transformers built one, which packing exists to avoid")
     if dropout:
-        raise ValueError(f"{name} attention has no dropout: use the 'segments' kernel for attention dropout")
+        raise UserError(f"{name} attention has no dropout: use the 'segments' kernel for attention dropout")
     if softcap is not None:
-        raise ValueError("attention logit soft-capping is not supported by packed attention")
+        raise UserError("attention logit soft-capping is not supported by packed attention")
 
 
 # ----- varlen: FlashAttention-2 over cu_seqlens, one call per layer (CUDA, half precision) -----
@@ -130,7 +131,7 @@ def _call_varlen(q, k, v, cu_seqlens, max_seqlen: int, scale: float | None, slid
         # flash's window counts the diagonal: transformers' `q - kv < sliding_window` is left = sliding_window - 1
         kwargs["window_size"] = (-1, 0) if sliding_window is None else (sliding_window - 1, 0)
     elif sliding_window is not None:
-        raise ValueError(f"torch {torch.__version__}'s varlen_attn has no sliding window: use the 'flex' kernel")
+        raise UserError(f"torch {torch.__version__}'s varlen_attn has no sliding window: use the 'flex' kernel")
     else:
         kwargs["is_causal"] = True
     if k.shape[1] != q.shape[1]:
@@ -142,7 +143,7 @@ def _call_varlen(q, k, v, cu_seqlens, max_seqlen: int, scale: float | None, slid
     if "scale" in params:
         kwargs["scale"] = scale
     elif scale is not None and abs(scale - q.shape[-1] ** -0.5) > 1e-6 * scale:
-        raise ValueError(f"torch {torch.__version__}'s varlen_attn has no scale argument and this model scales by {scale}")
+        raise UserError(f"torch {torch.__version__}'s varlen_attn has no scale argument and this model scales by {scale}")
     return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, **kwargs)
 
 
@@ -334,7 +335,7 @@ def packed_attention_unavailable_reason(
     `training`); else why not, in one line."""
     device = torch.device(device)
     if kind not in PACKED_ATTENTION_KINDS:
-        raise ValueError(f"packed attention '{kind}' is not one of {', '.join(PACKED_ATTENTION_CHOICES)}")
+        raise UserError(f"packed attention '{kind}' is not one of {', '.join(PACKED_ATTENTION_CHOICES)}")
     dropout = float(getattr(config, "attention_dropout", 0.0) or 0.0)
     if kind == "segments":
         return None
@@ -375,7 +376,7 @@ def select_packed_attention(
     if requested != "auto":
         reason = packed_attention_unavailable_reason(requested, config, device, dtype, training)
         if reason is not None:
-            raise ValueError(f"packed attention '{requested}' cannot run here: {reason}")
+            raise UserError(f"packed attention '{requested}' cannot run here: {reason}")
         return _unless_fallen_back(requested, dtype)
     if torch.device(device).type != "cuda":
         return "segments"

@@ -48,9 +48,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:1, mps)") from None
+        raise UserError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:1, mps)") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     return resolved
 
 
@@ -63,7 +63,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | 
         device = resolve_device(device)
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     if name not in DTYPES:
-        raise ValueError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPE_CHOICES)}")
+        raise UserError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPE_CHOICES)}")
     return DTYPES[name]
 
 
@@ -467,7 +467,7 @@ def version() -> str:
 # training that goes wrong
 
 
-class NonFiniteError(ValueError):
+class NonFiniteError(UserError):
     """A loss or gradient norm that is NaN or infinite: training stops rather than step (and save) a broken model."""
 
 

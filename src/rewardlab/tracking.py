@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from rewardlab.errors import UserError
+
 # tracker name (as accelerate and transformers spell it) -> the module that must be importable; the pip extra is the name
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 ALL, NONE = "all", "none"
@@ -39,10 +41,10 @@ def parse_report_to(values: str | Iterable[str] | None) -> list[str]:
             if not name or name in names:
                 continue
             if name not in TRACKERS and name not in (ALL, NONE):
-                raise ValueError(f"report_to: unknown tracker '{name}' (choose from {', '.join([*TRACKERS, ALL, NONE])})")
+                raise UserError(f"report_to: unknown tracker '{name}' (choose from {', '.join([*TRACKERS, ALL, NONE])})")
             names.append(name)
     if len(names) > 1 and (NONE in names or ALL in names):
-        raise ValueError(f"report_to: '{NONE}' and '{ALL}' stand alone, got {', '.join(names)}")
+        raise UserError(f"report_to: '{NONE}' and '{ALL}' stand alone, got {', '.join(names)}")
     return [] if names == [NONE] else names
 
 
@@ -56,7 +58,7 @@ def resolve_report_to(values: str | Iterable[str] | None, is_installed: Callable
     missing = [name for name in names if not is_installed(name)]
     if missing:
         extras = ",".join(missing)
-        raise ValueError(
+        raise UserError(
             f"report_to: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed "
             f"(pip install 'rewardlab[{extras}]')"
         )

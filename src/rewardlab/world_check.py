@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from rewardlab.data.pairs import encode_pairs
 from rewardlab.data.types import PreferenceExample
+from rewardlab.errors import UserError
 from rewardlab.evaluation import scored_pair_batches
 from rewardlab.losses import pairwise_accuracy
 
@@ -163,7 +164,7 @@ def pair_features(model, examples: list[PreferenceExample], batch_size: int = 64
     and summed response log-probs (the kept LM head, response tokens and the end token) of every pair, in order."""
     pairs, _ = encode_pairs(model.tokenizer, examples, max_length, "keep_end")
     if len(pairs) != len(examples):
-        raise ValueError(f"{len(examples) - len(pairs)} pairs did not fit in {max_length} tokens")
+        raise UserError(f"{len(examples) - len(pairs)} pairs did not fit in {max_length} tokens")
     index, chosen, rejected, logp_chosen, logp_rejected = [], [], [], [], []
     for batch, out in scored_pair_batches(model, pairs, batch_size, response_logprobs=True):
         b = batch["index"].shape[0]  # rows 0..b-1 chosen, b..2b-1 rejected

@@ -20,12 +20,12 @@ from rewardlab.errors import UserError
 
 @contextmanager
 def user_errors():
-    """Turn expected failures into `error: ...` on stderr and exit code 1, never a traceback."""
+    """Turn a UserError into `error: ...` on stderr and exit code 1. Only that: any other exception is a bug in rewardlab
+    and propagates with its traceback (a KeyError in our code must not read as bad input)."""
     try:
         yield
-    except (UserError, ValueError, FileNotFoundError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    except UserError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
 
 

@@ -42,6 +42,7 @@ from rewardlab.data.formats import (
 )
 from rewardlab.data.io import Record, RecordTally, located, type_name
 from rewardlab.data.types import Message, PreferenceExample, Text
+from rewardlab.errors import UserError
 
 EVAL_FORMATS = ("rewardbench2", "rm-bench")
 PAIR_FORMATS = ("ultrafeedback", "listwise")
@@ -288,7 +289,7 @@ def preference_pairs(scores: Sequence[float], mode: str, rng: random.Random) -> 
     lowest; best-random: the first highest against one drawn uniformly (`rng`) from those scored strictly lower.
     """
     if mode not in PAIR_MODES:
-        raise ValueError(f"--pairs {mode!r}: expected one of {', '.join(PAIR_MODES)}")
+        raise UserError(f"--pairs {mode!r}: expected one of {', '.join(PAIR_MODES)}")
     n = len(scores)
     if mode == "all":
         return [(i, j) if scores[i] > scores[j] else (j, i) for i in range(n) for j in range(i + 1, n) if scores[i] != scores[j]]
@@ -344,7 +345,7 @@ def pairs_from_records(
     loaded (PAIRS), prompts (records that gave a pair), excluded (records that gave none: every score equal), invalid,
     and with `pairs="all"` tied_pairs (pairs of equal scores left out). `limit` caps the pairs."""
     if pairs not in PAIR_MODES:
-        raise ValueError(f"--pairs {pairs!r}: expected one of {', '.join(PAIR_MODES)}")
+        raise UserError(f"--pairs {pairs!r}: expected one of {', '.join(PAIR_MODES)}")
     if format in EVAL_ADAPTERS:
         raise DataError(
             f"format '{format}' is a listwise evaluation set (every completion scored alone): evaluate it with "

@@ -22,6 +22,7 @@ from rewardlab.data.listwise import (
     peek_listwise_format,
 )
 from rewardlab.data.types import PreferenceExample, PromptCompletion, Text
+from rewardlab.errors import UserError
 
 
 @dataclass
@@ -45,7 +46,7 @@ class PreferenceDataset:
 
 def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive integer, got {limit}")
+        raise UserError(f"limit must be a positive integer, got {limit}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

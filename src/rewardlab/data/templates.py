@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 
 from rewardlab.data.types import Message, Text
+from rewardlab.errors import UserError
 from rewardlab.masks import pad_rows, response_mask  # noqa: F401  (response_mask re-exported: batches are built here)
 
 Truncation = Literal["keep_end", "drop"]
@@ -78,7 +79,7 @@ def render_prompt_response(tokenizer, prompt: Text, response: Text) -> tuple[str
         prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         full_text = tokenizer.apply_chat_template(prompt + messages, tokenize=False)
         if not full_text.startswith(prompt_text):
-            raise ValueError(
+            raise UserError(
                 "the chat template renders the prompt differently inside the full conversation; "
                 "cannot locate where the response starts"
             )

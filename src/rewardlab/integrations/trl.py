@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from rewardlab.data.types import Text
+from rewardlab.errors import UserError
 from rewardlab.rl.scorers import RewardModelScorer
 
 
@@ -44,7 +45,7 @@ class RewardlabRewardFunction:
         from rewardlab.modeling.sources import is_builtin
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+            raise UserError(f"batch_size must be at least 1, not {batch_size}")
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = device

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from rewardlab.errors import UserError
 from rewardlab.masks import fold_closing_scores
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, response_mask, token_reward_method
 from rewardlab.runtime import API_KEY_ENV
@@ -136,13 +137,13 @@ class VerlRewardOptions:
 
     def __post_init__(self) -> None:
         if (self.reward_model is None) == (self.server_url is None):
-            raise ValueError(
+            raise UserError(
                 "rewardlab's verl reward manager needs reward_kwargs.reward_model (a rewardlab reward model directory) "
                 "or reward_kwargs.server_url (a running `rewardlab serve`), and not both"
             )
         token_reward_method(self.method, "reward_kwargs.method")
         if self.micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size must be at least 1, not {self.micro_batch_size}")
+            raise UserError(f"micro_batch_size must be at least 1, not {self.micro_batch_size}")
         if self.normalize and isinstance(self.reward_model, str | os.PathLike):
             from rewardlab.modeling.loader import check_normalizable
 
@@ -337,7 +338,7 @@ def closing_after_eos(tokenizer: Any) -> tuple[str, list[int]] | None:
 
 def check_same_vocabulary(policy_tokenizer: Any, reward_tokenizer: Any) -> None:
     if policy_tokenizer.get_vocab() != reward_tokenizer.get_vocab():
-        raise ValueError(
+        raise UserError(
             "the reward model's tokenizer differs from the policy's; token rewards are computed on the policy's "
             "token ids, so both must share one vocabulary (check_tokenizer=False to override)"
         )

@@ -33,6 +33,7 @@ import torch
 from verl.experimental.agent_loop import agent_loop as _agent_loop
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
+from rewardlab.errors import UserError
 from rewardlab.integrations.verl import (
     TokenRewardScorer,
     VerlRewardOptions,
@@ -102,12 +103,12 @@ class TokenRewardLoopManager(RewardManagerBase):
         self.options = VerlRewardOptions.from_kwargs({**reward_kwargs(config), **kwargs})
         self.dense = self.options.method != "sparse"
         if verl_reward_model_enabled(config):
-            raise ValueError(
+            raise UserError(
                 "rewardlab's reward-loop manager scores with its own reward model; verl's reward model "
                 "(reward.reward_model.enable / reward_model.enable) must stay off"
             )
         if self.dense and not uses_token_reward_agent_loop(config):
-            raise ValueError(
+            raise UserError(
                 f"token rewards (method={self.options.method}) cannot pass through verl's reward loop on its own: its "
                 "agent loop keeps one scalar per sample, on the last response token. Add "
                 f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={AGENT_LOOP_MANAGER} (rewardlab's agent loop "

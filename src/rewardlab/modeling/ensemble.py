@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rewardlab.errors import UserError
 from rewardlab.modeling.normalization import RewardStatistics, missing_statistics, normalize_rewards
 from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, RewardOutput
 from rewardlab.runtime import write_json
@@ -30,7 +31,7 @@ def aggregate_rewards(stacked: torch.Tensor, how: str) -> torch.Tensor:
         return stacked.mean(0)
     if how == "min":
         return stacked.min(0).values
-    raise ValueError(f"unknown ensemble aggregate '{how}' (choose from {', '.join(AGGREGATES)})")
+    raise UserError(f"unknown ensemble aggregate '{how}' (choose from {', '.join(AGGREGATES)})")
 
 
 class EnsembleRewardModel(nn.Module):

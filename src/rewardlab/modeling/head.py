@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rewardlab.errors import UserError
+
 HEAD_CHOICES = ("linear", "mlp")
 
 
@@ -12,7 +14,7 @@ class RewardHead(nn.Module):
     def __init__(self, hidden_size: int, kind: str = "linear", mlp_hidden: int = 1024, dropout: float = 0.1):
         super().__init__()
         if kind not in HEAD_CHOICES:
-            raise ValueError(f"unknown reward head '{kind}' (choose from {', '.join(HEAD_CHOICES)})")
+            raise UserError(f"unknown reward head '{kind}' (choose from {', '.join(HEAD_CHOICES)})")
         self.kind = kind
         self.dropout = nn.Dropout(dropout)
         if kind == "linear":
@@ -48,7 +50,7 @@ class RewardHead(nn.Module):
         """The (1, H) weight of a `linear` head: what `AutoModelForSequenceClassification.score` holds. An `mlp` head has
         no single-layer equivalent."""
         if self.kind != "linear":
-            raise ValueError(
+            raise UserError(
                 f"the '{self.kind}' reward head cannot be represented by AutoModelForSequenceClassification "
                 "(its score layer is a single bias-free linear layer); train with --head linear to export"
             )

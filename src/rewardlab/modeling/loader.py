@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from rewardlab.errors import MissingPathError
 from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
 from rewardlab.modeling.normalization import missing_statistics
 from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, RewardModelConfig, build_reward_model
@@ -21,10 +22,8 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
         if (candidate / CONFIG_NAME).exists() or (candidate / ENSEMBLE_NAME).exists():
             return candidate
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no such reward model directory")
-    raise FileNotFoundError(
-        f"{p}: not a rewardlab reward model (no {CONFIG_NAME} or {ENSEMBLE_NAME}, here or in {MODEL_SUBDIR}/)"
-    )
+        raise MissingPathError(f"{p}: no such reward model directory")
+    raise MissingPathError(f"{p}: not a rewardlab reward model (no {CONFIG_NAME} or {ENSEMBLE_NAME}, here or in {MODEL_SUBDIR}/)")
 
 
 def check_normalizable(path: str | os.PathLike, aggregate: str | None = None) -> None:

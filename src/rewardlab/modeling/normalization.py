@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from rewardlab.errors import UserError
+
 MIN_STD = 1e-8  # a constant reward model (std 0) cannot be normalised: std is clamped here, as OpenRLHF clamps it
 
 
-class NormalizationUnavailable(ValueError):
+class NormalizationUnavailable(UserError):
     """Normalisation was asked of a reward model that has no recorded statistics."""
 
 
@@ -38,7 +40,7 @@ class RewardStatistics:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.mean) and math.isfinite(self.std)) or self.std <= 0:
-            raise ValueError(f"reward statistics need a finite mean and a positive std, not mean {self.mean}, std {self.std}")
+            raise UserError(f"reward statistics need a finite mean and a positive std, not mean {self.mean}, std {self.std}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,9 +56,9 @@ class RewardStatistics:
         """The statistics of a 1-D tensor of sequence rewards (computed in float64; population std, clamped at MIN_STD)."""
         values = rewards.detach().double().flatten()
         if values.numel() < 2:
-            raise ValueError(f"reward statistics need at least 2 rewards, got {values.numel()} ({source})")
+            raise UserError(f"reward statistics need at least 2 rewards, got {values.numel()} ({source})")
         if not torch.isfinite(values).all():
-            raise ValueError(f"non-finite rewards on the normalisation data ({source})")
+            raise UserError(f"non-finite rewards on the normalisation data ({source})")
         mean = values.mean()
         std = (values - mean).pow(2).mean().sqrt().clamp_min(MIN_STD)
         return cls(mean.item(), std.item(), int(values.numel()), source)

@@ -46,6 +46,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from rewardlab.config import DEFAULT_LORA_TARGETS
 from rewardlab.data.templates import TEXT_RECORD_NAME, text_record
+from rewardlab.errors import MissingPathError, UserError
 from rewardlab.kernel_check import checked, fallback_reason
 from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.head import RewardHead
@@ -260,12 +261,12 @@ class RewardModel(nn.Module):
         failed its check in this process for `dtype` (the hidden states'; default: `compute_dtype`)."""
         head = lm_head or self.lm_head
         if self.logprob_backend not in LOGPROB_BACKENDS:
-            raise ValueError(f"logprob backend '{self.logprob_backend}' is not one of {', '.join(LOGPROB_BACKENDS)}")
+            raise UserError(f"logprob backend '{self.logprob_backend}' is not one of {', '.join(LOGPROB_BACKENDS)}")
         if self.logprob_backend == "chunked":
             return "chunked"
         reason = liger_unavailable_reason(head, self.device)
         if self.logprob_backend == "liger" and reason is not None:
-            raise ValueError(f"logprob backend 'liger' cannot run here: {reason}")
+            raise UserError(f"logprob backend 'liger' cannot run here: {reason}")
         kind = "liger" if reason is None and fallback_reason("liger", dtype or self.compute_dtype()) is None else "chunked"
         self._log_once(("logprobs", kind), "response log-probs: %s", kind)
         return kind
@@ -476,7 +477,7 @@ class RewardModel(nn.Module):
         path = Path(path)
         config_file = path / CONFIG_NAME
         if not config_file.exists():
-            raise FileNotFoundError(f"{path}: not a rewardlab reward model (no {CONFIG_NAME})")
+            raise MissingPathError(f"{path}: not a rewardlab reward model (no {CONFIG_NAME})")
         config = RewardModelConfig.from_dict(json.loads(config_file.read_text()))
         tokenizer = AutoTokenizer.from_pretrained(path)
         kwargs = {"dtype": dtype} if dtype is not None else {}

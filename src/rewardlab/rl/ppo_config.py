@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rewardlab.config import LoraSpec, RunSpec, TrackingSpec, check_ranges, from_dict, restate, setting
+from rewardlab.errors import UserError
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, POTENTIAL_METHODS, methods_help, token_reward_method
 from rewardlab.rl.ppo_math import ALGOS
 from rewardlab.rl.scorers import BUILTIN
@@ -117,7 +118,6 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
 
     def validate(self) -> None:
         """Every setting and the output directory, checked before any model loads (one line on a bad one)."""
-        from rewardlab.errors import UserError
         from rewardlab.runtime import check_output_dir
 
         check_ranges(self)

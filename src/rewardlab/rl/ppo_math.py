@@ -21,6 +21,8 @@ from typing import Literal
 
 import torch
 
+from rewardlab.errors import UserError
+
 ALGOS = ("ppo", "rloo", "reinforce")
 
 KLEstimator = Literal["k1", "k2", "k3"]
@@ -85,7 +87,7 @@ def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: KLEstima
         return 0.5 * log_ratio**2
     if estimator == "k3":
         return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"unknown KL estimator {estimator!r}; expected 'k1', 'k2' or 'k3'")
+    raise UserError(f"unknown KL estimator {estimator!r}; expected 'k1', 'k2' or 'k3'")
 
 
 class FixedKLController:
@@ -107,7 +109,7 @@ class AdaptiveKLController:
 
     def __init__(self, init_coef: float, target: float, horizon: int):
         if target <= 0 or horizon <= 0:
-            raise ValueError(f"target and horizon must be > 0, got target={target}, horizon={horizon}")
+            raise UserError(f"target and horizon must be > 0, got target={target}, horizon={horizon}")
         self.value = float(init_coef)
         self.target = float(target)
         self.horizon = int(horizon)
@@ -206,9 +208,9 @@ def rloo_advantages(token_returns: torch.Tensor, mask: torch.Tensor, group_size:
     """
     batch_size = token_returns.shape[0]
     if group_size < 2:
-        raise ValueError(f"RLOO needs group_size >= 2, got {group_size}")
+        raise UserError(f"RLOO needs group_size >= 2, got {group_size}")
     if batch_size % group_size != 0:
-        raise ValueError(f"batch size {batch_size} is not a multiple of group_size {group_size}")
+        raise UserError(f"batch size {batch_size} is not a multiple of group_size {group_size}")
     mask = mask.to(token_returns.dtype)
     sequence_returns = (token_returns[:, 0] * mask[:, 0]).view(-1, group_size)
     group_sums = sequence_returns.sum(dim=1, keepdim=True)
@@ -377,7 +379,7 @@ def compute_advantages(
         returns = reward_to_go(rewards, mask, gamma)
         advantages = reinforce_advantages(returns, mask, baseline)
     else:
-        raise ValueError(f"unknown algo {algo!r}; expected one of {', '.join(ALGOS)}")
+        raise UserError(f"unknown algo {algo!r}; expected one of {', '.join(ALGOS)}")
     if whiten and mask.sum() > 1:
         advantages = masked_whiten(advantages, mask)
     return advantages, returns

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from rewardlab.data.pairs import LengthGroupedBatchSampler, PairCollator, encode_pairs
+from rewardlab.errors import UserError
 from rewardlab.modeling.logprobs import liger_unavailable_reason
 from rewardlab.modeling.reward_model import LoraSettings, build_reward_model
 from rewardlab.objective import Objective
@@ -82,7 +83,7 @@ def load_datasets(cfg, datasets: dict | None = None) -> tuple[PreferenceDataset,
     else:
         train_set, eval_sets = datasets["train"], datasets.get("eval", {})
     if cfg.select_best_on is not None and cfg.select_best_on not in eval_sets:
-        raise ValueError(f"select_best_on = '{cfg.select_best_on}' is not an eval set ({', '.join(eval_sets) or 'none'})")
+        raise UserError(f"select_best_on = '{cfg.select_best_on}' is not an eval set ({', '.join(eval_sets) or 'none'})")
     return train_set, eval_sets
 
 
@@ -142,7 +143,7 @@ def kernel_choices(model, cfg, device: torch.device, bf16: bool, sharded: bool =
     if cfg.reg != "none":
         reason = "the LM head is sharded (FSDP / DeepSpeed)" if sharded else liger_unavailable_reason(model.lm_head, device)
         if cfg.logprob_backend == "liger" and reason is not None:
-            raise ValueError(f"logprob_backend 'liger' cannot run here: {reason}")
+            raise UserError(f"logprob_backend 'liger' cannot run here: {reason}")
         choices["logprobs"] = "chunked" if cfg.logprob_backend == "chunked" or reason is not None else "liger"
     return choices
 
@@ -151,7 +152,7 @@ def pair_loader(cfg, tokenizer, train_set: PreferenceDataset) -> tuple[DataLoade
     """Batches of tokenised pairs (length-grouped unless `group_by_length` is off), and the tokenisation counts."""
     pairs, data_counts = encode_pairs(tokenizer, train_set.examples, cfg.max_length, cfg.truncation)
     if not pairs:
-        raise ValueError(f"{cfg.train_data}: no training pair left after truncation (max_length={cfg.max_length})")
+        raise UserError(f"{cfg.train_data}: no training pair left after truncation (max_length={cfg.max_length})")
     collate = PairCollator(tokenizer.pad_token_id)
     if cfg.group_by_length:
         sampler = LengthGroupedBatchSampler([p.length for p in pairs], cfg.per_device_train_batch_size, cfg.seed)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from rewardlab.errors import UserError
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import NonFiniteError, first_non_finite, follow_umask, write_json, write_jsonl
 
@@ -41,7 +42,7 @@ def resume_from_latest(run: TrainingRun) -> None:
     """Load the newest checkpoint into `run`: its step and log, and where in which epoch the data continues."""
     ckpt = latest_checkpoint(run.output_dir)
     if ckpt is None:
-        raise ValueError(f"--resume: no checkpoint under {run.output_dir / 'checkpoints'}")
+        raise UserError(f"--resume: no checkpoint under {run.output_dir / 'checkpoints'}")
     run.accelerator.load_state(str(ckpt))
     state = json.loads((ckpt / STATE_NAME).read_text())
     run.global_step, run.log = state["global_step"], state["log"]

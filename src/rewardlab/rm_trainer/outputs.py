@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from rewardlab.errors import UserError
 from rewardlab.modeling.normalization import RewardStatistics
 from rewardlab.modeling.reward_model import MODEL_SUBDIR
 from rewardlab.rm_trainer.state import TrainingRun
@@ -113,7 +114,7 @@ def normalization_sequences(cfg, tokenizer, train_examples: Sequence) -> tuple[l
         encoded = [encode_prompt_response(tokenizer, r.prompt, r.completion, cfg.max_length, cfg.truncation) for r in rows]
         sequences = [e for e in encoded if e is not None]
         if len(sequences) < 2:
-            raise ValueError(f"{cfg.norm_data}: fewer than 2 rows left for reward statistics (max_length={cfg.max_length})")
+            raise UserError(f"{cfg.norm_data}: fewer than 2 rows left for reward statistics (max_length={cfg.max_length})")
         return sequences, str(cfg.norm_data)
     pairs, _ = encode_pairs(
         tokenizer, sample(list(train_examples), cfg.norm_samples // 2, generator), cfg.max_length, cfg.truncation

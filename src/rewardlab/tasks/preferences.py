@@ -33,6 +33,7 @@ import torch
 
 from rewardlab.data.loading import preference_to_dict
 from rewardlab.data.types import PreferenceExample
+from rewardlab.errors import UserError
 from rewardlab.generation import sample
 from rewardlab.progress import progress as show_progress
 from rewardlab.runtime import write_json
@@ -85,7 +86,7 @@ def draw_labels(
 ) -> torch.Tensor:
     """Bool tensor, True where a is chosen: a Bradley-Terry draw, then each label flipped w.p. label_noise."""
     if not 0 <= label_noise <= 1:
-        raise ValueError(f"label_noise must be in [0, 1], got {label_noise}")
+        raise UserError(f"label_noise must be in [0, 1], got {label_noise}")
     p_a = bradley_terry_prob(gold_a.double(), gold_b.double(), temperature)
     a_chosen = torch.rand(p_a.shape, generator=generator, dtype=torch.float64) < p_a
     flip = torch.rand(p_a.shape, generator=generator, dtype=torch.float64) < label_noise
@@ -146,7 +147,7 @@ def make_preference_data(
     smaller dataset is a prefix of a larger one. In world 4, ID splits carry the shortcut (module docstring).
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        raise UserError(f"unknown split {split!r}; expected one of {SPLITS}")
     strength = world_spec(world_version).shortcut_strength if split in SHORTCUT_SPLITS else 0.0
     tasks: Iterator[TaskInstance] = iter_tasks(split, seed)
     generator = torch.Generator().manual_seed(seed)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rewardlab.data.types import Message, Text
+from rewardlab.errors import UserError
 
 LETTERS = "abcdefgh"
 
@@ -132,7 +133,7 @@ def parse_prompt(prompt: Text) -> TaskInstance:
     if isinstance(prompt, list):
         user_turns = [m["content"] for m in prompt if m.get("role") == "user"]
         if not user_turns:
-            raise ValueError("prompt has no user message")
+            raise UserError("prompt has no user message")
         text = user_turns[-1]
     else:
         text = prompt
@@ -145,9 +146,9 @@ def parse_prompt(prompt: Text) -> TaskInstance:
             try:
                 instance.answer  # noqa: B018 - validates the input for the family
             except (ValueError, IndexError) as err:
-                raise ValueError(f"not a valid {instance.family} input: {instance.input!r}") from err
+                raise UserError(f"not a valid {instance.family} input: {instance.input!r}") from err
             return instance
-    raise ValueError(f"not a rewardlab task prompt: {text!r}")
+    raise UserError(f"not a rewardlab task prompt: {text!r}")
 
 
 # ---------------------------------------------------------------- gold reward
@@ -219,7 +220,7 @@ WORLD_VERSION = 4  # the default world
 
 def world_spec(version: int) -> WorldSpec:
     if version not in WORLDS:
-        raise ValueError(f"unknown world version {version}; expected one of {', '.join(map(str, WORLDS))}")
+        raise UserError(f"unknown world version {version}; expected one of {', '.join(map(str, WORLDS))}")
     return WORLDS[version]
 
 
@@ -275,7 +276,7 @@ def split_pairs(split: str) -> list[tuple[str, str]]:
         return [(f, s) for f in FAMILIES for s in STYLES if f in OOD_FAMILIES or s in OOD_STYLES]
     if split == "all":
         return [(f, s) for f in FAMILIES for s in STYLES]
-    raise ValueError(f"unknown split {split!r}; expected one of {(*SPLITS, 'all')}")
+    raise UserError(f"unknown split {split!r}; expected one of {(*SPLITS, 'all')}")
 
 
 def iter_tasks(split: str, seed: int) -> Iterator[TaskInstance]:
