@@ -240,13 +240,18 @@ def open_study_dir(cfg: StudyConfig) -> Path:
 
 def run_cell(run_cfg: Any, datasets: dict) -> dict:
     """Train the cell; train-rm scores every pair of every eval set with the kept weights into the cell's scores.jsonl
-    (eval-rm's rows) and seals the directory once it is finished. Returns its accuracy per eval set and its seconds."""
+    (eval-rm's rows) and seals the directory once it is finished. Returns its accuracy per eval set, the selection
+    (`select-on`'s history and the step kept), the steps it ran and its seconds."""
     from rewardlab.train_rm import train_reward_model
 
     t0 = time.perf_counter()
     metrics = train_reward_model(run_cfg, datasets)
-    accuracy = {name: m["accuracy"] for name, m in metrics["eval"].items()}
-    return {"accuracy": accuracy, "seconds": time.perf_counter() - t0}
+    return {
+        "accuracy": {name: m["accuracy"] for name, m in metrics["eval"].items()},
+        "selection": metrics["train"].get("selection"),
+        "steps": metrics["train"]["steps"],
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _init_worker(threads: int) -> None:

@@ -71,21 +71,6 @@ def rm_run_config(cfg: DemoConfig, policy_path: Path, train_path: Path, n_pairs:
     )  # fmt: skip
 
 
-def train_demo_cell(run_cfg, datasets: dict) -> dict:
-    """Train one demo reward model (a worker's task: module-level, so a spawned process can run it); train-rm writes its
-    scores.jsonl. Returns its accuracy per eval set, the selection and its steps."""
-    from rewardlab.train_rm import train_reward_model
-
-    t0 = time.perf_counter()
-    metrics = train_reward_model(run_cfg, datasets)
-    return {
-        "accuracy": {split: m["accuracy"] for split, m in metrics["eval"].items()},
-        "selection": metrics["train"]["selection"],
-        "steps": metrics["train"]["steps"],
-        "seconds": time.perf_counter() - t0,
-    }
-
-
 @dataclass
 class RewardModelRuns:
     """The demo's reward models (under out/rm/`rm_run_name`), trained in `cfg.workers` processes, and what each
@@ -97,10 +82,10 @@ class RewardModelRuns:
     out: Path
     train_sets: dict  # size -> training pairs
     eval_sets: dict  # "val" (val_id), "id" (test_id), "ood" (test_ood)
-    results: dict = field(default_factory=dict)  # RMCell -> train_demo_cell's result
+    results: dict = field(default_factory=dict)  # RMCell -> rewardlab.study.run_cell's result
 
     def train(self, cells: list[RMCell]) -> None:
-        from rewardlab.study import run_cells
+        from rewardlab.study import run_cell, run_cells
 
         jobs = []
         for cell in cells:
@@ -114,7 +99,7 @@ class RewardModelRuns:
             self.results[cell] = result
             bar.update(1)
 
-        run_cells(jobs, self.cfg.workers, done, train_demo_cell)
+        run_cells(jobs, self.cfg.workers, done, run_cell)
         bar.close()
 
     def seeds(self, name: str, size: str, alpha: float | None = None) -> list[RMCell]:
