@@ -36,7 +36,6 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from rewardlab.integrations.verl import (
     TokenRewardScorer,
     VerlRewardOptions,
-    check_same_vocabulary,
     fold_to_policy_tokens,
     place_token_rewards,
     verl_rows,
@@ -189,5 +188,4 @@ __all__ = [
     "TokenRewardAgentLoopWorker",
     "TokenRewardLoopManager",
     "TokenRewards",
-    "check_same_vocabulary",
 ]
