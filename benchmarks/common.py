@@ -122,7 +122,7 @@ def save_tiny_llama(
 # ----- the trainer's step -----
 def rewardlab_step(model, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], cfg) -> None:
     """One optimiser update exactly as `train_reward_model` does it (no accelerate wrapper: one process, no mixed precision)."""
-    from rewardlab.train_rm import compute_loss
+    from rewardlab.objective import compute_loss
 
     stats = compute_loss(model, batch, cfg)
     stats["loss"].backward()

@@ -7,7 +7,7 @@
 
 Every contender is a reward model built by `build_reward_model` exactly as `train_reward_model` builds it for that
 regulariser (full fine-tuning; `dpo` keeps a frozen reference copy, `none` freezes the unused LM head), with its own AdamW,
-and runs the trainer's step (`rewardlab.train_rm.compute_loss`, backward, clip, AdamW) over the same length-grouped batches,
+and runs the trainer's step (`rewardlab.objective.compute_loss`, backward, clip, AdamW) over the same length-grouped batches,
 padding-free unless `--no-padding-free` (as the trainer's `padding_free`).
 Contenders alternate, the order rotating every repetition; time = one pass over all batches.
 
@@ -50,7 +50,8 @@ TARGETS = {"sft": 1.15, "dpo-noref": 1.2}
 def build_contender(model_dir: str, reg: str, batches: list[dict], device: str, lr: float, padding_free: bool):
     """A step runner for one regulariser, set up as `train_reward_model` sets it up."""
     from rewardlab.modeling.reward_model import build_reward_model
-    from rewardlab.train_rm import RewardTrainingConfig, freeze_unused_lm_head
+    from rewardlab.rm_trainer.build import freeze_unused_lm_head
+    from rewardlab.train_rm import RewardTrainingConfig
 
     cfg = RewardTrainingConfig(model=model_dir, train_data="<memory>", reg=reg, learning_rate=lr, padding_free=padding_free)
     model = build_reward_model(model_dir, reference_copy=reg == "dpo", seed=cfg.seed)

@@ -7,7 +7,7 @@
 
 Contenders, each on the same length-grouped (2B, T) batches that rewardlab's trainer makes, each with its own copy of the
 same weights and the same AdamW update + gradient clipping (so the ratio measures the forward/backward work, not the optimiser):
-- rewardlab_padded and rewardlab_padding_free: `rewardlab.train_rm.compute_loss` (vanilla BT, no regulariser) + backward +
+- rewardlab_padded and rewardlab_padding_free: `rewardlab.objective.compute_loss` (vanilla BT, no regulariser) + backward +
   clip + AdamW, as the trainer does, with `padding_free` off and on;
 - packed (THE LIMIT): the batch's 2B sequences concatenated into one row with no padding, position ids restarting at each
   sequence, attention within each sequence by the SAME kernel rewardlab's padding-free mode picks for this device and

@@ -47,9 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_trainer(args: argparse.Namespace, output_dir: str):
-    from rewardlab.modeling.reward_model import RewardHead, RewardModel, RewardModelConfig
+    from rewardlab.modeling.head import RewardHead
+    from rewardlab.modeling.reward_model import RewardModel, RewardModelConfig
     from rewardlab.modeling.tiny import build_tiny_llama
-    from rewardlab.rl.ppo import PPOConfig, PPOTrainer
+    from rewardlab.rl.ppo import PPOTrainer
+    from rewardlab.rl.ppo_config import PPOConfig
     from rewardlab.tasks.world import make_prompts
 
     size = {"hidden_size": args.hidden_size, "num_layers": args.num_layers}

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     from rewardlab.data.loading import load_preferences
+    from rewardlab.demo.reward_models import rm_run_name
     from rewardlab.diagnose import diagnose_set, plot_prefix_signal
     from rewardlab.modeling.loader import load_reward_model
     from rewardlab.runtime import write_json
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         train = load_preferences(str(data_dir / f"train_{size}.jsonl"))
         for seed in range(args.seeds):
             for variant, objective in VARIANTS.items():
-                run_dir = out / "runs" / f"{variant}-{size}-s{seed}"
+                run_dir = out / "runs" / rm_run_name(variant, size, seed)
                 rm_cfg = RewardTrainingConfig(
                     model=str(policy_path), train_data=str(data_dir / f"train_{size}.jsonl"), output_dir=str(run_dir),
                     learning_rate=3e-4, per_device_train_batch_size=32, num_train_epochs=config["rm"]["epochs"],

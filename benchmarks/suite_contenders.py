@@ -176,7 +176,8 @@ def run_limit(spec: dict, contender: str) -> dict:
     import limit
     from common import rewardlab_step, trainable_parameters
     from rewardlab.modeling.reward_model import build_reward_model
-    from rewardlab.train_rm import RewardTrainingConfig, freeze_unused_lm_head
+    from rewardlab.rm_trainer.build import freeze_unused_lm_head
+    from rewardlab.train_rm import RewardTrainingConfig
 
     device = spec["device"]
     cfg = RewardTrainingConfig(model=spec["model_dir"], train_data="<memory>", reg="none", learning_rate=1e-5)
@@ -228,10 +229,10 @@ def run_grm(spec: dict, contender: str) -> dict:
     flops = training_flops(config, lengths, lm_head_tokens=head_tokens)
     if contender == "dpo":  # + the reference model's forward
         flops += training_flops(config, lengths, lm_head_tokens=all_responses, forward_only=True)
-    from rewardlab.modeling import reward_model as rm_module
+    from rewardlab.modeling.logprobs import liger_unavailable_reason
 
     head = torch.nn.Linear(config.hidden_size, 1)  # only the log-prob path's name matters here
-    logprobs = "chunked" if contender == "none" or rm_module.liger_unavailable_reason(head, torch.device(device)) else "liger"
+    logprobs = "chunked" if contender == "none" or liger_unavailable_reason(head, torch.device(device)) else "liger"
     dtype = weights_dtype(config)  # no autocast in the trainer's bare step: the weights' dtype is the compute dtype
     attention = attention_of(spec, dtype, training=True)
     return result(seconds, sum(lengths), meter, attention, dtype_name(dtype), flops, pairs=n_pairs, response_tokens=all_responses,
@@ -245,7 +246,7 @@ def weights_dtype(config) -> torch.dtype:
 
 
 def attention_of(spec: dict, dtype: torch.dtype, training: bool) -> str:
-    from rewardlab.packing import select_packed_attention
+    from rewardlab.packed_attention import select_packed_attention
 
     return select_packed_attention(model_config_of(spec), spec["device"], dtype, training=training)
 
@@ -280,9 +281,11 @@ def run_ppo(spec: dict, contender: str) -> dict:
 
     from transformers import AutoModelForCausalLM
 
-    from rewardlab.modeling.reward_model import RewardHead, RewardModel, RewardModelConfig
+    from rewardlab.modeling.head import RewardHead
+    from rewardlab.modeling.reward_model import RewardModel, RewardModelConfig
     from rewardlab.modeling.sources import load_tokenizer
-    from rewardlab.rl.ppo import PPOConfig, PPOTrainer
+    from rewardlab.rl.ppo import PPOTrainer
+    from rewardlab.rl.ppo_config import PPOConfig
     from rewardlab.tasks.world import make_prompts
 
     device = spec["device"]

@@ -23,8 +23,9 @@ import torch.distributed as dist
 from rewardlab.data.pairs import collate_pairs, encode_pairs
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.objective import Objective
+from rewardlab.rm_trainer.build import freeze_unused_lm_head
 from rewardlab.tasks.easy import easy_preferences
-from rewardlab.train_rm import RewardTrainingConfig, freeze_unused_lm_head
+from rewardlab.train_rm import RewardTrainingConfig
 
 PAIRS_PER_STEP = 4
 

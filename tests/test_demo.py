@@ -170,22 +170,22 @@ def test_ppo_sampling_error_from_a_noisy_tail_blocks_a_single_seed_verdict():
 
 
 def fake_world_check(probe_base: float, after: list[float], vanilla: list[float], judge: float = 0.85) -> dict:
-    from rewardlab.demo import _mean_std
+    from rewardlab.demo.stats import mean_std
     from rewardlab.world_check import world_check_conditions
 
     conditions = world_check_conditions(probe_base, after, vanilla)
     cell = {
         "probe_ood_base": probe_base,
-        "probe_ood_after_vanilla": _mean_std(after),
-        "vanilla_ood": _mean_std(vanilla),
+        "probe_ood_after_vanilla": mean_std(after),
+        "vanilla_ood": mean_std(vanilla),
         "conditions": conditions,
     }
     return {
         "train_size": "large",
         "probe_ood_base": probe_base,
-        "probe_ood_after_vanilla": _mean_std(after)["mean"],
+        "probe_ood_after_vanilla": mean_std(after)["mean"],
         "likelihood_judge_ood": judge,
-        "vanilla_ood": _mean_std(vanilla)["mean"],
+        "vanilla_ood": mean_std(vanilla)["mean"],
         "conditions": conditions,
         "both_conditions_hold": all(c["holds"] for c in conditions.values()),
         "by_size": {"large": cell, "small": cell},

@@ -30,6 +30,7 @@ from rewardlab import packed_attention
 from rewardlab.data.pairs import collate_pairs, encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.modeling.reward_model import LoraSettings, RewardModel, build_reward_model
+from rewardlab.objective import compute_loss
 from rewardlab.packed_attention import (
     document_block_mask,
     flex_attention_packed,
@@ -39,7 +40,8 @@ from rewardlab.packed_attention import (
     varlen_attention,
 )
 from rewardlab.packing import boundaries
-from rewardlab.train_rm import RewardTrainingConfig, compute_loss, kernel_choices
+from rewardlab.rm_trainer.build import kernel_choices
+from rewardlab.train_rm import RewardTrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOL = 1e-5

@@ -14,10 +14,12 @@ from helpers import perturb
 from rewardlab.data.pairs import collate_pairs, encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.modeling import reward_model as reward_model_module
-from rewardlab.modeling.reward_model import LoraSettings, RewardHead, RewardModel, RewardModelConfig, build_reward_model
+from rewardlab.modeling.head import RewardHead
+from rewardlab.modeling.reward_model import LoraSettings, RewardModel, RewardModelConfig, build_reward_model
+from rewardlab.objective import compute_loss
 from rewardlab.packed_attention import segment_attention
 from rewardlab.packing import pack_padded, pack_values, packing_unsupported_reason, unpack
-from rewardlab.train_rm import RewardTrainingConfig, compute_loss, train_reward_model
+from rewardlab.train_rm import RewardTrainingConfig, train_reward_model
 
 TOL = 1e-5  # float32: packed and padded differ only by summation order in the matrix products
 

@@ -21,7 +21,8 @@ from rewardlab.modeling.loader import load_reward_model
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.modeling.tiny import build_tiny_llama
 from rewardlab.rl.models import make_critic
-from rewardlab.rl.ppo import PPOConfig, PPOTrainer, train_ppo
+from rewardlab.rl.ppo import PPOTrainer, train_ppo
+from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.rl.ppo_math import (
     RunningMoments,
     add_missing_eos_penalty,

@@ -16,7 +16,8 @@ from rewardlab.generation import Sample, SampleBatch, prompt_token_ids
 from rewardlab.masks import fold_closing_scores
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.modeling.tiny import build_tiny_llama
-from rewardlab.rl.ppo import PPOConfig, PPOTrainer
+from rewardlab.rl.ppo import PPOTrainer
+from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.scoring import score_completions
 
 # The built-in template with ChatML's habit: a newline after the end-of-turn token.

@@ -230,7 +230,7 @@ def test_bon_and_one_ppo_step_with_smollm2_as_the_policy(run, tmp_path):
 def test_vanilla_and_grm_train_the_same_parameters_on_a_tied_model():
     """The LM head of SmolLM2 is its input embedding: vanilla training must not freeze it (GRM variants train it)."""
     from rewardlab.modeling.reward_model import build_reward_model
-    from rewardlab.train_rm import freeze_unused_lm_head
+    from rewardlab.rm_trainer.build import freeze_unused_lm_head
 
     vanilla, grm = build_reward_model(SMOLLM2), build_reward_model(SMOLLM2)
     freeze_unused_lm_head(vanilla)  # what --reg none does; --reg sft keeps everything

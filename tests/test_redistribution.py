@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rewardlab.errors import UserError
+from rewardlab.masks import response_mask
 from rewardlab.redistribution import (
     DEFAULT_ABC_BETA,
     DEFAULT_BETA_C,
@@ -15,7 +16,6 @@ from rewardlab.redistribution import (
     final_token_attention,
     prompt_rewards,
     redistribute,
-    response_mask,
     sequence_rewards,
     shaping_potential,
     token_reward_method,

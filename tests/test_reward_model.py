@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import perturb
-from rewardlab.data.templates import encode_prompt_response, pad_sequences, response_mask
-from rewardlab.masks import last_token_index
+from rewardlab.data.templates import encode_prompt_response, pad_sequences
+from rewardlab.masks import last_token_index, response_mask
 from rewardlab.modeling.ensemble import EnsembleRewardModel
 from rewardlab.modeling.loader import load_for_scoring, load_reward_model, scoring_placement
 from rewardlab.modeling.reward_model import LoraSettings, RewardModel, build_reward_model

@@ -16,7 +16,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from live_server import live_server  # noqa: E402
-from rewardlab.data.templates import assistant_turn_text, encode_prompt_response  # noqa: E402
+from rewardlab.data.templates import assistant_turn_text, encode_prompt_response, keep_end  # noqa: E402
 from rewardlab.modeling.reward_model import build_reward_model  # noqa: E402
 from rewardlab.scoring import score_completions  # noqa: E402
 from rewardlab.serve import (  # noqa: E402
@@ -27,7 +27,6 @@ from rewardlab.serve import (  # noqa: E402
     encode_query,
     exposure_warning,
     is_loopback,
-    keep_end,
     require_serve_extra,
 )
 

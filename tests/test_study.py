@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from rewardlab.cli import app
 from rewardlab.runtime import OUTPUT_MARKER
-from rewardlab.study import StudyConfig, grid, run_cell, run_study, subset
+from rewardlab.study import Cell, StudyConfig, grid, run_cell, run_study, subset
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -97,8 +97,8 @@ def test_comparisons_are_what_rewardlab_compare_computes_on_the_cells_scores(stu
     results = json.loads((study / "results.json").read_text())
     assert [(c["alpha"], c["eval_set"]) for c in results["comparisons"]] == [(0.01, "ood"), (0.3, "ood")]  # not on val
     for c in results["comparisons"]:
-        grm = ",".join(str(study / "cells" / f"grm-sft-a{c['alpha']:g}-n64-s{s}" / "scores.jsonl") for s in (0, 1))
-        vanilla = ",".join(str(study / "cells" / f"vanilla-n64-s{s}" / "scores.jsonl") for s in (0, 1))
+        grm = ",".join(str(study / "cells" / Cell("grm-sft", c["alpha"], 64, s).name / "scores.jsonl") for s in (0, 1))
+        vanilla = ",".join(str(study / "cells" / Cell("vanilla", None, 64, s).name / "scores.jsonl") for s in (0, 1))
         out = tmp_path / f"cmp-{c['alpha']:g}.json"
         result = runner.invoke(app, ["compare", f"grm={grm}", f"vanilla={vanilla}", "--dataset", "ood", "--output", str(out)])
         assert result.exit_code == 0, result.output

@@ -1,6 +1,7 @@
 import pytest
 
-from rewardlab.data.templates import encode_prompt, encode_prompt_response, pad_sequences, response_mask
+from rewardlab.data.templates import encode_prompt, encode_prompt_response, pad_sequences
+from rewardlab.masks import response_mask
 from rewardlab.modeling.tiny import build_byte_tokenizer
 
 

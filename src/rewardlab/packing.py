@@ -22,15 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# PACKED_ATTENTION_CHOICES and select_packed_attention are re-exported: the trainer checks its --packed-attention choice
-# through this module (rewardlab.train_rm).
-from rewardlab.packed_attention import (  # noqa: F401
-    PACKED_ATTENTION_CHOICES,
-    PACKED_ATTENTION_KINDS,
-    document_block_mask,
-    select_packed_attention,
-    sliding_windows,
-)
+from rewardlab.packed_attention import PACKED_ATTENTION_KINDS, document_block_mask, sliding_windows
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response, pad_sequences
 from rewardlab.data.types import PromptCompletion, Text
+from rewardlab.masks import response_mask
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.progress import progress as show_progress
 from rewardlab.redistribution import (
@@ -25,7 +26,6 @@ from rewardlab.redistribution import (
     TOKEN_REWARD_METHODS,
     prompt_rewards,
     redistribute,
-    response_mask,
     sequence_rewards,
     token_reward_method,
 )

@@ -541,7 +541,6 @@ def run_server(rm: RewardModel, host: str = "127.0.0.1", port: int = 8000, log_l
 
 
 __all__ = [
-    "API_KEY_ENV",
     "BatchingScorer",
     "RequestGuard",
     "authorized",
@@ -550,6 +549,5 @@ __all__ = [
     "encode_query",
     "exposure_warning",
     "is_loopback",
-    "keep_end",
     "run_server",
 ]

@@ -32,45 +32,17 @@ from rewardlab.data.templates import TRUNCATION_CHOICES
 from rewardlab.errors import UserError
 from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.losses import REGULARIZERS, REWARD_LOSSES
-from rewardlab.modeling.ensemble import AGGREGATES
+from rewardlab.modeling.ensemble import AGGREGATES, EnsembleRewardModel, member_name, member_names, write_manifest
 from rewardlab.modeling.head import HEAD_CHOICES
 from rewardlab.modeling.logprobs import LOGPROB_BACKENDS
-from rewardlab.modeling.reward_model import MODEL_SUBDIR
-from rewardlab.objective import compute_loss
-from rewardlab.packing import PACKED_ATTENTION_CHOICES
-from rewardlab.rm_trainer.build import (
-    build_run,
-    data_options,
-    freeze_unused_lm_head,
-    kernel_choices,
-    load_datasets,
-    lora_settings,
-)
+from rewardlab.modeling.reward_model import MODEL_SUBDIR, RewardModel
+from rewardlab.packed_attention import PACKED_ATTENTION_CHOICES
+from rewardlab.rm_trainer.build import build_run, load_datasets
 from rewardlab.rm_trainer.loop import final_evaluation, train_loop
-from rewardlab.rm_trainer.outputs import (
-    SCORES_NAME,
-    end_run,
-    plot_training,
-    record_reward_statistics,
-    reward_statistics,
-    save_outputs,
-)
+from rewardlab.rm_trainer.outputs import SCORES_NAME, end_run, record_reward_statistics, reward_statistics, save_outputs
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir, version, write_json, write_jsonl
 from rewardlab.tracking import resolve_report_to
-
-__all__ = [
-    "RewardTrainingConfig",
-    "compute_loss",
-    "data_options",
-    "freeze_unused_lm_head",
-    "kernel_choices",
-    "lora_settings",
-    "plot_training",
-    "train_ensemble",
-    "train_one_model",
-    "train_reward_model",
-]
 
 
 @dataclass
@@ -152,15 +124,12 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
     """
     from accelerate import PartialState
 
-    from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel, manifest
-    from rewardlab.modeling.reward_model import RewardModel
-
     output_dir = Path(cfg.output_dir)
     model_dir = output_dir / MODEL_SUBDIR
     if datasets is None:
         train_set, eval_sets = load_datasets(cfg)
         datasets = {"train": train_set, "eval": eval_sets}
-    names = [f"member-{k}" for k in range(cfg.ensemble_size)]
+    names = member_names(cfg.ensemble_size)
     members = []
     for k in range(cfg.ensemble_size):
         run, member_metrics = train_one_model(member_config(cfg, k), datasets)
@@ -171,9 +140,7 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
         [RewardModel.from_pretrained(model_dir / name / MODEL_SUBDIR) for name in names], cfg.ensemble_aggregate
     ).eval()
     ensemble.reward_statistics = reward_statistics(ensemble, cfg, datasets["train"].examples)  # of the aggregate
-    write_json(
-        model_dir / ENSEMBLE_NAME, manifest(names, cfg.ensemble_aggregate, ensemble.reward_statistics), main_process_only=True
-    )
+    write_manifest(model_dir, names, cfg.ensemble_aggregate, ensemble.reward_statistics, main_process_only=True)
     eval_results, rows = {}, []
     for name, ds in datasets["eval"].items():
         eval_results[name], raw = evaluate_preferences(
@@ -196,5 +163,5 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
 
 def member_config(cfg: RewardTrainingConfig, k: int) -> RewardTrainingConfig:
     """Member k of an ensemble: seed + k, trained into output_dir/model/member-k as a run of its own."""
-    member_dir = Path(cfg.output_dir) / MODEL_SUBDIR / f"member-{k}"
+    member_dir = Path(cfg.output_dir) / MODEL_SUBDIR / member_name(k)
     return RewardTrainingConfig(**{**asdict(cfg), "ensemble_size": 1, "seed": cfg.seed + k, "output_dir": str(member_dir)})

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rewardlab.data.templates import EncodedSequence, Truncation, encode_prompt_response, pad_sequences, response_mask
+from rewardlab.data.templates import EncodedSequence, Truncation, encode_prompt_response, pad_sequences
 from rewardlab.data.types import PreferenceExample
+from rewardlab.masks import response_mask
 
 
 @dataclass

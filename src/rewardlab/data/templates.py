@@ -31,7 +31,7 @@ import torch
 
 from rewardlab.data.types import Message, Text
 from rewardlab.errors import UserError
-from rewardlab.masks import pad_rows, response_mask  # noqa: F401  (response_mask re-exported: batches are built here)
+from rewardlab.masks import pad_rows
 
 Truncation = Literal["keep_end", "drop"]
 TRUNCATION_CHOICES = ("keep_end", "drop")

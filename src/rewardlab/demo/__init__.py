@@ -54,7 +54,6 @@ from rewardlab.demo.report import (
 )
 from rewardlab.demo.reward_models import measure_world_check, rm_run_config, train_reward_models
 from rewardlab.demo.stats import mean_std
-from rewardlab.demo.stats import mean_std as _mean_std  # the name the demo's tests import
 
 __all__ = [
     "FROZEN",
@@ -66,7 +65,6 @@ __all__ = [
     "VARIANTS",
     "DemoConfig",
     "PPOComparison",
-    "_mean_std",
     "coincidence",
     "findings",
     "mean_std",

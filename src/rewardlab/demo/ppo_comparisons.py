@@ -79,6 +79,11 @@ PPO_COMPARISONS = (
 )  # fmt: skip
 
 
+def ppo_run_name(name: str, shaping: str, seed: int) -> str:
+    """The directory of one demo PPO run under out/ppo: `<comparison or baseline>-<shaping>-s<seed>`."""
+    return f"{name}-{shaping}-s{seed}"
+
+
 def run_ppo_comparisons(
     cfg: DemoConfig, out: Path, policy: tuple, policy_path: Path, rm_path: Path
 ) -> tuple[dict, dict[str, dict[str, list[list[dict]]]]]:
@@ -100,7 +105,7 @@ def run_ppo_comparisons(
             for arm, (algo, shaping, critic_init), name in arms:
                 key = (algo, shaping, critic_init, seed, steps)
                 if key not in runs:
-                    run_dir = out / f"{name}-{shaping}-s{seed}"
+                    run_dir = out / ppo_run_name(name, shaping, seed)
                     runs[key] = ppo_run_config(cfg, algo, shaping, critic_init, seed, steps, run_dir, policy_path, rm_path)
                 plan.append((comparison.name, arm, key))
     parallel = cfg.workers > 1 and len(runs) > 1
@@ -160,7 +165,7 @@ def ppo_run_config(
 ):  # fmt: skip
     """One PPO-family run of the demo (its trackers: the demo's `report_to`), evaluated on `ppo_eval_prompts` held-out
     test_id prompts every `ppo_eval_every` steps."""
-    from rewardlab.rl.ppo import PPOConfig
+    from rewardlab.rl.ppo_config import PPOConfig
 
     return PPOConfig(
         policy=str(policy_path), reward_model=str(rm_path), reward_shaping=shaping, gold="builtin",

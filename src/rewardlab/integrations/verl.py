@@ -36,8 +36,8 @@ from typing import Any
 import torch
 
 from rewardlab.errors import UserError
-from rewardlab.masks import fold_closing_scores
-from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, response_mask, token_reward_method
+from rewardlab.masks import fold_closing_scores, response_mask
+from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, token_reward_method
 from rewardlab.runtime import API_KEY_ENV
 
 # --- layout: rewardlab token rewards <-> verl's (B, response_length) --------------------------------------------------

@@ -37,7 +37,6 @@ from rewardlab.errors import UserError
 from rewardlab.integrations.verl import (
     TokenRewardScorer,
     VerlRewardOptions,
-    check_same_vocabulary,
     fold_to_policy_tokens,
     place_token_rewards,
     verl_rows,
@@ -190,5 +189,4 @@ __all__ = [
     "TokenRewardAgentLoopWorker",
     "TokenRewardLoopManager",
     "TokenRewards",
-    "check_same_vocabulary",
 ]

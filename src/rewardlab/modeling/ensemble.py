@@ -4,8 +4,9 @@ It answers the same calls as a `RewardModel` that scores (forward, tokenizer, de
 no LM head of its own, so asking it for log-probs or a reference is refused rather than ignored.
 
 On disk: `rewardlab_ensemble.json` ({"members": ["member-0", ...], "aggregate": "mean", "reward_statistics": {...}})
-beside the member directories. The ensemble's reward statistics are those of its aggregate (each member keeps its own);
-with normalisation on, the aggregate is normalised, the members score raw.
+beside the member directories (`member_name`, `write_manifest`: the trainer lays out its ensembles with them too).
+The ensemble's reward statistics are those of its aggregate (each member keeps its own); with normalisation on, the
+aggregate is normalised, the members score raw.
 """
 
 from __future__ import annotations
@@ -80,20 +81,30 @@ class EnsembleRewardModel(nn.Module):
     def save_pretrained(self, path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        names = [f"member-{i}" for i in range(len(self.members))]
+        names = member_names(len(self.members))
         for name, member in zip(names, self.members, strict=True):
             member.save_pretrained(path / name)
-        write_json(path / ENSEMBLE_NAME, manifest(names, self.aggregate, self.reward_statistics))
+        write_manifest(path, names, self.aggregate, self.reward_statistics)
 
     @classmethod
     def from_pretrained(cls, path, aggregate: str | None = None, **kwargs) -> EnsembleRewardModel:
         path = Path(path)
-        saved = json.loads((path / ENSEMBLE_NAME).read_text())
+        saved = read_manifest(path)
         members = [RewardModel.from_pretrained(_member_dir(path / name), **kwargs) for name in saved["members"]]
         saved_aggregate = saved.get("aggregate", "mean")
         # the statistics belong to the aggregate they were computed with: another aggregate has none
         stats = RewardStatistics.from_dict(saved.get("reward_statistics")) if aggregate in (None, saved_aggregate) else None
         return cls(members, aggregate or saved_aggregate, stats)
+
+
+def member_name(k: int) -> str:
+    """The directory of member k inside an ensemble's directory."""
+    return f"member-{k}"
+
+
+def member_names(size: int) -> list[str]:
+    """The directories of an ensemble of `size` members, in order."""
+    return [member_name(k) for k in range(size)]
 
 
 def manifest(names: list[str], aggregate: str, reward_statistics: RewardStatistics | None = None) -> dict:
@@ -102,6 +113,29 @@ def manifest(names: list[str], aggregate: str, reward_statistics: RewardStatisti
     if reward_statistics is not None:
         out["reward_statistics"] = reward_statistics.to_dict()
     return out
+
+
+def write_manifest(
+    path: Path,
+    names: list[str],
+    aggregate: str,
+    reward_statistics: RewardStatistics | None = None,
+    main_process_only: bool = False,
+) -> Path:
+    """Write rewardlab_ensemble.json into the ensemble's directory `path`, beside the member directories `names`."""
+    return write_json(
+        Path(path) / ENSEMBLE_NAME, manifest(names, aggregate, reward_statistics), main_process_only=main_process_only
+    )
+
+
+def is_ensemble(path: Path) -> bool:
+    """Whether the model directory `path` holds an ensemble (its manifest) rather than one reward model."""
+    return (Path(path) / ENSEMBLE_NAME).exists()
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest of the ensemble in directory `path` (as `write_manifest` wrote it)."""
+    return json.loads((Path(path) / ENSEMBLE_NAME).read_text())
 
 
 def _member_dir(path: Path) -> Path:

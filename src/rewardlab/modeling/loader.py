@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from rewardlab.errors import MissingPathError
-from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel
+from rewardlab.modeling.ensemble import ENSEMBLE_NAME, EnsembleRewardModel, is_ensemble, read_manifest
 from rewardlab.modeling.normalization import missing_statistics
 from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, RewardModelConfig, build_reward_model
 from rewardlab.modeling.sources import is_builtin
@@ -19,7 +19,7 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     """Accept a reward-model directory or a training run's output directory (which holds it under `model/`)."""
     p = Path(path)
     for candidate in (p, p / MODEL_SUBDIR):
-        if (candidate / CONFIG_NAME).exists() or (candidate / ENSEMBLE_NAME).exists():
+        if (candidate / CONFIG_NAME).exists() or is_ensemble(candidate):
             return candidate
     if not p.exists():
         raise MissingPathError(f"{p}: no such reward model directory")
@@ -32,8 +32,8 @@ def check_normalizable(path: str | os.PathLike, aggregate: str | None = None) ->
     if is_builtin(str(path)):
         raise missing_statistics(f"{path} (a built-in model with a fresh head)")
     model_dir = resolve_model_dir(path)
-    if (model_dir / ENSEMBLE_NAME).exists():
-        saved = json.loads((model_dir / ENSEMBLE_NAME).read_text())
+    if is_ensemble(model_dir):
+        saved = read_manifest(model_dir)
         if saved.get("reward_statistics") is None:
             raise missing_statistics(str(path))
         if aggregate not in (None, saved.get("aggregate", "mean")):
@@ -60,7 +60,7 @@ def load_reward_model(
     if is_builtin(str(path)):
         return build_reward_model(str(path), dtype=dtype).to(device or "cpu").eval()
     model_dir = resolve_model_dir(path)
-    if (model_dir / ENSEMBLE_NAME).exists():
+    if is_ensemble(model_dir):
         model = EnsembleRewardModel.from_pretrained(model_dir, aggregate=aggregate, dtype=dtype, device=device)
     else:
         model = RewardModel.from_pretrained(model_dir, dtype=dtype, device=device)

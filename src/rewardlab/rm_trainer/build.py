@@ -19,7 +19,8 @@ from rewardlab.errors import UserError
 from rewardlab.modeling.logprobs import liger_unavailable_reason
 from rewardlab.modeling.reward_model import LoraSettings, build_reward_model
 from rewardlab.objective import Objective
-from rewardlab.packing import packing_unsupported_reason, select_packed_attention
+from rewardlab.packed_attention import select_packed_attention
+from rewardlab.packing import packing_unsupported_reason
 from rewardlab.rm_trainer.checkpoints import resume_from_latest
 from rewardlab.rm_trainer.outputs import write_run_config
 from rewardlab.rm_trainer.state import TrainingRun
