@@ -53,7 +53,7 @@ def test_the_demo_reward_models_report_the_ood_split_of_every_model(tmp_path):
         write_jsonl(paths[name], world_pairs(split, n, seed))
     cfg = DemoConfig(
         output_dir=str(tmp_path / "demo"), seeds=1, sizes={"small": 16, "large": 32}, rm_epochs=1, rm_eval_pairs=16,
-        rm_batch_size=8, official_pairing=False, progress=False, workers=2,
+        rm_batch_size=8, official_pairing=False, progress=False, workers=2, curve_sizes=("small",),
     )  # fmt: skip
     start = time.perf_counter()
     results = train_reward_models(cfg, "tiny-llama", paths, tmp_path / "demo")
@@ -113,20 +113,22 @@ def test_the_demo_reward_models_report_the_ood_split_of_every_model(tmp_path):
     for variant in ("grm-sft", "grm-dpo", "grm-dpo-noref"):
         for size in cfg.sizes:
             val = {}
-            for alpha in cfg.alphas:
+            for alpha in cfg.alphas_at(size):
                 run_dir = tmp_path / "demo" / "rm" / rm_run_name(variant, size, 0, alpha)
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 val[alpha] = metrics["eval"]["val"]["accuracy"]
                 for eval_set in ("val", "id", "ood"):
                     [point] = [p for p in curve[variant][size][eval_set] if p["alpha"] == alpha]
                     assert point["mean"] == pytest.approx(metrics["eval"][eval_set]["accuracy"])
-            assert [p["alpha"] for p in curve[variant][size]["ood"]] == sorted(cfg.alphas)
+            assert [p["alpha"] for p in curve[variant][size]["ood"]] == sorted(cfg.alphas_at(size))
             best = max(val.values())
             assert val[selection[variant][size]["alpha"]] == best
             kept = results["reward_models"][variant][size]
             assert kept["alpha"] == selection[variant][size]["alpha"]
             assert dirs[variant][size] == [f"rm/{rm_run_name(variant, size, 0, kept['alpha'])}"]
-    assert len(cfg.alphas) >= 3 and (tmp_path / "demo" / "rm" / rm_run_name("vanilla", "large", 0)).is_dir()
+    assert len(cfg.alphas_at("small")) >= 3 and cfg.alphas_at("large") == (0.01,)  # the curve at the small size only
+    assert selection["grm-sft"]["large"]["rule"].startswith("no curve")
+    assert (tmp_path / "demo" / "rm" / "vanilla-large-s0").is_dir()
 
     report = "\n".join(render_world_check(check) + render_ood_split(split))
     assert "cue-neutral OOD pairs" in report and "| pairs |" in report and "rejected_only / new_family" in report

@@ -177,3 +177,22 @@ class PlainProgress:
     def _report(self) -> None:
         self.reported_n = self.n
         print(self.line(), file=self.file, flush=True)
+
+
+def quiet_libraries() -> None:
+    """transformers/datasets chatter (load reports, shard bars) hides our own progress; keep errors only."""
+    import warnings
+
+    import huggingface_hub
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()  # retries of an unreachable hub: the one-line error says it
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft calling a renamed transformers API
+    try:
+        import datasets
+
+        datasets.logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass

@@ -257,7 +257,10 @@ def run_cell(run_cfg: Any, datasets: dict) -> dict:
 def _init_worker(threads: int) -> None:
     import torch
 
+    from rewardlab.progress import quiet_libraries
+
     torch.set_num_threads(threads)
+    quiet_libraries()  # the parent's bar reports the cells; a worker's library bars (loading, saving) would garble it
 
 
 def run_cells(

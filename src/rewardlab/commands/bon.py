@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rewardlab.commands.common import config_command, echo, quiet_libraries, user_errors
+from rewardlab.commands.common import config_command, echo, user_errors
 from rewardlab.errors import UserError
+from rewardlab.progress import quiet_libraries
 from rewardlab.rl.bon import BonConfig
 
 

@@ -29,25 +29,6 @@ def user_errors():
         raise typer.Exit(1) from None
 
 
-def quiet_libraries() -> None:
-    """transformers/datasets chatter (load reports, shard bars) hides our own progress; keep errors only."""
-    import warnings
-
-    import huggingface_hub
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.logging.set_verbosity_error()  # retries of an unreachable hub: the one-line error says it
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft calling a renamed transformers API
-    try:
-        import datasets
-
-        datasets.logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
-
-
 def device_option():
     return typer.Option(None, "--device", help=DEVICE_HELP)
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import device_option, dtype_option, progress_option, quiet_libraries, user_errors
+from rewardlab.commands.common import device_option, dtype_option, progress_option, user_errors
 from rewardlab.config import BatchingSpec, OptimisationSpec
 from rewardlab.errors import UserError
 from rewardlab.paired_stats import LEVEL, RESAMPLES
+from rewardlab.progress import quiet_libraries
 
 
 def compare(

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import check_at_least, overwrite_option, quiet_libraries, user_errors
+from rewardlab.commands.common import check_at_least, overwrite_option, user_errors
 from rewardlab.commands.help import HelpCommand
+from rewardlab.progress import quiet_libraries
 
 data_app = typer.Typer(help="Make built-in data sets; inspect preference files.", no_args_is_help=True)
 

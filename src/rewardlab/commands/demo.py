@@ -10,12 +10,12 @@ from rewardlab.commands.common import (
     check_at_least,
     overwrite_option,
     progress_option,
-    quiet_libraries,
     setting_option,
     user_errors,
 )
 from rewardlab.config import TrackingSpec
 from rewardlab.errors import UserError
+from rewardlab.progress import quiet_libraries
 
 
 def demo(

@@ -13,10 +13,10 @@ from rewardlab.commands.common import (
     named_inputs,
     overwrite_option,
     progress_option,
-    quiet_libraries,
     user_errors,
 )
 from rewardlab.config import BatchingSpec, OptimisationSpec
+from rewardlab.progress import quiet_libraries
 
 RESULTS_NAME = "diagnose.json"
 FIGURE_NAME = "prefix_signal.png"

@@ -14,10 +14,10 @@ from rewardlab.commands.common import (
     named_inputs,
     overwrite_option,
     progress_option,
-    quiet_libraries,
     user_errors,
 )
 from rewardlab.config import BatchingSpec, OptimisationSpec
+from rewardlab.progress import quiet_libraries
 
 
 def eval_rm(

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import device_option, overwrite_option, quiet_libraries, user_errors
+from rewardlab.commands.common import device_option, overwrite_option, user_errors
+from rewardlab.progress import quiet_libraries
 
 
 def export(

@@ -5,8 +5,9 @@ One option per PPOConfig field, and/or a YAML file of them (`--config`); flags g
 
 from __future__ import annotations
 
-from rewardlab.commands.common import config_command, echo, quiet_libraries, user_errors
+from rewardlab.commands.common import config_command, echo, user_errors
 from rewardlab.errors import UserError
+from rewardlab.progress import quiet_libraries
 from rewardlab.rl.ppo_config import PPOConfig
 
 

@@ -71,7 +71,8 @@ def score(
     overwrite: bool = overwrite_option(),
 ) -> None:
     """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
-    from rewardlab.commands.common import normalization_record, quiet_libraries, user_errors
+    from rewardlab.commands.common import normalization_record, user_errors
+    from rewardlab.progress import quiet_libraries
     from rewardlab.runtime import dtype_name, version, write_json, write_jsonl
 
     with user_errors():  # settings and output paths first: they fail in a second, before anything loads

@@ -37,7 +37,8 @@ def serve(
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health."""
-    from rewardlab.commands.common import check_at_least, echo, quiet_libraries, user_errors
+    from rewardlab.commands.common import check_at_least, echo, user_errors
+    from rewardlab.progress import quiet_libraries
 
     with user_errors():  # settings first: they fail in a second, before anything loads
         check_at_least("--port", port, 0)

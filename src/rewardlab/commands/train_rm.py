@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rewardlab.commands.common import config_command, quiet_libraries, user_errors
+from rewardlab.commands.common import config_command, user_errors
 from rewardlab.config import RewardTrainingFields
+from rewardlab.progress import quiet_libraries
 
 if TYPE_CHECKING:
     from rewardlab.train_rm import RewardTrainingConfig

@@ -63,6 +63,9 @@ class DemoConfig(TrackingSpec):
     # GRM's alpha curve: every GRM variant at each of these (three points of `rewardlab study`'s default grid: the demo's
     # time budget); its headline row keeps the alpha with the best val_id accuracy (`reward_models.choose_alpha`)
     alphas: tuple[float, ...] = (0.01, 0.1, 0.3)
+    # the sizes that get the curve (None: every size; the small one by default, where a regulariser has most to give and
+    # its cells cost least: the full demo's 1,800 s); the others train the GRM variants at train-rm's alpha
+    curve_sizes: tuple[str, ...] | None = ("small",)
     workers: int = 2  # independent runs (reward models, PPO runs) trained in this many processes at once, 1 thread each
     bon_n: int = 256
     bon_prompts: int = 128
@@ -83,15 +86,32 @@ class DemoConfig(TrackingSpec):
     @classmethod
     def make(cls, quick: bool, seeds: int | None = None, **kw) -> DemoConfig:
         if quick:
+            # The quick demo's budget (300 s from a cold cache on 2 cores, 124 of them pretraining the base policy):
+            # reward models stopped 2 evaluations after their best, 12 PPO steps
             cfg = cls(
                 quick=True, seeds=1, sizes={"small": 400, "large": 1600}, test_sizes={"test_id": 300, "test_ood": 600},
-                val_size=300, rm_eval_pairs=400, official_pairing=False,
-                bon_n=64, bon_prompts=48, ppo_steps=16, ppo_batch_size=64, ppo_seeds=1, ppo_check_steps=4,
+                val_size=300, rm_eval_pairs=400, rm_patience=2, official_pairing=False,
+                bon_n=64, bon_prompts=48, ppo_steps=12, ppo_batch_size=64, ppo_seeds=1, ppo_check_steps=4,
                 ppo_eval_prompts=16, ppo_eval_every=4, **kw,
-            )  # fmt: skip  # PPO: 2 x 16 RLOO + 2 x 16 PPO + 2 x 4 PPO steps cost ~1.4x the old 2 x 20 PPO steps
+            )  # fmt: skip
         else:
             cfg = cls(**kw)
         if seeds is not None:
             cfg.seeds = seeds
             cfg.ppo_seeds = min(cfg.ppo_seeds, seeds) if quick else max(1, min(seeds, cfg.ppo_seeds))
         return cfg
+
+    def alphas_at(self, size: str) -> tuple[float, ...]:
+        """The GRM variants' alphas at a training size: the whole curve, or train-rm's default where the curve is not run."""
+        if self.curve_sizes is None or size in self.curve_sizes:
+            return tuple(self.alphas)
+        return (default_alpha(),)
+
+
+def default_alpha() -> float:
+    """train-rm's alpha (declared once, on the config field)."""
+    from dataclasses import fields
+
+    from rewardlab.config import RewardTrainingFields
+
+    return next(f.default for f in fields(RewardTrainingFields) if f.name == "alpha")

@@ -443,9 +443,10 @@ def render_alpha_curve(curve: dict, selection: dict) -> list[str]:
     lines = [
         "## GRM's regulariser strength: accuracy against alpha",
         "",
-        "Each GRM variant at every alpha (mean over seeds); the table above keeps, per variant and size, the alpha with "
-        "the best val_id accuracy (the rule: " + next(iter(next(iter(selection.values())).values()))["rule"] + "). The "
-        "test columns at the other alphas are an ablation, not a choice.",
+        "Each GRM variant at every alpha (mean over seeds); the table above keeps, per variant and size, the alpha "
+        "chosen on val_id ("
+        + "; ".join(f"{size}: {pick['rule']}" for size, pick in next(iter(selection.values())).items())
+        + "). The test columns at the other alphas are an ablation, not a choice.",
         "",
         "| variant | size | alpha | val_id | test_id | test_ood | kept |",
         "|---|---|---|---|---|---|---|",

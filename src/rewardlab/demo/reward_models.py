@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, SMALL_MODEL_THREADS, VARIANTS, DemoConfig
+from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, SMALL_MODEL_THREADS, VARIANTS, DemoConfig, default_alpha
 from rewardlab.demo.report import world_check_findings
 from rewardlab.demo.stats import mean_std
 from rewardlab.progress import progress, write
@@ -48,8 +48,9 @@ def demo_cells(cfg: DemoConfig) -> list[RMCell]:
     rows = dict(VARIANTS) | (dict(OFFICIAL_PAIRING) if cfg.official_pairing else {})
     cells = []
     for name in rows:
-        alphas: list[float | None] = list(cfg.alphas) if name in GRM_VARIANTS else [None]
-        cells += [RMCell(name, a, size, seed) for a in alphas for size in cfg.sizes for seed in range(cfg.seeds)]
+        for size in cfg.sizes:
+            alphas: tuple[float | None, ...] = cfg.alphas_at(size) if name in GRM_VARIANTS else (None,)
+            cells += [RMCell(name, a, size, seed) for a in alphas for seed in range(cfg.seeds)]
     return cells
 
 
@@ -142,8 +143,8 @@ def alpha_results(cfg: DemoConfig, runs: RewardModelRuns) -> tuple[dict, dict]:
 
     rows = []
     for name in ("vanilla", *GRM_VARIANTS):
-        for alpha in cfg.alphas if name in GRM_VARIANTS else [None]:
-            for size in cfg.sizes:
+        for size in cfg.sizes:
+            for alpha in cfg.alphas_at(size) if name in GRM_VARIANTS else (None,):
                 for split, stat in runs.accuracy(name, size, alpha).items():
                     mean, low, high = t_interval(np.array(stat["values"]), LEVEL)
                     rows.append(
@@ -154,20 +155,18 @@ def alpha_results(cfg: DemoConfig, runs: RewardModelRuns) -> tuple[dict, dict]:
     preferred = default_alpha()
     for name in GRM_VARIANTS:
         for size in cfg.sizes:
-            val = {alpha: runs.accuracy(name, size, alpha)["val"]["mean"] for alpha in cfg.alphas}
+            val = {alpha: runs.accuracy(name, size, alpha)["val"]["mean"] for alpha in cfg.alphas_at(size)}
+            rule = (
+                f"best mean val_id accuracy over seeds; ties to {preferred:g} (train-rm's default), else the smallest alpha"
+                if len(val) > 1
+                else "no curve at this size: train-rm's default alpha"
+            )
             selection.setdefault(name, {})[size] = {
                 "alpha": choose_alpha(val, preferred),
                 "val_means": [[alpha, value] for alpha, value in val.items()],
-                "rule": f"best mean val_id accuracy over seeds; ties to {preferred:g} (train-rm's default), else the "
-                "smallest alpha",
+                "rule": rule,
             }
     return alpha_curve(rows), selection
-
-
-def default_alpha() -> float:
-    from rewardlab.config import RewardTrainingFields
-
-    return next(f.default for f in fields(RewardTrainingFields) if f.name == "alpha")
 
 
 def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Path], out: Path) -> dict:
