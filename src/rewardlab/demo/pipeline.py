@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +15,7 @@ from rewardlab.demo.config import SMALL_MODEL_THREADS, DemoConfig
 from rewardlab.demo.plots import plot_accuracy, plot_ppo_comparisons
 from rewardlab.demo.ppo_comparisons import run_ppo_comparisons
 from rewardlab.demo.report import findings, render_report
-from rewardlab.demo.reward_models import train_reward_models
+from rewardlab.demo.reward_models import reward_model_results, rm_run_name, train_every_reward_model
 from rewardlab.paired_stats import LEVEL
 from rewardlab.study import plot_alpha_curve
 
@@ -56,24 +57,36 @@ def run_demo(cfg: DemoConfig) -> dict:
         )  # fmt: skip
     results["data"] = {k: str(v) for k, v in paths.items()} | {"world": json.loads(Path(paths["world"]).read_text())}
 
-    # 2-3. reward models, with the world check measured right after the vanilla ones
+    # 2. every reward model
     with timed(timings, "reward_models"):
-        results |= train_reward_models(cfg, policy_path, paths, out)
-    timings["reward_models"] -= results["world_check"]["seconds"]
-    timings["world_check"] = results["world_check"]["seconds"]
-    plot_accuracy(results["reward_models"], out / "rm_accuracy.png")
-    chosen = {name: {size: pick["alpha"] for size, pick in sizes.items()} for name, sizes in results["alpha_selection"].items()}
-    plot_alpha_curve(results["alpha_curve"], ["val", "id", "ood"], LEVEL, out / "alpha_curve.png", chosen)
+        runs = train_every_reward_model(cfg, policy_path, paths, out)
 
-    # 4. best-of-N: vanilla vs GRM-sft reward models trained on the small set, gold = the world's gold reward
-    with timed(timings, "best_of_n"):
-        results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out, results["reward_model_dirs"])
+    # 5. PPO: sparse vs r3hf token rewards from the same (vanilla, large-data) reward model, where they can differ. Its
+    # runs need only that model: with worker processes they start now, beside steps 3 and 4 (a thread waits on them)
+    large = max(cfg.sizes, key=cfg.sizes.get)
+    rm_path = out / "rm" / rm_run_name("vanilla", large, 0)
+    ppo_start = time.perf_counter()
+    with ThreadPoolExecutor(1) as background:
+        ppo = background.submit(run_ppo_comparisons, cfg, out / "ppo", (policy, tokenizer), policy_path, rm_path)
+        if cfg.workers <= 1:  # one process: one thing at a time
+            ppo_result = ppo.result()
+            timings["ppo"] = time.perf_counter() - ppo_start
 
-    # 5. PPO: sparse vs r3hf token rewards from the same (vanilla, large-data) reward model, where they can differ
-    with timed(timings, "ppo"):
-        large = max(cfg.sizes, key=cfg.sizes.get)
-        rm_path = out / results["reward_model_dirs"]["vanilla"][large][0]
-        results["ppo"], ppo_logs = run_ppo_comparisons(cfg, out / "ppo", (policy, tokenizer), policy_path, rm_path)
+        # 3. the world check, the alpha choice, the accuracy table and the paired comparisons
+        results |= reward_model_results(runs)
+        timings["world_check"] = results["world_check"]["seconds"]
+        plot_accuracy(results["reward_models"], out / "rm_accuracy.png")
+        chosen = {n: {size: pick["alpha"] for size, pick in sizes.items()} for n, sizes in results["alpha_selection"].items()}
+        plot_alpha_curve(results["alpha_curve"], ["val", "id", "ood"], LEVEL, out / "alpha_curve.png", chosen)
+
+        # 4. best-of-N: vanilla vs GRM-sft reward models trained on the small set, gold = the world's gold reward
+        with timed(timings, "best_of_n"):
+            results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out, results["reward_model_dirs"])
+        if cfg.workers > 1:
+            ppo_result = ppo.result()
+            timings["ppo"] = time.perf_counter() - ppo_start
+            results["timings_note"] = "ppo ran in worker processes beside world_check and best_of_n (its wall time holds theirs)"
+    results["ppo"], ppo_logs = ppo_result
     plot_ppo_comparisons(ppo_logs, results["ppo"], out / "ppo_gold.png")
 
     results["timings_seconds"] = timings

@@ -175,7 +175,13 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
 
     Returns {"world_check", "reward_models" (accuracy table; the frozen-backbone row comes from the world check's probe),
     "reward_model_training" (epochs kept and run per model), "ood_split", "comparisons", "comparisons_family",
-    "alpha_curve", "alpha_selection"}."""
+    "alpha_curve", "alpha_selection", "reward_model_dirs"}."""
+    return reward_model_results(train_every_reward_model(cfg, policy_path, paths, out))
+
+
+def train_every_reward_model(cfg: DemoConfig, policy_path: Path, paths: dict[str, Path], out: Path) -> RewardModelRuns:
+    """Step 2: train every cell of `demo_cells` (the largest training sets first, so that no long run is left alone at the
+    end) into out/rm."""
     from rewardlab.data.loading import load_preferences
     from rewardlab.tasks.policy import torch_threads
 
@@ -183,27 +189,37 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
                  "ood": load_preferences(str(paths["test_ood"]))}  # fmt: skip
     train_sets = {size: load_preferences(str(paths[f"train_{size}"])) for size in cfg.sizes}
     runs = RewardModelRuns(cfg, policy_path, paths, out, train_sets, eval_sets)
+    with torch_threads(SMALL_MODEL_THREADS):
+        runs.train(sorted(demo_cells(cfg), key=lambda cell: -cfg.sizes[cell.size]))
+    return runs
+
+
+def reward_model_results(runs: RewardModelRuns) -> dict:
+    """Step 3 on the trained cells: the alpha choice, the world check, the accuracy table, the OOD split and the paired
+    comparisons (`train_reward_models`' dict)."""
+    from rewardlab.tasks.policy import torch_threads
+
+    cfg, out, eval_sets = runs.cfg, runs.out, runs.eval_sets
+    curve, selection = alpha_results(cfg, runs)
+    chosen = {name: {size: selection[name][size]["alpha"] for size in cfg.sizes} for name in GRM_VARIANTS}
+
+    def headline(name: str, size: str) -> float | None:
+        return chosen[name][size] if name in chosen else None
+
+    rows = (*VARIANTS, *(OFFICIAL_PAIRING if cfg.official_pairing else ()))
+    dirs = {name: {size: [out / "rm" / c.dir_name for c in runs.seeds(name, size, headline(name, size))]
+                   for size in cfg.sizes} for name in rows}  # fmt: skip
     with torch_threads(SMALL_MODEL_THREADS) as threads:
-        runs.train(demo_cells(cfg))
-        curve, selection = alpha_results(cfg, runs)
-        chosen = {name: {size: selection[name][size]["alpha"] for size in cfg.sizes} for name in GRM_VARIANTS}
-
-        def headline(name: str, size: str) -> float | None:
-            return chosen[name][size] if name in chosen else None
-
-        rows = (*VARIANTS, *(OFFICIAL_PAIRING if cfg.official_pairing else ()))
-        dirs = {name: {size: [out / "rm" / c.dir_name for c in runs.seeds(name, size, headline(name, size))]
-                       for size in cfg.sizes} for name in rows}  # fmt: skip
         world_check = measure_world_check(
             cfg,
-            policy_path,
-            train_sets,
+            runs.policy_path,
+            runs.train_sets,
             eval_sets,
             out,
             {size: {"ood": runs.accuracy("vanilla", size)["ood"]["values"]} for size in cfg.sizes},
             vanilla_splits={size: [read_ood_split(d, eval_sets["ood"]) for d in dirs["vanilla"][size]] for size in cfg.sizes},
         )
-        world_check["threads"] = threads
+    world_check["threads"] = threads
     for line in world_check_findings(world_check):
         write(f"world check: {line}")
     for line in world_check_findings(world_check["neutral"]):
