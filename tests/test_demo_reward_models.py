@@ -128,6 +128,15 @@ def test_the_demo_reward_models_report_the_ood_split_of_every_model(tmp_path):
             assert dirs[variant][size] == [f"rm/{rm_run_name(variant, size, 0, kept['alpha'])}"]
     assert len(cfg.alphas_at("small")) >= 3 and cfg.alphas_at("large") == (0.01,)  # the curve at the small size only
     assert selection["grm-sft"]["large"]["rule"].startswith("no curve")
+    # the curve read with statistics: each point against vanilla, what `rewardlab compare` computes on the same files
+    along = {(c["variant"], c["alpha"], c["size"], c["eval_set"]): c for c in results["alpha_comparisons"]}
+    grm = ("grm-sft", "grm-dpo", "grm-dpo-noref")
+    assert set(along) == {(v, a, "small", e) for v in grm for a in cfg.alphas for e in ("id", "ood")}
+    assert results["alpha_comparisons_family"]["size"] == len(along)
+    point = Side("p", (str(tmp_path / "demo" / "rm" / rm_run_name("grm-dpo", "small", 0, 0.1) / "scores.jsonl"),))
+    base = Side("v", (str(tmp_path / "demo" / "rm" / "vanilla-small-s0" / "scores.jsonl"),))
+    [(_, direct)] = compare_sides(point, [read_scores(point.sources[0])], base, [read_scores(base.sources[0])], dataset="ood")
+    assert along[("grm-dpo", 0.1, "small", "ood")]["diff"] == direct.as_dict()["diff"]
     assert (tmp_path / "demo" / "rm" / "vanilla-large-s0").is_dir()
 
     report = "\n".join(render_world_check(check) + render_ood_split(split))

@@ -437,9 +437,10 @@ def render_ood_split(split: dict) -> list[str]:
     return lines
 
 
-def render_alpha_curve(curve: dict, selection: dict) -> list[str]:
-    """GRM's regulariser strength as a curve: each GRM variant's accuracy at every alpha of the demo, and the alpha its
-    headline row keeps (chosen on val_id; an ablation, not a choice made on test or OOD numbers)."""
+def render_alpha_curve(curve: dict, selection: dict, compared: list[dict] | None = None, family: dict | None = None) -> list[str]:
+    """GRM's regulariser strength as a curve: each GRM variant's accuracy at every alpha of the demo, the alpha its
+    headline row keeps (chosen on val_id; an ablation, not a choice made on test or OOD numbers) and, where the results
+    have them, each point against vanilla on test_ood, paired by seed (Holm across the curve's comparisons)."""
     lines = [
         "## GRM's regulariser strength: accuracy against alpha",
         "",
@@ -448,17 +449,26 @@ def render_alpha_curve(curve: dict, selection: dict) -> list[str]:
         + "; ".join(f"{size}: {pick['rule']}" for size, pick in next(iter(selection.values())).items())
         + "). The test columns at the other alphas are an ablation, not a choice.",
         "",
-        "| variant | size | alpha | val_id | test_id | test_ood | kept |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | size | alpha | val_id | test_id | test_ood | test_ood - vanilla [interval] | verdict (Holm) | kept |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    against = {(c["variant"], c["alpha"], c["size"]): c for c in compared or [] if c["eval_set"] == "ood"}
     for name, sizes in curve.items():
         for size, sets in sizes.items():
             for i, point in enumerate(sets["val"]):
                 alpha = point["alpha"]
                 kept = "yes" if name in selection and selection[name][size]["alpha"] == alpha else ""
                 cells = [_fmt(sets[split][i]["mean"]) for split in ("val", "id", "ood")]
+                c = against.get((name, alpha, size))
+                paired = [f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", c["verdict_holm"]] if c else ["-", "-"]
                 label = "-" if alpha is None else f"{alpha:g}"
-                lines.append(f"| {name} | {size} | {label} | " + " | ".join(cells) + f" | {kept} |")
+                lines.append(f"| {name} | {size} | {label} | " + " | ".join(cells + paired) + f" | {kept} |")
+    if family:
+        lines += [
+            "",
+            f"{family['size']} comparisons along the curve, judged together (Holm): {family['verdicts_holm']} pass (alone: "
+            f"{family['verdicts_alone']}; chance alone would pass about {family['chance_passes_alone']:.1f}).",
+        ]
     return [*lines, "", "![accuracy vs alpha](alpha_curve.png)", ""]
 
 
@@ -515,7 +525,10 @@ def render_report(results: dict) -> str:
             lines.append(f"| {ROW_LABELS.get(variant, variant)} | " + " | ".join(cells) + " |")
     lines += ["", "![reward-model accuracy](rm_accuracy.png)", ""]
     if "alpha_curve" in results:
-        lines += render_alpha_curve(results["alpha_curve"], results["alpha_selection"])
+        lines += render_alpha_curve(
+            results["alpha_curve"], results["alpha_selection"], results.get("alpha_comparisons"),
+            results.get("alpha_comparisons_family"),
+        )  # fmt: skip
     if "ood_split" in results:
         lines += render_ood_split(results["ood_split"])
     lines += render_report_bon(results.get("bon", {}))

@@ -234,9 +234,11 @@ def reward_model_results(runs: RewardModelRuns) -> dict:
               for name, sizes in dirs.items()}  # fmt: skip
     training = {name: {size: runs.training(name, size, headline(name, size)) for size in cfg.sizes} for name in dirs}
     comparisons, family = reward_model_comparisons(cfg, dirs)
+    curve_comparisons, curve_family = alpha_curve_comparisons(cfg, runs)
     return {"world_check": world_check, "reward_models": ordered, "reward_model_training": training,
             "ood_split": ood_split_results(splits, world_check, ordered), "comparisons": comparisons,
             "comparisons_family": family, "alpha_curve": curve, "alpha_selection": selection,
+            "alpha_comparisons": curve_comparisons, "alpha_comparisons_family": curve_family,
             "reward_model_dirs": {name: {size: [str(d.relative_to(out)) for d in ds] for size, ds in sizes.items()}
                                   for name, sizes in dirs.items()}}  # fmt: skip
 
@@ -259,6 +261,30 @@ def reward_model_comparisons(cfg: DemoConfig, dirs: dict) -> tuple[list[dict], d
             if name != "vanilla":
                 variant, tables = side(name, size)
                 cases += [({"variant": name, "size": size}, variant, tables, base, base_tables, split) for split in ("id", "ood")]
+    return compare_family(cases)
+
+
+def alpha_curve_comparisons(cfg: DemoConfig, runs: RewardModelRuns) -> tuple[list[dict], dict]:
+    """The alpha curve read with statistics (an ablation, its own family): every GRM variant at every alpha of the curve
+    against vanilla at that size, on test_id and test_ood, paired by seed, Holm's adjustment across these comparisons."""
+    from rewardlab.comparison import Side, compare_family, read_scores
+    from rewardlab.rm_trainer.outputs import SCORES_NAME
+
+    def side(name: str, size: str, alpha: float | None) -> tuple[Side, list]:
+        paths = tuple(str(runs.out / "rm" / c.dir_name / SCORES_NAME) for c in runs.seeds(name, size, alpha))
+        label = name if alpha is None else f"{name}-a{alpha:g}"
+        return Side(label, paths), [read_scores(path) for path in paths]
+
+    cases = []
+    for size in cfg.sizes:
+        if len(cfg.alphas_at(size)) < 2:
+            continue  # no curve at this size
+        base, base_tables = side("vanilla", size, None)
+        for name in GRM_VARIANTS:
+            for alpha in cfg.alphas_at(size):
+                variant, tables = side(name, size, alpha)
+                label = {"variant": name, "alpha": alpha, "size": size}
+                cases += [(label, variant, tables, base, base_tables, split) for split in ("id", "ood")]
     return compare_family(cases)
 
 
