@@ -334,26 +334,22 @@ def test_grm_findings_follow_the_paired_comparisons_when_the_results_have_them()
 
 def test_the_best_of_n_verdict_pairs_the_picks_by_prompt(tmp_path):
     """results.json's bon.paired: grm-sft's best-of-n pick minus vanilla's, in gold, on the same samples; recomputed here
-    from the scores file by hand (argmax per prompt), with the sign test's counts."""
+    by hand (argmax per prompt), with the sign test's counts."""
     import numpy as np
 
     from rewardlab.demo.pipeline import paired_best_of_n
     from rewardlab.demo.report import bon_findings
-    from rewardlab.generation import Sample, SampleBatch, save_samples
-    from rewardlab.runtime import write_jsonl
+    from rewardlab.generation import Sample, SampleBatch
+    from rewardlab.rl.bon import ScoredSamples
 
     rng = np.random.default_rng(0)
     prompts, n = 40, 4
     gold, van, grm = (rng.normal(size=(prompts, n)) for _ in range(3))
     grm += 0.8 * gold  # grm-sft's proxy follows the gold more closely
     samples = [Sample(p, [1], [2, 3], True, f"r{p}-{j}") for p in range(prompts) for j in range(n)]
-    save_samples(tmp_path / "samples.jsonl", SampleBatch([f"p{p}" for p in range(prompts)], samples))
-    rows = [{"prompt_index": p, "sample_index": j, "gold": gold[p, j], "proxy/vanilla": van[p, j], "proxy/grm-sft": grm[p, j]}
-            for p in range(prompts) for j in range(n)]  # fmt: skip
-    write_jsonl(tmp_path / "scores.jsonl", rows)
-    cfg = DemoConfig.make(quick=True)
-    cfg.bon_n = n
-    result = paired_best_of_n(cfg, tmp_path, {"vanilla": [tmp_path / "v"], "grm-sft": [tmp_path / "g"]})
+    batch = SampleBatch([f"p{p}" for p in range(prompts)], samples)
+    scored = ScoredSamples(batch, {"vanilla": van, "grm-sft": grm}, gold, tmp_path)
+    result = paired_best_of_n(scored, {"vanilla": [tmp_path / "v"], "grm-sft": [tmp_path / "g"]})
     by_hand = gold[np.arange(prompts), grm.argmax(1)] - gold[np.arange(prompts), van.argmax(1)]
     assert result["diff"] == pytest.approx(by_hand.mean())
     assert result["n_pairs"] == prompts and result["n_seeds"] == 1 and result["n"] == n

@@ -182,8 +182,8 @@ def test_compare_credits_one_seed_by_hand():
     a = np.array([1, 1, 1, 0, 0.5, 1, 0, 1])
     b = np.array([1, 0, 0, 0, 0, 1, 1, 0.5])
     c = compare_credits(a, b, resamples=500, seed=0)
-    assert (c.accuracy_a, c.accuracy_b, c.diff) == (5.5 / 8, 3.5 / 8, 2 / 8)
-    assert c.discordant == (4, 1) and c.p_mcnemar == mcnemar_exact(4, 1)
+    assert (c.mean_a, c.mean_b, c.diff) == (5.5 / 8, 3.5 / 8, 2 / 8)
+    assert c.discordant == (4, 1) and c.p_value == mcnemar_exact(4, 1)
     assert (c.ci_low, c.ci_high) == c.ci_pairs == paired_bootstrap(a - b, LEVEL, 500, 0)
     assert c.ci_seeds is None and c.n_seeds == 1 and c.n_pairs == 8 and c.verdict == UNDECIDED
 

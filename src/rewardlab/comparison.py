@@ -42,6 +42,14 @@ class Side:
     sources: tuple[str, ...]
 
 
+def runs_side(name: str, run_dirs: list) -> tuple[Side, list[ScoreTable]]:
+    """A side from training runs' directories (one per seed, in seed order): their train-rm scores files, read."""
+    from rewardlab.rm_trainer.outputs import SCORES_NAME
+
+    paths = tuple(str(Path(d) / SCORES_NAME) for d in run_dirs)
+    return Side(name, paths), [read_scores(path) for path in paths]
+
+
 def parse_sides(specs: list[str]) -> tuple[Side, Side]:
     """`["A=a_s0.jsonl,a_s1.jsonl", "B=b_s0.jsonl,b_s1.jsonl"]` -> two sides; seeds are listed comma-separated."""
     sides: list[Side] = []
@@ -270,8 +278,8 @@ def summary_line(a: str, b: str, c: Comparison, dataset: str | None = None) -> s
     at this size`."""
     seeds = f"{c.n_seeds} seed" + ("s" if c.n_seeds > 1 else "")
     line = (
-        f"{a} {c.accuracy_a:.3f} vs {b} {c.accuracy_b:.3f}: diff {c.diff:+.3f} [{c.level * 100:g}% CI {c.ci_low:+.3f}, "
-        f"{c.ci_high:+.3f}], McNemar p {c.p_mcnemar:.2g}, {c.n_pairs:,} pairs, {seeds}: {c.verdict}"
+        f"{a} {c.mean_a:.3f} vs {b} {c.mean_b:.3f}: diff {c.diff:+.3f} [{c.level * 100:g}% CI {c.ci_low:+.3f}, "
+        f"{c.ci_high:+.3f}], McNemar p {c.p_value:.2g}, {c.n_pairs:,} pairs, {seeds}: {c.verdict}"
     )
     return f"{dataset}: {line}" if dataset is not None else line
 
@@ -306,7 +314,7 @@ def plot_forest(a: str, b: str, results: list[tuple[str, Comparison]], path: str
         ax.set_ylim(-0.7, len(rows) - 0.3)
         level = f"{c.level * 100:g}%"
         ax.set_title(
-            f"{name}: accuracy {a} - {b} ({level} intervals; {c.n_pairs:,} pairs, p McNemar {c.p_mcnemar:.2g})", fontsize=9
+            f"{name}: accuracy {a} - {b} ({level} intervals; {c.n_pairs:,} pairs, p McNemar {c.p_value:.2g})", fontsize=9
         )
         ax.grid(axis="x", alpha=0.3)
     axes[-1, 0].set_xlabel(f"accuracy difference, {a} - {b}")

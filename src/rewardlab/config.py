@@ -60,6 +60,7 @@ def restate(mixin: type, name: str, default: Any = MISSING, *, factory: Callable
     return setting(default, factory=factory, **metadata)
 
 
+DEFAULT_ALPHA = 0.01  # GRM's regulariser weight, train-rm's default (the demo's alpha where no curve is run)
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]  # the attention projections, as GRM's official code
 
 
@@ -148,7 +149,9 @@ class RewardObjectiveSpec:
 
     loss: str = setting("bt", help="bt (default) | margin | label-smooth.")
     reg: str = setting("none", help="GRM regulariser: none (default) | sft | sft-nll | dpo | dpo-noref.")
-    alpha: float = setting(0.01, min=0.0, max=1.0, help="Regulariser weight: (1-alpha)*L_reward + alpha*L_reg (default 0.01).")
+    alpha: float = setting(
+        DEFAULT_ALPHA, min=0.0, max=1.0, help="Regulariser weight: (1-alpha)*L_reward + alpha*L_reg (default 0.01)."
+    )
     beta: float = setting(0.1, min=0.0, help="Regulariser temperature (default 0.1).")
     label_smoothing: float = setting(0.1, min=0.0, max=1.0, help="eps for --loss label-smooth (default 0.1).")
     center_rewards_coefficient: float = setting(0.0, help="Reward centring coefficient (default 0).")

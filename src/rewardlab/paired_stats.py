@@ -186,22 +186,26 @@ def paired_bootstrap(diff: np.ndarray, level: float = LEVEL, resamples: int = RE
 
 @dataclass
 class Comparison:
-    """The comparison of A with B on one set of pairs (see the module's doc)."""
+    """The comparison of A with B on one set of pairs (see the module's doc). `measure` names the paired values (their
+    means are written `{measure}_a` / `{measure}_b`) and `test` the key of the sign test's p-value: for credits, accuracy
+    and McNemar's test (`p_mcnemar`); for other paired values (a best-of-n pick's gold), the sign test by its own name."""
 
-    accuracy_a: float
-    accuracy_b: float
+    mean_a: float
+    mean_b: float
     diff: float
     ci_low: float
     ci_high: float
     ci_pairs: tuple[float, float]
     ci_seeds: tuple[float, float] | None
-    p_mcnemar: float
+    p_value: float
     discordant: tuple[int, int]
     n_pairs: int
     n_seeds: int
     level: float
     verdict: str
     per_seed: list[dict] = field(default_factory=list)
+    measure: str = "accuracy"
+    test: str = "p_mcnemar"
 
     def as_dict(self) -> dict:
         return {
@@ -210,10 +214,10 @@ class Comparison:
             "ci_high": self.ci_high,
             "n_pairs": self.n_pairs,
             "n_seeds": self.n_seeds,
-            "p_mcnemar": self.p_mcnemar,
+            self.test: self.p_value,
             "verdict": self.verdict,
-            "accuracy_a": self.accuracy_a,
-            "accuracy_b": self.accuracy_b,
+            f"{self.measure}_a": self.mean_a,
+            f"{self.measure}_b": self.mean_b,
             "level": self.level,
             "ci_pairs": list(self.ci_pairs),
             "ci_seeds": list(self.ci_seeds) if self.ci_seeds is not None else None,
@@ -235,14 +239,28 @@ def verdict(ci_low: float, ci_high: float, p_mcnemar: float, level: float) -> st
 def compare_credits(
     credit_a: np.ndarray, credit_b: np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0
 ) -> Comparison:
-    """Compare A with B from their per-pair credits, arrays (seeds, pairs) (or (pairs,) for one seed), seeds paired by
-    row. The interval reported (`ci_low`, `ci_high`) is the bootstrap interval over pairs with one seed; with several, the
-    hull of that interval (on seed-averaged differences) and the t-interval over seeds: it excludes zero only when both do.
-    """
-    a = np.atleast_2d(np.asarray(credit_a, dtype=np.float64))
-    b = np.atleast_2d(np.asarray(credit_b, dtype=np.float64))
+    """Compare A with B from their per-pair credits (see the module's doc): `compare_paired_values` on credits, whose
+    means are accuracies and whose sign test is McNemar's exact test."""
+    return compare_paired_values(credit_a, credit_b, level, resamples, seed, measure="accuracy", test="p_mcnemar")
+
+
+def compare_paired_values(
+    values_a: np.ndarray,
+    values_b: np.ndarray,
+    level: float = LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    measure: str = "value",
+    test: str = "p_sign",
+) -> Comparison:
+    """Compare A with B from paired values, arrays (seeds, pairs) (or (pairs,) for one seed), seeds paired by row. The
+    interval reported (`ci_low`, `ci_high`) is the bootstrap interval over pairs with one seed; with several, the hull of
+    that interval (on seed-averaged differences) and the t-interval over seeds: it excludes zero only when both do. The
+    sign test counts the pairs where A's (seed-averaged) value is above B's and below."""
+    a = np.atleast_2d(np.asarray(values_a, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(values_b, dtype=np.float64))
     if a.shape != b.shape:
-        raise ValueError(f"credits of A {a.shape} and B {b.shape} differ in shape (seeds, pairs)")
+        raise ValueError(f"values of A {a.shape} and B {b.shape} differ in shape (seeds, pairs)")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     n_seeds, n_pairs = a.shape
@@ -260,8 +278,8 @@ def compare_credits(
         low, high = paired_bootstrap(d, level, resamples, seed + 1 + s) if n_seeds > 1 else ci_pairs
         per_seed.append(
             {
-                "seed": s, "accuracy_a": float(a[s].mean()), "accuracy_b": float(b[s].mean()), "diff": float(seed_diffs[s]),
-                "ci_low": low, "ci_high": high, "p_mcnemar": mcnemar_exact(*discordant_counts(d)) if n_seeds > 1 else p,
+                "seed": s, f"{measure}_a": float(a[s].mean()), f"{measure}_b": float(b[s].mean()), "diff": float(seed_diffs[s]),
+                "ci_low": low, "ci_high": high, test: mcnemar_exact(*discordant_counts(d)) if n_seeds > 1 else p,
             }
         )  # fmt: skip
     ci_seeds = None
@@ -271,9 +289,9 @@ def compare_credits(
         ci_seeds = (t_low, t_high)
         ci_low, ci_high = min(ci_pairs[0], t_low), max(ci_pairs[1], t_high)
     return Comparison(
-        accuracy_a=float(a.mean()), accuracy_b=float(b.mean()), diff=diff, ci_low=ci_low, ci_high=ci_high,
-        ci_pairs=ci_pairs, ci_seeds=ci_seeds, p_mcnemar=p, discordant=discordant, n_pairs=n_pairs, n_seeds=n_seeds,
-        level=level, verdict=verdict(ci_low, ci_high, p, level), per_seed=per_seed,
+        mean_a=float(a.mean()), mean_b=float(b.mean()), diff=diff, ci_low=ci_low, ci_high=ci_high,
+        ci_pairs=ci_pairs, ci_seeds=ci_seeds, p_value=p, discordant=discordant, n_pairs=n_pairs, n_seeds=n_seeds,
+        level=level, verdict=verdict(ci_low, ci_high, p, level), per_seed=per_seed, measure=measure, test=test,
     )  # fmt: skip
 
 

@@ -20,7 +20,6 @@ that decide the results; a rerun with other settings is refused.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from typing import Any
 from rewardlab.config import STUDY_VARIANTS, VARIANT_SETTINGS, RewardTrainingFields, StudyFields, check_ranges
 from rewardlab.errors import UserError
 from rewardlab.rm_trainer.outputs import SCORES_NAME
+from rewardlab.workers import run_jobs
 
 GRM_VARIANTS = ("grm-sft", "grm-dpo", "grm-dpo-noref")
 BASELINE = "vanilla"
@@ -254,35 +254,6 @@ def run_cell(run_cfg: Any, datasets: dict) -> dict:
     }
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    from rewardlab.progress import quiet_libraries
-
-    torch.set_num_threads(threads)
-    quiet_libraries()  # the parent's bar reports the cells; a worker's library bars (loading, saving) would garble it
-
-
-def run_cells(
-    jobs: list[tuple[Cell, Any, dict]], workers: int, on_done: Callable[[Cell, dict], None], cell_runner: Callable = run_cell
-) -> None:
-    """Run (cell, config, datasets) jobs, one at a time or in `workers` spawned processes (each with cores // workers
-    torch threads); `on_done` sees each finished cell."""
-    if workers <= 1 or len(jobs) <= 1:
-        for cell, run_cfg, data in jobs:
-            on_done(cell, cell_runner(run_cfg, data))
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = {pool.submit(cell_runner, run_cfg, data): cell for cell, run_cfg, data in jobs}
-        for future in as_completed(futures):
-            on_done(futures[future], future.result())
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # the study
 
@@ -318,7 +289,7 @@ def run_study(cfg: StudyConfig, datasets: dict | None = None, cell_runner: Calla
 
     if len(jobs) < len(cells):
         tqdm.write(f"{out}: {len(cells) - len(jobs)} of {len(cells)} cells already finished, resuming")
-    run_cells(jobs, cfg.workers, done, cell_runner)
+    run_jobs(jobs, cfg.workers, done, cell_runner)
     bar.close()
     results = summarise(cfg, cells, out)
     write_outputs(results, out)
@@ -334,12 +305,22 @@ def group_label(variant: str, alpha: float | None, size: int | None) -> dict:
     return {"variant": variant, "alpha": alpha, "size": size}
 
 
+def over_seeds(values: list[float], level: float) -> dict:
+    """{mean, ci_low, ci_high}: the mean over seeds and its t-interval (None bounds with one seed)."""
+    import numpy as np
+
+    from rewardlab.paired_stats import t_interval
+
+    mean, low, high = t_interval(np.array(values, dtype=np.float64), level)
+    return {"mean": mean, "ci_low": low if math.isfinite(low) else None, "ci_high": high if math.isfinite(high) else None}
+
+
 def summarise(cfg: StudyConfig, cells: list[Cell], out: Path) -> dict:
     """results.json's content from the finished cells' scores files."""
     import numpy as np
 
     from rewardlab.comparison import Side, compare_family, read_scores
-    from rewardlab.paired_stats import pair_credit, t_interval
+    from rewardlab.paired_stats import pair_credit
 
     tables = {cell: read_scores(str(out / CELLS / cell.name / SCORES)) for cell in cells}
     eval_sets = list(tables[cells[0]])
@@ -355,11 +336,9 @@ def summarise(cfg: StudyConfig, cells: list[Cell], out: Path) -> dict:
     for (variant, alpha, size), members in groups.items():
         for name in eval_sets:
             per_seed = [accuracy(c, name) for c in members]
-            mean, low, high = t_interval(np.array(per_seed), cfg.level)
             table.append(
-                group_label(variant, alpha, size) | {
-                    "eval_set": name, "mean": mean, "ci_low": low if math.isfinite(low) else None,
-                    "ci_high": high if math.isfinite(high) else None, "n_seeds": len(per_seed),
+                group_label(variant, alpha, size) | {"eval_set": name} | over_seeds(per_seed, cfg.level) | {
+                    "n_seeds": len(per_seed),
                     "per_seed": [{"seed": c.seed, "accuracy": a} for c, a in zip(members, per_seed, strict=True)],
                 }
             )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rewardlab.config import VARIANT_SETTINGS, TrackingSpec
+from rewardlab.config import DEFAULT_ALPHA, VARIANT_SETTINGS, TrackingSpec
 
 VARIANTS: dict[str, dict] = {
     name: VARIANT_SETTINGS[name] for name in ("vanilla", "margin", "label-smooth", "grm-sft", "grm-dpo", "grm-dpo-noref")
@@ -105,13 +105,4 @@ class DemoConfig(TrackingSpec):
         """The GRM variants' alphas at a training size: the whole curve, or train-rm's default where the curve is not run."""
         if self.curve_sizes is None or size in self.curve_sizes:
             return tuple(self.alphas)
-        return (default_alpha(),)
-
-
-def default_alpha() -> float:
-    """train-rm's alpha (declared once, on the config field)."""
-    from dataclasses import fields
-
-    from rewardlab.config import RewardTrainingFields
-
-    return next(f.default for f in fields(RewardTrainingFields) if f.name == "alpha")
+        return (DEFAULT_ALPHA,)

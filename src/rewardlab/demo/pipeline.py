@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rewardlab.demo.config import SMALL_MODEL_THREADS, DemoConfig
 from rewardlab.demo.plots import plot_accuracy, plot_ppo_comparisons
@@ -19,6 +20,9 @@ from rewardlab.demo.reward_models import reward_model_results, rm_run_name, trai
 from rewardlab.paired_stats import LEVEL
 from rewardlab.study import plot_alpha_curve
 
+if TYPE_CHECKING:
+    from rewardlab.rl.bon import ScoredSamples
+
 
 @contextmanager
 def timed(timings: dict[str, float], name: str) -> Iterator[None]:
@@ -26,6 +30,38 @@ def timed(timings: dict[str, float], name: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[name] = time.perf_counter() - start
+
+
+class Started:
+    """A job started by `started`: its result (waiting for it) and its wall time from start to end."""
+
+    def __init__(self, pool: ThreadPoolExecutor, fn: Callable, args: tuple):
+        self.start = self.end = time.perf_counter()
+        self.future = pool.submit(self._run, fn, args)
+
+    def _run(self, fn: Callable, args: tuple) -> Any:
+        try:
+            return fn(*args)
+        finally:
+            self.end = time.perf_counter()  # set before the result is handed out
+
+    def result(self) -> Any:
+        return self.future.result()
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@contextmanager
+def started(fn: Callable, *args: Any, beside: bool) -> Iterator[Started]:
+    """Start `fn(*args)` in a thread: `beside` the block (its workers run while the block does), or run to its end
+    before the block starts."""
+    with ThreadPoolExecutor(1) as pool:
+        job = Started(pool, fn, args)
+        if not beside:
+            job.result()
+        yield job
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -65,13 +101,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     # runs need only that model: with worker processes they start now, beside steps 3 and 4 (a thread waits on them)
     large = max(cfg.sizes, key=cfg.sizes.get)
     rm_path = out / "rm" / rm_run_name("vanilla", large, 0)
-    ppo_start = time.perf_counter()
-    with ThreadPoolExecutor(1) as background:
-        ppo = background.submit(run_ppo_comparisons, cfg, out / "ppo", (policy, tokenizer), policy_path, rm_path)
-        if cfg.workers <= 1:  # one process: one thing at a time
-            ppo_result = ppo.result()
-            timings["ppo"] = time.perf_counter() - ppo_start
-
+    ppo_job = (run_ppo_comparisons, cfg, out / "ppo", (policy, tokenizer), policy_path, rm_path)
+    with started(*ppo_job, beside=cfg.workers > 1) as ppo:  # one process: one thing at a time
         # 3. the world check, the alpha choice, the accuracy table and the paired comparisons
         results |= reward_model_results(runs)
         timings["world_check"] = results["world_check"]["seconds"]
@@ -84,11 +115,9 @@ def run_demo(cfg: DemoConfig) -> dict:
         threads = SMALL_MODEL_THREADS if cfg.workers > 1 else torch.get_num_threads()
         with timed(timings, "best_of_n"), torch_threads(threads):
             results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out, results["reward_model_dirs"])
-        if cfg.workers > 1:
-            ppo_result = ppo.result()
-            timings["ppo"] = time.perf_counter() - ppo_start
-            results["timings_note"] = "ppo ran in worker processes beside world_check and best_of_n (its wall time holds theirs)"
-    results["ppo"], ppo_logs = ppo_result
+        (results["ppo"], ppo_logs), timings["ppo"] = ppo.result(), ppo.seconds
+    if cfg.workers > 1:
+        results["timings_note"] = "ppo ran in worker processes beside world_check and best_of_n (its wall time holds theirs)"
     plot_ppo_comparisons(ppo_logs, results["ppo"], out / "ppo_gold.png")
 
     results["timings_seconds"] = timings
@@ -106,7 +135,7 @@ def run_best_of_n(cfg: DemoConfig, policy: tuple, policy_path: Path, out: Path, 
     samples picked by every seed's models, compared paired by prompt (`paired`). results.json's `bon`. `dirs`:
     name -> size -> the seeds' run directories (relative to `out`)."""
     from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.rl.bon import BonConfig, run_bon
+    from rewardlab.rl.bon import BonConfig, sample_and_score, write_curves
     from rewardlab.rl.scorers import RewardModelScorer, resolve_scorer
 
     small = min(cfg.sizes, key=cfg.sizes.get)
@@ -117,52 +146,36 @@ def run_best_of_n(cfg: DemoConfig, policy: tuple, policy_path: Path, out: Path, 
         progress=cfg.progress,
     )  # fmt: skip
     scorers = {name: RewardModelScorer(load_reward_model(path)) for name, path in proxies.items()}
-    result = run_bon(bon_cfg, policy=policy, proxy_scorers=scorers, gold_scorer=resolve_scorer("builtin"))
-    result["paired"] = paired_best_of_n(cfg, out / "bon", {name: [out / d for d in dirs[name][small]] for name in BON_PROXIES})
+    scored = sample_and_score(bon_cfg, policy=policy, proxy_scorers=scorers, gold_scorer=resolve_scorer("builtin"))
+    result = write_curves(bon_cfg, scored)
+    result["paired"] = paired_best_of_n(scored, {name: [out / d for d in dirs[name][small]] for name in BON_PROXIES})
     return result
 
 
 BON_PROXIES = ("vanilla", "grm-sft")
 
 
-def paired_best_of_n(cfg: DemoConfig, bon_dir: Path, seed_dirs: dict[str, list[Path]]) -> dict:
+def paired_best_of_n(scored: ScoredSamples, seed_dirs: dict[str, list[Path]]) -> dict:
     """grm-sft against vanilla at the largest N, paired: on each prompt, the gold of grm-sft's pick minus vanilla's among
-    the same samples, for every seed's pair of models (seed s with seed s). `rewardlab compare`'s statistics on these
-    differences (`paired_stats.compare_credits`: a bootstrap interval over prompts, the t-interval over seeds with
-    several; its exact McNemar test on the prompts where the picks' gold differs is the sign test, `p_sign`)."""
-    import json
-
+    the same samples, for every seed's pair of models (seed s with seed s; seed 0's scores are best-of-N's own). The
+    paired statistics of `rewardlab compare` on these differences (`paired_stats.compare_paired_values`: a bootstrap
+    interval over prompts, the t-interval over seeds with several, the sign test on the prompts where the picks' gold
+    differs, `p_sign`)."""
     import numpy as np
 
-    from rewardlab.generation import load_samples
     from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.paired_stats import compare_credits
-    from rewardlab.rl.bon import first_n_per_prompt, score_matrix
+    from rewardlab.paired_stats import compare_paired_values
+    from rewardlab.rl.bon import score_matrix
     from rewardlab.rl.bon_math import picked_gold
     from rewardlab.rl.scorers import RewardModelScorer
 
-    batch = first_n_per_prompt(load_samples(str(bon_dir / "samples.jsonl")), cfg.bon_n)
-    rows = [json.loads(line) for line in (bon_dir / "scores.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    shape = (len(batch.prompts), cfg.bon_n)
-    gold = np.array([r["gold"] for r in rows], dtype=np.float64).reshape(shape)
+    n = scored.gold.shape[1]
     picks: dict[str, list[np.ndarray]] = {}
     for name, paths in seed_dirs.items():
         for seed, path in enumerate(paths):
-            if seed == 0:  # run_bon scored these samples with the seed-0 models already
-                proxy = np.array([r[f"proxy/{name}"] for r in rows], dtype=np.float64).reshape(shape)
-            else:
-                proxy = score_matrix(RewardModelScorer(load_reward_model(path)), batch, cfg.bon_n)
-            picks.setdefault(name, []).append(picked_gold(proxy, gold, cfg.bon_n))
+            proxy = scored.proxy[name] if seed == 0 else score_matrix(RewardModelScorer(load_reward_model(path)), scored.batch, n)
+            picks.setdefault(name, []).append(picked_gold(proxy, scored.gold, n))
     grm, vanilla = (np.stack(picks[name]) for name in BON_PROXIES[::-1])
-    c = renamed(compare_credits(grm, vanilla).as_dict(), GOLD_KEYS)
-    c["per_seed"] = [renamed(row, GOLD_KEYS) for row in c["per_seed"]]
-    return {"a": "grm-sft", "b": "vanilla", "n": cfg.bon_n, "n_prompts": shape[0],
+    c = compare_paired_values(grm, vanilla, measure="gold").as_dict()
+    return {"a": "grm-sft", "b": "vanilla", "n": n, "n_prompts": scored.gold.shape[0],
             "what": "gold of the best-of-n pick, a minus b, per prompt", **c}  # fmt: skip
-
-
-# compare_credits' keys for pairwise credit, as they read for gold differences
-GOLD_KEYS = {"p_mcnemar": "p_sign", "accuracy_a": "gold_a", "accuracy_b": "gold_b"}
-
-
-def renamed(row: dict, names: dict[str, str]) -> dict:
-    return {names.get(k, k): v for k, v in row.items()}

@@ -91,7 +91,7 @@ def run_ppo_comparisons(
     processes (`rewardlab study`'s runner); returns (the results entry, the logs by comparison and arm (its shaping, or
     BASELINE), one per seed: metrics.jsonl's rows, training and eval). The baseline's runs (sparse PPO, reward-model
     critic) are made once per seed and shared."""
-    from rewardlab.study import run_cells
+    from rewardlab.workers import run_jobs
 
     runs: dict[tuple, Any] = {}  # (algo, shaping, critic_init, seed, steps) -> its PPOConfig, in the order they are made
     plan: list[tuple[str, str, tuple]] = []  # (comparison, arm, run key)
@@ -119,7 +119,7 @@ def run_ppo_comparisons(
         bar.update(1)
 
     jobs = [(key, replace(ppo_cfg, progress=ppo_cfg.progress and not parallel), shared) for key, ppo_cfg in runs.items()]
-    run_cells(jobs, cfg.workers, finished, run_ppo_job)
+    run_jobs(jobs, cfg.workers, finished, run_ppo_job)
     bar.close()
     logs: dict[str, dict[str, list[list[dict]]]] = {}
     for name, arm, key in plan:

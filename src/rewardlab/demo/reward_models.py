@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, SMALL_MODEL_THREADS, VARIANTS, DemoConfig, default_alpha
+from rewardlab.config import DEFAULT_ALPHA
+from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, SMALL_MODEL_THREADS, VARIANTS, DemoConfig
 from rewardlab.demo.report import world_check_findings
 from rewardlab.demo.stats import mean_std
 from rewardlab.progress import progress, write
@@ -86,7 +87,8 @@ class RewardModelRuns:
     results: dict = field(default_factory=dict)  # RMCell -> rewardlab.study.run_cell's result
 
     def train(self, cells: list[RMCell]) -> None:
-        from rewardlab.study import run_cell, run_cells
+        from rewardlab.study import run_cell
+        from rewardlab.workers import run_jobs
 
         jobs = []
         for cell in cells:
@@ -100,7 +102,7 @@ class RewardModelRuns:
             self.results[cell] = result
             bar.update(1)
 
-        run_cells(jobs, self.cfg.workers, done, run_cell)
+        run_jobs(jobs, self.cfg.workers, done, run_cell)
         bar.close()
 
     def seeds(self, name: str, size: str, alpha: float | None = None) -> list[RMCell]:
@@ -136,23 +138,17 @@ def alpha_results(cfg: DemoConfig, runs: RewardModelRuns) -> tuple[dict, dict]:
     """(alpha_curve, alpha_selection). alpha_curve: `rewardlab study`'s shape, variant -> size -> eval set ->
     [{alpha, mean, ci_low, ci_high}] in alpha order, vanilla as the reference (alpha None); alpha_selection: GRM variant
     -> size -> {alpha, val_means, rule}."""
-    import numpy as np
-
-    from rewardlab.paired_stats import LEVEL, t_interval
-    from rewardlab.study import alpha_curve
+    from rewardlab.paired_stats import LEVEL
+    from rewardlab.study import alpha_curve, group_label, over_seeds
 
     rows = []
     for name in ("vanilla", *GRM_VARIANTS):
         for size in cfg.sizes:
             for alpha in cfg.alphas_at(size) if name in GRM_VARIANTS else (None,):
                 for split, stat in runs.accuracy(name, size, alpha).items():
-                    mean, low, high = t_interval(np.array(stat["values"]), LEVEL)
-                    rows.append(
-                        {"variant": name, "alpha": alpha, "size": size, "eval_set": split, "mean": mean,
-                         "ci_low": low if math.isfinite(low) else None, "ci_high": high if math.isfinite(high) else None}
-                    )  # fmt: skip
+                    rows.append(group_label(name, alpha, size) | {"eval_set": split} | over_seeds(stat["values"], LEVEL))
     selection: dict = {}
-    preferred = default_alpha()
+    preferred = DEFAULT_ALPHA
     for name in GRM_VARIANTS:
         for size in cfg.sizes:
             val = {alpha: runs.accuracy(name, size, alpha)["val"]["mean"] for alpha in cfg.alphas_at(size)}
@@ -247,12 +243,10 @@ def reward_model_comparisons(cfg: DemoConfig, dirs: dict) -> tuple[list[dict], d
     """Every variant (GRM ones at their chosen alpha) against vanilla at each size, on test_id and test_ood, paired by
     seed: `rewardlab compare`'s statistics on the runs' scores.jsonl (train-rm's own), Holm's adjustment across the
     family (issue 21). `dirs`: name -> size -> the seeds' run directories."""
-    from rewardlab.comparison import Side, compare_family, read_scores
-    from rewardlab.rm_trainer.outputs import SCORES_NAME
+    from rewardlab.comparison import compare_family, runs_side
 
-    def side(name: str, size: str) -> tuple[Side, list]:
-        paths = tuple(str(d / SCORES_NAME) for d in dirs[name][size])
-        return Side(name, paths), [read_scores(path) for path in paths]
+    def side(name: str, size: str) -> tuple:
+        return runs_side(name, dirs[name][size])
 
     cases = []
     for size in cfg.sizes:
@@ -267,13 +261,11 @@ def reward_model_comparisons(cfg: DemoConfig, dirs: dict) -> tuple[list[dict], d
 def alpha_curve_comparisons(cfg: DemoConfig, runs: RewardModelRuns) -> tuple[list[dict], dict]:
     """The alpha curve read with statistics (an ablation, its own family): every GRM variant at every alpha of the curve
     against vanilla at that size, on test_id and test_ood, paired by seed, Holm's adjustment across these comparisons."""
-    from rewardlab.comparison import Side, compare_family, read_scores
-    from rewardlab.rm_trainer.outputs import SCORES_NAME
+    from rewardlab.comparison import compare_family, runs_side
 
-    def side(name: str, size: str, alpha: float | None) -> tuple[Side, list]:
-        paths = tuple(str(runs.out / "rm" / c.dir_name / SCORES_NAME) for c in runs.seeds(name, size, alpha))
+    def side(name: str, size: str, alpha: float | None) -> tuple:
         label = name if alpha is None else f"{name}-a{alpha:g}"
-        return Side(label, paths), [read_scores(path) for path in paths]
+        return runs_side(label, [runs.out / "rm" / c.dir_name for c in runs.seeds(name, size, alpha)])
 
     cases = []
     for size in cfg.sizes:

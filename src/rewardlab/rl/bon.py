@@ -192,6 +192,16 @@ def repetition_stats(texts: list[list[str]]) -> dict[str, float]:
 # the run
 
 
+@dataclass
+class ScoredSamples:
+    """n samples per prompt and their (prompts, n) score matrices: each proxy's and the gold scorer's."""
+
+    batch: SampleBatch
+    proxy: dict[str, np.ndarray]
+    gold: np.ndarray
+    output_dir: Path
+
+
 def run_bon(
     cfg: BonConfig,
     *,
@@ -205,6 +215,17 @@ def run_bon(
     `policy` = (model, tokenizer) and the scorers may be passed in (tests, the demo); otherwise they come from the
     config.
     """
+    return write_curves(cfg, sample_and_score(cfg, policy=policy, proxy_scorers=proxy_scorers, gold_scorer=gold_scorer))
+
+
+def sample_and_score(
+    cfg: BonConfig,
+    *,
+    policy=None,
+    proxy_scorers: dict[str, Scorer] | None = None,
+    gold_scorer: Scorer | None = None,
+) -> ScoredSamples:
+    """Steps 1 and 2: samples.jsonl and scores.jsonl in the claimed output directory; the score matrices returned."""
     cfg.validate(need_proxies=proxy_scorers is None)  # the output directory too: claimed once there is something to write
 
     # 1. n samples per prompt, once
@@ -219,11 +240,16 @@ def run_bon(
     proxy_scores = {name: score_matrix(scorer, batch, cfg.n) for name, scorer in proxy_scorers.items()}
     gold_scores = score_matrix(gold_scorer, batch, cfg.n)
     write_jsonl(output_dir / "scores.jsonl", score_rows(batch, cfg.n, proxy_scores, gold_scores))
+    return ScoredSamples(batch, proxy_scores, gold_scores, output_dir)
 
-    # 3. the best of the first N by each proxy, for N = 1, 2, 4, ..., n: proxy and gold score vs KL
+
+def write_curves(cfg: BonConfig, scored: ScoredSamples) -> dict:
+    """Step 3, the best of the first N by each proxy, for N = 1, 2, 4, ..., n: proxy and gold score vs KL; curves.json,
+    config.json and bon_curves.png written, the output directory sealed. Returns the curves.json content."""
+    batch, gold_scores, output_dir = scored.batch, scored.gold, scored.output_dir
     texts = batch.texts()
     responses = [texts[p * cfg.n : (p + 1) * cfg.n] for p in range(len(batch.prompts))]
-    curves = compute_curves(proxy_scores, gold_scores, unbiased=cfg.unbiased, responses=responses)
+    curves = compute_curves(scored.proxy, gold_scores, unbiased=cfg.unbiased, responses=responses)
     result = {
         "num_prompts": len(batch.prompts),
         "samples_per_prompt": cfg.n,
