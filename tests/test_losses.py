@@ -7,6 +7,7 @@ from rewardlab.losses import (
     bradley_terry_loss,
     centering_penalty,
     dpo_regularizer,
+    gather_steps,
     grm_total,
     label_smoothing_loss,
     margin_loss,
@@ -14,6 +15,7 @@ from rewardlab.losses import (
     reward_loss,
     sft_nll_regularizer,
     sft_regularizer,
+    step_bce_loss,
 )
 
 RC = [1.5, -0.3, 0.2]
@@ -90,3 +92,29 @@ def test_pairwise_accuracy_counts_ties_as_half_and_reports_exact_fractions():
     chosen, rejected = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0])
     assert pairwise_accuracy(chosen, rejected, torch.float64).item() == (1 + 0 + 0.5) / 3
     assert pairwise_accuracy(chosen[:2], rejected[:2]).dtype == torch.float32  # training stats stay in float32
+
+
+def test_step_bce_matches_a_hand_computation():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.3, 0.0, 0.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    labelled = torch.tensor([[True, True, False], [True, False, False]])
+
+    def bce(s, y):
+        p = 1 / (1 + math.exp(-s))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+    by_hand = (bce(2.0, 1) + bce(-1.0, 0) + bce(0.3, 0)) / 3
+    assert step_bce_loss(logits, labels, labelled).item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_no_labelled_step_gives_zero_with_a_gradient():
+    logits = torch.zeros(2, 2, requires_grad=True)
+    loss = step_bce_loss(logits, torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None and logits.grad.abs().sum() == 0
+
+
+def test_gather_steps_reads_each_step_end():
+    rewards = torch.arange(12.0).reshape(2, 6)
+    ends = torch.tensor([[1, 4, -1], [0, 2, 5]])
+    assert gather_steps(rewards, ends).tolist() == [[1.0, 4.0, 0.0], [6.0, 8.0, 11.0]]

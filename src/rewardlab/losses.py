@@ -167,3 +167,28 @@ def regularizer_loss(kind: str, logprobs: PairLogprobs, beta: float = 0.1) -> to
         raise UserError(f"unknown regulariser '{kind}' (choose from {', '.join(REGULARIZERS)})")
     regularizer = REGULARIZER_TABLE[kind]
     return None if regularizer is None else regularizer.loss(logprobs, beta)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# process reward models: a score at each step's end
+#
+# A PRM reads the reward head at the last token of every step (rewardlab.data.steps); its logit s_k is the log-odds that
+# step k is correct. The loss is binary cross-entropy on the labelled steps:
+#     L_prm = -mean_k [ y_k log sigmoid(s_k) + (1 - y_k) log sigmoid(-s_k) ]
+# over every step of the batch with a label (ProcessBench's steps after the first error have none). TRL's PRM trainer
+# writes the same model as two-class token classification, with logits (0, s_k): softmax gives the same sigmoid(s_k).
+
+
+def gather_steps(position_rewards: torch.Tensor, step_ends: torch.Tensor) -> torch.Tensor:
+    """(B, T) position rewards and (B, S) token indices of each step's last token (-1 past a row's steps) -> (B, S)
+    step logits (0 where there is no step)."""
+    index = step_ends.clamp(min=0)
+    return torch.gather(position_rewards, 1, index) * (step_ends >= 0)
+
+
+def step_bce_loss(step_logits: torch.Tensor, step_labels: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the labelled steps' logits against their labels (1 correct, 0 wrong), averaged over the
+    labelled steps of the batch; 0 (with a gradient) when none is labelled."""
+    per_step = F.binary_cross_entropy_with_logits(step_logits.float(), step_labels.float(), reduction="none")
+    weights = labelled.float()
+    return (per_step * weights).sum() / weights.sum().clamp(min=1.0)
