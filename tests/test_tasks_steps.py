@@ -24,6 +24,7 @@ from rewardlab.tasks.steps import (
     sample_step_solutions,
     split_steps,
     write_step_data,
+    write_step_prompts,
 )
 from rewardlab.tasks.world import ID_STYLES, OOD_FAMILIES, OOD_STYLES, STYLES, parse_prompt
 
@@ -247,3 +248,10 @@ def test_files_can_carry_prefix_labels(tmp_path):
         assert labels == sorted(labels, reverse=True)  # True ... True False ... False
     with pytest.raises(UserError):
         write_step_data(tmp_path / "x", sizes={"train": 1}, semantics="strict")
+
+
+def test_prompt_file_parses_back(tmp_path):
+    path = write_step_prompts(tmp_path / "prompts.jsonl", "test_ood", 12, seed=0)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [parse_step_prompt(r["prompt"]) for r in rows] == make_step_tasks("test_ood", 12, seed=0)
+    assert all(r["subset"] == parse_step_prompt(r["prompt"]).subset for r in rows)

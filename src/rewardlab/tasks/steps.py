@@ -34,6 +34,7 @@ planted at a uniformly drawn step (`corrupt_step`: a wrong symbol, a dropped or 
 or another family's applied), after which the later steps either follow from the wrong value (propagated) or return to
 the correct values (isolated). Files: TRL's stepwise format (`prompt`, `completions`, `labels`) and ProcessBench's
 (`id`, `problem`, `steps`, `label`, `final_answer_correct`), both with `source` (the chain) and `subset`.
+`write_step_prompts` writes a split's prompts for best-of-N / PPO as the world's `write_prompts` does.
 
 Candidates for best-of-N (`sample_step_solutions`): N solutions a prompt, each step computed from the solution's own
 previous line and wrong (in context) with probability `error_rate`, so errors propagate as a sloppy solver's do.
@@ -469,6 +470,14 @@ def write_step_data(
     return paths
 
 
+def write_step_prompts(path: str | Path, split: str, n: int, seed: int = 0) -> Path:
+    """Step-task prompts of a split for best-of-N / PPO, one JSON object a line: prompt (messages), source, subset (the
+    world's `write_prompts` layout)."""
+    records = [{"prompt": t.messages, "source": t.source, "subset": t.subset} for t in make_step_tasks(split, n, seed)]
+    write_jsonl(path, records)
+    return Path(path)
+
+
 # ---------------------------------------------------------------- best-of-N candidates
 
 
@@ -523,4 +532,5 @@ __all__ = [
     "split_steps",
     "stepwise_record",
     "write_step_data",
+    "write_step_prompts",
 ]
