@@ -16,7 +16,9 @@ end token (so the position a reward model reads is trained to carry quality) and
 preference data; world 3 stays selectable.
 
 Modules: `world` (tasks, splits, `GoldReward`), `policy` (`get_base_policy`, `evaluate_gold`), `preferences`
-(`make_preference_data`, `write_preference_data`, `write_prompts`), `easy` (`easy_preferences`, no policy needed).
+(`make_preference_data`, `write_preference_data`, `write_prompts`), `easy` (`easy_preferences`, no policy needed),
+`steps` (chains of operations answered one step a line, with gold step labels for process reward models:
+`gold_step_labels`, `first_error`, `make_step_data`, `write_step_data`, `sample_step_solutions`; no policy needed).
 """
 
 from rewardlab.tasks.easy import easy_preferences
