@@ -277,3 +277,15 @@ def test_data_inspect_malformed_is_one_line():
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].endswith(":2: field 'label': first error at step 2, but the 2 step(s) are "
                                                            "numbered 0..1 (-1 means no error)")  # fmt: skip
+
+
+def test_real_processbench_rows():
+    """Eight rows of the real ProcessBench (the fixture names its source): the loader reads them as they are published."""
+    ds = load_steps(str(FIXTURES / "processbench_real.json"))
+    assert ds.format == "processbench" and len(ds) == 8
+    assert [e.subset for e in ds] == ["gsm8k"] * 4 + ["math"] * 2 + ["olympiadbench", "omnimath"]
+    assert [e.first_error for e in ds] == [0, -1, 1, -1, -1, 0, 1, -1]
+    assert ds.stats["with_error"] == 4 and ds.stats["without_error"] == 4 and ds.stats["steps"] == 26
+    assert ds[2].labels == [True, False, None, None]
+    assert ds[0].metadata == {"id": "gsm8k-126", "generator": "Qwen2-1.5B-Instruct", "final_answer_correct": False}
+    assert all(e.metadata["final_answer_correct"] == (e.first_error == -1) for e in ds)

@@ -198,3 +198,24 @@ def test_smollm2_without_offsets_the_fallback_finds_the_same_positions(smollm2):
         enc = encode_steps(smollm2, prompt, steps)
         rendered = render_steps(smollm2, prompt, steps)
         assert step_ends_without_offsets(smollm2, enc.input_ids, rendered) == enc.step_ends, (prompt, steps)
+
+
+def test_smollm2_on_real_processbench_rows(smollm2):
+    """The real ProcessBench rows (LaTeX, long steps): every step is read at its own separator token, and scores that
+    follow the labels give ProcessBench's perfect figures."""
+    from pathlib import Path
+
+    from rewardlab.data.steps import load_steps
+    from rewardlab.step_metrics import processbench_scores
+
+    ds = load_steps(str(Path(__file__).parent / "fixtures" / "data" / "processbench_real.json"))
+    encoded, counts = encode_step_examples(smollm2, ds.examples, max_length=None)
+    assert counts == {"examples": 8, "truncated": 0, "dropped": 0}
+    for example, item in zip(ds.examples, encoded, strict=True):
+        text = render_steps(smollm2, example.prompt, example.steps).text
+        offsets = smollm2(text, return_offsets_mapping=True)["offset_mapping"]
+        assert [offsets[end][1] for end in item.encoded.step_ends] == segment_ends(text, example.steps, "\n")
+    oracle = [[0.0 if label is False else 1.0 for label in example.labels] for example in ds]
+    report = processbench_scores([e.subset for e in ds], [e.first_error for e in ds], oracle, threshold=0.5)
+    assert report["subsets"]["gsm8k"]["f1"] == 1.0 and report["subsets"]["math"]["f1"] == 1.0
+    assert report["subsets"]["olympiadbench"]["correct_accuracy"] is None  # one sample, with an error
