@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rewardlab.data.steps import (
+from rewardlab.data.step_encoding import (
     encode_step_examples,
     encode_steps,
     render_steps,
@@ -112,6 +112,30 @@ def test_truncation_keeps_whole_steps_or_fails_clearly(tok):
     assert encode_steps(tok, "Q" * 50, ["a"], max_length=10) is None  # not even the first step fits
     same = encode_steps(tok, "Q?", ["aaaa", "bbbb", "cccc"], max_length=len(full.input_ids))
     assert same == full
+
+
+class WithoutOffsets:
+    """A tokenizer seen as a slow one: no offsets, so `encode_steps` takes its fallback."""
+
+    is_fast = False
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def __call__(self, text, **kwargs):
+        assert not kwargs.get("return_offsets_mapping")
+        return self.tokenizer(text, **kwargs)
+
+
+def test_tokenizers_without_offsets_give_the_same_encoding(tok):
+    cases = [("Q: apples?", STEPS), ([{"role": "user", "content": "Q?"}], ["a", "", "b ✓"]), ("", ["x"])]
+    for prompt, steps in cases:
+        assert encode_steps(WithoutOffsets(tok), prompt, steps) == encode_steps(tok, prompt, steps)
+    with pytest.raises(UserError, match="step truncation 'keep_end'"):
+        encode_steps(tok, "Q", ["a"], truncation="keep_end")
 
 
 def test_encode_step_examples_cuts_labels_with_the_steps(tok):
