@@ -10,7 +10,7 @@ from rewardlab.commands.common import check_at_least, overwrite_option, user_err
 from rewardlab.commands.help import HelpCommand
 from rewardlab.progress import quiet_libraries
 
-data_app = typer.Typer(help="Make built-in data sets; inspect preference files.", no_args_is_help=True)
+data_app = typer.Typer(help="Make built-in data sets; inspect preference and step-labelled files.", no_args_is_help=True)
 
 
 @data_app.command("easy", cls=HelpCommand)
@@ -51,19 +51,26 @@ def inspect(
 ) -> None:
     """Detected format, counts (loaded / ties excluded / invalid), token lengths and truncation, a sample.
 
-    Listwise data: rated lists report the pairs they give as `loaded N`; RewardBench 2 / RM-Bench sets their prompts."""
+    Listwise data: rated lists report the pairs they give as `loaded N`; RewardBench 2 / RM-Bench sets their prompts.
+    Step-labelled data (TRL stepwise, ProcessBench): how the steps and labels are read, label counts, per subset."""
     import json
 
     from rewardlab.data.listwise import ListwiseDataset
     from rewardlab.data.loading import load_dataset, preference_to_dict
     from rewardlab.data.pairs import encode_pairs
+    from rewardlab.data.steps import StepDataset, describe_steps
     from rewardlab.listwise_eval import describe_listwise
     from rewardlab.modeling.sources import load_tokenizer
 
     with user_errors():
         quiet_libraries()
-        ds = load_dataset(spec, format=format, skip_invalid=skip_invalid, pairs=pairs_mode, seed=seed, listwise_eval=True)
+        ds = load_dataset(
+            spec, format=format, skip_invalid=skip_invalid, pairs=pairs_mode, seed=seed, listwise_eval=True, steps=True
+        )
         tokenizer = load_tokenizer(model)
+        if isinstance(ds, StepDataset):
+            print("\n".join(describe_steps(spec, ds, tokenizer, max_length, show)))
+            return
         if isinstance(ds, ListwiseDataset):  # RewardBench 2, RM-Bench: prompts with their completions
             print("\n".join(describe_listwise(spec, ds, tokenizer, max_length, show)))
             return

@@ -21,6 +21,7 @@ from rewardlab.data.listwise import (
     pairs_from_records,
     peek_listwise_format,
 )
+from rewardlab.data.steps import StepDataset, peek_step_format, steps_from_records
 from rewardlab.data.types import PreferenceExample, PromptCompletion, Text
 from rewardlab.errors import UserError
 
@@ -85,14 +86,24 @@ def load_dataset(
     pairs: str = "all",
     seed: int = 0,
     listwise_eval: bool = False,
-) -> PreferenceDataset | ListwiseDataset:
-    """`load_preferences`, and with `listwise_eval` also listwise evaluation sets (a `ListwiseDataset`), in one pass over
-    the source: the format is detected on the first record read."""
+    steps: bool = False,
+) -> PreferenceDataset | ListwiseDataset | StepDataset:
+    """`load_preferences`, and with `listwise_eval` also listwise evaluation sets (a `ListwiseDataset`), with `steps`
+    also step-labelled data (a `StepDataset`: `rewardlab.data.steps`), in one pass over the source: the format is
+    detected on the first record read. Step-labelled data without `steps` is refused with its format named."""
     _check_limit(limit)
     spec_name, source = parse_named_spec(spec)
     name = name or spec_name
     tally = RecordTally(skip_invalid)
-    records, listwise = peek_listwise_format(tally.records(source), format)
+    records, step_format = peek_step_format(tally.records(source), format)
+    if step_format is not None:
+        if not steps:
+            raise DataError(
+                f"step-labelled data (format {step_format}): this reads preference pairs, not steps with labels",
+                file=source,
+            )
+        return steps_from_records(records, tally, format=step_format, source=source, name=name, limit=limit)
+    records, listwise = peek_listwise_format(records, format)
     if listwise in EVAL_FORMATS and listwise_eval:
         return listwise_from_records(records, tally, format=listwise, source=source, name=name, limit=limit)
     if listwise is not None:
