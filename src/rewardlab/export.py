@@ -45,7 +45,7 @@ import math
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
 from rewardlab.data.templates import TEXT_RECORD_NAME, encode_prompt_response, pad_sequences, text_record
 from rewardlab.errors import UserError
@@ -183,18 +183,29 @@ def _export_tokenizer(tokenizer, read_at: set[int]):
 
 def _classifier(rm, tokenizer, score_weight: torch.Tensor):
     """An AutoModelForSequenceClassification with rewardlab's decoder weights and the linear head as `score`."""
+    classifier = _with_decoder(rm, AutoModelForSequenceClassification, {0: "reward"})
+    with torch.no_grad():
+        classifier.score.weight.copy_(score_weight.to(classifier.score.weight.dtype))
+    return _with_tokenizer(classifier, tokenizer)
+
+
+def _with_decoder(rm, auto_class, labels: dict[int, str]):
+    """A fresh `auto_class` model of the reward model's architecture holding its decoder weights (LoRA merged)."""
     causal_lm = rm.lm.merge_and_unload() if rm.uses_lora else rm.causal_lm
     config = type(causal_lm.config).from_dict(causal_lm.config.to_dict())
-    config.num_labels = 1
-    config.id2label, config.label2id = {0: "reward"}, {"reward": 0}
+    config.num_labels = len(labels)
+    config.id2label, config.label2id = labels, {name: i for i, name in labels.items()}
     config.architectures = None
-    classifier = AutoModelForSequenceClassification.from_config(config)
+    classifier = auto_class.from_config(config)
     body = getattr(classifier, classifier.base_model_prefix)
     missing, unexpected = body.load_state_dict(causal_lm.get_decoder().state_dict(), strict=False)
     if missing or unexpected:
         raise ExportError(f"decoder weights do not fit the classifier: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    with torch.no_grad():
-        classifier.score.weight.copy_(score_weight.to(classifier.score.weight.dtype))
+    return classifier
+
+
+def _with_tokenizer(classifier, tokenizer):
+    """The classifier's embeddings and config made to fit the exported tokenizer (an added pad token)."""
     if len(tokenizer) > classifier.get_input_embeddings().num_embeddings:
         # the added pad token's row is never attended to (padding is masked); its value does not matter
         classifier.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -222,5 +233,86 @@ def _agreement(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device,
             ours = rm(ids.to(device), mask.to(device)).sequence_rewards.float()
             theirs = classifier(input_ids=theirs_ids.to(device), attention_mask=theirs_mask.to(device)).logits[:, 0]
             gaps.append((ours - (theirs.float() - offset)).abs().max())
+        differences[kind] = torch.stack(gaps).max().item()  # NaN propagates
+    return differences
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# process reward models: AutoModelForTokenClassification, the class TRL's PRM trainer trains
+#
+# TRL's PRMTrainer trains a two-class token classifier and reads P(step correct) = softmax(logits)[..., 1] at each step's
+# separator token. rewardlab's PRM has one logit s per token (the reward head) with P(correct) = sigmoid(s). The export
+# writes `score` as Linear(hidden, 2) with row 0 (wrong) zero and row 1 (correct) the head, biases 0: logits = (0, s), so
+# softmax(logits)[..., 1] = sigmoid(s) and logits[..., 1] - logits[..., 0] = s at every token, exactly.
+
+PRM_LABELS = {0: "wrong", 1: "correct"}
+
+
+def export_token_classifier(
+    model_dir: str | Path, output_dir: str | Path, device: str | None = None, overwrite: bool = False
+) -> dict:
+    """Write a process reward model as AutoModelForTokenClassification (num_labels 2) and check it against rewardlab's
+    position rewards at every real token of the probe texts (fp32, right and left padded). Raises ExportError, leaving
+    no output, when it cannot be exact. `output_dir` as for `export_sequence_classifier`."""
+    output_dir = check_output_dir(output_dir, overwrite=overwrite, inputs=[model_dir], flag="--output")
+    device = resolve_device(device)
+    rm = load_reward_model(model_dir, device=device, dtype=torch.float32)
+    if rm.primary() is not rm:
+        raise ExportError(f"{model_dir}: an ensemble cannot be exported as one classifier; export one of its members")
+    try:
+        head_weight = rm.head.linear_weight()
+    except ValueError as err:
+        raise ExportError(f"{model_dir}: {err}") from None
+    classifier = _with_decoder(rm, AutoModelForTokenClassification, PRM_LABELS)
+    with torch.no_grad():
+        classifier.score.weight.zero_()
+        classifier.score.weight[1].copy_(head_weight.reshape(-1).to(classifier.score.weight.dtype))
+        if classifier.score.bias is not None:
+            classifier.score.bias.zero_()
+    tokenizer = copy.deepcopy(rm.tokenizer)
+    if tokenizer.pad_token_id is None:  # a token classifier reads every position: any pad token does, but one is needed
+        tokenizer.add_special_tokens({"pad_token": EXPORT_PAD})
+    classifier = _with_tokenizer(classifier, tokenizer)
+    probes = _encoded_probes(rm.tokenizer)
+    with atomic_directory(output_dir, replace=overwrite) as tmp:
+        classifier.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / TEXT_RECORD_NAME, _text_record(model_dir, rm.tokenizer))
+        differences = _token_agreement(rm, probes, tmp, device)
+        worst = max(differences.values(), key=lambda d: math.inf if math.isnan(d) else d)
+        if not worst <= TOLERANCE:  # also catches NaN
+            raise ExportError(
+                f"the exported token classifier disagrees with rewardlab by {worst:.2e} (> {TOLERANCE:g}; "
+                + ", ".join(f"{k} {v:.2e}" for k, v in differences.items())
+                + f"); nothing written to {output_dir}"
+            )
+    return {
+        "output_dir": str(output_dir),
+        "architecture": type(classifier).__name__,
+        "labels": PRM_LABELS,
+        "max_abs_diff": worst,
+        "max_abs_diff_by_text": differences,
+    }
+
+
+@torch.no_grad()
+def _token_agreement(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device) -> dict[str, float]:
+    """Max |rewardlab's position reward - (logit correct - logit wrong)| over every real token, per kind of text, right
+    and left padded."""
+    from rewardlab.data.templates import EncodedSequence
+
+    classifier = AutoModelForTokenClassification.from_pretrained(checkpoint).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    differences = {}
+    for kind, sequences in probes.items():
+        encoded = [EncodedSequence(ids, 0) for ids in sequences]
+        gaps = []
+        for side in ("right", "left"):
+            ids, mask, _ = pad_sequences(encoded, rm.tokenizer.pad_token_id, side)
+            theirs_ids, theirs_mask, _ = pad_sequences(encoded, tokenizer.pad_token_id, side)
+            ours = rm(ids.to(device), mask.to(device)).position_rewards.float()
+            logits = classifier(input_ids=theirs_ids.to(device), attention_mask=theirs_mask.to(device)).logits.float()
+            real = mask.to(device).bool()
+            gaps.append((ours - (logits[..., 1] - logits[..., 0]))[real].abs().max())
         differences[kind] = torch.stack(gaps).max().item()  # NaN propagates
     return differences
