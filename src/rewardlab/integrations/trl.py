@@ -41,7 +41,6 @@ class RewardlabRewardFunction:
         normalize: bool = False,
     ) -> None:
         from rewardlab.modeling.loader import check_normalizable, resolve_model_dir
-        from rewardlab.modeling.service import ScoringService
         from rewardlab.modeling.sources import is_builtin
 
         if batch_size < 1:
@@ -51,31 +50,29 @@ class RewardlabRewardFunction:
         self.device = device
         self.dtype = dtype
         self.normalize = normalize
+        self._source, self._service = model, None
         if isinstance(model, str):
             # a wrong path, or normalize on a model without statistics, fails now, not at the first training step
             if not is_builtin(model):
                 resolve_model_dir(model)
             if normalize:
                 check_normalizable(model)
-            self._path, self._service = model, None
-        else:  # an already loaded reward model: normalize switches its normalisation on (it must have statistics)
-            self._path, self._service = None, ScoringService.load(model, normalize=normalize, **self._options())
+        else:  # an already loaded reward model: normalize switches its normalisation on now (it must have statistics)
+            _ = self.service
         # TRL names each reward function by `__name__` in its logs (rewards/<name>/mean).
         self.__name__ = name or "rewardlab"
-
-    def _options(self) -> dict:
-        return {"batch_size": self.batch_size, "max_length": self.max_length}
 
     @property
     def service(self):
         """The scoring service, loaded on first use: onto `device`, or (None) the calling process's current CUDA device
-        (the one accelerate gave this rank), else the CPU."""
+        (the one accelerate gave this rank), else the CPU; `batch_size` sequences per forward pass."""
         if self._service is None:
             from rewardlab.modeling.service import ScoringService
 
             self._service = ScoringService.load(
-                self._path, self.device, self.dtype, normalize=self.normalize, current_cuda=True, **self._options()
-            )
+                self._source, self.device, self.dtype, normalize=self.normalize, current_cuda=True,
+                batch_size=self.batch_size, max_length=self.max_length,
+            )  # fmt: skip
         return self._service
 
     @property

@@ -29,6 +29,7 @@ import torch
 
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response, keep_end, pad_sequences
 from rewardlab.data.types import PromptCompletion, Text
+from rewardlab.errors import UserError
 from rewardlab.masks import response_mask
 from rewardlab.progress import progress as show_progress
 from rewardlab.redistribution import (
@@ -263,6 +264,8 @@ class ScoringService:
         padding_side: str = "right",
         packed: bool = True,
     ) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch_size must be at least 1, not {batch_size}")
         self.rm = rm
         self.batch_size = batch_size
         self.max_length = max_length
