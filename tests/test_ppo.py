@@ -579,7 +579,8 @@ def test_a_measurement_rollout_moves_no_training_state(tmp_path, rm_dir) -> None
 
 def test_held_out_evaluation_rows_at_fixed_steps_on_prompts_apart_from_training(tmp_path, rm_dir) -> None:
     from rewardlab.rl.ppo import eval_steps
-    from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
+    from rewardlab.rl.scorers import resolve_scorer
+    from rewardlab.rl.sources import resolve_prompts
 
     assert eval_steps(5, 2) == [0, 2, 4, 5] and eval_steps(4, 2) == [0, 2, 4] and eval_steps(0, 3) == [0]
     train_prompts = resolve_prompts("builtin:train", limit=16)

@@ -1,4 +1,5 @@
-"""Scorers (rewardlab.rl.scorers): reward-model scores against one-at-a-time forward passes, the world's gold, specs."""
+"""Scorers (rewardlab.rl.scorers): reward-model scores against one-at-a-time forward passes, the world's gold, specs;
+policy and prompt sources (rewardlab.rl.sources)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,8 @@ import pytest
 import torch
 
 from rewardlab.modeling.reward_model import build_reward_model
-from rewardlab.rl.scorers import (
-    FunctionScorer,
-    RewardModelScorer,
-    Scorer,
-    resolve_policy,
-    resolve_prompts,
-    resolve_scorer,
-)
+from rewardlab.rl.scorers import FunctionScorer, RewardModelScorer, Scorer, resolve_scorer
+from rewardlab.rl.sources import resolve_policy, resolve_prompts
 from rewardlab.tasks.world import GoldReward
 
 PROMPTS = [

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from rewardlab.commands.score import config_path, score
 from rewardlab.data.templates import encode_prompt_response
 from rewardlab.modeling.reward_model import build_reward_model
-from rewardlab.scoring import render_html, response_token_texts, score_completions
+from rewardlab.modeling.service import response_token_texts
+from rewardlab.scoring import render_html, score_completions
 
 ITEMS = [
     ("What is 2 + 2?", " It is 4."),

@@ -20,7 +20,7 @@ from rewardlab.data.templates import EncodedSequence, encode_prompt_response
 from rewardlab.errors import UserError
 from rewardlab.listwise_metrics import rewardbench2_scores, rm_bench_scores
 from rewardlab.progress import progress as show_progress
-from rewardlab.scoring import TokenRewardSettings, score_sequences
+from rewardlab.scoring import score_sequences
 
 
 def score_listwise(
@@ -58,7 +58,7 @@ def score_listwise(
     model.eval()
     try:
         for batch in show_progress(batches, desc=desc, enabled=progress, leave=False):
-            scored = score_sequences(model, [sequences[s] for s in batch], TokenRewardSettings())
+            scored = score_sequences(model, [sequences[s] for s in batch])
             for s, score in zip(batch, scored, strict=True):
                 row, k = owners[s]
                 rewards[row][k] = score.reward

@@ -1,228 +1,39 @@
-"""Scoring (prompt, response) pairs with a reward model: sequence reward, prompt reward and token rewards, one pass.
+"""Scoring lists of (prompt, response) pairs or encoded sequences, and the views of scored files (summary, HTML).
 
-One forward pass per batch gives the reward head at every position; the sequence reward R(x, y), the prompt reward R(x)
-and every token-reward method (`rewardlab.redistribution`) are read from it. Only `abc` also asks for the last layer's
-attention. Batches are formed from length-sorted sequences to limit padding; results come back in input order.
+`score_completions` and `score_sequences` are thin adapters over the scoring service
+(`rewardlab.modeling.service.ScoringService`), which owns encoding, length-sorted batching, token-reward settings and
+the result row: the numbers are the service's, the same as the server's, verl's and TRL's.
 """
 
 from __future__ import annotations
 
 import html
 import os
-import weakref
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
-import torch
-
-from rewardlab.data.templates import EncodedSequence, encode_prompt_response, pad_sequences
+from rewardlab.data.templates import EncodedSequence
 from rewardlab.data.types import PromptCompletion, Text
-from rewardlab.masks import response_mask
-from rewardlab.modeling.reward_model import RewardModel
-from rewardlab.progress import progress as show_progress
-from rewardlab.redistribution import (
-    DEFAULT_ABC_BETA,
-    DEFAULT_BETA_C,
-    TOKEN_REWARD_METHODS,
-    prompt_rewards,
-    redistribute,
-    sequence_rewards,
-    token_reward_method,
-)
+from rewardlab.modeling.service import ScoreResult, ScoringService, SequenceScore, TokenRewardSettings
+from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C
 from rewardlab.runtime import HTML_GENERATOR, write_text
 
 
-@dataclass(frozen=True)
-class TokenRewardSettings:
-    """Which token rewards to compute (None: sequence and prompt reward only) and the methods' coefficients."""
-
-    method: str | None = None
-    beta_c: float = DEFAULT_BETA_C  # mix: weight of the dense r3hf rewards (R3HF Eq. 7)
-    abc_beta: float = DEFAULT_ABC_BETA  # abc: weight of the attention-distributed part
-
-    def __post_init__(self) -> None:
-        if self.method is not None:
-            token_reward_method(self.method, "token_rewards")
-
-    @property
-    def needs_attention(self) -> bool:
-        return self.method is not None and TOKEN_REWARD_METHODS[self.method].needs_attention
-
-
-@dataclass
-class SequenceScore:
-    """Scores of one encoded sequence; token_rewards covers the response tokens (response_ids) only."""
-
-    reward: float
-    prompt_reward: float
-    response_ids: list[int]
-    token_rewards: list[float] | None
-
-
-@dataclass
-class ScoreResult:
-    prompt: Text
-    response: Text
-    reward: float  # R(x, y): the reward head at the last token
-    prompt_reward: float  # R(x): the reward head at the last prompt token (0 when no prompt token is left)
-    tokens: list[str] | None  # the response tokens as text (joined, they give the response as the model saw it)
-    token_rewards: list[float] | None  # one per token, or None without --token-rewards
-    truncated: bool = False
-
-    def to_row(self) -> dict:
-        return asdict(self)
-
-
-# --- one forward pass ----------------------------------------------------------------------------------------------
-
-
-@torch.inference_mode()
-def score_batch(
-    rm: RewardModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    response_start: torch.Tensor,
-    settings: TokenRewardSettings | Sequence[TokenRewardSettings],
-    packed: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(sequence rewards (B,), prompt rewards (B,), token rewards (B, T) or None) from ONE forward pass.
-
-    `settings` is one for the whole batch or one per row (the server batches requests that ask for different methods);
-    rows whose method is None get zero token rewards when other rows ask for some. `packed`: padding-free where the model
-    supports it (the same numbers; off for a run that turned padding-free batches off).
-    """
-    per_row = [settings] * len(input_ids) if isinstance(settings, TokenRewardSettings) else list(settings)
-    device = rm.device
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    response_start = response_start.to(device)
-    need_attention = any(s.needs_attention for s in per_row)
-    out = rm(input_ids, attention_mask, output_attentions=need_attention, packed=packed)  # padding-free where supported
-    positions = out.position_rewards.float()
-    token_rewards = None
-    if any(s.method is not None for s in per_row):
-        token_rewards = torch.zeros_like(positions)
-        for group in sorted({s for s in per_row if s.method is not None}, key=repr):
-            rows = torch.tensor([i for i, s in enumerate(per_row) if s == group], device=device)
-            token_rewards[rows] = redistribute(
-                group.method,
-                positions[rows],
-                attention_mask[rows],
-                response_start[rows],
-                beta_c=group.beta_c,
-                abc_beta=group.abc_beta,
-                attention=out.attentions[rows] if group.needs_attention else None,
-            )
-    return (
-        sequence_rewards(positions, attention_mask),
-        prompt_rewards(positions, attention_mask, response_start),
-        token_rewards,
-    )
-
-
 def score_sequences(
-    rm: RewardModel,
+    rm,
     sequences: Sequence[EncodedSequence],
-    settings: TokenRewardSettings | Sequence[TokenRewardSettings],
+    settings: TokenRewardSettings | Sequence[TokenRewardSettings] | None = None,
     *,
     padding_side: str = "right",
     packed: bool = True,
 ) -> list[SequenceScore]:
-    """Score already-encoded sequences as ONE batch (callers choose the batches); settings and `packed` as in
-    `score_batch`."""
-    per_row = [settings] * len(sequences) if isinstance(settings, TokenRewardSettings) else list(settings)
-    pad_id = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else 0
-    input_ids, attention_mask, response_start = pad_sequences(list(sequences), pad_id, padding_side)
-    rewards, prompt_values, token_rewards = score_batch(rm, input_ids, attention_mask, response_start, per_row, packed)
-    in_response = response_mask(attention_mask, response_start)
-    rewards, prompt_values = rewards.cpu().tolist(), prompt_values.cpu().tolist()
-    token_rewards = token_rewards.cpu() if token_rewards is not None else None
-    scores = []
-    for i, row_settings in enumerate(per_row):
-        row_mask = in_response[i]
-        values = token_rewards[i][row_mask].tolist() if token_rewards is not None and row_settings.method else None
-        scores.append(SequenceScore(rewards[i], prompt_values[i], input_ids[i][row_mask].tolist(), values))
-    return scores
-
-
-# --- token text ----------------------------------------------------------------------------------------------------
-
-
-_PIECES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {(anchor, token id): text}
-
-
-def response_token_texts(tokenizer, ids: list[int]) -> list[str]:
-    """The text each token adds, so that "".join(result) == tokenizer.decode(ids) for byte-level and sentencepiece.
-
-    Each token is decoded after a fixed anchor token (sentencepiece drops a leading space when a token is decoded
-    alone). A token that ends inside a multi-byte character decodes to U+FFFD; it is merged with the next tokens until
-    the character is complete, and the text goes to the last token of the group ('' to the others).
-    """
-    if not ids:
-        return []
-    anchor = next(t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, ids[0]) if t is not None)
-    anchor_text = tokenizer.decode([anchor])
-
-    def strip_anchor(text: str, fallback: list[int]) -> str:
-        return text[len(anchor_text) :] if text.startswith(anchor_text) else tokenizer.decode(fallback)
-
-    # A token's piece depends only on (anchor, token): decode each once per tokenizer, not once per occurrence (the
-    # token texts were most of what `score --token-rewards` cost beyond scoring).
-    cache = _PIECES.setdefault(tokenizer, {})
-    missing = [i for i in dict.fromkeys(ids) if (anchor, i) not in cache]
-    if missing:  # (batch_decode of an empty list is not an empty list)
-        for i, text in zip(missing, tokenizer.batch_decode([[anchor, i] for i in missing]), strict=True):
-            cache[anchor, i] = strip_anchor(text, [i])
-    pieces = [cache[anchor, i] for i in ids]
-    out: list[str] = []
-    k = 0
-    while k < len(ids):
-        if "\ufffd" not in pieces[k]:
-            out.append(pieces[k])
-            k += 1
-            continue
-        # A UTF-8 character spans at most 4 bytes: try groups of 2..4 tokens (fewer at the end of the response; an empty
-        # range falls through to `else`, so a response cut inside a character still advances).
-        for width in range(2, min(4, len(ids) - k) + 1):
-            group = ids[k : k + width]
-            text = strip_anchor(tokenizer.decode([anchor, *group]), group)
-            if "\ufffd" not in text:
-                out.extend([""] * (width - 1) + [text])
-                k += width
-                break
-        else:
-            out.append(pieces[k])  # a genuine replacement character, or bytes that never complete
-            k += 1
-    return out
-
-
-# --- one scored row -------------------------------------------------------------------------------------------------
-
-
-def score_row(tokenizer, score: SequenceScore, truncated: bool, settings: TokenRewardSettings) -> dict:
-    """The numbers of one scored sequence as `rewardlab score` writes them and `rewardlab serve` returns them: reward,
-    prompt_reward, tokens (the response tokens' text, with token rewards only), token_rewards, truncated (in that order:
-    `ScoreResult`'s fields after prompt and response)."""
-    return {
-        "reward": score.reward,
-        "prompt_reward": score.prompt_reward,
-        "tokens": response_token_texts(tokenizer, score.response_ids) if settings.method else None,
-        "token_rewards": score.token_rewards,
-        "truncated": truncated,
-    }
-
-
-# --- scoring lists of completions ----------------------------------------------------------------------------------
-
-
-def _as_pair(item: PromptCompletion | tuple[Text, Text]) -> tuple[Text, Text]:
-    if isinstance(item, PromptCompletion):
-        return item.prompt, item.completion
-    prompt, response = item
-    return prompt, response
+    """Score already-encoded sequences as ONE batch (callers choose the batches): `ScoringService.score_batch`.
+    `settings`: one for all, one per row, or None (sequence and prompt rewards only); `packed`: padding-free where the
+    model supports it (the same numbers; off for a run that turned padding-free batches off)."""
+    return ScoringService(rm, padding_side=padding_side, packed=packed).score_batch(sequences, settings)
 
 
 def score_completions(
-    rm: RewardModel,
+    rm,
     items: Sequence[PromptCompletion] | Sequence[tuple[Text, Text]],
     *,
     token_rewards: str | None = None,
@@ -233,24 +44,11 @@ def score_completions(
     padding_side: str = "right",
     progress: bool = False,
 ) -> list[ScoreResult]:
-    """Score every (prompt, response): one forward pass per batch of length-sorted sequences; results in input order.
-
-    Over-long sequences keep their end (`max_length`, truncation keep_end) and are flagged `truncated`.
-    """
+    """Score every (prompt, response): `ScoringService.score`, one forward pass per batch of length-sorted sequences;
+    results in input order. Over-long sequences keep their end (`max_length`) and are flagged `truncated`."""
     settings = TokenRewardSettings(token_rewards, beta_c, abc_beta)
-    pairs = [_as_pair(item) for item in items]
-    encoded = [encode_prompt_response(rm.tokenizer, p, r, max_length, "keep_end") for p, r in pairs]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids), reverse=True)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if progress:
-        batches = show_progress(batches, desc="scoring", unit="batch")
-    results: list[ScoreResult | None] = [None] * len(pairs)
-    for batch in batches:
-        scores = score_sequences(rm, [encoded[i] for i in batch], settings, padding_side=padding_side)
-        for i, score in zip(batch, scores, strict=True):
-            prompt, response = pairs[i]
-            results[i] = ScoreResult(prompt, response, **score_row(rm.tokenizer, score, encoded[i].truncated, settings))
-    return results  # type: ignore[return-value]
+    service = ScoringService(rm, batch_size=batch_size, max_length=max_length, settings=settings, padding_side=padding_side)
+    return service.score(items, progress=progress)
 
 
 def telescoping_gap(results: Sequence[ScoreResult]) -> float:

@@ -19,8 +19,9 @@ read there; `truncated` says so, and a warning is logged), and a request with ma
 at most `max_batch_size`. What bounds a request is its body: over `max_body_bytes` -> 413, sent after the rest of the
 body has been read and discarded (up to `drain_limit`), so that clients still sending read it.
 
-Every item of every request goes into one asyncio queue; a single worker takes whatever is pending (up to
-`max_batch_size` sequences), runs one forward pass in a thread, and resolves each item's future.
+Scoring is the scoring service's (`rewardlab.modeling.service.ScoringService`): every item of every request goes into
+its asynchronous entry, one queue whose worker takes whatever is pending (up to `max_batch_size` sequences), runs one
+forward pass in a thread, and resolves each item's future.
 
 Access: with an API key (`--api-key` or `REWARDLAB_API_KEY`), every path but `/health` needs
 `Authorization: Bearer <key>` (or HTTP Basic auth with the key as password, which clients such as aiohttp send for a URL
@@ -39,21 +40,13 @@ import ipaddress
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
 
-from rewardlab.data.templates import (
-    EncodedSequence,
-    assistant_turn_text,
-    close_generated_turn,
-    encode_joined,
-    encode_prompt_response,
-    keep_end,
-)
+from rewardlab.data.templates import EncodedSequence, assistant_turn_text, close_generated_turn, encode_joined
 from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import RewardModel
+from rewardlab.modeling.service import ScoringService, TokenRewardSettings
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C
 from rewardlab.runtime import API_KEY_ENV
-from rewardlab.scoring import TokenRewardSettings, score_row, score_sequences
 
 MISSING_EXTRA = "the reward server needs FastAPI and uvicorn: pip install 'rewardlab[serve]'"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -79,68 +72,6 @@ def require_serve_extra() -> None:
         import uvicorn  # noqa: F401
     except ImportError as err:
         raise ImportError(MISSING_EXTRA) from err
-
-
-@dataclass
-class _Job:
-    sequence: EncodedSequence
-    settings: TokenRewardSettings
-    future: asyncio.Future = field(repr=False)
-
-
-class BatchingScorer:
-    """Queue + worker: concurrent items are grouped into batches of at most `max_batch_size` per forward pass.
-
-    Started lazily on the running event loop (`start()`), so any asyncio host can use it: the server, or verl's reward-loop
-    workers (rewardlab.integrations.verl_reward_loop), where concurrent samples then share forward passes.
-    """
-
-    def __init__(self, rm: RewardModel, max_batch_size: int):
-        self.rm = rm
-        self.max_batch_size = max_batch_size
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.batches_run = 0  # for tests and logs: how many forward passes served the requests
-        self._worker: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-
-    async def score(self, sequences: list[EncodedSequence], settings: TokenRewardSettings) -> list:
-        if self._worker is None:
-            self.start()
-        loop = asyncio.get_running_loop()
-        jobs = [_Job(seq, settings, loop.create_future()) for seq in sequences]
-        for job in jobs:
-            self.queue.put_nowait(job)
-        return list(await asyncio.gather(*(job.future for job in jobs)))
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.max_batch_size and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            batch = [job for job in batch if not job.future.cancelled()]  # the client went away
-            if not batch:
-                continue
-            try:
-                scores = await asyncio.to_thread(
-                    score_sequences, self.rm, [job.sequence for job in batch], [job.settings for job in batch]
-                )
-            except Exception as err:  # e.g. out of memory: fail these requests, keep serving
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(err)
-                continue
-            self.batches_run += 1
-            for job, score in zip(batch, scores, strict=True):
-                if not job.future.done():
-                    job.future.set_result(score)
 
 
 def _effective_max_length(rm: RewardModel, max_length: int) -> int:
@@ -370,14 +301,13 @@ def request_models():
 
 
 class RequestEncoder:
-    """Request items and queries -> token sequences, as training encodes them, truncated keeping their end; what cannot
-    be encoded is refused as RequestError(422)."""
+    """Request items and queries -> token sequences, encoded by the scoring service (as training encodes them) and cut
+    to its `max_length` keeping their end; what cannot be encoded is refused as RequestError(422)."""
 
-    def __init__(self, tokenizer, length_limit: int):
-        self.tokenizer = tokenizer
-        self.length_limit = length_limit
-        self.vocab_size = len(tokenizer)
-        self.turn = assistant_turn_text(tokenizer)
+    def __init__(self, service: ScoringService):
+        self.service = service
+        self.vocab_size = len(service.tokenizer)
+        self.turn = assistant_turn_text(service.tokenizer)
         self.truncated = 0  # sequences truncated since start, for logs and /health
 
     def items(self, items) -> list[EncodedSequence]:
@@ -385,14 +315,13 @@ class RequestEncoder:
         sequences = []
         for i, item in enumerate(items):
             if item.response_ids is not None:
-                ids = (item.prompt_ids or []) + item.response_ids
-                bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+                bad = next((t for t in (item.prompt_ids or []) + item.response_ids if not 0 <= t < self.vocab_size), None)
                 if bad is not None:
                     raise RequestError(422, f"items.{i}: token id {bad} outside the vocabulary (0..{self.vocab_size - 1})")
-                sequences.append(EncodedSequence(ids, len(item.prompt_ids or [])))
+                sequences.append(self.service.encode_ids(item.prompt_ids or [], item.response_ids))
                 continue
             try:
-                sequences.append(encode_prompt_response(self.tokenizer, item.prompt, item.response))
+                sequences.append(self.service.encode(item.prompt, item.response))
             except (ValueError, KeyError, TypeError) as err:
                 raise RequestError(422, f"items.{i}: cannot render: {err}") from None
         return sequences
@@ -400,21 +329,20 @@ class RequestEncoder:
     def queries(self, queries: list[str], prompts: list | None) -> list[EncodedSequence]:
         """/get_reward queries; `prompts[i]`, a string, marks where query i's response starts."""
         prompts = prompts if prompts is not None and len(prompts) == len(queries) else None
-        return [
-            encode_query(self.tokenizer, q, self.turn, prompts[i] if prompts and isinstance(prompts[i], str) else None)
-            for i, q in enumerate(queries)
-        ]
+        marks = [p if isinstance(p, str) else None for p in prompts] if prompts else [None] * len(queries)
+        tokenizer, fit = self.service.tokenizer, self.service.fit
+        return [fit(encode_query(tokenizer, q, self.turn, mark)) for q, mark in zip(queries, marks, strict=True)]
 
-    def truncate(self, sequences: list[EncodedSequence], what: str) -> list[EncodedSequence]:
-        out = [keep_end(seq, self.length_limit) for seq in sequences]
-        count = sum(seq.truncated for seq in out)
+    def count_truncated(self, sequences: list[EncodedSequence], what: str) -> list[EncodedSequence]:
+        """`sequences`, after logging how many were cut (and counting them for /health)."""
+        count = sum(seq.truncated for seq in sequences)
         if count:
             self.truncated += count
             logger.warning(
                 "%s: %d of %d sequences over %d tokens (--max-length), truncated keeping their end (%d since start)",
-                what, count, len(out), self.length_limit, self.truncated,
+                what, count, len(sequences), self.service.max_length, self.truncated,
             )  # fmt: skip
-        return out
+        return sequences
 
 
 def install_error_handlers(app) -> None:
@@ -448,11 +376,6 @@ def score_settings(body, beta_c: float, abc_beta: float) -> TokenRewardSettings:
         raise RequestError(422, str(err)) from None
 
 
-def score_results(tokenizer, scores: list, sequences: list[EncodedSequence], settings: TokenRewardSettings) -> list[dict]:
-    """/score's rows: the numbers `rewardlab score` writes for each item."""
-    return [score_row(tokenizer, s, seq.truncated, settings) for s, seq in zip(scores, sequences, strict=True)]
-
-
 def create_app(
     rm: RewardModel,
     *,
@@ -469,12 +392,12 @@ def create_app(
     from fastapi import FastAPI
 
     ScoreRequest, GetRewardRequest = request_models()
-    encoder = RequestEncoder(rm.tokenizer, _effective_max_length(rm, max_length))
-    rm.eval()
+    service = ScoringService(rm.eval(), batch_size=max_batch_size, max_length=_effective_max_length(rm, max_length))
+    encoder = RequestEncoder(service)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.scorer = BatchingScorer(rm, max_batch_size)
+        app.state.scorer = service.batcher()  # the service's queue on the server's event loop
         app.state.scorer.start()
         try:
             yield
@@ -490,7 +413,7 @@ def create_app(
         return {
             "status": "ok",
             "model": model_name,
-            "max_length": encoder.length_limit,
+            "max_length": service.max_length,
             "max_batch_size": max_batch_size,
             "max_body_bytes": max_body_bytes,
             "truncated": encoder.truncated,
@@ -503,17 +426,18 @@ def create_app(
         if not body.items:
             raise RequestError(422, "no items to score")
         settings = score_settings(body, beta_c, abc_beta)
-        sequences = encoder.truncate(await asyncio.to_thread(encoder.items, body.items), "/score")
-        scores = await app.state.scorer.score(sequences, settings)
-        return {"results": score_results(rm.tokenizer, scores, sequences, settings), "normalize": rm.normalization is not None}
+        sequences = encoder.count_truncated(await asyncio.to_thread(encoder.items, body.items), "/score")
+        scores = await service.score_async(sequences, settings)
+        rows = [service.row(s, seq.truncated, settings) for s, seq in zip(scores, sequences, strict=True)]
+        return {"results": rows, "normalize": rm.normalization is not None}
 
     @app.post("/get_reward")
     async def get_reward(body: GetRewardRequest) -> dict:
         if not body.query:
             raise RequestError(422, "no items to score")
         encoded = await asyncio.to_thread(encoder.queries, body.query, body.prompts)
-        sequences = encoder.truncate(encoded, "/get_reward")
-        scores = await app.state.scorer.score(sequences, TokenRewardSettings())
+        sequences = encoder.count_truncated(encoded, "/get_reward")
+        scores = await service.score_async(sequences, TokenRewardSettings())
         rewards = [s.reward for s in scores]
         flags = [int(seq.truncated) for seq in sequences]
         # OpenRLHF reads `rewards` (and `scores`, `extra_logs`, which it logs as metrics): one reward per sequence.
@@ -541,7 +465,6 @@ def run_server(rm: RewardModel, host: str = "127.0.0.1", port: int = 8000, log_l
 
 
 __all__ = [
-    "BatchingScorer",
     "RequestGuard",
     "authorized",
     "create_app",

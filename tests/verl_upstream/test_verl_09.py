@@ -79,7 +79,7 @@ def test_verl_reward_loop_worker_loads_rewardlab_from_the_config_and_scores_like
 
     results = asyncio.run(concurrently())
     assert [r["reward_score"] for r in results] == pytest.approx([w["reward"] for w in expected], abs=1e-4)
-    batchers = list(manager._batchers.values())
+    batchers = list(manager.scorer.service.batchers.values())  # the scoring service's queues, one per event loop
     assert batchers and max(b.batches_run for b in batchers) < len(encoded)  # not one forward pass per sample
 
 

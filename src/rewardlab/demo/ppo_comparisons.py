@@ -132,7 +132,8 @@ def ppo_components(policy: tuple | None, rm_path: Path) -> dict:
     """What every demo PPO run reads besides its config: the base policy (model, tokenizer; None: loaded from the
     config's path), the frozen reward model, the world's gold and the training prompts."""
     from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
+    from rewardlab.rl.scorers import resolve_scorer
+    from rewardlab.rl.sources import resolve_prompts
 
     return {
         "policy": policy,

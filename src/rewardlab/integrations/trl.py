@@ -24,12 +24,11 @@ import torch
 
 from rewardlab.data.types import Text
 from rewardlab.errors import UserError
-from rewardlab.rl.scorers import RewardModelScorer
 
 
 class RewardlabRewardFunction:
     """Callable TRL reward function over a rewardlab reward model (see `reward_function`): a thin adapter that loads the
-    model on first use and scores through `rewardlab.rl.scorers.RewardModelScorer`."""
+    model on first use and returns the scoring service's sequence rewards (`rewardlab.modeling.service`)."""
 
     def __init__(
         self,
@@ -41,7 +40,7 @@ class RewardlabRewardFunction:
         name: str | None = None,
         normalize: bool = False,
     ) -> None:
-        from rewardlab.modeling.loader import check_normalizable, load_for_scoring, resolve_model_dir
+        from rewardlab.modeling.loader import check_normalizable, resolve_model_dir
         from rewardlab.modeling.sources import is_builtin
 
         if batch_size < 1:
@@ -51,39 +50,40 @@ class RewardlabRewardFunction:
         self.device = device
         self.dtype = dtype
         self.normalize = normalize
+        self._source, self._service = model, None
         if isinstance(model, str):
             # a wrong path, or normalize on a model without statistics, fails now, not at the first training step
             if not is_builtin(model):
                 resolve_model_dir(model)
             if normalize:
                 check_normalizable(model)
-            self._path, self._rm = model, None
-        else:  # an already loaded reward model: normalize switches its normalisation on (it must have statistics)
-            self._path, self._rm = None, load_for_scoring(model, normalize=normalize)
-        self._scorer: RewardModelScorer | None = None
+        else:  # an already loaded reward model: normalize switches its normalisation on now (it must have statistics)
+            _ = self.service
         # TRL names each reward function by `__name__` in its logs (rewards/<name>/mean).
         self.__name__ = name or "rewardlab"
 
     @property
-    def rm(self):
-        """The reward model, loaded on first use: onto `device`, or (None) the calling process's current CUDA device
-        (the one accelerate gave this rank), else the CPU."""
-        if self._rm is None:
-            from rewardlab.modeling.loader import load_for_scoring
+    def service(self):
+        """The scoring service, loaded on first use: onto `device`, or (None) the calling process's current CUDA device
+        (the one accelerate gave this rank), else the CPU; `batch_size` sequences per forward pass."""
+        if self._service is None:
+            from rewardlab.modeling.service import ScoringService
 
-            self._rm = load_for_scoring(self._path, self.device, self.dtype, normalize=self.normalize, current_cuda=True)
-        return self._rm
+            self._service = ScoringService.load(
+                self._source, self.device, self.dtype, normalize=self.normalize, current_cuda=True,
+                batch_size=self.batch_size, max_length=self.max_length,
+            )  # fmt: skip
+        return self._service
 
     @property
-    def scorer(self) -> RewardModelScorer:
-        if self._scorer is None:
-            self._scorer = RewardModelScorer(self.rm, batch_size=self.batch_size, max_length=self.max_length)
-        return self._scorer
+    def rm(self):
+        """The reward model (loaded on first use)."""
+        return self.service.rm
 
     def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **kwargs: Any) -> list[float]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        return self.scorer.score(list(prompts), list(completions))
+        return self.service.rewards(list(zip(prompts, completions, strict=True)))
 
 
 def reward_function(

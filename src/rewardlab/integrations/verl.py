@@ -10,7 +10,8 @@ This module imports no verl (rewardlab does not depend on it). It holds what bot
 - the options a verl config passes (`VerlRewardOptions`: `reward_model` or `server_url`, `method`, ...);
 - the layout conversions and `fold_to_policy_tokens` (rewards of non-policy tokens move to the policy token before them);
 - `TokenRewardScorer`: scores verl rows with a local reward model (loaded once per process, on the GPU when this process
-  has one) or through `rewardlab serve` (`server_url`: one model on a GPU of its own, shared by every verl worker);
+  has one; scored by the scoring service, `rewardlab.modeling.service`) or through `rewardlab serve` (`server_url`: one
+  model on a GPU of its own, shared by every verl worker);
 - `TokenRewardManager`: verl's legacy reward-manager interface (verl <= 0.7 with `reward_model.use_reward_loop=False`),
   loaded by verl itself through `reward_manager.source=importlib` and `pkg://rewardlab.integrations.verl`.
 The reward-loop classes (verl 0.7 with its reward loop, verl 0.8+) subclass verl's own and live in
@@ -200,15 +201,17 @@ def _server_scores(body: dict, n: int, normalize: bool = False) -> list[RowScore
 
 
 class TokenRewardScorer:
-    """Scores verl rows (prompt ids, response ids) with rewardlab: a local reward model, or `rewardlab serve`."""
+    """Scores verl rows (prompt ids, response ids) with rewardlab: a local reward model through the scoring service, or
+    `rewardlab serve`. Either way a chat turn stopped at EOS is closed first and the closing's rewards folded back."""
 
     def __init__(self, options: VerlRewardOptions, tokenizer: Any = None) -> None:
-        from rewardlab.scoring import TokenRewardSettings
+        from rewardlab.modeling.service import TokenRewardSettings
 
         self.options = options
         self.settings = TokenRewardSettings(options.method, options.beta_c, options.abc_beta)
         self.tokenizer = tokenizer
         self._rm = None
+        self._service = None
         self._closing_cache: tuple | None = None
 
     # local model
@@ -228,6 +231,15 @@ class TokenRewardScorer:
                 check_same_vocabulary(self.tokenizer, rm.tokenizer)
             self._rm = rm
         return self._rm
+
+    @property
+    def service(self):
+        """The scoring service over the local model: `micro_batch_size` sequences per forward pass, these settings."""
+        if self._service is None:
+            from rewardlab.modeling.service import ScoringService
+
+            self._service = ScoringService(self.rm, batch_size=self.options.micro_batch_size, settings=self.settings)
+        return self._service
 
     # a chat turn that stops at EOS, closed as the template closes it
 
@@ -262,24 +274,24 @@ class TokenRewardScorer:
         kept = torch.ones(1, rewards.shape[1] - added, dtype=torch.float64)
         return RowScore(score.reward, score.prompt_reward, fold_closing_scores(rewards, kept, added)[0].tolist())
 
-    def encoded(self, rows: Sequence[tuple[list[int], list[int]]]) -> list:
-        from rewardlab.data.templates import EncodedSequence
+    def _local(self, rows: Sequence[tuple[list[int], list[int]]]) -> tuple[list, list[int]]:
+        rows, added = self.close_turns(rows)
+        return [self.service.encode_ids(prompt, response) for prompt, response in rows], added
 
-        return [EncodedSequence(prompt + response, len(prompt)) for prompt, response in rows]
+    def _folded(self, scores: Sequence, added: Sequence[int]) -> list[RowScore]:
+        return [
+            self.fold_added(RowScore(s.reward, s.prompt_reward, s.token_rewards), n) for s, n in zip(scores, added, strict=True)
+        ]
 
     def score_local(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
-        from rewardlab.scoring import score_sequences
+        """The service's synchronous entry: length-sorted batches of `micro_batch_size`."""
+        sequences, added = self._local(rows)
+        return self._folded(self.service.score_encoded(sequences), added)
 
-        rows, added = self.close_turns(rows)
-        sequences = self.encoded(rows)
-        order = sorted(range(len(rows)), key=lambda i: len(sequences[i].input_ids), reverse=True)  # less padding
-        out: list[RowScore | None] = [None] * len(rows)
-        size = self.options.micro_batch_size
-        for lo in range(0, len(order), size):
-            batch = order[lo : lo + size]
-            for i, s in zip(batch, score_sequences(self.rm, [sequences[i] for i in batch], self.settings), strict=True):
-                out[i] = self.fold_added(RowScore(s.reward, s.prompt_reward, s.token_rewards), added[i])
-        return out  # type: ignore[return-value]
+    async def score_local_async(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
+        """The service's asynchronous entry: concurrent calls on this event loop share forward passes."""
+        sequences, added = self._local(rows)
+        return self._folded(await self.service.score_async(sequences), added)
 
     # server
 

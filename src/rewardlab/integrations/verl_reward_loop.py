@@ -23,9 +23,7 @@ for all of them: run `rewardlab serve` there and pass `server_url` instead of `r
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import weakref
 from typing import Any
 
 import ray
@@ -117,26 +115,13 @@ class TokenRewardLoopManager(RewardManagerBase):
         self.scorer = TokenRewardScorer(self.options, tokenizer)
         if not self.options.server_url:
             _ = self.scorer.rm  # load now (once per process), not inside the first rollout; checks the vocabulary
-        self._batchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> BatchingScorer
-
-    def _batcher(self):
-        """One batching queue per event loop: concurrent samples share forward passes."""
-        from rewardlab.serve import BatchingScorer
-
-        loop = asyncio.get_running_loop()
-        if loop not in self._batchers:
-            self._batchers[loop] = BatchingScorer(self.scorer.rm, self.options.micro_batch_size)
-        return self._batchers[loop]
 
     async def _score_row(self, row: tuple[list[int], list[int]]):
-        from rewardlab.integrations.verl import RowScore
-
+        """One sample: through the server, or the scoring service's asynchronous entry (one batching queue per event
+        loop, so concurrent samples share forward passes)."""
         if self.options.server_url:
             return (await self.scorer.score_server_async([row]))[0]
-        rows, added = self.scorer.close_turns([row])
-        (sequence,) = self.scorer.encoded(rows)
-        (score,) = await self._batcher().score([sequence], self.scorer.settings)
-        return self.scorer.fold_added(RowScore(score.reward, score.prompt_reward, score.token_rewards), added[0])
+        return (await self.scorer.score_local_async([row]))[0]
 
     async def run_single(self, data: Any) -> dict:
         data = data[-1:]  # a trajectory with several outputs is scored on its last one, as verl's managers do

@@ -29,7 +29,8 @@ from rewardlab.data.errors import DataError
 from rewardlab.errors import UserError
 from rewardlab.generation import SampleBatch, load_samples, sample, save_samples
 from rewardlab.rl.bon_math import bon_curve, fit_gao_bon, n_grid, normalise_curve
-from rewardlab.rl.scorers import BUILTIN, Scorer, resolve_policy, resolve_prompts, resolve_scorer
+from rewardlab.rl.scorers import Scorer, resolve_scorer
+from rewardlab.rl.sources import BUILTIN, resolve_policy, resolve_prompts
 from rewardlab.runtime import check_output_dir, claim_output_dir, seal_output_dir, version, write_json, write_jsonl
 
 

@@ -148,7 +148,8 @@ class PPOTrainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from rewardlab.rl.scorers import resolve_prompts, resolve_scorer
+        from rewardlab.rl.scorers import resolve_scorer
+        from rewardlab.rl.sources import resolve_prompts
 
         cfg.validate()  # the output directory too: checked here, claimed when the run starts writing
         self.cfg = cfg
@@ -201,7 +202,7 @@ class PPOTrainer:
 
     def _build_models(self, policy, reward_model, device) -> tuple[nn.Module, RewardModel | None]:
         """The frozen reward model, the trainable policy (LoRA or full; its reference) and the critic."""
-        from rewardlab.rl.scorers import resolve_policy
+        from rewardlab.rl.sources import resolve_policy
 
         cfg = self.cfg
         if reward_model is None:

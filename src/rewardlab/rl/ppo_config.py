@@ -9,7 +9,7 @@ from rewardlab.config import LoraSpec, RunSpec, TrackingSpec, check_ranges, from
 from rewardlab.errors import UserError
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, POTENTIAL_METHODS, methods_help, token_reward_method
 from rewardlab.rl.ppo_math import ALGOS
-from rewardlab.rl.scorers import BUILTIN
+from rewardlab.rl.sources import BUILTIN
 from rewardlab.tracking import resolve_report_to
 
 KL_ESTIMATORS = ("k1", "k3")
