@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.modeling.service import ScoringService, TokenRewardSettings, response_token_texts
 from rewardlab.step_scoring import (
     StepScores,
+    load_step_inputs,
     max_telescoping_gap,
     plan_r3hf,
     request_steps,
@@ -24,6 +26,8 @@ from rewardlab.step_scoring import (
     score_steps_async,
     sigmoid,
     split_steps,
+    step_rows,
+    step_summary,
     steps_prompt,
     steps_response,
 )
@@ -261,3 +265,39 @@ def test_step_requests_as_the_server_reads_them(rm) -> None:
     assert rows[0]["step_rewards"] == pytest.approx(want.step_rewards, abs=1e-6) and rows[0]["n_steps"] == 2
     with pytest.raises(UserError, match="items.1: give prompt"):
         asyncio.run(score_step_request(service, [{"prompt": "Q", "steps": ["a"]}, {"prompt": "Q"}], "prm"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# step files (`score --step-rewards`)
+
+DATA = Path(__file__).parent / "fixtures" / "data"
+
+
+def test_load_step_inputs_from_step_files_and_completion_rows() -> None:
+    inputs, fmt = load_step_inputs(str(DATA / "trl_stepwise.jsonl"), "r3hf")
+    assert fmt == "trl-stepwise" and inputs[0].prompt == "Which number is larger, 9.8 or 9.11?\n"  # steps_prompt
+    assert inputs[0].steps == ["11 is greater than 8.", "Hence, 9.11 > 9.8."]
+    assert inputs[0].metadata["labels"] == [True, False] and inputs[2].metadata["subset"] == "algebra"
+    prm_inputs, _ = load_step_inputs(str(DATA / "trl_stepwise.jsonl"), "prm")
+    assert prm_inputs[0].prompt == "Which number is larger, 9.8 or 9.11?"  # the PRM encoding adds the separator itself
+    inputs, fmt = load_step_inputs(str(DATA / "processbench_real.json"), "prm", limit=2)
+    assert fmt == "processbench" and len(inputs) == 2 and inputs[0].metadata["id"] == "gsm8k-126"
+    inputs, fmt = load_step_inputs(str(DATA / "completions.jsonl"), "r3hf", separator="!")
+    assert fmt == "prompt-completion" and inputs[0].prompt == "Say hi." and inputs[0].steps == [" Hi", ""]
+    assert inputs[2].steps == ["Hi, how can I help?"] and inputs[0].metadata == {"id": 1}  # one assistant message
+    with pytest.raises(UserError, match="separator must not be empty"):
+        load_step_inputs(str(DATA / "completions.jsonl"), "r3hf", separator="")
+
+
+def test_step_rows_and_summary(rm) -> None:
+    service = ScoringService(rm)
+    inputs, fmt = load_step_inputs(str(DATA / "completions.jsonl"), "r3hf", separator=" ")
+    scores = score_steps(service, [(i.prompt, i.steps) for i in inputs], "r3hf", separator=" ")
+    rows = step_rows(inputs, scores)
+    want = service.score([(i.prompt, steps_response(i.steps, " ")) for i in inputs], TokenRewardSettings())
+    for row, result in zip(rows, want, strict=True):  # `rewardlab score` on the same row: the same reward
+        assert row["reward"] == result.reward and row["prompt_reward"] == result.prompt_reward
+        assert math.fsum(row["step_rewards"]) == pytest.approx(result.reward - result.prompt_reward, abs=1e-4)
+    summary = step_summary(scores, "r3hf", fmt, " ")
+    assert summary["rows"] == len(rows) and summary["max_abs_sum_gap"] < 1e-4
+    assert summary["mean_aggregations"]["product"] is None and summary["step_format"] == "prompt-completion"

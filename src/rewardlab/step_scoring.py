@@ -333,6 +333,91 @@ async def score_step_request(
     return [scored.to_row() for scored in scores]
 
 
+# --- step files (`rewardlab score --step-rewards`) ---------------------------------------------------------------------
+
+
+@dataclass
+class StepInput:
+    """One input of `score --step-rewards`: the prompt as the view scores it, the steps, and the row's other fields."""
+
+    prompt: Text
+    steps: list[str]
+    metadata: dict[str, Any]
+
+
+def load_step_inputs(
+    spec: str,
+    view: str,
+    *,
+    separator: str = DEFAULT_STEP_SEPARATOR,
+    skip_invalid: bool = False,
+    limit: int | None = None,
+) -> tuple[list[StepInput], str]:
+    """(inputs, format) from step data (trl-stepwise, processbench: detected from the first record) or prompt/completion
+    rows whose completion (a string, or one assistant message) is split on the separator (`prompt-completion`). For
+    r3hf a step file's string prompt ends with the separator (`steps_prompt`); a completion row's prompt is kept as it
+    is, so that `rewardlab score` on the same row gives the same reward."""
+    from rewardlab.data.io import RecordTally, parse_named_spec
+    from rewardlab.data.loading import load_completions
+    from rewardlab.data.steps import detect_step_format, load_steps
+
+    check_view(view)
+    split_steps("", separator)  # refuses an empty separator before anything is read
+    _, source = parse_named_spec(spec)
+    first = next(RecordTally(skip_invalid=True).records(source), None)
+    if first is not None and detect_step_format(first.data) is not None:
+        dataset = load_steps(spec, skip_invalid=skip_invalid, limit=limit)
+        inputs = []
+        for e in dataset.examples:
+            metadata = e.metadata | ({"subset": e.subset} if e.subset is not None else {}) | {"labels": e.labels}
+            inputs.append(StepInput(steps_prompt(e.prompt, separator) if view == "r3hf" else e.prompt, e.steps, metadata))
+        return inputs, dataset.format
+    rows = load_completions(spec, skip_invalid=skip_invalid, limit=limit)
+    inputs = []
+    for i, row in enumerate(rows):
+        completion = row.completion
+        if isinstance(completion, list) and len(completion) == 1:  # one assistant message: its content is the text
+            completion = completion[0].get("content")
+        if not isinstance(completion, str):
+            raise UserError(
+                f"row {i}: --step-rewards splits a completion's text into steps on the separator; this one is several "
+                "messages (write it as a step file: prompt, completions (the steps), labels)"
+            )
+        inputs.append(StepInput(row.prompt, split_steps(completion, separator), dict(row.metadata or {})))
+    return inputs, "prompt-completion"
+
+
+def step_rows(inputs: Sequence[StepInput], scores: Sequence[StepScores]) -> list[dict[str, Any]]:
+    """`score --step-rewards` rows: prompt (as scored), steps, the view's numbers (`StepScores.to_row`), metadata."""
+    rows = []
+    for item, scored in zip(inputs, scores, strict=True):
+        row = {"prompt": item.prompt, "steps": item.steps} | scored.to_row()
+        if item.metadata:
+            row["metadata"] = item.metadata
+        rows.append(row)
+    return rows
+
+
+def step_summary(scores: Sequence[StepScores], view: str, format: str, separator: str) -> dict[str, Any]:
+    """The summary of a step-scored file: counts, the mean of each aggregation, and for r3hf the telescoping gap."""
+    aggregations = [s.aggregations() for s in scores]
+    means = {}
+    for how in AGGREGATIONS:
+        values = [a[how] for a in aggregations if a[how] is not None]
+        means[how] = math.fsum(values) / len(values) if values else None
+    return {
+        "rows": len(scores),
+        "step_view": view,
+        "step_format": format,
+        "separator": separator,
+        "steps": sum(s.n_steps for s in scores),
+        "scored_steps": sum(len(s.step_rewards) for s in scores),
+        "truncated": sum(s.truncated for s in scores),
+        "mean_aggregations": means,
+        "max_abs_sum_gap": max_telescoping_gap(scores),
+    }
+
+
 def max_telescoping_gap(scores: Sequence[StepScores]) -> float | None:
     """max |sum(step rewards) - (reward - prompt_reward)| over r3hf results (None when there are none)."""
     gaps = [
@@ -346,8 +431,10 @@ def max_telescoping_gap(scores: Sequence[StepScores]) -> float | None:
 __all__ = [
     "STEP_VIEWS",
     "R3hfPlan",
+    "StepInput",
     "StepScores",
     "max_telescoping_gap",
+    "load_step_inputs",
     "plan_prm",
     "plan_r3hf",
     "row_position_rewards",
@@ -358,5 +445,7 @@ __all__ = [
     "sigmoid",
     "split_steps",
     "steps_prompt",
+    "step_rows",
+    "step_summary",
     "steps_response",
 ]
