@@ -77,6 +77,21 @@ def figures_from_rows(rows: Sequence[dict[str, Any]], threshold: float) -> dict[
     )
 
 
+def load_step_sets(specs: Sequence[str], *, skip_invalid: bool = False) -> dict[str, StepDataset]:
+    """eval-rm's `--data NAME=SPEC` sets as step data (ProcessBench or TRL stepwise rows, detected per set), in order."""
+    from rewardlab.data.errors import DataError
+    from rewardlab.data.io import parse_named_spec
+    from rewardlab.data.steps import load_steps
+
+    sets: dict[str, StepDataset] = {}
+    for spec in specs:
+        name, source = parse_named_spec(spec)
+        if name in sets:
+            raise DataError(f"duplicate data set name '{name}'; name them: name=path", file=source)
+        sets[name] = load_steps(source, name=name, skip_invalid=skip_invalid)
+    return sets
+
+
 def summary_lines(name: str, figures: dict[str, Any]) -> list[str]:
     """eval-rm's lines for one ProcessBench set: per subset, then the mean F1."""
 
