@@ -23,7 +23,6 @@ import torch.distributed as dist
 from rewardlab.data.pairs import collate_pairs, encode_pairs
 from rewardlab.modeling.reward_model import KernelSettings, build_reward_model
 from rewardlab.objective import compute_loss
-from rewardlab.rm_trainer.build import freeze_unused_lm_head
 from rewardlab.tasks.easy import easy_preferences
 from rewardlab.train_rm import RewardTrainingConfig
 
@@ -48,7 +47,7 @@ def train(reg: str, steps: int, rank: int, world: int) -> dict:
     kernels = KernelSettings(logprob_chunk_tokens=cfg.logprob_chunk_size)
     model = build_reward_model("tiny-llama", head_dropout=0.0, reference_copy=reg == "dpo", seed=0, kernels=kernels)
     if reg == "none":
-        freeze_unused_lm_head(model)
+        model.freeze_lm_head()
     if world > 1:
         from torch.distributed.fsdp import fully_shard
 

@@ -55,12 +55,11 @@ def compute_loss(
     reference = reference_logprobs(model, batch, response_mask, regularizer, padding_free)
     out = model(batch["input_ids"], batch["attention_mask"], response_mask, packed=padding_free)
     chosen, rejected = out.sequence_rewards[:n_pairs], out.sequence_rewards[n_pairs:]
+    logprobs = None if regularizer is None else split_pairs(out.logprobs, reference, n_pairs)
     l_reward = reward_loss(
         objective.loss, chosen, rejected, batch["margin"], objective.label_smoothing, objective.center_rewards_coefficient
     )
-    l_reg = None
-    if regularizer is not None:
-        l_reg = regularizer_loss(objective.reg, split_pairs(out.logprobs, reference, n_pairs), objective.beta)
+    l_reg = None if logprobs is None else regularizer_loss(objective.reg, logprobs, objective.beta)
     reward_term, reg_term = grm_terms(l_reward, l_reg, objective.alpha)
     stats = {
         "loss": reward_term if reg_term is None else reward_term + reg_term,

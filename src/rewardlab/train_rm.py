@@ -100,11 +100,11 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     train_set, eval_sets = load_datasets(cfg, datasets)  # bad data stops here, before the output directory is touched
     if is_main_process():
         claim_output_dir(cfg.output_dir, "train-rm", overwrite=cfg.overwrite, resume=cfg.resume, inputs=cfg.input_paths())
-    if cfg.ensemble_size > 1:
-        metrics = train_ensemble(cfg, train_set, eval_sets)
-    else:
+    if cfg.ensemble_size == 1:
         run, metrics = train_one_model(cfg, train_set, eval_sets)
         end_run(run)
+    else:
+        metrics = train_ensemble(cfg, train_set, eval_sets)
     seal_output_dir(cfg.output_dir)  # on the main process
     return metrics
 
@@ -131,13 +131,13 @@ def train_ensemble(cfg: RewardTrainingConfig, train_set: PreferenceDataset, eval
 
     output_dir = Path(cfg.output_dir)
     model_dir = output_dir / MODEL_SUBDIR
-    names = member_names(cfg.ensemble_size)
     members = []
     for k in range(cfg.ensemble_size):
         run, member_metrics = train_one_model(member_config(cfg, k), train_set, eval_sets)
         end_run(run, keep_process_group=True)  # the next member trains in the same process group
         members.append(member_metrics)
     # built from the members' directories, which every process has once their training ended
+    names = member_names(cfg.ensemble_size)
     ensemble = EnsembleRewardModel(
         [RewardModel.from_pretrained(model_dir / name / MODEL_SUBDIR) for name in names], cfg.ensemble_aggregate
     ).eval()

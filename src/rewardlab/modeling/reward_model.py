@@ -238,6 +238,15 @@ class RewardModel(nn.Module):
         """The frozen-backbone baseline: only the reward head trains."""
         self.lm.requires_grad_(False)
 
+    def freeze_lm_head(self) -> None:
+        """The LM head's own weights stop training (a reward model without a regulariser does not use it), unless they are
+        the input embedding (tied, as in SmolLM2 or gemma): that weight is used and must train, or the vanilla baseline
+        would train fewer parameters than the GRM variants it is compared with."""
+        embedding_ids = {id(p) for p in self.causal_lm.get_input_embeddings().parameters()}
+        for parameter in self.lm_head.parameters():
+            if id(parameter) not in embedding_ids:
+                parameter.requires_grad_(False)
+
     def enable_gradient_checkpointing(self) -> None:
         """Recompute each decoder layer's activations in the backward instead of keeping them (less memory, ~1/3 more
         compute); non-reentrant, so LoRA and the packed attention kernels' keyword arguments pass through.

@@ -94,30 +94,30 @@ def lora_settings(cfg: LoraSpec) -> LoraSettings | None:
 
 
 def prepare_model(cfg: RewardTrainingFields, accelerator: Accelerator, bf16: bool) -> tuple[RewardModel, dict[str, str], bool]:
-    """The reward model as configured, running its forward as the run's kernel settings say, the kernels that gives on
-    the run's device (`choose_kernels`: an impossible explicit choice fails here, in one line, before training; recorded
-    in config.json), and whether the weights are sharded; what does not train is frozen."""
+    """The reward model as configured, built with the run's kernel settings, what does not train frozen; the kernels it
+    runs on the run's device (`choose_kernels`: an impossible explicit choice fails here, in one line, before training;
+    recorded in config.json); and whether the weights are sharded (FSDP, DeepSpeed)."""
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    lora, kernels = lora_settings(cfg), kernel_settings(cfg, bf16, sharded)
     model = build_reward_model(
         cfg.model,
         head=cfg.head,
         head_hidden=cfg.head_hidden,
         head_dropout=cfg.head_dropout,
-        lora=lora_settings(cfg),
+        lora=lora,
         reference_copy=cfg.reg == "dpo",
         seed=cfg.seed,
-        kernels=kernel_settings(cfg, bf16, sharded),
-    )
-    kernels = choose_kernels(
-        model, accelerator.device, model.compute_dtype(), packed=cfg.padding_free, logprobs=cfg.reg != "none"
+        kernels=kernels,
     )
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if cfg.freeze_backbone:
         model.freeze_backbone()
     elif cfg.reg == "none":
-        freeze_unused_lm_head(model)
-    return model, kernels, sharded
+        # unused without a regulariser, and DDP requires every trainable parameter be used
+        model.freeze_lm_head()
+    chosen = choose_kernels(model, accelerator.device, model.compute_dtype(), packed=cfg.padding_free, logprobs=cfg.reg != "none")
+    return model, chosen, sharded
 
 
 def kernel_settings(cfg: BatchingSpec, bf16: bool, sharded: bool) -> KernelSettings:
@@ -130,16 +130,6 @@ def kernel_settings(cfg: BatchingSpec, bf16: bool, sharded: bool) -> KernelSetti
         sharded_lm_head=sharded,
         compute_dtype_hint=torch.bfloat16 if bf16 else None,
     )
-
-
-def freeze_unused_lm_head(model: RewardModel) -> None:
-    """Without a regulariser the LM head is unused, and DDP requires every trainable parameter be used, so it is frozen,
-    unless its weight is the input embedding (tied, as in SmolLM2 or gemma): that weight is used and must train, or the
-    vanilla baseline would train fewer parameters than the GRM variants it is compared with."""
-    embedding_ids = {id(p) for p in model.causal_lm.get_input_embeddings().parameters()}
-    for parameter in model.lm_head.parameters():
-        if id(parameter) not in embedding_ids:
-            parameter.requires_grad_(False)
 
 
 def pair_loader(cfg: RewardTrainingFields, tokenizer, train_set: PreferenceDataset) -> tuple[DataLoader, dict[str, int]]:

@@ -16,7 +16,7 @@ from rewardlab.config import RewardTrainingFields
 from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.objective import compute_loss
 from rewardlab.progress import progress, write
-from rewardlab.rm_trainer.checkpoints import BestWeights, save_checkpoint, stop_if_non_finite
+from rewardlab.rm_trainer.checkpoints import save_checkpoint, stop_if_non_finite
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.tracking import tracker_scalars
 
@@ -129,6 +129,37 @@ class Throughput:
         self.tokens.zero_()
         self.start = now
         return rate
+
+
+class BestWeights:
+    """Keeps a CPU copy of the trainable weights with the best validation accuracy seen so far (earliest on ties)."""
+
+    def __init__(self, name: str, model: torch.nn.Module):
+        self.name, self.model = name, model
+        self.best_step, self.best_accuracy, self.state = -1, -math.inf, None
+        self.history: list[tuple[int, float]] = []
+
+    def offer(self, step: int, accuracy: float) -> None:
+        self.history.append((step, accuracy))
+        if accuracy > self.best_accuracy:
+            self.best_step, self.best_accuracy = step, accuracy
+            self.state = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.state is None:
+            return
+        for n, p in self.model.named_parameters():
+            if n in self.state:
+                p.copy_(self.state[n].to(p.device))
+
+    @property
+    def stale_evaluations(self) -> int:
+        """Evaluations since the best one."""
+        return sum(step > self.best_step for step, _ in self.history)
+
+    def summary(self) -> dict:
+        return {"on": self.name, "step": self.best_step, "accuracy": self.best_accuracy, "history": self.history}
 
 
 def is_logging_step(run: TrainingRun, step: int) -> bool:
