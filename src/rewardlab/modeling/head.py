@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rewardlab.choices import HEAD_CHOICES
 from rewardlab.errors import UserError
-
-HEAD_CHOICES = ("linear", "mlp")
 
 
 class RewardHead(nn.Module):

@@ -44,6 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from rewardlab.choices import LOGPROB_BACKENDS
 from rewardlab.config import DEFAULT_LORA_TARGETS
 from rewardlab.data.templates import TEXT_RECORD_NAME, text_record
 from rewardlab.errors import MissingPathError, UserError
@@ -52,7 +53,6 @@ from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.head import RewardHead
 from rewardlab.modeling.logprobs import (
     DEFAULT_LOGPROB_CHUNK_TOKENS,
-    LOGPROB_BACKENDS,
     chunked_logprobs,
     liger_logprobs,
     liger_unavailable_reason,
