@@ -39,6 +39,7 @@ from rewardlab.choices import (
 )
 from rewardlab.errors import UserError
 from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS
+from rewardlab.paired_stats import LEVEL, RESAMPLES
 from rewardlab.tracking import ALL, NONE, TRACKERS
 
 DEVICE_HELP = "torch device: cuda, cuda:1, cpu (default: cuda when available, else cpu)."
@@ -58,6 +59,7 @@ def setting(
     show_default: bool | None = None,
     positional: bool = False,
     envvar: str | None = None,
+    metavar: str | None = None,
 ) -> Any:
     """A config field with what its command-line option needs.
 
@@ -69,10 +71,11 @@ def setting(
     its help lists them from the same Literal;
     show_default: True: --help shows the default even in commands whose options otherwise leave it to the help text;
     False: never (a default that depends on other settings, or costs an import); None: as the command does;
-    positional: a command-line argument instead of an option; envvar: the option also reads this environment variable.
+    positional: a command-line argument instead of an option; envvar: the option also reads this environment variable;
+    metavar: how --help names the value.
     """
     metadata = {"help": help, "flags": flags, "cli_type": cli_type, "required": required, "min": min, "max": max}
-    metadata |= {"show_default": show_default, "positional": positional, "envvar": envvar}
+    metadata |= {"show_default": show_default, "positional": positional, "envvar": envvar, "metavar": metavar}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -356,8 +359,8 @@ class StudySpec:
     )
     subset_seed: int = setting(0, help="Seed of the shuffle the training sizes are cut from (default 0).")
     ensemble_members: int = setting(3, min=2, help="Members of the ensemble variant (default 3).")
-    level: float = setting(0.95, min=0.5, max=0.999, help="Confidence level of the comparisons (default 0.95).")
-    resamples: int = setting(2000, min=200, help="Bootstrap resamples over pairs per comparison (default 2000).")
+    level: float = setting(LEVEL, min=0.5, max=0.999, help=f"Confidence level of the comparisons (default {LEVEL:g}).")
+    resamples: int = setting(RESAMPLES, min=200, help=f"Bootstrap resamples over pairs per comparison (default {RESAMPLES}).")
     workers: int = setting(1, min=1, help="Cells trained at once, in separate processes (default 1).")
     # train-rm settings that are the same in every cell (the rest of their groups varies per cell)
     beta: float = restate(RewardObjectiveSpec, "beta")

@@ -15,8 +15,6 @@ from typing import Any
 import typer
 
 from rewardlab.config import (
-    DEVICE_HELP,
-    DTYPE_HELP,
     help_panel,
     is_setting,
     option_flags,
@@ -38,22 +36,10 @@ def user_errors():
         raise typer.Exit(1) from None
 
 
-def device_option():
-    return typer.Option(None, "--device", help=DEVICE_HELP)
-
-
-def dtype_option():
-    return typer.Option("auto", "--dtype", help=DTYPE_HELP)
-
-
 def normalization_record(rm) -> dict | None:
     """What outputs state about normalisation: the statistics used, or None when rewards are raw."""
     stats = getattr(rm, "normalization", None)
     return None if stats is None else stats.to_dict()
-
-
-def progress_option():
-    return typer.Option(True, "--progress/--no-progress")
 
 
 def echo(message: str) -> None:
@@ -89,10 +75,11 @@ def config_option(f: dataclasses.Field, hint: Any, show_defaults: bool, panel: s
         default = None
     # ranges and choices are checked on the resolved config (config.check_ranges), so a bad value reads the same from
     # every command, a YAML file and Python
+    extra = {"metavar": meta["metavar"]} if meta.get("metavar") else {}
     if meta.get("positional"):
-        option = typer.Argument(default, help=meta.get("help"), rich_help_panel=panel)
+        option = typer.Argument(default, help=meta.get("help"), rich_help_panel=panel, **extra)
     else:
-        extra = {"envvar": meta["envvar"], "show_envvar": True} if meta.get("envvar") else {}
+        extra |= {"envvar": meta["envvar"], "show_envvar": True} if meta.get("envvar") else {}
         option = typer.Option(default, *option_flags(f, kind is bool), help=meta.get("help"), rich_help_panel=panel, **extra)
     annotation = kind if default is not None else kind | None
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
