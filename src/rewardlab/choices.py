@@ -35,6 +35,21 @@ LOGPROB_KERNELS: tuple[str, ...] = get_args(LogprobKernel)
 LogprobBackend = Literal["auto", LogprobKernel]
 LOGPROB_BACKENDS: tuple[str, ...] = get_args(LogprobBackend)
 
+# PPO / RLOO / REINFORCE
+Algo = Literal["ppo", "rloo", "reinforce"]
+ALGOS: tuple[str, ...] = get_args(Algo)
+KlPenaltyEstimator = Literal["k1", "k3"]  # the KL penalty's estimators PPO offers (rewardlab.rl.ppo_math has k2 too)
+KL_ESTIMATORS: tuple[str, ...] = get_args(KlPenaltyEstimator)
+ReinforceBaseline = Literal["batch", "ema"]  # reinforce: the batch mean, or an EMA of past batch means
+REINFORCE_BASELINES: tuple[str, ...] = get_args(ReinforceBaseline)
+# reward-model: V_t = R(x, y<t), the reward model's prefix score (Huang et al.); a good start for sparse rewards
+# potential-offset: the reward-model critic minus the shaping's frozen potential (r3hf: R(x, y<t)), so r3hf starts where
+#   sparse starts and PPO on r3hf reproduces sparse PPO with the reward-model critic
+# fresh: the reward model's backbone under a small random output layer: V ~ 0 and the backbone learns from the first step
+# zero-head: the output layer zeroed: V = 0, and the backbone gets no gradient until the head moves (learns slowly)
+CriticInit = Literal["reward-model", "potential-offset", "fresh", "zero-head"]
+CRITIC_INITS: tuple[str, ...] = get_args(CriticInit)
+
 # the built-in world (rewardlab.tasks.world.WORLDS holds one spec for each)
 WorldVersion = Literal[3, 4]
 WORLD_VERSIONS: tuple[int, ...] = get_args(WorldVersion)
