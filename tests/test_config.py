@@ -235,11 +235,11 @@ def generated_configs() -> dict[tuple[str, ...], type]:
     from rewardlab.commands.export import ExportConfig
     from rewardlab.commands.score import ScoreConfig
     from rewardlab.commands.serve import ServeConfig
-    from rewardlab.demo.config import DemoConfig
+    from rewardlab.config import DemoSpec
 
     return {
         ("eval-rm",): EvalRmConfig, ("compare",): CompareConfig, ("diagnose",): DiagnoseConfig, ("export",): ExportConfig,
-        ("doctor",): DoctorConfig, ("score",): ScoreConfig, ("serve",): ServeConfig, ("demo",): DemoConfig,
+        ("doctor",): DoctorConfig, ("score",): ScoreConfig, ("serve",): ServeConfig, ("demo",): DemoSpec,
         ("data", "easy"): EasyDataConfig, ("data", "inspect"): InspectDataConfig,
     }  # fmt: skip
 
@@ -320,6 +320,20 @@ def test_a_bad_choice_or_range_is_one_line_from_every_generated_command(argv, ex
     assert result.exit_code == 1 and lines == [f"error: {expected}"], result.output
 
 
+def test_the_demos_options_are_restated_in_its_config_and_building_the_cli_imports_no_trainer():
+    import subprocess
+    import sys
+
+    from rewardlab.config import DemoSpec
+    from rewardlab.demo.config import DemoConfig
+
+    for f in dataclasses.fields(DemoSpec):
+        assert DemoConfig.__dataclass_fields__[f.name].metadata == f.metadata, f.name
+    assert DemoConfig.make(quick=True).seeds == 1 and DemoConfig.make(seeds=2).seeds == 2
+    code = "import sys, rewardlab.cli; print(sorted({'transformers', 'accelerate', 'rewardlab.demo'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
 def test_bon_restates_the_run_settings_and_the_head_defaults_live_on_the_config():
     from rewardlab.config import PlacementSpec, RewardModelSpec
     from rewardlab.modeling.head import RewardHead
@@ -335,3 +349,17 @@ def test_bon_restates_the_run_settings_and_the_head_defaults_live_on_the_config(
     rm = RewardTrainingConfig()
     assert (head.kind, head.dropout.p) == (rm.head, rm.head_dropout) == (RewardModelSpec.head, RewardModelSpec.head_dropout)
     assert (saved.head, saved.head_hidden, saved.head_dropout) == (rm.head, rm.head_hidden, rm.head_dropout)
+
+
+def test_each_generated_commands_body_takes_exactly_its_configs_fields():
+    import importlib
+    import inspect
+
+    bodies = {("eval-rm",): "eval_rm:run", ("compare",): "compare:run", ("diagnose",): "diagnose:run",
+              ("export",): "export:run", ("doctor",): "doctor:run", ("score",): "score:run", ("serve",): "serve:run",
+              ("data", "easy"): "data:make_easy", ("data", "inspect"): "data:inspect_data"}  # fmt: skip
+    for path, spec in bodies.items():
+        module, name = spec.split(":")
+        body = getattr(importlib.import_module(f"rewardlab.commands.{module}"), name)
+        fields = {f.name for f in dataclasses.fields(generated_configs()[path])}
+        assert set(inspect.signature(body).parameters) == fields, path

@@ -26,6 +26,7 @@ from rewardlab.choices import (
     REGULARIZERS,
     REWARD_LOSSES,
     TRUNCATION_CHOICES,
+    WORLD_VERSIONS,
     Aggregate,
     Dtype,
     Head,
@@ -35,6 +36,7 @@ from rewardlab.choices import (
     Regularizer,
     RewardLoss,
     Truncation,
+    WorldVersion,
     listed,
 )
 from rewardlab.errors import UserError
@@ -457,6 +459,42 @@ class OutputSpec:
 
     progress: bool = restate(RunSpec, "progress")
     overwrite: bool = restate(RunSpec, "overwrite", help="Replace an earlier rewardlab output there (never anything else).")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the demo's options (rewardlab.demo.config.DemoConfig restates them beside the sizes it picks, full or quick): declared
+# here so that building `rewardlab demo` imports nothing of the demo's pipeline (transformers, accelerate)
+
+
+def default_world_version() -> int:
+    from rewardlab.tasks.world import WORLD_VERSION  # imported when a demo is configured, never for --help
+
+    return WORLD_VERSION
+
+
+@dataclass
+class DemoSpec(TrackingSpec):
+    """`rewardlab demo`'s options (the command is generated from them and builds a DemoConfig)."""
+
+    help_panel: ClassVar[str | None] = None  # under typer's "Options"; report_to under TrackingSpec's panel
+
+    output_dir: str = setting(
+        "runs/demo", flags=("--output",), cli_type=Path, help="Directory for report.md, results.json and figures."
+    )
+    quick: bool = setting(False, flags=("--quick",), help="A smaller run (about 5 minutes on 2 CPU cores).")
+    seeds: int = setting(3, min=1, show_default=False, help="Seeds per reward-model variant (default: 1 quick, 3 full).")
+    world_version: WorldVersion = setting(
+        factory=default_world_version,
+        flags=("--world",),
+        show_default=False,
+        help=f"World version: {' or '.join(map(str, sorted(WORLD_VERSIONS, reverse=True)))} (default: the latest: "
+        "rating feedback after every answer, an ID-only shortcut).",
+    )
+    workers: int = setting(
+        2, min=1, help="Independent runs (reward models, PPO runs) trained at once, in processes of one thread each."
+    )
+    progress: bool = restate(OutputSpec, "progress")
+    overwrite: bool = restate(OutputSpec, "overwrite")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -144,8 +144,8 @@ def config_command(
         with user_errors():
             given = {name: convert[name](value) for name, value in options.items() if given_on_command_line(ctx, name)}
             name = build.split(":")[1] if build else None  # what users call the settings (RewardTrainingConfig)
-            cfg = resolve_config(cls, config, given, name, make)  # unknown keys, ranges and choices fail here, before a
-            # trainer is imported
+            # unknown keys, ranges and choices fail here, before a trainer is imported
+            cfg = resolve_config(cls, config, given, name, make)
             if precheck is not None:
                 precheck(cfg)
             if build:

@@ -12,7 +12,7 @@ from rewardlab.progress import quiet_libraries
 
 
 @dataclass(kw_only=True)
-class CompareConfig(EvalBatchingSpec, PlacementSpec):
+class CompareConfig(PlacementSpec, EvalBatchingSpec):
     """`rewardlab compare`'s settings (the command is generated from them); model sources are scored as eval-rm scores."""
 
     sides: list[str] = setting(

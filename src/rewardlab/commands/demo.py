@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rewardlab.commands.common import config_command, user_errors
-from rewardlab.demo.config import DemoConfig
+from rewardlab.config import DemoSpec
 from rewardlab.progress import quiet_libraries
+
+if TYPE_CHECKING:
+    from rewardlab.demo.config import DemoConfig
+
+
+def make_config(**values) -> DemoConfig:
+    """The demo's config from its options: the full or quick sizes (imported only when the demo runs)."""
+    from rewardlab.demo.config import DemoConfig
+
+    return DemoConfig.make(**values)
 
 
 def run(cfg: DemoConfig) -> None:
@@ -19,11 +31,11 @@ def run(cfg: DemoConfig) -> None:
 
 
 demo = config_command(
-    DemoConfig,
+    DemoSpec,
     run,
     doc="Base policy -> preference data -> reward models (vanilla, margin, label smoothing, GRM) -> best-of-N -> PPO.",
     config_file=False,
     show_defaults=True,
-    make=DemoConfig.make,
+    make=make_config,
     name="demo",
 )

@@ -16,7 +16,7 @@ FIGURE_NAME = "prefix_signal.png"
 
 
 @dataclass(kw_only=True)
-class DiagnoseConfig(EvalBatchingSpec, AggregateSpec, OutputSpec):
+class DiagnoseConfig(OutputSpec, AggregateSpec, EvalBatchingSpec):
     """`rewardlab diagnose`'s settings (the command is generated from them); the model loads as eval-rm loads it unless
     --device or --dtype says otherwise."""
 

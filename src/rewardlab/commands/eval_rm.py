@@ -11,7 +11,7 @@ from rewardlab.progress import quiet_libraries
 
 
 @dataclass(kw_only=True)
-class EvalRmConfig(EvalBatchingSpec, PlacementSpec, AggregateSpec, OutputSpec):
+class EvalRmConfig(OutputSpec, PlacementSpec, AggregateSpec, EvalBatchingSpec):
     """`rewardlab eval-rm`'s settings (the command is generated from them)."""
 
     model: str = setting(required=True, help="A reward model directory (or a train-rm output directory).")

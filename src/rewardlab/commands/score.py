@@ -13,7 +13,7 @@ from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, METHODS, 
 
 
 @dataclass(kw_only=True)
-class ScoreConfig(PlacementSpec, AggregateSpec, NormalizeSpec, OutputSpec):
+class ScoreConfig(OutputSpec, PlacementSpec, NormalizeSpec, AggregateSpec):
     """`rewardlab score`'s settings (the command is generated from them)."""
 
     model: str = setting(

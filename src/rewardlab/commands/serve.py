@@ -12,7 +12,7 @@ from rewardlab.runtime import API_KEY_ENV
 
 
 @dataclass(kw_only=True)
-class ServeConfig(PlacementSpec, AggregateSpec, NormalizeSpec):
+class ServeConfig(PlacementSpec, NormalizeSpec, AggregateSpec):
     """`rewardlab serve`'s settings (the command is generated from them; their ranges are checked before anything
     loads)."""
 

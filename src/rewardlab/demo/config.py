@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import ClassVar
 
-from rewardlab.choices import WORLD_VERSIONS, WorldVersion
-from rewardlab.config import VARIANT_SETTINGS, OutputSpec, TrackingSpec, restate, setting
+from rewardlab.choices import WorldVersion
+from rewardlab.config import VARIANT_SETTINGS, DemoSpec, TrackingSpec, restate
 
 VARIANTS: dict[str, dict] = {
     name: VARIANT_SETTINGS[name] for name in ("vanilla", "margin", "label-smooth", "grm-sft", "grm-dpo", "grm-dpo-noref")
@@ -36,38 +34,20 @@ def _preferences():
     return preferences
 
 
-def _world():
-    from rewardlab.tasks import world
-
-    return world
-
-
 @dataclass
 class DemoConfig(TrackingSpec):
     """The demo's sizes and settings; `report_to` (TrackingSpec) reaches every reward model and PPO run it trains.
 
-    The fields declared with `setting` are `rewardlab demo`'s options (the command is generated from them, built with
-    `make`); the others are the sizes `make` chooses, full or quick."""
+    The restated fields are `rewardlab demo`'s options (declared on rewardlab.config.DemoSpec; the command builds this
+    with `make`); the others are the sizes `make` chooses, full or quick."""
 
-    help_panel: ClassVar[str | None] = None  # its own options under typer's "Options"; report_to under TrackingSpec's
-
-    output_dir: str = setting(
-        "runs/demo", flags=("--output",), cli_type=Path, help="Directory for report.md, results.json and figures."
-    )
-    quick: bool = setting(False, flags=("--quick",), help="A smaller run (about 5 minutes on 2 CPU cores).")
-    seeds: int = setting(  # `make` sets 1 for the quick demo
-        3, min=1, show_default=False, help="Seeds per reward-model variant (default: 1 quick, 3 full)."
-    )
+    output_dir: str = restate(DemoSpec, "output_dir")
+    quick: bool = restate(DemoSpec, "quick")
+    seeds: int = restate(DemoSpec, "seeds")  # `make` sets 1 for the quick demo
     sizes: dict[str, int] = field(default_factory=lambda: dict(_preferences().DATA_SIZES))
     test_sizes: dict[str, int] = field(default_factory=lambda: dict(_preferences().TEST_SIZES))
     label_noise: float = 0.1
-    world_version: WorldVersion = setting(  # the default from rewardlab.tasks.world, imported only when a demo runs
-        factory=lambda: _world().WORLD_VERSION,
-        flags=("--world",),
-        show_default=False,
-        help=f"World version: {' or '.join(map(str, sorted(WORLD_VERSIONS, reverse=True)))} (default: the latest: "
-        "rating feedback after every answer, an ID-only shortcut).",
-    )
+    world_version: WorldVersion = restate(DemoSpec, "world_version")
     val_size: int = field(default_factory=lambda: _preferences().VAL_SIZE)
     # Reward models: at most rm_epochs, evaluated on val_id every rm_eval_pairs training pairs (at most once an epoch),
     # stopped after rm_patience evaluations without a gain and kept at their best val_id accuracy: each run gets its own
@@ -84,9 +64,7 @@ class DemoConfig(TrackingSpec):
     # the sizes that get the curve (None: every size; the small one by default, where a regulariser has most to give and
     # its cells cost least: the full demo's 1,800 s); the others train the GRM variants at train-rm's alpha
     curve_sizes: tuple[str, ...] | None = ("small",)
-    workers: int = setting(  # 1 thread each
-        2, min=1, help="Independent runs (reward models, PPO runs) trained at once, in processes of one thread each."
-    )
+    workers: int = restate(DemoSpec, "workers")  # independent runs trained in this many processes at once, 1 thread each
     bon_n: int = 256
     bon_prompts: int = 128
     ppo_steps: int = 60  # comparisons (a) and (b)
@@ -100,8 +78,8 @@ class DemoConfig(TrackingSpec):
     # on), at step 0, every ppo_eval_every steps and at the end of every PPO comparison run
     ppo_eval_prompts: int = 64
     ppo_eval_every: int = 10
-    progress: bool = restate(OutputSpec, "progress")
-    overwrite: bool = restate(OutputSpec, "overwrite")  # replace an earlier demo output at output_dir (never anything else)
+    progress: bool = restate(DemoSpec, "progress")
+    overwrite: bool = restate(DemoSpec, "overwrite")  # replace an earlier demo output at output_dir (never anything else)
 
     @classmethod
     def make(cls, quick: bool = False, seeds: int | None = None, **kw) -> DemoConfig:
