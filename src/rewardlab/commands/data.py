@@ -23,7 +23,7 @@ class EasyDataConfig:
     output_dir: Path = setting(required=True, help="Writes train.jsonl and test.jsonl here (TRL conversational format).")
     n_train: int = setting(2000, min=1, help="Training pairs.")
     n_test: int = setting(500, min=0, help="Held-out pairs (a different seed).")
-    seed: int = setting(0, help="Seed of the training pairs (the held-out pairs': another, drawn from it).")
+    seed: int = setting(0, help="Seed of the training pairs (the held-out pairs use another, derived from it).")
     overwrite: bool = restate(OutputSpec, "overwrite")
 
 
