@@ -28,16 +28,10 @@ from typing import TYPE_CHECKING
 
 from rewardlab.config import RewardTrainingFields, check_ranges
 from rewardlab.config import from_dict as config_from_dict
-from rewardlab.data.listwise import PAIR_MODES
-from rewardlab.data.templates import TRUNCATION_CHOICES
 from rewardlab.errors import UserError
 from rewardlab.evaluation import evaluate_preferences, score_rows
-from rewardlab.losses import REGULARIZERS, REWARD_LOSSES
-from rewardlab.modeling.ensemble import AGGREGATES, EnsembleRewardModel, member_name, member_names, write_manifest
-from rewardlab.modeling.head import HEAD_CHOICES
-from rewardlab.modeling.logprobs import LOGPROB_BACKENDS
+from rewardlab.modeling.ensemble import EnsembleRewardModel, member_name, member_names, write_manifest
 from rewardlab.modeling.reward_model import MODEL_SUBDIR, RewardModel
-from rewardlab.packed_attention import PACKED_ATTENTION_CHOICES
 from rewardlab.rm_trainer.build import build_run, load_datasets
 from rewardlab.rm_trainer.loop import final_evaluation, train_loop
 from rewardlab.rm_trainer.outputs import SCORES_NAME, end_run, record_reward_statistics, reward_statistics, save_outputs
@@ -56,21 +50,9 @@ class RewardTrainingConfig(RewardTrainingFields):
 
     def validate(self) -> None:
         """Every setting and the output directory, checked before any data or model loads (one line on a bad one)."""
-        check_ranges(self)
+        check_ranges(self)  # and every choice field among its Literal's values (config.check_choices)
         if self.train_data is None:
             raise UserError("no training data: pass --train-data (or train_data in --config)")
-        for name, value, choices in (
-            ("loss", self.loss, REWARD_LOSSES),
-            ("reg", self.reg, REGULARIZERS),
-            ("head", self.head, HEAD_CHOICES),
-            ("truncation", self.truncation, TRUNCATION_CHOICES),
-            ("ensemble_aggregate", self.ensemble_aggregate, AGGREGATES),
-            ("pairs", self.pairs, PAIR_MODES),
-            ("attention", self.attention, PACKED_ATTENTION_CHOICES),
-            ("logprob_backend", self.logprob_backend, LOGPROB_BACKENDS),
-        ):
-            if value not in choices:
-                raise UserError(f"{name} = '{value}' is not one of {', '.join(choices)}")
         if self.norm_samples == 1:
             raise UserError("norm_samples must be 0 (all) or at least 2 (a std needs two rewards)")
         if self.freeze_backbone and self.reg != "none":

@@ -45,7 +45,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from rewardlab.config import DEFAULT_LORA_TARGETS
+from rewardlab.choices import LOGPROB_BACKENDS
+from rewardlab.config import DEFAULT_LORA_TARGETS, RewardModelSpec
 from rewardlab.data.templates import TEXT_RECORD_NAME, text_record
 from rewardlab.errors import MissingPathError, UserError
 from rewardlab.kernel_check import checked, fallback_reason
@@ -53,7 +54,6 @@ from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.head import RewardHead
 from rewardlab.modeling.logprobs import (
     DEFAULT_LOGPROB_CHUNK_TOKENS,
-    LOGPROB_BACKENDS,
     chunked_logprobs,
     liger_logprobs,
     liger_unavailable_reason,
@@ -128,9 +128,10 @@ class KernelSettings:
 @dataclass
 class RewardModelConfig:
     base_model: str
-    head: str = "linear"  # linear: Linear(H, 1, bias=False), as AutoModelForSequenceClassification's `score`
-    head_hidden: int = 1024  # mlp: Linear(H, 1024) -> ReLU -> Linear(1024, 1), GRM's default head
-    head_dropout: float = 0.1
+    # the head's defaults are train-rm's (rewardlab.config.RewardModelSpec), for configs saved without them
+    head: str = RewardModelSpec.head  # linear: Linear(H, 1, bias=False), as AutoModelForSequenceClassification's `score`
+    head_hidden: int = RewardModelSpec.head_hidden  # mlp: Linear(H, hidden) -> ReLU -> Linear(hidden, 1), GRM's head
+    head_dropout: float = RewardModelSpec.head_dropout
     lora: LoraSettings | None = None
     # mean and std of its sequence rewards on the training responses or --norm-data (rewardlab.modeling.normalization),
     # recorded at the end of training; None for models saved before that (they cannot normalise)
@@ -525,9 +526,9 @@ class RewardModel(nn.Module):
 
 def build_reward_model(
     base_model: str,
-    head: str = "linear",
-    head_hidden: int = 1024,
-    head_dropout: float = 0.1,
+    head: str = RewardModelSpec.head,
+    head_hidden: int = RewardModelSpec.head_hidden,
+    head_dropout: float = RewardModelSpec.head_dropout,
     lora: LoraSettings | None = None,
     reference_copy: bool = False,
     dtype: torch.dtype | None = None,
