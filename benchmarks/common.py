@@ -124,7 +124,7 @@ def rewardlab_step(model, optimizer: torch.optim.Optimizer, batch: dict[str, tor
     """One optimiser update exactly as `train_reward_model` does it (no accelerate wrapper: one process, no mixed precision)."""
     from rewardlab.objective import compute_loss
 
-    stats = compute_loss(model, batch, cfg)
+    stats = compute_loss(model, batch, cfg, cfg.padding_free)
     stats["loss"].backward()
     if cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

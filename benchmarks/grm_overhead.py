@@ -50,13 +50,12 @@ TARGETS = {"sft": 1.15, "dpo-noref": 1.2}
 def build_contender(model_dir: str, reg: str, batches: list[dict], device: str, lr: float, padding_free: bool):
     """A step runner for one regulariser, set up as `train_reward_model` sets it up."""
     from rewardlab.modeling.reward_model import build_reward_model
-    from rewardlab.rm_trainer.build import freeze_unused_lm_head
     from rewardlab.train_rm import RewardTrainingConfig
 
     cfg = RewardTrainingConfig(model=model_dir, train_data="<memory>", reg=reg, learning_rate=lr, padding_free=padding_free)
     model = build_reward_model(model_dir, reference_copy=reg == "dpo", seed=cfg.seed)
     if reg == "none":
-        freeze_unused_lm_head(model)  # as the trainer does: unused without a regulariser (unless tied to the embedding)
+        model.freeze_lm_head()  # as the trainer does: unused without a regulariser (unless tied to the embedding)
     model.to(device).train()
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=lr, weight_decay=cfg.weight_decay)
 

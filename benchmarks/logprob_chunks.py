@@ -8,8 +8,8 @@ The regularisers need log pi(y_t | ...) for every response token: the LM head ov
 logits, log-softmax, gather. With a large vocabulary these logits are the largest tensors of a training step. rewardlab
 makes them in chunks of `logprob_chunk_size` tokens and checkpoints each chunk (logits freed after the forward,
 recomputed in the backward). Contenders, each in its own subprocess so that peak memory is its own, run alternately:
-- one-pass: `RewardModel._token_logprobs` with `logprob_chunk_tokens = 0`;
-- chunked: the same with `logprob_chunk_tokens = --chunk` (rewardlab's default 2048).
+- one-pass: `RewardModel._token_logprobs` with `kernels.logprob_chunk_tokens = 0`;
+- chunked: the same with `kernels.logprob_chunk_tokens = --chunk` (rewardlab's default 2048).
 Each measures forward + backward of sum(log-probs) w.r.t. the hidden states and the LM head's weight (as in training).
 Memory: on CPU the rise of the subprocess's peak RSS over its RSS after building the inputs; on GPU the rise of
 torch.cuda.max_memory_allocated.
@@ -42,7 +42,7 @@ def run_contender(contender: str, spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     model = build_reward_model("tiny-llama").to(device)  # supplies the config the log-prob code reads (soft-capping)
-    model.logprob_chunk_tokens = spec["chunk"] if contender == "chunked" else 0
+    model.kernels.logprob_chunk_tokens = spec["chunk"] if contender == "chunked" else 0
     g = torch.Generator().manual_seed(0)
     head = torch.nn.Linear(spec["hidden"], spec["vocab"], bias=False)
     with torch.no_grad():

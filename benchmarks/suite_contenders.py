@@ -176,14 +176,13 @@ def run_limit(spec: dict, contender: str) -> dict:
     import limit
     from common import rewardlab_step, trainable_parameters
     from rewardlab.modeling.reward_model import build_reward_model
-    from rewardlab.rm_trainer.build import freeze_unused_lm_head
     from rewardlab.train_rm import RewardTrainingConfig
 
     device = spec["device"]
     cfg = RewardTrainingConfig(model=spec["model_dir"], train_data="<memory>", reg="none", learning_rate=1e-5)
     meter = Meter(device)
     model = build_reward_model(spec["model_dir"], seed=cfg.seed)
-    freeze_unused_lm_head(model)  # as the trainer does without a regulariser (a tied head is the embedding: trains)
+    model.freeze_lm_head()  # as the trainer does without a regulariser (a tied head is the embedding: trains)
     model.to(device).train()
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=cfg.learning_rate)
     batches = [limit.to_device(b, device) for b in batches_for(spec, model.tokenizer)]

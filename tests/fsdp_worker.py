@@ -3,7 +3,7 @@
     python tests/fsdp_worker.py --out one.json                              # one process, the whole batch
     torchrun --nproc_per_node 2 tests/fsdp_worker.py --out two.json         # FSDP2 (fully_shard) over gloo, half each
 
-Used by tests/test_fsdp.py. Every step runs rewardlab's own objective (`rewardlab.objective.Objective`: BT plus the
+Used by tests/test_fsdp.py. Every step runs rewardlab's own objective (`rewardlab.objective.compute_loss`: BT plus the
 regulariser, whose log-probs come from the kept LM head in small chunks recomputed in the backward), then clipping and
 AdamW, as the trainer does; the second step also measures each loss term's gradient norm at the last hidden layer, as
 the trainer's logging steps do. Sharding is what accelerate's transformer-based FSDP2 wrap does: each decoder layer is its
@@ -21,9 +21,8 @@ import torch
 import torch.distributed as dist
 
 from rewardlab.data.pairs import collate_pairs, encode_pairs
-from rewardlab.modeling.reward_model import build_reward_model
-from rewardlab.objective import Objective
-from rewardlab.rm_trainer.build import freeze_unused_lm_head
+from rewardlab.modeling.reward_model import KernelSettings, build_reward_model
+from rewardlab.objective import compute_loss
 from rewardlab.tasks.easy import easy_preferences
 from rewardlab.train_rm import RewardTrainingConfig
 
@@ -44,10 +43,11 @@ def full_weights(model: torch.nn.Module) -> dict[str, list[float]]:
 
 def train(reg: str, steps: int, rank: int, world: int) -> dict:
     cfg = RewardTrainingConfig(train_data="-", reg=reg, head_dropout=0.0, logprob_chunk_size=16, learning_rate=3e-3)
-    model = build_reward_model("tiny-llama", head_dropout=0.0, reference_copy=reg == "dpo", seed=0)
-    model.logprob_chunk_tokens = cfg.logprob_chunk_size  # several chunks per batch: the head is called again in backward
+    # several log-prob chunks per batch: the head is called again in backward
+    kernels = KernelSettings(logprob_chunk_tokens=cfg.logprob_chunk_size)
+    model = build_reward_model("tiny-llama", head_dropout=0.0, reference_copy=reg == "dpo", seed=0, kernels=kernels)
     if reg == "none":
-        freeze_unused_lm_head(model)
+        model.freeze_lm_head()
     if world > 1:
         from torch.distributed.fsdp import fully_shard
 
@@ -65,7 +65,7 @@ def train(reg: str, steps: int, rank: int, world: int) -> dict:
     for step in range(steps):
         global_batch = pairs[step * PAIRS_PER_STEP : (step + 1) * PAIRS_PER_STEP]
         batch = collate_pairs(global_batch[rank::world], model.tokenizer.pad_token_id, "right")
-        stats = Objective.from_config(cfg)(model, batch, measure_gradients=step == 1)
+        stats = compute_loss(model, batch, cfg, cfg.padding_free, measure_gradients=step == 1)
         if step == 1:  # this process's batch: comparable across processes only in kind, not in value
             norms = {k: float(stats[k]) for k in ("reward_grad_norm", "reg_grad_norm")}
         stats["loss"].backward()  # FSDP averages gradients over processes: the mean over the global batch

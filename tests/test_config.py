@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 import rewardlab.rl.ppo
 import rewardlab.train_rm
+from rewardlab.choices import AGGREGATES
 from rewardlab.cli import app
 from rewardlab.config import DEFAULT_LORA_TARGETS, BatchingSpec, LoraSpec, RunSpec
-from rewardlab.modeling.ensemble import AGGREGATES
 from rewardlab.rl.bon import BonConfig
 from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.train_rm import RewardTrainingConfig
@@ -200,3 +200,166 @@ def test_a_configs_own_panels_name_each_of_its_own_fields_once(cls):
     listed = [name for names in cls.help_panels.values() for name in names]
     own = set(cls.__annotations__) - {"help_panels"}
     assert sorted(listed) == sorted(set(listed)) and set(listed) == own
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# every command generated from a config; choice lists from one Literal
+
+# The options of the commands written by hand before they were generated (`rewardlab CMD --help` at fe158da): each must
+# still parse, with the same defaults (checked by hand against that commit's click parameters when they were generated).
+GENERATED_FLAGS_BEFORE = {
+    ("eval-rm",): "--aggregate --batch-size --data --device --dtype --format --max-length --model --no-progress --output "
+    "--overwrite --progress --scores --skip-invalid --truncation",
+    ("compare",): "--batch-size --data --dataset --device --dtype --format --level --max-length --no-progress --output "
+    "--progress --resamples --seed --truncation",
+    ("diagnose",): "--aggregate --batch-size --data --device --dtype --format --max-length --model --no-progress --output "
+    "--overwrite --pairs --progress --seed --skip-invalid --truncation",
+    ("export",): "--device --model --normalize --output --overwrite",
+    ("doctor",): "--batch-size --data --device --format --limit --max-length --output",
+    ("score",): "--abc-beta --aggregate --batch-size --beta-c --data --device --dtype --html --limit --max-length --model "
+    "--no-progress --normalize --output --overwrite --progress --skip-invalid --token-rewards",
+    ("serve",): "--abc-beta --aggregate --api-key --beta-c --device --dtype --host --log-level --max-batch-size "
+    "--max-body-bytes --max-length --model --normalize --port",
+    ("demo",): "--no-progress --output --overwrite --progress --quick --report-to --seeds --workers --world",
+    ("data", "easy"): "--n-test --n-train --output-dir --overwrite --seed",
+    ("data", "inspect"): "--format --max-length --model --pairs --seed --show --skip-invalid",
+}
+
+
+def generated_configs() -> dict[tuple[str, ...], type]:
+    from rewardlab.commands.compare import CompareConfig
+    from rewardlab.commands.data import EasyDataConfig, InspectDataConfig
+    from rewardlab.commands.diagnose import DiagnoseConfig
+    from rewardlab.commands.doctor import DoctorConfig
+    from rewardlab.commands.eval_rm import EvalRmConfig
+    from rewardlab.commands.export import ExportConfig
+    from rewardlab.commands.score import ScoreConfig
+    from rewardlab.commands.serve import ServeConfig
+    from rewardlab.config import DemoSpec
+
+    return {
+        ("eval-rm",): EvalRmConfig, ("compare",): CompareConfig, ("diagnose",): DiagnoseConfig, ("export",): ExportConfig,
+        ("doctor",): DoctorConfig, ("score",): ScoreConfig, ("serve",): ServeConfig, ("demo",): DemoSpec,
+        ("data", "easy"): EasyDataConfig, ("data", "inspect"): InspectDataConfig,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(GENERATED_FLAGS_BEFORE), ids=" ".join)
+def test_hand_written_commands_are_generated_and_keep_their_flags(path):
+    from rewardlab.config import is_setting
+
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    params = {p.name for p in command.params if p.name != "help"}
+    cls = generated_configs()[path]
+    assert params == {f.name for f in dataclasses.fields(cls) if is_setting(f)}
+    flags = {flag for p in command.params for flag in (*p.opts, *p.secondary_opts)}
+    missing = set(GENERATED_FLAGS_BEFORE[path].split()) - flags
+    assert not missing, f"{' '.join(path)} lost {sorted(missing)}"
+
+
+def test_every_command_is_one_generated_from_a_config():
+    top = typer.main.get_command(app)
+    generated = {"train-rm", "ppo", "bon", "study"} | {p[0] for p in GENERATED_FLAGS_BEFORE}
+    assert set(top.commands) == generated | {"data"}
+    assert set(top.commands["data"].commands) == {p[1] for p in GENERATED_FLAGS_BEFORE if p[0] == "data"}
+
+
+def test_each_choice_list_is_its_literal_and_the_tables_keyed_by_it_agree():
+    import typing
+
+    from rewardlab import choices
+    from rewardlab.config import choices_of
+    from rewardlab.losses import REGULARIZER_TABLE, REWARD_LOSS_TABLE
+    from rewardlab.runtime import DTYPES
+    from rewardlab.tasks.world import WORLDS
+
+    assert tuple(REWARD_LOSS_TABLE) == choices.REWARD_LOSSES and tuple(REGULARIZER_TABLE) == choices.REGULARIZERS
+    assert tuple(DTYPES) == choices.DTYPE_NAMES and tuple(sorted(WORLDS)) == choices.WORLD_VERSIONS
+    hints = typing.get_type_hints(RewardTrainingConfig)
+    for name, values in [("loss", choices.REWARD_LOSSES), ("reg", choices.REGULARIZERS), ("head", choices.HEAD_CHOICES),
+                         ("truncation", choices.TRUNCATION_CHOICES), ("ensemble_aggregate", choices.AGGREGATES),
+                         ("pairs", choices.PAIR_MODES), ("attention", choices.PACKED_ATTENTION_CHOICES),
+                         ("logprob_backend", choices.LOGPROB_BACKENDS)]:  # fmt: skip
+        assert choices_of(hints[name]) == values, name
+        help_text = RewardTrainingConfig.__dataclass_fields__[name].metadata["help"]
+        assert all(str(v) in help_text for v in values), (name, help_text)  # --help lists them from the same Literal
+    assert "bt (default) | margin | label-smooth" in RewardTrainingConfig.__dataclass_fields__["loss"].metadata["help"]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["eval-rm", "--model", "m", "--data", "d", "--output", "o.json", "--truncation", "middle"],
+            "truncation = 'middle' is not one of keep_end, drop",
+        ),
+        (
+            ["diagnose", "--model", "m", "--data", "d", "--output", "o", "--dtype", "fp8"],
+            "dtype = 'fp8' is not one of auto, fp32, bf16, fp16",
+        ),
+        (
+            ["score", "--model", "m", "--data", "d", "--output", "o.jsonl", "--aggregate", "max"],
+            "aggregate = 'max' is not one of mean, min",
+        ),
+        (["demo", "--world", "5"], "world_version = 5 is not one of 3, 4 (--world)"),
+        (
+            ["data", "inspect", "x.jsonl", "--pairs", "best"],
+            "pairs_mode = 'best' is not one of all, best-worst, best-random (--pairs)",
+        ),
+        (["serve", "--model", "m", "--port", "70000"], "--port 70000: must be >= 0 and <= 65535"),
+        (["compare", "a=x", "b=y", "--output", "c.json", "--level", "0.2"], "--level 0.2: must be >= 0.5 and <= 0.999"),
+    ],  # fmt: skip
+    ids=["eval-rm", "diagnose", "score", "demo", "data-inspect", "serve", "compare"],
+)
+def test_a_bad_choice_or_range_is_one_line_from_every_generated_command(argv, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, argv)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and lines == [f"error: {expected}"], result.output
+
+
+def test_the_demos_options_are_restated_in_its_config_and_building_the_cli_imports_no_trainer():
+    import subprocess
+    import sys
+
+    from rewardlab.config import DemoSpec
+    from rewardlab.demo.config import DemoConfig
+
+    for f in dataclasses.fields(DemoSpec):
+        assert DemoConfig.__dataclass_fields__[f.name].metadata == f.metadata, f.name
+    assert DemoConfig.make(quick=True).seeds == 1 and DemoConfig.make(seeds=2).seeds == 2
+    code = "import sys, rewardlab.cli; print(sorted({'transformers', 'accelerate', 'rewardlab.demo'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_bon_restates_the_run_settings_and_the_head_defaults_live_on_the_config():
+    from rewardlab.config import PlacementSpec, RewardModelSpec
+    from rewardlab.modeling.head import RewardHead
+    from rewardlab.modeling.reward_model import RewardModelConfig
+
+    bon, run = BonConfig.__dataclass_fields__, RunSpec.__dataclass_fields__
+    for name in ("seed", "progress"):
+        assert bon[name].metadata == run[name].metadata and bon[name].default == run[name].default
+    assert bon["device"].metadata["help"] == PlacementSpec.__dataclass_fields__["device"].metadata["help"]
+    assert not hasattr(BonConfig(), "bf16")  # restated, not inherited: best-of-N has no autocast
+    head = RewardHead(8)
+    saved = RewardModelConfig(base_model="x")
+    rm = RewardTrainingConfig()
+    assert (head.kind, head.dropout.p) == (rm.head, rm.head_dropout) == (RewardModelSpec.head, RewardModelSpec.head_dropout)
+    assert (saved.head, saved.head_hidden, saved.head_dropout) == (rm.head, rm.head_hidden, rm.head_dropout)
+
+
+def test_each_generated_commands_body_takes_exactly_its_configs_fields():
+    import importlib
+    import inspect
+
+    bodies = {("eval-rm",): "eval_rm:run", ("compare",): "compare:run", ("diagnose",): "diagnose:run",
+              ("export",): "export:run", ("doctor",): "doctor:run", ("score",): "score:run", ("serve",): "serve:run",
+              ("data", "easy"): "data:make_easy", ("data", "inspect"): "data:inspect_data"}  # fmt: skip
+    for path, spec in bodies.items():
+        module, name = spec.split(":")
+        body = getattr(importlib.import_module(f"rewardlab.commands.{module}"), name)
+        fields = {f.name for f in dataclasses.fields(generated_configs()[path])}
+        assert set(inspect.signature(body).parameters) == fields, path

@@ -180,9 +180,9 @@ def test_flex_in_a_model_forward_falls_back_to_the_segments_numbers(fault, monke
     model = model_for().eval()
     batch = pair_batch(model, "left")
     ids, mask, response = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-    model.packed_attention = "segments"
+    model.kernels.attention = "segments"
     reference = model(ids, mask, response, packed=True)
-    model.packed_attention = "flex"
+    model.kernels.attention = "flex"
     assert model.attention_kernel() == "flex"
     first = model(ids, mask, response, packed=True)
     second = model(ids, mask, response, packed=True)
@@ -212,7 +212,7 @@ def test_a_training_step_after_a_fallback_equals_the_segments_step(checkpointing
     monkeypatch.setattr(reward_model_module, "select_packed_attention", varlen_unless_fallen)
     fast = model_for().train()
     slow = copy.deepcopy(fast)
-    fast.packed_attention, slow.packed_attention = "varlen", "segments"
+    fast.kernels.attention, slow.kernels.attention = "varlen", "segments"
     if checkpointing:
         fast.enable_gradient_checkpointing()
         slow.enable_gradient_checkpointing()
@@ -249,7 +249,7 @@ def test_liger_falls_back_to_chunked_values_and_gradients(fault, monkeypatch, ca
     monkeypatch.setattr(reward_model_module, "liger_logprobs", fake_liger)
     monkeypatch.setattr(reward_model_module, "chunked_logprobs", counted_chunked)
     model = model_for()
-    model.logprob_chunk_tokens = 16
+    model.kernels.logprob_chunk_tokens = 16
     assert model.logprob_kernel() == "liger"
     torch.manual_seed(0)
     hidden = torch.randn(40, model.lm_head.in_features, requires_grad=True)

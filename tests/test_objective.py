@@ -9,11 +9,13 @@ import pytest
 import torch
 from accelerate import Accelerator
 
+from rewardlab.config import RewardObjectiveSpec
 from rewardlab.data.pairs import collate_pairs, encode_pairs
 from rewardlab.modeling.reward_model import build_reward_model
-from rewardlab.objective import Objective
+from rewardlab.objective import compute_loss
 from rewardlab.rm_trainer.loop import training_step
 from rewardlab.tasks.easy import easy_preferences
+from rewardlab.train_rm import RewardTrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOL = 1e-4  # float32: the objective runs packed, the reference computation one sequence at a time
@@ -82,7 +84,7 @@ def test_each_regulariser_reads_the_chosen_side_as_chosen(setup, reg):
     or both."""
     model, batch, n, rewards, logps, ref = setup
     with torch.no_grad():
-        stats = Objective(reg=reg, beta=BETA, alpha=0.3)(model, batch)
+        stats = compute_loss(model, batch, RewardObjectiveSpec(reg=reg, beta=BETA, alpha=0.3), True)
     lp_c, lp_r, ref_c, ref_r = logps[:n], logps[n:], ref[:n], ref[n:]
     expected = regularizer_by_hand(reg, lp_c, lp_r, ref_c, ref_r)
     swaps = {
@@ -103,7 +105,7 @@ def test_objective_is_bt_plus_alpha_times_the_regulariser(setup, reg):
     model, batch, n, rewards, logps, ref = setup
     alpha = 0.3
     with torch.no_grad():
-        stats = Objective(reg=reg, beta=BETA, alpha=alpha)(model, batch)
+        stats = compute_loss(model, batch, RewardObjectiveSpec(reg=reg, beta=BETA, alpha=alpha), True)
     bt = neg_log_sigmoid(rewards[:n] - rewards[n:]).mean()  # -log sigmoid(r_c - r_r)
     torch.testing.assert_close(stats["reward_loss"], bt, atol=TOL, rtol=TOL)
     if reg == "none":
@@ -144,7 +146,8 @@ def test_one_training_step_matches_a_step_by_hand():
     seen = []
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
     stats = training_step(
-        model, batch, Objective(reg="sft", beta=BETA, alpha=alpha), Accelerator(cpu=True), optimizer, max_norm,
+        model, batch, RewardTrainingConfig(train_data="-", reg="sft", beta=BETA, alpha=alpha, max_grad_norm=max_norm),
+        Accelerator(cpu=True), optimizer,
         before_update=lambda s: seen.append({k: float(v.detach()) for k, v in s.items()}),
     )  # fmt: skip
     torch.testing.assert_close(stats["loss"].detach(), hand_loss.detach(), atol=TOL, rtol=TOL)
@@ -223,7 +226,7 @@ def test_gradient_norms_match_each_term_differentiated_by_hand(setup, reg, lora,
             else:
                 reference = by_hand(model, batch, lm=model.reference)[1]
     reward_term, reg_term, hidden = terms_and_hidden_by_hand(model, batch, reg, alpha, reference)
-    stats = Objective(reg=reg, beta=BETA, alpha=alpha, padding_free=packed)(model, batch, measure_gradients=True)
+    stats = compute_loss(model, batch, RewardObjectiveSpec(reg=reg, beta=BETA, alpha=alpha), packed, measure_gradients=True)
     expected_reward, expected_reg = norm_by_hand(reward_term, hidden), norm_by_hand(reg_term, hidden)
     assert expected_reward > 1e-3 and (reg == "none" or expected_reg > 1e-3)  # both far from the tolerance
     assert float(stats["reward_grad_norm"]) == pytest.approx(expected_reward, rel=1e-5, abs=1e-7)
@@ -242,9 +245,9 @@ def test_gradient_norms_match_each_term_differentiated_by_hand(setup, reg, lora,
 def test_at_alpha_zero_the_regulariser_pulls_nothing(setup):
     """alpha = 0: the regulariser's gradient norm is 0 and the reward term's is that of a plain reward model."""
     model, batch = setup[0], setup[1]
-    zero = Objective(reg="sft", beta=BETA, alpha=0.0)(model, batch, measure_gradients=True)
-    plain = Objective(reg="none")(model, batch, measure_gradients=True)
-    some = Objective(reg="sft", beta=BETA, alpha=0.3)(model, batch, measure_gradients=True)
+    zero = compute_loss(model, batch, RewardObjectiveSpec(reg="sft", beta=BETA, alpha=0.0), True, measure_gradients=True)
+    plain = compute_loss(model, batch, RewardObjectiveSpec(reg="none"), True, measure_gradients=True)
+    some = compute_loss(model, batch, RewardObjectiveSpec(reg="sft", beta=BETA, alpha=0.3), True, measure_gradients=True)
     assert float(zero["reg_grad_norm"]) == 0.0 and float(zero["reg_term"]) == 0.0 and float(plain["reg_grad_norm"]) == 0.0
     assert float(zero["reward_grad_norm"]) == pytest.approx(float(plain["reward_grad_norm"]), rel=1e-6)
     assert float(some["reg_grad_norm"]) > 1e-3  # the same regulariser does pull at alpha > 0
@@ -257,9 +260,9 @@ def test_gradient_norms_are_measured_only_when_asked(setup, monkeypatch):
     calls = []
     original = torch.autograd.grad
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or original(*a, **k))
-    stats = Objective(reg="dpo-noref", beta=BETA, alpha=0.3)(model, batch)
+    stats = compute_loss(model, batch, RewardObjectiveSpec(reg="dpo-noref", beta=BETA, alpha=0.3), True)
     assert not calls and "reward_grad_norm" not in stats and "reg_grad_norm" not in stats
-    Objective(reg="dpo-noref", beta=BETA, alpha=0.3)(model, batch, measure_gradients=True)
+    compute_loss(model, batch, RewardObjectiveSpec(reg="dpo-noref", beta=BETA, alpha=0.3), True, measure_gradients=True)
     assert len(calls) == 2  # one per term
 
 
@@ -268,12 +271,12 @@ def test_measuring_leaves_the_training_gradients_unchanged(reg):
     """The parameters' gradients of a step that measures equal those of one that does not, with the LM head's log-probs in
     chunks checkpointed for the backward (recomputed once for the measurement, again for the training backward)."""
     model = make_model(seed=3)
-    model.logprob_chunk_tokens = 4  # several chunks per batch
+    model.kernels.logprob_chunk_tokens = 4  # several chunks per batch
     batch = make_batch(model)
-    objective = Objective(reg=reg, beta=BETA, alpha=0.3)
+    objective = RewardObjectiveSpec(reg=reg, beta=BETA, alpha=0.3)
     grads = []
     for measure in (False, True):
-        stats = objective(model, batch, measure_gradients=measure)
+        stats = compute_loss(model, batch, objective, True, measure_gradients=measure)
         assert ("reg_grad_norm" in stats) is measure and (not measure or float(stats["reg_grad_norm"]) > 1e-3)
         stats["loss"].backward()
         grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})

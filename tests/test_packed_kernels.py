@@ -29,7 +29,7 @@ from helpers import perturb
 from rewardlab import packed_attention
 from rewardlab.data.pairs import collate_pairs, encode_pairs
 from rewardlab.data.types import PreferenceExample
-from rewardlab.modeling.reward_model import LoraSettings, RewardModel, build_reward_model
+from rewardlab.modeling.reward_model import LoraSettings, RewardModel, build_reward_model, choose_kernels
 from rewardlab.objective import compute_loss
 from rewardlab.packed_attention import (
     document_block_mask,
@@ -40,7 +40,7 @@ from rewardlab.packed_attention import (
     varlen_attention,
 )
 from rewardlab.packing import boundaries
-from rewardlab.rm_trainer.build import kernel_choices
+from rewardlab.rm_trainer.build import kernel_settings
 from rewardlab.train_rm import RewardTrainingConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,7 +121,7 @@ def test_flex_packed_forward_equals_padded(compiled, monkeypatch):
     batch = pair_batch(model, "left")
     ids, mask, response = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
     padded = model(ids, mask, response)
-    model.packed_attention = "flex"
+    model.kernels.attention = "flex"
     assert model.attention_kernel() == "flex"
     packed = model(ids, mask, response, packed=True)
     assert (packed.sequence_rewards - padded.sequence_rewards).abs().max() <= TOL
@@ -133,7 +133,7 @@ def test_flex_packed_forward_equals_padded(compiled, monkeypatch):
 
 def test_flex_refuses_training_on_cpu_in_one_line():
     model = model_for().train()
-    model.packed_attention = "flex"
+    model.kernels.attention = "flex"
     batch = pair_batch(model)
     with pytest.raises(ValueError, match="packed attention 'flex' cannot run here: flex attention has no backward on CPU"):
         model(batch["input_ids"], batch["attention_mask"], packed=True)
@@ -253,13 +253,21 @@ def test_kernel_choice_per_device_dtype_and_torch(monkeypatch):
 def test_training_records_the_kernels_and_refuses_impossible_ones(easy_data, tmp_path):
     model = build_reward_model("tiny-llama")
     cpu = torch.device("cpu")
-    cfg = RewardTrainingConfig(train_data="-", reg="sft")
-    assert kernel_choices(model, cfg, cpu, bf16=False) == {"attention": "segments", "logprobs": "chunked"}
-    assert kernel_choices(model, RewardTrainingConfig(train_data="-", padding_free=False), cpu, False) == {"attention": "padded"}
+
+    def choices(**settings):  # as the trainer chooses them (rm_trainer.build.prepare_model)
+        cfg = RewardTrainingConfig(train_data="-", **settings)
+        model.kernels = kernel_settings(cfg, bf16=False, sharded=False)
+        return choose_kernels(model, cpu, torch.float32, packed=cfg.padding_free, logprobs=cfg.reg != "none")
+
+    assert choices(reg="sft") == {"attention": "segments", "logprobs": "chunked"}
+    assert choices(padding_free=False) == {"attention": "padded"}
     with pytest.raises(ValueError, match="'varlen' cannot run here"):
-        kernel_choices(model, RewardTrainingConfig(train_data="-", attention="varlen"), cpu, bf16=False)
+        choices(attention="varlen")
     with pytest.raises(ValueError, match="logprob_backend 'liger' cannot run here"):
-        kernel_choices(model, RewardTrainingConfig(train_data="-", reg="sft", logprob_backend="liger"), cpu, bf16=False)
+        choices(reg="sft", logprob_backend="liger")
+    with pytest.raises(ValueError, match="logprob_backend 'liger' cannot run here: the LM head is sharded"):
+        model.kernels = kernel_settings(RewardTrainingConfig(train_data="-", logprob_backend="liger"), False, sharded=True)
+        choose_kernels(model, torch.device("cuda"), torch.bfloat16, packed=False)
     with pytest.raises(ValueError, match="attention = 'flash' is not one of"):
         RewardTrainingConfig(train_data="-", attention="flash").validate()
     # the command line: one line, non-zero exit, nothing written
@@ -284,7 +292,7 @@ def test_gradient_checkpointing_keeps_losses_and_gradients(reg, lora):
             model.enable_gradient_checkpointing()
             assert model.causal_lm.is_gradient_checkpointing
         cfg = RewardTrainingConfig(train_data="-", reg=reg, padding_free=padding_free)
-        stats = compute_loss(model, pair_batch(model, "left"), cfg)
+        stats = compute_loss(model, pair_batch(model, "left"), cfg, cfg.padding_free)
         stats["loss"].backward()
         results[checkpointing, padding_free] = stats, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     reference_stats, reference_grads = results[False, False]
@@ -312,10 +320,10 @@ def test_liger_refusals_name_the_reason(monkeypatch):
     assert "run on CUDA, not cpu" in rm_module.liger_unavailable_reason(head, torch.device("cpu"))
     assert rm_module.liger_unavailable_reason(head, torch.device("cuda")) is None
     assert "not a plain Linear" in rm_module.liger_unavailable_reason(torch.nn.Sequential(head), torch.device("cuda"))
-    model.logprob_backend = "liger"
-    with pytest.raises(ValueError, match="logprob backend 'liger' cannot run here: Liger's Triton kernels run on CUDA"):
+    model.kernels.logprob_backend = "liger"
+    with pytest.raises(ValueError, match="logprob_backend 'liger' cannot run here: Liger's Triton kernels run on CUDA"):
         model._token_logprobs(torch.randn(3, 64), torch.tensor([1, 2, 3]))
-    model.logprob_backend = "auto"  # falls back to the chunked path
+    model.kernels.logprob_backend = "auto"  # falls back to the chunked path
     assert model.logprob_kernel() == "chunked"
 
 
@@ -330,8 +338,8 @@ targets = torch.randint(0, model.lm_head.out_features, (300,))
 weights = torch.randn(300)  # a different upstream gradient per token, as the per-sequence GRM losses give
 results = {}
 for backend in ("chunked", "liger"):
-    model.logprob_backend = backend
-    model.logprob_chunk_tokens = 128
+    model.kernels.logprob_backend = backend
+    model.kernels.logprob_chunk_tokens = 128
     assert model.logprob_kernel() == backend
     model.lm_head.weight.grad, hidden.grad = None, None
     logp = model._token_logprobs(hidden, targets)

@@ -206,7 +206,7 @@ def test_losses_and_gradients_equal_packed_and_padded(reg, lora):
     for padding_free in (False, True):
         model = copy.deepcopy(base)
         cfg = RewardTrainingConfig(train_data="-", reg=reg, padding_free=padding_free, center_rewards_coefficient=0.01)
-        stats = compute_loss(model, pair_batch(model, "left"), cfg)
+        stats = compute_loss(model, pair_batch(model, "left"), cfg, cfg.padding_free)
         stats["loss"].backward()
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         results[padding_free] = stats, grads

@@ -230,10 +230,9 @@ def test_bon_and_one_ppo_step_with_smollm2_as_the_policy(run, tmp_path):
 def test_vanilla_and_grm_train_the_same_parameters_on_a_tied_model():
     """The LM head of SmolLM2 is its input embedding: vanilla training must not freeze it (GRM variants train it)."""
     from rewardlab.modeling.reward_model import build_reward_model
-    from rewardlab.rm_trainer.build import freeze_unused_lm_head
 
     vanilla, grm = build_reward_model(SMOLLM2), build_reward_model(SMOLLM2)
-    freeze_unused_lm_head(vanilla)  # what --reg none does; --reg sft keeps everything
+    vanilla.freeze_lm_head()  # what --reg none does; --reg sft keeps everything
     trainable = {name for name, p in vanilla.named_parameters() if p.requires_grad}
     assert trainable == {name for name, p in grm.named_parameters() if p.requires_grad}
     assert vanilla.causal_lm.get_input_embeddings().weight.requires_grad

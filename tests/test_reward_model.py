@@ -105,7 +105,7 @@ def test_chunked_logprobs_equal_one_pass_with_gradients(packed):
     results = {}
     for chunk in (0, 3):
         model.zero_grad()
-        model.logprob_chunk_tokens = chunk
+        model.kernels.logprob_chunk_tokens = chunk
         logprobs = model(ids, mask, response_mask=rmask, packed=packed).logprobs
         (logprobs * torch.tensor([1.0, -0.5, 2.0])).sum().backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

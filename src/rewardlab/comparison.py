@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from rewardlab.config import EvalBatchingSpec
 from rewardlab.errors import UserError
 from rewardlab.paired_stats import LEVEL, RESAMPLES, Comparison, compare_credits, pair_credit
 
@@ -120,9 +121,9 @@ def score_models(
     data: list[str],
     *,
     format: str | None = None,
-    max_length: int | None = 1024,
-    truncation: str = "keep_end",
-    batch_size: int = 16,
+    max_length: int | None = EvalBatchingSpec.max_length,
+    truncation: str = EvalBatchingSpec.truncation,
+    batch_size: int = EvalBatchingSpec.batch_size,
     device: str | None = None,
     dtype: str = "auto",
     progress: bool = False,

@@ -9,18 +9,43 @@ command, and must not pay for a trainer's imports to print --help.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rewardlab.choices import (
+    AGGREGATES,
+    DTYPE_NAMES,
+    HEAD_CHOICES,
+    LOGPROB_KERNELS,
+    PACKED_ATTENTION_KINDS,
+    PAIR_MODES,
+    REGULARIZERS,
+    REWARD_LOSSES,
+    TRUNCATION_CHOICES,
+    WORLD_VERSIONS,
+    Aggregate,
+    Dtype,
+    Head,
+    LogprobBackend,
+    PackedAttention,
+    PairMode,
+    Regularizer,
+    RewardLoss,
+    Truncation,
+    WorldVersion,
+    listed,
+)
 from rewardlab.errors import UserError
 from rewardlab.modeling.logprobs import DEFAULT_LOGPROB_CHUNK_TOKENS
+from rewardlab.paired_stats import LEVEL, RESAMPLES
 from rewardlab.tracking import ALL, NONE, TRACKERS
 
 DEVICE_HELP = "torch device: cuda, cuda:1, cpu (default: cuda when available, else cpu)."
-DTYPE_HELP = "Model dtype: auto (bf16 on a capable GPU, fp32 on CPU) | fp32 | bf16 | fp16."
+DTYPE_HELP = f"Model dtype: auto (bf16 on a capable GPU, fp32 on CPU) | {' | '.join(DTYPE_NAMES)}."
 
 
 def setting(
@@ -33,7 +58,10 @@ def setting(
     required: bool = False,
     min: float | None = None,
     max: float | None = None,
-    show_default: bool = False,
+    show_default: bool | None = None,
+    positional: bool = False,
+    envvar: str | None = None,
+    metavar: str | None = None,
 ) -> Any:
     """A config field with what its command-line option needs.
 
@@ -41,10 +69,15 @@ def setting(
     cli_type: the option's type when the field's differs (a Path for a str field, list[str] for a NAME=SPEC dict);
     required: the command refuses to run without the option (the field keeps its default for Python callers);
     min / max: the value's range (inclusive), checked on every resolved config (`check_ranges`: flags, YAML and Python);
-    show_default: --help shows the default even in commands whose options otherwise leave it to the help text.
+    a field typed with a Literal (rewardlab.choices) takes only its values (`check_choices`, run by `check_ranges`), and
+    its help lists them from the same Literal;
+    show_default: True: --help shows the default even in commands whose options otherwise leave it to the help text;
+    False: never (a default that depends on other settings, or costs an import); None: as the command does;
+    positional: a command-line argument instead of an option; envvar: the option also reads this environment variable;
+    metavar: how --help names the value.
     """
     metadata = {"help": help, "flags": flags, "cli_type": cli_type, "required": required, "min": min, "max": max}
-    metadata["show_default"] = show_default
+    metadata |= {"show_default": show_default, "positional": positional, "envvar": envvar, "metavar": metavar}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -119,8 +152,8 @@ class RewardDataSpec:
     format: str | None = setting(  # auto-detected when None
         None, help="trl | hh | unified-feedback | hhh | mt-bench-human | rewardbench | ultrafeedback | listwise (auto)."
     )
-    pairs: str = setting(  # rated listwise data (ultrafeedback, listwise) -> pairs
-        "all", help="Rated listwise data -> pairs: all (default) | best-worst | best-random (drawn with --seed)."
+    pairs: PairMode = setting(  # rated listwise data (ultrafeedback, listwise) -> pairs
+        "all", help=f"Rated listwise data -> pairs: {listed(PAIR_MODES, 'all')} (drawn with --seed)."
     )
     skip_invalid: bool = setting(False, flags=("--skip-invalid",), help="Skip and count invalid records instead of failing.")
 
@@ -147,8 +180,8 @@ class RewardObjectiveSpec:
 
     help_panel: ClassVar[str] = "Objective"
 
-    loss: str = setting("bt", help="bt (default) | margin | label-smooth.")
-    reg: str = setting("none", help="GRM regulariser: none (default) | sft | sft-nll | dpo | dpo-noref.")
+    loss: RewardLoss = setting("bt", help=f"{listed(REWARD_LOSSES, 'bt')}.")
+    reg: Regularizer = setting("none", help=f"GRM regulariser: {listed(REGULARIZERS, 'none')}.")
     alpha: float = setting(
         DEFAULT_ALPHA, min=0.0, max=1.0, help="Regulariser weight: (1-alpha)*L_reward + alpha*L_reg (default 0.01)."
     )
@@ -163,12 +196,12 @@ class RewardModelSpec(LoraSpec):
 
     help_panel: ClassVar[str] = "Model"
 
-    head: str = setting("linear", help="Reward head: linear (default) | mlp.")
+    head: Head = setting("linear", help=f"Reward head: {listed(HEAD_CHOICES, 'linear')}.")
     head_hidden: int = setting(1024, min=1, help="Hidden width of the mlp head (default 1024).")
     head_dropout: float = setting(0.1, min=0.0, max=1.0, help="Dropout on the hidden state before the head (default 0.1).")
     freeze_backbone: bool = setting(False, flags=("--freeze-backbone",), help="Baseline: train the reward head only.")
     ensemble_size: int = setting(1, min=1, help="Train K members with seeds seed..seed+K-1 (baseline).")
-    ensemble_aggregate: str = setting("mean", help="Ensemble score: mean (default) | min.")
+    ensemble_aggregate: Aggregate = setting("mean", help=f"Ensemble score: {listed(AGGREGATES, 'mean')}.")
 
 
 @dataclass
@@ -178,7 +211,7 @@ class BatchingSpec:
     help_panel: ClassVar[str] = "Batching"
 
     max_length: int = setting(1024, min=2, help="Max tokens per sequence (default 1024).")
-    truncation: str = setting("keep_end", help="Over-long pairs: keep_end (default) | drop.")
+    truncation: Truncation = setting("keep_end", help=f"Over-long pairs: {listed(TRUNCATION_CHOICES, 'keep_end')}.")
     group_by_length: bool = setting(True, help="Length-bucketed batches (default on: less padding).")
     padding_free: bool = setting(  # packed forward (rewardlab.packing); models without support fall back to padded batches
         True, help="Packed batches: no compute on padding, same results (default on; padded where a model lacks support)."
@@ -189,12 +222,14 @@ class BatchingSpec:
         help="GRM regularisers: LM-head logits for at most this many response tokens at a time, recomputed in the backward "
         "(default 2048; 0 = all at once). Caps memory with large vocabularies.",
     )
-    attention: str = setting(
+    attention: PackedAttention = setting(
         "auto",
-        help="Packed attention kernel: auto (default: varlen or flex on CUDA, segments on CPU) | segments | varlen | flex.",
+        help="Packed attention kernel: auto (default: varlen or flex on CUDA, segments on CPU) | "
+        f"{' | '.join(PACKED_ATTENTION_KINDS)}.",
     )
-    logprob_backend: str = setting(
-        "auto", help="GRM regularisers' log-probs: auto (default: liger on CUDA when installed) | chunked | liger."
+    logprob_backend: LogprobBackend = setting(
+        "auto",
+        help=f"GRM regularisers' log-probs: auto (default: liger on CUDA when installed) | {' | '.join(LOGPROB_KERNELS)}.",
     )
     gradient_checkpointing: bool = setting(
         False,
@@ -251,6 +286,7 @@ class TrackingSpec:
 
     report_to: list[str] = setting(
         factory=list,
+        show_default=False,
         help=f"Experiment trackers: {' | '.join(TRACKERS)}, repeated or comma-separated; {ALL} (every installed one) | "
         f"{NONE} (default). A named tracker that is not installed is an error.",
     )
@@ -328,17 +364,17 @@ class StudySpec:
     )
     subset_seed: int = setting(0, help="Seed of the shuffle the training sizes are cut from (default 0).")
     ensemble_members: int = setting(3, min=2, help="Members of the ensemble variant (default 3).")
-    level: float = setting(0.95, min=0.5, max=0.999, help="Confidence level of the comparisons (default 0.95).")
-    resamples: int = setting(2000, min=200, help="Bootstrap resamples over pairs per comparison (default 2000).")
+    level: float = setting(LEVEL, min=0.5, max=0.999, help=f"Confidence level of the comparisons (default {LEVEL:g}).")
+    resamples: int = setting(RESAMPLES, min=200, help=f"Bootstrap resamples over pairs per comparison (default {RESAMPLES}).")
     workers: int = setting(1, min=1, help="Cells trained at once, in separate processes (default 1).")
     # train-rm settings that are the same in every cell (the rest of their groups varies per cell)
     beta: float = restate(RewardObjectiveSpec, "beta")
     label_smoothing: float = restate(RewardObjectiveSpec, "label_smoothing")
     center_rewards_coefficient: float = restate(RewardObjectiveSpec, "center_rewards_coefficient")
-    head: str = restate(RewardModelSpec, "head")
+    head: Head = restate(RewardModelSpec, "head")
     head_hidden: int = restate(RewardModelSpec, "head_hidden")
     head_dropout: float = restate(RewardModelSpec, "head_dropout")
-    ensemble_aggregate: str = restate(RewardModelSpec, "ensemble_aggregate")
+    ensemble_aggregate: Aggregate = restate(RewardModelSpec, "ensemble_aggregate")
     logging_steps: int = restate(EvaluationSpec, "logging_steps")
     eval_steps: int = restate(EvaluationSpec, "eval_steps", 50, help="Evaluate the --select-on set every N steps (default 50).")
     select_best_on: str | None = restate(
@@ -378,6 +414,93 @@ class StudyFields(StudyRunSpec, TrackingSpec, OptimisationSpec, BatchingSpec, Lo
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# the settings the commands that score, evaluate, inspect and export share (score, serve, eval-rm, diagnose, export,
+# data); each command's own config lives beside it (rewardlab.commands.<name>), made of these and its own fields.
+
+
+@dataclass
+class PlacementSpec:
+    """Where a command that scores puts the model: device and dtype."""
+
+    device: str | None = restate(RunSpec, "device", help=DEVICE_HELP)
+    dtype: Dtype = setting("auto", help=DTYPE_HELP)
+
+
+@dataclass
+class AggregateSpec:
+    """How an ensemble's members' rewards combine when it is loaded for scoring."""
+
+    aggregate: Aggregate | None = setting(  # None: the aggregate saved with the ensemble
+        None, help=f"For ensembles: {listed(AGGREGATES)} (default: as saved)."
+    )
+
+
+@dataclass
+class NormalizeSpec:
+    """Rewards normalised with the statistics recorded at training."""
+
+    normalize: bool = setting(
+        False,
+        flags=("--normalize",),
+        help="Rewards (r - mean) / std with the mean and std recorded at training (OpenRLHF's normalize_reward); every "
+        "position reward, so token rewards follow. A model without them is an error.",
+    )
+
+
+@dataclass
+class EvalBatchingSpec:
+    """How preference pairs are batched for scoring (eval-rm, diagnose): train-rm's evaluation batches."""
+
+    batch_size: int = restate(OptimisationSpec, "per_device_eval_batch_size", help="Pairs per forward pass.")
+    max_length: int = restate(BatchingSpec, "max_length")
+    truncation: Truncation = restate(BatchingSpec, "truncation")
+
+
+@dataclass
+class OutputSpec:
+    """Progress bars, and replacing an earlier output: the commands that write one."""
+
+    progress: bool = restate(RunSpec, "progress")
+    overwrite: bool = restate(RunSpec, "overwrite", help="Replace an earlier rewardlab output there (never anything else).")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the demo's options (rewardlab.demo.config.DemoConfig restates them beside the sizes it picks, full or quick): declared
+# here so that building `rewardlab demo` imports nothing of the demo's pipeline (transformers, accelerate)
+
+
+def default_world_version() -> int:
+    from rewardlab.tasks.world import WORLD_VERSION  # imported when a demo is configured, never for --help
+
+    return WORLD_VERSION
+
+
+@dataclass
+class DemoSpec(TrackingSpec):
+    """`rewardlab demo`'s options (the command is generated from them and builds a DemoConfig)."""
+
+    help_panel: ClassVar[str | None] = None  # under typer's "Options"; report_to under TrackingSpec's panel
+
+    output_dir: str = setting(
+        "runs/demo", flags=("--output",), cli_type=Path, help="Directory for report.md, results.json and figures."
+    )
+    quick: bool = setting(False, flags=("--quick",), help="A smaller run (about 5 minutes on 2 CPU cores).")
+    seeds: int = setting(3, min=1, show_default=False, help="Seeds per reward-model variant (default: 1 quick, 3 full).")
+    world_version: WorldVersion = setting(
+        factory=default_world_version,
+        flags=("--world",),
+        show_default=False,
+        help=f"World version: {' or '.join(map(str, sorted(WORLD_VERSIONS, reverse=True)))} (default: the latest: "
+        "rating feedback after every answer, an ID-only shortcut).",
+    )
+    workers: int = setting(
+        2, min=1, help="Independent runs (reward models, PPO runs) trained at once, in processes of one thread each."
+    )
+    progress: bool = restate(OutputSpec, "progress")
+    overwrite: bool = restate(OutputSpec, "overwrite")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # reading settings back
 
 
@@ -404,30 +527,72 @@ def option_flags(f: dataclasses.Field, boolean: bool) -> tuple[str, ...]:
     return (f"{name}/--no-{name[2:]}",) if boolean else (name,)
 
 
-def option_type(f: dataclasses.Field, hint: Any) -> Any:
-    """The type an option parses into: declared cli_type, else the field's type hint without `| None`."""
-    if f.metadata.get("cli_type") is not None:
-        return f.metadata["cli_type"]
+def is_setting(f: dataclasses.Field) -> bool:
+    """Declared with `setting` (a command-line option); a plain field is a config's internal setting (the demo's sizes)."""
+    return "help" in f.metadata
+
+
+def without_none(hint: Any) -> Any:
+    """`T | None` -> T; any other hint as it is."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if type(None) in typing.get_args(hint) and len(args) == 1:
         return args[0]
     return hint
 
 
-def from_dict(cls: type, values: dict, source: str | None = None, name: str | None = None) -> Any:
-    """`cls(**values)`, refusing keys that are not fields (a typo would otherwise be silently ignored) and values outside
-    a field's declared range."""
+def choices_of(hint: Any) -> tuple | None:
+    """The values a field typed `Literal[...]` (or `Literal[...] | None`) takes; None for any other type."""
+    hint = without_none(hint)
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+
+
+def option_type(f: dataclasses.Field, hint: Any) -> Any:
+    """The type an option parses into: declared cli_type, else the field's type hint without `| None` (a Literal's
+    values' type: `check_choices` refuses other values in rewardlab's words, whichever way the value came)."""
+    if f.metadata.get("cli_type") is not None:
+        return f.metadata["cli_type"]
+    hint = without_none(hint)
+    choices = choices_of(hint)
+    return type(choices[0]) if choices else hint
+
+
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(
+    cls: type, values: dict, source: str | None = None, name: str | None = None, make: Callable[..., Any] | None = None
+) -> Any:
+    """`cls(**values)` (or `make(**values)`), refusing keys that are not fields (a typo would otherwise be silently
+    ignored), values outside a field's declared range and values a Literal field does not take."""
     unknown = sorted(set(values) - {f.name for f in fields(cls)})
     if unknown:
         where = f"{source}: " if source else ""
         raise UserError(f"{where}unknown config keys: {', '.join(unknown)} (not {name or cls.__name__} fields)")
-    cfg = cls(**values)
+    cfg = (make or cls)(**values)
     check_ranges(cfg)
     return cfg
 
 
+def check_choices(cfg: Any) -> None:
+    """Every Literal-typed field holds one of its values (None where the field allows it); else one line naming the
+    setting and its choices."""
+    hints = type_hints(type(cfg))
+    for f in fields(cfg):
+        choices = choices_of(hints[f.name])
+        value = getattr(cfg, f.name)
+        if choices is None or value is None or value in choices:
+            continue
+        flag = option_flags(f, False)[0].split("/")[0]
+        named = "" if flag == "--" + f.name.replace("_", "-") else f" ({flag})"
+        raise UserError(f"{f.name} = {value!r} is not one of {', '.join(map(str, choices))}{named}")
+
+
 def check_ranges(cfg: Any) -> None:
-    """Every numeric field within its declared min / max (inclusive); else one line naming the flag and the range."""
+    """Every numeric field within its declared min / max (inclusive), else one line naming the flag and the range; and
+    every choice among its Literal's (`check_choices`)."""
+    check_choices(cfg)
     for f in fields(cfg):
         low, high = f.metadata.get("min"), f.metadata.get("max")
         value = getattr(cfg, f.name)
@@ -463,7 +628,9 @@ def read_yaml_config(path: Path, cls: type, name: str | None = None) -> dict:
     return values
 
 
-def resolve_config(cls: type, config_file: Path | None, given: dict, name: str | None = None) -> Any:
+def resolve_config(
+    cls: type, config_file: Path | None, given: dict, name: str | None = None, make: Callable[..., Any] | None = None
+) -> Any:
     """Defaults, then the YAML file, then the flags given on the command line: each later one wins."""
     values = read_yaml_config(config_file, cls, name) if config_file is not None else {}
-    return from_dict(cls, values | given, source=str(config_file) if config_file else None, name=name)
+    return from_dict(cls, values | given, source=str(config_file) if config_file else None, name=name, make=make)

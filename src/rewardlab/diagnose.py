@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from rewardlab.config import EvalBatchingSpec
 from rewardlab.data.pairs import encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.errors import UserError
@@ -184,9 +185,9 @@ class PrefixScores:
 def score_prefixes(
     model,
     examples: list[PreferenceExample],
-    max_length: int | None = 1024,
-    truncation: str = "keep_end",
-    batch_size: int = 16,
+    max_length: int | None = EvalBatchingSpec.max_length,
+    truncation: str = EvalBatchingSpec.truncation,
+    batch_size: int = EvalBatchingSpec.batch_size,
     steps: int = STEPS,
     progress: bool = False,
     desc: str = "diagnose",

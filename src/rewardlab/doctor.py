@@ -53,6 +53,7 @@ from pathlib import Path
 
 import torch
 
+from rewardlab.config import EvalBatchingSpec
 from rewardlab.data.templates import (
     TEXT_RECORD_NAME,
     EncodedSequence,
@@ -679,7 +680,7 @@ def examine(
     *,
     format: str | None = None,
     limit: int = DATA_LIMIT,
-    max_length: int | None = 1024,
+    max_length: int | None = EvalBatchingSpec.max_length,
     batch_size: int = 16,
     device: str | torch.device | None = None,
     on_check: Callable[[Check], None] | None = None,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import DataLoader
 
+from rewardlab.config import EvalBatchingSpec
 from rewardlab.data.pairs import EncodedPair, PairCollator, encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.errors import UserError
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 def scored_pair_batches(
     model,
     pairs: list[EncodedPair],
-    batch_size: int = 16,
+    batch_size: int = EvalBatchingSpec.batch_size,
     accelerator=None,
     progress: bool = False,
     desc: str = "scoring",
@@ -57,7 +58,7 @@ def scored_pair_batches(
 def score_pairs(
     model,
     pairs: list[EncodedPair],
-    batch_size: int = 16,
+    batch_size: int = EvalBatchingSpec.batch_size,
     accelerator=None,
     progress: bool = False,
     desc: str = "scoring",
@@ -113,9 +114,9 @@ def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, subsets: li
 def evaluate_preferences(
     model,
     examples: list[PreferenceExample],
-    max_length: int | None = 1024,
-    truncation: str = "keep_end",
-    batch_size: int = 16,
+    max_length: int | None = EvalBatchingSpec.max_length,
+    truncation: str = EvalBatchingSpec.truncation,
+    batch_size: int = EvalBatchingSpec.batch_size,
     accelerator=None,
     progress: bool = False,
     desc: str = "eval",

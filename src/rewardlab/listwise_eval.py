@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rewardlab.config import EvalBatchingSpec
 from rewardlab.data.listwise import EVAL_FORMATS, ListwiseDataset, ListwiseExample
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response
 from rewardlab.errors import UserError
@@ -26,9 +27,9 @@ from rewardlab.scoring import score_sequences
 def score_listwise(
     model,
     examples: Sequence[ListwiseExample],
-    max_length: int | None = 1024,
-    truncation: str = "keep_end",
-    batch_size: int = 16,
+    max_length: int | None = EvalBatchingSpec.max_length,
+    truncation: str = EvalBatchingSpec.truncation,
+    batch_size: int = EvalBatchingSpec.batch_size,
     progress: bool = False,
     desc: str = "scoring",
 ) -> tuple[list[int], list[list[float]], list[list[float]], dict[str, int]]:
@@ -93,9 +94,9 @@ def listwise_metrics(
 def evaluate_listwise(
     model,
     dataset: ListwiseDataset,
-    max_length: int | None = 1024,
-    truncation: str = "keep_end",
-    batch_size: int = 16,
+    max_length: int | None = EvalBatchingSpec.max_length,
+    truncation: str = EvalBatchingSpec.truncation,
+    batch_size: int = EvalBatchingSpec.batch_size,
     progress: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics for one listwise set (with its data counts) and one `--scores` row per prompt scored:

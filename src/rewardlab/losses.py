@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rewardlab.choices import REGULARIZERS, REWARD_LOSSES
 from rewardlab.errors import UserError
 
 
@@ -139,9 +140,6 @@ REGULARIZER_TABLE: dict[str, Regularizer | None] = {
     ),
     "dpo-noref": Regularizer(True, False, lambda lp, beta: dpo_regularizer(lp.chosen, lp.rejected, beta=beta)),
 }
-
-REWARD_LOSSES = tuple(REWARD_LOSS_TABLE)
-REGULARIZERS = tuple(REGULARIZER_TABLE)
 
 
 def reward_loss(

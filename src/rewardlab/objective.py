@@ -1,4 +1,6 @@
 """The reward-model objective on one batch of pairs: the model's forward passes, then the math of `rewardlab.losses`.
+`compute_loss` reads the objective's own settings group, `rewardlab.config.RewardObjectiveSpec` (a run's
+`RewardTrainingConfig` is one).
 
 For a batch of B pairs (rows 0..B-1 chosen, B..2B-1 rejected, see `rewardlab.data.pairs`):
     1. chosen and rejected go through the model as ONE (2B, T) batch: rewards r_c, r_r at each sequence's last real token,
@@ -14,8 +16,7 @@ For a batch of B pairs (rows 0..B-1 chosen, B..2B-1 rejected, see `rewardlab.dat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,83 +30,77 @@ from rewardlab.losses import (
     reward_loss,
 )
 
+if TYPE_CHECKING:
+    from rewardlab.config import RewardObjectiveSpec
 
-@dataclass(frozen=True)
-class Objective:
-    """The objective's settings, named as in `RewardTrainingConfig` (so `from_config` reads them from any run config)."""
+Stats = dict[str, torch.Tensor]
 
-    loss: str = "bt"
-    reg: str = "none"
-    alpha: float = 0.01
-    beta: float = 0.1
-    label_smoothing: float = 0.1
-    center_rewards_coefficient: float = 0.0
-    padding_free: bool = True
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> Objective:
-        """The objective of a run config (any object with these fields, e.g. `RewardTrainingConfig`)."""
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+def compute_loss(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    objective: RewardObjectiveSpec,
+    padding_free: bool,
+    measure_gradients: bool = False,
+) -> Stats:
+    """The objective's settings (`RewardObjectiveSpec`, of which a run's `RewardTrainingConfig` is one) on one batch of
+    pairs, run packed when `padding_free`: the loss (with gradients) and detached statistics: reward_loss, accuracy,
+    margin, the mean and (population) std of the batch's 2B rewards, reg_loss with a regulariser, and the loss's two
+    terms, reward_term = (1 - alpha) * L_reward and reg_term = alpha * L_reg (0 without a regulariser; they sum to loss).
+    `measure_gradients` adds reward_grad_norm and reg_grad_norm (`gradient_norms`): two more backward passes through the
+    heads only, so the trainer asks on logging steps alone."""
+    regularizer = REGULARIZER_TABLE[objective.reg]
+    n_pairs = batch["margin"].shape[0]
+    response_mask = regularised_responses(batch, n_pairs, regularizer)
+    reference = reference_logprobs(model, batch, response_mask, regularizer, padding_free)
+    out = model(batch["input_ids"], batch["attention_mask"], response_mask, packed=padding_free)
+    chosen, rejected = out.sequence_rewards[:n_pairs], out.sequence_rewards[n_pairs:]
+    logprobs = None if regularizer is None else split_pairs(out.logprobs, reference, n_pairs)
+    l_reward = reward_loss(
+        objective.loss, chosen, rejected, batch["margin"], objective.label_smoothing, objective.center_rewards_coefficient
+    )
+    l_reg = None if logprobs is None else regularizer_loss(objective.reg, logprobs, objective.beta)
+    reward_term, reg_term = grm_terms(l_reward, l_reg, objective.alpha)
+    stats = {
+        "loss": reward_term if reg_term is None else reward_term + reg_term,
+        "reward_loss": l_reward.detach(),
+        "accuracy": pairwise_accuracy(chosen.detach(), rejected.detach()),
+        "margin": (chosen - rejected).detach().mean(),
+        "reward_mean": out.sequence_rewards.detach().mean(),
+        "reward_std": out.sequence_rewards.detach().std(correction=0),
+        "reward_term": reward_term.detach(),
+        "reg_term": torch.zeros_like(reward_term.detach()) if reg_term is None else reg_term.detach(),
+    }
+    if l_reg is not None:
+        stats["reg_loss"] = l_reg.detach()
+    if measure_gradients:
+        stats |= gradient_norms(out.head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
+    return stats
 
-    @property
-    def regularizer(self) -> Regularizer | None:
-        return REGULARIZER_TABLE[self.reg]
 
-    def __call__(
-        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], measure_gradients: bool = False
-    ) -> dict[str, torch.Tensor]:
-        """loss (with gradients) and detached statistics: reward_loss, accuracy, margin, the mean and (population) std of
-        the batch's 2B rewards, reg_loss with a regulariser, and the loss's two terms, reward_term = (1 - alpha) *
-        L_reward and reg_term = alpha * L_reg (0 without a regulariser; they sum to loss). `measure_gradients` adds
-        reward_grad_norm and reg_grad_norm (`gradient_norms`): two more backward passes through the heads only, so the
-        trainer asks on logging steps alone."""
-        n_pairs = batch["margin"].shape[0]
-        response_mask = self.response_mask(batch, n_pairs)
-        reference = self.reference_logprobs(model, batch, response_mask)
-        out = model(batch["input_ids"], batch["attention_mask"], response_mask, packed=self.padding_free)
-        chosen, rejected = out.sequence_rewards[:n_pairs], out.sequence_rewards[n_pairs:]
-        l_reward = reward_loss(
-            self.loss, chosen, rejected, batch["margin"], self.label_smoothing, self.center_rewards_coefficient
-        )
-        l_reg = None
-        if self.regularizer is not None:
-            l_reg = regularizer_loss(self.reg, split_pairs(out.logprobs, reference, n_pairs), self.beta)
-        reward_term, reg_term = grm_terms(l_reward, l_reg, self.alpha)
-        stats = {
-            "loss": reward_term if reg_term is None else reward_term + reg_term,
-            "reward_loss": l_reward.detach(),
-            "accuracy": pairwise_accuracy(chosen.detach(), rejected.detach()),
-            "margin": (chosen - rejected).detach().mean(),
-            "reward_mean": out.sequence_rewards.detach().mean(),
-            "reward_std": out.sequence_rewards.detach().std(correction=0),
-            "reward_term": reward_term.detach(),
-            "reg_term": torch.zeros_like(reward_term.detach()) if reg_term is None else reg_term.detach(),
-        }
-        if l_reg is not None:
-            stats["reg_loss"] = l_reg.detach()
-        if measure_gradients:
-            stats |= gradient_norms(out.head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
-        return stats
+def regularised_responses(batch: dict[str, torch.Tensor], n_pairs: int, regularizer: Regularizer | None) -> torch.Tensor | None:
+    """The response tokens whose log-probs the regulariser reads: none, the chosen rows', or every row's."""
+    if regularizer is None:
+        return None
+    if regularizer.needs_rejected:
+        return batch["response_mask"]
+    chosen_only = batch["response_mask"].clone()
+    chosen_only[n_pairs:] = False  # the LM head is not run for the rejected responses
+    return chosen_only
 
-    def response_mask(self, batch: dict[str, torch.Tensor], n_pairs: int) -> torch.Tensor | None:
-        """The response tokens whose log-probs the regulariser reads: none, the chosen rows', or every row's."""
-        if self.regularizer is None:
-            return None
-        if self.regularizer.needs_rejected:
-            return batch["response_mask"]
-        chosen_only = batch["response_mask"].clone()
-        chosen_only[n_pairs:] = False  # the LM head is not run for the rejected responses
-        return chosen_only
 
-    def reference_logprobs(
-        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], response_mask: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        if self.regularizer is None or not self.regularizer.needs_reference:
-            return None
-        with torch.no_grad():
-            return model(
-                batch["input_ids"], batch["attention_mask"], response_mask, reference=True, packed=self.padding_free
-            ).logprobs
+def reference_logprobs(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    response_mask: torch.Tensor | None,
+    regularizer: Regularizer | None,
+    padding_free: bool,
+) -> torch.Tensor | None:
+    """The reference's summed response log-probs, without gradients, when the regulariser needs them (dpo)."""
+    if regularizer is None or not regularizer.needs_reference:
+        return None
+    with torch.no_grad():
+        return model(batch["input_ids"], batch["attention_mask"], response_mask, reference=True, packed=padding_free).logprobs
 
 
 def gradient_norms(hidden: torch.Tensor, terms: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
@@ -133,9 +128,3 @@ def split_pairs(logprobs: torch.Tensor, reference: torch.Tensor | None, n_pairs:
     if reference is not None:
         ref_chosen, ref_rejected = reference[:n_pairs], reference[n_pairs:]
     return PairLogprobs(logprobs[:n_pairs], logprobs[n_pairs:], ref_chosen, ref_rejected)
-
-
-def compute_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: Any) -> dict[str, torch.Tensor]:
-    """The objective of `cfg` (an `Objective`, or a run config holding its fields) on one batch of pairs."""
-    objective = cfg if isinstance(cfg, Objective) else Objective.from_config(cfg)
-    return objective(model, batch)

@@ -34,14 +34,13 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
+from rewardlab.choices import PACKED_ATTENTION_CHOICES, PACKED_ATTENTION_KINDS
 from rewardlab.errors import UserError
 from rewardlab.kernel_check import checked, fallback_reason
 
 SEGMENT_ATTENTION = "rewardlab_segments"
 VARLEN_ATTENTION = "rewardlab_varlen"
 FLEX_ATTENTION = "rewardlab_flex"
-PACKED_ATTENTION_KINDS = ("segments", "varlen", "flex")
-PACKED_ATTENTION_CHOICES = ("auto", *PACKED_ATTENTION_KINDS)
 IMPLEMENTATION_OF = {"segments": SEGMENT_ATTENTION, "varlen": VARLEN_ATTENTION, "flex": FLEX_ATTENTION}
 DESCRIPTION_OF = {
     "segments": "per-sequence SDPA loop (one call per sequence per layer)",

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from rewardlab.packed_attention import PACKED_ATTENTION_KINDS, document_block_mask, sliding_windows
+from rewardlab.choices import PACKED_ATTENTION_KINDS
+from rewardlab.packed_attention import document_block_mask, sliding_windows
 
 
 @dataclass

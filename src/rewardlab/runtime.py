@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
+from rewardlab.choices import DTYPE_CHOICES
 from rewardlab.errors import UserError
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DTYPE_CHOICES = ("auto", *DTYPES)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # keyed by rewardlab.choices.DTYPE_NAMES
 _DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float": "fp32"}
 
 # The environment variable that holds `rewardlab serve`'s API key: the server reads it, and so do its clients (verl).

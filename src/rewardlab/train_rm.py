@@ -24,25 +24,23 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rewardlab.config import RewardTrainingFields, check_ranges
 from rewardlab.config import from_dict as config_from_dict
-from rewardlab.data.listwise import PAIR_MODES
-from rewardlab.data.templates import TRUNCATION_CHOICES
 from rewardlab.errors import UserError
 from rewardlab.evaluation import evaluate_preferences, score_rows
-from rewardlab.losses import REGULARIZERS, REWARD_LOSSES
-from rewardlab.modeling.ensemble import AGGREGATES, EnsembleRewardModel, member_name, member_names, write_manifest
-from rewardlab.modeling.head import HEAD_CHOICES
-from rewardlab.modeling.logprobs import LOGPROB_BACKENDS
+from rewardlab.modeling.ensemble import EnsembleRewardModel, member_name, member_names, write_manifest
 from rewardlab.modeling.reward_model import MODEL_SUBDIR, RewardModel
-from rewardlab.packed_attention import PACKED_ATTENTION_CHOICES
 from rewardlab.rm_trainer.build import build_run, load_datasets
 from rewardlab.rm_trainer.loop import final_evaluation, train_loop
 from rewardlab.rm_trainer.outputs import SCORES_NAME, end_run, record_reward_statistics, reward_statistics, save_outputs
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir, version, write_json, write_jsonl
 from rewardlab.tracking import resolve_report_to
+
+if TYPE_CHECKING:
+    from rewardlab.data.loading import PreferenceDataset
 
 
 @dataclass
@@ -52,21 +50,9 @@ class RewardTrainingConfig(RewardTrainingFields):
 
     def validate(self) -> None:
         """Every setting and the output directory, checked before any data or model loads (one line on a bad one)."""
-        check_ranges(self)
+        check_ranges(self)  # and every choice field among its Literal's values (config.check_choices)
         if self.train_data is None:
             raise UserError("no training data: pass --train-data (or train_data in --config)")
-        for name, value, choices in (
-            ("loss", self.loss, REWARD_LOSSES),
-            ("reg", self.reg, REGULARIZERS),
-            ("head", self.head, HEAD_CHOICES),
-            ("truncation", self.truncation, TRUNCATION_CHOICES),
-            ("ensemble_aggregate", self.ensemble_aggregate, AGGREGATES),
-            ("pairs", self.pairs, PAIR_MODES),
-            ("attention", self.attention, PACKED_ATTENTION_CHOICES),
-            ("logprob_backend", self.logprob_backend, LOGPROB_BACKENDS),
-        ):
-            if value not in choices:
-                raise UserError(f"{name} = '{value}' is not one of {', '.join(choices)}")
         if self.norm_samples == 1:
             raise UserError("norm_samples must be 0 (all) or at least 2 (a std needs two rewards)")
         if self.freeze_backbone and self.reg != "none":
@@ -94,21 +80,22 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     """
     cfg.validate()
     train_set, eval_sets = load_datasets(cfg, datasets)  # bad data stops here, before the output directory is touched
-    datasets = {"train": train_set, "eval": eval_sets}
     if is_main_process():
         claim_output_dir(cfg.output_dir, "train-rm", overwrite=cfg.overwrite, resume=cfg.resume, inputs=cfg.input_paths())
-    if cfg.ensemble_size > 1:
-        metrics = train_ensemble(cfg, datasets)
-    else:
-        run, metrics = train_one_model(cfg, datasets)
+    if cfg.ensemble_size == 1:
+        run, metrics = train_one_model(cfg, train_set, eval_sets)
         end_run(run)
+    else:
+        metrics = train_ensemble(cfg, train_set, eval_sets)
     seal_output_dir(cfg.output_dir)  # on the main process
     return metrics
 
 
-def train_one_model(cfg: RewardTrainingConfig, datasets: dict | None = None) -> tuple[TrainingRun, dict]:
+def train_one_model(
+    cfg: RewardTrainingConfig, train_set: PreferenceDataset, eval_sets: dict[str, PreferenceDataset]
+) -> tuple[TrainingRun, dict]:
     """build -> loop -> evaluate -> save, for one model; the run stays open (its trackers, the process group)."""
-    run = build_run(cfg, datasets)
+    run = build_run(cfg, train_set, eval_sets)
     loop = train_loop(run)
     metrics = final_evaluation(run, loop)
     metrics["reward_statistics"] = record_reward_statistics(run).to_dict()
@@ -116,7 +103,7 @@ def train_one_model(cfg: RewardTrainingConfig, datasets: dict | None = None) -> 
     return run, metrics
 
 
-def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> dict:
+def train_ensemble(cfg: RewardTrainingConfig, train_set: PreferenceDataset, eval_sets: dict[str, PreferenceDataset]) -> dict:
     """K members with seeds seed, seed+1, ...; the ensemble is saved under output_dir/model and evaluated as a whole.
 
     Under several processes every process takes part in training each member (accelerate shares the batches) and scores
@@ -126,23 +113,20 @@ def train_ensemble(cfg: RewardTrainingConfig, datasets: dict | None = None) -> d
 
     output_dir = Path(cfg.output_dir)
     model_dir = output_dir / MODEL_SUBDIR
-    if datasets is None:
-        train_set, eval_sets = load_datasets(cfg)
-        datasets = {"train": train_set, "eval": eval_sets}
-    names = member_names(cfg.ensemble_size)
     members = []
     for k in range(cfg.ensemble_size):
-        run, member_metrics = train_one_model(member_config(cfg, k), datasets)
+        run, member_metrics = train_one_model(member_config(cfg, k), train_set, eval_sets)
         end_run(run, keep_process_group=True)  # the next member trains in the same process group
         members.append(member_metrics)
     # built from the members' directories, which every process has once their training ended
+    names = member_names(cfg.ensemble_size)
     ensemble = EnsembleRewardModel(
         [RewardModel.from_pretrained(model_dir / name / MODEL_SUBDIR) for name in names], cfg.ensemble_aggregate
     ).eval()
-    ensemble.reward_statistics = reward_statistics(ensemble, cfg, datasets["train"].examples)  # of the aggregate
+    ensemble.reward_statistics = reward_statistics(ensemble, cfg, train_set.examples)  # of the aggregate
     write_manifest(model_dir, names, cfg.ensemble_aggregate, ensemble.reward_statistics, main_process_only=True)
     eval_results, rows = {}, []
-    for name, ds in datasets["eval"].items():
+    for name, ds in eval_sets.items():
         eval_results[name], raw = evaluate_preferences(
             ensemble, ds.examples, cfg.max_length, cfg.truncation, cfg.per_device_eval_batch_size
         )

@@ -52,4 +52,5 @@ bon = config_command(
     config_file=False,
     show_defaults=True,
     convert={"proxies": parse_proxies},
+    name="bon",
 )

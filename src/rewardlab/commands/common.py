@@ -14,7 +14,14 @@ from typing import Any
 
 import typer
 
-from rewardlab.config import DEVICE_HELP, DTYPE_HELP, help_panel, option_flags, option_type, resolve_config
+from rewardlab.config import (
+    help_panel,
+    is_setting,
+    option_flags,
+    option_type,
+    resolve_config,
+    without_none,
+)
 from rewardlab.errors import UserError
 
 
@@ -29,59 +36,14 @@ def user_errors():
         raise typer.Exit(1) from None
 
 
-def device_option():
-    return typer.Option(None, "--device", help=DEVICE_HELP)
-
-
-def dtype_option():
-    return typer.Option("auto", "--dtype", help=DTYPE_HELP)
-
-
-def aggregate_option():
-    return typer.Option(None, "--aggregate", help="For ensembles: mean | min (default: as saved).")
-
-
-def normalize_option():
-    return typer.Option(
-        False,
-        "--normalize",
-        help="Rewards (r - mean) / std with the mean and std recorded at training (OpenRLHF's normalize_reward); every "
-        "position reward, so token rewards follow. A model without them is an error.",
-    )
-
-
 def normalization_record(rm) -> dict | None:
     """What outputs state about normalisation: the statistics used, or None when rewards are raw."""
     stats = getattr(rm, "normalization", None)
     return None if stats is None else stats.to_dict()
 
 
-def progress_option():
-    return typer.Option(True, "--progress/--no-progress")
-
-
 def echo(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-def check_at_least(flag: str, value: float | None, low: float) -> None:
-    """A hand-written option's lower bound, refused in the same words as a config field's (config.check_ranges)."""
-    if value is not None and not value >= low:
-        raise UserError(f"{flag} {value}: must be >= {low}")
-
-
-def check_choice(flag: str, value: str | None, choices: tuple[str, ...] | list[str]) -> None:
-    if value is not None and value not in choices:
-        raise UserError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
-
-
-def check_eval_settings(batch_size: int, max_length: int, truncation: str) -> None:
-    """How pairs are batched for scoring (eval-rm, diagnose): one line on a bad setting."""
-    from rewardlab.data.templates import TRUNCATION_CHOICES
-
-    check_at_least("--batch-size", batch_size, 1)
-    check_at_least("--max-length", max_length, 2)
-    check_choice("--truncation", truncation, TRUNCATION_CHOICES)
 
 
 def named_inputs(model: str, specs: list[str]) -> list[str]:
@@ -89,10 +51,6 @@ def named_inputs(model: str, specs: list[str]) -> list[str]:
     from rewardlab.data.io import parse_named_spec
 
     return [model, *(parse_named_spec(spec)[1] for spec in specs)]
-
-
-def overwrite_option():
-    return typer.Option(False, "--overwrite", help="Replace an earlier rewardlab output there (never anything else).")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -103,34 +61,35 @@ def config_option(f: dataclasses.Field, hint: Any, show_defaults: bool, panel: s
     """One typer option for one config field: flags, help, range and type from the field's declaration.
 
     Commands with `--config` leave an option's default at None (the field's default, or the YAML file's value, applies),
-    so --help states defaults in the help text as it always has; `show_defaults` shows the field's own default instead.
+    so --help states defaults in the help text as it always has; `show_defaults` shows the field's own default instead
+    (a field's own `show_default`, when set, wins). A positional field becomes an argument, an `envvar` one reads it.
     """
     meta = f.metadata
     kind = option_type(f, hint)
+    show = show_defaults if meta.get("show_default") is None else meta["show_default"]
     if meta.get("required"):
         default: Any = ...
-    elif show_defaults or meta.get("show_default"):
+    elif show:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     else:
         default = None
-    # ranges are checked on the resolved config (config.check_ranges), so a bad value reads the same from every command
-    option = typer.Option(default, *option_flags(f, kind is bool), help=meta.get("help"), rich_help_panel=panel)
+    # ranges and choices are checked on the resolved config (config.check_ranges), so a bad value reads the same from
+    # every command, a YAML file and Python
+    extra = {"metavar": meta["metavar"]} if meta.get("metavar") else {}
+    if meta.get("positional"):
+        option = typer.Argument(default, help=meta.get("help"), rich_help_panel=panel, **extra)
+    else:
+        extra |= {"envvar": meta["envvar"], "show_envvar": True} if meta.get("envvar") else {}
+        option = typer.Option(default, *option_flags(f, kind is bool), help=meta.get("help"), rich_help_panel=panel, **extra)
     annotation = kind if default is not None else kind | None
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
-
-
-def setting_option(cls: type, name: str) -> Any:
-    """The typer option of one config field, for a command written by hand (the demo's `--report-to`); its parameter
-    is annotated `TYPE | None` and defaults to None (the field's default applies)."""
-    f = {f.name: f for f in dataclasses.fields(cls)}[name]
-    return config_option(f, typing.get_type_hints(cls)[name], show_defaults=False).default
 
 
 def fields_in_help_order(cls: type) -> list[dataclasses.Field]:
     """The command's own fields first, in declaration order (a restated mixin field where the class restates it), then
     the mixins' fields: a dataclass would list the mixins' first."""
     own = list(cls.__dict__.get("__annotations__", {}))
-    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    by_name = {f.name: f for f in dataclasses.fields(cls) if is_setting(f)}
     return [by_name[name] for name in own if name in by_name] + [f for f in by_name.values() if f.name not in own]
 
 
@@ -158,17 +117,21 @@ def config_command(
     convert: dict[str, Callable[[Any], Any]] | None = None,
     build: str | None = None,
     precheck: Callable[[Any], None] | None = None,
+    make: Callable[..., Any] | None = None,
+    name: str = "command",
 ) -> Callable[..., None]:
-    """A typer command with one option per field of the dataclass `cls` (and `--config FILE.yaml` when config_file), that
-    resolves defaults < YAML file < flags given on the command line into a config and calls `run(cfg)`.
+    """A typer command with one option per `setting` field of the dataclass `cls` (and `--config FILE.yaml` when
+    config_file), that resolves defaults < YAML file < flags given on the command line into a config and calls `run(cfg)`.
 
     convert: field name -> function from the option's value to the field's (e.g. NAME=PATH entries -> a dict);
+    make: builds the config from the resolved values instead of `cls(**values)` (the demo's quick and full sizes);
+    name: the function's name (typer names a command added without a name after it: eval_rm -> eval-rm);
     build: "module:Class", a subclass of `cls` with the same fields to construct instead, imported only when the command
     runs (so that building the command line imports no trainer);
     precheck: run on the resolved settings before `build` is imported (cheap checks: the output path), so they fail fast.
     """
-    convert = convert or {}
     hints = typing.get_type_hints(cls)
+    convert = {f.name: as_field_value(hints[f.name]) for f in dataclasses.fields(cls)} | (convert or {})
     params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
     if config_file:
         help_text = f"YAML file with {build.split(':')[1] if build else cls.__name__} fields."
@@ -179,9 +142,10 @@ def config_command(
 
     def command(ctx: typer.Context, config: Path | None = None, **options: Any) -> None:
         with user_errors():
-            given = {name: convert.get(name, plain)(value) for name, value in options.items() if given_on_command_line(ctx, name)}
+            given = {name: convert[name](value) for name, value in options.items() if given_on_command_line(ctx, name)}
             name = build.split(":")[1] if build else None  # what users call the settings (RewardTrainingConfig)
-            cfg = resolve_config(cls, config, given, name)  # unknown keys and ranges fail here, before a trainer is imported
+            # unknown keys, ranges and choices fail here, before a trainer is imported
+            cfg = resolve_config(cls, config, given, name, make)
             if precheck is not None:
                 precheck(cfg)
             if build:
@@ -190,6 +154,7 @@ def config_command(
 
     command.__signature__ = inspect.Signature(params)  # typer builds the options from this
     command.__doc__ = doc
+    command.__name__ = command.__qualname__ = name
     return command
 
 
@@ -205,3 +170,13 @@ def plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
+
+
+def as_field_value(hint: Any) -> Callable[[Any], Any]:
+    """How a parsed option's value becomes the field's: `plain`, except that a Path field keeps its Path."""
+    return (lambda value: value) if without_none(hint) is Path else plain
+
+
+def call_with_fields(function: Callable[..., None]) -> Callable[[Any], None]:
+    """`run(cfg)` for a command whose body takes its settings as keyword arguments, one per field."""
+    return lambda cfg: function(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})

@@ -2,40 +2,55 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import typer
-
-from rewardlab.commands.common import device_option, dtype_option, progress_option, user_errors
-from rewardlab.config import BatchingSpec, OptimisationSpec
+from rewardlab.commands.common import call_with_fields, config_command, user_errors
+from rewardlab.config import EvalBatchingSpec, PlacementSpec, RunSpec, StudySpec, restate, setting
 from rewardlab.errors import UserError
-from rewardlab.paired_stats import LEVEL, RESAMPLES
 from rewardlab.progress import quiet_libraries
 
 
-def compare(
-    sides: list[str] = typer.Argument(
-        ...,
+@dataclass(kw_only=True)
+class CompareConfig(PlacementSpec, EvalBatchingSpec):
+    """`rewardlab compare`'s settings (the command is generated from them); model sources are scored as eval-rm scores."""
+
+    sides: list[str] = setting(
+        factory=list,
+        required=True,
+        positional=True,
         metavar="NAME=SOURCE[,SOURCE...] NAME=SOURCE[,SOURCE...]",
         help="Two sides, NAME=SOURCE[,SOURCE...]: eval-rm --scores files (or models, with --data), one per seed, seeds "
         "paired by their order. The difference is the first side minus the second.",
-    ),
-    output: Path = typer.Option(..., help="Comparison JSON to write (the forest plot goes beside it, .png)."),
-    dataset: str | None = typer.Option(None, help="Compare this dataset only (default: every dataset the files score)."),
-    level: float = typer.Option(LEVEL, min=0.5, max=0.999, help="Confidence level of the intervals and the verdict."),
-    resamples: int = typer.Option(RESAMPLES, min=200, help="Bootstrap resamples over pairs."),
-    seed: int = typer.Option(0, help="Seed of the bootstrap."),
-    data: list[str] = typer.Option([], help="NAME=SPEC evaluation set, to score model sources with eval-rm's code; repeat."),
-    format: str | None = typer.Option(None, help="Data format of --data (auto-detected when omitted)."),
-    batch_size: int = typer.Option(OptimisationSpec.per_device_eval_batch_size),
-    max_length: int = typer.Option(BatchingSpec.max_length),
-    truncation: str = typer.Option(BatchingSpec.truncation, help="keep_end | drop"),
-    device: str | None = device_option(),
-    dtype: str = dtype_option(),
-    progress: bool = progress_option(),
+    )
+    output: Path = setting(required=True, help="Comparison JSON to write (the forest plot goes beside it, .png).")
+    dataset: str | None = setting(None, help="Compare this dataset only (default: every dataset the files score).")
+    level: float = restate(StudySpec, "level", help="Confidence level of the intervals and the verdict.")
+    resamples: int = restate(StudySpec, "resamples", help="Bootstrap resamples over pairs.")
+    seed: int = setting(0, help="Seed of the bootstrap.")
+    data: list[str] = setting(factory=list, help="NAME=SPEC evaluation set, to score model sources with eval-rm's code; repeat.")
+    format: str | None = setting(None, help="Data format of --data (auto-detected when omitted).")
+    progress: bool = restate(RunSpec, "progress")
+
+
+def run(
+    *,
+    sides: list[str],
+    output: Path,
+    dataset: str | None,
+    level: float,
+    resamples: int,
+    seed: int,
+    data: list[str],
+    format: str | None,
+    batch_size: int,
+    max_length: int,
+    truncation: str,
+    device: str | None,
+    dtype: str,
+    progress: bool,
 ) -> None:
-    """Compare two reward models on the same pairs: accuracies, the paired difference with a bootstrap interval, McNemar's
-    exact p, with several seeds a t-interval over seeds, and a verdict (better / worse / not distinguishable at this size)."""
+    """`rewardlab compare` on its resolved settings (CompareConfig's fields)."""
     from rewardlab.comparison import compare_sides, load_side, parse_sides, plot_forest, report, summary_line
     from rewardlab.runtime import write_json
 
@@ -55,3 +70,15 @@ def compare(
     for name, c in results:
         print(summary_line(a.name, b.name, c, name if len(results) > 1 else None))
     print(f"wrote {output} and {figure}")
+
+
+compare = config_command(
+    CompareConfig,
+    call_with_fields(run),
+    doc="Compare two reward models on the same pairs: accuracies, the paired difference with a bootstrap interval, "
+    "McNemar's exact p, with several seeds a t-interval over seeds, and a verdict (better / worse / not distinguishable "
+    "at this size).",
+    config_file=False,
+    show_defaults=True,
+    name="compare",
+)

@@ -3,48 +3,60 @@ final score, spread of R3HF token rewards). Writes OUTPUT/diagnose.json (keyed b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import typer
-
-from rewardlab.commands.common import (
-    aggregate_option,
-    check_eval_settings,
-    named_inputs,
-    overwrite_option,
-    progress_option,
-    user_errors,
-)
-from rewardlab.config import BatchingSpec, OptimisationSpec
+from rewardlab.choices import DTYPE_CHOICES, PAIR_MODES, Dtype, PairMode
+from rewardlab.commands.common import call_with_fields, config_command, named_inputs, user_errors
+from rewardlab.config import AggregateSpec, EvalBatchingSpec, OutputSpec, RewardDataSpec, restate, setting
 from rewardlab.progress import quiet_libraries
 
 RESULTS_NAME = "diagnose.json"
 FIGURE_NAME = "prefix_signal.png"
 
 
-def diagnose(
-    model: str = typer.Option(..., help="A reward model directory (or a train-rm output directory, an ensemble, tiny-llama)."),
-    data: list[str] = typer.Option(..., help="NAME=SPEC preference set; repeat for several."),
-    output: Path = typer.Option(..., help=f"Directory for {RESULTS_NAME}, config.json and {FIGURE_NAME}."),
-    format: str | None = typer.Option(None, help="Data format (auto-detected when omitted)."),
-    pairs: str = typer.Option("all", help="Rated listwise data (ultrafeedback, listwise): all | best-worst | best-random."),
-    seed: int = typer.Option(0, help="Seed of --pairs best-random."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid"),
-    batch_size: int = typer.Option(
-        OptimisationSpec.per_device_eval_batch_size,
-        help="Pairs per forward pass (eval-rm's default, so the batches are eval-rm's).",
-    ),
-    max_length: int = typer.Option(BatchingSpec.max_length),
-    truncation: str = typer.Option(BatchingSpec.truncation, help="keep_end | drop"),
-    aggregate: str | None = aggregate_option(),
-    device: str | None = typer.Option(None, help="torch device, e.g. cuda or cpu (default: where eval-rm loads it)."),
-    dtype: str | None = typer.Option(None, help="auto | fp32 | bf16 | fp16 (default: as eval-rm loads it)."),
-    progress: bool = progress_option(),
-    overwrite: bool = overwrite_option(),
+@dataclass(kw_only=True)
+class DiagnoseConfig(OutputSpec, AggregateSpec, EvalBatchingSpec):
+    """`rewardlab diagnose`'s settings (the command is generated from them); the model loads as eval-rm loads it unless
+    --device or --dtype says otherwise."""
+
+    model: str = setting(
+        required=True, help="A reward model directory (or a train-rm output directory, an ensemble, tiny-llama)."
+    )
+    data: list[str] = setting(factory=list, required=True, help="NAME=SPEC preference set; repeat for several.")
+    output: Path = setting(required=True, help=f"Directory for {RESULTS_NAME}, config.json and {FIGURE_NAME}.")
+    format: str | None = setting(None, help="Data format (auto-detected when omitted).")
+    pairs: PairMode = restate(
+        RewardDataSpec, "pairs", help=f"Rated listwise data (ultrafeedback, listwise): {' | '.join(PAIR_MODES)}."
+    )
+    seed: int = setting(0, help="Seed of --pairs best-random.")
+    skip_invalid: bool = restate(RewardDataSpec, "skip_invalid")
+    batch_size: int = restate(
+        EvalBatchingSpec, "batch_size", help="Pairs per forward pass (eval-rm's default, so the batches are eval-rm's)."
+    )
+    device: str | None = setting(None, help="torch device, e.g. cuda or cpu (default: where eval-rm loads it).")
+    dtype: Dtype | None = setting(None, help=f"{' | '.join(DTYPE_CHOICES)} (default: as eval-rm loads it).")
+
+
+def run(
+    *,
+    model: str,
+    data: list[str],
+    output: Path,
+    format: str | None,
+    pairs: str,
+    seed: int,
+    skip_invalid: bool,
+    batch_size: int,
+    max_length: int,
+    truncation: str,
+    aggregate: str | None,
+    device: str | None,
+    dtype: str | None,
+    progress: bool,
+    overwrite: bool,
 ) -> None:
-    """Prefix-signal diagnostic: pairwise accuracy of chosen vs rejected prefixes at 10%, 20%, ..., 100% of each response,
-    correlation of prefix scores with the final score, and the spread of R3HF token rewards; one forward pass per sequence.
-    The 100% point equals eval-rm's accuracy on the same set."""
+    """`rewardlab diagnose` on its resolved settings (DiagnoseConfig's fields)."""
     from rewardlab.runtime import (
         check_output_dir,
         claim_output_dir,
@@ -55,8 +67,7 @@ def diagnose(
         write_json,
     )
 
-    with user_errors():  # settings and the output path first: they fail in a second, before anything loads
-        check_eval_settings(batch_size, max_length, truncation)
+    with user_errors():  # the output path first: it fails in a second, before anything loads
         inputs = named_inputs(model, data)
         check_output_dir(output, overwrite=overwrite, inputs=inputs, flag="--output")
 
@@ -102,3 +113,15 @@ def diagnose(
             f"r3hf token reward std {spread['std']:.3f} (sequence reward std {spread['sequence_reward_std']:.3f})"
         )
     print(f"wrote {output / RESULTS_NAME}, {output / FIGURE_NAME}")
+
+
+diagnose = config_command(
+    DiagnoseConfig,
+    call_with_fields(run),
+    doc="Prefix-signal diagnostic: pairwise accuracy of chosen vs rejected prefixes at 10%, 20%, ..., 100% of each "
+    "response, correlation of prefix scores with the final score, and the spread of R3HF token rewards; one forward "
+    "pass per sequence. The 100% point equals eval-rm's accuracy on the same set.",
+    config_file=False,
+    show_defaults=True,
+    name="diagnose",
+)

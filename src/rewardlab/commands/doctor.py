@@ -2,31 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import device_option, user_errors
+from rewardlab.commands.common import call_with_fields, config_command, user_errors
+from rewardlab.config import EvalBatchingSpec, PlacementSpec, restate, setting
 from rewardlab.progress import quiet_libraries
 
 
-def doctor(
-    model: str = typer.Argument(
-        ...,
+@dataclass(kw_only=True)
+class DoctorConfig:
+    """`rewardlab doctor`'s settings (the command is generated from them)."""
+
+    model: str = setting(
+        required=True,
+        positional=True,
         help="A rewardlab reward model (or train-rm run) directory, a transformers "
         "*ForSequenceClassification directory with one label, or tiny-llama.",
-    ),
-    data: str | None = typer.Option(None, "--data", help="Preference pairs (file or hub id): length baseline and correlation."),
-    format: str | None = typer.Option(None, "--format", help="Data format (auto-detected when omitted)."),
-    limit: int = typer.Option(256, "--limit", min=1, help="Read at most this many pairs of --data."),
-    max_length: int = typer.Option(1024, "--max-length", min=2, help="Truncate longer --data sequences, keeping their end."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sequences per forward pass on --data."),
-    output: Path | None = typer.Option(None, "--output", help="Also write the checks as JSON (e.g. doctor.json)."),
-    device: str | None = device_option(),
+    )
+    data: str | None = setting(None, help="Preference pairs (file or hub id): length baseline and correlation.")
+    format: str | None = setting(None, help="Data format (auto-detected when omitted).")
+    limit: int = setting(256, min=1, help="Read at most this many pairs of --data.")
+    max_length: int = restate(EvalBatchingSpec, "max_length", help="Truncate longer --data sequences, keeping their end.")
+    batch_size: int = setting(16, min=1, help="Sequences per forward pass on --data.")
+    output: Path | None = setting(None, help="Also write the checks as JSON (e.g. doctor.json).")
+    device: str | None = restate(PlacementSpec, "device")
+
+
+def run(
+    *,
+    model: str,
+    data: str | None,
+    format: str | None,
+    limit: int,
+    max_length: int,
+    batch_size: int,
+    output: Path | None,
+    device: str | None,
 ) -> None:
-    """Check a reward checkpoint's contract: the head loaded and trained, the reward read at the text's last token (pad,
-    EOS, chat-template closing), padding side, packed vs padded, fp32 vs bf16, export and server round-trips; with
-    --data, the length-only baseline and the reward-length correlation. Exit 1 when a check fails."""
+    """`rewardlab doctor` on its resolved settings (DoctorConfig's fields)."""
     from rewardlab.doctor import FAILED, examine, format_table
     from rewardlab.runtime import version, write_json
 
@@ -41,3 +57,15 @@ def doctor(
         print(f"FAILED: {', '.join(failed)} ({len(failed)} of {len(report['checks'])} checks; {report['seconds']:.1f} s)")
         raise typer.Exit(1)
     print(f"ok: no check failed ({len(report['checks'])} checks; {report['seconds']:.1f} s)")
+
+
+doctor = config_command(
+    DoctorConfig,
+    call_with_fields(run),
+    doc="Check a reward checkpoint's contract: the head loaded and trained, the reward read at the text's last token "
+    "(pad, EOS, chat-template closing), padding side, packed vs padded, fp32 vs bf16, export and server round-trips; "
+    "with --data, the length-only baseline and the reward-length correlation. Exit 1 when a check fails.",
+    config_file=False,
+    show_defaults=True,
+    name="doctor",
+)

@@ -2,47 +2,49 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import typer
-
-from rewardlab.commands.common import (
-    aggregate_option,
-    check_eval_settings,
-    device_option,
-    dtype_option,
-    named_inputs,
-    overwrite_option,
-    progress_option,
-    user_errors,
-)
-from rewardlab.config import BatchingSpec, OptimisationSpec
+from rewardlab.commands.common import call_with_fields, config_command, named_inputs, user_errors
+from rewardlab.config import AggregateSpec, EvalBatchingSpec, OutputSpec, PlacementSpec, RewardDataSpec, restate, setting
 from rewardlab.progress import quiet_libraries
 
 
-def eval_rm(
-    model: str = typer.Option(..., help="A reward model directory (or a train-rm output directory)."),
-    data: list[str] = typer.Option(..., help="NAME=SPEC evaluation set; repeat for several."),
-    output: Path = typer.Option(..., help="results.json to write."),
-    scores: Path | None = typer.Option(
+@dataclass(kw_only=True)
+class EvalRmConfig(OutputSpec, PlacementSpec, AggregateSpec, EvalBatchingSpec):
+    """`rewardlab eval-rm`'s settings (the command is generated from them)."""
+
+    model: str = setting(required=True, help="A reward model directory (or a train-rm output directory).")
+    data: list[str] = setting(factory=list, required=True, help="NAME=SPEC evaluation set; repeat for several.")
+    output: Path = setting(required=True, help="results.json to write.")
+    scores: Path | None = setting(
         None, help="Also write each pair's chosen_reward and rejected_reward (JSONL); listwise: chosen_rewards, rejected_rewards."
-    ),
-    format: str | None = typer.Option(None, help="Data format (auto-detected when omitted); also rewardbench2 | rm-bench."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid"),
-    batch_size: int = typer.Option(OptimisationSpec.per_device_eval_batch_size),
-    max_length: int = typer.Option(BatchingSpec.max_length),
-    truncation: str = typer.Option(BatchingSpec.truncation, help="keep_end | drop"),
-    aggregate: str | None = aggregate_option(),
-    device: str | None = device_option(),
-    dtype: str = dtype_option(),
-    progress: bool = progress_option(),
-    overwrite: bool = overwrite_option(),
+    )
+    format: str | None = setting(None, help="Data format (auto-detected when omitted); also rewardbench2 | rm-bench.")
+    skip_invalid: bool = restate(RewardDataSpec, "skip_invalid")
+
+
+def run(
+    *,
+    model: str,
+    data: list[str],
+    output: Path,
+    scores: Path | None,
+    format: str | None,
+    skip_invalid: bool,
+    batch_size: int,
+    max_length: int,
+    truncation: str,
+    aggregate: str | None,
+    device: str | None,
+    dtype: str,
+    progress: bool,
+    overwrite: bool,
 ) -> None:
-    """Evaluate a reward model on named preference sets (pairwise, or listwise: rewardbench2, rm-bench)."""
+    """`rewardlab eval-rm` on its resolved settings (EvalRmConfig's fields)."""
     from rewardlab.runtime import check_output_file, dtype_name, version, write_json, write_jsonl
 
-    with user_errors():  # settings and output paths first: they fail in a second, before anything loads
-        check_eval_settings(batch_size, max_length, truncation)
+    with user_errors():  # output paths first: they fail in a second, before anything loads
         inputs = named_inputs(model, data)
         check_output_file(output, overwrite=overwrite, inputs=inputs)
         if scores is not None:
@@ -85,3 +87,13 @@ def eval_rm(
             line += "  " + "  ".join(f"{k} {v:.3f}" for k, v in m["rewardbench"].items())
         print(line)
     print(f"wrote {output}")
+
+
+eval_rm = config_command(
+    EvalRmConfig,
+    call_with_fields(run),
+    doc="Evaluate a reward model on named preference sets (pairwise, or listwise: rewardbench2, rm-bench).",
+    config_file=False,
+    show_defaults=True,
+    name="eval_rm",
+)

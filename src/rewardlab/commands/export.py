@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import typer
-
-from rewardlab.commands.common import device_option, overwrite_option, user_errors
+from rewardlab.commands.common import call_with_fields, config_command, user_errors
+from rewardlab.config import DEVICE_HELP, OutputSpec, restate, setting
 from rewardlab.progress import quiet_libraries
 
 
-def export(
-    model: str = typer.Option(..., help="A rewardlab reward model (or train-rm output) directory."),
-    output: Path = typer.Option(..., help="Directory for the exported checkpoint."),
-    normalize: bool = typer.Option(
+@dataclass(kw_only=True)
+class ExportConfig:
+    """`rewardlab export`'s settings (the command is generated from them)."""
+
+    model: str = setting(required=True, help="A rewardlab reward model (or train-rm output) directory.")
+    output: Path = setting(required=True, help="Directory for the exported checkpoint.")
+    normalize: bool = setting(
         False,
-        "--normalize",
+        flags=("--normalize",),
         help="Bake the recorded reward normalisation into the head: score weight / std. Its bias-free score layer cannot "
         "subtract the mean, so logits = (r - mean) / std + offset (offset = mean / std, in config.json).",
-    ),
-    device: str | None = device_option(),
-    overwrite: bool = overwrite_option(),
-) -> None:
-    """Export to transformers' AutoModelForSequenceClassification (num_labels=1) for TRL, OpenRLHF, RewardBench."""
+    )
+    device: str | None = setting(None, help=DEVICE_HELP)
+    overwrite: bool = restate(OutputSpec, "overwrite")
+
+
+def run(*, model: str, output: Path, normalize: bool, device: str | None, overwrite: bool) -> None:
+    """`rewardlab export` on its resolved settings (ExportConfig's fields)."""
     from rewardlab.export import export_sequence_classifier
 
     with user_errors():  # an ExportError (a ValueError) is one line and exit 1, with nothing written
@@ -37,3 +42,13 @@ def export(
         )
     if report["pad_token_added"]:
         print(f"the model's pad token is one rewards are read at (EOS); the export pads with its own {report['pad_token']}")
+
+
+export = config_command(
+    ExportConfig,
+    call_with_fields(run),
+    doc="Export to transformers' AutoModelForSequenceClassification (num_labels=1) for TRL, OpenRLHF, RewardBench.",
+    config_file=False,
+    show_defaults=True,
+    name="export",
+)

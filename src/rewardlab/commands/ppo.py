@@ -39,4 +39,5 @@ ppo = config_command(
     PPOConfig,
     run,
     doc="Optimise a policy against a reward model with PPO (or RLOO / REINFORCE), sparse or dense token rewards.",
+    name="ppo",
 )

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
-from rewardlab.commands.common import (
-    aggregate_option,
-    device_option,
-    dtype_option,
-    normalize_option,
-    overwrite_option,
-    progress_option,
-)
+from rewardlab.commands.common import call_with_fields, config_command
+from rewardlab.config import AggregateSpec, NormalizeSpec, OutputSpec, PlacementSpec, setting
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, METHODS, TOKEN_REWARD_METHODS, token_reward_method
+
+
+@dataclass(kw_only=True)
+class ScoreConfig(OutputSpec, PlacementSpec, NormalizeSpec, AggregateSpec):
+    """`rewardlab score`'s settings (the command is generated from them)."""
+
+    model: str = setting(
+        required=True, help="Reward model directory (or a train-rm output directory, or an ensemble), or 'tiny-llama'."
+    )
+    data: str = setting(required=True, help="Prompt/completion data: a .jsonl/.json/.parquet/.csv file or hub id.")
+    output: Path = setting(required=True, help="JSONL file to write, one scored row per input row.")
+    token_rewards: str | None = setting(None, help=f"Token-level rewards to add: one of {', '.join(METHODS)}.")
+    html: Path | None = setting(None, help="Also write an HTML page colouring tokens by reward.")
+    batch_size: int = setting(8, min=1, help="Sequences per forward pass.")
+    max_length: int | None = setting(None, min=2, help="Truncate longer sequences, keeping their end.")
+    beta_c: float = setting(DEFAULT_BETA_C, help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7).")
+    abc_beta: float = setting(DEFAULT_ABC_BETA, help="abc: weight of the attention-distributed part.")
+    limit: int | None = setting(None, min=1, help="Score only the first N rows.")
+    skip_invalid: bool = setting(False, flags=("--skip-invalid",), help="Skip bad rows instead of stopping.")
 
 
 def config_path(output: Path) -> Path:
@@ -27,14 +41,10 @@ def config_path(output: Path) -> Path:
     return output.with_name(name + ".config.json")
 
 
-def check_settings(token_rewards: str | None, batch_size: int, max_length: int | None, limit: int | None) -> None:
-    from rewardlab.commands.common import check_at_least
-
+def check_settings(token_rewards: str | None) -> None:
+    """What the config's fields do not check (their ranges and choices): the token-reward method's name."""
     if token_rewards is not None:
         token_reward_method(token_rewards, "--token-rewards")
-    check_at_least("--batch-size", batch_size, 1)
-    check_at_least("--max-length", max_length, 2)
-    check_at_least("--limit", limit, 1)
 
 
 def check_outputs(output: Path, html: Path | None, overwrite: bool, inputs: list[str]) -> None:
@@ -47,36 +57,33 @@ def check_outputs(output: Path, html: Path | None, overwrite: bool, inputs: list
         check_output_file(html, overwrite=overwrite, inputs=[*inputs, output], flag="--html")
 
 
-def score(
-    model: str = typer.Option(
-        ..., "--model", help="Reward model directory (or a train-rm output directory, or an ensemble), or 'tiny-llama'."
-    ),
-    data: str = typer.Option(..., "--data", help="Prompt/completion data: a .jsonl/.json/.parquet/.csv file or hub id."),
-    output: Path = typer.Option(..., "--output", help="JSONL file to write, one scored row per input row."),
-    token_rewards: str | None = typer.Option(
-        None, "--token-rewards", help=f"Token-level rewards to add: one of {', '.join(METHODS)}."
-    ),
-    html: Path | None = typer.Option(None, "--html", help="Also write an HTML page colouring tokens by reward."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
-    max_length: int | None = typer.Option(None, "--max-length", help="Truncate longer sequences, keeping their end."),
-    beta_c: float = typer.Option(DEFAULT_BETA_C, "--beta-c", help="mix: weight of r3hf vs the sparse reward (R3HF Eq. 7)."),
-    abc_beta: float = typer.Option(DEFAULT_ABC_BETA, "--abc-beta", help="abc: weight of the attention-distributed part."),
-    aggregate: str | None = aggregate_option(),
-    normalize: bool = normalize_option(),
-    device: str | None = device_option(),
-    dtype: str = dtype_option(),
-    limit: int | None = typer.Option(None, "--limit", help="Score only the first N rows."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip bad rows instead of stopping."),
-    progress: bool = progress_option(),
-    overwrite: bool = overwrite_option(),
+def run(
+    *,
+    model: str,
+    data: str,
+    output: Path,
+    token_rewards: str | None,
+    html: Path | None,
+    batch_size: int,
+    max_length: int | None,
+    beta_c: float,
+    abc_beta: float,
+    aggregate: str | None,
+    normalize: bool,
+    device: str | None,
+    dtype: str,
+    limit: int | None,
+    skip_invalid: bool,
+    progress: bool,
+    overwrite: bool,
 ) -> None:
-    """Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards."""
+    """`rewardlab score` on its resolved settings (ScoreConfig's fields)."""
     from rewardlab.commands.common import normalization_record, user_errors
     from rewardlab.progress import quiet_libraries
     from rewardlab.runtime import dtype_name, version, write_json, write_jsonl
 
     with user_errors():  # settings and output paths first: they fail in a second, before anything loads
-        check_settings(token_rewards, batch_size, max_length, limit)
+        check_settings(token_rewards)
         check_outputs(output, html, overwrite, inputs=[model, data])
 
     from rewardlab.data.loading import load_completions
@@ -128,3 +135,13 @@ def score(
     if telescopes:
         line += f" (max |sum(token rewards) - (reward - prompt reward)| = {summary['max_abs_sum_gap']:.2e})"
     typer.echo(line)
+
+
+score = config_command(
+    ScoreConfig,
+    call_with_fields(run),
+    doc="Score prompt/completion rows: reward R(x, y), prompt reward R(x), and optionally per-token rewards.",
+    config_file=False,
+    show_defaults=True,
+    name="score",
+)

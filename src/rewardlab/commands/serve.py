@@ -2,53 +2,57 @@
 
 from __future__ import annotations
 
-import typer
+from dataclasses import dataclass
 
-from rewardlab.commands.common import aggregate_option, device_option, dtype_option, normalize_option
+from rewardlab.commands.common import call_with_fields, config_command
+from rewardlab.config import AggregateSpec, NormalizeSpec, PlacementSpec, setting
 from rewardlab.errors import UserError
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C
 from rewardlab.runtime import API_KEY_ENV
 
 
-def serve(
-    model: str = typer.Option(..., "--model", help="Reward model directory (saved by rewardlab), or 'tiny-llama'."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
-    port: int = typer.Option(8000, "--port"),
-    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Sequences per forward pass."),
-    max_length: int = typer.Option(
-        4096, "--max-length", help="Longer sequences are truncated keeping their end (counted, logged)."
-    ),
-    max_body_bytes: int = typer.Option(
-        8 * 1024 * 1024, "--max-body-bytes", help="Largest request body (else 413); default 8 MiB."
-    ),
-    api_key: str | None = typer.Option(
+@dataclass(kw_only=True)
+class ServeConfig(PlacementSpec, NormalizeSpec, AggregateSpec):
+    """`rewardlab serve`'s settings (the command is generated from them; their ranges are checked before anything
+    loads)."""
+
+    model: str = setting(required=True, help="Reward model directory (saved by rewardlab), or 'tiny-llama'.")
+    host: str = setting("127.0.0.1", help="Interface to listen on (0.0.0.0 for all).")
+    port: int = setting(8000, min=0, max=65535, help="Port to listen on (0: any free one).")
+    max_batch_size: int = setting(16, min=1, help="Sequences per forward pass.")
+    max_length: int = setting(4096, min=2, help="Longer sequences are truncated keeping their end (counted, logged).")
+    max_body_bytes: int = setting(8 * 1024 * 1024, min=1, help="Largest request body (else 413); default 8 MiB.")
+    api_key: str | None = setting(
         None,
-        "--api-key",
         envvar=API_KEY_ENV,
-        show_envvar=True,
         help="Require 'Authorization: Bearer <key>' on every path but /health (prefer the environment variable).",
-    ),
-    beta_c: float = typer.Option(DEFAULT_BETA_C, "--beta-c", help="Default mix weight (a request may override it)."),
-    abc_beta: float = typer.Option(DEFAULT_ABC_BETA, "--abc-beta", help="Default abc weight (a request may override it)."),
-    aggregate: str | None = aggregate_option(),
-    normalize: bool = normalize_option(),
-    device: str | None = device_option(),
-    dtype: str = dtype_option(),
-    log_level: str = typer.Option("info", "--log-level"),
+    )
+    beta_c: float = setting(DEFAULT_BETA_C, help="Default mix weight (a request may override it).")
+    abc_beta: float = setting(DEFAULT_ABC_BETA, help="Default abc weight (a request may override it).")
+    log_level: str = setting("info", help="uvicorn's log level.")
+
+
+def run(
+    *,
+    model: str,
+    host: str,
+    port: int,
+    max_batch_size: int,
+    max_length: int,
+    max_body_bytes: int,
+    api_key: str | None,
+    beta_c: float,
+    abc_beta: float,
+    aggregate: str | None,
+    normalize: bool,
+    device: str | None,
+    dtype: str,
+    log_level: str,
 ) -> None:
-    """Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health."""
-    from rewardlab.commands.common import check_at_least, echo, user_errors
-    from rewardlab.progress import quiet_libraries
-
-    with user_errors():  # settings first: they fail in a second, before anything loads
-        check_at_least("--port", port, 0)
-        if port > 65535:
-            raise UserError(f"--port {port}: must be <= 65535")
-        check_at_least("--max-batch-size", max_batch_size, 1)
-        check_at_least("--max-length", max_length, 2)
-        check_at_least("--max-body-bytes", max_body_bytes, 1)
-
+    """`rewardlab serve` on its resolved settings (ServeConfig's fields)."""
+    from rewardlab.commands.common import echo, user_errors
     from rewardlab.modeling.loader import load_for_scoring
+    from rewardlab.progress import quiet_libraries
     from rewardlab.serve import require_serve_extra, run_server
 
     with user_errors():
@@ -74,3 +78,13 @@ def serve(
         abc_beta=abc_beta,
         model_name=model,
     )
+
+
+serve = config_command(
+    ServeConfig,
+    call_with_fields(run),
+    doc="Serve a reward model over HTTP: POST /score, POST /get_reward (OpenRLHF), GET /health.",
+    config_file=False,
+    show_defaults=True,
+    name="serve",
+)

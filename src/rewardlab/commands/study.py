@@ -39,4 +39,5 @@ study = config_command(
     precheck=StudyFields.check_output,
     doc="The GRM paper's table on any model and data: variants x alphas x seeds x training sizes, model selection on ID "
     "validation, every cell on every eval set, each variant against vanilla paired by seed (resumable).",
+    name="study",
 )

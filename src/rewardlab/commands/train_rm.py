@@ -51,4 +51,5 @@ train_rm = config_command(
     build="rewardlab.train_rm:RewardTrainingConfig",
     precheck=RewardTrainingFields.check_output,
     doc="Train a reward model (Bradley-Terry and baselines, with GRM's text-generation regularisers).",
+    name="train_rm",
 )

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewardlab.choices import PAIR_MODES
 from rewardlab.data.errors import DataError
 from rewardlab.data.formats import (
     _number,
@@ -47,7 +48,6 @@ from rewardlab.errors import UserError
 EVAL_FORMATS = ("rewardbench2", "rm-bench")
 PAIR_FORMATS = ("ultrafeedback", "listwise")
 LISTWISE_FORMATS = EVAL_FORMATS + PAIR_FORMATS
-PAIR_MODES = ("all", "best-worst", "best-random")
 RM_BENCH_STYLES = ("concise", "detailed", "detailed_markdown")
 ULTRAFEEDBACK_SCORE = "fine-grained_score"
 

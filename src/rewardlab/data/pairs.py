@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rewardlab.data.templates import EncodedSequence, Truncation, encode_prompt_response, pad_sequences
+from rewardlab.choices import Truncation
+from rewardlab.data.templates import EncodedSequence, encode_prompt_response, pad_sequences
 from rewardlab.data.types import PreferenceExample
 from rewardlab.masks import response_mask
 

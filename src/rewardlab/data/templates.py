@@ -25,16 +25,13 @@ because the reward is read at the end; `drop` skips the example. Callers count b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from rewardlab.choices import Truncation
 from rewardlab.data.types import Message, Text
 from rewardlab.errors import UserError
 from rewardlab.masks import pad_rows
-
-Truncation = Literal["keep_end", "drop"]
-TRUNCATION_CHOICES = ("keep_end", "drop")
 
 
 @dataclass

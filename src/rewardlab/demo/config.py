@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rewardlab.config import DEFAULT_ALPHA, VARIANT_SETTINGS, TrackingSpec
+from rewardlab.choices import WorldVersion
+from rewardlab.config import DEFAULT_ALPHA, VARIANT_SETTINGS, DemoSpec, TrackingSpec, restate
 
 VARIANTS: dict[str, dict] = {
     name: VARIANT_SETTINGS[name] for name in ("vanilla", "margin", "label-smooth", "grm-sft", "grm-dpo", "grm-dpo-noref")
@@ -33,23 +34,20 @@ def _preferences():
     return preferences
 
 
-def _world():
-    from rewardlab.tasks import world
-
-    return world
-
-
 @dataclass
 class DemoConfig(TrackingSpec):
-    """The demo's sizes and settings; `report_to` (TrackingSpec) reaches every reward model and PPO run it trains."""
+    """The demo's sizes and settings; `report_to` (TrackingSpec) reaches every reward model and PPO run it trains.
 
-    output_dir: str = "runs/demo"
-    quick: bool = False
-    seeds: int = 3
+    The restated fields are `rewardlab demo`'s options (declared on rewardlab.config.DemoSpec; the command builds this
+    with `make`); the others are the sizes `make` chooses, full or quick."""
+
+    output_dir: str = restate(DemoSpec, "output_dir")
+    quick: bool = restate(DemoSpec, "quick")
+    seeds: int = restate(DemoSpec, "seeds")  # `make` sets 1 for the quick demo
     sizes: dict[str, int] = field(default_factory=lambda: dict(_preferences().DATA_SIZES))
     test_sizes: dict[str, int] = field(default_factory=lambda: dict(_preferences().TEST_SIZES))
     label_noise: float = 0.1
-    world_version: int = field(default_factory=lambda: _world().WORLD_VERSION)
+    world_version: WorldVersion = restate(DemoSpec, "world_version")
     val_size: int = field(default_factory=lambda: _preferences().VAL_SIZE)
     # Reward models: at most rm_epochs, evaluated on val_id every rm_eval_pairs training pairs (at most once an epoch),
     # stopped after rm_patience evaluations without a gain and kept at their best val_id accuracy: each run gets its own
@@ -66,7 +64,7 @@ class DemoConfig(TrackingSpec):
     # the sizes that get the curve (None: every size; the small one by default, where a regulariser has most to give and
     # its cells cost least: the full demo's 1,800 s); the others train the GRM variants at train-rm's alpha
     curve_sizes: tuple[str, ...] | None = ("small",)
-    workers: int = 2  # independent runs (reward models, PPO runs) trained in this many processes at once, 1 thread each
+    workers: int = restate(DemoSpec, "workers")  # independent runs trained in this many processes at once, 1 thread each
     bon_n: int = 256
     bon_prompts: int = 128
     ppo_steps: int = 60  # comparisons (a) and (b)
@@ -80,11 +78,11 @@ class DemoConfig(TrackingSpec):
     # on), at step 0, every ppo_eval_every steps and at the end of every PPO comparison run
     ppo_eval_prompts: int = 64
     ppo_eval_every: int = 10
-    progress: bool = True
-    overwrite: bool = False  # replace an earlier demo output at output_dir (never anything else)
+    progress: bool = restate(DemoSpec, "progress")
+    overwrite: bool = restate(DemoSpec, "overwrite")  # replace an earlier demo output at output_dir (never anything else)
 
     @classmethod
-    def make(cls, quick: bool, seeds: int | None = None, **kw) -> DemoConfig:
+    def make(cls, quick: bool = False, seeds: int | None = None, **kw) -> DemoConfig:
         if quick:
             # The quick demo's budget (300 s from a cold cache on 2 cores, 124 of them pretraining the base policy):
             # reward models stopped 2 evaluations after their best, 12 PPO steps

@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rewardlab.choices import AGGREGATES
 from rewardlab.errors import UserError
 from rewardlab.modeling.normalization import RewardStatistics, missing_statistics, normalize_rewards
 from rewardlab.modeling.reward_model import CONFIG_NAME, MODEL_SUBDIR, RewardModel, RewardOutput
 from rewardlab.runtime import write_json
 
 ENSEMBLE_NAME = "rewardlab_ensemble.json"
-AGGREGATES = ("mean", "min")
 
 
 def aggregate_rewards(stacked: torch.Tensor, how: str) -> torch.Tensor:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rewardlab.choices import HEAD_CHOICES
+from rewardlab.config import RewardModelSpec
 from rewardlab.errors import UserError
-
-HEAD_CHOICES = ("linear", "mlp")
 
 
 class RewardHead(nn.Module):
-    def __init__(self, hidden_size: int, kind: str = "linear", mlp_hidden: int = 1024, dropout: float = 0.1):
+    def __init__(
+        self,
+        hidden_size: int,
+        kind: str = RewardModelSpec.head,  # the defaults: train-rm's (declared once, on its config fields)
+        mlp_hidden: int = RewardModelSpec.head_hidden,
+        dropout: float = RewardModelSpec.head_dropout,
+    ):
         super().__init__()
         if kind not in HEAD_CHOICES:
             raise UserError(f"unknown reward head '{kind}' (choose from {', '.join(HEAD_CHOICES)})")

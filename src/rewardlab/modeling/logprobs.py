@@ -19,7 +19,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 DEFAULT_LOGPROB_CHUNK_TOKENS = 2048
-LOGPROB_BACKENDS = ("auto", "chunked", "liger")
 LIGER_MIN_VERSION = (0, 8, 2)  # earlier releases give wrong weight gradients for reduction="none" (Liger-Kernel #1298)
 
 

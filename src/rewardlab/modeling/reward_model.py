@@ -10,13 +10,14 @@ when pad == eos. Position ids are derived from the mask, so scores do not depend
 
 `forward(..., packed=True)` computes the same outputs padding-free (`rewardlab.packing`): the batch's real tokens in one row,
 attention within each sequence, so no compute is spent on padding. Models without the attention interface fall back to the
-padded forward, with a one-time warning. The attention kernel (`packed_attention`, default "auto") is chosen per device and
-dtype: one varlen FlashAttention or flex-attention call per layer on CUDA, the per-sequence SDPA loop on CPU; the choice is
-logged once (`attention_kernel`).
+padded forward, with a one-time warning. The attention kernel (`KernelSettings.attention`, default "auto") is chosen per
+device and dtype: one varlen FlashAttention or flex-attention call per layer on CUDA, the per-sequence SDPA loop on CPU; the
+choice is logged once (`attention_kernel`).
 
-The regularisers' response log-probs (`logprob_backend`, default "auto") never make the (tokens x vocabulary) logits at
-once: chunks recomputed in the backward (`chunked`), or Liger Kernel's fused linear cross-entropy (`liger`, CUDA, an
-optional extra: `pip install "rewardlab[gpu]"`), chosen automatically when it is installed and the model is on CUDA.
+The regularisers' response log-probs (`KernelSettings.logprob_backend`, default "auto") never make the (tokens x
+vocabulary) logits at once: chunks recomputed in the backward (`chunked`), or Liger Kernel's fused linear cross-entropy
+(`liger`, CUDA, an optional extra: `pip install "rewardlab[gpu]"`), chosen automatically when it is installed and the model
+is on CUDA. Both are decided in one place, `choose_kernels`, from the model's `KernelSettings` (given when it is built).
 The fast kernels (varlen, flex, liger) check themselves on their first call against segments / chunked, and give way to
 them after an error or a mismatch (`rewardlab.kernel_check`).
 
@@ -44,7 +45,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from rewardlab.config import DEFAULT_LORA_TARGETS
+from rewardlab.choices import LOGPROB_BACKENDS
+from rewardlab.config import DEFAULT_LORA_TARGETS, RewardModelSpec
 from rewardlab.data.templates import TEXT_RECORD_NAME, text_record
 from rewardlab.errors import MissingPathError, UserError
 from rewardlab.kernel_check import checked, fallback_reason
@@ -52,7 +54,6 @@ from rewardlab.masks import last_token_index, position_ids_from_mask
 from rewardlab.modeling.head import RewardHead
 from rewardlab.modeling.logprobs import (
     DEFAULT_LOGPROB_CHUNK_TOKENS,
-    LOGPROB_BACKENDS,
     chunked_logprobs,
     liger_logprobs,
     liger_unavailable_reason,
@@ -110,11 +111,27 @@ class LoraSettings:
 
 
 @dataclass
+class KernelSettings:
+    """How a reward model runs its forward, given when it is built (the trainer passes its run's; scoring keeps these
+    defaults): the packed attention kernel and the response log-probs' backend asked for (see `choose_kernels`), the
+    response tokens per LM-head chunk (0: all at once), whether the LM head is sharded (FSDP, DeepSpeed: Liger reads the
+    head's weight whole, so only the chunked path can run), and the dtype the decoder computes in when neither autocast
+    nor the weights say it (FSDP's mixed precision casts the weights inside the forward)."""
+
+    attention: str = "auto"  # auto | segments | varlen | flex
+    logprob_backend: str = "auto"  # auto (liger on CUDA when installed) | chunked | liger
+    logprob_chunk_tokens: int = DEFAULT_LOGPROB_CHUNK_TOKENS
+    sharded_lm_head: bool = False
+    compute_dtype_hint: torch.dtype | None = None
+
+
+@dataclass
 class RewardModelConfig:
     base_model: str
-    head: str = "linear"  # linear: Linear(H, 1, bias=False), as AutoModelForSequenceClassification's `score`
-    head_hidden: int = 1024  # mlp: Linear(H, 1024) -> ReLU -> Linear(1024, 1), GRM's default head
-    head_dropout: float = 0.1
+    # the head's defaults are train-rm's (rewardlab.config.RewardModelSpec), for configs saved without them
+    head: str = RewardModelSpec.head  # linear: Linear(H, 1, bias=False), as AutoModelForSequenceClassification's `score`
+    head_hidden: int = RewardModelSpec.head_hidden  # mlp: Linear(H, hidden) -> ReLU -> Linear(hidden, 1), GRM's head
+    head_dropout: float = RewardModelSpec.head_dropout
     lora: LoraSettings | None = None
     # mean and std of its sequence rewards on the training responses or --norm-data (rewardlab.modeling.normalization),
     # recorded at the end of training; None for models saved before that (they cannot normalise)
@@ -154,7 +171,15 @@ class RewardOutput:
 
 
 class RewardModel(nn.Module):
-    def __init__(self, lm: nn.Module, tokenizer, head: RewardHead, config: RewardModelConfig, reference: nn.Module | None = None):
+    def __init__(
+        self,
+        lm: nn.Module,
+        tokenizer,
+        head: RewardHead,
+        config: RewardModelConfig,
+        reference: nn.Module | None = None,
+        kernels: KernelSettings | None = None,
+    ):
         super().__init__()
         self.lm = lm  # a transformers causal LM, or a peft PeftModel wrapping one
         self.head = head
@@ -166,13 +191,8 @@ class RewardModel(nn.Module):
         if reference is not None:
             reference.requires_grad_(False)
             reference.eval()
-        # Response tokens per LM-head chunk for the regularisers' log-probs (0: all at once); see `_token_logprobs`.
-        self.logprob_chunk_tokens = DEFAULT_LOGPROB_CHUNK_TOKENS
-        self.logprob_backend = "auto"  # chunked | liger | auto (liger on CUDA when installed)
-        self.packed_attention = "auto"  # segments | varlen | flex | auto (see rewardlab.packed_attention.select_packed_attention)
-        # The dtype the decoder computes in when neither autocast nor the weights say it (FSDP's mixed precision casts
-        # the weights inside the forward): set by the trainer.
-        self.compute_dtype_hint: torch.dtype | None = None
+        # How the forward runs (attention kernel, log-prob backend and chunk size, ...): set when the model is built.
+        self.kernels = kernels if kernels is not None else KernelSettings()
         self._unpackable_reason: str | None = None  # set on the first packed call: why this model cannot run packed
         self._packing_checked = False
         self._logged_choices: set[tuple] = set()
@@ -219,6 +239,15 @@ class RewardModel(nn.Module):
         """The frozen-backbone baseline: only the reward head trains."""
         self.lm.requires_grad_(False)
 
+    def freeze_lm_head(self) -> None:
+        """The LM head's own weights stop training (a reward model without a regulariser does not use it), unless they are
+        the input embedding (tied, as in SmolLM2 or gemma): that weight is used and must train, or the vanilla baseline
+        would train fewer parameters than the GRM variants it is compared with."""
+        embedding_ids = {id(p) for p in self.causal_lm.get_input_embeddings().parameters()}
+        for parameter in self.lm_head.parameters():
+            if id(parameter) not in embedding_ids:
+                parameter.requires_grad_(False)
+
     def enable_gradient_checkpointing(self) -> None:
         """Recompute each decoder layer's activations in the backward instead of keeping them (less memory, ~1/3 more
         compute); non-reentrant, so LoRA and the packed attention kernels' keyword arguments pass through.
@@ -245,29 +274,21 @@ class RewardModel(nn.Module):
                 return torch.get_autocast_gpu_dtype()
             if device_type == "cpu" and torch.is_autocast_cpu_enabled():
                 return torch.get_autocast_cpu_dtype()
-        return self.compute_dtype_hint or next(self.causal_lm.parameters()).dtype
+        return self.kernels.compute_dtype_hint or next(self.causal_lm.parameters()).dtype
 
     def attention_kernel(self, training: bool | None = None) -> str:
         """The packed attention kernel a forward would use now (segments | varlen | flex); logged once per choice."""
         if training is None:
             training = torch.is_grad_enabled() and any(p.requires_grad for p in self.lm.parameters())
         dtype = self.compute_dtype()
-        kind = select_packed_attention(self.causal_lm.config, self.device, dtype, self.packed_attention, training)
+        kind = choose_kernels(self, self.device, dtype, logprobs=False, training=training)["attention"]
         self._log_once(("attention", kind, dtype), "packed attention: %s, %s", kind, DESCRIPTION_OF[kind])
         return kind
 
     def logprob_kernel(self, lm_head: nn.Module | None = None, dtype: torch.dtype | None = None) -> str:
-        """How response log-probs are computed now: chunked | liger (see `LOGPROB_BACKENDS`); chunked once liger has
-        failed its check in this process for `dtype` (the hidden states'; default: `compute_dtype`)."""
-        head = lm_head or self.lm_head
-        if self.logprob_backend not in LOGPROB_BACKENDS:
-            raise UserError(f"logprob backend '{self.logprob_backend}' is not one of {', '.join(LOGPROB_BACKENDS)}")
-        if self.logprob_backend == "chunked":
-            return "chunked"
-        reason = liger_unavailable_reason(head, self.device)
-        if self.logprob_backend == "liger" and reason is not None:
-            raise UserError(f"logprob backend 'liger' cannot run here: {reason}")
-        kind = "liger" if reason is None and fallback_reason("liger", dtype or self.compute_dtype()) is None else "chunked"
+        """How response log-probs are computed now: chunked | liger (see `choose_kernels`), for hidden states in `dtype`
+        (default: `compute_dtype`)."""
+        kind = choose_kernels(self, self.device, dtype or self.compute_dtype(), packed=False, lm_head=lm_head)["logprobs"]
         self._log_once(("logprobs", kind), "response log-probs: %s", kind)
         return kind
 
@@ -392,7 +413,7 @@ class RewardModel(nn.Module):
         (`rewardlab.modeling.logprobs`: chunked and recomputed in the backward, or Liger's fused kernel)."""
         head = lm_head or self.lm_head
         softcap = getattr(self.causal_lm.config, "final_logit_softcapping", None) or None
-        chunk = self.logprob_chunk_tokens
+        chunk = self.kernels.logprob_chunk_tokens
         if self.logprob_kernel(head, hidden_rows.dtype) == "liger":  # checked against chunked on its first call
             return checked(
                 "liger",
@@ -505,15 +526,17 @@ class RewardModel(nn.Module):
 
 def build_reward_model(
     base_model: str,
-    head: str = "linear",
-    head_hidden: int = 1024,
-    head_dropout: float = 0.1,
+    head: str = RewardModelSpec.head,
+    head_hidden: int = RewardModelSpec.head_hidden,
+    head_dropout: float = RewardModelSpec.head_dropout,
     lora: LoraSettings | None = None,
     reference_copy: bool = False,
     dtype: torch.dtype | None = None,
     seed: int = 0,
+    kernels: KernelSettings | None = None,
 ) -> RewardModel:
-    """A new reward model on a causal LM. `reference_copy` keeps a frozen copy for the dpo regulariser (full fine-tuning)."""
+    """A new reward model on a causal LM, running its forward as `kernels` says (default: `KernelSettings()`).
+    `reference_copy` keeps a frozen copy for the dpo regulariser (full fine-tuning)."""
     lm, tokenizer = load_causal_lm(base_model, dtype=dtype)
     reference = copy.deepcopy(lm) if (reference_copy and lora is None) else None
     config = RewardModelConfig(base_model=base_model, head=head, head_hidden=head_hidden, head_dropout=head_dropout, lora=lora)
@@ -523,7 +546,40 @@ def build_reward_model(
         from peft import get_peft_model
 
         lm = get_peft_model(lm, lora.peft_config())
-    return RewardModel(lm, tokenizer, reward_head, config, reference=reference)
+    return RewardModel(lm, tokenizer, reward_head, config, reference=reference, kernels=kernels)
+
+
+def choose_kernels(
+    model: RewardModel,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    packed: bool = True,
+    logprobs: bool = True,
+    training: bool = True,
+    lm_head: nn.Module | None = None,
+) -> dict[str, str]:
+    """The attention kernel ("padded" unless `packed` and the model can pack; else segments | varlen | flex) and, with
+    `logprobs`, the response log-probs' path (chunked | liger) that `model.kernels` give on `device` for hidden states in
+    `dtype`. Decided here only: the trainer records it in config.json before training, and every forward asks again
+    (autocast, or a fast kernel failing its check, can change it). An impossible explicit choice fails in one line."""
+    kernels = model.kernels
+    choices = {"attention": "padded"}
+    if packed and model.can_pack():
+        choices["attention"] = select_packed_attention(model.causal_lm.config, device, dtype, kernels.attention, training)
+    if logprobs:
+        backend = kernels.logprob_backend
+        if backend not in LOGPROB_BACKENDS:
+            raise UserError(f"logprob_backend '{backend}' is not one of {', '.join(LOGPROB_BACKENDS)}")
+        reason = None
+        if backend != "chunked":
+            sharded = "the LM head is sharded (FSDP / DeepSpeed)" if kernels.sharded_lm_head else None
+            reason = sharded or liger_unavailable_reason(lm_head or model.lm_head, device)
+        if backend == "liger" and reason is not None:
+            raise UserError(f"logprob_backend 'liger' cannot run here: {reason}")
+        liger = backend != "chunked" and reason is None and fallback_reason("liger", dtype) is None
+        choices["logprobs"] = "liger" if liger else "chunked"
+    return choices
 
 
 def initial_head(hidden_size: int, config: RewardModelConfig, seed: int) -> RewardHead:

@@ -24,7 +24,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardlab.config import DEVICE_HELP, DTYPE_HELP, check_ranges, setting
+from rewardlab.choices import Dtype
+from rewardlab.config import PlacementSpec, RunSpec, check_ranges, restate, setting
 from rewardlab.data.errors import DataError
 from rewardlab.errors import UserError
 from rewardlab.generation import SampleBatch, load_samples, sample, save_samples
@@ -55,7 +56,9 @@ class BonConfig:
     )
     gold: str = setting(BUILTIN, help="Gold scorer: 'builtin' (the world's) or a reward model dir.")
     prompts: str = setting(BUILTIN, help="Prompt data (file or hub id), or builtin[:SPLIT].")
-    output_dir: str = setting(
+    output_dir: str = restate(
+        RunSpec,
+        "output_dir",
         "runs/bon",
         flags=("--output",),
         cli_type=Path,
@@ -67,15 +70,16 @@ class BonConfig:
     max_new_tokens: int = setting(32, min=1)
     temperature: float = setting(0.7, min=0.0)
     top_p: float = setting(0.95, min=0.0, max=1.0)
-    seed: int = setting(0)
+    seed: int = restate(RunSpec, "seed")
     batch_size: int = setting(64, min=1, help="Sequences per generate call.")
     score_batch_size: int = setting(32, min=1, help="Sequences per reward-model pass.")
     limit: int | None = setting(None, min=1, help="Prompts to use (builtin: 64 by default).")
     unbiased: bool = setting(False, flags=("--unbiased",), help="Average over all N-subsets instead of the first N.")
-    device: str | None = setting(None, help=DEVICE_HELP)
-    dtype: str = setting("auto", help=DTYPE_HELP)
-    progress: bool = setting(True, flags=("--progress/--no-progress",))
-    overwrite: bool = setting(False, flags=("--overwrite",), help="Replace an earlier rewardlab output at --output.")
+    # seed, output, device, progress, overwrite: RunSpec's, restated (not inherited: best-of-N has no bf16 autocast)
+    device: str | None = restate(PlacementSpec, "device")
+    dtype: Dtype = restate(PlacementSpec, "dtype")
+    progress: bool = restate(RunSpec, "progress")
+    overwrite: bool = restate(RunSpec, "overwrite", help="Replace an earlier rewardlab output at --output.")
 
     def validate(self, need_proxies: bool = True) -> None:
         """Every setting and the output directory, checked before any model loads (one line on a bad one)."""

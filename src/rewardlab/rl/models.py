@@ -9,9 +9,10 @@ import copy
 import torch
 from torch import nn
 
+from rewardlab.choices import CRITIC_INITS
 from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import LoraSettings, RewardModel
-from rewardlab.rl.ppo_config import CRITIC_INITS, FRESH_HEAD_SCALE, PPOConfig
+from rewardlab.rl.ppo_config import FRESH_HEAD_SCALE, PPOConfig
 from rewardlab.rl.rollout import ResponseBatch, response_logits, response_values
 
 

@@ -5,21 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rewardlab.choices import (
+    ALGOS,
+    KL_ESTIMATORS,
+    REINFORCE_BASELINES,
+    Algo,
+    CriticInit,
+    KlPenaltyEstimator,
+    ReinforceBaseline,
+    listed,
+)
 from rewardlab.config import LoraSpec, RunSpec, TrackingSpec, check_ranges, from_dict, restate, setting
 from rewardlab.errors import UserError
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, POTENTIAL_METHODS, methods_help, token_reward_method
-from rewardlab.rl.ppo_math import ALGOS
 from rewardlab.rl.sources import BUILTIN
 from rewardlab.tracking import resolve_report_to
 
-KL_ESTIMATORS = ("k1", "k3")
-REINFORCE_BASELINES = ("batch", "ema")
-# reward-model: V_t = R(x, y<t), the reward model's prefix score (Huang et al.); a good start for sparse rewards
-# potential-offset: the reward-model critic minus the shaping's frozen potential (r3hf: R(x, y<t)), so r3hf starts where
-#   sparse starts and PPO on r3hf reproduces sparse PPO with the reward-model critic
-# fresh: the reward model's backbone under a small random output layer: V ~ 0 and the backbone learns from the first step
-# zero-head: the output layer zeroed: V = 0, and the backbone gets no gradient until the head moves (learns slowly)
-CRITIC_INITS = ("reward-model", "potential-offset", "fresh", "zero-head")
 FRESH_HEAD_SCALE = 0.01  # `fresh`: output-layer weights ~ N(0, (scale / sqrt(fan_in))^2), i.e. V of order 0.01
 
 
@@ -54,19 +55,19 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
     limit: int | None = setting(None, min=1, help="Prompts to load (builtin: 1024).")
     output_dir: str = restate(RunSpec, "output_dir", "runs/ppo", flags=("--output",), help="Output directory (default runs/ppo).")
     # algorithm
-    algo: str = setting("ppo", help="ppo (default) | rloo | reinforce.")
+    algo: Algo = setting("ppo", help=f"{listed(ALGOS, 'ppo')}.")
     steps: int = setting(100, min=0, help="Rollout + update iterations (default 100).")
     batch_size: int = setting(64, min=1, help="Responses per rollout (default 64).")  # per process
     minibatch_size: int = setting(16, min=1, help="Per optimiser step (16).")
     ppo_epochs: int = setting(4, min=1, help="Passes over each rollout (4).")
     rloo_k: int = setting(4, min=2, help="rloo: samples per prompt (4).")  # batch_size must be a multiple
-    reinforce_baseline: str = setting(  # reinforce: batch mean, or an EMA of past batch means
-        "ema", help="batch | ema (default)."
+    reinforce_baseline: ReinforceBaseline = setting(  # reinforce: batch mean, or an EMA of past batch means
+        "ema", help=f"{listed(REINFORCE_BASELINES, 'ema')}."
     )
     baseline_decay: float = setting(0.9, help="reinforce with the ema baseline: its decay (default 0.9).")
     lr: float = setting(1e-5, help="Policy learning rate (default 1e-5).")
     critic_lr: float = setting(5e-6, help="Critic learning rate (default 5e-6).")
-    critic_init: str = setting(  # one of CRITIC_INITS (see there and docs/ppo.md)
+    critic_init: CriticInit = setting(  # see rewardlab.choices.CriticInit and docs/ppo.md
         "reward-model",
         help="reward-model (default: V = the RM's prefix score) | potential-offset (RM minus the shaping's potential: r3hf "
         "then reproduces sparse) | fresh (RM backbone, small random output layer) | zero-head (output layer zeroed).",
@@ -83,7 +84,7 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
     whiten_advantages: bool = setting(True, help="Centre and scale advantages over the batch (on).")
     # reward
     kl_coef: float = setting(0.05, help="KL coefficient beta (default 0.05; R3HF: 0.02).")  # Huang et al.; R3HF: 0.02
-    kl_estimator: str = setting("k1", help="k1 (default) | k3.")
+    kl_estimator: KlPenaltyEstimator = setting("k1", help=f"{listed(KL_ESTIMATORS, 'k1')}.")
     adaptive_kl: bool = setting(False, flags=("--adaptive-kl/--fixed-kl",), help="Adaptive KL coefficient.")
     kl_target: float = setting(6.0, help="Adaptive KL target per response (6.0).")  # Ziegler et al. 2019
     kl_horizon: int = setting(10000, help="Adaptive KL horizon in responses (default 10000).")
@@ -120,16 +121,8 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
         """Every setting and the output directory, checked before any model loads (one line on a bad one)."""
         from rewardlab.runtime import check_output_dir
 
-        check_ranges(self)
+        check_ranges(self)  # and the choice fields (config.check_choices)
         shaping = token_reward_method(self.reward_shaping, "reward_shaping")
-        for name, value, choices in (
-            ("algo", self.algo, ALGOS),
-            ("kl_estimator", self.kl_estimator, KL_ESTIMATORS),
-            ("reinforce_baseline", self.reinforce_baseline, REINFORCE_BASELINES),
-            ("critic_init", self.critic_init, CRITIC_INITS),
-        ):
-            if value not in choices:
-                raise UserError(f"{name} = '{value}' is not one of {', '.join(choices)}")
         if self.algo == "rloo" and (self.rloo_k < 2 or self.batch_size % self.rloo_k):
             raise UserError(f"rloo needs rloo_k >= 2 dividing batch_size, got k={self.rloo_k}, batch={self.batch_size}")
         if self.temperature <= 0:

@@ -21,9 +21,8 @@ from typing import Literal
 
 import torch
 
+from rewardlab.choices import ALGOS
 from rewardlab.errors import UserError
-
-ALGOS = ("ppo", "rloo", "reinforce")
 
 KLEstimator = Literal["k1", "k2", "k3"]
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import Accelerator
@@ -14,13 +14,10 @@ from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
+from rewardlab.config import BatchingSpec, LoraSpec, OptimisationSpec, RewardDataSpec, RewardTrainingFields
 from rewardlab.data.pairs import LengthGroupedBatchSampler, PairCollator, encode_pairs
 from rewardlab.errors import UserError
-from rewardlab.modeling.logprobs import liger_unavailable_reason
-from rewardlab.modeling.reward_model import LoraSettings, build_reward_model
-from rewardlab.objective import Objective
-from rewardlab.packed_attention import select_packed_attention
-from rewardlab.packing import packing_unsupported_reason
+from rewardlab.modeling.reward_model import KernelSettings, LoraSettings, RewardModel, build_reward_model, choose_kernels
 from rewardlab.rm_trainer.checkpoints import resume_from_latest
 from rewardlab.rm_trainer.outputs import write_run_config
 from rewardlab.rm_trainer.state import TrainingRun
@@ -31,11 +28,11 @@ if TYPE_CHECKING:
     from rewardlab.data.loading import PreferenceDataset
 
 
-def build_run(cfg, datasets: dict | None = None) -> TrainingRun:
-    """Everything a run needs before its first step; writes config.json (main process)."""
+def build_run(cfg: RewardTrainingFields, train_set: PreferenceDataset, eval_sets: dict[str, PreferenceDataset]) -> TrainingRun:
+    """Everything a run on the loaded data (`load_datasets`) needs before its first step; writes config.json (main
+    process)."""
     accelerator, bf16, trackers = make_accelerator(cfg)
     set_seed(cfg.seed)
-    train_set, eval_sets = load_datasets(cfg, datasets)
     model, kernels, sharded = prepare_model(cfg, accelerator, bf16)
     loader, data_counts = pair_loader(cfg, model.tokenizer, train_set)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -44,8 +41,8 @@ def build_run(cfg, datasets: dict | None = None) -> TrainingRun:
     total_steps, scheduler = schedule(cfg, optimizer, len(loader))
     accelerator.register_for_checkpointing(scheduler)
     run = TrainingRun(
-        cfg, accelerator, model, optimizer, loader, scheduler, Objective.from_config(cfg), eval_sets,
-        {**train_set.stats, **data_counts}, kernels, sharded, total_steps, trackers,
+        cfg, accelerator, model, optimizer, loader, scheduler, eval_sets, {**train_set.stats, **data_counts}, kernels,
+        sharded, total_steps, trackers,
     )  # fmt: skip
     run.train_examples = list(train_set.examples)
     if cfg.resume:
@@ -54,7 +51,7 @@ def build_run(cfg, datasets: dict | None = None) -> TrainingRun:
     return run
 
 
-def make_accelerator(cfg) -> tuple[Accelerator, bool, list[str]]:
+def make_accelerator(cfg: RewardTrainingFields) -> tuple[Accelerator, bool, list[str]]:
     """The accelerator (its device, mixed precision, trackers), whether the run computes in bf16, and the trackers."""
     trackers = resolve_report_to(cfg.report_to)
     on_cpu = resolve_device(cfg.device).type == "cpu"
@@ -69,12 +66,14 @@ def make_accelerator(cfg) -> tuple[Accelerator, bool, list[str]]:
     return accelerator, bf16, trackers
 
 
-def data_options(cfg) -> dict:
+def data_options(cfg: RewardDataSpec) -> dict:
     """How every data set of a run is read: format, invalid records, and how rated lists become pairs."""
     return {"format": cfg.format, "skip_invalid": cfg.skip_invalid, "pairs": cfg.pairs, "seed": cfg.seed}
 
 
-def load_datasets(cfg, datasets: dict | None = None) -> tuple[PreferenceDataset, dict[str, PreferenceDataset]]:
+def load_datasets(
+    cfg: RewardTrainingFields, datasets: dict | None = None
+) -> tuple[PreferenceDataset, dict[str, PreferenceDataset]]:
     """The training set and the named eval sets: `datasets` ({"train": ..., "eval": {name: ...}}) or read as configured."""
     from rewardlab.data.loading import load_named_preferences, load_preferences
 
@@ -88,68 +87,52 @@ def load_datasets(cfg, datasets: dict | None = None) -> tuple[PreferenceDataset,
     return train_set, eval_sets
 
 
-def lora_settings(cfg) -> LoraSettings | None:
+def lora_settings(cfg: LoraSpec) -> LoraSettings | None:
     if not cfg.lora:
         return None
     return LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules)
 
 
-def prepare_model(cfg, accelerator: Accelerator, bf16: bool) -> tuple[torch.nn.Module, dict[str, str], bool]:
-    """The reward model as configured, its kernels chosen (see `kernel_choices`) and what does not train frozen."""
+def prepare_model(cfg: RewardTrainingFields, accelerator: Accelerator, bf16: bool) -> tuple[RewardModel, dict[str, str], bool]:
+    """The reward model as configured, built with the run's kernel settings, what does not train frozen; the kernels it
+    runs on the run's device (`choose_kernels`: an impossible explicit choice fails here, in one line, before training;
+    recorded in config.json); and whether the weights are sharded (FSDP, DeepSpeed)."""
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    lora, kernels = lora_settings(cfg), kernel_settings(cfg, bf16, sharded)
     model = build_reward_model(
         cfg.model,
         head=cfg.head,
         head_hidden=cfg.head_hidden,
         head_dropout=cfg.head_dropout,
-        lora=lora_settings(cfg),
+        lora=lora,
         reference_copy=cfg.reg == "dpo",
         seed=cfg.seed,
+        kernels=kernels,
     )
-    model.logprob_chunk_tokens = cfg.logprob_chunk_size
-    model.packed_attention = cfg.attention
-    model.compute_dtype_hint = torch.bfloat16 if bf16 else None
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    kernels = kernel_choices(model, cfg, accelerator.device, bf16, sharded)
-    model.logprob_backend = kernels.get("logprobs", cfg.logprob_backend)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if cfg.freeze_backbone:
         model.freeze_backbone()
     elif cfg.reg == "none":
-        freeze_unused_lm_head(model)
-    return model, kernels, sharded
+        # unused without a regulariser, and DDP requires every trainable parameter be used
+        model.freeze_lm_head()
+    chosen = choose_kernels(model, accelerator.device, model.compute_dtype(), packed=cfg.padding_free, logprobs=cfg.reg != "none")
+    return model, chosen, sharded
 
 
-def freeze_unused_lm_head(model) -> None:
-    """Without a regulariser the LM head is unused, and DDP requires every trainable parameter be used, so it is frozen,
-    unless its weight is the input embedding (tied, as in SmolLM2 or gemma): that weight is used and must train, or the
-    vanilla baseline would train fewer parameters than the GRM variants it is compared with."""
-    embedding_ids = {id(p) for p in model.causal_lm.get_input_embeddings().parameters()}
-    for parameter in model.lm_head.parameters():
-        if id(parameter) not in embedding_ids:
-            parameter.requires_grad_(False)
+def kernel_settings(cfg: BatchingSpec, bf16: bool, sharded: bool) -> KernelSettings:
+    """The model's kernel settings for a run: its batching settings, the bf16 it computes in under mixed precision, and
+    whether the LM head is sharded (FSDP, DeepSpeed: Liger reads the head's weight whole, so the chunked path is used)."""
+    return KernelSettings(
+        attention=cfg.attention,
+        logprob_backend=cfg.logprob_backend,
+        logprob_chunk_tokens=cfg.logprob_chunk_size,
+        sharded_lm_head=sharded,
+        compute_dtype_hint=torch.bfloat16 if bf16 else None,
+    )
 
 
-def kernel_choices(model, cfg, device: torch.device, bf16: bool, sharded: bool = False) -> dict[str, str]:
-    """The attention kernel and log-prob path this run uses, resolved before training (an impossible explicit choice
-    fails here, in one line) and recorded in config.json. `sharded` (FSDP, DeepSpeed): Liger reads the LM head's
-    weight whole, so the chunked path, which calls the head as a module, is used."""
-    dtype = torch.bfloat16 if bf16 else next(model.causal_lm.parameters()).dtype
-    unpackable = packing_unsupported_reason(model.causal_lm)
-    if not cfg.padding_free or unpackable is not None:
-        attention = "padded"
-    else:
-        attention = select_packed_attention(model.causal_lm.config, device, dtype, cfg.attention, training=True)
-    choices = {"attention": attention}
-    if cfg.reg != "none":
-        reason = "the LM head is sharded (FSDP / DeepSpeed)" if sharded else liger_unavailable_reason(model.lm_head, device)
-        if cfg.logprob_backend == "liger" and reason is not None:
-            raise UserError(f"logprob_backend 'liger' cannot run here: {reason}")
-        choices["logprobs"] = "chunked" if cfg.logprob_backend == "chunked" or reason is not None else "liger"
-    return choices
-
-
-def pair_loader(cfg, tokenizer, train_set: PreferenceDataset) -> tuple[DataLoader, dict[str, int]]:
+def pair_loader(cfg: RewardTrainingFields, tokenizer, train_set: PreferenceDataset) -> tuple[DataLoader, dict[str, int]]:
     """Batches of tokenised pairs (length-grouped unless `group_by_length` is off), and the tokenisation counts."""
     pairs, data_counts = encode_pairs(tokenizer, train_set.examples, cfg.max_length, cfg.truncation)
     if not pairs:
@@ -163,7 +146,9 @@ def pair_loader(cfg, tokenizer, train_set: PreferenceDataset) -> tuple[DataLoade
     return loader, data_counts
 
 
-def schedule(cfg, optimizer: torch.optim.Optimizer, batches_per_epoch: int) -> tuple[int, Any]:
+def schedule(
+    cfg: OptimisationSpec, optimizer: torch.optim.Optimizer, batches_per_epoch: int
+) -> tuple[int, torch.optim.lr_scheduler.LRScheduler]:
     """The number of optimiser updates and the learning-rate schedule over them."""
     updates_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * updates_per_epoch)

@@ -1,9 +1,8 @@
-"""Checkpoints (save, keep the newest few, resume), the stop at a non-finite loss, and the best validation weights."""
+"""Checkpoints (save, keep the newest few, resume) and the stop at a non-finite loss."""
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -73,34 +72,3 @@ def stop_if_non_finite(run: TrainingRun, stats: dict[str, torch.Tensor]) -> None
         f"step {run.global_step + 1}: {problem}; training stopped before the update, nothing saved as finished; {kept}. "
         "Try a lower --lr or a smaller --max-grad-norm."
     )
-
-
-class BestWeights:
-    """Keeps a CPU copy of the trainable weights with the best validation accuracy seen so far (earliest on ties)."""
-
-    def __init__(self, name: str, model: torch.nn.Module):
-        self.name, self.model = name, model
-        self.best_step, self.best_accuracy, self.state = -1, -math.inf, None
-        self.history: list[tuple[int, float]] = []
-
-    def offer(self, step: int, accuracy: float) -> None:
-        self.history.append((step, accuracy))
-        if accuracy > self.best_accuracy:
-            self.best_step, self.best_accuracy = step, accuracy
-            self.state = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        if self.state is None:
-            return
-        for n, p in self.model.named_parameters():
-            if n in self.state:
-                p.copy_(self.state[n].to(p.device))
-
-    @property
-    def stale_evaluations(self) -> int:
-        """Evaluations since the best one."""
-        return sum(step > self.best_step for step, _ in self.history)
-
-    def summary(self) -> dict:
-        return {"on": self.name, "step": self.best_step, "accuracy": self.best_accuracy, "history": self.history}

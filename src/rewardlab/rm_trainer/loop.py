@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 
+from rewardlab.config import RewardTrainingFields
 from rewardlab.evaluation import evaluate_preferences, score_rows
-from rewardlab.objective import Objective
+from rewardlab.objective import compute_loss
 from rewardlab.progress import progress, write
-from rewardlab.rm_trainer.checkpoints import BestWeights, save_checkpoint, stop_if_non_finite
+from rewardlab.rm_trainer.checkpoints import save_checkpoint, stop_if_non_finite
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.tracking import tracker_scalars
 
@@ -25,23 +26,25 @@ Stats = dict[str, torch.Tensor]
 def training_step(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
-    objective: Objective,
+    cfg: RewardTrainingFields,
     accelerator: Accelerator,
     optimizer: torch.optim.Optimizer,
-    max_grad_norm: float,
     before_update: Callable[[Stats], None] | None = None,
     measure: bool = False,
 ) -> Stats:
-    """Forward and backward on one batch; on the batch that completes a gradient accumulation, the gradients are clipped
-    (`grad_norm` added to the stats), `before_update` sees the stats, and the optimiser steps. Returns the objective's stats
-    (`loss` still carries its graph). `measure`: the objective also measures each loss term's gradient norm at the last
-    hidden layer (`reward_grad_norm`, `reg_grad_norm`; the loop asks on the batches of logging steps only)."""
+    """Forward and backward on one batch (the objective `compute_loss` with the run's objective settings, packed as
+    `cfg.padding_free` says); on the batch that completes a gradient accumulation, the gradients are clipped to
+    `cfg.max_grad_norm` (`grad_norm` added to the stats), `before_update` sees the stats, and the optimiser steps. Returns
+    the objective's stats (`loss` still carries its graph). `measure`: the objective also measures each loss term's
+    gradient norm at the last hidden layer (`reward_grad_norm`, `reg_grad_norm`; the loop asks on the batches of logging
+    steps only)."""
     with accelerator.accumulate(model):
-        stats = objective(model, batch, measure_gradients=measure)
+        stats = compute_loss(model, batch, cfg, cfg.padding_free, measure_gradients=measure)
         accelerator.backward(stats["loss"])
         if accelerator.sync_gradients:
             # inf max_norm measures without clipping; the norm is the same on every process (after all-reduce)
-            stats["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else math.inf)
+            max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+            stats["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), max_norm)
             if before_update is not None:
                 before_update(stats)
         optimizer.step()
@@ -70,7 +73,7 @@ def train_loop(run: TrainingRun) -> LoopResult:
     batches = epoch_batches(run)
     for epoch, batch in batches:
         stats = training_step(
-            run.model, batch, run.objective, run.accelerator, run.optimizer, cfg.max_grad_norm,
+            run.model, batch, cfg, run.accelerator, run.optimizer,
             before_update=lambda stats: stop_if_non_finite(run, stats), measure=is_logging_step(run, run.global_step + 1),
         )  # fmt: skip
         for k, v in stats.items():
@@ -126,6 +129,37 @@ class Throughput:
         self.tokens.zero_()
         self.start = now
         return rate
+
+
+class BestWeights:
+    """Keeps a CPU copy of the trainable weights with the best validation accuracy seen so far (earliest on ties)."""
+
+    def __init__(self, name: str, model: torch.nn.Module):
+        self.name, self.model = name, model
+        self.best_step, self.best_accuracy, self.state = -1, -math.inf, None
+        self.history: list[tuple[int, float]] = []
+
+    def offer(self, step: int, accuracy: float) -> None:
+        self.history.append((step, accuracy))
+        if accuracy > self.best_accuracy:
+            self.best_step, self.best_accuracy = step, accuracy
+            self.state = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.state is None:
+            return
+        for n, p in self.model.named_parameters():
+            if n in self.state:
+                p.copy_(self.state[n].to(p.device))
+
+    @property
+    def stale_evaluations(self) -> int:
+        """Evaluations since the best one."""
+        return sum(step > self.best_step for step, _ in self.history)
+
+    def summary(self) -> dict:
+        return {"on": self.name, "step": self.best_step, "accuracy": self.best_accuracy, "history": self.history}
 
 
 def is_logging_step(run: TrainingRun, step: int) -> bool:

@@ -7,16 +7,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rewardlab.config import RewardTrainingFields
 from rewardlab.errors import UserError
 from rewardlab.modeling.normalization import RewardStatistics
-from rewardlab.modeling.reward_model import MODEL_SUBDIR
+from rewardlab.modeling.reward_model import MODEL_SUBDIR, RewardModel
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import version, write_json, write_jsonl
 from rewardlab.tracking import finish_tracking, start_tracking
+
+if TYPE_CHECKING:
+    from rewardlab.modeling.ensemble import EnsembleRewardModel
 
 SCORES_NAME = "scores.jsonl"
 
@@ -76,7 +80,9 @@ def record_reward_statistics(run: TrainingRun) -> RewardStatistics:
     return stats
 
 
-def reward_statistics(model, cfg, train_examples: Sequence) -> RewardStatistics:
+def reward_statistics(
+    model: RewardModel | EnsembleRewardModel, cfg: RewardTrainingFields, train_examples: Sequence
+) -> RewardStatistics:
     """Mean and std of `model`'s sequence rewards (raw, eval mode) on the normalisation sequences (`normalization_sequences`),
     scored as `rewardlab score` scores them (padding-free unless the run turned it off). Every process computes the same
     numbers on the same sample (under FSDP or ZeRO-3 every process must take part in each forward)."""
@@ -99,7 +105,7 @@ def reward_statistics(model, cfg, train_examples: Sequence) -> RewardStatistics:
     return RewardStatistics.of(torch.tensor(rewards, dtype=torch.float64), source)
 
 
-def normalization_sequences(cfg, tokenizer, train_examples: Sequence) -> tuple[list, str]:
+def normalization_sequences(cfg: RewardTrainingFields, tokenizer, train_examples: Sequence) -> tuple[list, str]:
     """The encoded sequences the statistics are computed on, and what they are: the `--norm-data` prompt/completion rows,
     or every training pair's chosen and rejected response; each encoded as training encodes them (max_length,
     truncation). At most `norm_samples` responses (0: all): rows, or norm_samples // 2 pairs, drawn with the run's seed."""

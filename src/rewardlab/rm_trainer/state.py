@@ -5,27 +5,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
-from rewardlab.objective import Objective
+from rewardlab.config import RewardTrainingFields
+
+if TYPE_CHECKING:
+    from rewardlab.data.loading import PreferenceDataset
 
 
 @dataclass
 class TrainingRun:
     """One run's parts (prepared by accelerate) and the state the loop advances."""
 
-    cfg: Any  # RewardTrainingConfig
+    cfg: RewardTrainingFields  # the run's RewardTrainingConfig
     accelerator: Accelerator
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     loader: DataLoader
-    scheduler: Any
-    objective: Objective
-    eval_sets: dict[str, Any]  # name -> PreferenceDataset
+    scheduler: LRScheduler
+    eval_sets: dict[str, PreferenceDataset]
     train_stats: dict[str, Any]  # what loading and tokenising the training data kept and dropped
     kernels: dict[str, str]
     sharded: bool  # FSDP or DeepSpeed: the weights are gathered before saving
