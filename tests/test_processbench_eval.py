@@ -83,3 +83,41 @@ def test_default_thresholds() -> None:
     assert default_threshold("prm") == 0.5 and default_threshold("r3hf") == 0.0 and default_threshold("prm", 0.3) == 0.3
     with pytest.raises(UserError, match="expected one of prm, r3hf"):
         default_threshold("orm")
+
+
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from rewardlab.cli import app
+
+    return CliRunner().invoke(app, [*args, "--no-progress"])
+
+
+@pytest.mark.parametrize("extra", [[], ["--step-rewards", "r3hf"], ["--step-rewards", "r3hf", "--threshold", "-0.05"]])
+def test_cli_eval_rm_processbench_figures_from_the_scores_rows(tmp_path, extra) -> None:
+    """`eval-rm --format processbench` on the real ProcessBench rows: the three figures per subset in results.json are
+    recomputed exactly from the `--scores` rows."""
+    out, rows_path = tmp_path / "pb.json", tmp_path / "rows.jsonl"
+    result = cli(
+        "eval-rm", "--model", "tiny-llama", "--data", f"pb={REAL}", "--format", "processbench",
+        "--output", str(out), "--scores", str(rows_path), *extra,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "pb/gsm8k: error acc" in result.output and "pb: average F1" in result.output
+    figures = json.loads(out.read_text())["results"]["pb"]
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    view = "r3hf" if extra else "prm"
+    assert figures["view"] == view and figures["threshold"] == (float(extra[-1]) if len(extra) > 2 else default_threshold(view))
+    again = figures_from_rows(rows, figures["threshold"])
+    assert again["subsets"] == figures["subsets"] and again["average_f1"] == figures["average_f1"]
+    for subset, (acc1, acc2, f1) in by_hand(rows).items():
+        f = figures["subsets"][subset]
+        assert (f["error_accuracy"], f["correct_accuracy"], f["f1"]) == (acc1, acc2, f1)
+
+
+def test_cli_eval_rm_processbench_refusals(tmp_path) -> None:
+    args = ["eval-rm", "--model", "tiny-llama", "--data", f"pb={REAL}", "--output", str(tmp_path / "pb.json")]
+    refused = cli(*args, "--format", "processbench", "--step-rewards", "orm")
+    assert refused.exit_code != 0 and "orm" in refused.output
+    refused = cli(*args, "--step-rewards", "r3hf")  # without --format processbench
+    assert refused.exit_code != 0 and "--format processbench" in refused.output

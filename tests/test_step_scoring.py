@@ -5,6 +5,7 @@ a PRM's step scores are the head at each step's end from one forward pass; the a
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from pathlib import Path
 
@@ -301,3 +302,64 @@ def test_step_rows_and_summary(rm) -> None:
     summary = step_summary(scores, "r3hf", fmt, " ")
     assert summary["rows"] == len(rows) and summary["max_abs_sum_gap"] < 1e-4
     assert summary["mean_aggregations"]["product"] is None and summary["step_format"] == "prompt-completion"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# `rewardlab score --step-rewards`
+
+
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from rewardlab.cli import app
+
+    return CliRunner().invoke(app, [*args, "--no-progress"])
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_cli_r3hf_step_rewards_telescope_to_score(tmp_path) -> None:
+    """`score --step-rewards r3hf` on ProcessBench rows: each row's step rewards sum to the reward - prompt_reward that
+    plain `score` reports for (prompt, steps joined by the separator), which the row also carries."""
+    out = tmp_path / "steps.jsonl"
+    data = str(DATA / "processbench_real.json")
+    result = cli("score", "--model", "tiny-llama", "--data", data, "--output", str(out), "--step-rewards", "r3hf")
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(out)
+    assert len(rows) == 8 and "max |sum(step rewards) - (reward - prompt reward)|" in result.output
+    completions = tmp_path / "joined.jsonl"
+    completions.write_text("".join(json.dumps({"prompt": r["prompt"], "completion": "\n".join(r["steps"])}) + "\n" for r in rows))
+    plain = tmp_path / "plain.jsonl"
+    assert cli("score", "--model", "tiny-llama", "--data", str(completions), "--output", str(plain)).exit_code == 0
+    for row, want in zip(rows, read_jsonl(plain), strict=True):
+        assert row["prompt"].endswith("\n") and row["step_view"] == "r3hf"
+        assert row["reward"] == want["reward"] and row["prompt_reward"] == want["prompt_reward"]
+        assert math.fsum(row["step_rewards"]) == pytest.approx(want["reward"] - want["prompt_reward"], abs=1e-4)
+        assert row["metadata"]["id"] and "labels" in row["metadata"]
+    config = json.loads((tmp_path / "steps.config.json").read_text())
+    assert config["config"]["step_rewards"] == "r3hf" and config["config"]["step_separator"] == "\n"
+    assert config["summary"]["step_format"] == "processbench" and config["summary"]["max_abs_sum_gap"] < 1e-4
+
+
+def test_cli_prm_step_rewards_and_refusals(tmp_path) -> None:
+    out = tmp_path / "prm.jsonl"
+    data = str(DATA / "trl_stepwise.jsonl")
+    result = cli("score", "--model", "tiny-llama", "--data", data, "--output", str(out), "--step-rewards", "prm")
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(out)
+    for row in rows:  # one score per step
+        assert len(row["step_rewards"]) == len(row["steps"]) == len(row["step_probabilities"]) == row["n_steps"]
+        assert set(row["aggregations"]) == {"min", "last", "product", "mean"}
+    completions = str(DATA / "completions.jsonl")
+    args = ["score", "--model", "tiny-llama", "--data", completions, "--output", str(tmp_path / "x.jsonl")]
+    assert cli(*args, "--step-rewards", "prm", "--step-separator", " ").exit_code == 0
+    for extra, message in [
+        (["--step-rewards", "orm"], "orm"),
+        (["--step-rewards", "prm", "--token-rewards", "r3hf"], "--token-rewards"),
+        (["--step-rewards", "prm", "--html", str(tmp_path / "x.html")], "--html"),
+        (["--step-rewards", "prm", "--step-separator", ""], "separator"),
+    ]:
+        refused = cli(*args, "--overwrite", *extra)
+        assert refused.exit_code != 0 and message in refused.output, refused.output

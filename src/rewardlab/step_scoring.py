@@ -29,8 +29,9 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from rewardlab.choices import STEP_VIEWS
 from rewardlab.data.step_encoding import EncodedSteps, encode_steps
 from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
 from rewardlab.data.templates import (
@@ -44,8 +45,6 @@ from rewardlab.errors import UserError
 from rewardlab.modeling.service import ScoredBatch, ScoringService, SequenceScore, TokenRewardSettings
 from rewardlab.step_metrics import AGGREGATIONS, aggregate_step_scores
 
-StepView = Literal["prm", "r3hf"]
-STEP_VIEWS: tuple[str, ...] = ("prm", "r3hf")
 R3HF_SETTINGS = TokenRewardSettings("r3hf")
 
 
