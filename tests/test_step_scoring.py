@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rewardlab.data.step_encoding import encode_steps
+from rewardlab.data.steps import separator_from_flag
 from rewardlab.data.templates import EncodedSequence
 from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import build_reward_model
@@ -217,6 +218,8 @@ def test_aggregations_per_view() -> None:
 def test_text_helpers() -> None:
     assert split_steps("a\n\nb") == ["a", "", "b"] and steps_response(["a", "", "b"]) == "a\n\nb"
     assert steps_prompt("Q") == "Q\n" and steps_prompt("Q\n") == "Q\n" and steps_prompt("") == ""
+    assert separator_from_flag("\\n") == "\n" and separator_from_flag("\\n\\t|\\\\") == "\n\t|\\"
+    assert separator_from_flag("é \\x") == "é \\x"  # anything else as written
     messages = [{"role": "user", "content": "Q"}]
     assert steps_prompt(messages) is messages
     with pytest.raises(UserError, match="separator must not be empty"):
@@ -352,6 +355,10 @@ def test_cli_prm_step_rewards_and_refusals(tmp_path) -> None:
     for row in rows:  # one score per step
         assert len(row["step_rewards"]) == len(row["steps"]) == len(row["step_probabilities"]) == row["n_steps"]
         assert set(row["aggregations"]) == {"min", "last", "product", "mean"}
+    typed = tmp_path / "typed.jsonl"  # "\\n" as a shell passes it (a backslash and an n) is the newline
+    assert cli("score", "--model", "tiny-llama", "--data", data, "--output", str(typed), "--step-rewards", "prm",
+               "--step-separator", "\\n").exit_code == 0  # fmt: skip
+    assert read_jsonl(typed) == rows
     completions = str(DATA / "completions.jsonl")
     args = ["score", "--model", "tiny-llama", "--data", completions, "--output", str(tmp_path / "x.jsonl")]
     assert cli(*args, "--step-rewards", "prm", "--step-separator", " ").exit_code == 0

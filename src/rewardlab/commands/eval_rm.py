@@ -9,7 +9,7 @@ from pathlib import Path
 from rewardlab.choices import StepView
 from rewardlab.commands.common import call_with_fields, config_command, named_inputs, user_errors
 from rewardlab.config import AggregateSpec, EvalBatchingSpec, OutputSpec, PlacementSpec, RewardDataSpec, restate, setting
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
+from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR, separator_from_flag
 from rewardlab.progress import quiet_libraries
 
 
@@ -33,7 +33,11 @@ class EvalRmConfig(OutputSpec, PlacementSpec, AggregateSpec, EvalBatchingSpec):
     threshold: float | None = setting(
         None, help="processbench: a step scored below it is an error (default: 0.5 for prm, a probability; 0 for r3hf)."
     )
-    step_separator: str = setting(DEFAULT_STEP_SEPARATOR, help="processbench: the text between steps (default a newline).")
+    step_separator: str = setting(
+        DEFAULT_STEP_SEPARATOR,
+        show_default=False,
+        help="processbench: the text between steps (default a newline; \\n, \\t typed in a shell are read as such).",
+    )
 
 
 def run(
@@ -60,6 +64,7 @@ def run(
     from rewardlab.runtime import check_output_file, dtype_name, version, write_json, write_jsonl
 
     with user_errors():  # settings and output paths first: they fail in a second, before anything loads
+        step_separator = separator_from_flag(step_separator)
         check_step_options(format, step_rewards, threshold, step_separator)
         inputs = named_inputs(model, data)
         check_output_file(output, overwrite=overwrite, inputs=inputs)

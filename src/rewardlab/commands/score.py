@@ -11,7 +11,7 @@ import typer
 from rewardlab.choices import StepView
 from rewardlab.commands.common import call_with_fields, config_command
 from rewardlab.config import AggregateSpec, NormalizeSpec, OutputSpec, PlacementSpec, setting
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
+from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR, separator_from_flag
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, METHODS, TOKEN_REWARD_METHODS, token_reward_method
 
 
@@ -37,7 +37,11 @@ class ScoreConfig(OutputSpec, PlacementSpec, NormalizeSpec, AggregateSpec):
         help="One reward per step instead: prm (a PRM's score at each step's end) | r3hf (a sequence RM's token rewards "
         "summed within each step); --data is step data, or prompt/completion rows split on --step-separator.",
     )
-    step_separator: str = setting(DEFAULT_STEP_SEPARATOR, help="With --step-rewards: the text between steps (default a newline).")
+    step_separator: str = setting(
+        DEFAULT_STEP_SEPARATOR,
+        show_default=False,
+        help="With --step-rewards: the text between steps (default a newline; \\n, \\t typed in a shell are read as such).",
+    )
 
 
 def config_path(output: Path) -> Path:
@@ -108,6 +112,7 @@ def run(
 
     with user_errors():  # settings and output paths first: they fail in a second, before anything loads
         check_settings(token_rewards)
+        step_separator = separator_from_flag(step_separator)
         check_step_settings(step_rewards, step_separator, token_rewards, html)
         check_outputs(output, html, overwrite, inputs=[model, data])
     if step_rewards is not None:
