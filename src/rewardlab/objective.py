@@ -62,21 +62,37 @@ def compute_loss(
         objective.loss, chosen, rejected, batch["margin"], objective.label_smoothing, objective.center_rewards_coefficient
     )
     l_reg = None if logprobs is None else regularizer_loss(objective.reg, logprobs, objective.beta)
-    reward_term, reg_term = grm_terms(l_reward, l_reg, objective.alpha)
-    stats = {
-        "loss": reward_term if reg_term is None else reward_term + reg_term,
-        "reward_loss": l_reward.detach(),
+    batch_stats = {
         "accuracy": pairwise_accuracy(chosen.detach(), rejected.detach()),
         "margin": (chosen - rejected).detach().mean(),
         "reward_mean": out.sequence_rewards.detach().mean(),
         "reward_std": out.sequence_rewards.detach().std(correction=0),
+    }
+    return grm_stats(l_reward, l_reg, objective.alpha, batch_stats, out.head_input if measure_gradients else None)
+
+
+def grm_stats(
+    l_reward: torch.Tensor,
+    l_reg: torch.Tensor | None,
+    alpha: float,
+    batch_stats: Stats,
+    head_input: torch.Tensor | None = None,
+) -> Stats:
+    """GRM's loss = (1 - alpha) * L_reward + alpha * L_reg (with its graph) and the detached statistics every objective
+    reports: reward_loss, the objective's own `batch_stats`, the two weighted terms (reg_term 0 without a regulariser),
+    reg_loss with one, and with `head_input` (the tensor the heads read) each term's gradient norm there."""
+    reward_term, reg_term = grm_terms(l_reward, l_reg, alpha)
+    stats = {
+        "loss": reward_term if reg_term is None else reward_term + reg_term,
+        "reward_loss": l_reward.detach(),
+        **batch_stats,
         "reward_term": reward_term.detach(),
         "reg_term": torch.zeros_like(reward_term.detach()) if reg_term is None else reg_term.detach(),
     }
     if l_reg is not None:
         stats["reg_loss"] = l_reg.detach()
-    if measure_gradients:
-        stats |= gradient_norms(out.head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
+    if head_input is not None:
+        stats |= gradient_norms(head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
     return stats
 
 
@@ -105,23 +121,15 @@ def compute_step_loss(
         l_reg = regularizer_loss(objective.reg, PairLogprobs(out.logprobs[imitated]), objective.beta)
     elif regularizer is not None:
         l_reg = torch.zeros((), device=l_prm.device)
-    reward_term, reg_term = grm_terms(l_prm, l_reg, objective.alpha)
     scores = logits.detach()[labelled]
     right = ((scores > 0).float() == batch["step_labels"][labelled]).float()
-    stats = {
-        "loss": reward_term if reg_term is None else reward_term + reg_term,
-        "reward_loss": l_prm.detach(),
-        "accuracy": right.mean() if right.numel() else torch.zeros((), device=logits.device),
-        "reward_mean": scores.mean() if scores.numel() else torch.zeros((), device=logits.device),
-        "reward_std": scores.std(correction=0) if scores.numel() else torch.zeros((), device=logits.device),
-        "reward_term": reward_term.detach(),
-        "reg_term": torch.zeros_like(reward_term.detach()) if reg_term is None else reg_term.detach(),
+    zero = torch.zeros((), device=logits.device)
+    batch_stats = {
+        "accuracy": right.mean() if right.numel() else zero,
+        "reward_mean": scores.mean() if scores.numel() else zero,
+        "reward_std": scores.std(correction=0) if scores.numel() else zero,
     }
-    if l_reg is not None:
-        stats["reg_loss"] = l_reg.detach()
-    if measure_gradients:
-        stats |= gradient_norms(out.head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
-    return stats
+    return grm_stats(l_prm, l_reg, objective.alpha, batch_stats, out.head_input if measure_gradients else None)
 
 
 def regularised_responses(batch: dict[str, torch.Tensor], n_pairs: int, regularizer: Regularizer | None) -> torch.Tensor | None:

@@ -149,13 +149,7 @@ def pair_loader(cfg: RewardTrainingFields, tokenizer, train_set: PreferenceDatas
     pairs, data_counts = encode_pairs(tokenizer, train_set.examples, cfg.max_length, cfg.truncation)
     if not pairs:
         raise UserError(f"{cfg.train_data}: no training pair left after truncation (max_length={cfg.max_length})")
-    collate = PairCollator(tokenizer.pad_token_id)
-    if cfg.group_by_length:
-        sampler = LengthGroupedBatchSampler([p.length for p in pairs], cfg.per_device_train_batch_size, cfg.seed)
-        return DataLoader(pairs, batch_sampler=sampler, collate_fn=collate), data_counts
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(pairs, batch_size=cfg.per_device_train_batch_size, shuffle=True, generator=generator, collate_fn=collate)
-    return loader, data_counts
+    return training_batches(cfg, pairs, PairCollator(tokenizer.pad_token_id)), data_counts
 
 
 def step_loader(cfg: RewardTrainingFields, tokenizer, train_set: StepDataset) -> tuple[DataLoader, dict[str, int]]:
@@ -164,15 +158,16 @@ def step_loader(cfg: RewardTrainingFields, tokenizer, train_set: StepDataset) ->
     encoded, data_counts = encode_step_examples(tokenizer, train_set.examples, cfg.max_length)
     if not encoded:
         raise UserError(f"{cfg.train_data}: no training example left after truncation (max_length={cfg.max_length})")
-    collate = StepCollator(tokenizer.pad_token_id)
+    return training_batches(cfg, encoded, StepCollator(tokenizer.pad_token_id)), data_counts
+
+
+def training_batches(cfg: RewardTrainingFields, items: list, collate) -> DataLoader:
+    """Shuffled batches of encoded items (each with a `length`): length-grouped unless `group_by_length` is off."""
     if cfg.group_by_length:
-        sampler = LengthGroupedBatchSampler([e.length for e in encoded], cfg.per_device_train_batch_size, cfg.seed)
-        return DataLoader(encoded, batch_sampler=sampler, collate_fn=collate), data_counts
+        sampler = LengthGroupedBatchSampler([item.length for item in items], cfg.per_device_train_batch_size, cfg.seed)
+        return DataLoader(items, batch_sampler=sampler, collate_fn=collate)
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(
-        encoded, batch_size=cfg.per_device_train_batch_size, shuffle=True, generator=generator, collate_fn=collate
-    )
-    return loader, data_counts
+    return DataLoader(items, batch_size=cfg.per_device_train_batch_size, shuffle=True, generator=generator, collate_fn=collate)
 
 
 def schedule(
