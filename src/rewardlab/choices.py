@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 # reward-model training
+Objective = Literal["preference", "prm"]  # pairs (Bradley-Terry and baselines) | a process reward model on labelled steps
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+PRM = "prm"
 RewardLoss = Literal["bt", "margin", "label-smooth"]
 REWARD_LOSSES: tuple[str, ...] = get_args(RewardLoss)
 Regularizer = Literal["none", "sft", "sft-nll", "dpo", "dpo-noref"]

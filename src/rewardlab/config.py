@@ -21,6 +21,7 @@ from rewardlab.choices import (
     DTYPE_NAMES,
     HEAD_CHOICES,
     LOGPROB_KERNELS,
+    OBJECTIVES,
     PACKED_ATTENTION_KINDS,
     PAIR_MODES,
     REGULARIZERS,
@@ -31,6 +32,7 @@ from rewardlab.choices import (
     Dtype,
     Head,
     LogprobBackend,
+    Objective,
     PackedAttention,
     PairMode,
     Regularizer,
@@ -180,6 +182,12 @@ class RewardObjectiveSpec:
 
     help_panel: ClassVar[str] = "Objective"
 
+    objective: Objective = setting(
+        "preference",
+        help=f"{listed(OBJECTIVES, 'preference')}: preference pairs (--loss, the reward model of RLHF), or a process reward "
+        "model on step-labelled data (TRL stepwise or ProcessBench files): a score at each step's end, binary "
+        "cross-entropy on the step labels.",
+    )
     loss: RewardLoss = setting("bt", help=f"{listed(REWARD_LOSSES, 'bt')}.")
     reg: Regularizer = setting("none", help=f"GRM regulariser: {listed(REGULARIZERS, 'none')}.")
     alpha: float = setting(

@@ -42,6 +42,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -112,18 +113,8 @@ def export_sequence_classifier(
     if stats is not None:
         record_statistics(classifier.config, stats, normalize)
 
-    with atomic_directory(output_dir, replace=overwrite) as tmp:
-        classifier.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / TEXT_RECORD_NAME, _text_record(model_dir, rm.tokenizer))
-        differences = _agreement(rm, probes, tmp, device, offset)
-        worst = max(differences.values(), key=lambda d: math.inf if math.isnan(d) else d)
-        if not worst <= TOLERANCE:  # also catches NaN
-            raise ExportError(
-                f"the exported classifier disagrees with rewardlab by {worst:.2e} (> {TOLERANCE:g}; "
-                + ", ".join(f"{k} {v:.2e}" for k, v in differences.items())
-                + f"); nothing written to {output_dir}"
-            )
+    agreement = partial(_agreement, rm, probes, device=device, offset=offset)
+    differences, worst = _write_checked(classifier, tokenizer, model_dir, rm, output_dir, overwrite, agreement)
     return {
         "output_dir": str(output_dir),
         "architecture": type(classifier).__name__,
@@ -134,6 +125,27 @@ def export_sequence_classifier(
         "normalize": normalize,
         "offset": offset if normalize else None,
     }
+
+
+def _write_checked(
+    classifier, tokenizer, model_dir: str | Path, rm, output_dir: Path, overwrite: bool, agreement
+) -> tuple[dict[str, float], float]:
+    """Write the checkpoint into a temporary directory, measure `agreement(checkpoint)` (text kind -> max |difference|
+    with rewardlab) on the reloaded files, and move it to `output_dir` only within TOLERANCE (ExportError otherwise,
+    nothing written). Returns the differences and the worst."""
+    with atomic_directory(output_dir, replace=overwrite) as tmp:
+        classifier.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / TEXT_RECORD_NAME, _text_record(model_dir, rm.tokenizer))
+        differences = agreement(tmp)
+        worst = max(differences.values(), key=lambda d: math.inf if math.isnan(d) else d)
+        if not worst <= TOLERANCE:  # also catches NaN
+            raise ExportError(
+                f"the exported {type(classifier).__name__} disagrees with rewardlab by {worst:.2e} (> {TOLERANCE:g}; "
+                + ", ".join(f"{k} {v:.2e}" for k, v in differences.items())
+                + f"); nothing written to {output_dir}"
+            )
+    return differences, worst
 
 
 def normalization_offset(stats: RewardStatistics) -> float:
@@ -274,18 +286,8 @@ def export_token_classifier(
         tokenizer.add_special_tokens({"pad_token": EXPORT_PAD})
     classifier = _with_tokenizer(classifier, tokenizer)
     probes = _encoded_probes(rm.tokenizer)
-    with atomic_directory(output_dir, replace=overwrite) as tmp:
-        classifier.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / TEXT_RECORD_NAME, _text_record(model_dir, rm.tokenizer))
-        differences = _token_agreement(rm, probes, tmp, device)
-        worst = max(differences.values(), key=lambda d: math.inf if math.isnan(d) else d)
-        if not worst <= TOLERANCE:  # also catches NaN
-            raise ExportError(
-                f"the exported token classifier disagrees with rewardlab by {worst:.2e} (> {TOLERANCE:g}; "
-                + ", ".join(f"{k} {v:.2e}" for k, v in differences.items())
-                + f"); nothing written to {output_dir}"
-            )
+    agreement = partial(_token_agreement, rm, probes, device=device)
+    differences, worst = _write_checked(classifier, tokenizer, model_dir, rm, output_dir, overwrite, agreement)
     return {
         "output_dir": str(output_dir),
         "architecture": type(classifier).__name__,

@@ -24,10 +24,12 @@ from rewardlab.losses import (
     REGULARIZER_TABLE,
     PairLogprobs,
     Regularizer,
+    gather_steps,
     grm_terms,
     pairwise_accuracy,
     regularizer_loss,
     reward_loss,
+    step_bce_loss,
 )
 
 if TYPE_CHECKING:
@@ -60,22 +62,74 @@ def compute_loss(
         objective.loss, chosen, rejected, batch["margin"], objective.label_smoothing, objective.center_rewards_coefficient
     )
     l_reg = None if logprobs is None else regularizer_loss(objective.reg, logprobs, objective.beta)
-    reward_term, reg_term = grm_terms(l_reward, l_reg, objective.alpha)
-    stats = {
-        "loss": reward_term if reg_term is None else reward_term + reg_term,
-        "reward_loss": l_reward.detach(),
+    batch_stats = {
         "accuracy": pairwise_accuracy(chosen.detach(), rejected.detach()),
         "margin": (chosen - rejected).detach().mean(),
         "reward_mean": out.sequence_rewards.detach().mean(),
         "reward_std": out.sequence_rewards.detach().std(correction=0),
+    }
+    return grm_stats(l_reward, l_reg, objective.alpha, batch_stats, out.head_input if measure_gradients else None)
+
+
+def grm_stats(
+    l_reward: torch.Tensor,
+    l_reg: torch.Tensor | None,
+    alpha: float,
+    batch_stats: Stats,
+    head_input: torch.Tensor | None = None,
+) -> Stats:
+    """GRM's loss = (1 - alpha) * L_reward + alpha * L_reg (with its graph) and the detached statistics every objective
+    reports: reward_loss, the objective's own `batch_stats`, the two weighted terms (reg_term 0 without a regulariser),
+    reg_loss with one, and with `head_input` (the tensor the heads read) each term's gradient norm there."""
+    reward_term, reg_term = grm_terms(l_reward, l_reg, alpha)
+    stats = {
+        "loss": reward_term if reg_term is None else reward_term + reg_term,
+        "reward_loss": l_reward.detach(),
+        **batch_stats,
         "reward_term": reward_term.detach(),
         "reg_term": torch.zeros_like(reward_term.detach()) if reg_term is None else reg_term.detach(),
     }
     if l_reg is not None:
         stats["reg_loss"] = l_reg.detach()
-    if measure_gradients:
-        stats |= gradient_norms(out.head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
+    if head_input is not None:
+        stats |= gradient_norms(head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
     return stats
+
+
+def compute_step_loss(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    objective: RewardObjectiveSpec,
+    padding_free: bool,
+    measure_gradients: bool = False,
+) -> Stats:
+    """A process reward model's objective on one batch of step-labelled rows (`rewardlab.data.step_batches`): the
+    reward head's logit at each step's end is the log-odds that the step is correct, L_prm = binary cross-entropy on the
+    labelled steps (`losses.step_bce_loss`), and GRM's loss = (1 - alpha) * L_prm + alpha * L_reg with an SFT regulariser
+    on the responses whose every step is correct (the rows of `response_mask`; none in the batch: L_reg = 0 there, so the
+    reward term keeps its (1 - alpha) weight on every batch).
+    Stats as `compute_loss`'s, with `accuracy` the share of labelled steps on the right side of P = 1/2."""
+    regularizer = REGULARIZER_TABLE[objective.reg]
+    imitated = batch["response_mask"].any(dim=1)
+    response_mask = batch["response_mask"] if regularizer is not None and bool(imitated.any()) else None
+    out = model(batch["input_ids"], batch["attention_mask"], response_mask, packed=padding_free)
+    logits = gather_steps(out.position_rewards, batch["step_ends"])
+    labelled = batch["labelled"]
+    l_prm = step_bce_loss(logits, batch["step_labels"], labelled)
+    l_reg = None
+    if response_mask is not None:
+        l_reg = regularizer_loss(objective.reg, PairLogprobs(out.logprobs[imitated]), objective.beta)
+    elif regularizer is not None:
+        l_reg = torch.zeros((), device=l_prm.device)
+    scores = logits.detach()[labelled]
+    right = ((scores > 0).float() == batch["step_labels"][labelled]).float()
+    zero = torch.zeros((), device=logits.device)
+    batch_stats = {
+        "accuracy": right.mean() if right.numel() else zero,
+        "reward_mean": scores.mean() if scores.numel() else zero,
+        "reward_std": scores.std(correction=0) if scores.numel() else zero,
+    }
+    return grm_stats(l_prm, l_reg, objective.alpha, batch_stats, out.head_input if measure_gradients else None)
 
 
 def regularised_responses(batch: dict[str, torch.Tensor], n_pairs: int, regularizer: Regularizer | None) -> torch.Tensor | None:

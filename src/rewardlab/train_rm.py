@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rewardlab.choices import PRM
 from rewardlab.config import RewardTrainingFields, check_ranges
 from rewardlab.config import from_dict as config_from_dict
 from rewardlab.errors import UserError
@@ -61,8 +62,24 @@ class RewardTrainingConfig(RewardTrainingFields):
             raise UserError("select_best_on needs eval_steps > 0 (how often the validation set is evaluated)")
         if self.early_stopping_patience and self.select_best_on is None:
             raise UserError("early_stopping_patience needs select_best_on")
+        if self.objective == PRM:
+            self.check_prm()
         resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here, before anything loads
         self.check_output()
+
+    def check_prm(self) -> None:
+        """A process reward model reads step labels, not pairs: the settings that only pairs give meaning are refused."""
+        if self.reg in ("dpo", "dpo-noref"):
+            raise UserError(f"reg {self.reg} compares a chosen with a rejected response: a process reward model (objective "
+                            "prm) has no pairs; use --reg sft or sft-nll (on its all-correct responses), or none")  # fmt: skip
+        if self.loss != "bt":
+            raise UserError(f"loss {self.loss} is a preference loss: objective prm trains on step labels (binary "
+                            "cross-entropy); leave --loss at bt")  # fmt: skip
+        if self.ensemble_size > 1:
+            raise UserError("objective prm trains one model: ensemble_size must be 1")
+        if self.norm_data is not None:
+            raise UserError("a process reward model scores steps as probabilities: it records no reward statistics, so "
+                            "norm_data does not apply")  # fmt: skip
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -98,7 +115,8 @@ def train_one_model(
     run = build_run(cfg, train_set, eval_sets)
     loop = train_loop(run)
     metrics = final_evaluation(run, loop)
-    metrics["reward_statistics"] = record_reward_statistics(run).to_dict()
+    # a PRM's step logits are log-odds, read as probabilities: nothing to normalise
+    metrics["reward_statistics"] = None if cfg.objective == PRM else record_reward_statistics(run).to_dict()
     save_outputs(run, metrics)
     return run, metrics
 

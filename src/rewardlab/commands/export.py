@@ -1,4 +1,5 @@
-"""`rewardlab export`: a checkpoint that plain AutoModelForSequenceClassification loads."""
+"""`rewardlab export`: a checkpoint that plain transformers loads: AutoModelForSequenceClassification for a reward model,
+AutoModelForTokenClassification (TRL's PRM class) for a process reward model."""
 
 from __future__ import annotations
 
@@ -28,10 +29,21 @@ class ExportConfig:
 
 def run(*, model: str, output: Path, normalize: bool, device: str | None, overwrite: bool) -> None:
     """`rewardlab export` on its resolved settings (ExportConfig's fields)."""
-    from rewardlab.export import export_sequence_classifier
+    from rewardlab.choices import PRM
+    from rewardlab.errors import UserError
+    from rewardlab.export import export_sequence_classifier, export_token_classifier
+    from rewardlab.modeling.loader import saved_objective
 
     with user_errors():  # an ExportError (a ValueError) is one line and exit 1, with nothing written
         quiet_libraries()
+        if saved_objective(model) == PRM:
+            if normalize:
+                raise UserError("--normalize: a process reward model's step scores are probabilities, not rewards to normalise")
+            report = export_token_classifier(model, output, device=device, overwrite=overwrite)
+            checked = ", ".join(f"{kind} {gap:.1e}" for kind, gap in report["max_abs_diff_by_text"].items())
+            print(f"wrote {report['architecture']} (labels 0 wrong, 1 correct: P(step correct) = softmax(logits)[..., 1]) "
+                  f"to {report['output_dir']}; max |logit difference| vs rewardlab at every token: {checked}")  # fmt: skip
+            return
         report = export_sequence_classifier(model, output, device=device, overwrite=overwrite, normalize=normalize)
     checked = ", ".join(f"{kind} {gap:.1e}" for kind, gap in report["max_abs_diff_by_text"].items())
     print(f"wrote {report['architecture']} to {report['output_dir']}; max |reward difference| vs rewardlab: {checked}")
@@ -47,7 +59,8 @@ def run(*, model: str, output: Path, normalize: bool, device: str | None, overwr
 export = config_command(
     ExportConfig,
     call_with_fields(run),
-    doc="Export to transformers' AutoModelForSequenceClassification (num_labels=1) for TRL, OpenRLHF, RewardBench.",
+    doc="Export to transformers' AutoModelForSequenceClassification (num_labels=1) for TRL, OpenRLHF, RewardBench; a "
+    "process reward model (train-rm --objective prm) to AutoModelForTokenClassification (num_labels=2), TRL's PRM class.",
     config_file=False,
     show_defaults=True,
     name="export",

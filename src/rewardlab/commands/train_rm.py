@@ -24,11 +24,21 @@ def run(cfg: RewardTrainingConfig) -> None:
     if not PartialState().is_main_process:
         return
     for name, m in metrics["eval"].items():
-        print(f"{name}: accuracy {m['accuracy']:.4f}  mean margin {m['mean_margin']:.3f}  (n={m['n']})")
+        print(eval_line(name, m))
     strength = metrics["train"].get("regulariser_strength")
     if cfg.reg != "none" and strength is not None and strength["reg_grad_norm"] is not None:
         print(strength_line(cfg.alpha, strength))
     print(f"wrote {cfg.output_dir}/config.json, metrics.json, model/")
+
+
+def eval_line(name: str, m: dict) -> str:
+    """One eval set's final figures: a reward model's pairwise accuracy, or a process reward model's step accuracy and
+    ProcessBench F1 (averaged over the set's subsets)."""
+    if "processbench" in m:
+        f1 = m["processbench"]["average_f1"]
+        return (f"{name}: step accuracy {m['accuracy']:.4f}  first-error F1 {'n/a' if f1 is None else f'{f1:.4f}'}  "
+                f"(n={m['n']}, {m['steps']} labelled steps)")  # fmt: skip
+    return f"{name}: accuracy {m['accuracy']:.4f}  mean margin {m['mean_margin']:.3f}  (n={m['n']})"
 
 
 def strength_line(alpha: float, strength: dict) -> str:

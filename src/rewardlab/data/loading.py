@@ -7,7 +7,7 @@ Every loader fails on the first bad record with a one-line `DataError` naming fi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,13 +130,18 @@ def load_dataset(
 
 def load_named_preferences(specs: list[str], **kwargs: Any) -> dict[str, PreferenceDataset]:
     """Load several `name=path` specs (`--eval-data id=a.jsonl --eval-data ood=b.jsonl`), keyed by name, in order."""
+    return load_named(specs, load_preferences, **kwargs)
+
+
+def load_named(specs: list[str], load: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+    """`load(source, name=name, **kwargs)` for each `name=path` spec, keyed by name, in order; a name used twice is refused."""
     named: dict[str, str] = {}
     for spec in specs:
         name, source = parse_named_spec(spec)
         if name in named:
             raise DataError(f"duplicate data set name '{name}' (also used by {named[name]}); name them: name=path", file=source)
         named[name] = source
-    return {name: load_preferences(source, name=name, **kwargs) for name, source in named.items()}
+    return {name: load(source, name=name, **kwargs) for name, source in named.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,17 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
     raise MissingPathError(f"{p}: not a rewardlab reward model (no {CONFIG_NAME} or {ENSEMBLE_NAME}, here or in {MODEL_SUBDIR}/)")
 
 
+def saved_objective(path: str | os.PathLike) -> str:
+    """What a saved model was trained to score ("preference" or "prm"; `RewardModelConfig.objective`), from its config file
+    alone; built-in names and ensembles are preference models."""
+    if is_builtin(str(path)):
+        return "preference"
+    model_dir = resolve_model_dir(path)
+    if is_ensemble(model_dir):
+        return "preference"
+    return RewardModelConfig.from_dict(json.loads((model_dir / CONFIG_NAME).read_text())).objective
+
+
 def check_normalizable(path: str | os.PathLike, aggregate: str | None = None) -> None:
     """Raise NormalizationUnavailable (one line) unless the reward model at `path` has recorded reward statistics (an
     ensemble: for the aggregate it is scored with). Reads only the config files."""

@@ -136,6 +136,9 @@ class RewardModelConfig:
     # mean and std of its sequence rewards on the training responses or --norm-data (rewardlab.modeling.normalization),
     # recorded at the end of training; None for models saved before that (they cannot normalise)
     reward_statistics: RewardStatistics | None = None
+    # what the head was trained to score: "preference" (a sequence reward at the last token) or "prm" (each step's
+    # correctness at its end, as a logit: `rewardlab.step_evaluation`)
+    objective: str = "preference"
     format_version: int = 1
 
     def to_dict(self) -> dict:

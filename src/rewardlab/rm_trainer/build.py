@@ -14,8 +14,11 @@ from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
+from rewardlab.choices import PRM
 from rewardlab.config import BatchingSpec, LoraSpec, OptimisationSpec, RewardDataSpec, RewardTrainingFields
 from rewardlab.data.pairs import LengthGroupedBatchSampler, PairCollator, encode_pairs
+from rewardlab.data.step_batches import StepCollator
+from rewardlab.data.step_encoding import encode_step_examples
 from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import KernelSettings, LoraSettings, RewardModel, build_reward_model, choose_kernels
 from rewardlab.rm_trainer.checkpoints import resume_from_latest
@@ -26,6 +29,7 @@ from rewardlab.tracking import resolve_report_to
 
 if TYPE_CHECKING:
     from rewardlab.data.loading import PreferenceDataset
+    from rewardlab.data.steps import StepDataset
 
 
 def build_run(cfg: RewardTrainingFields, train_set: PreferenceDataset, eval_sets: dict[str, PreferenceDataset]) -> TrainingRun:
@@ -34,7 +38,8 @@ def build_run(cfg: RewardTrainingFields, train_set: PreferenceDataset, eval_sets
     accelerator, bf16, trackers = make_accelerator(cfg)
     set_seed(cfg.seed)
     model, kernels, sharded = prepare_model(cfg, accelerator, bf16)
-    loader, data_counts = pair_loader(cfg, model.tokenizer, train_set)
+    make_loader = step_loader if cfg.objective == PRM else pair_loader
+    loader, data_counts = make_loader(cfg, model.tokenizer, train_set)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -73,13 +78,19 @@ def data_options(cfg: RewardDataSpec) -> dict:
 
 def load_datasets(
     cfg: RewardTrainingFields, datasets: dict | None = None
-) -> tuple[PreferenceDataset, dict[str, PreferenceDataset]]:
-    """The training set and the named eval sets: `datasets` ({"train": ..., "eval": {name: ...}}) or read as configured."""
-    from rewardlab.data.loading import load_named_preferences, load_preferences
+) -> tuple[PreferenceDataset | StepDataset, dict[str, PreferenceDataset | StepDataset]]:
+    """The training set and the named eval sets: `datasets` ({"train": ..., "eval": {name: ...}}) or read as configured:
+    preference data, or step-labelled data for a process reward model."""
+    from rewardlab.data.loading import load_named, load_preferences
+    from rewardlab.data.steps import load_steps
 
     if datasets is None:
-        train_set = load_preferences(cfg.train_data, **data_options(cfg))
-        eval_sets = load_named_preferences(cfg.eval_data, **data_options(cfg))
+        if cfg.objective == PRM:
+            load, options = load_steps, {"format": cfg.format, "skip_invalid": cfg.skip_invalid}
+        else:
+            load, options = load_preferences, data_options(cfg)
+        train_set = load(cfg.train_data, **options)
+        eval_sets = load_named(cfg.eval_data, load, **options)
     else:
         train_set, eval_sets = datasets["train"], datasets.get("eval", {})
     if cfg.select_best_on is not None and cfg.select_best_on not in eval_sets:
@@ -109,6 +120,7 @@ def prepare_model(cfg: RewardTrainingFields, accelerator: Accelerator, bf16: boo
         seed=cfg.seed,
         kernels=kernels,
     )
+    model.config.objective = cfg.objective
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if cfg.freeze_backbone:
@@ -137,13 +149,25 @@ def pair_loader(cfg: RewardTrainingFields, tokenizer, train_set: PreferenceDatas
     pairs, data_counts = encode_pairs(tokenizer, train_set.examples, cfg.max_length, cfg.truncation)
     if not pairs:
         raise UserError(f"{cfg.train_data}: no training pair left after truncation (max_length={cfg.max_length})")
-    collate = PairCollator(tokenizer.pad_token_id)
+    return training_batches(cfg, pairs, PairCollator(tokenizer.pad_token_id)), data_counts
+
+
+def step_loader(cfg: RewardTrainingFields, tokenizer, train_set: StepDataset) -> tuple[DataLoader, dict[str, int]]:
+    """A process reward model's batches of step-labelled rows (`rewardlab.data.step_batches`), length-grouped like pairs
+    unless `group_by_length` is off; over-long examples keep the prompt and the whole steps that fit."""
+    encoded, data_counts = encode_step_examples(tokenizer, train_set.examples, cfg.max_length)
+    if not encoded:
+        raise UserError(f"{cfg.train_data}: no training example left after truncation (max_length={cfg.max_length})")
+    return training_batches(cfg, encoded, StepCollator(tokenizer.pad_token_id)), data_counts
+
+
+def training_batches(cfg: RewardTrainingFields, items: list, collate) -> DataLoader:
+    """Shuffled batches of encoded items (each with a `length`): length-grouped unless `group_by_length` is off."""
     if cfg.group_by_length:
-        sampler = LengthGroupedBatchSampler([p.length for p in pairs], cfg.per_device_train_batch_size, cfg.seed)
-        return DataLoader(pairs, batch_sampler=sampler, collate_fn=collate), data_counts
+        sampler = LengthGroupedBatchSampler([item.length for item in items], cfg.per_device_train_batch_size, cfg.seed)
+        return DataLoader(items, batch_sampler=sampler, collate_fn=collate)
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(pairs, batch_size=cfg.per_device_train_batch_size, shuffle=True, generator=generator, collate_fn=collate)
-    return loader, data_counts
+    return DataLoader(items, batch_size=cfg.per_device_train_batch_size, shuffle=True, generator=generator, collate_fn=collate)
 
 
 def schedule(

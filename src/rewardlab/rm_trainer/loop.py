@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 
+from rewardlab.choices import PRM
 from rewardlab.config import RewardTrainingFields
 from rewardlab.evaluation import evaluate_preferences, score_rows
-from rewardlab.objective import compute_loss
+from rewardlab.objective import compute_loss, compute_step_loss
 from rewardlab.progress import progress, write
 from rewardlab.rm_trainer.checkpoints import save_checkpoint, stop_if_non_finite
 from rewardlab.rm_trainer.state import TrainingRun
+from rewardlab.step_evaluation import evaluate_steps, step_score_rows
 from rewardlab.tracking import tracker_scalars
 
 Stats = dict[str, torch.Tensor]
@@ -39,7 +41,8 @@ def training_step(
     gradient norm at the last hidden layer (`reward_grad_norm`, `reg_grad_norm`; the loop asks on the batches of logging
     steps only)."""
     with accelerator.accumulate(model):
-        stats = compute_loss(model, batch, cfg, cfg.padding_free, measure_gradients=measure)
+        objective = compute_step_loss if cfg.objective == PRM else compute_loss
+        stats = objective(model, batch, cfg, cfg.padding_free, measure_gradients=measure)
         accelerator.backward(stats["loss"])
         if accelerator.sync_gradients:
             # inf max_norm measures without clipping; the norm is the same on every process (after all-reduce)
@@ -79,7 +82,7 @@ def train_loop(run: TrainingRun) -> LoopResult:
         for k, v in stats.items():
             if v is not None:
                 running.setdefault(k, []).append(v.detach().float())
-        pairs_seen += batch["margin"].shape[0] * run.accelerator.num_processes
+        pairs_seen += batch["index"].shape[0] * run.accelerator.num_processes  # pairs, or a PRM's examples
         window.add(batch["attention_mask"])
         if not run.accelerator.sync_gradients:
             continue
@@ -207,17 +210,25 @@ def evaluate(run: TrainingRun, names: list[str] | None = None, scores: list[dict
     for name, dataset in run.eval_sets.items():
         if names is not None and name not in names:
             continue
-        results[name], raw = evaluate_preferences(
-            model=unwrapped(run),
-            examples=dataset.examples,
-            max_length=run.cfg.max_length,
-            truncation=run.cfg.truncation,
-            batch_size=run.cfg.per_device_eval_batch_size,
-            accelerator=run.accelerator,
-            desc=f"eval {name}",
-        )
+        if run.cfg.objective == PRM:
+            results[name], logits = evaluate_steps(
+                unwrapped(run), dataset.examples, run.cfg.max_length, run.cfg.per_device_eval_batch_size, run.accelerator,
+                desc=f"eval {name}",
+            )  # fmt: skip
+            rows = step_score_rows(name, dataset.examples, logits)
+        else:
+            results[name], raw = evaluate_preferences(
+                model=unwrapped(run),
+                examples=dataset.examples,
+                max_length=run.cfg.max_length,
+                truncation=run.cfg.truncation,
+                batch_size=run.cfg.per_device_eval_batch_size,
+                accelerator=run.accelerator,
+                desc=f"eval {name}",
+            )
+            rows = score_rows(name, dataset.examples, raw)
         if scores is not None:
-            scores += score_rows(name, dataset.examples, raw)
+            scores += rows
     if results:
         accuracy = {k: v["accuracy"] for k, v in results.items()}
         run.log.append({"kind": "eval", "step": run.global_step, "accuracy": accuracy})
