@@ -93,7 +93,7 @@ def cli(*args: str):
     return CliRunner().invoke(app, [*args, "--no-progress"])
 
 
-@pytest.mark.parametrize("extra", [[], ["--step-rewards", "r3hf"], ["--step-rewards", "r3hf", "--threshold", "-0.05"]])
+@pytest.mark.parametrize("extra", [[], ["--step-rewards", "prm"], ["--step-rewards", "r3hf", "--threshold", "-0.05"]])
 def test_cli_eval_rm_processbench_figures_from_the_scores_rows(tmp_path, extra) -> None:
     """`eval-rm --format processbench` on the real ProcessBench rows: the three figures per subset in results.json are
     recomputed exactly from the `--scores` rows."""
@@ -106,7 +106,8 @@ def test_cli_eval_rm_processbench_figures_from_the_scores_rows(tmp_path, extra) 
     assert "pb/gsm8k: error acc" in result.output and "pb: average F1" in result.output
     figures = json.loads(out.read_text())["results"]["pb"]
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
-    view = "r3hf" if extra else "prm"
+    view = extra[1] if extra else "r3hf"  # tiny-llama is a sequence reward model: r3hf unless asked
+    assert ("is not a PRM" in result.output) == (view == "prm")
     assert figures["view"] == view and figures["threshold"] == (float(extra[-1]) if len(extra) > 2 else default_threshold(view))
     again = figures_from_rows(rows, figures["threshold"])
     assert again["subsets"] == figures["subsets"] and again["average_f1"] == figures["average_f1"]
@@ -121,3 +122,42 @@ def test_cli_eval_rm_processbench_refusals(tmp_path) -> None:
     assert refused.exit_code != 0 and "orm" in refused.output
     refused = cli(*args, "--step-rewards", "r3hf")  # without --format processbench
     assert refused.exit_code != 0 and "--format processbench" in refused.output
+
+
+@pytest.fixture(scope="module")
+def prm_run(tmp_path_factory):
+    """A PRM (`train-rm --objective prm`, two steps on a TRL stepwise file): its saved config says it is one."""
+    out = tmp_path_factory.mktemp("prm") / "run"
+    result = cli(
+        "train-rm", "--objective", "prm", "--train-data", str(REAL.parent / "trl_stepwise.jsonl"), "--max-steps", "2",
+        "--batch-size", "2", "--output-dir", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_a_saved_prm_is_read_in_the_prm_view_with_the_trainers_numbers(prm_run, dataset, tmp_path) -> None:
+    """eval-rm on a saved PRM defaults to the prm view; its step probabilities and figures are those of train-rm's own
+    step evaluation (rewardlab.step_evaluation, batched apart from the scoring service)."""
+    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.step_evaluation import evaluate_steps, probability
+
+    out, rows_path = tmp_path / "pb.json", tmp_path / "rows.jsonl"
+    result = cli(
+        "eval-rm", "--model", str(prm_run), "--data", f"pb={REAL}", "--format", "processbench", "--output", str(out),
+        "--scores", str(rows_path),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "note:" not in result.output and "(prm step scores, threshold 0.5)" in result.output
+    figures = json.loads(out.read_text())["results"]["pb"]
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    trainer_metrics, logits = evaluate_steps(load_reward_model(prm_run), dataset.examples, max_length=1024)
+    for row in rows:
+        assert row["step_scores"] == pytest.approx([probability(x) for x in logits[row["index"]]], abs=1e-5)
+    assert figures["subsets"] == trainer_metrics["processbench"]["subsets"]
+    assert figures["average_f1"] == trainer_metrics["processbench"]["average_f1"]
+    r3hf = cli(
+        "eval-rm", "--model", str(prm_run), "--data", f"pb={REAL}", "--format", "processbench", "--output",
+        str(tmp_path / "r3hf.json"), "--step-rewards", "r3hf",
+    )  # fmt: skip
+    assert r3hf.exit_code == 0 and "is a PRM" in r3hf.output

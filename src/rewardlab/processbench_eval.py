@@ -44,16 +44,17 @@ def evaluate_processbench(
     progress: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(figures, rows): `processbench_scores` over the data set's samples grouped by subset, with the view, counts and
-    the data set's stats; one row per sample (data, subset, label, step_scores, prediction, ...) from which the figures
-    are recomputed exactly (`figures_from_rows`)."""
+    the data set's stats; one row per sample (dataset, index, subset, label, step_scores, prediction, ...) from which
+    the figures are recomputed exactly (`figures_from_rows`)."""
     threshold = default_threshold(view, threshold)
     items = [(steps_prompt(e.prompt, separator) if view == "r3hf" else e.prompt, e.steps) for e in dataset.examples]
     scores = score_steps(service, items, view, separator=separator, progress=progress)
     rows = []
-    for example, scored in zip(dataset.examples, scores, strict=True):
+    for index, (example, scored) in enumerate(zip(dataset.examples, scores, strict=True)):
         step_scores = scored.ranking_scores
-        row: dict[str, Any] = {
-            "data": dataset.name,
+        row: dict[str, Any] = {  # the keys of train-rm's step rows (rewardlab.step_evaluation), and more
+            "dataset": dataset.name,
+            "index": index,
             "subset": example.subset or dataset.name,
             "label": example.first_error,
             "step_scores": step_scores,

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rewardlab.choices import STEP_VIEWS
+from rewardlab.choices import PRM, STEP_VIEWS
 from rewardlab.data.step_encoding import EncodedSteps, encode_steps
 from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
 from rewardlab.data.templates import (
@@ -51,6 +51,23 @@ R3HF_SETTINGS = TokenRewardSettings("r3hf")
 def check_view(view: str, flag: str = "--step-rewards") -> None:
     if view not in STEP_VIEWS:
         raise UserError(f"{flag} {view!r}: expected one of {', '.join(STEP_VIEWS)}")
+
+
+def default_view(objective: str) -> str:
+    """The step view that reads a model as it was trained: prm for a PRM (`train-rm --objective prm`), else r3hf."""
+    return "prm" if objective == PRM else "r3hf"
+
+
+def view_note(view: str, objective: str, model: str) -> str | None:
+    """A line for the user when the view does not read the model as it was trained (None when it does)."""
+    if view == "prm" and objective != PRM:
+        return (
+            f"note: {model} is not a PRM (objective {objective}): its prm step scores are its sequence reward read at "
+            "each step's end, sigmoid-ed (--step-rewards r3hf reads a sequence reward model as one)"
+        )
+    if view == "r3hf" and objective == PRM:
+        return f"note: {model} is a PRM: r3hf step rewards are the changes of its step logits (--step-rewards prm reads it)"
+    return None
 
 
 def sigmoid(x: float) -> float:
@@ -432,6 +449,7 @@ __all__ = [
     "R3hfPlan",
     "StepInput",
     "StepScores",
+    "default_view",
     "max_telescoping_gap",
     "load_step_inputs",
     "plan_prm",
@@ -447,4 +465,5 @@ __all__ = [
     "step_rows",
     "step_summary",
     "steps_response",
+    "view_note",
 ]

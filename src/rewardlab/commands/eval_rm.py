@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import typer
+
 from rewardlab.choices import StepView
 from rewardlab.commands.common import call_with_fields, config_command, named_inputs, user_errors
 from rewardlab.config import AggregateSpec, EvalBatchingSpec, OutputSpec, PlacementSpec, RewardDataSpec, restate, setting
@@ -28,7 +30,10 @@ class EvalRmConfig(OutputSpec, PlacementSpec, AggregateSpec, EvalBatchingSpec):
     )
     skip_invalid: bool = restate(RewardDataSpec, "skip_invalid")
     step_rewards: StepView | None = setting(
-        None, help="processbench: the step scores, prm (a PRM's P(step correct); default) | r3hf (a sequence RM's step rewards)."
+        None,
+        show_default=False,
+        help="processbench: the step scores, prm (a PRM's P(step correct)) | r3hf (a sequence RM's step rewards); "
+        "default: prm for a model trained with --objective prm, else r3hf.",
     )
     threshold: float | None = setting(
         None, help="processbench: a step scored below it is an error (default: 0.5 for prm, a probability; 0 for r3hf)."
@@ -149,13 +154,17 @@ def run_processbench(
     progress: bool,
 ) -> None:
     """eval-rm --format processbench: ProcessBench's figures per subset of every set, and the rows they come from."""
-    from rewardlab.modeling.loader import scoring_placement
+    from rewardlab.modeling.loader import saved_objective, scoring_placement
     from rewardlab.modeling.service import ScoringService
     from rewardlab.processbench_eval import default_threshold, evaluate_processbench, load_step_sets, summary_lines
     from rewardlab.runtime import dtype_name, version, write_json, write_jsonl
+    from rewardlab.step_scoring import default_view, view_note
 
-    view = step_rewards or "prm"
     with user_errors():
+        objective = saved_objective(model)
+        view = step_rewards or default_view(objective)
+        if (note := view_note(view, objective, model)) is not None:
+            typer.echo(note, err=True)
         quiet_libraries()
         datasets = load_step_sets(data, skip_invalid=skip_invalid)
         placed_on, placed_as = scoring_placement(device, dtype)

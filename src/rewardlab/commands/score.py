@@ -193,13 +193,15 @@ def run_steps(
 ) -> None:
     """`score --step-rewards`: one row per input with its step rewards and their aggregations; the config beside it."""
     from rewardlab.commands.common import normalization_record, user_errors
-    from rewardlab.modeling.loader import scoring_placement
+    from rewardlab.modeling.loader import saved_objective, scoring_placement
     from rewardlab.modeling.service import ScoringService
     from rewardlab.progress import quiet_libraries
     from rewardlab.runtime import dtype_name, version, write_json, write_jsonl
-    from rewardlab.step_scoring import load_step_inputs, score_steps, step_rows, step_summary
+    from rewardlab.step_scoring import load_step_inputs, score_steps, step_rows, step_summary, view_note
 
     with user_errors():
+        if (note := view_note(step_rewards, saved_objective(model), model)) is not None:
+            typer.echo(note, err=True)
         quiet_libraries()
         placed_on, placed_as = scoring_placement(device, dtype)
         inputs, data_format = load_step_inputs(
