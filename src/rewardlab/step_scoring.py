@@ -13,7 +13,8 @@ A response written as steps (`steps`, joined by a separator) gets one score per 
   later step's, as a token straddling the prompt's end is the response's; each separator goes with the step before
   it; the template's closing and EOS with the last step). The sums telescope: step k's reward is
   R(x, y up to step k's last token) - R(x, y up to step k-1's last token), and the step rewards add up to
-  R(x, y) - R(x), the `reward - prompt_reward` that `rewardlab score` reports, up to float error.
+  R(x, y) - R(x), the `reward - prompt_reward` that `rewardlab score` reports, up to float error. Over the service's
+  max_length the sequence keeps its end, as `score` does (`truncated`): steps whose tokens were all cut get 0.
 
 Ranking one response from its steps (best-of-N): `aggregations` (`rewardlab.step_metrics.aggregate_step_scores`): for a
 PRM over the probabilities (min, last, product = the chance that every step is correct, mean); for r3hf over the step
