@@ -16,7 +16,7 @@ from rewardlab.errors import UserError
 from rewardlab.modeling.normalization import RewardStatistics
 from rewardlab.modeling.reward_model import MODEL_SUBDIR, RewardModel
 from rewardlab.rm_trainer.state import TrainingRun
-from rewardlab.runtime import version, write_json, write_jsonl
+from rewardlab.runtime import is_main_process, version, write_json, write_jsonl
 from rewardlab.tracking import finish_tracking, start_tracking
 
 if TYPE_CHECKING:
@@ -57,13 +57,30 @@ def save_outputs(run: TrainingRun, metrics: dict) -> None:
     full_state = accelerator.get_state_dict(run.model) if run.sharded else None
     if accelerator.is_main_process:
         accelerator.unwrap_model(run.model).save_pretrained(run.output_dir / MODEL_SUBDIR, state_dict=full_state)
-        write_json(run.output_dir / "metrics.json", metrics)
-        write_jsonl(run.output_dir / "log.jsonl", run.log)
-        if run.final_scores:
-            write_jsonl(run.output_dir / SCORES_NAME, run.final_scores)
-        if run.log:
-            plot_training(run.log, run.output_dir / "training_curves.png")
+        write_results(run.output_dir, metrics, run.final_scores, run.log)
     accelerator.wait_for_everyone()
+
+
+def save_ensemble_outputs(cfg: RewardTrainingFields, ensemble: EnsembleRewardModel, metrics: dict, scores: list[dict]) -> None:
+    """An ensemble's run (main process): its manifest beside the members' models, config.json, metrics.json and
+    scores.jsonl."""
+    if not is_main_process():
+        return
+    output_dir = Path(cfg.output_dir)
+    ensemble.save_manifest(output_dir / MODEL_SUBDIR)
+    write_json(output_dir / "config.json", asdict(cfg) | {"rewardlab_version": version()})
+    write_results(output_dir, metrics, scores)
+
+
+def write_results(output_dir: Path, metrics: dict, scores: list[dict], log: list[dict] | None = None) -> None:
+    """metrics.json, scores.jsonl (when there are scores), and a trained model's log.jsonl and training curves."""
+    write_json(output_dir / "metrics.json", metrics)
+    if log is not None:
+        write_jsonl(output_dir / "log.jsonl", log)
+    if scores:
+        write_jsonl(output_dir / SCORES_NAME, scores)
+    if log:
+        plot_training(log, output_dir / "training_curves.png")
 
 
 TRAINING_RESPONSES = "training pairs (chosen and rejected responses)"
