@@ -211,9 +211,8 @@ class PPOTrainer:
 
             reward_model = load_reward_model(cfg.reward_model, device=device)
         self.reward_model = reward_model.to(device).eval().requires_grad_(False)
-        # the reward pass: the shaping's token rewards from one padded forward per chunk (as PPO always ran it)
-        shaping = TokenRewardSettings(cfg.reward_shaping, cfg.beta_c, cfg.abc_beta)
-        self.reward_scoring = ScoringService(self.reward_model, batch_size=cfg.minibatch_size, settings=shaping, packed=False)
+        # the reward pass: one padded forward per chunk (as PPO always ran it; the shaping is read from cfg per pass)
+        self.reward_scoring = ScoringService(self.reward_model, batch_size=cfg.minibatch_size, packed=False)
         model, self.tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=device)
         if not _same_vocabulary(self.tokenizer, self.reward_model.tokenizer):
             raise UserError(
@@ -380,11 +379,12 @@ class PPOTrainer:
         # chat turns that ended at EOS are scored closed, as the template renders them in training (ChatML's "\n")
         chat = torch.tensor([isinstance(p, list) for p in samples.prompts_of_samples()], device=finished.device)
         closed = finished.bool() & chat
+        shaping = TokenRewardSettings(cfg.reward_shaping, cfg.beta_c, cfg.abc_beta)
         for rows in _chunks(len(finished), cfg.minibatch_size):
             chunk = batch.rows(rows)
             scored = with_closing_tokens(chunk, self.closing_ids, closed[rows])
             out = self.reward_scoring.forward_padded(
-                scored.input_ids, scored.attention_mask, scored.response_start(), autocast=self.accelerator.autocast
+                scored.input_ids, scored.attention_mask, scored.response_start(), shaping, autocast=self.accelerator.autocast
             )
             sequence_scores.append(out.rewards)
             if offset_critic:  # Phi_t before each response token: causal, so the closing tokens do not change it
