@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import torch
 from torch.utils.data import DataLoader
 
-from rewardlab.data.pairs import EncodedPair
+from rewardlab.data.pairs import EncodedPair, pair_rows
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response, keep_end, pad_sequences
 from rewardlab.data.types import PromptCompletion, Text
 from rewardlab.errors import UserError
@@ -166,9 +166,7 @@ class PairBatch:
 def collate_pair_rows(pairs: list[EncodedPair], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
     """B pairs as one padded (2B, T) batch, chosen rows first: input_ids, attention_mask, response_start and the pairs'
     dataset `index` (a dict of tensors, as accelerate's data loaders split and pad them)."""
-    input_ids, attention_mask, response_start = pad_sequences(
-        [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, padding_side
-    )
+    input_ids, attention_mask, response_start = pad_sequences(pair_rows(pairs), pad_id, padding_side)
     index = torch.tensor([p.index for p in pairs], dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "response_start": response_start, "index": index}
 
