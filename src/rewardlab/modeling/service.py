@@ -324,9 +324,11 @@ def as_pair(item: PromptCompletion | tuple[Text, Text]) -> tuple[Text, Text]:
 
 
 class ScoringService:
-    """A loaded reward model (in eval mode) with its scoring settings: `batch_size` sequences per forward pass (the
-    async entry: at most that many), `max_length` (longer sequences keep their end; None: no limit), the default
-    token-reward `settings`, `padding_side` and `packed` (padding-free forward passes where the model supports them)."""
+    """A loaded reward model (in eval mode; a model in training is scored inside `evaluating()`, and `pair_batches`
+    does that itself) with its scoring settings: `batch_size` sequences per forward pass (the async entry: at most
+    that many; pairs: batch_size // 2 pairs), `max_length` (longer sequences keep their end; None: no limit), the
+    default token-reward `settings`, `padding_side` and `packed` (padding-free forward passes where the model supports
+    them)."""
 
     def __init__(
         self,
