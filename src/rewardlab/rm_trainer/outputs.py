@@ -103,23 +103,19 @@ def reward_statistics(
     """Mean and std of `model`'s sequence rewards (raw, eval mode) on the normalisation sequences (`normalization_sequences`),
     scored as `rewardlab score` scores them (padding-free unless the run turned it off). Every process computes the same
     numbers on the same sample (under FSDP or ZeRO-3 every process must take part in each forward)."""
-    from rewardlab.scoring import TokenRewardSettings, score_sequences
+    from rewardlab.modeling.service import ScoringService
 
     sequences, source = normalization_sequences(cfg, model.tokenizer, train_examples)
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].input_ids), reverse=True)  # less padding
-    size, settings = cfg.per_device_eval_batch_size, TokenRewardSettings()
-    rewards: list[float] = []
-    was_training, normalization = model.training, model.normalization
-    model.eval()
+    service = ScoringService(model, batch_size=cfg.per_device_eval_batch_size, packed=cfg.padding_free)
+    normalization = model.normalization
     model.normalization = None  # raw rewards
     try:
-        for lo in range(0, len(order), size):
-            batch = [sequences[i] for i in order[lo : lo + size]]
-            rewards += [s.reward for s in score_sequences(model, batch, settings, packed=cfg.padding_free)]
+        with service.evaluating():
+            rewards = service.score_encoded(sequences, view=lambda batch: batch.rewards.tolist())
     finally:
-        model.train(was_training)
         model.normalization = normalization
-    return RewardStatistics.of(torch.tensor(rewards, dtype=torch.float64), source)
+    in_batches = [rewards[i] for batch in service.batches(sequences) for i in batch]  # the sum's order, longest first
+    return RewardStatistics.of(torch.tensor(in_batches, dtype=torch.float64), source)
 
 
 def normalization_sequences(cfg: RewardTrainingFields, tokenizer, train_examples: Sequence) -> tuple[list, str]:
