@@ -229,11 +229,20 @@ def _with_tokenizer(classifier, tokenizer):
 @torch.no_grad()
 def _agreement(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device, offset: float = 0.0) -> dict[str, float]:
     """Max |reward difference| between rewardlab (normalised when `rm` normalises) and the reloaded checkpoint's logits
-    minus `offset`, per kind of text, right and left padded. Each side pads with its own tokenizer's pad token, as its
-    users would."""
+    minus `offset`, per kind of text, right and left padded."""
+
+    def gap(ours, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (ours.sequence_rewards.float() - (logits[:, 0].float() - offset)).abs().max()
+
+    return _max_gaps(rm, probes, checkpoint, device, AutoModelForSequenceClassification, gap)
+
+
+def _max_gaps(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device, auto_class, gap) -> dict[str, float]:
+    """Per kind of probe text, the largest `gap(rewardlab's output, the reloaded checkpoint's logits, attention mask)`
+    over right- and left-padded batches. Each side pads with its own tokenizer's pad token, as its users would."""
     from rewardlab.data.templates import EncodedSequence
 
-    classifier = AutoModelForSequenceClassification.from_pretrained(checkpoint).to(device).eval()
+    classifier = auto_class.from_pretrained(checkpoint).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     differences = {}
     for kind, sequences in probes.items():
@@ -242,9 +251,9 @@ def _agreement(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device,
         for side in ("right", "left"):
             ids, mask, _ = pad_sequences(encoded, rm.tokenizer.pad_token_id, side)
             theirs_ids, theirs_mask, _ = pad_sequences(encoded, tokenizer.pad_token_id, side)
-            ours = rm(ids.to(device), mask.to(device)).sequence_rewards.float()
-            theirs = classifier(input_ids=theirs_ids.to(device), attention_mask=theirs_mask.to(device)).logits[:, 0]
-            gaps.append((ours - (theirs.float() - offset)).abs().max())
+            ours = rm(ids.to(device), mask.to(device))
+            logits = classifier(input_ids=theirs_ids.to(device), attention_mask=theirs_mask.to(device)).logits
+            gaps.append(gap(ours, logits, mask.to(device)))
         differences[kind] = torch.stack(gaps).max().item()  # NaN propagates
     return differences
 
@@ -301,20 +310,9 @@ def export_token_classifier(
 def _token_agreement(rm, probes: dict[str, list[list[int]]], checkpoint: Path, device) -> dict[str, float]:
     """Max |rewardlab's position reward - (logit correct - logit wrong)| over every real token, per kind of text, right
     and left padded."""
-    from rewardlab.data.templates import EncodedSequence
 
-    classifier = AutoModelForTokenClassification.from_pretrained(checkpoint).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    differences = {}
-    for kind, sequences in probes.items():
-        encoded = [EncodedSequence(ids, 0) for ids in sequences]
-        gaps = []
-        for side in ("right", "left"):
-            ids, mask, _ = pad_sequences(encoded, rm.tokenizer.pad_token_id, side)
-            theirs_ids, theirs_mask, _ = pad_sequences(encoded, tokenizer.pad_token_id, side)
-            ours = rm(ids.to(device), mask.to(device)).position_rewards.float()
-            logits = classifier(input_ids=theirs_ids.to(device), attention_mask=theirs_mask.to(device)).logits.float()
-            real = mask.to(device).bool()
-            gaps.append((ours - (logits[..., 1] - logits[..., 0]))[real].abs().max())
-        differences[kind] = torch.stack(gaps).max().item()  # NaN propagates
-    return differences
+    def gap(ours, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        return (ours.position_rewards.float() - (logits[..., 1] - logits[..., 0]))[mask.bool()].abs().max()
+
+    return _max_gaps(rm, probes, checkpoint, device, AutoModelForTokenClassification, gap)

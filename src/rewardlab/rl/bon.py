@@ -40,7 +40,7 @@ class BonConfig:
     """A best-of-N run; each field declared once with its help and flag (`rewardlab bon` is generated from them)."""
 
     help_panels: ClassVar[dict[str, tuple[str, ...]]] = {  # --help panels
-        "Data": ("policy", "proxies", "gold", "prompts", "limit", "samples"),
+        "Data": ("policy", "proxies", "gold", "step_aggregate", "prompts", "limit", "samples"),
         "Sampling": ("n", "max_new_tokens", "temperature", "top_p", "seed", "unbiased"),
         "Batching": ("batch_size", "score_batch_size"),
         "Run": ("output_dir", "overwrite", "device", "dtype", "progress"),
