@@ -3,6 +3,7 @@ or a plain function (tests, custom graders).
 
     scorer = resolve_scorer("runs/rm")        # a saved reward model (or a training run's output directory)
     scorer = resolve_scorer("builtin")        # the built-in world's exact gold reward
+    scorer = resolve_scorer("builtin-steps")  # its step tasks' outcome gold (the last line against the chain's answer)
     scorer.score(prompts, responses)          # -> list[float], one per pair, in input order
 
 Responses are the generated text without its end-of-sequence token; a reward model sees them through the scoring service
@@ -18,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from rewardlab.data.types import Text
-from rewardlab.rl.sources import BUILTIN
+from rewardlab.rl.sources import BUILTIN, BUILTIN_STEPS
 
 
 @runtime_checkable
@@ -66,11 +67,16 @@ def resolve_scorer(
     dtype: str | torch.dtype | None = None,
     batch_size: int = 16,
 ) -> Scorer:
-    """`builtin` -> the built-in world's gold reward; anything else -> a reward model directory (or training run)."""
+    """`builtin` -> the built-in world's gold reward; `builtin-steps` -> its step tasks' (`StepGoldReward`: the outcome
+    gold of the last line); anything else -> a reward model directory (or training run)."""
     if spec == BUILTIN:
         from rewardlab.tasks.world import GoldReward
 
         return GoldReward()
+    if spec == BUILTIN_STEPS:
+        from rewardlab.tasks.steps import StepGoldReward
+
+        return StepGoldReward()
     from rewardlab.modeling.loader import load_for_scoring
 
     return RewardModelScorer(load_for_scoring(spec, device, dtype), batch_size=batch_size)
