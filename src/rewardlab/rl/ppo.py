@@ -64,7 +64,7 @@ from rewardlab.generation import PromptCycle, SampleBatch, sample
 from rewardlab.masks import fold_closing_scores
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.progress import progress
-from rewardlab.redistribution import token_reward_method
+from rewardlab.redistribution import SHAPINGS, check_objective, token_reward_method
 from rewardlab.rl.models import PolicyAndCritic, make_critic, trainable_policy
 from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.rl.ppo_math import (
@@ -91,8 +91,10 @@ from rewardlab.rl.rollout import (
     gather_logprobs,
     response_logits,
     response_potential,
+    response_step_scores,
     response_token_scores,
     response_values,
+    separator_token_id,
     with_closing_tokens,
 )
 from rewardlab.rl.scorers import Scorer
@@ -212,7 +214,10 @@ class PPOTrainer:
 
             reward_model = load_reward_model(cfg.reward_model, device=device)
         self.reward_model = reward_model.to(device).eval().requires_grad_(False)
+        shaping = token_reward_method(cfg.reward_shaping, "reward_shaping", choices=SHAPINGS)
+        check_objective(shaping, getattr(getattr(reward_model, "config", None), "objective", "preference"))
         model, self.tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=device)
+        self.separator_id = separator_token_id(self.tokenizer) if shaping.needs_step_ends else None
         if not _same_vocabulary(self.tokenizer, self.reward_model.tokenizer):
             raise UserError(
                 "the policy and the reward model use different tokenizers; token rewards (and the critic) are read per "
@@ -378,9 +383,15 @@ class PPOTrainer:
         # chat turns that ended at EOS are scored closed, as the template renders them in training (ChatML's "\n")
         chat = torch.tensor([isinstance(p, list) for p in samples.prompts_of_samples()], device=finished.device)
         closed = finished.bool() & chat
-        needs_attention = token_reward_method(cfg.reward_shaping, "reward_shaping").needs_attention
+        needs_attention = token_reward_method(cfg.reward_shaping, "reward_shaping", choices=SHAPINGS).needs_attention
         for rows in _chunks(len(finished), cfg.minibatch_size):
             chunk = batch.rows(rows)
+            if self.separator_id is not None:  # step: a PRM's step scores at each step's end; the return is their sum
+                with self.accelerator.autocast():
+                    scores = response_step_scores(self.reward_model, chunk, finished[rows], self.tokenizer, self.separator_id)
+                sequence_scores.append(scores[0])
+                token_scores.append(scores[1])
+                continue
             scored = with_closing_tokens(chunk, self.closing_ids, closed[rows])
             with self.accelerator.autocast():
                 out = self.reward_model(scored.input_ids, scored.attention_mask, output_attentions=needs_attention)
