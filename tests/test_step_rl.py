@@ -185,3 +185,16 @@ def test_ppo_with_step_rewards_runs_on_step_prompts_with_a_prm(prm_dir, tmp_path
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert summary and len([r for r in rows if "kind" not in r]) >= 2
     assert all(isinstance(v, (int, float)) for r in rows for v in r.values() if not isinstance(v, (str, type(None))))
+
+
+def test_bon_runs_on_step_prompts_with_the_step_gold(tmp_path):
+    build_reward_model("tiny-llama", head_dropout=0.0, seed=0).save_pretrained(tmp_path / "rm")
+    out = tmp_path / "out"
+    result = runner.invoke(app, [
+        "bon", "--policy", "tiny-llama", "--proxy", f"rm={tmp_path / 'rm'}", "--gold", "builtin-steps",
+        "--prompts", "builtin-steps:test_id", "--limit", "3", "--n", "2", "--max-new-tokens", "4", "--output", str(out),
+        "--no-progress",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(" then " in json.dumps(row) for row in samples[:1])
