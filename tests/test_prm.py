@@ -138,3 +138,18 @@ def test_a_prm_on_smollm2_with_lora_trains_a_few_steps_and_exports_exactly(tmp_p
     with torch.no_grad():
         probabilities = model(input_ids=torch.tensor([encoded.input_ids])).logits[0].softmax(-1)[encoded.step_ends, 1]
     assert probabilities.tolist() == pytest.approx(row["step_scores"], abs=1e-4)
+
+
+def test_a_prm_scores_responses_by_its_steps_for_best_of_n(prm_run, world):
+    """`resolve_scorer` on a PRM gives a StepScorer: a response split on newlines, each step's P(correct) (the same numbers
+    the trainer's evaluation wrote to scores.jsonl, an independent path), aggregated."""
+    from rewardlab.rl.scorers import StepScorer, resolve_scorer
+
+    rows = [json.loads(line) for line in (prm_run / "scores.jsonl").read_text().splitlines() if '"val"' in line][:6]
+    examples = load_steps(str(world["validation_processbench"])).examples
+    prompts = [examples[r["index"]].prompt for r in rows]
+    responses = ["\n".join(examples[r["index"]].steps) for r in rows]
+    for how, by_hand in (("min", min), ("last", lambda p: p[-1]), ("product", math.prod)):
+        scorer = resolve_scorer(str(prm_run), device="cpu", step_aggregate=how)
+        assert isinstance(scorer, StepScorer)
+        assert scorer.score(prompts, responses) == pytest.approx([by_hand(r["step_scores"]) for r in rows], abs=1e-5)

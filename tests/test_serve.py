@@ -433,3 +433,30 @@ def test_serve_command_reports_a_missing_model(tmp_path) -> None:
     app.callback()(lambda: None)
     result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "missing-rm"), "--port", "0"])
     assert result.exit_code == 1 and "missing-rm" in result.output and "Traceback" not in result.output
+
+
+def test_score_steps_gives_the_step_views_numbers(server, rm) -> None:
+    from rewardlab.modeling.service import ScoringService
+    from rewardlab.step_scoring import score_steps
+
+    client, _ = server
+    steps = [("Q: 3 + 5?\n", ["3 + 5 = 8.", "The answer is 8."]), ([{"role": "user", "content": "Hi"}], ["a", "b"])]
+    service = ScoringService(rm, max_length=MAX_LENGTH)
+    for view in ("prm", "r3hf"):
+        items = [{"prompt": p, "steps": s} for p, s in steps[:1]] + [{"prompt": steps[1][0], "response": "a\nb"}]
+        response = client.post("/score_steps", json={"items": items, "step_rewards": view})
+        assert response.status_code == 200, response.text
+        for got, want in zip(response.json()["results"], score_steps(service, steps, view), strict=True):
+            assert got["step_view"] == view and got["step_rewards"] == pytest.approx(want.step_rewards, abs=1e-5)
+            got_aggregations, want_aggregations = got["aggregations"], want.aggregations()
+            if view == "r3hf":  # no product of r3hf rewards
+                assert got_aggregations.pop("product") is None and want_aggregations.pop("product") is None
+            assert got_aggregations == pytest.approx(want_aggregations, abs=1e-5)
+    for body, message in [
+        ({"items": [{"prompt": "Q", "steps": ["a"]}], "step_rewards": "orm"}, "expected one of prm, r3hf"),
+        ({"items": [{"prompt": "Q"}]}, "give steps"),
+        ({"items": []}, "no items"),
+        ({"items": [{"prompt": "Q", "response": "a"}], "separator": ""}, "separator must not be empty"),
+    ]:
+        refused = client.post("/score_steps", json=body)
+        assert refused.status_code == 422 and message in refused.json()["error"], refused.text

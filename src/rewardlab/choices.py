@@ -38,6 +38,12 @@ LOGPROB_KERNELS: tuple[str, ...] = get_args(LogprobKernel)
 LogprobBackend = Literal["auto", LogprobKernel]
 LOGPROB_BACKENDS: tuple[str, ...] = get_args(LogprobBackend)
 
+# step rewards (rewardlab.step_scoring): a PRM's score at each step's end, or a sequence RM's r3hf token rewards per step
+StepView = Literal["prm", "r3hf"]
+StepAggregation = Literal["min", "last", "product", "mean"]  # one score for a response from its step scores
+STEP_AGGREGATIONS: tuple[str, ...] = get_args(StepAggregation)
+STEP_VIEWS: tuple[str, ...] = get_args(StepView)
+
 # PPO / RLOO / REINFORCE
 Algo = Literal["ppo", "rloo", "reinforce"]
 ALGOS: tuple[str, ...] = get_args(Algo)

@@ -7,6 +7,10 @@ Endpoints:
   `rewardlab score`. An item may instead give token ids, `{"prompt_ids": [...], "response_ids": [...]}`, scored as
   they are (no special tokens added): how RL engines that hold the policy's token ids (verl) get token rewards aligned
   with their own tokens.
+- `POST /score_steps` `{"items": [{"prompt": ..., "steps": [...]}], "step_rewards": "prm" | "r3hf", "separator": "\n"}`
+  -> `{"results": [{"step_view", "step_rewards", ..., "aggregations", "n_steps", "scored_steps", "truncated"}]}`: one
+  reward per step, the same numbers as `rewardlab score --step-rewards` (`rewardlab.step_scoring`); an item may give
+  `"response"` (a string split on the separator) instead of `steps`.
 - `POST /get_reward`: OpenRLHF's remote reward-model protocol, `{"query": [full texts], "prompts": [...], ...}` ->
   `{"rewards": [...], "scores": [...], "extra_logs": {"truncated": [0 | 1, ...]}, "truncated": n}`. Each query is the
   already-rendered prompt + response, tokenised whole (as `rewardlab score` tokenises prompt + response); `prompts[i]`,
@@ -41,12 +45,14 @@ import json
 import logging
 import sys
 
+from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
 from rewardlab.data.templates import EncodedSequence, assistant_turn_text, close_generated_turn, encode_joined
 from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.modeling.service import ScoringService, TokenRewardSettings
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C
 from rewardlab.runtime import API_KEY_ENV
+from rewardlab.step_scoring import score_step_request
 
 MISSING_EXTRA = "the reward server needs FastAPI and uvicorn: pip install 'rewardlab[serve]'"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -292,12 +298,28 @@ def request_models():
         beta_c: float | None = None
         abc_beta: float | None = None
 
+    class StepItem(BaseModel):
+        prompt: Text
+        steps: list[str] | None = None
+        response: str | None = None
+
+        @model_validator(mode="after")
+        def one_form(self):
+            if (self.steps is None) == (self.response is None):
+                raise ValueError("give steps (a list of strings) or response (a string split on the separator)")
+            return self
+
+    class StepRequest(BaseModel):
+        items: list[StepItem]
+        step_rewards: str = "prm"
+        separator: str = DEFAULT_STEP_SEPARATOR
+
     class GetRewardRequest(BaseModel):
         model_config = ConfigDict(extra="allow")  # OpenRLHF also sends labels...
         query: list[str]
         prompts: list | None = None  # strings mark where each response starts; anything else is ignored
 
-    return ScoreRequest, GetRewardRequest
+    return ScoreRequest, StepRequest, GetRewardRequest
 
 
 class RequestEncoder:
@@ -391,7 +413,7 @@ def create_app(
     require_serve_extra()
     from fastapi import FastAPI
 
-    ScoreRequest, GetRewardRequest = request_models()
+    ScoreRequest, StepRequest, GetRewardRequest = request_models()
     service = ScoringService(rm.eval(), batch_size=max_batch_size, max_length=_effective_max_length(rm, max_length))
     encoder = RequestEncoder(service)
 
@@ -429,6 +451,17 @@ def create_app(
         sequences = encoder.count_truncated(await asyncio.to_thread(encoder.items, body.items), "/score")
         scores = await service.score_async(sequences, settings)
         rows = [service.row(s, seq.truncated, settings) for s, seq in zip(scores, sequences, strict=True)]
+        return {"results": rows, "normalize": rm.normalization is not None}
+
+    @app.post("/score_steps")
+    async def score_steps(body: StepRequest) -> dict:
+        if not body.items:
+            raise RequestError(422, "no items to score")
+        items = [item.model_dump(exclude_none=True) for item in body.items]
+        try:
+            rows = await score_step_request(service, items, body.step_rewards, body.separator)
+        except UserError as err:  # an unknown view, an empty separator, steps that cannot be located
+            raise RequestError(422, str(err)) from None
         return {"results": rows, "normalize": rm.normalization is not None}
 
     @app.post("/get_reward")

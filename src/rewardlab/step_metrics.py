@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from rewardlab.choices import STEP_AGGREGATIONS
 from rewardlab.errors import UserError
 
-AGGREGATIONS = ("min", "last", "product", "mean")
+AGGREGATIONS = STEP_AGGREGATIONS
 
 
 def _check_scores(scores: Sequence[float]) -> None:

@@ -44,6 +44,15 @@ _PROCESSBENCH_ID = re.compile(r"(.+)-\d+")
 _INTEGER = re.compile(r"-?\d+")
 
 
+_SEPARATOR_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def separator_from_flag(text: str) -> str:
+    """`--step-separator` as typed on a command line: the escapes \\n, \\t, \\r and \\\\ read as the characters
+    (a shell passes "\\n" as a backslash and an n); anything else as written."""
+    return re.sub(r"\\(.)", lambda m: _SEPARATOR_ESCAPES.get(m.group(1), m.group(0)), text)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # labels
 

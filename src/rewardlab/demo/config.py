@@ -78,6 +78,13 @@ class DemoConfig(TrackingSpec):
     # on), at step 0, every ppo_eval_every steps and at the end of every PPO comparison run
     ppo_eval_prompts: int = 64
     ppo_eval_every: int = 10
+    # process supervision (demo.prm): a PRM and an outcome RM per seed on the world's step tasks, as best-of-N selectors
+    # among prm_bon_n sampled step solutions (each step wrong w.p. prm_bon_error_rate) for prm_bon_prompts test_id tasks
+    prm_train: int = 4000
+    prm_val: int = 500
+    prm_bon_n: int = 32
+    prm_bon_prompts: int = 256
+    prm_bon_error_rate: float = 0.3
     progress: bool = restate(DemoSpec, "progress")
     overwrite: bool = restate(DemoSpec, "overwrite")  # replace an earlier demo output at output_dir (never anything else)
 
@@ -90,7 +97,8 @@ class DemoConfig(TrackingSpec):
                 quick=True, seeds=1, sizes={"small": 400, "large": 1600}, test_sizes={"test_id": 300, "test_ood": 600},
                 val_size=300, rm_eval_pairs=400, rm_patience=2, official_pairing=False,
                 bon_n=64, bon_prompts=48, ppo_steps=12, ppo_batch_size=64, ppo_seeds=1, ppo_check_steps=4,
-                ppo_eval_prompts=16, ppo_eval_every=4, **kw,
+                ppo_eval_prompts=16, ppo_eval_every=4, prm_train=1000, prm_val=200, prm_bon_n=16, prm_bon_prompts=64,
+                **kw,
             )  # fmt: skip
         else:
             cfg = cls(**kw)

@@ -43,7 +43,37 @@ def findings(results: dict) -> list[str]:
         lines.append(grm_summary(check, grm_agrees))
     lines += bon_findings(results.get("bon", {}))
     lines += ppo_findings(results.get("ppo", {}))
+    lines += prm_findings(results.get("prm"))
     return lines
+
+
+def prm_findings(prm: dict | None) -> list[str]:
+    """Process supervision: the PRM's pick against the outcome RM's on gold, paired by prompt and seed; a claim (process
+    supervision selects better, Lightman et al. 2023) only where the interval excludes zero."""
+    if not prm:
+        return []
+    bon = prm["bon"]
+    said = CLAIM_WORDS.get(bon["verdict"], "not distinguishable at this size; no verdict on")
+    seeds = f"{bon['n_seeds']} seed{'s' if bon['n_seeds'] > 1 else ''}"
+    return [
+        f"process supervision: best-of-{bon['n']} among sampled step solutions (each step wrong w.p. {bon['error_rate']:g}), "
+        f"the PRM's pick ({bon['prm_aggregate']} of P(step correct)) minus the outcome RM's, gold {bon['diff']:+.3f} "
+        f"[{bon['level']:.0%} interval {bon['ci_low']:+.3f}, {bon['ci_high']:+.3f}] ({seeds}, {bon['n_pairs']} prompts, "
+        f"sign test p {bon['p_sign']:.2g}; a random pick {bon['gold_random']:.3f}, the best candidate {bon['gold_oracle']:.3f}): "
+        f"{said} the claim that process supervision selects better solutions."
+    ]
+
+
+def render_prm(prm: dict) -> list[str]:
+    """The process-supervision section: each model's validation figures, then the paired best-of-N comparison."""
+    lines = ["## Process supervision: PRM vs outcome RM as best-of-N selectors", "",
+             "| model | seed | validation accuracy | first-error F1 | steps trained |", "|---|---|---|---|---|"]  # fmt: skip
+    for kind, label in (("prm", "PRM (step accuracy)"), ("orm", "outcome RM (pairwise accuracy)")):
+        for seed, entry in enumerate(prm["validation"][kind]):
+            f1 = entry.get("first_error_f1")
+            lines.append(f"| {label} | {seed} | {entry['accuracy']:.3f} | {'-' if f1 is None else f'{f1:.3f}'} | "
+                         f"{entry['steps_trained']} |")  # fmt: skip
+    return [*lines, "", *[f"- {line}" for line in prm_findings(prm)], ""]
 
 
 def grm_findings(table: dict) -> tuple[list[str], list[bool]]:
@@ -533,6 +563,8 @@ def render_report(results: dict) -> str:
         lines += render_ood_split(results["ood_split"])
     lines += render_report_bon(results.get("bon", {}))
     lines += render_ppo_section(results["ppo"])
+    if "prm" in results:
+        lines += render_prm(results["prm"])
     lines += ["", "## Where this small world agrees or disagrees with the papers", ""]
     lines += [f"- {f}" for f in results["findings"]]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_seconds"].items()), ""]

@@ -13,7 +13,8 @@ positions (`ScoredBatch.rewards_at`). A new view is a function of a `ScoredBatch
 
 Entry points: `score(items)` ((prompt, response) pairs -> `ScoreResult` rows), `score_encoded(sequences)` (encoded
 sequences -> `SequenceScore`), both synchronous, length-sorted and in input order; `score_batch` (one forward pass);
-`score_async(sequences)` (asynchronous: concurrent callers on one event loop share forward passes, `AsyncBatcher`).
+`score_async(sequences)` (asynchronous: concurrent callers on one event loop share forward passes, `AsyncBatcher`). The
+synchronous and asynchronous entries take the same `view` (step rewards: `rewardlab.step_scoring`).
 """
 
 from __future__ import annotations
@@ -391,10 +392,15 @@ class ScoringService:
         return self.batchers[loop]
 
     async def score_async(
-        self, sequences: Sequence[EncodedSequence], settings: TokenRewardSettings | None = None
-    ) -> list[SequenceScore]:
-        """`SequenceScore`s of `sequences`, in order; concurrent calls on this event loop share forward passes."""
-        return await self.batcher().score(sequences, self.settings if settings is None else settings)
+        self,
+        sequences: Sequence[EncodedSequence],
+        settings: TokenRewardSettings | None = None,
+        *,
+        view: Callable[[ScoredBatch], list[T]] = ScoredBatch.sequence_scores,  # type: ignore[assignment]
+    ) -> list[T]:
+        """`view`'s result for each of `sequences` (default: `SequenceScore`), in order; concurrent calls on this event
+        loop share forward passes (callers with other views or settings included)."""
+        return await self.batcher().score(sequences, self.settings if settings is None else settings, view)
 
 
 @dataclass
@@ -402,6 +408,18 @@ class _Job:
     sequence: EncodedSequence
     settings: TokenRewardSettings
     future: asyncio.Future = field(repr=False)
+    view: Callable[[ScoredBatch], list[Any]] = ScoredBatch.sequence_scores
+
+
+def read_views(scored: ScoredBatch, views: Sequence[Callable[[ScoredBatch], list[Any]]]) -> list[Any]:
+    """Row i of the batch read by `views[i]`: each distinct view is computed once over the whole batch."""
+    computed: dict[Any, list[Any]] = {}
+    out = []
+    for row, view in enumerate(views):
+        if view not in computed:
+            computed[view] = view(scored)
+        out.append(computed[view][row])
+    return out
 
 
 class AsyncBatcher:
@@ -426,10 +444,15 @@ class AsyncBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
 
-    async def score(self, sequences: Sequence[EncodedSequence], settings: TokenRewardSettings) -> list[SequenceScore]:
+    async def score(
+        self,
+        sequences: Sequence[EncodedSequence],
+        settings: TokenRewardSettings,
+        view: Callable[[ScoredBatch], list[Any]] = ScoredBatch.sequence_scores,
+    ) -> list[Any]:
         self.start()
         loop = asyncio.get_running_loop()
-        jobs = [_Job(seq, settings, loop.create_future()) for seq in sequences]
+        jobs = [_Job(seq, settings, loop.create_future(), view) for seq in sequences]
         for job in jobs:
             self.queue.put_nowait(job)
         return list(await asyncio.gather(*(job.future for job in jobs)))
@@ -443,9 +466,7 @@ class AsyncBatcher:
             if not batch:
                 continue
             try:
-                scores = await asyncio.to_thread(
-                    self.service.score_batch, [job.sequence for job in batch], [job.settings for job in batch]
-                )
+                scores = await asyncio.to_thread(self._read, batch)
             except Exception as err:  # e.g. out of memory: fail these callers, keep serving
                 for job in batch:
                     if not job.future.done():
@@ -455,6 +476,11 @@ class AsyncBatcher:
             for job, score in zip(batch, scores, strict=True):
                 if not job.future.done():
                     job.future.set_result(score)
+
+    def _read(self, jobs: list[_Job]) -> list[Any]:
+        """One forward pass over the jobs' sequences, each row read by its job's view."""
+        scored = self.service.forward([job.sequence for job in jobs], [job.settings for job in jobs])
+        return read_views(scored, [job.view for job in jobs])
 
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from rewardlab.choices import Dtype
+from rewardlab.choices import STEP_AGGREGATIONS, Dtype, StepAggregation, listed
 from rewardlab.config import PlacementSpec, RunSpec, check_ranges, restate, setting
 from rewardlab.data.errors import DataError
 from rewardlab.errors import UserError
@@ -75,6 +75,11 @@ class BonConfig:
     score_batch_size: int = setting(32, min=1, help="Sequences per reward-model pass.")
     limit: int | None = setting(None, min=1, help="Prompts to use (builtin: 64 by default).")
     unbiased: bool = setting(False, flags=("--unbiased",), help="Average over all N-subsets instead of the first N.")
+    step_aggregate: StepAggregation = setting(
+        "min",
+        help=f"A process reward model (train-rm --objective prm) as a proxy or gold: a response's score from its steps' "
+        f"P(correct), split on newlines: {listed(STEP_AGGREGATIONS, 'min')} (product: the chance every step is correct).",
+    )
     # seed, output, device, progress, overwrite: RunSpec's, restated (not inherited: best-of-N has no bf16 autocast)
     device: str | None = restate(PlacementSpec, "device")
     dtype: Dtype = restate(PlacementSpec, "dtype")
@@ -298,7 +303,9 @@ def bon_samples(cfg: BonConfig, policy=None) -> SampleBatch:
 
 
 def _scorer(cfg: BonConfig, spec: str) -> Scorer:
-    return resolve_scorer(spec, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.score_batch_size)
+    return resolve_scorer(
+        spec, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.score_batch_size, step_aggregate=cfg.step_aggregate
+    )
 
 
 def score_rows(batch: SampleBatch, n: int, proxy_scores: dict[str, np.ndarray], gold_scores: np.ndarray) -> list[dict]:

@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from rewardlab.choices import PRM
+from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
 from rewardlab.data.types import Text
 from rewardlab.rl.sources import BUILTIN, BUILTIN_STEPS
 
@@ -55,6 +57,35 @@ class RewardModelScorer:
         return self.service.rewards(list(zip(prompts, responses, strict=True)))
 
 
+class StepScorer:
+    """A response's score from its steps (a process reward model as a best-of-N or RL scorer): the response is split on
+    `separator`, its steps scored in `view` (`rewardlab.step_scoring`: a PRM's P(step correct), or any reward model's
+    r3hf step rewards) and aggregated (`min`, the weakest step, by default; `product` = the chance every step is
+    correct). A response with no step left after truncation scores 0."""
+
+    def __init__(
+        self,
+        model,
+        view: str = "prm",
+        aggregate: str = "min",
+        separator: str = DEFAULT_STEP_SEPARATOR,
+        batch_size: int = 16,
+        max_length: int | None = None,
+    ):
+        from rewardlab.modeling.service import ScoringService
+
+        self.service = ScoringService(model.eval(), batch_size=batch_size, max_length=max_length)
+        self.view, self.aggregate, self.separator = view, aggregate, separator
+
+    def score(self, prompts: Sequence[Text], responses: Sequence[str]) -> list[float]:
+        from rewardlab.step_scoring import score_steps, split_steps
+
+        _check_lengths(prompts, responses)
+        items = [(p, split_steps(r, self.separator)) for p, r in zip(prompts, responses, strict=True)]
+        scores = score_steps(self.service, items, self.view, separator=self.separator) if items else []
+        return [s.aggregations()[self.aggregate] or 0.0 for s in scores]
+
+
 def _check_lengths(prompts: Sequence[Text], responses: Sequence[str]) -> None:
     if len(prompts) != len(responses):
         raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
@@ -66,9 +97,11 @@ def resolve_scorer(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     batch_size: int = 16,
+    step_aggregate: str = "min",
 ) -> Scorer:
     """`builtin` -> the built-in world's gold reward; `builtin-steps` -> its step tasks' (`StepGoldReward`: the outcome
-    gold of the last line); anything else -> a reward model directory (or training run)."""
+    gold of the last line); anything else -> a reward model directory (or training run): a process reward model
+    (`train-rm --objective prm`) scores a response by its steps' P(correct) aggregated (`step_aggregate`, `StepScorer`)."""
     if spec == BUILTIN:
         from rewardlab.tasks.world import GoldReward
 
@@ -77,6 +110,8 @@ def resolve_scorer(
         from rewardlab.tasks.steps import StepGoldReward
 
         return StepGoldReward()
-    from rewardlab.modeling.loader import load_for_scoring
+    from rewardlab.modeling.loader import load_for_scoring, saved_objective
 
+    if saved_objective(spec) == PRM:
+        return StepScorer(load_for_scoring(spec, device, dtype), "prm", step_aggregate, batch_size=batch_size)
     return RewardModelScorer(load_for_scoring(spec, device, dtype), batch_size=batch_size)

@@ -403,6 +403,22 @@ def make_step_data(
     return examples
 
 
+def step_preference_pairs(split: str, n: int, seed: int = 0, propagate_rate: float = 0.5) -> list[dict[str, Any]]:
+    """`n` preference pairs of `split`'s tasks for an outcome reward model: the correct solution over one with a planted
+    error (uniform step, propagated w.p. `propagate_rate`), both written as steps. The prompt ends with the step
+    separator, so the joined text reads as a PRM reads it (`rewardlab.data.step_encoding` adds none after it)."""
+    rng = random.Random(f"rewardlab-step-pairs-{split}-{seed}")
+    pairs = []
+    for task in make_step_tasks(split, n, seed):
+        error_step = rng.randrange(len(task.ops))
+        rejected = planted_solution(task, error_step, rng.random() < propagate_rate, rng)
+        pairs.append(
+            {"prompt": task.prompt_text + STEP_SEPARATOR, "chosen": join_steps(task.values),
+             "rejected": join_steps(rejected), "source": task.source, "subset": task.subset}
+        )  # fmt: skip
+    return pairs
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -539,6 +555,7 @@ __all__ = [
     "sample_step_solution",
     "sample_step_solutions",
     "split_steps",
+    "step_preference_pairs",
     "stepwise_record",
     "write_step_data",
     "write_step_prompts",
