@@ -198,3 +198,44 @@ def test_bon_runs_on_step_prompts_with_the_step_gold(tmp_path):
     assert result.exit_code == 0, result.output + repr(result.exception)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert samples and all(" then " in json.dumps(row) for row in samples[:1])
+
+
+def test_verls_reward_manager_gives_the_same_step_rewards_as_ppo(prm_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from rewardlab.integrations.verl import TokenRewardManager, VerlRewardOptions
+
+    prm = load_reward_model(prm_dir, device="cpu")
+    tokenizer = prm.tokenizer
+    tasks = make_step_tasks("test_id", 2, 0)
+    responses = ["\n".join(tasks[0].values), "abc\nbc"]  # the second is cut mid-line (no EOS)
+    rows = [
+        (
+            prompt_token_ids(tokenizer, t.messages),
+            tokenizer(r, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] * (i == 0),
+        )
+        for i, (t, r) in enumerate(zip(tasks, responses, strict=True))
+    ]
+    samples = [Sample(0, p, r, i == 0, "") for i, (p, r) in enumerate(rows)]
+    batch = build_response_batch(samples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        total, expected = response_step_scores(prm, batch, torch.tensor([True, False]), tokenizer, separator_token_id(tokenizer))
+    width_p, width_r = batch.context_width, batch.response_ids.shape[1]
+    mask = torch.cat([batch.attention_mask[:, :width_p], batch.mask.long()], dim=1)
+    data = SimpleNamespace(
+        batch={
+            "prompts": batch.input_ids[:, :width_p],
+            "responses": batch.response_ids,
+            "input_ids": batch.input_ids,
+            "attention_mask": mask,
+        }  # fmt: skip
+    )
+    out = TokenRewardManager(tokenizer, reward_model=str(prm_dir), method="step", device="cpu", micro_batch_size=1)(
+        data, return_dict=True
+    )
+    assert out["reward_tensor"].shape == (2, width_r) and torch.allclose(out["reward_tensor"], expected, atol=1e-6)
+    assert out["reward_extra_info"]["rm_score"] == pytest.approx(total.tolist(), abs=1e-6)
+    with pytest.raises(UserError, match="not a server"):
+        VerlRewardOptions(server_url="http://localhost:1", method="step")
+    with pytest.raises(UserError, match="process reward model"):
+        VerlRewardOptions(reward_model=str(prm_dir), method="r3hf")

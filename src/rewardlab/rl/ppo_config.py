@@ -51,15 +51,17 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
     }  # fmt: skip
 
     # models and data
-    policy: str = setting(BUILTIN, help="'builtin' (default; the world's base policy), hub id or dir.")
+    policy: str = setting(
+        BUILTIN, help="'builtin' (default; the world's base policy), 'builtin-steps' (its step policy), hub id or dir."
+    )
     reward_model: str | None = setting(None, help="Reward model directory (or training run).")
     reward_shaping: str = setting(  # one of redistribution.SHAPINGS (step: a process reward model's step scores)
         "sparse", help=f"{methods_help(default='sparse', choices=SHAPINGS)}."
     )
     gold: str | None = setting(  # logged, never optimised
-        None, help="Gold scorer to log: 'builtin' or a reward model dir."
+        None, help="Gold scorer to log: 'builtin', 'builtin-steps' or a reward model dir."
     )
-    prompts: str = setting(BUILTIN, help="Prompt data (file or hub id), or builtin[:SPLIT].")
+    prompts: str = setting(BUILTIN, help="Prompt data (file or hub id), or builtin[:SPLIT] or builtin-steps[:SPLIT].")
     limit: int | None = setting(None, min=1, help="Prompts to load (builtin: 1024).")
     output_dir: str = restate(RunSpec, "output_dir", "runs/ppo", flags=("--output",), help="Output directory (default runs/ppo).")
     # algorithm
