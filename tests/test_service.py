@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
+from rewardlab.data.pairs import encode_pairs
+from rewardlab.data.types import PreferenceExample
+from rewardlab.masks import pad_rows
 from rewardlab.modeling.reward_model import build_reward_model
 from rewardlab.modeling.service import ScoredBatch, ScoringService, TokenRewardSettings
 from rewardlab.scoring import score_completions
@@ -71,3 +75,43 @@ def test_async_entry_shares_forward_passes_and_gives_the_same_numbers(rm) -> Non
         (alone,) = service.score_batch([seq], settings[i % 2])
         assert got.reward == pytest.approx(alone.reward, abs=1e-5)
         assert (got.token_rewards is None) == (i % 2 == 1)
+
+
+def test_pair_entry_scores_a_model_in_training_as_each_sequence_alone(rm) -> None:
+    """eval-rm's pair batches (chosen and rejected in one pass) give each sequence its own reward; a model in training
+    is scored in eval mode and left in training mode."""
+    examples = [PreferenceExample(p, r, r + " and more") for p, r in ITEMS if isinstance(p, str)]
+    pairs, _ = encode_pairs(rm.tokenizer, examples, max_length=None)
+    service = ScoringService(rm, batch_size=4)
+    rm.train()
+    try:
+        chosen, rejected, index = service.score_pairs(pairs)
+        assert rm.training
+    finally:
+        rm.eval()
+    alone = [s.reward for s in service.score_encoded([p.chosen for p in pairs] + [p.rejected for p in pairs])]
+    assert index.tolist() == list(range(len(pairs)))
+    assert chosen.tolist() == pytest.approx(alone[: len(pairs)], abs=1e-5)
+    assert rejected.tolist() == pytest.approx(alone[len(pairs) :], abs=1e-5)
+
+
+def test_forward_padded_reads_a_batch_padded_inside_its_rows(rm) -> None:
+    """PPO's layout (left-padded prompts, right-padded responses): rewards and token rewards as scored alone."""
+    service = ScoringService(rm, batch_size=4, packed=False)
+    sequences = [service.encode(p, r) for p, r in ITEMS if isinstance(p, str)]
+    prompts = [s.input_ids[: s.response_start] for s in sequences]
+    responses = [s.input_ids[s.response_start :] for s in sequences]
+    prompt_ids, prompt_mask = pad_rows(prompts, 0, "left")
+    response_ids, response_mask = pad_rows(responses, 0, "right")
+    width = prompt_ids.shape[1]
+    scored = service.forward_padded(
+        torch.cat([prompt_ids, response_ids], 1),
+        torch.cat([prompt_mask, response_mask], 1),
+        torch.full((len(sequences),), width),
+        TokenRewardSettings("r3hf"),
+    )
+    alone = service.score_encoded(sequences, TokenRewardSettings("r3hf"))
+    assert scored.rewards.tolist() == pytest.approx([s.reward for s in alone], abs=1e-5)
+    for row, score in enumerate(alone):
+        n = len(responses[row])
+        assert scored.token_rewards[row, width : width + n].tolist() == pytest.approx(score.token_rewards, abs=1e-5)

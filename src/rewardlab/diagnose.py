@@ -197,19 +197,21 @@ def score_prefixes(
     if not pairs:
         raise UserError("no pair left to evaluate after truncation")
     index, prefixes, lengths, tokens, before = [], [], [], [], []
-    for batch, out in scored_pair_batches(model, pairs, batch_size, progress=progress, desc=desc):
-        positions, in_response = out.position_rewards.float(), batch["response_mask"]
+    for batch in scored_pair_batches(model, pairs, batch_size, progress=progress, desc=desc):
+        # read on the CPU, where the batch's masks are (gathers and differences: the same numbers on any device)
+        scored = batch.scored
+        positions, in_response, attention_mask = scored.position_rewards.cpu(), scored.in_response, scored.attention_mask
         start, n_tokens = first_token_index(in_response), in_response.sum(-1)
         prefix = prefix_rewards(positions, start, n_tokens, steps)
-        # The full-length point is read exactly where eval-rm reads the reward (sequence_rewards: the same number as the
-        # last position's, taken from the same tensor eval-rm takes it from).
-        prefix[:, -1] = out.sequence_rewards.float()
-        token = r3hf_rewards(positions, batch["attention_mask"], start)
-        before.append(rewards_before_last(positions, batch["attention_mask"], start, n_tokens).cpu())
-        index.append(batch["index"].cpu())
-        prefixes.append(prefix.cpu())
-        lengths.append(n_tokens.cpu())
-        tokens += [token[row][in_response[row]].cpu() for row in range(len(token))]
+        # The full-length point is read exactly where eval-rm reads the reward (the batch's sequence rewards: the same
+        # number as the last position's, taken from the same tensor eval-rm takes it from).
+        prefix[:, -1] = scored.rewards.cpu()
+        token = r3hf_rewards(positions, attention_mask, start)
+        before.append(rewards_before_last(positions, attention_mask, start, n_tokens))
+        index.append(batch.index)
+        prefixes.append(prefix)
+        lengths.append(n_tokens)
+        tokens += [token[row][in_response[row]] for row in range(len(token))]
     b_sizes = [len(i) for i in index]
     chosen_rows, rejected_rows, chosen_len, rejected_len, chosen_tok, rejected_tok = [], [], [], [], [], []
     chosen_before, rejected_before = [], []

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import DataLoader
 
 from rewardlab.config import EvalBatchingSpec
-from rewardlab.data.pairs import EncodedPair, PairCollator, encode_pairs
+from rewardlab.data.pairs import EncodedPair, encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.errors import UserError
 from rewardlab.losses import pairwise_accuracy
-from rewardlab.progress import progress as show_progress
-
-if TYPE_CHECKING:
-    from rewardlab.modeling.reward_model import RewardOutput
+from rewardlab.modeling.service import PairBatch, ScoringService
 
 
 def scored_pair_batches(
@@ -29,30 +24,16 @@ def scored_pair_batches(
     desc: str = "scoring",
     packed: bool = True,
     response_logprobs: bool = False,
-) -> Iterator[tuple[dict[str, torch.Tensor], RewardOutput]]:
-    """(batch, model output) for every batch of pairs, as eval-rm scores them: length-sorted batches of `batch_size` pairs
-    (rows 0..B-1 chosen, B..2B-1 rejected), padding-free where the model supports it, in eval mode, without gradients.
-    `response_logprobs`: the outputs also carry each sequence's summed response log-probs (the kept LM head).
+) -> Iterator[PairBatch]:
+    """One `PairBatch` (one forward pass) for every batch of pairs, as eval-rm scores them: the scoring service's
+    `pair_batches`, length-sorted batches of `batch_size` pairs (rows 0..B-1 chosen, B..2B-1 rejected), padding-free
+    where the model supports it, in eval mode, without gradients. `response_logprobs`: the outputs also carry each
+    sequence's summed response log-probs (the kept LM head).
 
-    Anything read from these outputs (`score_pairs`, `rewardlab.diagnose`) sees exactly the numbers eval-rm sees.
+    Anything read from these batches (`score_pairs`, `rewardlab.diagnose`) sees exactly the numbers eval-rm sees.
     """
-    ordered = sorted(pairs, key=lambda p: p.length)
-    loader = DataLoader(ordered, batch_size=batch_size, shuffle=False, collate_fn=PairCollator(model.tokenizer.pad_token_id))
-    device = model.device
-    if accelerator is not None:
-        loader = accelerator.prepare_data_loader(loader)
-        device = accelerator.device
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in show_progress(loader, desc=desc, enabled=progress, leave=False):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.no_grad():
-                response_mask = batch["response_mask"] if response_logprobs else None
-                out = model(batch["input_ids"], batch["attention_mask"], response_mask, packed=packed)
-            yield batch, out
-    finally:
-        model.train(was_training)
+    service = ScoringService(model, batch_size=2 * batch_size, packed=packed)
+    return service.pair_batches(pairs, accelerator=accelerator, progress=progress, desc=desc, response_logprobs=response_logprobs)
 
 
 def score_pairs(
@@ -64,23 +45,14 @@ def score_pairs(
     desc: str = "scoring",
     packed: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rewards of chosen and rejected for every pair, and the pairs' dataset indices (all on CPU, in index order).
+    """Rewards of chosen and rejected for every pair, and the pairs' dataset indices (all on CPU, in index order):
+    the scoring service's `score_pairs` over `scored_pair_batches`' batches.
 
     Pairs are batched by length, and with `packed` (models that support it) run padding-free, so no compute goes to
     padding; scores do not depend on either. Under accelerate, the batches are split over processes and gathered back.
     """
-    chosen, rejected, index = [], [], []
-    for batch, out in scored_pair_batches(model, pairs, batch_size, accelerator, progress, desc, packed):
-        b = batch["index"].shape[0]
-        c, r, i = out.sequence_rewards[:b], out.sequence_rewards[b:], batch["index"]
-        if accelerator is not None:
-            c, r, i = accelerator.gather_for_metrics((c, r, i))
-        chosen.append(c.float().cpu())
-        rejected.append(r.float().cpu())
-        index.append(i.cpu())
-    chosen, rejected, index = torch.cat(chosen), torch.cat(rejected), torch.cat(index)
-    order = index.argsort()
-    return chosen[order], rejected[order], index[order]
+    service = ScoringService(model, batch_size=2 * batch_size, packed=packed)
+    return service.score_pairs(pairs, accelerator=accelerator, progress=progress, desc=desc)
 
 
 def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, subsets: list[str | None] | None = None) -> dict:

@@ -59,3 +59,11 @@ def offline_refusal(kind: str, repo: str) -> str | None:
 def announce(kind: str, repo: str) -> None:
     """One line on stderr, once per process and id, before the hub is tried."""
     print(f"trying the Hugging Face hub for {kind} '{repo}' (not a local path)...", file=sys.stderr, flush=True)
+
+
+def hub_attempt(kind: str, repo: str) -> str | None:
+    """Before `repo` is loaded from the hub: why it cannot be (`offline_refusal`), or None once the attempt is announced."""
+    refusal = offline_refusal(kind, repo)
+    if refusal is None:
+        announce(kind, repo)
+    return refusal

@@ -1,9 +1,9 @@
 """Evaluating a reward model on listwise sets (RewardBench 2, RM-Bench): every completion scored alone, then the
 benchmark's rule (`rewardlab.listwise_metrics`) applied to the rewards.
 
-Scoring reuses the project's batched scoring (`rewardlab.scoring.score_sequences`: one padding-free forward per batch,
-the reward read at each sequence's last real token): the completions of all prompts are pooled, sorted by length and
-batched, so a prompt's completions need not share a batch and no compute goes to padding. `batch_size` counts pairs, as
+Scoring is the scoring service's (`ScoringService.score_encoded`: one padding-free forward per batch, the reward read at
+each sequence's last real token): the completions of all prompts are pooled, sorted by length and batched, so a
+prompt's completions need not share a batch and no compute goes to padding. `batch_size` counts pairs, as
 everywhere in eval-rm: a batch holds 2 x batch_size completions, the sequences of batch_size pairs.
 
 Over-long completions follow `truncation`: keep_end cuts the prompt's oldest tokens; drop leaves out the whole prompt
@@ -20,8 +20,12 @@ from rewardlab.data.listwise import EVAL_FORMATS, ListwiseDataset, ListwiseExamp
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response
 from rewardlab.errors import UserError
 from rewardlab.listwise_metrics import rewardbench2_scores, rm_bench_scores
-from rewardlab.progress import progress as show_progress
-from rewardlab.scoring import score_sequences
+from rewardlab.modeling.service import ScoredBatch, ScoringService
+
+
+def sequence_rewards(batch: ScoredBatch) -> list[float]:
+    """The view listwise scoring reads: R(x, y) of each row."""
+    return batch.rewards.tolist()
 
 
 def score_listwise(
@@ -52,19 +56,11 @@ def score_listwise(
         sequences += encoded  # type: ignore[arg-type]
         kept.append(index)
     rewards: list[list[float]] = [[0.0] * len(examples[i].completions) for i in kept]
-    order = sorted(range(len(sequences)), key=lambda s: len(sequences[s].input_ids), reverse=True)
-    per_batch = 2 * batch_size
-    batches = [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in show_progress(batches, desc=desc, enabled=progress, leave=False):
-            scored = score_sequences(model, [sequences[s] for s in batch])
-            for s, score in zip(batch, scored, strict=True):
-                row, k = owners[s]
-                rewards[row][k] = score.reward
-    finally:
-        model.train(was_training)
+    service = ScoringService(model, batch_size=2 * batch_size)  # 2 x batch_size completions: the sequences of its pairs
+    with service.evaluating():
+        scored = service.score_encoded(sequences, progress=progress, view=sequence_rewards, desc=desc, leave=False)
+    for (row, k), reward in zip(owners, scored, strict=True):
+        rewards[row][k] = reward
     chosen = [r[: len(examples[i].chosen)] for r, i in zip(rewards, kept, strict=True)]
     rejected = [r[len(examples[i].chosen) :] for r, i in zip(rewards, kept, strict=True)]
     return kept, chosen, rejected, {"truncated": truncated, "dropped": dropped}

@@ -172,7 +172,7 @@ def cell_finished(path: Path) -> bool:
 def load_study_data(cfg: StudyConfig) -> dict:
     """{"train": PreferenceDataset, "eval": {name: PreferenceDataset}} as the settings read them."""
     from rewardlab.data.loading import load_named_preferences, load_preferences
-    from rewardlab.rm_trainer.build import data_options
+    from rewardlab.rm_trainer.data import data_options
 
     return {
         "train": load_preferences(cfg.train_data, **data_options(cfg)),

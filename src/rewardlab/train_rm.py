@@ -1,8 +1,11 @@
 """Reward-model training: Bradley-Terry (and baselines) with GRM's text-generation regularisers.
 
 `train_reward_model` reads as its stages, in the modules of `rewardlab.rm_trainer`:
-    build    (`rm_trainer.build`)  the accelerator, the data, the model (kernels chosen, unused parts frozen), length-grouped
-             batches of pairs, AdamW and the schedule, a resumed checkpoint; config.json;
+    data     (`rm_trainer.data`)   the training set and the eval sets, loaded before the output directory is claimed;
+then one model (`rm_trainer.single`), or an ensemble (`rm_trainer.ensemble`: each member a run of its own, seed + k; then
+the ensemble recorded, evaluated and saved as one model). One model's run:
+    build    (`rm_trainer.build`)  the accelerator, the model (kernels chosen, unused parts frozen), length-grouped
+             batches of pairs (`rm_trainer.data`), AdamW and the schedule, a resumed checkpoint; config.json;
     loop     (`rm_trainer.loop`)   one `training_step` per batch: the objective (`rewardlab.objective`: chosen and rejected in
              one forward pass, L_reward and L_reg from the table in `rewardlab.losses`, loss = (1 - alpha) * L_reward +
              alpha * L_reg), backward, clip, a stop at a non-finite loss or gradient norm, AdamW step; logging,
@@ -22,26 +25,17 @@ last hidden layer), `scores.jsonl` (each eval pair's final scores, eval-rm's `--
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
 
 from rewardlab.choices import PRM
 from rewardlab.config import RewardTrainingFields, check_ranges
 from rewardlab.config import from_dict as config_from_dict
 from rewardlab.errors import UserError
-from rewardlab.evaluation import evaluate_preferences, score_rows
-from rewardlab.modeling.ensemble import EnsembleRewardModel, member_name, member_names, write_manifest
-from rewardlab.modeling.reward_model import MODEL_SUBDIR, RewardModel
-from rewardlab.rm_trainer.build import build_run, load_datasets
-from rewardlab.rm_trainer.loop import final_evaluation, train_loop
-from rewardlab.rm_trainer.outputs import SCORES_NAME, end_run, record_reward_statistics, reward_statistics, save_outputs
-from rewardlab.rm_trainer.state import TrainingRun
-from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir, version, write_json, write_jsonl
+from rewardlab.rm_trainer.data import load_datasets
+from rewardlab.rm_trainer.ensemble import train_ensemble
+from rewardlab.rm_trainer.single import train_one_model
+from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir
 from rewardlab.tracking import resolve_report_to
-
-if TYPE_CHECKING:
-    from rewardlab.data.loading import PreferenceDataset
 
 
 @dataclass
@@ -99,71 +93,7 @@ def train_reward_model(cfg: RewardTrainingConfig, datasets: dict | None = None) 
     train_set, eval_sets = load_datasets(cfg, datasets)  # bad data stops here, before the output directory is touched
     if is_main_process():
         claim_output_dir(cfg.output_dir, "train-rm", overwrite=cfg.overwrite, resume=cfg.resume, inputs=cfg.input_paths())
-    if cfg.ensemble_size == 1:
-        run, metrics = train_one_model(cfg, train_set, eval_sets)
-        end_run(run)
-    else:
-        metrics = train_ensemble(cfg, train_set, eval_sets)
+    one = cfg.ensemble_size == 1
+    metrics = train_one_model(cfg, train_set, eval_sets) if one else train_ensemble(cfg, train_set, eval_sets)
     seal_output_dir(cfg.output_dir)  # on the main process
     return metrics
-
-
-def train_one_model(
-    cfg: RewardTrainingConfig, train_set: PreferenceDataset, eval_sets: dict[str, PreferenceDataset]
-) -> tuple[TrainingRun, dict]:
-    """build -> loop -> evaluate -> save, for one model; the run stays open (its trackers, the process group)."""
-    run = build_run(cfg, train_set, eval_sets)
-    loop = train_loop(run)
-    metrics = final_evaluation(run, loop)
-    # a PRM's step logits are log-odds, read as probabilities: nothing to normalise
-    metrics["reward_statistics"] = None if cfg.objective == PRM else record_reward_statistics(run).to_dict()
-    save_outputs(run, metrics)
-    return run, metrics
-
-
-def train_ensemble(cfg: RewardTrainingConfig, train_set: PreferenceDataset, eval_sets: dict[str, PreferenceDataset]) -> dict:
-    """K members with seeds seed, seed+1, ...; the ensemble is saved under output_dir/model and evaluated as a whole.
-
-    Under several processes every process takes part in training each member (accelerate shares the batches) and scores
-    the ensemble; only the main process writes files.
-    """
-    from accelerate import PartialState
-
-    output_dir = Path(cfg.output_dir)
-    model_dir = output_dir / MODEL_SUBDIR
-    members = []
-    for k in range(cfg.ensemble_size):
-        run, member_metrics = train_one_model(member_config(cfg, k), train_set, eval_sets)
-        end_run(run, keep_process_group=True)  # the next member trains in the same process group
-        members.append(member_metrics)
-    # built from the members' directories, which every process has once their training ended
-    names = member_names(cfg.ensemble_size)
-    ensemble = EnsembleRewardModel(
-        [RewardModel.from_pretrained(model_dir / name / MODEL_SUBDIR) for name in names], cfg.ensemble_aggregate
-    ).eval()
-    ensemble.reward_statistics = reward_statistics(ensemble, cfg, train_set.examples)  # of the aggregate
-    write_manifest(model_dir, names, cfg.ensemble_aggregate, ensemble.reward_statistics, main_process_only=True)
-    eval_results, rows = {}, []
-    for name, ds in eval_sets.items():
-        eval_results[name], raw = evaluate_preferences(
-            ensemble, ds.examples, cfg.max_length, cfg.truncation, cfg.per_device_eval_batch_size
-        )
-        rows += score_rows(name, ds.examples, raw)
-    metrics = {
-        "eval": eval_results,
-        "members": [m["eval"] for m in members],
-        "train": {"members": [m["train"] for m in members]},
-        "reward_statistics": ensemble.reward_statistics.to_dict(),
-    }
-    write_json(output_dir / "config.json", asdict(cfg) | {"rewardlab_version": version()}, main_process_only=True)
-    write_json(output_dir / "metrics.json", metrics, main_process_only=True)
-    if rows and is_main_process():
-        write_jsonl(output_dir / SCORES_NAME, rows)
-    PartialState().destroy_process_group()
-    return metrics
-
-
-def member_config(cfg: RewardTrainingConfig, k: int) -> RewardTrainingConfig:
-    """Member k of an ensemble: seed + k, trained into output_dir/model/member-k as a run of its own."""
-    member_dir = Path(cfg.output_dir) / MODEL_SUBDIR / member_name(k)
-    return RewardTrainingConfig(**{**asdict(cfg), "ensemble_size": 1, "seed": cfg.seed + k, "output_dir": str(member_dir)})

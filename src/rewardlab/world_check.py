@@ -166,10 +166,10 @@ def pair_features(model, examples: list[PreferenceExample], batch_size: int = 64
     if len(pairs) != len(examples):
         raise UserError(f"{len(examples) - len(pairs)} pairs did not fit in {max_length} tokens")
     index, chosen, rejected, logp_chosen, logp_rejected = [], [], [], [], []
-    for batch, out in scored_pair_batches(model, pairs, batch_size, response_logprobs=True):
-        b = batch["index"].shape[0]  # rows 0..b-1 chosen, b..2b-1 rejected
+    for batch in scored_pair_batches(model, pairs, batch_size, response_logprobs=True):
+        b, out = batch.size, batch.scored.output  # rows 0..b-1 chosen, b..2b-1 rejected
         read = out.hidden_states[torch.arange(2 * b), out.last_index].float().cpu()
-        index.append(batch["index"].cpu())
+        index.append(batch.index)
         chosen.append(read[:b])
         rejected.append(read[b:])
         logp_chosen.append(out.logprobs[:b].float().cpu())

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rewardlab.data.errors import DataError
-from rewardlab.hub import announce, offline_refusal
+from rewardlab.hub import hub_attempt
 
 LOCAL_SUFFIXES = (".jsonl.gz", ".jsonl", ".json", ".parquet", ".csv")
 
@@ -229,10 +229,9 @@ def _read_csv(path: str, on_invalid: OnInvalid | None) -> Iterator[Record]:
 
 def _read_hub(spec: str, on_invalid: OnInvalid | None) -> Iterator[Record]:
     repo, config, split = parse_hub_spec(spec)
-    refusal = offline_refusal("dataset", repo)
+    refusal = hub_attempt("dataset", repo)
     if refusal is not None:
         raise DataError(f"not a local file, and the Hugging Face hub: {refusal}", file=spec)
-    announce("dataset", repo)
     try:
         import datasets
 

@@ -41,10 +41,14 @@ def encode_pairs(
     return pairs, {"pairs": len(pairs), "truncated": truncated, "dropped": dropped}
 
 
+def pair_rows(pairs: list[EncodedPair]) -> list[EncodedSequence]:
+    """The sequences of B pairs in a batch's row order: 0..B-1 chosen, B..2B-1 rejected."""
+    return [p.chosen for p in pairs] + [p.rejected for p in pairs]
+
+
 def collate_pairs(pairs: list[EncodedPair], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
     """One (2B, T) batch: rows 0..B-1 chosen, B..2B-1 rejected, so both go through the model in one forward pass."""
-    seqs = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    input_ids, attention_mask, response_start = pad_sequences(seqs, pad_id, padding_side)
+    input_ids, attention_mask, response_start = pad_sequences(pair_rows(pairs), pad_id, padding_side)
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,

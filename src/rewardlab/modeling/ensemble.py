@@ -84,7 +84,11 @@ class EnsembleRewardModel(nn.Module):
         names = member_names(len(self.members))
         for name, member in zip(names, self.members, strict=True):
             member.save_pretrained(path / name)
-        write_manifest(path, names, self.aggregate, self.reward_statistics)
+        self.save_manifest(path)
+
+    def save_manifest(self, path) -> Path:
+        """rewardlab_ensemble.json in directory `path`, beside the members' directories (`member_names`)."""
+        return write_manifest(path, member_names(len(self.members)), self.aggregate, self.reward_statistics)
 
     @classmethod
     def from_pretrained(cls, path, aggregate: str | None = None, **kwargs) -> EnsembleRewardModel:
@@ -123,9 +127,8 @@ def write_manifest(
     main_process_only: bool = False,
 ) -> Path:
     """Write rewardlab_ensemble.json into the ensemble's directory `path`, beside the member directories `names`."""
-    return write_json(
-        Path(path) / ENSEMBLE_NAME, manifest(names, aggregate, reward_statistics), main_process_only=main_process_only
-    )
+    content = manifest(names, aggregate, reward_statistics)
+    return write_json(Path(path) / ENSEMBLE_NAME, content, main_process_only=main_process_only)
 
 
 def is_ensemble(path: Path) -> bool:

@@ -15,19 +15,25 @@ Entry points: `score(items)` ((prompt, response) pairs -> `ScoreResult` rows), `
 sequences -> `SequenceScore`), both synchronous, length-sorted and in input order; `score_batch` (one forward pass);
 `score_async(sequences)` (asynchronous: concurrent callers on one event loop share forward passes, `AsyncBatcher`). The
 synchronous and asynchronous entries take the same `view` (step rewards: `rewardlab.step_scoring`).
+eval-rm's pairs (`pair_batches`, `score_pairs`: the trainer's evaluation too, under accelerate split over processes and
+gathered back) and batches the caller padded itself (`forward_padded`: PPO's prompt + response layout) are read from
+the same `ScoredBatch`. A model that is being trained is scored inside `evaluating()` (eval mode, restored after).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import torch
+from torch.utils.data import DataLoader
 
+from rewardlab.data.pairs import EncodedPair, pair_rows
 from rewardlab.data.templates import EncodedSequence, encode_prompt_response, keep_end, pad_sequences
 from rewardlab.data.types import PromptCompletion, Text
 from rewardlab.errors import UserError
@@ -39,7 +45,6 @@ from rewardlab.redistribution import (
     TOKEN_REWARD_METHODS,
     prompt_rewards,
     redistribute,
-    sequence_rewards,
     token_reward_method,
 )
 
@@ -94,40 +99,79 @@ class ScoreResult:
 class ScoredBatch:
     """One forward pass over a padded batch: the reward head at every position, and what is read from it.
 
-    `input_ids`, `attention_mask` and `response_start` are the padded (B, T) batch on the CPU; the reward tensors stay
-    where the model ran. `offsets[i]`: the padding before row i (left padding), so that position p of sequence i is
-    column offsets[i] + p."""
+    `input_ids`, `attention_mask` and `response_start` are the padded (B, T) batch where the caller had it (the CPU for
+    the service's own batches); the reward tensors stay where the model ran. `offsets[i]`: the padding before row i
+    (left padding), so that position p of sequence i is column offsets[i] + p; None for a layout with padding inside
+    the rows (PPO's left-padded prompt + right-padded response). `output`: the model's own `RewardOutput` (hidden states,
+    response log-probs) for views that read more than rewards."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     response_start: torch.Tensor
-    offsets: list[int]
+    offsets: list[int] | None
     settings: list[TokenRewardSettings]
     position_rewards: torch.Tensor  # (B, T) float32: the reward head after each token
-    rewards: torch.Tensor  # (B,) R(x, y)
+    rewards: torch.Tensor  # (B,) float32 R(x, y): the model's sequence rewards (read at the last real token)
     prompt_rewards: torch.Tensor  # (B,) R(x)
     token_rewards: torch.Tensor | None  # (B, T), zero on rows whose settings ask for none
+    output: Any = field(default=None, repr=False)
+
+    @property
+    def in_response(self) -> torch.Tensor:
+        """(B, T) bool: the response tokens of each row."""
+        return response_mask(self.attention_mask, self.response_start)
 
     def sequence_scores(self) -> list[SequenceScore]:
         """The default view: per row, R(x, y), R(x), the response ids and (when asked) their token rewards."""
-        in_response = response_mask(self.attention_mask, self.response_start)
+        in_response = self.in_response.cpu()
         rewards, prompt_values = self.rewards.cpu().tolist(), self.prompt_rewards.cpu().tolist()
         token_rewards = self.token_rewards.cpu() if self.token_rewards is not None else None
+        input_ids = self.input_ids.cpu()
         scores = []
         for i, row_settings in enumerate(self.settings):
             row_mask = in_response[i]
             values = token_rewards[i][row_mask].tolist() if token_rewards is not None and row_settings.method else None
-            scores.append(SequenceScore(rewards[i], prompt_values[i], self.input_ids[i][row_mask].tolist(), values))
+            scores.append(SequenceScore(rewards[i], prompt_values[i], input_ids[i][row_mask].tolist(), values))
         return scores
 
     def rewards_at(self, row: int, positions: Sequence[int]) -> list[float]:
         """The reward head after the tokens at `positions` (indices into row `row`'s own, unpadded ids): R of the
         sequence up to and including each such token."""
+        if self.offsets is None:
+            raise ValueError("rewards_at needs a batch padded on one side (offsets)")
         columns = torch.tensor([self.offsets[row] + p for p in positions], dtype=torch.long)
         return self.position_rewards[row].cpu()[columns].tolist()
 
 
-@torch.inference_mode()
+@dataclass
+class PairBatch:
+    """ONE forward pass over B preference pairs (eval-rm's batches): rows 0..B-1 of `scored` are the chosen sequences,
+    B..2B-1 the rejected ones."""
+
+    scored: ScoredBatch
+    index: torch.Tensor  # (B,) the pairs' positions in their data set, on the CPU
+
+    @property
+    def size(self) -> int:
+        return self.index.shape[0]
+
+    @property
+    def chosen_rewards(self) -> torch.Tensor:
+        return self.scored.rewards[: self.size]
+
+    @property
+    def rejected_rewards(self) -> torch.Tensor:
+        return self.scored.rewards[self.size :]
+
+
+def collate_pair_rows(pairs: list[EncodedPair], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """B pairs as one padded (2B, T) batch, chosen rows first: input_ids, attention_mask, response_start and the pairs'
+    dataset `index` (a dict of tensors, as accelerate's data loaders split and pad them)."""
+    input_ids, attention_mask, response_start = pad_sequences(pair_rows(pairs), pad_id, padding_side)
+    index = torch.tensor([p.index for p in pairs], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "response_start": response_start, "index": index}
+
+
 def forward_batch(
     rm,
     sequences: Sequence[EncodedSequence],
@@ -139,41 +183,71 @@ def forward_batch(
     """ONE forward pass over `sequences` padded into a batch, with one settings per row (the server batches requests
     that ask for different methods; rows whose method is None get zero token rewards when other rows ask for some).
     `packed`: padding-free where the model supports it (the same numbers; off for a run that turned it off)."""
-    pad_id = rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else 0
-    input_ids, attention_mask, response_start = pad_sequences(list(sequences), pad_id, padding_side)
+    input_ids, attention_mask, response_start = pad_sequences(list(sequences), pad_token_id(rm), padding_side)
     width = input_ids.shape[1]
     offsets = [width - len(s.input_ids) if padding_side == "left" else 0 for s in sequences]
+    return forward_padded(rm, input_ids, attention_mask, response_start, settings, offsets=offsets, packed=packed)
+
+
+def forward_padded(
+    rm,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: torch.Tensor,
+    settings: Sequence[TokenRewardSettings],
+    *,
+    offsets: list[int] | None = None,
+    packed: bool = True,
+    response_logprobs: bool = False,
+    device: torch.device | str | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+    inference: bool = True,
+) -> ScoredBatch:
+    """ONE forward pass over a (B, T) batch already padded, in any layout: `response_start[i]` is the column of row i's
+    first response token. `response_logprobs`: the output also carries each row's summed response log-probs (the kept
+    LM head); `device`: where the batch goes (default: the model's); `autocast`: a context for the model call only (a
+    frozen model under mixed precision); `inference`: inference mode, or no_grad where the tensors may meet autograd
+    later (a model in training, PPO's rollout)."""
     per_row = list(settings)
-    device = rm.device
+    device = rm.device if device is None else device
     ids, mask, start = input_ids.to(device), attention_mask.to(device), response_start.to(device)
     need_attention = any(s.needs_attention for s in per_row)
-    out = rm(ids, mask, output_attentions=need_attention, packed=packed)
-    positions = out.position_rewards.float()
-    token_rewards = None
-    if any(s.method is not None for s in per_row):
-        token_rewards = torch.zeros_like(positions)
-        for group in sorted({s for s in per_row if s.method is not None}, key=repr):
-            rows = torch.tensor([i for i, s in enumerate(per_row) if s == group], device=device)
-            token_rewards[rows] = redistribute(
-                group.method,
-                positions[rows],
-                mask[rows],
-                start[rows],
-                beta_c=group.beta_c,
-                abc_beta=group.abc_beta,
-                attention=out.attentions[rows] if group.needs_attention else None,
-            )
-    return ScoredBatch(
-        input_ids,
-        attention_mask,
-        response_start,
-        offsets,
-        per_row,
-        positions,
-        sequence_rewards(positions, mask),
-        prompt_rewards(positions, mask, start),
-        token_rewards,
-    )
+    with torch.inference_mode() if inference else torch.no_grad():
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            in_response = response_mask(mask, start) if response_logprobs else None
+            out = rm(ids, mask, in_response, output_attentions=need_attention, packed=packed)
+        positions = out.position_rewards.float()
+        token_rewards = None
+        if any(s.method is not None for s in per_row):
+            token_rewards = torch.zeros_like(positions)
+            for group in sorted({s for s in per_row if s.method is not None}, key=repr):
+                rows = torch.tensor([i for i, s in enumerate(per_row) if s == group], device=device)
+                token_rewards[rows] = redistribute(
+                    group.method,
+                    positions[rows],
+                    mask[rows],
+                    start[rows],
+                    beta_c=group.beta_c,
+                    abc_beta=group.abc_beta,
+                    attention=out.attentions[rows] if group.needs_attention else None,
+                )
+        rewards = out.sequence_rewards.float()
+        return ScoredBatch(
+            input_ids,
+            attention_mask,
+            response_start,
+            offsets,
+            per_row,
+            positions,
+            rewards,
+            prompt_rewards(positions, mask, start),
+            token_rewards,
+            out,
+        )
+
+
+def pad_token_id(rm) -> int:
+    return rm.tokenizer.pad_token_id if rm.tokenizer.pad_token_id is not None else 0
 
 
 # --- token text and the result row -----------------------------------------------------------------------------------
@@ -251,9 +325,11 @@ def as_pair(item: PromptCompletion | tuple[Text, Text]) -> tuple[Text, Text]:
 
 
 class ScoringService:
-    """A loaded reward model (in eval mode) with its scoring settings: `batch_size` sequences per forward pass (the
-    async entry: at most that many), `max_length` (longer sequences keep their end; None: no limit), the default
-    token-reward `settings`, `padding_side` and `packed` (padding-free forward passes where the model supports them)."""
+    """A loaded reward model (in eval mode; a model in training is scored inside `evaluating()`, and `pair_batches`
+    does that itself) with its scoring settings: `batch_size` sequences per forward pass (the async entry: at most
+    that many; pairs: batch_size // 2 pairs), `max_length` (longer sequences keep their end; None: no limit), the
+    default token-reward `settings`, `padding_side` and `packed` (padding-free forward passes where the model supports
+    them)."""
 
     def __init__(
         self,
@@ -332,6 +408,29 @@ class ScoringService:
         per_row = [settings] * len(sequences) if isinstance(settings, TokenRewardSettings) else list(settings)
         return forward_batch(self.rm, sequences, per_row, padding_side=self.padding_side, packed=self.packed)
 
+    def forward_padded(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_start: torch.Tensor,
+        settings: TokenRewardSettings | None = None,
+        *,
+        autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+    ) -> ScoredBatch:
+        """ONE forward pass over a batch the caller padded in its own layout (PPO: left-padded prompts, right-padded
+        responses); no_grad rather than inference mode, as the caller's tensors go on into training (`forward_padded`)."""
+        settings = self.settings if settings is None else settings
+        return forward_padded(
+            self.rm,
+            input_ids,
+            attention_mask,
+            response_start,
+            [settings] * input_ids.shape[0],
+            packed=self.packed,
+            autocast=autocast,
+            inference=False,
+        )
+
     def score_batch(
         self, sequences: Sequence[EncodedSequence], settings: TokenRewardSettings | Sequence[TokenRewardSettings] | None = None
     ) -> list[SequenceScore]:
@@ -345,12 +444,12 @@ class ScoringService:
         *,
         progress: bool = False,
         view: Callable[[ScoredBatch], list[T]] = ScoredBatch.sequence_scores,  # type: ignore[assignment]
+        desc: str = "scoring",
+        leave: bool = True,
     ) -> list[T]:
         """Every sequence scored in length-sorted batches of `batch_size`; `view(batch)` gives one result per row of a
         batch (default: `SequenceScore`). Results come back in input order."""
-        batches = self.batches(sequences)
-        if progress:
-            batches = show_progress(batches, desc="scoring", unit="batch")
+        batches = show_progress(self.batches(sequences), desc=desc, unit="batch", enabled=progress, leave=leave)
         out: list[Any] = [None] * len(sequences)
         for batch in batches:
             for i, result in zip(batch, view(self.forward([sequences[i] for i in batch], settings)), strict=True):
@@ -381,6 +480,72 @@ class ScoringService:
     def rewards(self, items: Sequence[PromptCompletion] | Sequence[tuple[Text, Text]]) -> list[float]:
         """The sequence reward R(x, y) of every (prompt, response), in input order."""
         return [r.reward for r in self.score(items, TokenRewardSettings())]
+
+    # a model in training, and eval-rm's pairs
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[ScoringService]:
+        """The model in eval mode for the block, its training mode restored after (a model that is being trained)."""
+        was_training = self.rm.training
+        self.rm.eval()
+        try:
+            yield self
+        finally:
+            self.rm.train(was_training)
+
+    def pair_batches(
+        self,
+        pairs: Sequence[EncodedPair],
+        *,
+        accelerator=None,
+        progress: bool = False,
+        desc: str = "scoring",
+        response_logprobs: bool = False,
+    ) -> Iterator[PairBatch]:
+        """eval-rm's batches: the pairs sorted by length (shortest first), `batch_size // 2` pairs (at least one) per
+        forward pass with chosen and rejected in one batch, in eval mode (restored after) without gradients. Under
+        accelerate (`accelerator`) each process scores its share of the batches (`prepare_data_loader`); gather what is
+        read from them with `accelerator.gather_for_metrics` (`score_pairs`). `response_logprobs`: the outputs carry
+        each sequence's summed response log-probs."""
+        ordered = sorted(pairs, key=lambda p: p.length)
+        collate = functools.partial(collate_pair_rows, pad_id=pad_token_id(self.rm), padding_side=self.padding_side)
+        loader = DataLoader(ordered, batch_size=max(1, self.batch_size // 2), shuffle=False, collate_fn=collate)
+        device = None
+        if accelerator is not None:
+            loader = accelerator.prepare_data_loader(loader, device_placement=False)  # forward_padded places them
+            device = accelerator.device
+        with self.evaluating():
+            for batch in show_progress(loader, desc=desc, enabled=progress, leave=False):
+                settings = [TokenRewardSettings()] * batch["input_ids"].shape[0]
+                scored = forward_padded(
+                    self.rm,
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    batch["response_start"],
+                    settings,
+                    packed=self.packed,
+                    response_logprobs=response_logprobs,
+                    device=device,
+                    inference=False,  # the model may be in training (the trainer's evaluation)
+                )
+                yield PairBatch(scored, batch["index"])
+
+    def score_pairs(
+        self, pairs: Sequence[EncodedPair], *, accelerator=None, progress: bool = False, desc: str = "scoring"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rewards of chosen and rejected for every pair, and the pairs' dataset indices (float32, CPU, in index order),
+        from `pair_batches`; under accelerate the processes' batches are gathered back."""
+        chosen, rejected, index = [], [], []
+        for batch in self.pair_batches(pairs, accelerator=accelerator, progress=progress, desc=desc):
+            c, r, i = batch.chosen_rewards, batch.rejected_rewards, batch.index
+            if accelerator is not None:
+                c, r, i = accelerator.gather_for_metrics((c, r, i.to(accelerator.device)))
+            chosen.append(c.cpu())
+            rejected.append(r.cpu())
+            index.append(i.cpu())
+        all_chosen, all_rejected, all_index = torch.cat(chosen), torch.cat(rejected), torch.cat(index)
+        order = all_index.argsort()
+        return all_chosen[order], all_rejected[order], all_index[order]
 
     # asynchronous
 
@@ -485,12 +650,15 @@ class AsyncBatcher:
 
 __all__ = [
     "AsyncBatcher",
+    "PairBatch",
     "ScoreResult",
     "ScoredBatch",
     "ScoringService",
     "SequenceScore",
     "TokenRewardSettings",
+    "collate_pair_rows",
     "forward_batch",
+    "forward_padded",
     "response_token_texts",
     "score_row",
 ]

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from rewardlab.errors import UserError, reading_user_input
-from rewardlab.hub import announce, offline_refusal
+from rewardlab.hub import hub_attempt
 from rewardlab.modeling.tiny import TINY_LLAMA, build_byte_tokenizer, build_tiny_llama
 from rewardlab.runtime import atomic_directory, cache_dir, version, write_json
 
@@ -121,13 +121,12 @@ def resolve_model_path(name: str, progress: bool = True) -> str:
         return str(path)
     if path.exists():
         raise ModelNotFoundError(f"{name}: a file, not a model directory, a .gguf file or a hub id")
-    if _looks_like_hub_id(name):
-        refusal = offline_refusal("model", name)
-        if refusal is not None:
-            raise ModelNotFoundError(_not_found(name, reason=refusal))
-        announce("model", name)
-        return name
-    raise ModelNotFoundError(_not_found(name, reason="no such directory or file, and not a hub id (owner/name)"))
+    if not _looks_like_hub_id(name):
+        raise ModelNotFoundError(_not_found(name, reason="no such directory or file, and not a hub id (owner/name)"))
+    refusal = hub_attempt("model", name)
+    if refusal is not None:
+        raise ModelNotFoundError(_not_found(name, reason=refusal))
+    return name
 
 
 def _not_found(name: str, reason: str) -> str:

@@ -7,9 +7,9 @@ The recipe is Huang et al. 2024 ("The N+ implementation details of RLHF with PPO
     1. sample B responses (temperature 0.7; up to and including the first EOS)
     2. log pi_old and log pi_ref of the sampled tokens, from logits / temperature (the distribution sampled from); the
        reference is the policy with LoRA adapters disabled, or a frozen copy under full fine-tuning
-    3. ONE reward-model forward pass per chunk: R(x, tokens <= t) at every position; token scores s_t =
-       redistribute(shaping, ...) on the response tokens; optional fixed penalty on the last token of responses without
-       EOS; optional reward normalisation (scale only, see `RunningMoments`)
+    3. ONE reward-model forward pass per chunk (the scoring service's `forward_padded`): R(x, tokens <= t) at every
+       position; token scores s_t = redistribute(shaping, ...) on the response tokens; optional fixed penalty on the
+       last token of responses without EOS; optional reward normalisation (scale only, see `RunningMoments`)
     4. r_t = s_t - beta * KL_t (per-token KL to the reference, k1 or k3; fixed or adaptive beta)         (R3HF Eq. 8)
     5. ppo: values V_t from the critic, GAE (gamma 1, lambda 0.95) -> advantages and returns
        rloo / reinforce: per-token returns G_t = sum_{k >= t} r_k, minus a leave-one-out / batch / EMA baseline
@@ -63,6 +63,7 @@ from rewardlab.errors import UserError
 from rewardlab.generation import PromptCycle, SampleBatch, sample
 from rewardlab.masks import fold_closing_scores
 from rewardlab.modeling.reward_model import RewardModel
+from rewardlab.modeling.service import ScoringService, TokenRewardSettings
 from rewardlab.progress import progress
 from rewardlab.redistribution import SHAPINGS, check_objective, token_reward_method
 from rewardlab.rl.models import PolicyAndCritic, make_critic, trainable_policy
@@ -92,7 +93,6 @@ from rewardlab.rl.rollout import (
     response_logits,
     response_potential,
     response_step_scores,
-    response_token_scores,
     response_values,
     separator_token_id,
     with_closing_tokens,
@@ -216,6 +216,8 @@ class PPOTrainer:
         self.reward_model = reward_model.to(device).eval().requires_grad_(False)
         shaping = token_reward_method(cfg.reward_shaping, "reward_shaping", choices=SHAPINGS)
         check_objective(shaping, getattr(getattr(reward_model, "config", None), "objective", "preference"))
+        # the reward pass: one padded forward per chunk (as PPO always ran it; the shaping is read from cfg per pass)
+        self.reward_scoring = ScoringService(self.reward_model, batch_size=cfg.minibatch_size, packed=False)
         model, self.tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=device)
         self.separator_id = separator_token_id(self.tokenizer) if shaping.needs_step_ends else None
         if not _same_vocabulary(self.tokenizer, self.reward_model.tokenizer):
@@ -383,7 +385,8 @@ class PPOTrainer:
         # chat turns that ended at EOS are scored closed, as the template renders them in training (ChatML's "\n")
         chat = torch.tensor([isinstance(p, list) for p in samples.prompts_of_samples()], device=finished.device)
         closed = finished.bool() & chat
-        needs_attention = token_reward_method(cfg.reward_shaping, "reward_shaping", choices=SHAPINGS).needs_attention
+        # a sequence reward model's shaping (the service's methods); `step` reads a PRM below
+        shaping = TokenRewardSettings(cfg.reward_shaping, cfg.beta_c, cfg.abc_beta) if self.separator_id is None else None
         for rows in _chunks(len(finished), cfg.minibatch_size):
             chunk = batch.rows(rows)
             if self.separator_id is not None:  # step: a PRM's step scores at each step's end; the return is their sum
@@ -393,20 +396,14 @@ class PPOTrainer:
                 token_scores.append(scores[1])
                 continue
             scored = with_closing_tokens(chunk, self.closing_ids, closed[rows])
-            with self.accelerator.autocast():
-                out = self.reward_model(scored.input_ids, scored.attention_mask, output_attentions=needs_attention)
-            sequence_scores.append(out.sequence_rewards.float())
-            if offset_critic:  # Phi_t before each response token: causal, so the closing tokens do not change it
-                potential = response_potential(cfg.reward_shaping, out.position_rewards.float(), scored, beta_c=cfg.beta_c)
-                potentials.append(potential[:, : chunk.mask.shape[1]] * chunk.mask)
-            scores = response_token_scores(
-                cfg.reward_shaping,
-                out.position_rewards.float(),
-                scored,
-                beta_c=cfg.beta_c,
-                abc_beta=cfg.abc_beta,
-                attention=out.attentions,
+            out = self.reward_scoring.forward_padded(
+                scored.input_ids, scored.attention_mask, scored.response_start(), shaping, autocast=self.accelerator.autocast
             )
+            sequence_scores.append(out.rewards)
+            if offset_critic:  # Phi_t before each response token: causal, so the closing tokens do not change it
+                potential = response_potential(cfg.reward_shaping, out.position_rewards, scored, beta_c=cfg.beta_c)
+                potentials.append(potential[:, : chunk.mask.shape[1]] * chunk.mask)
+            scores = out.token_rewards[:, scored.context_width :] * scored.mask  # the shaping's, on the response tokens
             token_scores.append(fold_closing_scores(scores, chunk.mask, len(self.closing_ids)))
         value_offset = torch.cat(potentials) if potentials else None
         return torch.cat(sequence_scores), torch.cat(token_scores), value_offset

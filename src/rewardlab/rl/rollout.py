@@ -44,6 +44,10 @@ class ResponseBatch:
             self.context_width,
         )
 
+    def response_start(self) -> torch.Tensor:
+        """(B,) the column of every row's first response token: P."""
+        return torch.full((self.input_ids.shape[0],), self.context_width, device=self.input_ids.device)
+
     def rows(self, index: torch.Tensor | slice) -> ResponseBatch:
         return ResponseBatch(
             self.input_ids[index],
@@ -101,14 +105,14 @@ def response_token_scores(
     attention: torch.Tensor | None = None,
     step_ends: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, R) token scores on the response tokens from the reward model's (B, P + R) position rewards (`step`: a PRM's
-    logits, with `step_ends` (B, P + R) where each step ends)."""
-    response_start = torch.full((batch.input_ids.shape[0],), batch.context_width, device=position_rewards.device)
+    """(B, R) token scores on the response tokens from the reward model's (B, P + R) position rewards (what the scoring
+    service's `forward_padded` gives PPO's reward pass in one go; `step`: a PRM's logits, with `step_ends` (B, P + R)
+    where each step ends, as `response_step_scores` computes them)."""
     scores = redistribute(
         method,
         position_rewards,
         batch.attention_mask,
-        response_start,
+        batch.response_start().to(position_rewards.device),
         beta_c=beta_c,
         abc_beta=abc_beta,
         attention=attention,
@@ -122,7 +126,7 @@ def response_potential(
 ) -> torch.Tensor:
     """(B, R) the shaping potential Phi_t on the state before each response token (r3hf: R(x, y<t)); see
     `redistribution.shaping_potential`. Read at the columns the critic's V_t is read at."""
-    response_start = torch.full((batch.input_ids.shape[0],), batch.context_width, device=position_rewards.device)
+    response_start = batch.response_start().to(position_rewards.device)
     potential = shaping_potential(method, position_rewards, batch.attention_mask, response_start, beta_c=beta_c)
     return potential[:, batch.context_width :] * batch.mask
 

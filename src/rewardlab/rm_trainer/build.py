@@ -1,4 +1,5 @@
-"""Build a reward-model run: the accelerator, the data, the model, the batches, the optimiser and schedule, a resumed state.
+"""Build a reward-model run: the accelerator, the model, the batches (`rewardlab.rm_trainer.data`), the optimiser and
+schedule, a resumed state.
 
 `build_run` returns the run's `TrainingRun` (`rewardlab.rm_trainer.state`).
 """
@@ -11,17 +12,13 @@ from typing import TYPE_CHECKING
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
-from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from rewardlab.choices import PRM
-from rewardlab.config import BatchingSpec, LoraSpec, OptimisationSpec, RewardDataSpec, RewardTrainingFields
-from rewardlab.data.pairs import LengthGroupedBatchSampler, PairCollator, encode_pairs
-from rewardlab.data.step_batches import StepCollator
-from rewardlab.data.step_encoding import encode_step_examples
-from rewardlab.errors import UserError
+from rewardlab.config import BatchingSpec, LoraSpec, OptimisationSpec, RewardTrainingFields
 from rewardlab.modeling.reward_model import KernelSettings, LoraSettings, RewardModel, build_reward_model, choose_kernels
 from rewardlab.rm_trainer.checkpoints import resume_from_latest
+from rewardlab.rm_trainer.data import pair_loader, step_loader
 from rewardlab.rm_trainer.outputs import write_run_config
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import resolve_device, resolve_dtype
@@ -29,7 +26,6 @@ from rewardlab.tracking import resolve_report_to
 
 if TYPE_CHECKING:
     from rewardlab.data.loading import PreferenceDataset
-    from rewardlab.data.steps import StepDataset
 
 
 def build_run(cfg: RewardTrainingFields, train_set: PreferenceDataset, eval_sets: dict[str, PreferenceDataset]) -> TrainingRun:
@@ -71,33 +67,6 @@ def make_accelerator(cfg: RewardTrainingFields) -> tuple[Accelerator, bool, list
     return accelerator, bf16, trackers
 
 
-def data_options(cfg: RewardDataSpec) -> dict:
-    """How every data set of a run is read: format, invalid records, and how rated lists become pairs."""
-    return {"format": cfg.format, "skip_invalid": cfg.skip_invalid, "pairs": cfg.pairs, "seed": cfg.seed}
-
-
-def load_datasets(
-    cfg: RewardTrainingFields, datasets: dict | None = None
-) -> tuple[PreferenceDataset | StepDataset, dict[str, PreferenceDataset | StepDataset]]:
-    """The training set and the named eval sets: `datasets` ({"train": ..., "eval": {name: ...}}) or read as configured:
-    preference data, or step-labelled data for a process reward model."""
-    from rewardlab.data.loading import load_named, load_preferences
-    from rewardlab.data.steps import load_steps
-
-    if datasets is None:
-        if cfg.objective == PRM:
-            load, options = load_steps, {"format": cfg.format, "skip_invalid": cfg.skip_invalid}
-        else:
-            load, options = load_preferences, data_options(cfg)
-        train_set = load(cfg.train_data, **options)
-        eval_sets = load_named(cfg.eval_data, load, **options)
-    else:
-        train_set, eval_sets = datasets["train"], datasets.get("eval", {})
-    if cfg.select_best_on is not None and cfg.select_best_on not in eval_sets:
-        raise UserError(f"select_best_on = '{cfg.select_best_on}' is not an eval set ({', '.join(eval_sets) or 'none'})")
-    return train_set, eval_sets
-
-
 def lora_settings(cfg: LoraSpec) -> LoraSettings | None:
     if not cfg.lora:
         return None
@@ -128,7 +97,8 @@ def prepare_model(cfg: RewardTrainingFields, accelerator: Accelerator, bf16: boo
     elif cfg.reg == "none":
         # unused without a regulariser, and DDP requires every trainable parameter be used
         model.freeze_lm_head()
-    chosen = choose_kernels(model, accelerator.device, model.compute_dtype(), packed=cfg.padding_free, logprobs=cfg.reg != "none")
+    dtype = model.compute_dtype()
+    chosen = choose_kernels(model, accelerator.device, dtype, packed=cfg.padding_free, logprobs=cfg.reg != "none")
     return model, chosen, sharded
 
 
@@ -142,32 +112,6 @@ def kernel_settings(cfg: BatchingSpec, bf16: bool, sharded: bool) -> KernelSetti
         sharded_lm_head=sharded,
         compute_dtype_hint=torch.bfloat16 if bf16 else None,
     )
-
-
-def pair_loader(cfg: RewardTrainingFields, tokenizer, train_set: PreferenceDataset) -> tuple[DataLoader, dict[str, int]]:
-    """Batches of tokenised pairs (length-grouped unless `group_by_length` is off), and the tokenisation counts."""
-    pairs, data_counts = encode_pairs(tokenizer, train_set.examples, cfg.max_length, cfg.truncation)
-    if not pairs:
-        raise UserError(f"{cfg.train_data}: no training pair left after truncation (max_length={cfg.max_length})")
-    return training_batches(cfg, pairs, PairCollator(tokenizer.pad_token_id)), data_counts
-
-
-def step_loader(cfg: RewardTrainingFields, tokenizer, train_set: StepDataset) -> tuple[DataLoader, dict[str, int]]:
-    """A process reward model's batches of step-labelled rows (`rewardlab.data.step_batches`), length-grouped like pairs
-    unless `group_by_length` is off; over-long examples keep the prompt and the whole steps that fit."""
-    encoded, data_counts = encode_step_examples(tokenizer, train_set.examples, cfg.max_length)
-    if not encoded:
-        raise UserError(f"{cfg.train_data}: no training example left after truncation (max_length={cfg.max_length})")
-    return training_batches(cfg, encoded, StepCollator(tokenizer.pad_token_id)), data_counts
-
-
-def training_batches(cfg: RewardTrainingFields, items: list, collate) -> DataLoader:
-    """Shuffled batches of encoded items (each with a `length`): length-grouped unless `group_by_length` is off."""
-    if cfg.group_by_length:
-        sampler = LengthGroupedBatchSampler([item.length for item in items], cfg.per_device_train_batch_size, cfg.seed)
-        return DataLoader(items, batch_sampler=sampler, collate_fn=collate)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    return DataLoader(items, batch_size=cfg.per_device_train_batch_size, shuffle=True, generator=generator, collate_fn=collate)
 
 
 def schedule(

@@ -1,4 +1,4 @@
-"""Checkpoints (save, keep the newest few, resume) and the stop at a non-finite loss."""
+"""Checkpoints: save, keep the newest few, resume."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
 from rewardlab.errors import UserError
 from rewardlab.rm_trainer.state import TrainingRun
-from rewardlab.runtime import NonFiniteError, first_non_finite, follow_umask, write_json, write_jsonl
+from rewardlab.runtime import follow_umask, write_json
 
 STATE_NAME = "trainer_state.json"  # beside accelerate's state in every checkpoint: the step and the log so far
 
@@ -48,27 +46,3 @@ def resume_from_latest(run: TrainingRun) -> None:
     run.start_epoch, run.skip_batches = divmod(run.global_step * run.cfg.gradient_accumulation_steps, len(run.loader))
     if run.show:
         print(f"resumed from {ckpt} at step {run.global_step}")
-
-
-def stop_if_non_finite(run: TrainingRun, stats: dict[str, torch.Tensor]) -> None:
-    """Stop at the first non-finite loss or gradient norm, before the optimiser steps with it: the log so far is written,
-    no model or metrics.json (nothing claims success), and the error names the step, the value and the last checkpoint."""
-    values = {"loss": stats["loss"]}
-    if stats.get("grad_norm") is not None:  # DeepSpeed's clipping returns no norm
-        values["grad norm"] = stats["grad_norm"]
-    problem = first_non_finite(values)
-    accelerator = run.accelerator
-    flag = torch.tensor(float(problem is not None), device=accelerator.device)
-    if accelerator.num_processes > 1:
-        flag = accelerator.reduce(flag, "sum")  # every process stops together
-    if not flag.item():
-        return
-    problem = problem or "loss or grad norm non-finite on another process"
-    if accelerator.is_main_process:
-        write_jsonl(run.output_dir / "log.jsonl", run.log)
-    last = latest_checkpoint(run.output_dir)
-    kept = f"the last good checkpoint is {last} (--resume)" if last else "no checkpoint was saved (--save-steps N keeps some)"
-    raise NonFiniteError(
-        f"step {run.global_step + 1}: {problem}; training stopped before the update, nothing saved as finished; {kept}. "
-        "Try a lower --lr or a smaller --max-grad-norm."
-    )

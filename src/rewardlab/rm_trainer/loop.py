@@ -1,6 +1,6 @@
-"""The training loop: one `training_step` per batch; after every optimiser update, logging, evaluation (with model
-selection and early stopping) and checkpoints as configured. Then the final evaluation, on the best validation weights
-with model selection."""
+"""The training loop: one `training_step` per batch (stopped before an update with a non-finite loss or gradient
+norm); after every optimiser update, logging, evaluation (with model selection and early stopping) and checkpoints as
+configured. Then the final evaluation, on the best validation weights with model selection."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from rewardlab.config import RewardTrainingFields
 from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.objective import compute_loss, compute_step_loss
 from rewardlab.progress import progress, write
-from rewardlab.rm_trainer.checkpoints import save_checkpoint, stop_if_non_finite
+from rewardlab.rm_trainer.checkpoints import latest_checkpoint, save_checkpoint
 from rewardlab.rm_trainer.state import TrainingRun
+from rewardlab.runtime import NonFiniteError, first_non_finite, write_jsonl
 from rewardlab.step_evaluation import evaluate_steps, step_score_rows
 from rewardlab.tracking import tracker_scalars
 
@@ -41,8 +42,10 @@ def training_step(
     gradient norm at the last hidden layer (`reward_grad_norm`, `reg_grad_norm`; the loop asks on the batches of logging
     steps only)."""
     with accelerator.accumulate(model):
-        objective = compute_step_loss if cfg.objective == PRM else compute_loss
-        stats = objective(model, batch, cfg, cfg.padding_free, measure_gradients=measure)
+        if cfg.objective == PRM:  # step labels: binary cross-entropy at each labelled step's end
+            stats = compute_step_loss(model, batch, cfg, cfg.padding_free, measure_gradients=measure)
+        else:
+            stats = compute_loss(model, batch, cfg, cfg.padding_free, measure_gradients=measure)
         accelerator.backward(stats["loss"])
         if accelerator.sync_gradients:
             # inf max_norm measures without clipping; the norm is the same on every process (after all-reduce)
@@ -53,6 +56,30 @@ def training_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return stats
+
+
+def stop_if_non_finite(run: TrainingRun, stats: dict[str, torch.Tensor]) -> None:
+    """Stop at the first non-finite loss or gradient norm, before the optimiser steps with it: the log so far is written,
+    no model or metrics.json (nothing claims success), and the error names the step, the value and the last checkpoint."""
+    values = {"loss": stats["loss"]}
+    if stats.get("grad_norm") is not None:  # DeepSpeed's clipping returns no norm
+        values["grad norm"] = stats["grad_norm"]
+    problem = first_non_finite(values)
+    accelerator = run.accelerator
+    flag = torch.tensor(float(problem is not None), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, "sum")  # every process stops together
+    if not flag.item():
+        return
+    problem = problem or "loss or grad norm non-finite on another process"
+    if accelerator.is_main_process:
+        write_jsonl(run.output_dir / "log.jsonl", run.log)
+    last = latest_checkpoint(run.output_dir)
+    kept = f"the last good checkpoint is {last} (--resume)" if last else "no checkpoint was saved (--save-steps N keeps some)"
+    raise NonFiniteError(
+        f"step {run.global_step + 1}: {problem}; training stopped before the update, nothing saved as finished; {kept}. "
+        "Try a lower --lr or a smaller --max-grad-norm."
+    )
 
 
 @dataclass
@@ -206,29 +233,9 @@ def after_update(run: TrainingRun, selection: BestWeights | None) -> bool:
 def evaluate(run: TrainingRun, names: list[str] | None = None, scores: list[dict] | None = None) -> dict[str, dict]:
     """Metrics of every eval set (or those named) at the current step; an eval record goes to the log and the trackers.
     Each pair's scores are appended to `scores` as eval-rm's `--scores` rows, when it is given."""
-    results = {}
-    for name, dataset in run.eval_sets.items():
-        if names is not None and name not in names:
-            continue
-        if run.cfg.objective == PRM:
-            results[name], logits = evaluate_steps(
-                unwrapped(run), dataset.examples, run.cfg.max_length, run.cfg.per_device_eval_batch_size, run.accelerator,
-                desc=f"eval {name}",
-            )  # fmt: skip
-            rows = step_score_rows(name, dataset.examples, logits)
-        else:
-            results[name], raw = evaluate_preferences(
-                model=unwrapped(run),
-                examples=dataset.examples,
-                max_length=run.cfg.max_length,
-                truncation=run.cfg.truncation,
-                batch_size=run.cfg.per_device_eval_batch_size,
-                accelerator=run.accelerator,
-                desc=f"eval {name}",
-            )
-            rows = score_rows(name, dataset.examples, raw)
-        if scores is not None:
-            scores += rows
+    results, rows = evaluate_sets(unwrapped(run), run.eval_sets, run.cfg, run.accelerator, names)
+    if scores is not None:
+        scores += rows
     if results:
         accuracy = {k: v["accuracy"] for k, v in results.items()}
         run.log.append({"kind": "eval", "step": run.global_step, "accuracy": accuracy})
@@ -236,6 +243,53 @@ def evaluate(run: TrainingRun, names: list[str] | None = None, scores: list[dict
         if run.show:
             write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
     return results
+
+
+def evaluate_sets(
+    model: torch.nn.Module,
+    eval_sets: dict,
+    cfg: RewardTrainingFields,
+    accelerator: Accelerator | None = None,
+    names: list[str] | None = None,
+) -> tuple[dict[str, dict], list[dict]]:
+    """Metrics of every eval set (or those named) for one run's model, and every example's score rows (scores.jsonl):
+    step-labelled sets for a process reward model, preference pairs otherwise."""
+    chosen = {name: dataset for name, dataset in eval_sets.items() if names is None or name in names}
+    if cfg.objective == PRM:
+        return evaluate_step_sets(model, chosen, cfg, accelerator)
+    return evaluate_preference_sets(model, chosen, cfg, accelerator)
+
+
+def evaluate_preference_sets(
+    model: torch.nn.Module, eval_sets: dict, cfg: RewardTrainingFields, accelerator: Accelerator | None = None
+) -> tuple[dict[str, dict], list[dict]]:
+    """Pairwise metrics of every preference set for `model` (a run's model, or an ensemble), and each pair's score rows."""
+    results, rows = {}, []
+    for name, dataset in eval_sets.items():
+        results[name], raw = evaluate_preferences(
+            model=model,
+            examples=dataset.examples,
+            max_length=cfg.max_length,
+            truncation=cfg.truncation,
+            batch_size=cfg.per_device_eval_batch_size,
+            accelerator=accelerator,
+            desc=f"eval {name}",
+        )
+        rows += score_rows(name, dataset.examples, raw)
+    return results, rows
+
+
+def evaluate_step_sets(
+    model: torch.nn.Module, eval_sets: dict, cfg: RewardTrainingFields, accelerator: Accelerator | None = None
+) -> tuple[dict[str, dict], list[dict]]:
+    """A process reward model's step metrics of every step-labelled set, and each example's score rows."""
+    results, rows = {}, []
+    for name, dataset in eval_sets.items():
+        results[name], logits = evaluate_steps(
+            model, dataset.examples, cfg.max_length, cfg.per_device_eval_batch_size, accelerator, desc=f"eval {name}"
+        )
+        rows += step_score_rows(name, dataset.examples, logits)
+    return results, rows
 
 
 def final_evaluation(run: TrainingRun, loop: LoopResult) -> dict:

@@ -16,7 +16,7 @@ from rewardlab.errors import UserError
 from rewardlab.modeling.normalization import RewardStatistics
 from rewardlab.modeling.reward_model import MODEL_SUBDIR, RewardModel
 from rewardlab.rm_trainer.state import TrainingRun
-from rewardlab.runtime import version, write_json, write_jsonl
+from rewardlab.runtime import is_main_process, version, write_json, write_jsonl
 from rewardlab.tracking import finish_tracking, start_tracking
 
 if TYPE_CHECKING:
@@ -57,13 +57,30 @@ def save_outputs(run: TrainingRun, metrics: dict) -> None:
     full_state = accelerator.get_state_dict(run.model) if run.sharded else None
     if accelerator.is_main_process:
         accelerator.unwrap_model(run.model).save_pretrained(run.output_dir / MODEL_SUBDIR, state_dict=full_state)
-        write_json(run.output_dir / "metrics.json", metrics)
-        write_jsonl(run.output_dir / "log.jsonl", run.log)
-        if run.final_scores:
-            write_jsonl(run.output_dir / SCORES_NAME, run.final_scores)
-        if run.log:
-            plot_training(run.log, run.output_dir / "training_curves.png")
+        write_results(run.output_dir, metrics, run.final_scores, run.log)
     accelerator.wait_for_everyone()
+
+
+def save_ensemble_outputs(cfg: RewardTrainingFields, ensemble: EnsembleRewardModel, metrics: dict, scores: list[dict]) -> None:
+    """An ensemble's run (main process): its manifest beside the members' models, config.json, metrics.json and
+    scores.jsonl."""
+    if not is_main_process():
+        return
+    output_dir = Path(cfg.output_dir)
+    ensemble.save_manifest(output_dir / MODEL_SUBDIR)
+    write_json(output_dir / "config.json", asdict(cfg) | {"rewardlab_version": version()})
+    write_results(output_dir, metrics, scores)
+
+
+def write_results(output_dir: Path, metrics: dict, scores: list[dict], log: list[dict] | None = None) -> None:
+    """metrics.json, scores.jsonl (when there are scores), and a trained model's log.jsonl and training curves."""
+    write_json(output_dir / "metrics.json", metrics)
+    if log is not None:
+        write_jsonl(output_dir / "log.jsonl", log)
+    if scores:
+        write_jsonl(output_dir / SCORES_NAME, scores)
+    if log:
+        plot_training(log, output_dir / "training_curves.png")
 
 
 TRAINING_RESPONSES = "training pairs (chosen and rejected responses)"
@@ -86,23 +103,19 @@ def reward_statistics(
     """Mean and std of `model`'s sequence rewards (raw, eval mode) on the normalisation sequences (`normalization_sequences`),
     scored as `rewardlab score` scores them (padding-free unless the run turned it off). Every process computes the same
     numbers on the same sample (under FSDP or ZeRO-3 every process must take part in each forward)."""
-    from rewardlab.scoring import TokenRewardSettings, score_sequences
+    from rewardlab.modeling.service import ScoringService
 
     sequences, source = normalization_sequences(cfg, model.tokenizer, train_examples)
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].input_ids), reverse=True)  # less padding
-    size, settings = cfg.per_device_eval_batch_size, TokenRewardSettings()
-    rewards: list[float] = []
-    was_training, normalization = model.training, model.normalization
-    model.eval()
+    service = ScoringService(model, batch_size=cfg.per_device_eval_batch_size, packed=cfg.padding_free)
+    normalization = model.normalization
     model.normalization = None  # raw rewards
     try:
-        for lo in range(0, len(order), size):
-            batch = [sequences[i] for i in order[lo : lo + size]]
-            rewards += [s.reward for s in score_sequences(model, batch, settings, packed=cfg.padding_free)]
+        with service.evaluating():
+            rewards = service.score_encoded(sequences, view=lambda batch: batch.rewards.tolist())
     finally:
-        model.train(was_training)
         model.normalization = normalization
-    return RewardStatistics.of(torch.tensor(rewards, dtype=torch.float64), source)
+    in_batches = [rewards[i] for batch in service.batches(sequences) for i in batch]  # the sum's order, longest first
+    return RewardStatistics.of(torch.tensor(in_batches, dtype=torch.float64), source)
 
 
 def normalization_sequences(cfg: RewardTrainingFields, tokenizer, train_examples: Sequence) -> tuple[list, str]:
