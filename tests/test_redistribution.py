@@ -12,6 +12,7 @@ from rewardlab.redistribution import (
     DEFAULT_BETA_C,
     METHODS,
     POTENTIAL_METHODS,
+    SHAPINGS,
     TOKEN_REWARD_METHODS,
     final_token_attention,
     prompt_rewards,
@@ -300,6 +301,8 @@ def test_declared_potential_reproduces_the_rewards(name: str, side: str) -> None
 def test_needs_attention_is_declared_and_checked() -> None:
     rewards, mask, starts, attention = random_batch("right")
     for name, method in TOKEN_REWARD_METHODS.items():
+        if method.needs_step_ends:
+            continue  # a PRM's step scores (tests/test_step_rl.py)
         if method.needs_attention:
             with pytest.raises(ValueError, match="attention"):
                 redistribute(name, rewards, mask, starts)
@@ -312,11 +315,15 @@ def test_needs_attention_is_declared_and_checked() -> None:
 
 
 def test_registry_names_and_the_one_validation() -> None:
-    assert METHODS == tuple(TOKEN_REWARD_METHODS) == tuple(m.name for m in TOKEN_REWARD_METHODS.values())
+    assert SHAPINGS == tuple(TOKEN_REWARD_METHODS) == tuple(m.name for m in TOKEN_REWARD_METHODS.values())
+    assert METHODS == tuple(n for n, m in TOKEN_REWARD_METHODS.items() if m.objective == "preference") == SHAPINGS[:-1]
     assert POTENTIAL_METHODS == ("sparse", "r3hf", "mix")
     assert token_reward_method("r3hf") is TOKEN_REWARD_METHODS["r3hf"]
     with pytest.raises(UserError) as err:
         token_reward_method("nope", "--token-rewards")
     message = str(err.value)
     assert message.startswith("--token-rewards 'nope': unknown token-reward method") and "\n" not in message
-    assert message.endswith("choose one of " + ", ".join(TOKEN_REWARD_METHODS))
+    assert message.endswith("choose one of " + ", ".join(METHODS))
+    assert token_reward_method("step", choices=SHAPINGS).objective == "prm"
+    with pytest.raises(UserError, match="unknown token-reward method"):
+        token_reward_method("step", "--token-rewards")  # a sequence reward model's methods do not include it

@@ -8,6 +8,10 @@ return a (B, T) tensor aligned with the input, zero outside the response.
 Notation below: response tokens y_1 .. y_n sit at positions s .. e (s = response_start, e = last real token);
 R(x, y<=t) = position_rewards at the position of y_t, R(x) = position_rewards at s - 1 (the last prompt token), and
 R(x, y) = R(x, y<=n) is the usual sequence reward.
+
+One method reads a process reward model instead (`step`, objective "prm"): its head's logit s_k at each step's last
+token (P(step k correct) = sigmoid(s_k)), and the step boundaries of the response (`step_ends`), which the caller knows
+from the generated text (`rewardlab.rl.rollout.response_step_ends`).
 """
 
 from __future__ import annotations
@@ -156,6 +160,21 @@ def abc_rewards(
     return abc_beta * weights * reward + (1.0 - abc_beta) * sparse
 
 
+def step_rewards(
+    position_rewards: torch.Tensor, attention_mask: torch.Tensor, response_start: torch.Tensor, step_ends: torch.Tensor
+) -> torch.Tensor:
+    """A process reward model's step scores as dense rewards: r_t = sigmoid(s_t) - 1/2 where token t ends a step
+    (`step_ends`, (B, T) bool), zero elsewhere; `position_rewards` are the PRM's logits s_t.
+
+    P - 1/2: bounded, positive exactly when the PRM judges the step more likely right than wrong, 0 for an undecided one.
+    The sum over a response is sum_k (P_k - 1/2), a count of the steps judged right against those judged wrong, NOT an
+    outcome reward: P_k is a verdict on step k alone (it is not a difference of one state function), so the rewards do
+    not telescope to R(x, y) - R(x) and are not potential-based shaping of any outcome reward (docs/token_rewards.md).
+    """
+    ends = step_ends.to(device=position_rewards.device, dtype=torch.bool) & response_mask(attention_mask, response_start)
+    return torch.where(ends, torch.sigmoid(position_rewards) - 0.5, 0.0)
+
+
 # --- potentials -----------------------------------------------------------------------------------------------------
 
 # A shaping with a state potential equals sparse plus potential-based shaping (Ng et al. 1999, gamma = 1):
@@ -193,6 +212,9 @@ class TokenRewardMethod:
     # Phi_t of its potential-based shaping (same arguments as `rewards`), or None: `critic_init potential-offset` needs one
     potential: Callable[..., torch.Tensor] | None = None
     needs_attention: bool = False  # reads the reward model's last-layer attention (`attention=`)
+    needs_step_ends: bool = False  # reads where each step of the response ends (`step_ends=`)
+    # the reward model it reads: "preference" (a sequence reward model) or "prm" (`RewardModelConfig.objective`)
+    objective: str = "preference"
     # its coefficients, by their keyword in `redistribute` (and in every config / flag), with their defaults
     coefficients: Mapping[str, float] = field(default_factory=dict, hash=False)
 
@@ -223,23 +245,42 @@ TOKEN_REWARD_METHODS: Mapping[str, TokenRewardMethod] = MappingProxyType(
             ),
             TokenRewardMethod("uniform", uniform_rewards),
             TokenRewardMethod("abc", abc_rewards, needs_attention=True, coefficients={"abc_beta": DEFAULT_ABC_BETA}),
+            TokenRewardMethod("step", step_rewards, needs_step_ends=True, objective="prm"),
         )
     }
 )
-METHODS = tuple(TOKEN_REWARD_METHODS)  # every method's name, in the order help texts list them
+SHAPINGS = tuple(TOKEN_REWARD_METHODS)  # every method's name, in the order help texts list them (PPO takes them all)
+# the methods on a sequence reward model: what `score --token-rewards`, the server and verl take
+METHODS = tuple(name for name, method in TOKEN_REWARD_METHODS.items() if method.objective == "preference")
 POTENTIAL_METHODS = tuple(name for name, method in TOKEN_REWARD_METHODS.items() if method.uses_potential)
 
 
-def token_reward_method(name: str, flag: str = "method") -> TokenRewardMethod:
-    """The registered method called `name`; a one-line UserError naming `flag` (the setting that gave it) otherwise."""
-    if name not in TOKEN_REWARD_METHODS:
-        raise UserError(f"{flag} {name!r}: unknown token-reward method; choose one of {', '.join(METHODS)}")
+def token_reward_method(name: str, flag: str = "method", choices: tuple[str, ...] = METHODS) -> TokenRewardMethod:
+    """The registered method called `name` among `choices` (default: the sequence reward model's methods; PPO passes
+    SHAPINGS); a one-line UserError naming `flag` (the setting that gave it) otherwise."""
+    if name not in choices:
+        raise UserError(f"{flag} {name!r}: unknown token-reward method; choose one of {', '.join(choices)}")
     return TOKEN_REWARD_METHODS[name]
 
 
-def methods_help(default: str | None = None) -> str:
+def check_objective(method: TokenRewardMethod, objective: str, flag: str = "reward_shaping") -> None:
+    """A one-line UserError unless `method` reads the kind of model given (`objective`: "preference" or "prm")."""
+    if objective == method.objective:
+        return
+    if objective == "prm":
+        raise UserError(
+            f"{flag} {method.name!r} reads a sequence reward model, but the reward model is a process reward model "
+            "(objective prm): use 'step'"
+        )
+    raise UserError(
+        f"{flag} {method.name!r} reads a process reward model's step scores, but the reward model is a sequence reward "
+        f"model (objective {objective}): train one with train-rm --objective prm, or choose one of {', '.join(METHODS)}"
+    )
+
+
+def methods_help(default: str | None = None, choices: tuple[str, ...] = METHODS) -> str:
     """`sparse (default) | r3hf | ...`: the choices for a help text, from the registry."""
-    return " | ".join(f"{name} (default)" if name == default else name for name in METHODS)
+    return " | ".join(f"{name} (default)" if name == default else name for name in choices)
 
 
 # --- dispatch ------------------------------------------------------------------------------------------------------
@@ -260,7 +301,7 @@ def shaping_potential(
     rewards with a critic V - Phi gives exactly the TD errors of sparse rewards with the critic V.
     `r3hf-paper`, `uniform` and `abc` have no such potential (their difference from sparse depends on later tokens).
     """
-    entry = token_reward_method(method)
+    entry = token_reward_method(method, choices=SHAPINGS)
     if entry.potential is None:
         choices = ", ".join(POTENTIAL_METHODS)
         raise ValueError(f"'{method}' is not potential-based shaping with a state potential; use one of {choices}")
@@ -277,16 +318,21 @@ def redistribute(
     beta_c: float = DEFAULT_BETA_C,
     abc_beta: float = DEFAULT_ABC_BETA,
     attention: torch.Tensor | None = None,
+    step_ends: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, T) token rewards by `method` (one of METHODS); zero outside the response. See each method's docstring."""
+    """(B, T) token rewards by `method` (one of SHAPINGS); zero outside the response. See each method's docstring."""
     if position_rewards.shape != attention_mask.shape:
         raise ValueError(
             f"position_rewards {tuple(position_rewards.shape)} and attention_mask {tuple(attention_mask.shape)} differ"
         )
-    entry = token_reward_method(method)
+    entry = token_reward_method(method, choices=SHAPINGS)
     keywords: dict = entry.keywords(beta_c, abc_beta)
     if entry.needs_attention:
         if attention is None:
             raise ValueError(f"method '{method}' needs the reward model's last-layer attention (attention=...)")
         keywords["attention"] = attention
+    if entry.needs_step_ends:
+        if step_ends is None:
+            raise ValueError(f"method '{method}' needs where each step of the response ends (step_ends=...)")
+        keywords["step_ends"] = step_ends
     return entry.rewards(position_rewards, attention_mask, response_start, **keywords)

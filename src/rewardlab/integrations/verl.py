@@ -38,7 +38,7 @@ import torch
 
 from rewardlab.errors import UserError
 from rewardlab.masks import fold_closing_scores, response_mask
-from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, token_reward_method
+from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, SHAPINGS, check_objective, token_reward_method
 from rewardlab.runtime import API_KEY_ENV
 
 # --- layout: rewardlab token rewards <-> verl's (B, response_length) --------------------------------------------------
@@ -124,7 +124,9 @@ class VerlRewardOptions:
     reward_model: Any = None  # a rewardlab reward-model directory (run directory, ensemble, built-in name) or a RewardModel
     server_url: str | None = None  # or a running `rewardlab serve` (http://host:port): the model lives there
     api_key: str | None = None  # for server_url; default: the REWARDLAB_API_KEY environment variable
-    method: str = "r3hf"  # token rewards: one of rewardlab.redistribution.METHODS (`sparse`: R(x, y) on the last token)
+    # token rewards: one of rewardlab.redistribution.METHODS (`sparse`: R(x, y) on the last token), or `step` on a
+    # process reward model (local only: its sigmoid(s_k) - 1/2 at each step's last token, docs/token_rewards.md)
+    method: str = "r3hf"
     beta_c: float = DEFAULT_BETA_C
     abc_beta: float = DEFAULT_ABC_BETA
     micro_batch_size: int = 8  # sequences per forward pass (local) or per request (server)
@@ -142,7 +144,21 @@ class VerlRewardOptions:
                 "rewardlab's verl reward manager needs reward_kwargs.reward_model (a rewardlab reward model directory) "
                 "or reward_kwargs.server_url (a running `rewardlab serve`), and not both"
             )
-        token_reward_method(self.method, "reward_kwargs.method")
+        method = token_reward_method(self.method, "reward_kwargs.method", choices=SHAPINGS)
+        if method.needs_step_ends and self.server_url is not None:
+            raise UserError(
+                "reward_kwargs.method 'step' reads a local process reward model (reward_kwargs.reward_model), not a server"
+            )
+        if isinstance(self.reward_model, str | os.PathLike):
+            from rewardlab.errors import MissingPathError
+            from rewardlab.modeling.loader import saved_objective
+
+            try:
+                objective = saved_objective(self.reward_model)
+            except MissingPathError:
+                objective = None  # reported where it loads
+            if objective is not None:
+                check_objective(method, objective, "reward_kwargs.method")
         if self.micro_batch_size < 1:
             raise UserError(f"micro_batch_size must be at least 1, not {self.micro_batch_size}")
         if self.normalize and isinstance(self.reward_model, str | os.PathLike):
@@ -208,7 +224,8 @@ class TokenRewardScorer:
         from rewardlab.modeling.service import TokenRewardSettings
 
         self.options = options
-        self.settings = TokenRewardSettings(options.method, options.beta_c, options.abc_beta)
+        self.steps = token_reward_method(options.method, choices=SHAPINGS).needs_step_ends  # a PRM's step rewards
+        self.settings = TokenRewardSettings(None if self.steps else options.method, options.beta_c, options.abc_beta)
         self.tokenizer = tokenizer
         self._rm = None
         self._service = None
@@ -283,13 +300,39 @@ class TokenRewardScorer:
             self.fold_added(RowScore(s.reward, s.prompt_reward, s.token_rewards), n) for s, n in zip(scores, added, strict=True)
         ]
 
+    def score_steps(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
+        """`step`: a PRM's sigmoid(s_k) - 1/2 at each step's last token, as `rewardlab ppo` computes them
+        (`rl.rollout.response_step_scores`: EOS ends the final step); `reward` is their sum, `prompt_reward` 0."""
+        from rewardlab.generation import Sample
+        from rewardlab.rl.rollout import build_response_batch, response_step_scores, separator_token_id
+
+        rm = self.rm
+        tokenizer = self.tokenizer if self.tokenizer is not None else rm.tokenizer
+        separator, eos = separator_token_id(tokenizer), tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        device = next(rm.parameters()).device
+        out: list[RowScore] = []
+        for lo in range(0, len(rows), self.options.micro_batch_size):
+            chunk = rows[lo : lo + self.options.micro_batch_size]
+            samples = [Sample(0, list(p), list(r), bool(r) and r[-1] == eos, "") for p, r in chunk]
+            batch = build_response_batch(samples, pad).to(device)
+            finished = torch.tensor([s.finished for s in samples], device=device)
+            with torch.no_grad():
+                total, scores = response_step_scores(rm, batch, finished, tokenizer, separator)
+            out += [RowScore(float(total[i]), 0.0, scores[i, : len(r)].tolist()) for i, (_, r) in enumerate(chunk)]
+        return out
+
     def score_local(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         """The service's synchronous entry: length-sorted batches of `micro_batch_size`."""
+        if self.steps:
+            return self.score_steps(rows)
         sequences, added = self._local(rows)
         return self._folded(self.service.score_encoded(sequences), added)
 
     async def score_local_async(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         """The service's asynchronous entry: concurrent calls on this event loop share forward passes."""
+        if self.steps:
+            return self.score_steps(rows)
         sequences, added = self._local(rows)
         return self._folded(await self.service.score_async(sequences), added)
 

@@ -46,7 +46,7 @@ class BonConfig:
         "Run": ("output_dir", "overwrite", "device", "dtype", "progress"),
     }
 
-    policy: str = setting(BUILTIN, help="'builtin' (the world's base policy), hub id or dir.")
+    policy: str = setting(BUILTIN, help="'builtin' (the world's base policy), 'builtin-steps' (its step policy), hub id or dir.")
     proxies: dict[str, str] = setting(  # NAME -> reward model directory
         factory=dict,
         flags=("--proxy",),
@@ -54,8 +54,8 @@ class BonConfig:
         required=True,
         help="Proxy reward model NAME=PATH; repeat for several.",
     )
-    gold: str = setting(BUILTIN, help="Gold scorer: 'builtin' (the world's) or a reward model dir.")
-    prompts: str = setting(BUILTIN, help="Prompt data (file or hub id), or builtin[:SPLIT].")
+    gold: str = setting(BUILTIN, help="Gold scorer: 'builtin' or 'builtin-steps' (the world's) or a reward model dir.")
+    prompts: str = setting(BUILTIN, help="Prompt data (file or hub id), or builtin[:SPLIT] or builtin-steps[:SPLIT].")
     output_dir: str = restate(
         RunSpec,
         "output_dir",

@@ -65,6 +65,7 @@ from rewardlab.masks import fold_closing_scores
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.modeling.service import ScoringService, TokenRewardSettings
 from rewardlab.progress import progress
+from rewardlab.redistribution import SHAPINGS, check_objective, token_reward_method
 from rewardlab.rl.models import PolicyAndCritic, make_critic, trainable_policy
 from rewardlab.rl.ppo_config import PPOConfig
 from rewardlab.rl.ppo_math import (
@@ -91,7 +92,9 @@ from rewardlab.rl.rollout import (
     gather_logprobs,
     response_logits,
     response_potential,
+    response_step_scores,
     response_values,
+    separator_token_id,
     with_closing_tokens,
 )
 from rewardlab.rl.scorers import Scorer
@@ -211,9 +214,12 @@ class PPOTrainer:
 
             reward_model = load_reward_model(cfg.reward_model, device=device)
         self.reward_model = reward_model.to(device).eval().requires_grad_(False)
+        shaping = token_reward_method(cfg.reward_shaping, "reward_shaping", choices=SHAPINGS)
+        check_objective(shaping, getattr(getattr(reward_model, "config", None), "objective", "preference"))
         # the reward pass: one padded forward per chunk (as PPO always ran it; the shaping is read from cfg per pass)
         self.reward_scoring = ScoringService(self.reward_model, batch_size=cfg.minibatch_size, packed=False)
         model, self.tokenizer = policy if policy is not None else resolve_policy(cfg.policy, device=device)
+        self.separator_id = separator_token_id(self.tokenizer) if shaping.needs_step_ends else None
         if not _same_vocabulary(self.tokenizer, self.reward_model.tokenizer):
             raise UserError(
                 "the policy and the reward model use different tokenizers; token rewards (and the critic) are read per "
@@ -379,9 +385,16 @@ class PPOTrainer:
         # chat turns that ended at EOS are scored closed, as the template renders them in training (ChatML's "\n")
         chat = torch.tensor([isinstance(p, list) for p in samples.prompts_of_samples()], device=finished.device)
         closed = finished.bool() & chat
-        shaping = TokenRewardSettings(cfg.reward_shaping, cfg.beta_c, cfg.abc_beta)
+        # a sequence reward model's shaping (the service's methods); `step` reads a PRM below
+        shaping = TokenRewardSettings(cfg.reward_shaping, cfg.beta_c, cfg.abc_beta) if self.separator_id is None else None
         for rows in _chunks(len(finished), cfg.minibatch_size):
             chunk = batch.rows(rows)
+            if self.separator_id is not None:  # step: a PRM's step scores at each step's end; the return is their sum
+                with self.accelerator.autocast():
+                    scores = response_step_scores(self.reward_model, chunk, finished[rows], self.tokenizer, self.separator_id)
+                sequence_scores.append(scores[0])
+                token_scores.append(scores[1])
+                continue
             scored = with_closing_tokens(chunk, self.closing_ids, closed[rows])
             out = self.reward_scoring.forward_padded(
                 scored.input_ids, scored.attention_mask, scored.response_start(), shaping, autocast=self.accelerator.autocast

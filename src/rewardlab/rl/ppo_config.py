@@ -17,7 +17,15 @@ from rewardlab.choices import (
 )
 from rewardlab.config import LoraSpec, RunSpec, TrackingSpec, check_ranges, from_dict, restate, setting
 from rewardlab.errors import UserError
-from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, POTENTIAL_METHODS, methods_help, token_reward_method
+from rewardlab.redistribution import (
+    DEFAULT_ABC_BETA,
+    DEFAULT_BETA_C,
+    POTENTIAL_METHODS,
+    SHAPINGS,
+    check_objective,
+    methods_help,
+    token_reward_method,
+)
 from rewardlab.rl.sources import BUILTIN
 from rewardlab.tracking import resolve_report_to
 
@@ -43,15 +51,17 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
     }  # fmt: skip
 
     # models and data
-    policy: str = setting(BUILTIN, help="'builtin' (default; the world's base policy), hub id or dir.")
+    policy: str = setting(
+        BUILTIN, help="'builtin' (default; the world's base policy), 'builtin-steps' (its step policy), hub id or dir."
+    )
     reward_model: str | None = setting(None, help="Reward model directory (or training run).")
-    reward_shaping: str = setting(  # one of redistribution.METHODS
-        "sparse", help=f"{methods_help(default='sparse')}."
+    reward_shaping: str = setting(  # one of redistribution.SHAPINGS (step: a process reward model's step scores)
+        "sparse", help=f"{methods_help(default='sparse', choices=SHAPINGS)}."
     )
     gold: str | None = setting(  # logged, never optimised
-        None, help="Gold scorer to log: 'builtin' or a reward model dir."
+        None, help="Gold scorer to log: 'builtin', 'builtin-steps' or a reward model dir."
     )
-    prompts: str = setting(BUILTIN, help="Prompt data (file or hub id), or builtin[:SPLIT].")
+    prompts: str = setting(BUILTIN, help="Prompt data (file or hub id), or builtin[:SPLIT] or builtin-steps[:SPLIT].")
     limit: int | None = setting(None, min=1, help="Prompts to load (builtin: 1024).")
     output_dir: str = restate(RunSpec, "output_dir", "runs/ppo", flags=("--output",), help="Output directory (default runs/ppo).")
     # algorithm
@@ -122,7 +132,11 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
         from rewardlab.runtime import check_output_dir
 
         check_ranges(self)  # and the choice fields (config.check_choices)
-        shaping = token_reward_method(self.reward_shaping, "reward_shaping")
+        shaping = token_reward_method(self.reward_shaping, "reward_shaping", choices=SHAPINGS)
+        if self.reward_model is not None:  # a PRM with a sequence shaping, or step with a sequence model: one line here
+            from rewardlab.modeling.loader import saved_objective
+
+            check_objective(shaping, saved_objective(self.reward_model))
         if self.algo == "rloo" and (self.rloo_k < 2 or self.batch_size % self.rloo_k):
             raise UserError(f"rloo needs rloo_k >= 2 dividing batch_size, got k={self.rloo_k}, batch={self.batch_size}")
         if self.temperature <= 0:

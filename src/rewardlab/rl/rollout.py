@@ -4,6 +4,8 @@ and everything one rollout computes (`Rollout`).
 Layout: prompt (left padded, width P) + response (right padded, width R), so response token t of every row sits at column
 P + t; a causal LM's logits at column P + t - 1 predict it, and a critic's value there is V_t on the state (x, y<t).
 Chat turns that a policy stopped at EOS are scored closed as the template closes them (`with_closing_tokens`).
+A process reward model reads the response as it was trained to (`prm_view`: the steps, each ended by the separator) at
+each step's last token (`response_step_ends`), for `--reward-shaping step`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
 from rewardlab.data.types import Text
+from rewardlab.errors import UserError
 from rewardlab.generation import Sample
 from rewardlab.masks import pad_rows, position_ids_from_mask
 from rewardlab.modeling.reward_model import RewardModel
@@ -99,9 +103,11 @@ def response_token_scores(
     beta_c: float = DEFAULT_BETA_C,
     abc_beta: float = DEFAULT_ABC_BETA,
     attention: torch.Tensor | None = None,
+    step_ends: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, R) token scores on the response tokens from the reward model's (B, P + R) position rewards (what the scoring
-    service's `forward_padded` gives PPO's reward pass in one go)."""
+    service's `forward_padded` gives PPO's reward pass in one go; `step`: a PRM's logits, with `step_ends` (B, P + R)
+    where each step ends, as `response_step_scores` computes them)."""
     scores = redistribute(
         method,
         position_rewards,
@@ -110,6 +116,7 @@ def response_token_scores(
         beta_c=beta_c,
         abc_beta=abc_beta,
         attention=attention,
+        step_ends=step_ends,
     )
     return scores[:, batch.context_width :] * batch.mask
 
@@ -142,6 +149,57 @@ def with_closing_tokens(batch: ResponseBatch, closing: list[int], rows: torch.Te
     input_ids = torch.cat([batch.input_ids[:, :context], response_ids], dim=1)
     attention_mask = torch.cat([batch.attention_mask[:, :context], mask.to(batch.attention_mask.dtype)], dim=1)
     return ResponseBatch(input_ids, attention_mask, response_ids, mask, context)
+
+
+def separator_token_id(tokenizer, separator: str = DEFAULT_STEP_SEPARATOR) -> int:
+    """The one token `separator` encodes to; a one-line UserError for a tokenizer that splits it (step rewards end the
+    final step with it in place of EOS)."""
+    ids = tokenizer(separator, add_special_tokens=False).input_ids
+    if len(ids) != 1:
+        raise UserError(f"step rewards need a tokenizer that writes the step separator {separator!r} as one token, got {ids}")
+    return ids[0]
+
+
+def response_step_ends(
+    batch: ResponseBatch, finished: torch.Tensor, tokenizer, separator: str = DEFAULT_STEP_SEPARATOR
+) -> torch.Tensor:
+    """(B, R) bool: the last token of each complete step of each response, read off the generated text: every token
+    whose text holds the separator, and the EOS of a finished response (which ends its final step). The final line of an
+    unfinished response (cut at max_new_tokens) is no complete step and ends nowhere."""
+    unique = batch.response_ids[batch.mask.bool()].unique().tolist()
+    holding = [i for i in unique if separator in tokenizer.decode([i])]
+    ends = torch.isin(batch.response_ids, torch.tensor(holding, dtype=batch.response_ids.dtype, device=batch.mask.device))
+    ends &= batch.mask.bool()
+    last = (batch.mask.sum(1).long() - 1).clamp_min(0)
+    at_eos = torch.zeros_like(ends)
+    at_eos[torch.arange(len(last), device=last.device), last] = True
+    return ends | (at_eos & finished.bool().unsqueeze(1) & batch.mask.bool())
+
+
+def prm_view(batch: ResponseBatch, finished: torch.Tensor, separator_id: int) -> ResponseBatch:
+    """`batch` as a PRM was trained to read it: the response's steps each ended by the separator, i.e. a finished
+    response's EOS replaced by the separator token (same width; the PRM's score at that token is its final step's).
+    Causal, so no closing tokens matter: every score is read at or before the last step's end."""
+    last = (batch.mask.sum(1).long() - 1).clamp_min(0)
+    rows = torch.arange(len(last), device=last.device)[finished.bool()]
+    response_ids = batch.response_ids.clone()
+    response_ids[rows, last[rows]] = separator_id
+    input_ids = torch.cat([batch.input_ids[:, : batch.context_width], response_ids], dim=1)
+    return ResponseBatch(input_ids, batch.attention_mask, response_ids, batch.mask, batch.context_width)
+
+
+def response_step_scores(
+    reward_model: RewardModel, batch: ResponseBatch, finished: torch.Tensor, tokenizer, separator_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B,) return, (B, R) token scores) of `--reward-shaping step`: one PRM forward pass on `prm_view(batch)`; token t
+    gets sigmoid(s_t) - 1/2 where it ends a step (`response_step_ends`), 0 elsewhere; the return is their sum."""
+    ends = response_step_ends(batch, finished, tokenizer)
+    viewed = prm_view(batch, finished, separator_id)
+    logits = reward_model(viewed.input_ids, viewed.attention_mask).position_rewards.float()
+    columns = torch.zeros_like(viewed.attention_mask, dtype=torch.bool)
+    columns[:, batch.context_width :] = ends
+    scores = response_token_scores("step", logits, viewed, step_ends=columns)
+    return scores.sum(1), scores
 
 
 @dataclass

@@ -3,6 +3,7 @@ or a plain function (tests, custom graders).
 
     scorer = resolve_scorer("runs/rm")        # a saved reward model (or a training run's output directory)
     scorer = resolve_scorer("builtin")        # the built-in world's exact gold reward
+    scorer = resolve_scorer("builtin-steps")  # its step tasks' outcome gold (the last line against the chain's answer)
     scorer.score(prompts, responses)          # -> list[float], one per pair, in input order
 
 Responses are the generated text without its end-of-sequence token; a reward model sees them through the scoring service
@@ -20,7 +21,7 @@ import torch
 from rewardlab.choices import PRM
 from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
 from rewardlab.data.types import Text
-from rewardlab.rl.sources import BUILTIN
+from rewardlab.rl.sources import BUILTIN, BUILTIN_STEPS
 
 
 @runtime_checkable
@@ -98,13 +99,17 @@ def resolve_scorer(
     batch_size: int = 16,
     step_aggregate: str = "min",
 ) -> Scorer:
-    """`builtin` -> the built-in world's gold reward; anything else -> a reward model directory (or training run): a
-    process reward model (`train-rm --objective prm`) scores a response by its steps' P(correct) aggregated
-    (`step_aggregate`, `StepScorer`)."""
+    """`builtin` -> the built-in world's gold reward; `builtin-steps` -> its step tasks' (`StepGoldReward`: the outcome
+    gold of the last line); anything else -> a reward model directory (or training run): a process reward model
+    (`train-rm --objective prm`) scores a response by its steps' P(correct) aggregated (`step_aggregate`, `StepScorer`)."""
     if spec == BUILTIN:
         from rewardlab.tasks.world import GoldReward
 
         return GoldReward()
+    if spec == BUILTIN_STEPS:
+        from rewardlab.tasks.steps import StepGoldReward
+
+        return StepGoldReward()
     from rewardlab.modeling.loader import load_for_scoring, saved_objective
 
     if saved_objective(spec) == PRM:

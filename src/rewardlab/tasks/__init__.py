@@ -15,8 +15,9 @@ World version 4 (the default; `rewardlab.tasks.world.WORLDS`) adds a rating toke
 end token (so the position a reward model reads is trained to carry quality) and an ID-only style-cue shortcut in the
 preference data; world 3 stays selectable.
 
-Modules: `world` (tasks, splits, `GoldReward`), `policy` (`get_base_policy`, `evaluate_gold`), `preferences`
-(`make_preference_data`, `write_preference_data`, `write_prompts`), `easy` (`easy_preferences`, no policy needed),
+Modules: `world` (tasks, splits, `GoldReward`), `policy` (`get_base_policy`, `evaluate_gold`; the step policy:
+`get_step_policy`, `evaluate_steps`), `preferences` (`make_preference_data`, `write_preference_data`, `write_prompts`),
+`easy` (`easy_preferences`, no policy needed),
 `steps` (chains of operations answered one step a line, with gold step labels for process reward models:
 `gold_step_labels`, `first_error`, `make_step_data`, `write_step_data`, `sample_step_solutions`; no policy needed).
 """

@@ -10,6 +10,14 @@ cache ~/.cache/rewardlab) and loaded back with the Auto classes, i.e. by the sam
 
 World 4 (`config.world_version`, see `rewardlab.tasks.world`): half the demonstrations end with the style cue, and every
 answer's end token is followed by its rating token, so next-token prediction at the end of an answer learns its quality.
+
+The step policy (`BasePolicyConfig.with_steps()`, `get_step_policy`) is the same model pretrained on a mix: a share
+`step_share` of its demonstrations are step tasks (`rewardlab.tasks.steps`: one intermediate result a line), sloppy at
+the same rates (a share `clean_fraction` exact, the others with each step wrong in context w.p. ~ U(0, max_error_rate),
+as `sample_step_solution` writes them, errors carried forward), rated in world 4 by the outcome gold of the last line.
+It is cached under its own key; with `step_share = 0` (every existing config) nothing changes: the keys, the
+demonstrations and the cached policies are those of before. Step answers are longer (up to ~26 tokens): generate them
+with `config.max_new_tokens` (STEP_MAX_NEW_TOKENS), not the world's 16.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,17 @@ from rewardlab.modeling.tiny import build_byte_tokenizer, tiny_llama_config
 from rewardlab.progress import progress as show_progress
 from rewardlab.runtime import atomic_directory, write_json
 from rewardlab.runtime import cache_dir as default_cache_dir
+from rewardlab.tasks.steps import (
+    StepTask,
+    gold_step_labels,
+    join_steps,
+    make_step_tasks,
+    outcome_gold,
+    parse_step_prompt,
+    random_step_task,
+    sample_step_solution,
+    split_steps,
+)
 from rewardlab.tasks.world import (
     FAMILIES,
     STYLE_CUE,
@@ -50,6 +69,10 @@ from rewardlab.tasks.world import (
     split_pairs,
     world_spec,
 )
+
+WORLD_MAX_NEW_TOKENS = 16  # the world's answers: at most 7 symbols, a cue and EOS (tasks.preferences.MAX_NEW_TOKENS)
+STEP_MAX_NEW_TOKENS = 32  # step answers: up to 3 lines of 8 symbols, 2 separators, a cue and EOS (~27 tokens)
+STEP_SHARE = 0.5  # the step policy's share of step-task demonstrations
 
 
 @dataclass(frozen=True)
@@ -66,16 +89,29 @@ class BasePolicyConfig:
     max_error_rate: float = 0.5  # the others: per-symbol error rate ~ U(0, max_error_rate)
     seed: int = 0
     world_version: int = WORLD_VERSION  # a new version changes the demonstrations (rewardlab.tasks.world.WORLDS)
+    step_share: float = 0.0  # share of step-task demonstrations (0: the world's base policy; > 0: a step policy)
 
     @classmethod
     def quick(cls, world_version: int = WORLD_VERSION) -> BasePolicyConfig:
         """A reduced budget for tests (seconds): learns the format and part of the tasks."""
         return cls(hidden_size=64, num_layers=2, steps=400, batch_size=32, lr=5e-3, warmup_steps=30, world_version=world_version)
 
+    def with_steps(self, step_share: float = STEP_SHARE) -> BasePolicyConfig:
+        """This config as a step policy: the same model and budget, `step_share` of its demonstrations step tasks."""
+        return replace(self, step_share=step_share)
+
+    @property
+    def max_new_tokens(self) -> int:
+        """Generation length that fits every answer this policy was taught to write."""
+        return STEP_MAX_NEW_TOKENS if self.step_share else WORLD_MAX_NEW_TOKENS
+
     def key(self) -> str:
         """Cache key: the world version and every other field (a world-3 config keeps the key it had before versions were
-        a field)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "world_version"}
+        a field; a config without step tasks the key it had before `step_share` was one)."""
+        if not 0.0 <= self.step_share <= 1.0:
+            raise ValueError(f"step_share must be in [0, 1], got {self.step_share}")
+        skipped = {"world_version"} | ({"step_share"} if not self.step_share else set())
+        fields = {k: v for k, v in asdict(self).items() if k not in skipped}
         payload = json.dumps({"world": self.world_version, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -135,20 +171,41 @@ def demonstration(task: TaskInstance, config: BasePolicyConfig, rng: random.Rand
     return answer
 
 
+def step_demonstration(task: StepTask, config: BasePolicyConfig, rng: random.Random) -> str:
+    """One (possibly sloppy) step answer: exact w.p. `clean_fraction`, else each step wrong in context w.p. a rate
+    ~ U(0, max_error_rate) (`sample_step_solution`); in world 4, ended by the style cue w.p. `cue_rate`."""
+    if rng.random() < config.clean_fraction:
+        steps = task.values
+    else:
+        steps = sample_step_solution(task, rng.uniform(0.0, config.max_error_rate), rng)
+    answer = join_steps(steps)
+    cue_rate = world_spec(config.world_version).cue_rate
+    if cue_rate and rng.random() < cue_rate:
+        answer += STYLE_CUE
+    return answer
+
+
 def demonstration_ids(tokenizer: PreTrainedTokenizerFast, config: BasePolicyConfig, rng: random.Random) -> list[int]:
     """Token ids of one pretraining sequence: a chat-formatted demonstration (the answer ends in EOS); in world 4,
-    `feedback_turns` exchanges, each answer's EOS followed at once by its rating token."""
+    `feedback_turns` exchanges, each answer's EOS followed at once by its rating token. A step policy makes each
+    exchange a step task w.p. `step_share` (no draw at all when it is 0, so the world's demonstrations stay as they were)."""
     spec = world_spec(config.world_version)
     pairs = split_pairs("all")
     ids: list[int] = []
     for _ in range(spec.feedback_turns if spec.feedback else 1):
-        family, style = rng.choice(pairs)
-        task = TaskInstance(family, style, random_input(family, rng))
-        answer = demonstration(task, config, rng)
+        if config.step_share and rng.random() < config.step_share:
+            step_task = random_step_task(rng)
+            messages, answer = step_task.messages, step_demonstration(step_task, config, rng)
+            gold = outcome_gold(step_task, answer)
+        else:
+            family, style = rng.choice(pairs)
+            task = TaskInstance(family, style, random_input(family, rng))
+            messages, answer = task.messages, demonstration(task, config, rng)
+            gold = gold_score(answer, task.answer)
         response = [{"role": "assistant", "content": answer}]
-        ids += encode_prompt_response(tokenizer, task.messages, response).input_ids
+        ids += encode_prompt_response(tokenizer, messages, response).input_ids
         if spec.feedback:
-            ids += tokenizer(feedback_token(gold_score(answer, task.answer)), add_special_tokens=False).input_ids
+            ids += tokenizer(feedback_token(gold), add_special_tokens=False).input_ids
     return ids
 
 
@@ -240,6 +297,14 @@ def get_base_policy(
     return model, tokenizer, path
 
 
+def get_step_policy(
+    config: BasePolicyConfig | None = None, cache_dir: str | Path | None = None, progress: bool = True
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, Path]:
+    """The cached step policy: `get_base_policy` of `config.with_steps()` (default: the world's default config)."""
+    config = config or BasePolicyConfig()
+    return get_base_policy(config if config.step_share else config.with_steps(), cache_dir=cache_dir, progress=progress)
+
+
 def evaluate_gold(
     model: Any,
     tokenizer: Any,
@@ -268,4 +333,45 @@ def evaluate_gold(
         "mean_gold": sum(scores) / len(scores),
         "perfect": sum(s == 1.0 for s in scores) / len(scores),
         "finished": sum(s.finished for s in batch.samples) / len(batch.samples),
+    }
+
+
+def evaluate_steps(
+    model: Any,
+    tokenizer: Any,
+    split: str,
+    n_prompts: int = 256,
+    *,
+    seed: int = 0,
+    temperature: float = 0.7,
+    batch_size: int = 128,
+    max_new_tokens: int = STEP_MAX_NEW_TOKENS,
+    progress: bool = False,
+) -> dict[str, float]:
+    """One sample per step prompt of `split` (`rewardlab.tasks.steps` splits): the mean outcome gold (the last line's),
+    the share exactly right, the share of written steps correct ("value" semantics: equal to the chain's value), the
+    share with every step correct, the share with as many lines as operations, and the share finished (EOS)."""
+    tasks = make_step_tasks(split, n_prompts, seed)
+    batch = sample(
+        model,
+        tokenizer,
+        [t.messages for t in tasks],
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
+    prompts, texts = batch.prompts_of_samples(), batch.texts()
+    outcome = [outcome_gold(p, t) for p, t in zip(prompts, texts, strict=True)]
+    labels = [gold_step_labels(p, t) for p, t in zip(prompts, texts, strict=True)]
+    n = len(texts)
+    return {
+        "mean_outcome_gold": sum(outcome) / n,
+        "outcome_correct": sum(g == 1.0 for g in outcome) / n,
+        "step_accuracy": sum(map(sum, labels)) / sum(map(len, labels)),
+        "all_steps_correct": sum(all(row) for row in labels) / n,
+        "step_count_right": sum(len(split_steps(t)) == len(parse_step_prompt(p).ops) for p, t in zip(prompts, texts, strict=True))
+        / n,
+        "finished": sum(s.finished for s in batch.samples) / n,
     }

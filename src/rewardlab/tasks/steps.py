@@ -307,6 +307,13 @@ def make_step_tasks(split: str, n: int, seed: int, lengths: Sequence[int] = STEP
     return list(itertools.islice(iter_step_tasks(split, seed, lengths), n))
 
 
+def random_step_task(rng: random.Random, lengths: Sequence[int] = STEP_LENGTHS) -> StepTask:
+    """A step task over every family and style, OOD ones included (the step policy's pretraining draws these, as the
+    world's base policy sees every (family, style) pair)."""
+    ops = _random_chain(STEP_FAMILIES, rng.choice(lengths), rng)
+    return StepTask(ops, rng.choice(tuple(STYLES)), random_input("dedup" if "dedup" in ops else ops[0], rng))
+
+
 # ---------------------------------------------------------------- errors and data
 
 
@@ -544,6 +551,8 @@ __all__ = [
     "parse_step_prompt",
     "planted_solution",
     "processbench_record",
+    "random_step_task",
+    "sample_step_solution",
     "sample_step_solutions",
     "split_steps",
     "step_preference_pairs",
