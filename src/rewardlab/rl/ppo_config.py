@@ -133,10 +133,6 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
 
         check_ranges(self)  # and the choice fields (config.check_choices)
         shaping = token_reward_method(self.reward_shaping, "reward_shaping", choices=SHAPINGS)
-        if self.reward_model is not None:  # a PRM with a sequence shaping, or step with a sequence model: one line here
-            from rewardlab.modeling.loader import saved_objective
-
-            check_objective(shaping, saved_objective(self.reward_model))
         if self.algo == "rloo" and (self.rloo_k < 2 or self.batch_size % self.rloo_k):
             raise UserError(f"rloo needs rloo_k >= 2 dividing batch_size, got k={self.rloo_k}, batch={self.batch_size}")
         if self.temperature <= 0:
@@ -152,6 +148,16 @@ class PPOConfig(RunSpec, LoraSpec, TrackingSpec):
             raise UserError("eval_prompts needs a gold scorer to score them: pass --gold")
         resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here, before anything loads
         check_output_dir(self.output_dir, overwrite=self.overwrite, inputs=self.input_paths(), flag="--output")
+        if self.reward_model is not None:  # a PRM with a sequence shaping, or step with a sequence model: one line here
+            from rewardlab.errors import MissingPathError
+            from rewardlab.modeling.loader import saved_objective
+
+            try:
+                objective = saved_objective(self.reward_model)
+            except MissingPathError:  # not here (yet): loading the reward model says so, in one line
+                objective = None
+            if objective is not None:
+                check_objective(shaping, objective)
 
     def input_paths(self) -> list[str | None]:
         """What the run reads (policy, reward model, gold, prompts): the output directory must lie apart from each."""
