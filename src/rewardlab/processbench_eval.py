@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR, StepDataset
+from rewardlab.data.steps import StepDataset
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR
 from rewardlab.modeling.service import ScoringService
 from rewardlab.step_metrics import predicted_first_error, processbench_scores
 from rewardlab.step_scoring import check_view, score_steps, steps_prompt

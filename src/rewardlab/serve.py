@@ -45,8 +45,8 @@ import json
 import logging
 import sys
 
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
 from rewardlab.data.templates import EncodedSequence, assistant_turn_text, close_generated_turn, encode_joined
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR
 from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import RewardModel
 from rewardlab.modeling.service import ScoringService, TokenRewardSettings

@@ -34,14 +34,13 @@ from typing import Any
 
 from rewardlab.choices import PRM, STEP_VIEWS
 from rewardlab.data.step_encoding import EncodedSteps, encode_steps
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
 from rewardlab.data.templates import (
     EncodedSequence,
     encode_prompt_response,
     render_prompt_response,
     response_start_without_offsets,
 )
-from rewardlab.data.types import Text
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR, Text
 from rewardlab.errors import UserError
 from rewardlab.modeling.service import ScoredBatch, ScoringService, SequenceScore, TokenRewardSettings
 from rewardlab.step_metrics import AGGREGATIONS, aggregate_step_scores

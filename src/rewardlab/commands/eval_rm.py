@@ -11,7 +11,8 @@ import typer
 from rewardlab.choices import StepView
 from rewardlab.commands.common import call_with_fields, config_command, named_inputs, user_errors
 from rewardlab.config import AggregateSpec, EvalBatchingSpec, OutputSpec, PlacementSpec, RewardDataSpec, restate, setting
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR, separator_from_flag
+from rewardlab.data.steps import separator_from_flag
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR
 from rewardlab.progress import quiet_libraries
 
 

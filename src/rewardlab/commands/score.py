@@ -11,7 +11,8 @@ import typer
 from rewardlab.choices import StepView
 from rewardlab.commands.common import call_with_fields, config_command
 from rewardlab.config import AggregateSpec, NormalizeSpec, OutputSpec, PlacementSpec, setting
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR, separator_from_flag
+from rewardlab.data.steps import separator_from_flag
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, METHODS, TOKEN_REWARD_METHODS, token_reward_method
 
 

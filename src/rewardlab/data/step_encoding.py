@@ -20,13 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
 from rewardlab.data.templates import (
     render_prompt_response,
     response_start_from_offsets,
     response_start_without_offsets,
 )
-from rewardlab.data.types import StepExample, StepLabel, Text
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR, StepExample, StepLabel, Text
 from rewardlab.errors import UserError
 
 StepTruncation = Literal["keep_steps", "drop", "error"]

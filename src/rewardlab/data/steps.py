@@ -33,11 +33,10 @@ from typing import Any
 from rewardlab.data.errors import DataError
 from rewardlab.data.formats import _present, _require, _string, parse_messages
 from rewardlab.data.io import Record, RecordTally, parse_named_spec, type_name
-from rewardlab.data.types import StepExample, StepLabel, Text
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR, StepExample, StepLabel, Text
 from rewardlab.errors import UserError
 
 STEP_FORMATS = ("trl-stepwise", "processbench")
-DEFAULT_STEP_SEPARATOR = "\n"  # TRL's PRMConfig.step_separator default
 PROCESSBENCH_SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
 
 _PROCESSBENCH_ID = re.compile(r"(.+)-\d+")

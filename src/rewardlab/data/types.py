@@ -61,3 +61,6 @@ class StepExample:
     @property
     def has_error(self) -> bool:
         return self.first_error >= 0
+
+
+DEFAULT_STEP_SEPARATOR = "\n"  # what follows each step of a response (TRL's PRMConfig.step_separator default)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rewardlab.demo.config import SMALL_MODEL_THREADS, DemoConfig
 from rewardlab.demo.plots import plot_accuracy, plot_ppo_comparisons
 from rewardlab.demo.ppo_comparisons import run_ppo_comparisons
-from rewardlab.demo.prm import prm_best_of_n, step_jobs
+from rewardlab.demo.prm import run_process_supervision
 from rewardlab.demo.report import findings, render_report
 from rewardlab.demo.reward_models import reward_model_results, rm_run_name, train_every_reward_model
 from rewardlab.paired_stats import LEVEL
@@ -94,10 +94,9 @@ def run_demo(cfg: DemoConfig) -> dict:
         )  # fmt: skip
     results["data"] = {k: str(v) for k, v in paths.items()} | {"world": json.loads(Path(paths["world"]).read_text())}
 
-    # 2. every reward model, and the process-supervision step's PRMs and outcome RMs in the same pool
+    # 2. every reward model
     with timed(timings, "reward_models"):
-        step_runs = step_jobs(cfg, policy_path, out / "prm")
-        runs = train_every_reward_model(cfg, policy_path, paths, out, step_runs)
+        runs = train_every_reward_model(cfg, policy_path, paths, out)
 
     # 5. PPO: sparse vs r3hf token rewards from the same (vanilla, large-data) reward model, where they can differ. Its
     # runs need only that model: with worker processes they start now, beside steps 3 and 4 (a thread waits on them)
@@ -118,13 +117,14 @@ def run_demo(cfg: DemoConfig) -> dict:
         with timed(timings, "best_of_n"), torch_threads(threads):
             results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out, results["reward_model_dirs"])
 
-        # 6. process supervision: PRM- vs outcome-RM-guided best-of-N on the world's step tasks (demo.prm)
-        with timed(timings, "prm_best_of_n"), torch_threads(threads):
-            results["prm"] = prm_best_of_n(cfg, out / "prm", {cell: runs.results[cell] for cell, _, _ in step_runs})
+        # 6. process supervision: PRMs and outcome RMs on the world's step tasks, then PRM- vs outcome-RM-guided
+        # best-of-N (demo.prm); in this process, beside PPO's workers
+        with timed(timings, "process_supervision"), torch_threads(threads):
+            results["prm"] = run_process_supervision(cfg, policy_path, out / "prm")
         (results["ppo"], ppo_logs), timings["ppo"] = ppo.result(), ppo.seconds
     if cfg.workers > 1:
         results["timings_note"] = (
-            "ppo ran in worker processes beside world_check, best_of_n and prm_best_of_n (its wall time holds theirs)"
+            "ppo ran in worker processes beside world_check, best_of_n and process_supervision (its wall time holds theirs)"
         )
     plot_ppo_comparisons(ppo_logs, results["ppo"], out / "ppo_gold.png")
 

@@ -80,6 +80,26 @@ def step_jobs(cfg: DemoConfig, policy_path: Path, out: Path) -> list[tuple[StepC
     return [(cell, step_cell_config(cfg, policy_path, paths, out, cell), None) for cell in step_cells(cfg)]
 
 
+def run_process_supervision(cfg: DemoConfig, policy_path: Path, out: Path) -> dict:
+    """The step: the data and every cell trained under `out` (in this process, one after another: the demo runs it
+    beside PPO's worker processes), then `prm_best_of_n`."""
+    from rewardlab.progress import progress
+    from rewardlab.study import run_cell
+    from rewardlab.workers import run_jobs
+
+    jobs = step_jobs(cfg, policy_path, out)
+    results: dict[StepCell, dict] = {}
+    bar = progress(total=len(jobs), desc="process supervision", enabled=cfg.progress)
+
+    def done(cell: StepCell, result: dict) -> None:
+        results[cell] = result
+        bar.update(1)
+
+    run_jobs(jobs, 1, done, run_cell)
+    bar.close()
+    return prm_best_of_n(cfg, out, results)
+
+
 def prm_best_of_n(cfg: DemoConfig, out: Path, results: dict) -> dict:
     """results.json's `prm`: each cell's validation figures, and the paired best-of-N comparison (module docstring).
     `results`: StepCell -> `run_cell`'s result."""

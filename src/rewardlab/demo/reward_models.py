@@ -86,13 +86,11 @@ class RewardModelRuns:
     eval_sets: dict  # "val" (val_id), "id" (test_id), "ood" (test_ood)
     results: dict = field(default_factory=dict)  # RMCell -> rewardlab.study.run_cell's result
 
-    def train(self, cells: list[RMCell], extra_jobs: list[tuple] = ()) -> None:
-        """Train `cells` and any `extra_jobs` ((key, run config, preloaded data or None) for `run_cell`: the process-
-        supervision step's models) in one pool, extra jobs first; each result lands in `results` under its key."""
+    def train(self, cells: list[RMCell]) -> None:
         from rewardlab.study import run_cell
         from rewardlab.workers import run_jobs
 
-        jobs = list(extra_jobs)
+        jobs = []
         for cell in cells:
             n_pairs = len(self.train_sets[cell.size].examples)
             run_dir = self.out / "rm" / cell.dir_name
@@ -177,11 +175,9 @@ def train_reward_models(cfg: DemoConfig, policy_path: Path, paths: dict[str, Pat
     return reward_model_results(train_every_reward_model(cfg, policy_path, paths, out))
 
 
-def train_every_reward_model(
-    cfg: DemoConfig, policy_path: Path, paths: dict[str, Path], out: Path, extra_jobs: list[tuple] = ()
-) -> RewardModelRuns:
+def train_every_reward_model(cfg: DemoConfig, policy_path: Path, paths: dict[str, Path], out: Path) -> RewardModelRuns:
     """Step 2: train every cell of `demo_cells` (the largest training sets first, so that no long run is left alone at the
-    end) into out/rm, and `extra_jobs` in the same pool."""
+    end) into out/rm."""
     from rewardlab.data.loading import load_preferences
     from rewardlab.tasks.policy import torch_threads
 
@@ -190,7 +186,7 @@ def train_every_reward_model(
     train_sets = {size: load_preferences(str(paths[f"train_{size}"])) for size in cfg.sizes}
     runs = RewardModelRuns(cfg, policy_path, paths, out, train_sets, eval_sets)
     with torch_threads(SMALL_MODEL_THREADS):
-        runs.train(sorted(demo_cells(cfg), key=lambda cell: -cfg.sizes[cell.size]), extra_jobs)
+        runs.train(sorted(demo_cells(cfg), key=lambda cell: -cfg.sizes[cell.size]))
     return runs
 
 

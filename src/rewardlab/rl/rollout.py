@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
-from rewardlab.data.types import Text
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR, Text
 from rewardlab.errors import UserError
 from rewardlab.generation import Sample
 from rewardlab.masks import pad_rows, position_ids_from_mask

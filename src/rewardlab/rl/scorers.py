@@ -19,8 +19,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from rewardlab.choices import PRM
-from rewardlab.data.steps import DEFAULT_STEP_SEPARATOR
-from rewardlab.data.types import Text
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR, Text
 from rewardlab.rl.sources import BUILTIN, BUILTIN_STEPS
 
 
