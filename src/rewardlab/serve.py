@@ -6,7 +6,10 @@ Endpoints:
   `{"results": [{"reward", "prompt_reward", "tokens", "token_rewards", "truncated"}]}`, the same numbers as
   `rewardlab score`. An item may instead give token ids, `{"prompt_ids": [...], "response_ids": [...]}`, scored as
   they are (no special tokens added): how RL engines that hold the policy's token ids (verl) get token rewards aligned
-  with their own tokens.
+  with their own tokens. `"token_rewards": "step"` on a process reward model (objective prm) gives id items its step
+  rewards, sigmoid(s_k) - 1/2 at each step's last token (`rewardlab.rl.rollout.step_row_scores`, what `rewardlab ppo
+  --reward-shaping step` and verl's local scorer compute; `reward` their sum, `prompt_reward` 0); text items are refused
+  for it, and so is a method that reads the other kind of model (422).
 - `POST /score_steps` `{"items": [{"prompt": ..., "steps": [...]}], "step_rewards": "prm" | "r3hf", "separator": "\n"}`
   -> `{"results": [{"step_view", "step_rewards", ..., "aggregations", "n_steps", "scored_steps", "truncated"}]}`: one
   reward per step, the same numbers as `rewardlab score --step-rewards` (`rewardlab.step_scoring`); an item may give
@@ -25,7 +28,9 @@ body has been read and discarded (up to `drain_limit`), so that clients still se
 
 Scoring is the scoring service's (`rewardlab.modeling.service.ScoringService`): every item of every request goes into
 its asynchronous entry, one queue whose worker takes whatever is pending (up to `max_batch_size` sequences), runs one
-forward pass in a thread, and resolves each item's future.
+forward pass in a thread, and resolves each item's future. `step` requests are the exception: a PRM reads them as
+`rewardlab ppo` does (EOS replaced by the separator), in their own forward passes of at most `max_batch_size` rows, in
+a thread, one step request at a time.
 
 Access: with an API key (`--api-key` or `REWARDLAB_API_KEY`), every path but `/health` needs
 `Authorization: Bearer <key>` (or HTTP Basic auth with the key as password, which clients such as aiohttp send for a URL
@@ -49,8 +54,21 @@ from rewardlab.data.templates import EncodedSequence, assistant_turn_text, close
 from rewardlab.data.types import DEFAULT_STEP_SEPARATOR
 from rewardlab.errors import UserError
 from rewardlab.modeling.reward_model import RewardModel
-from rewardlab.modeling.service import ScoringService, TokenRewardSettings
-from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C
+from rewardlab.modeling.service import (
+    ScoringService,
+    SequenceScore,
+    TokenRewardSettings,
+    response_token_texts,
+    score_row,
+)
+from rewardlab.redistribution import (
+    DEFAULT_ABC_BETA,
+    DEFAULT_BETA_C,
+    SHAPINGS,
+    TokenRewardMethod,
+    check_objective,
+    token_reward_method,
+)
 from rewardlab.runtime import API_KEY_ENV
 from rewardlab.step_scoring import score_step_request
 
@@ -348,6 +366,16 @@ class RequestEncoder:
                 raise RequestError(422, f"items.{i}: cannot render: {err}") from None
         return sequences
 
+    def id_items(self, items, method: str) -> list[EncodedSequence]:
+        """/score items for a method that reads token ids only (`step`: the steps are read off the policy's own
+        tokens, and a finished response's last token is its EOS, which /score's text encoding may follow with the
+        template's closing)."""
+        text = next((i for i, item in enumerate(items) if item.response_ids is None), None)
+        if text is not None:
+            message = f"items.{text}: token_rewards {method!r} scores token ids (prompt_ids and response_ids), not text"
+            raise RequestError(422, message)
+        return self.items(items)
+
     def queries(self, queries: list[str], prompts: list | None) -> list[EncodedSequence]:
         """/get_reward queries; `prompts[i]`, a string, marks where query i's response starts."""
         prompts = prompts if prompts is not None and len(prompts) == len(queries) else None
@@ -398,6 +426,27 @@ def score_settings(body, beta_c: float, abc_beta: float) -> TokenRewardSettings:
         raise RequestError(422, str(err)) from None
 
 
+def score_method(body, objective: str) -> TokenRewardMethod | None:
+    """A /score request's token-reward method (None: sequence and prompt reward only), checked against the served
+    model's objective ("preference" or "prm": `step` reads a process reward model, every other method a sequence one);
+    a one-line 422 otherwise."""
+    if body.token_rewards is None:
+        return None
+    try:
+        method = token_reward_method(body.token_rewards, "token_rewards", choices=SHAPINGS)
+        check_objective(method, objective, "token_rewards")
+    except UserError as err:
+        raise RequestError(422, str(err)) from None
+    return method
+
+
+def step_result_row(tokenizer, score: SequenceScore, truncated: bool) -> dict:
+    """A /score result row for `step`: `score_row`'s keys, with the response tokens' text beside the token rewards."""
+    return score_row(tokenizer, score, truncated, TokenRewardSettings()) | {
+        "tokens": response_token_texts(tokenizer, score.response_ids)
+    }
+
+
 def create_app(
     rm: RewardModel,
     *,
@@ -416,6 +465,18 @@ def create_app(
     ScoreRequest, StepRequest, GetRewardRequest = request_models()
     service = ScoringService(rm.eval(), batch_size=max_batch_size, max_length=_effective_max_length(rm, max_length))
     encoder = RequestEncoder(service)
+    objective = getattr(getattr(rm, "config", None), "objective", "preference")
+    step_pass = asyncio.Lock()  # one step request's forward passes at a time: GPU memory stays bounded by max_batch_size
+
+    async def score_steps_by_ids(items) -> list[dict]:
+        """`step` on id items: the PRM's forward passes (`step_row_scores`, max_batch_size rows each) in a thread."""
+        from rewardlab.rl.rollout import step_row_scores
+
+        sequences = encoder.count_truncated(await asyncio.to_thread(encoder.id_items, items, "step"), "/score")
+        rows = [(seq.input_ids[: seq.response_start], seq.input_ids[seq.response_start :]) for seq in sequences]
+        async with step_pass:
+            scores = await asyncio.to_thread(step_row_scores, rm, rows, service.tokenizer, max_batch_size)
+        return [step_result_row(service.tokenizer, s, seq.truncated) for s, seq in zip(scores, sequences, strict=True)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -447,6 +508,9 @@ def create_app(
     async def score(body: ScoreRequest) -> dict:
         if not body.items:
             raise RequestError(422, "no items to score")
+        method = score_method(body, objective)
+        if method is not None and method.needs_step_ends:
+            return {"results": await score_steps_by_ids(body.items), "normalize": rm.normalization is not None}
         settings = score_settings(body, beta_c, abc_beta)
         sequences = encoder.count_truncated(await asyncio.to_thread(encoder.items, body.items), "/score")
         scores = await service.score_async(sequences, settings)

@@ -125,7 +125,7 @@ class VerlRewardOptions:
     server_url: str | None = None  # or a running `rewardlab serve` (http://host:port): the model lives there
     api_key: str | None = None  # for server_url; default: the REWARDLAB_API_KEY environment variable
     # token rewards: one of rewardlab.redistribution.METHODS (`sparse`: R(x, y) on the last token), or `step` on a
-    # process reward model (local only: its sigmoid(s_k) - 1/2 at each step's last token, docs/token_rewards.md)
+    # process reward model, local or served (its sigmoid(s_k) - 1/2 at each step's last token, docs/token_rewards.md)
     method: str = "r3hf"
     beta_c: float = DEFAULT_BETA_C
     abc_beta: float = DEFAULT_ABC_BETA
@@ -145,10 +145,6 @@ class VerlRewardOptions:
                 "or reward_kwargs.server_url (a running `rewardlab serve`), and not both"
             )
         method = token_reward_method(self.method, "reward_kwargs.method", choices=SHAPINGS)
-        if method.needs_step_ends and self.server_url is not None:
-            raise UserError(
-                "reward_kwargs.method 'step' reads a local process reward model (reward_kwargs.reward_model), not a server"
-            )
         if isinstance(self.reward_model, str | os.PathLike):
             from rewardlab.errors import MissingPathError
             from rewardlab.modeling.loader import saved_objective
@@ -218,7 +214,8 @@ def _server_scores(body: dict, n: int, normalize: bool = False) -> list[RowScore
 
 class TokenRewardScorer:
     """Scores verl rows (prompt ids, response ids) with rewardlab: a local reward model through the scoring service, or
-    `rewardlab serve`. Either way a chat turn stopped at EOS is closed first and the closing's rewards folded back."""
+    `rewardlab serve`. Either way a chat turn stopped at EOS is closed first and the closing's rewards folded back (not for
+    `step`: a PRM reads the EOS itself as its final step's end)."""
 
     def __init__(self, options: VerlRewardOptions, tokenizer: Any = None) -> None:
         from rewardlab.modeling.service import TokenRewardSettings
@@ -302,25 +299,14 @@ class TokenRewardScorer:
 
     def score_steps(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         """`step`: a PRM's sigmoid(s_k) - 1/2 at each step's last token, as `rewardlab ppo` computes them
-        (`rl.rollout.response_step_scores`: EOS ends the final step); `reward` is their sum, `prompt_reward` 0."""
-        from rewardlab.generation import Sample
-        from rewardlab.rl.rollout import build_response_batch, response_step_scores, separator_token_id
+        (`rl.rollout.step_row_scores`, the server's too: EOS ends the final step); `reward` is their sum, `prompt_reward`
+        0."""
+        from rewardlab.rl.rollout import step_row_scores
 
         rm = self.rm
         tokenizer = self.tokenizer if self.tokenizer is not None else rm.tokenizer
-        separator, eos = separator_token_id(tokenizer), tokenizer.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        device = next(rm.parameters()).device
-        out: list[RowScore] = []
-        for lo in range(0, len(rows), self.options.micro_batch_size):
-            chunk = rows[lo : lo + self.options.micro_batch_size]
-            samples = [Sample(0, list(p), list(r), bool(r) and r[-1] == eos, "") for p, r in chunk]
-            batch = build_response_batch(samples, pad).to(device)
-            finished = torch.tensor([s.finished for s in samples], device=device)
-            with torch.no_grad():
-                total, scores = response_step_scores(rm, batch, finished, tokenizer, separator)
-            out += [RowScore(float(total[i]), 0.0, scores[i, : len(r)].tolist()) for i, (_, r) in enumerate(chunk)]
-        return out
+        scores = step_row_scores(rm, rows, tokenizer, self.options.micro_batch_size)
+        return [RowScore(s.reward, s.prompt_reward, s.token_rewards) for s in scores]
 
     def score_local(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         """The service's synchronous entry: length-sorted batches of `micro_batch_size`."""
@@ -338,13 +324,18 @@ class TokenRewardScorer:
 
     # server
 
+    def _server_rows(self, rows: Sequence[tuple[list[int], list[int]]]) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+        """Rows as sent to the server: chat turns closed (`close_turns`), except for `step`, which the local path scores
+        unclosed (a PRM reads a finished response's EOS as its final step's end), so that both give the same numbers."""
+        return (list(rows), [0] * len(rows)) if self.steps else self.close_turns(rows)
+
     def _request(self, rows: Sequence[tuple[list[int], list[int]]]) -> tuple[str, dict, dict]:
         url = self.options.server_url.rstrip("/") + "/score"
         key = self.options.api_key or os.environ.get(API_KEY_ENV)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         body = {
             "items": _server_items(rows),
-            "token_rewards": self.settings.method,
+            "token_rewards": self.options.method if self.steps else self.settings.method,
             "beta_c": self.settings.beta_c,
             "abc_beta": self.settings.abc_beta,
         }
@@ -353,7 +344,7 @@ class TokenRewardScorer:
     def score_server(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         import httpx
 
-        rows, added = self.close_turns(rows)
+        rows, added = self._server_rows(rows)
         out: list[RowScore] = []
         size = self.options.micro_batch_size
         with httpx.Client(timeout=self.options.timeout) as client:
@@ -369,7 +360,7 @@ class TokenRewardScorer:
     async def score_server_async(self, rows: Sequence[tuple[list[int], list[int]]]) -> list[RowScore]:
         import httpx
 
-        rows, added = self.close_turns(rows)
+        rows, added = self._server_rows(rows)
         url, body, headers = self._request(rows)
         async with httpx.AsyncClient(timeout=self.options.timeout) as client:
             reply = await client.post(url, json=body, headers=headers)

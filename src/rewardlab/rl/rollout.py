@@ -5,11 +5,13 @@ Layout: prompt (left padded, width P) + response (right padded, width R), so res
 P + t; a causal LM's logits at column P + t - 1 predict it, and a critic's value there is V_t on the state (x, y<t).
 Chat turns that a policy stopped at EOS are scored closed as the template closes them (`with_closing_tokens`).
 A process reward model reads the response as it was trained to (`prm_view`: the steps, each ended by the separator) at
-each step's last token (`response_step_ends`), for `--reward-shaping step`.
+each step's last token (`response_step_ends`), for `--reward-shaping step`; `step_row_scores` does the same on
+(prompt ids, response ids) rows, as RL engines hold them (verl's local scorer and the server's `/score`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +22,7 @@ from rewardlab.errors import UserError
 from rewardlab.generation import Sample
 from rewardlab.masks import pad_rows, position_ids_from_mask
 from rewardlab.modeling.reward_model import RewardModel
+from rewardlab.modeling.service import SequenceScore
 from rewardlab.redistribution import DEFAULT_ABC_BETA, DEFAULT_BETA_C, redistribute, shaping_potential
 from rewardlab.rl.ppo_math import RunningMoments
 
@@ -199,6 +202,31 @@ def response_step_scores(
     columns[:, batch.context_width :] = ends
     scores = response_token_scores("step", logits, viewed, step_ends=columns)
     return scores.sum(1), scores
+
+
+def step_row_scores(
+    reward_model: RewardModel, rows: Sequence[tuple[Sequence[int], Sequence[int]]], tokenizer, batch_size: int
+) -> list[SequenceScore]:
+    """`response_step_scores` on (prompt ids, response ids) rows, `batch_size` rows per forward pass, in input order: per
+    row the return as `reward`, `prompt_reward` 0 (a PRM has no R(x)), and one token reward per response token. A
+    response whose last token is the tokenizer's EOS is finished (EOS ends its final step); any other is cut mid-step.
+    No chat closing is added: the PRM reads every step at or before its end (`prm_view`)."""
+    separator, eos = separator_token_id(tokenizer), tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    device = next(reward_model.parameters()).device
+    out: list[SequenceScore] = []
+    for lo in range(0, len(rows), batch_size):
+        chunk = rows[lo : lo + batch_size]
+        samples = [Sample(0, list(p), list(r), bool(r) and r[-1] == eos, "") for p, r in chunk]
+        batch = build_response_batch(samples, pad).to(device)
+        finished = torch.tensor([s.finished for s in samples], device=device)
+        with torch.no_grad():
+            total, scores = response_step_scores(reward_model, batch, finished, tokenizer, separator)
+        out += [
+            SequenceScore(float(total[i]), 0.0, s.response_ids, scores[i, : len(s.response_ids)].tolist())
+            for i, s in enumerate(samples)
+        ]
+    return out
 
 
 @dataclass
