@@ -31,7 +31,14 @@ from rewardlab.rl.rollout import (
 from rewardlab.rl.scorers import resolve_scorer
 from rewardlab.rl.sources import resolve_prompts
 from rewardlab.tasks import policy as policy_module
-from rewardlab.tasks.policy import STEP_MAX_NEW_TOKENS, BasePolicyConfig, demonstration_ids, get_step_policy
+from rewardlab.tasks.policy import (
+    STEP_MAX_NEW_TOKENS,
+    BasePolicyConfig,
+    demonstration_ids,
+    get_base_policy,
+    get_step_policy,
+    lr_at,
+)
 from rewardlab.tasks.steps import StepGoldReward, make_step_tasks, parse_step_prompt, write_step_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -69,6 +76,28 @@ def test_step_policy_is_pretrained_and_cached_under_its_own_key(tmp_path):
     _, _, path = get_step_policy(config, cache_dir=tmp_path, progress=False)
     assert path == tmp_path / "base-policy" / config.key()
     assert json.loads((path / "rewardlab_base_policy.json").read_text())["config"]["step_share"] == 0.5
+
+
+def test_a_warm_started_step_policy_goes_on_from_the_cached_base_policy(tmp_path):
+    tiny = BasePolicyConfig(hidden_size=32, num_layers=1, steps=3, batch_size=4, warmup_steps=1)
+    config = tiny.with_steps(warm_start_steps=4)
+    assert config.base_config() == tiny and config.key() not in (tiny.key(), tiny.with_steps().key())
+    assert tiny.with_steps(warm_start_steps=0).key() == tiny.with_steps().key()  # earlier step policies keep their keys
+    model, _, path = get_step_policy(config, cache_dir=tmp_path, progress=False)
+    base, _, base_path = get_base_policy(tiny, cache_dir=tmp_path, progress=False)  # trained on the way, and cached
+    assert path == tmp_path / "base-policy" / config.key() and base_path == tmp_path / "base-policy" / tiny.key()
+    recorded = json.loads((path / "rewardlab_base_policy.json").read_text())["config"]
+    assert recorded["warm_start_steps"] == 4 and recorded["steps"] == 3
+    moved = [not torch.equal(a, b) for a, b in zip(model.parameters(), base.parameters(), strict=True)]
+    assert all(moved)  # every weight went on training from the base policy's (AdamW moves each one)
+    with pytest.raises(ValueError, match="step_share"):
+        BasePolicyConfig(warm_start_steps=4).key()
+
+
+def test_a_warm_start_warms_up_over_a_tenth_of_its_steps_then_decays():
+    config = BasePolicyConfig(lr=1.0, warmup_steps=100, steps=1500).with_steps(warm_start_steps=200)
+    assert lr_at(0, config) == pytest.approx(1 / 20) and lr_at(19, config) == pytest.approx(1.0)
+    assert lr_at(110, config) == pytest.approx(0.55) and lr_at(200, config) == pytest.approx(0.1)
 
 
 # ------------------------------------------------------------------------------------------------ builtin-steps specs

@@ -14,11 +14,14 @@
        compared paired by prompt and seed;
     5. sparse vs R3HF token rewards where they can differ: (a) critic-free RLOO with per-token returns, (b) PPO with a
        fresh critic, over seeds; and (c) PPO with the reward-model critic, where r3hf with the potential-offset critic
-       must reproduce sparse (the shaping equivalence, measured).
+       must reproduce sparse (the shaping equivalence, measured);
+    6. process supervision on the world's step tasks (`prm`): a step policy (the base policy warm-started on step tasks),
+       a PRM and an outcome RM per seed on its backbone, compared as best-of-N selectors (paired by prompt and seed)
+       and as PPO's reward (step rewards vs sparse, paired by seed on held-out step tasks).
 Writes report.md, results.json and PNG figures. Every figure in the report is computed from this run; no seed is picked.
 
 Modules: `config` (`DemoConfig`, the variants), `pipeline` (`run_demo`, steps 1-5 in order, and step 4), `reward_models`
-(steps 2-3 and the world check), `ppo_comparisons` (step 5), `report` (findings, report.md), `plots` (the figures).
+(steps 2-3 and the world check), `ppo_comparisons` (step 5), `prm` (step 6), `report` (findings, report.md), `plots` (the figures).
 Importing the package does not import torch: `rewardlab demo --help` stays fast.
 """
 

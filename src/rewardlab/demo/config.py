@@ -20,6 +20,7 @@ OFFICIAL_PAIRING: dict[str, dict] = {
 # are tiny, and OpenMP threads on a busy CPU spin-wait (50 reward-model steps: 4.1 s on 1 thread, 90 s on 2, with
 # load 3.5 on 2 cores).
 SMALL_MODEL_THREADS = 1
+STEP_PPO = "process-vs-outcome"  # the process-supervision step's PPO comparison (demo.prm): its name in logs and figures
 FROZEN = "frozen-backbone"  # the linear head on frozen base features, fit to convergence (the world check's base probe)
 ROW_LABELS = {
     FROZEN: "frozen backbone (linear head fit to convergence)",
@@ -85,6 +86,12 @@ class DemoConfig(TrackingSpec):
     prm_bon_n: int = 32
     prm_bon_prompts: int = 256
     prm_bon_error_rate: float = 0.3
+    # ... on a step policy: the base policy warm-started for step_policy_steps steps on a mix with step tasks (the PRM, the
+    # outcome RM and PPO's policy start from it); then PPO with the PRM's step rewards against PPO with the outcome RM's
+    # sparse reward, ppo_seeds seeds of step_ppo_steps steps (step answers are twice the world's length: half its batch)
+    step_policy_steps: int = 600
+    step_ppo_steps: int = 30
+    step_ppo_batch_size: int = 32
     progress: bool = restate(DemoSpec, "progress")
     overwrite: bool = restate(DemoSpec, "overwrite")  # replace an earlier demo output at output_dir (never anything else)
 
@@ -98,7 +105,7 @@ class DemoConfig(TrackingSpec):
                 val_size=300, rm_eval_pairs=400, rm_patience=2, official_pairing=False,
                 bon_n=64, bon_prompts=48, ppo_steps=12, ppo_batch_size=64, ppo_seeds=1, ppo_check_steps=4,
                 ppo_eval_prompts=16, ppo_eval_every=4, prm_train=1000, prm_val=200, prm_bon_n=16, prm_bon_prompts=64,
-                **kw,
+                step_policy_steps=300, step_ppo_steps=12, **kw,
             )  # fmt: skip
         else:
             cfg = cls(**kw)

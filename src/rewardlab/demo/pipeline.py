@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rewardlab.demo.config import SMALL_MODEL_THREADS, DemoConfig
+from rewardlab.demo.config import SMALL_MODEL_THREADS, STEP_PPO, DemoConfig
 from rewardlab.demo.plots import plot_accuracy, plot_ppo_comparisons
 from rewardlab.demo.ppo_comparisons import run_ppo_comparisons
 from rewardlab.demo.prm import run_process_supervision
@@ -117,16 +117,17 @@ def run_demo(cfg: DemoConfig) -> dict:
         with timed(timings, "best_of_n"), torch_threads(threads):
             results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out, results["reward_model_dirs"])
 
-        # 6. process supervision: PRMs and outcome RMs on the world's step tasks, then PRM- vs outcome-RM-guided
-        # best-of-N (demo.prm); in this process, beside PPO's workers
+        # 6. process supervision: a step policy, PRMs and outcome RMs on the world's step tasks, PRM- vs outcome-RM-guided
+        # best-of-N and PPO with step vs sparse rewards (demo.prm); in this process, beside PPO's workers
         with timed(timings, "process_supervision"), torch_threads(threads):
-            results["prm"] = run_process_supervision(cfg, policy_path, out / "prm")
+            results["prm"], prm_ppo_logs = run_process_supervision(cfg, out / "prm")
         (results["ppo"], ppo_logs), timings["ppo"] = ppo.result(), ppo.seconds
     if cfg.workers > 1:
         results["timings_note"] = (
             "ppo ran in worker processes beside world_check, best_of_n and process_supervision (its wall time holds theirs)"
         )
     plot_ppo_comparisons(ppo_logs, results["ppo"], out / "ppo_gold.png")
+    plot_ppo_comparisons({STEP_PPO: prm_ppo_logs}, {STEP_PPO: results["prm"]["ppo"]}, out / "prm_ppo_gold.png")
 
     results["timings_seconds"] = timings
     results["torch_threads"] = torch.get_num_threads()

@@ -1,7 +1,8 @@
 """The demo's process-supervision step (issue 24): a process reward model against an outcome reward model, as best-of-N
-selectors on the world's step tasks, judged by the world's gold reward.
+selectors and as PPO's reward, on the world's step tasks, judged by the world's gold reward.
 
-On the base policy's backbone, per seed:
+The step policy: the demo's base policy warm-started for `step_policy_steps` steps on a mix of the world's tasks and
+step tasks (`BasePolicyConfig.with_steps(warm_start_steps=...)`, cached). On its backbone, per seed:
     prm   `train-rm --objective prm` on step-labelled solutions (TRL stepwise; half all-correct, half with one planted
           error), kept at its best step accuracy on validation solutions;
     orm   a plain reward model (`train-rm`, Bradley-Terry) on preference pairs of the same kind of tasks: the correct
@@ -12,6 +13,11 @@ the PRM picks the solution whose weakest step is likeliest correct (`min` of P(s
 highest reward; gold = the world's gold reward of the pick's final line. The two picks are compared per prompt, seed s's
 PRM with seed s's ORM (`paired_stats.compare_paired_values`: a bootstrap interval over prompts, the t-interval over
 seeds with several, the sign test on the prompts where the picks' gold differs).
+PPO: from the step policy, per seed, PPO with the PRM's step rewards (`--reward-shaping step`: sigmoid(s_k) - 1/2 at each
+step's last token) against PPO with the outcome RM's sparse reward (R(x, y) at the last token), both with a fresh critic
+and the same prompts, steps and seed; judged on held-out step tasks (test_id) by the outcome gold, at the final
+checkpoint and at matched KL, paired by seed (`demo.ppo_comparisons`' held-out contrasts: a t-interval over seeds, none
+with one seed).
 """
 
 from __future__ import annotations
@@ -80,13 +86,28 @@ def step_jobs(cfg: DemoConfig, policy_path: Path, out: Path) -> list[tuple[StepC
     return [(cell, step_cell_config(cfg, policy_path, paths, out, cell), None) for cell in step_cells(cfg)]
 
 
-def run_process_supervision(cfg: DemoConfig, policy_path: Path, out: Path) -> dict:
-    """The step: the data and every cell trained under `out` (in this process, one after another: the demo runs it
-    beside PPO's worker processes), then `prm_best_of_n`."""
+def step_policy_config(cfg: DemoConfig):
+    """The demo's step policy: its base policy warm-started on step tasks for `step_policy_steps` steps."""
+    from rewardlab.tasks.policy import BasePolicyConfig
+
+    return BasePolicyConfig(world_version=cfg.world_version).with_steps(warm_start_steps=cfg.step_policy_steps)
+
+
+def run_process_supervision(cfg: DemoConfig, out: Path) -> tuple[dict, dict[str, list[list[dict]]]]:
+    """The step, in this process (the demo runs it beside PPO's worker processes): the step policy (cached), the data
+    and every cell trained under `out` one after another, `prm_best_of_n`, then `step_ppo`. Returns (results.json's
+    `prm`, the PPO runs' logs by arm)."""
     from rewardlab.progress import progress
     from rewardlab.study import run_cell
+    from rewardlab.tasks.policy import evaluate_steps, get_base_policy
     from rewardlab.workers import run_jobs
 
+    policy_cfg = step_policy_config(cfg)
+    model, tokenizer, policy_path = get_base_policy(policy_cfg, progress=cfg.progress)
+    step_policy = {
+        "path": str(policy_path), "warm_start_steps": policy_cfg.warm_start_steps, "step_share": policy_cfg.step_share,
+        **{f"gold_{split}": evaluate_steps(model, tokenizer, f"test_{split}", 256) for split in ("id", "ood")},
+    }  # fmt: skip
     jobs = step_jobs(cfg, policy_path, out)
     results: dict[StepCell, dict] = {}
     bar = progress(total=len(jobs), desc="process supervision", enabled=cfg.progress)
@@ -97,7 +118,9 @@ def run_process_supervision(cfg: DemoConfig, policy_path: Path, out: Path) -> di
 
     run_jobs(jobs, 1, done, run_cell)
     bar.close()
-    return prm_best_of_n(cfg, out, results)
+    result = {"step_policy": step_policy} | prm_best_of_n(cfg, out, results)
+    result["ppo"], logs = step_ppo(cfg, (model, tokenizer), policy_path, out)
+    return result, logs
 
 
 def prm_best_of_n(cfg: DemoConfig, out: Path, results: dict) -> dict:
@@ -140,4 +163,82 @@ def prm_best_of_n(cfg: DemoConfig, out: Path, results: dict) -> dict:
             "prm_aggregate": STEP_AGGREGATE, "gold_random": float(gold.mean()), "gold_oracle": float(gold.max(axis=1).mean()),
             "what": "gold of the best-of-n pick, a minus b, per prompt", **comparison,
         },
+    }  # fmt: skip
+
+
+# ----- PPO: the PRM's step rewards against the outcome RM's sparse reward -----
+
+STEP_PPO_ARMS = (("step", "prm"), ("sparse", "orm"))  # (reward_shaping, the cell whose model gives the reward)
+STEP_PPO_CRITIC = "fresh"  # the same start for both arms' critics (a PRM's and an outcome RM's heads read differently)
+STEP_PPO_QUESTION = (
+    "PPO from the step policy with the PRM's step rewards (sigmoid(s_k) - 1/2 at each step's end) vs with the outcome "
+    "RM's sparse reward, both with a fresh critic: does process supervision train a better policy?"
+)
+
+
+def step_ppo_config(cfg: DemoConfig, policy_path: Path, rm_dir: Path, shaping: str, seed: int, run_dir: Path):
+    """One PPO run on the step tasks: the demo's PPO settings (learning rate, KL coefficient, held-out evaluation) at
+    `step_ppo_steps` steps of `step_ppo_batch_size` step-task prompts, answers up to STEP_MAX_NEW_TOKENS long."""
+    from rewardlab.rl.ppo_config import PPOConfig
+    from rewardlab.tasks.policy import STEP_MAX_NEW_TOKENS
+
+    return PPOConfig(
+        policy=str(policy_path), reward_model=str(rm_dir), reward_shaping=shaping, gold="builtin-steps",
+        prompts="builtin-steps:train", output_dir=str(run_dir), algo="ppo", critic_init=STEP_PPO_CRITIC,
+        steps=cfg.step_ppo_steps, batch_size=cfg.step_ppo_batch_size, minibatch_size=16, lr=cfg.ppo_lr,
+        critic_lr=cfg.ppo_lr, kl_coef=cfg.ppo_kl_coef, max_new_tokens=STEP_MAX_NEW_TOKENS, seed=seed,
+        save_policy=False, progress=cfg.progress, report_to=cfg.report_to,
+        eval_prompts="builtin-steps:test_id", eval_limit=cfg.ppo_eval_prompts, eval_every=cfg.ppo_eval_every,
+    )  # fmt: skip
+
+
+def step_ppo(cfg: DemoConfig, policy: tuple, policy_path: Path, out: Path) -> tuple[dict, dict]:
+    """Both arms at every PPO seed (seed-major), one after another in this process, each from a copy of the step policy
+    (`policy`: model, tokenizer); returns (results.json's `prm.ppo`, the logs by arm, one per seed)."""
+    from rewardlab.demo.ppo_comparisons import run_ppo_job
+    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.rl.scorers import resolve_scorer
+    from rewardlab.rl.sources import resolve_prompts
+
+    gold, prompts = resolve_scorer("builtin-steps"), resolve_prompts("builtin-steps:train", limit=1024)
+    logs: dict[str, list[list[dict]]] = {}
+    seconds = 0.0
+    for seed in range(cfg.ppo_seeds):
+        for shaping, kind in STEP_PPO_ARMS:
+            rm_dir = out / StepCell(kind, seed).dir_name
+            run_cfg = step_ppo_config(cfg, policy_path, rm_dir, shaping, seed, out / "ppo" / f"{shaping}-s{seed}")
+            shared = {"policy": policy, "reward_model": load_reward_model(rm_dir), "gold": gold, "prompts": prompts}
+            result = run_ppo_job(run_cfg, shared)
+            logs.setdefault(shaping, []).append(result["log"])
+            seconds += result["seconds"]
+    return summarise_step_ppo(logs, seconds), logs
+
+
+def summarise_step_ppo(logs: dict[str, list[list[dict]]], seconds: float | None = None) -> dict:
+    """`prm.ppo`: the arms (training-rollout figures and held-out gold, as the demo's other PPO comparisons report them)
+    and `paired`: step - sparse on held-out gold, at the final checkpoint and at each KL both arms reach
+    (`ppo_comparisons.paired_held_out`)."""
+    from rewardlab.demo.ppo_comparisons import (
+        common_kl_grid,
+        eval_rows,
+        paired_held_out,
+        summarise_held_out,
+        summarise_ppo,
+        training_rows,
+    )
+
+    by_arm = summarise_ppo({arm: [training_rows(log) for log in seed_logs] for arm, seed_logs in logs.items()})
+    first = next(iter(logs.values()))
+    grid = common_kl_grid([[r["kl"] for r in eval_rows(log)] for seed_logs in logs.values() for log in seed_logs])
+    held_out = {arm: summarise_held_out(seed_logs, grid) for arm, seed_logs in logs.items()}
+    kinds = dict(STEP_PPO_ARMS)
+    return {
+        "algo": "ppo", "question": STEP_PPO_QUESTION, "kind": "verdict", "seeds": len(first),
+        "steps": len(training_rows(first[0])) - 1, "seconds": seconds, "kl_grid": grid,
+        "arms": [
+            {"arm": arm, "algo": "ppo", "shaping": arm, "critic_init": STEP_PPO_CRITIC, "reward_model": kinds[arm],
+             **by_arm[arm], "held_out": held_out[arm], "gold_at_kl": held_out[arm]["gold_at_kl"]}
+            for arm in logs
+        ],
+        "paired": {"step - sparse": paired_held_out(held_out["step"], held_out["sparse"])},
     }  # fmt: skip

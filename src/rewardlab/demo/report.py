@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import statistics
 
-from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, ROW_LABELS
+from rewardlab.demo.config import FROZEN, OFFICIAL_PAIRING, ROW_LABELS, STEP_PPO
 from rewardlab.demo.stats import with_spread
 
 PPO_LABELS = {
     "critic-free": "Critic-free (rewardlab's per-token RLOO, not standard RLOO)",
     "fresh-critic": "PPO with a fresh critic",
     "potential-offset": "PPO with the reward-model critic",
+    STEP_PPO: "Process vs outcome supervision (PPO on step tasks, fresh critics)",
 }
 
 
@@ -61,13 +62,24 @@ def prm_findings(prm: dict | None) -> list[str]:
         f"[{bon['level']:.0%} interval {bon['ci_low']:+.3f}, {bon['ci_high']:+.3f}] ({seeds}, {bon['n_pairs']} prompts, "
         f"sign test p {bon['p_sign']:.2g}; a random pick {bon['gold_random']:.3f}, the best candidate {bon['gold_oracle']:.3f}): "
         f"{said} the claim that process supervision selects better solutions."
-    ]
+    ] + (ppo_verdict_findings(PPO_LABELS[STEP_PPO], prm["ppo"]) if "ppo" in prm else [])
 
 
 def render_prm(prm: dict) -> list[str]:
-    """The process-supervision section: each model's validation figures, then the paired best-of-N comparison."""
-    lines = ["## Process supervision: PRM vs outcome RM as best-of-N selectors", "",
-             "| model | seed | validation accuracy | first-error F1 | steps trained |", "|---|---|---|---|---|"]  # fmt: skip
+    """The process-supervision section: the step policy, each model's validation figures, then the paired best-of-N and
+    PPO comparisons (figure: prm_ppo_gold.png)."""
+    lines = ["## Process supervision: PRM vs outcome RM as best-of-N selectors and as PPO's reward", ""]
+    if "step_policy" in prm:
+        policy = prm["step_policy"]
+        lines += [
+            f"Step policy: the base policy warm-started for {policy['warm_start_steps']} steps on a mix with step tasks; "
+            f"outcome gold {policy['gold_id']['mean_outcome_gold']:.3f} (test_id) / "
+            f"{policy['gold_ood']['mean_outcome_gold']:.3f} (test_ood), every step right "
+            f"{policy['gold_id']['all_steps_correct']:.2f} / {policy['gold_ood']['all_steps_correct']:.2f}. The PRM, the "
+            "outcome RM and PPO's policy start from it.",
+            "",
+        ]
+    lines += ["| model | seed | validation accuracy | first-error F1 | steps trained |", "|---|---|---|---|---|"]
     for kind, label in (("prm", "PRM (step accuracy)"), ("orm", "outcome RM (pairwise accuracy)")):
         for seed, entry in enumerate(prm["validation"][kind]):
             f1 = entry.get("first_error_f1")
@@ -226,6 +238,7 @@ CONTRAST_CLAIMS = {  # contrast (arm - arm) -> the claim its verdict speaks to
     "r3hf - sparse": "R3HF's claim that dense rewards learn faster",
     "r3hf - baseline": "R3HF's claim against the sparse PPO users run (reward-model critic)",
     "sparse - baseline": "a gain of this arm's sparse run over the sparse PPO users run",
+    "step - sparse": "the claim that a PRM's step rewards train a better policy than an outcome RM's sparse reward",
 }
 
 

@@ -18,10 +18,14 @@ as `sample_step_solution` writes them, errors carried forward), rated in world 4
 It is cached under its own key; with `step_share = 0` (every existing config) nothing changes: the keys, the
 demonstrations and the cached policies are those of before. Step answers are longer (up to ~26 tokens): generate them
 with `config.max_new_tokens` (STEP_MAX_NEW_TOKENS), not the world's 16.
+A step policy may instead start from the world's base policy (`warm_start_steps` > 0: the same config without step
+tasks, cached as usual) and train that many steps on the mix, warmed up over a tenth of them: the demo's step policy,
+which learns the chains' format and part of their steps in a fraction of the time from scratch.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -90,15 +94,23 @@ class BasePolicyConfig:
     seed: int = 0
     world_version: int = WORLD_VERSION  # a new version changes the demonstrations (rewardlab.tasks.world.WORLDS)
     step_share: float = 0.0  # share of step-task demonstrations (0: the world's base policy; > 0: a step policy)
+    # > 0 (a step policy): start from the world's base policy (`base_config()`) and train this many steps on the mix
+    # instead of `steps` from scratch
+    warm_start_steps: int = 0
 
     @classmethod
     def quick(cls, world_version: int = WORLD_VERSION) -> BasePolicyConfig:
         """A reduced budget for tests (seconds): learns the format and part of the tasks."""
         return cls(hidden_size=64, num_layers=2, steps=400, batch_size=32, lr=5e-3, warmup_steps=30, world_version=world_version)
 
-    def with_steps(self, step_share: float = STEP_SHARE) -> BasePolicyConfig:
-        """This config as a step policy: the same model and budget, `step_share` of its demonstrations step tasks."""
-        return replace(self, step_share=step_share)
+    def with_steps(self, step_share: float = STEP_SHARE, warm_start_steps: int = 0) -> BasePolicyConfig:
+        """This config as a step policy: the same model and budget, `step_share` of its demonstrations step tasks; with
+        `warm_start_steps`, that many steps from the world's base policy instead of `steps` from scratch."""
+        return replace(self, step_share=step_share, warm_start_steps=warm_start_steps)
+
+    def base_config(self) -> BasePolicyConfig:
+        """The world's base policy this config starts from when it warm-starts (no step tasks)."""
+        return replace(self, step_share=0.0, warm_start_steps=0)
 
     @property
     def max_new_tokens(self) -> int:
@@ -110,7 +122,10 @@ class BasePolicyConfig:
         a field; a config without step tasks the key it had before `step_share` was one)."""
         if not 0.0 <= self.step_share <= 1.0:
             raise ValueError(f"step_share must be in [0, 1], got {self.step_share}")
+        if self.warm_start_steps and not self.step_share:
+            raise ValueError("warm_start_steps needs step_share > 0: it makes a step policy from the world's base policy")
         skipped = {"world_version"} | ({"step_share"} if not self.step_share else set())
+        skipped |= {"warm_start_steps"} if not self.warm_start_steps else set()  # earlier keys stay as they were
         fields = {k: v for k, v in asdict(self).items() if k not in skipped}
         payload = json.dumps({"world": self.world_version, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -220,17 +235,23 @@ def pretraining_batch(
 
 
 def lr_at(step: int, config: BasePolicyConfig) -> float:
-    """Linear warmup then cosine decay to 10% of the peak."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    """Linear warmup then cosine decay to 10% of the peak, over `steps` (a warm start: over `warm_start_steps`, warmed
+    up over a tenth of them)."""
+    total = config.warm_start_steps or config.steps
+    warmup = max(1, total // 10) if config.warm_start_steps else config.warmup_steps
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def pretrain_base_policy(
-    config: BasePolicyConfig, progress: bool = True
+    config: BasePolicyConfig, progress: bool = True, start: LlamaForCausalLM | None = None
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, dict[str, Any]]:
-    """Train a fresh tiny Llama on the world's demonstrations; returns (model, tokenizer, training stats)."""
+    """Train a fresh tiny Llama on the world's demonstrations, or go on training a copy of `start` (a warm start:
+    `config.warm_start_steps` steps); returns (model, tokenizer, training stats)."""
+    if (start is None) == bool(config.warm_start_steps):
+        raise ValueError("a warm start (config.warm_start_steps > 0) needs the model it starts from, and only it does")
     tokenizer = build_byte_tokenizer(model_max_length=128)
     model_config = tiny_llama_config(
         vocab_size=len(tokenizer),
@@ -242,17 +263,21 @@ def pretrain_base_policy(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = LlamaForCausalLM(model_config)
+    if start is not None:
+        model = copy.deepcopy(start)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = LlamaForCausalLM(model_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    rng = random.Random(f"rewardlab-pretrain-{config.seed}")
+    rng = random.Random(f"rewardlab-pretrain-{config.seed}" + (f"-warm-{config.warm_start_steps}" if start is not None else ""))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     model.train()
     start, start_cpu = time.perf_counter(), time.process_time()
     losses = []
-    bar = show_progress(range(config.steps), desc="pretraining base policy", enabled=progress)
+    desc = "warm-starting step policy" if start is not None else "pretraining base policy"
+    bar = show_progress(range(config.warm_start_steps or config.steps), desc=desc, enabled=progress)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
@@ -283,8 +308,9 @@ def get_base_policy(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / "base-policy" / config.key()
     if not (path / "config.json").exists():
+        start = get_base_policy(config.base_config(), root, progress)[0] if config.warm_start_steps else None
         with torch_threads(training_threads()):
-            model, tokenizer, stats = pretrain_base_policy(config, progress=progress)
+            model, tokenizer, stats = pretrain_base_policy(config, progress=progress, start=start)
         with atomic_directory(path, keep_existing=True) as tmp:  # whole or not at all; a concurrent copy wins
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
