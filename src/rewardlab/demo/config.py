@@ -81,7 +81,7 @@ class DemoConfig(TrackingSpec):
     ppo_eval_every: int = 10
     # process supervision (demo.prm): a PRM and an outcome RM per seed on the world's step tasks, as best-of-N selectors
     # among prm_bon_n sampled step solutions (each step wrong w.p. prm_bon_error_rate) for prm_bon_prompts test_id tasks
-    prm_train: int = 4000
+    prm_train: int = 2000
     prm_val: int = 500
     prm_bon_n: int = 32
     prm_bon_prompts: int = 256
