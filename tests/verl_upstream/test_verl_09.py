@@ -218,3 +218,76 @@ def test_which_estimators_see_the_token_rewards(rm_dir) -> None:
     with_dense, _ = compute_gae_advantage_return(dense, zeros, mask, torch.tensor(1.0), torch.tensor(1.0))
     with_sparse, _ = compute_gae_advantage_return(sparse, zeros, mask, torch.tensor(1.0), torch.tensor(1.0))
     assert not torch.allclose(with_dense, with_sparse, atol=1e-3)
+
+
+# ----- a process reward model's step rewards (`method=step`), loaded in verl's worker or served -----
+
+STEP_ROWS = [
+    ("What is 2 + 3 + 4?", "2 + 3 = 5\n5 + 4 = 9\nThe answer is 9.", True),  # three steps, finished
+    ("What is 7 * 6?", "7 * 6 = 42\nso the ans", False),  # cut mid-step: its last line ends nowhere
+    ("Count to three.", "one\ntwo\nthree", True),
+]
+
+
+@pytest.fixture(scope="module")
+def prm_dir(tmp_path_factory):
+    """A process reward model on disk (objective prm; untrained: the numbers must agree, whatever they are)."""
+    from rewardlab.modeling.reward_model import build_reward_model
+
+    path = tmp_path_factory.mktemp("verl-prm") / "prm"
+    model = build_reward_model("tiny-llama", head_dropout=0.0, seed=12)
+    model.config.objective = "prm"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def step_rows(prm_dir):
+    from rewardlab.generation import prompt_token_ids
+    from rewardlab.modeling.loader import load_reward_model
+
+    tokenizer = load_reward_model(prm_dir).tokenizer
+    rows = []
+    for question, answer, finished in STEP_ROWS:
+        response = tokenizer(answer, add_special_tokens=False).input_ids + ([tokenizer.eos_token_id] if finished else [])
+        rows.append((prompt_token_ids(tokenizer, [{"role": "user", "content": question}]), response))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def step_expected(prm_dir, step_rows):
+    """What `rewardlab ppo --reward-shaping step` gives these rows (`rl.rollout.step_row_scores`)."""
+    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.rl.rollout import step_row_scores
+
+    model = load_reward_model(prm_dir)
+    return step_row_scores(model, step_rows, model.tokenizer, batch_size=len(step_rows))
+
+
+def step_config(prm_dir, marker: str, **values):
+    return config_for(prm_dir, marker, **{"method=r3hf": "method=step", **values})
+
+
+def assert_step_rewards(results, step_expected) -> None:
+    for got, want in zip(results, step_expected, strict=True):
+        assert got["reward_score"] == pytest.approx(want.reward, abs=1e-5)
+        assert got["reward_extra_info"][TOKEN_REWARDS_KEY].values == pytest.approx(want.token_rewards, abs=1e-5)
+
+
+def test_step_rewards_of_a_local_prm_reach_verl_as_ppo_computes_them(prm_dir, step_rows, step_expected) -> None:
+    worker = RewardLoopWorker(step_config(prm_dir, "0.9 dense"))
+    assert worker.reward_manager.scorer.options.method == "step"
+    assert_step_rewards(run_worker(worker, trainer_batch(step_rows)), step_expected)
+    assert sum(1 for want in step_expected for r in want.token_rewards if r != 0) >= 6  # a reward at each step's end
+
+
+def test_step_rewards_over_http_equal_the_local_ones(prm_dir, step_rows, step_expected) -> None:
+    from live_server import live_server
+    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.serve import create_app
+
+    with live_server(create_app(load_reward_model(prm_dir))) as url:
+        worker = RewardLoopWorker(step_config(prm_dir, "0.9 server", **{"http://rm-host:8000": url}))
+        assert worker.reward_manager.scorer._rm is None  # the PRM lives in the server
+        results = run_worker(worker, trainer_batch(step_rows))
+    assert_step_rewards(results, step_expected)

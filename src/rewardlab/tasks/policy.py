@@ -253,19 +253,19 @@ def pretrain_base_policy(
     if (start is None) == bool(config.warm_start_steps):
         raise ValueError("a warm start (config.warm_start_steps > 0) needs the model it starts from, and only it does")
     tokenizer = build_byte_tokenizer(model_max_length=128)
-    model_config = tiny_llama_config(
-        vocab_size=len(tokenizer),
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        max_positions=128,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
     if start is not None:
         model = copy.deepcopy(start)
     else:
+        model_config = tiny_llama_config(
+            vocab_size=len(tokenizer),
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            max_positions=128,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = LlamaForCausalLM(model_config)
