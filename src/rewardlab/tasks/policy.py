@@ -274,7 +274,7 @@ def pretrain_base_policy(
     rng = random.Random(f"rewardlab-pretrain-{config.seed}" + (f"-warm-{config.warm_start_steps}" if start is not None else ""))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98))
     model.train()
-    start, start_cpu = time.perf_counter(), time.process_time()
+    began, began_cpu = time.perf_counter(), time.process_time()
     losses = []
     desc = "warm-starting step policy" if start is not None else "pretraining base policy"
     bar = show_progress(range(config.warm_start_steps or config.steps), desc=desc, enabled=progress)
@@ -292,8 +292,8 @@ def pretrain_base_policy(
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
     model.eval()
     stats = {
-        "train_seconds": time.perf_counter() - start,
-        "train_cpu_seconds": time.process_time() - start_cpu,
+        "train_seconds": time.perf_counter() - began,
+        "train_cpu_seconds": time.process_time() - began_cpu,
         "threads": torch.get_num_threads(),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
     }
