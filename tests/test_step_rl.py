@@ -201,8 +201,9 @@ def test_a_prm_needs_step_shaping_and_step_shaping_needs_a_prm_in_one_line(prm_d
     assert result.exit_code != 0 and "process reward model" in result.output and not (tmp_path / "o").exists()
 
 
-def test_ppo_with_step_rewards_runs_on_step_prompts_with_a_prm(prm_dir, tmp_path):
-    cfg = ppo_config(tmp_path, prm_dir, algo="ppo", steps=2, gold="builtin-steps", max_new_tokens=10)
+@pytest.mark.parametrize("algo", ["ppo", "rloo", "reinforce"])
+def test_step_rewards_train_ppo_rloo_and_reinforce_on_step_prompts_with_a_prm(prm_dir, tmp_path, algo):
+    cfg = ppo_config(tmp_path, prm_dir, algo=algo, steps=2, gold="builtin-steps", max_new_tokens=10, rloo_k=2)
     prompts = resolve_prompts("builtin-steps:train", limit=8)
     trainer = PPOTrainer(cfg, policy=build_tiny_llama(seed=1), prompts=prompts)
     rollout = trainer.rollout(trainer.next_prompts())
