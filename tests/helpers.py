@@ -12,3 +12,20 @@ def perturb(module: torch.nn.Module, seed: int = 0) -> None:
         for p in module.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+class WithoutOffsets:
+    """A fast tokenizer seen as a slow one: no character offsets, so code that reads them takes its fallback (and a call
+    asking for offsets fails the test)."""
+
+    is_fast = False
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def __call__(self, text, **kwargs):
+        assert not kwargs.get("return_offsets_mapping")
+        return self.tokenizer(text, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import WithoutOffsets
 from rewardlab.data.step_encoding import (
     encode_step_examples,
     encode_steps,
@@ -112,22 +113,6 @@ def test_truncation_keeps_whole_steps_or_fails_clearly(tok):
     assert encode_steps(tok, "Q" * 50, ["a"], max_length=10) is None  # not even the first step fits
     same = encode_steps(tok, "Q?", ["aaaa", "bbbb", "cccc"], max_length=len(full.input_ids))
     assert same == full
-
-
-class WithoutOffsets:
-    """A tokenizer seen as a slow one: no offsets, so `encode_steps` takes its fallback."""
-
-    is_fast = False
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __getattr__(self, name):
-        return getattr(self.tokenizer, name)
-
-    def __call__(self, text, **kwargs):
-        assert not kwargs.get("return_offsets_mapping")
-        return self.tokenizer(text, **kwargs)
 
 
 def test_tokenizers_without_offsets_give_the_same_encoding(tok):

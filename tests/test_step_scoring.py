@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import WithoutOffsets
 from rewardlab.data.step_encoding import encode_steps
 from rewardlab.data.steps import separator_from_flag
 from rewardlab.data.templates import EncodedSequence
@@ -129,22 +130,6 @@ def test_r3hf_telescopes_on_smollm2_string_and_chat(smollm2_rm) -> None:
     texts = response_token_texts(service.tokenizer, plan.sequence.input_ids[plan.sequence.response_start :])
     last = "".join(t for t, s in zip(texts, plan.token_steps, strict=True) if s == 1)
     assert last == "The answer is 8.<|im_end|>\n"
-
-
-class WithoutOffsets:
-    """A tokenizer seen as a slow one: no offsets, so the plan takes its fallback."""
-
-    is_fast = False
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __getattr__(self, name):
-        return getattr(self.tokenizer, name)
-
-    def __call__(self, text, **kwargs):
-        assert not kwargs.get("return_offsets_mapping")
-        return self.tokenizer(text, **kwargs)
 
 
 def test_r3hf_plan_without_offsets_is_the_same(rm, smollm2_rm) -> None:
