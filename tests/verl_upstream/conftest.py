@@ -75,3 +75,47 @@ def the_expected_verl():
         from importlib.metadata import version
 
         assert version("verl") == wanted, f"expected verl {wanted}, imported {version('verl')}"
+
+
+# ----- a process reward model's step rewards (`method=step`) -----
+
+STEP_ROWS = [
+    ("What is 2 + 3 + 4?", "2 + 3 = 5\n5 + 4 = 9\nThe answer is 9.", True),  # three steps, finished
+    ("What is 7 * 6?", "7 * 6 = 42\nso the ans", False),  # cut mid-step: its last line ends nowhere
+    ("Count to three.", "one\ntwo\nthree", True),
+]
+
+
+@pytest.fixture(scope="session")
+def prm_dir(tmp_path_factory):
+    """A process reward model on disk (objective prm; untrained: the numbers must agree, whatever they are)."""
+    from rewardlab.modeling.reward_model import build_reward_model
+
+    path = tmp_path_factory.mktemp("verl-prm") / "prm"
+    model = build_reward_model("tiny-llama", head_dropout=0.0, seed=12)
+    model.config.objective = "prm"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def step_rows(prm_dir):
+    from rewardlab.generation import prompt_token_ids
+    from rewardlab.modeling.loader import load_reward_model
+
+    tokenizer = load_reward_model(prm_dir).tokenizer
+    rows = []
+    for question, answer, finished in STEP_ROWS:
+        response = tokenizer(answer, add_special_tokens=False).input_ids + ([tokenizer.eos_token_id] if finished else [])
+        rows.append((prompt_token_ids(tokenizer, [{"role": "user", "content": question}]), response))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def step_expected(prm_dir, step_rows):
+    """What `rewardlab ppo --reward-shaping step` gives these rows (`rl.rollout.step_row_scores`)."""
+    from rewardlab.modeling.loader import load_reward_model
+    from rewardlab.rl.rollout import step_row_scores
+
+    model = load_reward_model(prm_dir)
+    return step_row_scores(model, step_rows, model.tokenizer, batch_size=len(step_rows))

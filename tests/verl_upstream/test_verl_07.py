@@ -162,3 +162,16 @@ def test_in_ray_actors_built_from_the_config_alone(rm_dir, expected, encoded) ->
         assert got["reward_score"] == pytest.approx(want["reward"], abs=1e-4)
         assert got["reward_extra_info"][TOKEN_REWARDS_KEY].values == pytest.approx(want["token_rewards"], abs=1e-4)
         assert rewards[i, : len(want["token_rewards"])].tolist() == pytest.approx(want["token_rewards"], abs=1e-4)
+
+
+def test_legacy_path_step_rewards_of_a_prm_become_the_reward_tensor(prm_dir, step_rows, step_expected) -> None:
+    """`method=step` with a process reward model: the legacy manager's reward tensor holds `rewardlab ppo`'s step
+    rewards (sigmoid(s_k) - 1/2 at each step's end)."""
+    lines = documented_overrides("0.7 legacy", **{"/path/to/rm": str(prm_dir), "method=r3hf": "method=step"})
+    config = compose_verl_config(lines + user_settings(prm_dir))
+    reward_fn = load_reward_manager(config, hf_tokenizer(str(prm_dir)), num_examine=0, **config.reward_model.reward_kwargs)
+    rewards, extra = compute_reward(trainer_batch(step_rows), reward_fn)  # verl's own call site
+    for i, want in enumerate(step_expected):
+        n = len(want.token_rewards)
+        assert rewards[i, :n].tolist() == pytest.approx(want.token_rewards, abs=1e-5) and torch.all(rewards[i, n:] == 0)
+    assert list(extra["rm_score"]) == pytest.approx([w.reward for w in step_expected], abs=1e-5)
