@@ -367,3 +367,14 @@ def test_the_alpha_kept_is_the_best_on_validation_with_ties_to_the_default():
     assert choose_alpha({0.01: 0.70, 0.1: 0.72, 0.3: 0.71}, preferred=0.01) == 0.1
     assert choose_alpha({0.01: 0.72, 0.1: 0.72, 0.3: 0.71}, preferred=0.01) == 0.01
     assert choose_alpha({0.01: 0.70, 0.1: 0.72, 0.3: 0.72}, preferred=0.01) == 0.1
+
+
+def test_the_quick_demo_starts_from_a_shallower_base_policy_and_the_full_one_from_the_worlds():
+    from rewardlab.demo.prm import step_policy_config
+    from rewardlab.tasks.policy import BasePolicyConfig
+
+    full, quick = DemoConfig.make(), DemoConfig.make(quick=True)
+    assert full.base_policy_config() == BasePolicyConfig()  # the world's base policy: its cache key as before
+    assert quick.base_policy_config() == BasePolicyConfig(num_layers=2)
+    step = step_policy_config(quick)
+    assert step.base_config() == quick.base_policy_config() and step.warm_start_steps == quick.step_policy_steps

@@ -16,7 +16,7 @@ from rewardlab.modeling.loader import load_reward_model
 from rewardlab.rl.scorers import RewardModelScorer, StepScorer
 from rewardlab.rl.sources import resolve_policy
 from rewardlab.study import run_cell
-from rewardlab.tasks.steps import STEP_SEPARATOR, join_steps, make_step_tasks, outcome_gold, sample_step_solutions
+from rewardlab.tasks.steps import join_steps, make_step_tasks, outcome_gold, sample_step_solutions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,7 +32,7 @@ def test_prm_and_outcome_rm_picks_are_compared_paired_on_gold(tmp_path):
 
     tasks = make_step_tasks("test_id", cfg.prm_bon_prompts, seed=1)
     candidates = sample_step_solutions(tasks, cfg.prm_bon_n, cfg.prm_bon_error_rate, seed=0)
-    prompts = [t.prompt_text + STEP_SEPARATOR for t in tasks for _ in range(cfg.prm_bon_n)]
+    prompts = [t.messages for t in tasks for _ in range(cfg.prm_bon_n)]
     responses = [join_steps(s) for sols in candidates for s in sols]
     gold = np.array([[outcome_gold(t, s) for s in sols] for t, sols in zip(tasks, candidates, strict=True)])
     shape = gold.shape

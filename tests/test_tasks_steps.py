@@ -23,6 +23,7 @@ from rewardlab.tasks.steps import (
     parse_step_prompt,
     sample_step_solutions,
     split_steps,
+    step_preference_pairs,
     write_step_data,
     write_step_prompts,
 )
@@ -239,6 +240,25 @@ def test_files_round_trip_as_plain_json(tmp_path):
     assert settings["measured"]["train"]["all_correct_share"] == 0.25
     again = write_step_data(tmp_path / "again", sizes=sizes, seed=0, correct_share=0.25)
     assert all(again[k].read_bytes() == paths[k].read_bytes() for k in paths)
+
+
+def test_chat_files_carry_the_same_tasks_steps_and_labels_as_messages(tmp_path):
+    from rewardlab.data.steps import load_steps
+
+    plain = write_step_data(tmp_path / "plain", sizes={"train": 12}, seed=0)
+    chat = write_step_data(tmp_path / "chat", sizes={"train": 12}, seed=0, chat=True)
+    assert chat["train_processbench"].read_bytes() == plain["train_processbench"].read_bytes()  # ProcessBench is plain
+    rows = [[json.loads(line) for line in paths["train_stepwise"].read_text().splitlines()] for paths in (plain, chat)]
+    for a, b in zip(*rows, strict=True):
+        assert b["prompt"] == [{"role": "user", "content": a["prompt"]}] and b | {"prompt": a["prompt"]} == a
+    loaded = load_steps(str(chat["train_stepwise"]))  # the trainer's reader takes the messages as the prompt
+    assert [e.prompt for e in loaded.examples] == [r["prompt"] for r in rows[1]]
+    pairs = step_preference_pairs("train", 6, seed=0)
+    chat_pairs = step_preference_pairs("train", 6, seed=0, chat=True)
+    for a, b in zip(pairs, chat_pairs, strict=True):
+        assert b["prompt"][0]["content"] + "\n" == a["prompt"] and parse_step_prompt(b["prompt"]).chain in a["prompt"]
+        assert b["chosen"] == [{"role": "assistant", "content": a["chosen"]}]
+        assert b["rejected"] == [{"role": "assistant", "content": a["rejected"]}]
 
 
 def test_files_can_carry_prefix_labels(tmp_path):

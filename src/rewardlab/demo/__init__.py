@@ -20,8 +20,9 @@
        and as PPO's reward (step rewards vs sparse, paired by seed on held-out step tasks).
 Writes report.md, results.json and PNG figures. Every figure in the report is computed from this run; no seed is picked.
 
-Modules: `config` (`DemoConfig`, the variants), `pipeline` (`run_demo`, steps 1-5 in order, and step 4), `reward_models`
-(steps 2-3 and the world check), `ppo_comparisons` (step 5), `prm` (step 6), `report` (findings, report.md), `plots` (the figures).
+Modules: `config` (`DemoConfig`, the variants), `pipeline` (`run_demo`, steps 1-6 in order, and step 4), `reward_models`
+(steps 2-3 and the world check), `ppo_comparisons` (step 5), `prm` (step 6), `report` (findings, report.md), `plots`
+(the figures).
 Importing the package does not import torch: `rewardlab demo --help` stays fast.
 """
 

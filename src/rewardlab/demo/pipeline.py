@@ -69,7 +69,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
     from rewardlab.runtime import claim_output_dir, seal_output_dir, write_json, write_text
-    from rewardlab.tasks.policy import BasePolicyConfig, evaluate_gold, get_base_policy, torch_threads
+    from rewardlab.tasks.policy import evaluate_gold, get_base_policy, torch_threads
     from rewardlab.tasks.preferences import write_preference_data
     from rewardlab.tracking import resolve_report_to
 
@@ -81,7 +81,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     # 1. base policy and preference data
     with timed(timings, "base_policy"):
-        policy, tokenizer, policy_path = get_base_policy(BasePolicyConfig(world_version=cfg.world_version), progress=cfg.progress)
+        policy, tokenizer, policy_path = get_base_policy(cfg.base_policy_config(), progress=cfg.progress)
     results["base_policy"] = {
         "path": str(policy_path),
         "gold_id": evaluate_gold(policy, tokenizer, "test_id", 256),

@@ -45,16 +45,17 @@ class StepCell:
 
 
 def write_step_files(cfg: DemoConfig, out: Path) -> dict[str, Path]:
-    """The step data under out/steps: TRL stepwise and ProcessBench files of the train and validation splits (the
-    PRM's), and preference pairs of the same splits (the ORM's)."""
+    """The step data under out/steps: TRL stepwise files of the train and validation splits (the PRM's), and preference
+    pairs of the same splits (the ORM's), in chat form: the prompt a user message and the steps the assistant's turn, as
+    the step policy writes them (so both models read in PPO what they were trained on)."""
     from rewardlab.runtime import write_jsonl
     from rewardlab.tasks.steps import step_preference_pairs, write_step_data
 
     sizes = {"train": cfg.prm_train, "validation": cfg.prm_val}
-    paths = write_step_data(out, sizes=sizes, seed=0)
+    paths = write_step_data(out, sizes=sizes, seed=0, chat=True)
     for split, n in sizes.items():
         paths[f"{split}_pairs"] = out / f"{split}_pairs.jsonl"
-        write_jsonl(paths[f"{split}_pairs"], step_preference_pairs(split, n, seed=0))
+        write_jsonl(paths[f"{split}_pairs"], step_preference_pairs(split, n, seed=0, chat=True))
     return paths
 
 
@@ -70,7 +71,7 @@ def step_cell_config(cfg: DemoConfig, policy_path: Path, paths: dict[str, Path],
     prm = cell.kind == "prm"
     n = cfg.prm_train
     eval_steps = max(1, min(math.ceil(n / cfg.rm_batch_size), round(cfg.rm_eval_pairs / cfg.rm_batch_size)))
-    train, val = ("train_stepwise", "validation_processbench") if prm else ("train_pairs", "validation_pairs")
+    train, val = ("train_stepwise", "validation_stepwise") if prm else ("train_pairs", "validation_pairs")
     return RewardTrainingConfig(
         model=str(policy_path), objective="prm" if prm else "preference", train_data=str(paths[train]),
         eval_data=[f"val={paths[val]}"], output_dir=str(out / cell.dir_name), learning_rate=cfg.rm_lr,
@@ -88,9 +89,7 @@ def step_jobs(cfg: DemoConfig, policy_path: Path, out: Path) -> list[tuple[StepC
 
 def step_policy_config(cfg: DemoConfig):
     """The demo's step policy: its base policy warm-started on step tasks for `step_policy_steps` steps."""
-    from rewardlab.tasks.policy import BasePolicyConfig
-
-    return BasePolicyConfig(world_version=cfg.world_version).with_steps(warm_start_steps=cfg.step_policy_steps)
+    return cfg.base_policy_config().with_steps(warm_start_steps=cfg.step_policy_steps)
 
 
 def run_process_supervision(cfg: DemoConfig, out: Path) -> tuple[dict, dict[str, list[list[dict]]]]:
@@ -134,12 +133,12 @@ def prm_best_of_n(cfg: DemoConfig, out: Path, results: dict) -> dict:
     from rewardlab.paired_stats import compare_paired_values
     from rewardlab.rl.bon_math import picked_gold
     from rewardlab.rl.scorers import RewardModelScorer, StepScorer
-    from rewardlab.tasks.steps import STEP_SEPARATOR, join_steps, make_step_tasks, outcome_gold, sample_step_solutions
+    from rewardlab.tasks.steps import join_steps, make_step_tasks, outcome_gold, sample_step_solutions
 
     n = cfg.prm_bon_n
     tasks = make_step_tasks("test_id", cfg.prm_bon_prompts, seed=1)
     candidates = sample_step_solutions(tasks, n, cfg.prm_bon_error_rate, seed=0)
-    prompts = [task.prompt_text + STEP_SEPARATOR for task in tasks for _ in range(n)]
+    prompts = [task.messages for task in tasks for _ in range(n)]  # chat, as the models were trained
     responses = [join_steps(steps) for solutions in candidates for steps in solutions]
     gold = np.array([[outcome_gold(t, steps) for steps in solutions] for t, solutions in zip(tasks, candidates, strict=True)])
     picks: dict[str, list[np.ndarray]] = {"prm": [], "orm": []}

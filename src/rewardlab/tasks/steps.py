@@ -403,30 +403,40 @@ def make_step_data(
     return examples
 
 
-def step_preference_pairs(split: str, n: int, seed: int = 0, propagate_rate: float = 0.5) -> list[dict[str, Any]]:
+def step_preference_pairs(
+    split: str, n: int, seed: int = 0, propagate_rate: float = 0.5, chat: bool = False
+) -> list[dict[str, Any]]:
     """`n` preference pairs of `split`'s tasks for an outcome reward model: the correct solution over one with a planted
-    error (uniform step, propagated w.p. `propagate_rate`), both written as steps. The prompt ends with the step
-    separator, so the joined text reads as a PRM reads it (`rewardlab.data.step_encoding` adds none after it)."""
+    error (uniform step, propagated w.p. `propagate_rate`), both written as steps. Plain text: the prompt ends with the
+    step separator, so the joined text reads as a PRM reads it (`rewardlab.data.step_encoding` adds none after it);
+    `chat`: the prompt as a user message and each solution as the assistant's turn, as the step policy writes them."""
     rng = random.Random(f"rewardlab-step-pairs-{split}-{seed}")
     pairs = []
     for task in make_step_tasks(split, n, seed):
         error_step = rng.randrange(len(task.ops))
         rejected = planted_solution(task, error_step, rng.random() < propagate_rate, rng)
+        prompt, chosen, rejected_text = task.prompt_text + STEP_SEPARATOR, join_steps(task.values), join_steps(rejected)
+        if chat:
+            prompt, chosen, rejected_text = task.messages, _assistant(chosen), _assistant(rejected_text)
         pairs.append(
-            {"prompt": task.prompt_text + STEP_SEPARATOR, "chosen": join_steps(task.values),
-             "rejected": join_steps(rejected), "source": task.source, "subset": task.subset}
-        )  # fmt: skip
+            {"prompt": prompt, "chosen": chosen, "rejected": rejected_text, "source": task.source, "subset": task.subset}
+        )
     return pairs
+
+
+def _assistant(text: str) -> list[Message]:
+    return [{"role": "assistant", "content": text}]
 
 
 # ---------------------------------------------------------------- files
 
 
-def stepwise_record(example: StepExample, semantics: str = "value") -> dict[str, Any]:
-    """TRL's stepwise-supervision row: prompt (user text), completions (the steps, without separators), labels."""
+def stepwise_record(example: StepExample, semantics: str = "value", chat: bool = False) -> dict[str, Any]:
+    """TRL's stepwise-supervision row: prompt (user text; `chat`: a user message, the steps then read as the assistant's
+    turn), completions (the steps, without separators), labels."""
     labels = list(example.labels) if semantics == "value" else gold_step_labels(example.task, example.steps, semantics)
     return {
-        "prompt": example.task.prompt_text,
+        "prompt": example.task.messages if chat else example.task.prompt_text,
         "completions": list(example.steps),
         "labels": labels,
         "source": example.task.source,
@@ -457,9 +467,11 @@ def write_step_data(
     propagate_rate: float = 0.5,
     semantics: str = "value",
     lengths: Sequence[int] = STEP_LENGTHS,
+    chat: bool = False,
 ) -> dict[str, Path]:
-    """Write <split>_stepwise.jsonl (TRL) and <split>_processbench.jsonl for each split of `sizes` (default
-    DATA_SIZES), and steps.json (the settings and measured shares); returns {name: path}."""
+    """Write <split>_stepwise.jsonl (TRL; `chat`: prompts as user messages) and <split>_processbench.jsonl (plain, as
+    ProcessBench's) for each split of `sizes` (default DATA_SIZES), and steps.json (the settings and measured shares);
+    returns {name: path}."""
     if semantics not in SEMANTICS:
         raise UserError(f"unknown step semantics {semantics!r}; expected one of {SEMANTICS}")
     sizes = dict(DATA_SIZES if sizes is None else sizes)
@@ -469,7 +481,7 @@ def write_step_data(
     for split, n in sizes.items():
         examples = make_step_data(split, n, seed, correct_share=correct_share, propagate_rate=propagate_rate, lengths=lengths)
         paths[f"{split}_stepwise"] = out_dir / f"{split}_stepwise.jsonl"
-        write_jsonl(paths[f"{split}_stepwise"], (stepwise_record(e, semantics) for e in examples))
+        write_jsonl(paths[f"{split}_stepwise"], (stepwise_record(e, semantics, chat) for e in examples))
         paths[f"{split}_processbench"] = out_dir / f"{split}_processbench.jsonl"
         write_jsonl(paths[f"{split}_processbench"], (processbench_record(e, f"{split}-{i}") for i, e in enumerate(examples)))
         measured[split] = {
@@ -487,6 +499,7 @@ def write_step_data(
             "semantics": semantics,
             "lengths": list(lengths),
             "separator": STEP_SEPARATOR,
+            "chat": chat,
             "measured": measured,
         },
     )
