@@ -369,12 +369,11 @@ def test_the_alpha_kept_is_the_best_on_validation_with_ties_to_the_default():
     assert choose_alpha({0.01: 0.70, 0.1: 0.72, 0.3: 0.72}, preferred=0.01) == 0.1
 
 
-def test_the_quick_demo_starts_from_a_shallower_base_policy_and_the_full_one_from_the_worlds():
+def test_the_demo_starts_from_the_worlds_base_policy_and_its_step_policy_from_that():
     from rewardlab.demo.prm import step_policy_config
     from rewardlab.tasks.policy import BasePolicyConfig
 
-    full, quick = DemoConfig.make(), DemoConfig.make(quick=True)
-    assert full.base_policy_config() == BasePolicyConfig()  # the world's base policy: its cache key as before
-    assert quick.base_policy_config() == BasePolicyConfig(num_layers=2)
-    step = step_policy_config(quick)
-    assert step.base_config() == quick.base_policy_config() and step.warm_start_steps == quick.step_policy_steps
+    for cfg in (DemoConfig.make(), DemoConfig.make(quick=True)):
+        assert cfg.base_policy_config() == BasePolicyConfig()  # the world's base policy: its cache key as before
+        step = step_policy_config(cfg)
+        assert step.base_config() == cfg.base_policy_config() and step.warm_start_steps == cfg.step_policy_steps

@@ -49,9 +49,6 @@ class DemoConfig(TrackingSpec):
     test_sizes: dict[str, int] = field(default_factory=lambda: dict(_preferences().TEST_SIZES))
     label_noise: float = 0.1
     world_version: WorldVersion = restate(DemoSpec, "world_version")
-    # the base policy's depth (the tiny Llama's layers; None: rewardlab.tasks.policy.BasePolicyConfig's). Every model of
-    # the demo starts from it, so its cost scales every step; `make` gives the quick demo a shallower one (its budget)
-    policy_layers: int | None = None
     val_size: int = field(default_factory=lambda: _preferences().VAL_SIZE)
     # Reward models: at most rm_epochs, evaluated on val_id every rm_eval_pairs training pairs (at most once an epoch),
     # stopped after rm_patience evaluations without a gain and kept at their best val_id accuracy: each run gets its own
@@ -101,15 +98,15 @@ class DemoConfig(TrackingSpec):
     @classmethod
     def make(cls, quick: bool = False, seeds: int | None = None, **kw) -> DemoConfig:
         if quick:
-            # The quick demo's budget (300 s from a cold cache on 2 idle cores): a base policy of 2 layers (4 cost 440 s
-            # on this machine on 2026-12-03, 146 of them pretraining), reward models stopped 2 evaluations after their
-            # best, 12 PPO steps
+            # The quick demo's budget (300 s from a cold cache on 2 idle cores; 440 s on this machine on 2026-12-03, 146
+            # of them pretraining the base policy: a 2-layer one fit in 286 s, but its reward models were near chance
+            # out of distribution): reward models stopped 2 evaluations after their best, 12 PPO steps
             cfg = cls(
                 quick=True, seeds=1, sizes={"small": 400, "large": 1600}, test_sizes={"test_id": 300, "test_ood": 600},
                 val_size=300, rm_eval_pairs=400, rm_patience=2, official_pairing=False,
                 bon_n=64, bon_prompts=48, ppo_steps=12, ppo_batch_size=64, ppo_seeds=1, ppo_check_steps=4,
                 ppo_eval_prompts=16, ppo_eval_every=4, prm_train=1000, prm_val=200, prm_bon_n=16, prm_bon_prompts=64,
-                step_policy_steps=300, step_ppo_steps=12, policy_layers=2, **kw,
+                step_policy_steps=300, step_ppo_steps=12, **kw,
             )  # fmt: skip
         else:
             cfg = cls(**kw)
@@ -122,8 +119,7 @@ class DemoConfig(TrackingSpec):
         """The demo's base policy (`rewardlab.tasks.policy.BasePolicyConfig`, cached under its key)."""
         from rewardlab.tasks.policy import BasePolicyConfig
 
-        depth = {} if self.policy_layers is None else {"num_layers": self.policy_layers}
-        return BasePolicyConfig(world_version=self.world_version, **depth)
+        return BasePolicyConfig(world_version=self.world_version)
 
     def alphas_at(self, size: str) -> tuple[float, ...]:
         """The GRM variants' alphas at a training size: the whole curve, or train-rm's default where the curve is not run."""
