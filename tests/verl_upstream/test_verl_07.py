@@ -175,3 +175,13 @@ def test_legacy_path_step_rewards_of_a_prm_become_the_reward_tensor(prm_dir, ste
         n = len(want.token_rewards)
         assert rewards[i, :n].tolist() == pytest.approx(want.token_rewards, abs=1e-5) and torch.all(rewards[i, n:] == 0)
     assert list(extra["rm_score"]) == pytest.approx([w.reward for w in step_expected], abs=1e-5)
+
+
+def test_reward_loop_path_step_rewards_of_a_prm(prm_dir, step_rows, step_expected) -> None:
+    """`method=step` through verl 0.7's reward-loop worker: `rewardlab ppo`'s step rewards as the token rewards."""
+    lines = documented_overrides("0.7 loop", **{"/path/to/rm": str(prm_dir), "method=r3hf": "method=step"})
+    worker = LocalRewardLoopWorker(compose_verl_config(lines + user_settings(prm_dir)), None)
+    results = asyncio.run(worker.compute_score_batch(trainer_batch(step_rows)))
+    for got, want in zip(results, step_expected, strict=True):
+        assert got["reward_score"] == pytest.approx(want.reward, abs=1e-5)
+        assert got["reward_extra_info"][TOKEN_REWARDS_KEY].values == pytest.approx(want.token_rewards, abs=1e-5)
