@@ -45,9 +45,9 @@ class StepCell:
 
 
 def write_step_files(cfg: DemoConfig, out: Path) -> dict[str, Path]:
-    """The step data under out/steps: TRL stepwise files of the train and validation splits (the PRM's), and preference
-    pairs of the same splits (the ORM's), in chat form: the prompt a user message and the steps the assistant's turn, as
-    the step policy writes them (so both models read in PPO what they were trained on)."""
+    """The step data under `out` (the demo's out/prm/data): TRL stepwise files of the train and validation splits (the
+    PRM's), and preference pairs of the same splits (the ORM's), in chat form: the prompt a user message and the steps
+    the assistant's turn, as the step policy writes them (so both models read in PPO what they were trained on)."""
     from rewardlab.runtime import write_jsonl
     from rewardlab.tasks.steps import step_preference_pairs, write_step_data
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rewardlab.data.types import Message, Text
+from rewardlab.data.types import DEFAULT_STEP_SEPARATOR, Message, Text
 from rewardlab.errors import UserError
 from rewardlab.runtime import write_json, write_jsonl
 from rewardlab.tasks.world import (
@@ -67,7 +67,7 @@ from rewardlab.tasks.world import (
     strip_cue,
 )
 
-STEP_SEPARATOR = "\n"
+STEP_SEPARATOR = DEFAULT_STEP_SEPARATOR  # one line a step: what PRM training, step views and step rewards read by default
 CHAIN_JOINER = " then "  # "shift then dedup then rotate"
 STEP_FAMILIES = tuple(f for f in FAMILIES if f != "copy")
 ID_STEP_FAMILIES = tuple(f for f in STEP_FAMILIES if f in ID_FAMILIES)
