@@ -3,6 +3,7 @@ then their best-of-N picks compared on gold (recomputed here by hand from the sc
 PRM's step rewards against PPO with the outcome RM's sparse reward (paired by seed, checked against the logs)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ def test_step_ppo_runs_both_arms_on_the_step_tasks_and_pairs_them_by_seed(tmp_pa
     cfg.step_ppo_steps, cfg.step_ppo_batch_size, cfg.ppo_eval_prompts, cfg.ppo_eval_every = 2, 4, 4, 1
     for _, run_cfg, data in step_jobs(cfg, "tiny-llama", tmp_path):
         run_cell(run_cfg, data)
+    assert cfg.workers == 2  # the runs in 2 worker processes, which load the policy from its path
     summary, logs = step_ppo(cfg, resolve_policy("tiny-llama", device="cpu"), Path("tiny-llama"), tmp_path)
 
     for shaping, kind in (("step", "prm"), ("sparse", "orm")):
@@ -65,6 +67,15 @@ def test_step_ppo_runs_both_arms_on_the_step_tasks_and_pairs_them_by_seed(tmp_pa
     assert final["diff"] == pytest.approx(gold["step"][-1] - gold["sparse"][-1]) and final["verdict"].startswith("one seed")
     words = " ".join(ppo_verdict_findings(PPO_LABELS[STEP_PPO], summary))
     assert "step - sparse, held-out gold" in words and f"{final['diff']:+.3f} (one seed, no interval)" in words
+
+    # in this process, the models loaded here: the same runs, number for number
+    cfg.workers = 1
+    for cell in step_cells(cfg):
+        shutil.copytree(tmp_path / cell.dir_name, tmp_path / "serial" / cell.dir_name)
+    _, serial = step_ppo(cfg, resolve_policy("tiny-llama", device="cpu"), Path("tiny-llama"), tmp_path / "serial")
+    keys = ("step", "kind", "gold_reward", "kl", "proxy_reward")
+    for arm, seed_logs in logs.items():
+        assert [{k: r.get(k) for k in keys} for r in seed_logs[0]] == [{k: r.get(k) for k in keys} for r in serial[arm][0]]
 
 
 def test_step_ppo_summary_pairs_seed_by_seed():

@@ -188,10 +188,21 @@ def test_padding_free_flag_reaches_the_config_and_the_forward(easy_data, tmp_pat
     assert bool(packed_calls) is expected
 
 
-def test_select_best_on_keeps_the_best_validation_weights_and_stops_early(easy_data, tmp_path):
+def test_select_best_on_keeps_the_best_validation_weights_and_stops_early(easy_data, tmp_path, monkeypatch):
     """Selection by a validation set: the saved model is the one with the best validation accuracy (earliest on ties),
-    every other eval set is scored on it, and early stopping ends training after `patience` evaluations without gain."""
+    every other eval set is scored on it, and early stopping ends training after `patience` evaluations without gain.
+    Each eval set is encoded once for the run (7 evaluations of val), and scores as a fresh encoding does."""
     from rewardlab.evaluation import evaluate_preferences
+    from rewardlab.rm_trainer import loop
+
+    encoded_sets = []
+
+    def counted(tokenizer, examples, *args):
+        encoded_sets.append(len(examples))
+        return encode_pairs(tokenizer, examples, *args)
+
+    encode_pairs = loop.encode_pairs
+    monkeypatch.setattr(loop, "encode_pairs", counted)
 
     val = f"val={easy_data / 'small.jsonl'}"
     cfg = RewardTrainingConfig(
@@ -207,6 +218,11 @@ def test_select_best_on_keeps_the_best_validation_weights_and_stops_early(easy_d
     selection = metrics["train"]["selection"]
     history = selection["history"]
     assert [step for step, _ in history] == [2, 4, 6, 8, 10, 12]
+    sizes = {
+        name: len(load_preferences(str(path)).examples)
+        for name, path in (("val", easy_data / "small.jsonl"), ("heldout", easy_data / "test.jsonl"))
+    }
+    assert sorted(encoded_sets) == sorted(sizes.values())  # val once for its 7 evaluations, heldout once
     best = max(acc for _, acc in history)
     assert selection["accuracy"] == best and selection["step"] == next(s for s, a in history if a == best)
     assert metrics["eval"]["val"]["accuracy"] == pytest.approx(best)  # the final evaluation runs on the restored weights

@@ -92,9 +92,11 @@ def evaluate_preferences(
     accelerator=None,
     progress: bool = False,
     desc: str = "eval",
+    encoded: tuple[list[EncodedPair], dict[str, int]] | None = None,
 ) -> tuple[dict, dict]:
-    """Metrics for one preference set, and the raw scores {index, chosen_reward, rejected_reward}."""
-    pairs, counts = encode_pairs(model.tokenizer, examples, max_length, truncation)
+    """Metrics for one preference set, and the raw scores {index, chosen_reward, rejected_reward}. `encoded`: the
+    set's `encode_pairs` result for this model's tokenizer, max_length and truncation, where the caller keeps it."""
+    pairs, counts = encode_pairs(model.tokenizer, examples, max_length, truncation) if encoded is None else encoded
     if not pairs:
         raise UserError("no pair left to evaluate after truncation")
     chosen, rejected, index = score_pairs(model, pairs, batch_size, accelerator, progress, desc)

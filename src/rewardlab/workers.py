@@ -39,3 +39,14 @@ def run_jobs(
         futures = {pool.submit(runner, config, shared): key for key, config, shared in jobs}
         for future in as_completed(futures):
             on_done(futures[future], future.result())
+
+
+def run_in_process(fn: Callable[..., Any], *args: Any, threads: int = 1) -> Any:
+    """`fn(*args)` in one spawned worker process with `threads` torch threads (a job that should not share this
+    process's interpreter with the work it runs beside); returns its result. `fn` is a module-level function."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        return pool.submit(fn, *args).result()

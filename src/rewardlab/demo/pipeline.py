@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rewardlab.demo.config import SMALL_MODEL_THREADS, STEP_PPO, DemoConfig
 from rewardlab.demo.plots import plot_accuracy, plot_ppo_comparisons
 from rewardlab.demo.ppo_comparisons import run_ppo_comparisons
-from rewardlab.demo.prm import run_process_supervision
+from rewardlab.demo.prm import run_process_supervision, warm_start_step_policy
 from rewardlab.demo.report import findings, render_report
 from rewardlab.demo.reward_models import reward_model_results, rm_run_name, train_every_reward_model
 from rewardlab.paired_stats import LEVEL
@@ -87,44 +87,54 @@ def run_demo(cfg: DemoConfig) -> dict:
         "gold_id": evaluate_gold(policy, tokenizer, "test_id", 256),
         "gold_ood": evaluate_gold(policy, tokenizer, "test_ood", 256),
     }
-    with timed(timings, "preference_data"), torch_threads(SMALL_MODEL_THREADS):
-        paths = write_preference_data(
-            out / "data", policy, tokenizer, sizes=cfg.sizes, test_sizes=cfg.test_sizes, label_noise=cfg.label_noise,
-            val_size=cfg.val_size, world_version=cfg.world_version, progress=cfg.progress,
-        )  # fmt: skip
-    results["data"] = {k: str(v) for k, v in paths.items()} | {"world": json.loads(Path(paths["world"]).read_text())}
+    # 6's step policy needs only the base policy: with worker processes its warm start runs from now on, in a process of
+    # its own on one thread, beside steps 1-5 (single-threaded processes too, so the two cores stay busy)
+    with started(warm_start_step_policy, cfg, beside=cfg.workers > 1) as step_policy:
+        with timed(timings, "preference_data"), torch_threads(SMALL_MODEL_THREADS):
+            paths = write_preference_data(
+                out / "data", policy, tokenizer, sizes=cfg.sizes, test_sizes=cfg.test_sizes, label_noise=cfg.label_noise,
+                val_size=cfg.val_size, world_version=cfg.world_version, progress=cfg.progress,
+            )  # fmt: skip
+        results["data"] = {k: str(v) for k, v in paths.items()} | {"world": json.loads(Path(paths["world"]).read_text())}
 
-    # 2. every reward model
-    with timed(timings, "reward_models"):
-        runs = train_every_reward_model(cfg, policy_path, paths, out)
+        # 2. every reward model
+        with timed(timings, "reward_models"):
+            runs = train_every_reward_model(cfg, policy_path, paths, out)
 
-    # 5. PPO: sparse vs r3hf token rewards from the same (vanilla, large-data) reward model, where they can differ. Its
-    # runs need only that model: with worker processes they start now, beside steps 3 and 4 (a thread waits on them)
-    large = max(cfg.sizes, key=cfg.sizes.get)
-    rm_path = out / "rm" / rm_run_name("vanilla", large, 0)
-    ppo_job = (run_ppo_comparisons, cfg, out / "ppo", (policy, tokenizer), policy_path, rm_path)
-    with started(*ppo_job, beside=cfg.workers > 1) as ppo:  # one process: one thing at a time
-        # 3. the world check, the alpha choice, the accuracy table and the paired comparisons
-        results |= reward_model_results(runs)
-        timings["world_check"] = results["world_check"]["seconds"]
-        plot_accuracy(results["reward_models"], out / "rm_accuracy.png")
-        chosen = {n: {size: pick["alpha"] for size, pick in sizes.items()} for n, sizes in results["alpha_selection"].items()}
-        plot_alpha_curve(results["alpha_curve"], ["val", "id", "ood"], LEVEL, out / "alpha_curve.png", chosen)
+        # 5. PPO: sparse vs r3hf token rewards from the same (vanilla, large-data) reward model, where they can differ.
+        # Its runs need only that model: with worker processes they start now, beside steps 3, 4 and 6 (a thread waits)
+        large = max(cfg.sizes, key=cfg.sizes.get)
+        rm_path = out / "rm" / rm_run_name("vanilla", large, 0)
+        ppo_job = (run_ppo_comparisons, cfg, out / "ppo", (policy, tokenizer), policy_path, rm_path)
+        with started(*ppo_job, beside=cfg.workers > 1) as ppo:  # one process: one thing at a time
+            # 3. the world check, the alpha choice, the accuracy table and the paired comparisons
+            results |= reward_model_results(runs)
+            timings["world_check"] = results["world_check"]["seconds"]
+            plot_accuracy(results["reward_models"], out / "rm_accuracy.png")
+            selection = results["alpha_selection"]
+            chosen = {n: {size: pick["alpha"] for size, pick in sizes.items()} for n, sizes in selection.items()}
+            plot_alpha_curve(results["alpha_curve"], ["val", "id", "ood"], LEVEL, out / "alpha_curve.png", chosen)
 
-        # 4. best-of-N: vanilla vs GRM-sft reward models trained on the small set, gold = the world's gold reward. Beside
-        # PPO's workers on one thread: a second spin-waits on a busy CPU (on 2 threads the full demo sampled 3 batches/s)
-        threads = SMALL_MODEL_THREADS if cfg.workers > 1 else torch.get_num_threads()
-        with timed(timings, "best_of_n"), torch_threads(threads):
-            results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out, results["reward_model_dirs"])
+            # 4. best-of-N: vanilla vs GRM-sft reward models trained on the small set, gold = the world's gold reward.
+            # Beside PPO's workers on one thread: a second spin-waits on a busy CPU (on 2 threads the full demo sampled 3
+            # batches/s)
+            threads = SMALL_MODEL_THREADS if cfg.workers > 1 else torch.get_num_threads()
+            with timed(timings, "best_of_n"), torch_threads(threads):
+                results["bon"] = run_best_of_n(cfg, (policy, tokenizer), policy_path, out, results["reward_model_dirs"])
 
-        # 6. process supervision: a step policy, PRMs and outcome RMs on the world's step tasks, PRM- vs outcome-RM-guided
-        # best-of-N and PPO with step vs sparse rewards (demo.prm); in this process, beside PPO's workers
-        with timed(timings, "process_supervision"), torch_threads(threads):
-            results["prm"], prm_ppo_logs = run_process_supervision(cfg, out / "prm")
-        (results["ppo"], ppo_logs), timings["ppo"] = ppo.result(), ppo.seconds
+            # 6. process supervision: a step policy, PRMs and outcome RMs on the world's step tasks, PRM- vs outcome-RM-
+            # guided best-of-N and PPO with step vs sparse rewards (demo.prm); its cells and PPO runs in worker processes
+            # of their own, beside PPO's
+            step_policy.result()
+            timings["step_policy"] = step_policy.seconds
+            with timed(timings, "process_supervision"), torch_threads(threads):
+                results["prm"], prm_ppo_logs = run_process_supervision(cfg, out / "prm")
+            (results["ppo"], ppo_logs), timings["ppo"] = ppo.result(), ppo.seconds
     if cfg.workers > 1:
         results["timings_note"] = (
-            "ppo ran in worker processes beside world_check, best_of_n and process_supervision (its wall time holds theirs)"
+            "ppo ran in worker processes beside world_check, best_of_n and process_supervision (its wall time holds "
+            "theirs); step_policy (process supervision's warm start) in a process of its own beside everything from "
+            "preference_data on"
         )
     plot_ppo_comparisons(ppo_logs, results["ppo"], out / "ppo_gold.png")
     plot_ppo_comparisons({STEP_PPO: prm_ppo_logs}, {STEP_PPO: results["prm"]["ppo"]}, out / "prm_ppo_gold.png")

@@ -128,9 +128,10 @@ def run_ppo_comparisons(
     return summarise_ppo_comparisons(logs, per_comparison), logs
 
 
-def ppo_components(policy: tuple | None, rm_path: Path) -> dict:
+def ppo_components(policy: tuple | None, rm_path: Path, world: str = "builtin") -> dict:
     """What every demo PPO run reads besides its config: the base policy (model, tokenizer; None: loaded from the
-    config's path), the frozen reward model, the world's gold and the training prompts."""
+    config's path), the frozen reward model, the gold of the world's tasks (`builtin`, or `builtin-steps`: the step
+    tasks) and their training prompts."""
     from rewardlab.modeling.loader import load_reward_model
     from rewardlab.rl.scorers import resolve_scorer
     from rewardlab.rl.sources import resolve_prompts
@@ -138,8 +139,8 @@ def ppo_components(policy: tuple | None, rm_path: Path) -> dict:
     return {
         "policy": policy,
         "reward_model": load_reward_model(rm_path),  # frozen during PPO (the critic is a copy)
-        "gold": resolve_scorer("builtin"),
-        "prompts": resolve_prompts("builtin:train", limit=1024),
+        "gold": resolve_scorer(world),
+        "prompts": resolve_prompts(f"{world}:train", limit=1024),
     }
 
 
@@ -149,7 +150,7 @@ def run_ppo_job(ppo_cfg: Any, shared: dict | None) -> dict:
     from rewardlab.rl.ppo import train_ppo
 
     t0 = time.perf_counter()
-    components = dict(shared) if shared is not None else ppo_components(None, Path(ppo_cfg.reward_model))
+    components = dict(shared) if shared is not None else ppo_components(None, Path(ppo_cfg.reward_model), ppo_cfg.gold)
     if components["policy"] is None:
         del components["policy"]  # PPOTrainer loads it from ppo_cfg.policy
     else:

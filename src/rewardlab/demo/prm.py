@@ -92,10 +92,25 @@ def step_policy_config(cfg: DemoConfig):
     return cfg.base_policy_config().with_steps(warm_start_steps=cfg.step_policy_steps)
 
 
+def step_policy_path(cfg: DemoConfig, threads: int | None = None) -> Path:
+    """The step policy's directory, its warm start run first where it is not cached yet (on `threads` torch threads)."""
+    from rewardlab.tasks.policy import get_base_policy
+
+    return get_base_policy(step_policy_config(cfg), progress=cfg.progress and threads is None, threads=threads)[2]
+
+
+def warm_start_step_policy(cfg: DemoConfig) -> Path:
+    """The step policy cached (`step_policy_path`): with worker processes, in a spawned process on one torch thread, so
+    that it can run beside the demo's other single-threaded work (the demo starts it as soon as the base policy is
+    there); else here."""
+    from rewardlab.workers import run_in_process
+
+    return run_in_process(step_policy_path, cfg, 1) if cfg.workers > 1 else step_policy_path(cfg)
+
+
 def run_process_supervision(cfg: DemoConfig, out: Path) -> tuple[dict, dict[str, list[list[dict]]]]:
-    """The step, in this process (the demo runs it beside PPO's worker processes): the step policy (cached), the data
-    and every cell trained under `out` one after another, `prm_best_of_n`, then `step_ppo`. Returns (results.json's
-    `prm`, the PPO runs' logs by arm)."""
+    """The step: the step policy (cached), the data and every cell trained under `out` (in `cfg.workers` processes),
+    `prm_best_of_n`, then `step_ppo`. Returns (results.json's `prm`, the PPO runs' logs by arm)."""
     from rewardlab.progress import progress
     from rewardlab.study import run_cell
     from rewardlab.tasks.policy import evaluate_steps, get_base_policy
@@ -115,7 +130,7 @@ def run_process_supervision(cfg: DemoConfig, out: Path) -> tuple[dict, dict[str,
         results[cell] = result
         bar.update(1)
 
-    run_jobs(jobs, 1, done, run_cell)
+    run_jobs(jobs, cfg.workers, done, run_cell)
     bar.close()
     result = {"step_policy": step_policy} | prm_best_of_n(cfg, out, results)
     result["ppo"], logs = step_ppo(cfg, (model, tokenizer), policy_path, out)
@@ -192,25 +207,28 @@ def step_ppo_config(cfg: DemoConfig, policy_path: Path, rm_dir: Path, shaping: s
 
 
 def step_ppo(cfg: DemoConfig, policy: tuple, policy_path: Path, out: Path) -> tuple[dict, dict]:
-    """Both arms at every PPO seed (seed-major), one after another in this process, each from a copy of the step policy
-    (`policy`: model, tokenizer); returns (results.json's `prm.ppo`, the logs by arm, one per seed)."""
-    from rewardlab.demo.ppo_comparisons import run_ppo_job
-    from rewardlab.modeling.loader import load_reward_model
-    from rewardlab.rl.scorers import resolve_scorer
-    from rewardlab.rl.sources import resolve_prompts
+    """Both arms at every PPO seed (seed-major), each from a copy of the step policy (`policy`: model, tokenizer), in
+    `cfg.workers` processes (which load it from `policy_path`); returns (results.json's `prm.ppo`, the logs by arm, one
+    per seed)."""
+    from dataclasses import replace
 
-    gold, prompts = resolve_scorer("builtin-steps"), resolve_prompts("builtin-steps:train", limit=1024)
+    from rewardlab.demo.ppo_comparisons import ppo_components, run_ppo_job
+    from rewardlab.workers import run_jobs
+
+    runs = [(shaping, kind, seed) for seed in range(cfg.ppo_seeds) for shaping, kind in STEP_PPO_ARMS]
+    parallel = cfg.workers > 1 and len(runs) > 1
+    jobs = []
+    for shaping, kind, seed in runs:
+        rm_dir = out / StepCell(kind, seed).dir_name
+        run_cfg = step_ppo_config(cfg, policy_path, rm_dir, shaping, seed, out / "ppo" / f"{shaping}-s{seed}")
+        shared = None if parallel else ppo_components(policy, rm_dir, run_cfg.gold)
+        jobs.append(((shaping, seed), replace(run_cfg, progress=run_cfg.progress and not parallel), shared))
+    done: dict[tuple[str, int], dict] = {}
+    run_jobs(jobs, cfg.workers, done.__setitem__, run_ppo_job)
     logs: dict[str, list[list[dict]]] = {}
-    seconds = 0.0
-    for seed in range(cfg.ppo_seeds):
-        for shaping, kind in STEP_PPO_ARMS:
-            rm_dir = out / StepCell(kind, seed).dir_name
-            run_cfg = step_ppo_config(cfg, policy_path, rm_dir, shaping, seed, out / "ppo" / f"{shaping}-s{seed}")
-            shared = {"policy": policy, "reward_model": load_reward_model(rm_dir), "gold": gold, "prompts": prompts}
-            result = run_ppo_job(run_cfg, shared)
-            logs.setdefault(shaping, []).append(result["log"])
-            seconds += result["seconds"]
-    return summarise_step_ppo(logs, seconds), logs
+    for shaping, _, seed in runs:
+        logs.setdefault(shaping, []).append(done[shaping, seed]["log"])
+    return summarise_step_ppo(logs, sum(result["seconds"] for result in done.values())), logs
 
 
 def summarise_step_ppo(logs: dict[str, list[list[dict]]], seconds: float | None = None) -> dict:

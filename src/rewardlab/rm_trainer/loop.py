@@ -14,6 +14,8 @@ from accelerate import Accelerator
 
 from rewardlab.choices import PRM
 from rewardlab.config import RewardTrainingFields
+from rewardlab.data.pairs import encode_pairs
+from rewardlab.data.step_encoding import encode_step_examples
 from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.objective import compute_loss, compute_step_loss
 from rewardlab.progress import progress, write
@@ -233,7 +235,7 @@ def after_update(run: TrainingRun, selection: BestWeights | None) -> bool:
 def evaluate(run: TrainingRun, names: list[str] | None = None, scores: list[dict] | None = None) -> dict[str, dict]:
     """Metrics of every eval set (or those named) at the current step; an eval record goes to the log and the trackers.
     Each pair's scores are appended to `scores` as eval-rm's `--scores` rows, when it is given."""
-    results, rows = evaluate_sets(unwrapped(run), run.eval_sets, run.cfg, run.accelerator, names)
+    results, rows = evaluate_sets(unwrapped(run), run.eval_sets, run.cfg, run.accelerator, names, run.eval_encodings)
     if scores is not None:
         scores += rows
     if results:
@@ -251,24 +253,35 @@ def evaluate_sets(
     cfg: RewardTrainingFields,
     accelerator: Accelerator | None = None,
     names: list[str] | None = None,
+    encodings: dict[str, tuple] | None = None,
 ) -> tuple[dict[str, dict], list[dict]]:
     """Metrics of every eval set (or those named) for one run's model, and every example's score rows (scores.jsonl):
-    step-labelled sets for a process reward model, preference pairs otherwise."""
+    step-labelled sets for a process reward model, preference pairs otherwise. `encodings` keeps each set's encoding
+    from one call to the next (a run encodes its eval sets once, not at every evaluation)."""
     chosen = {name: dataset for name, dataset in eval_sets.items() if names is None or name in names}
     if cfg.objective == PRM:
-        return evaluate_step_sets(model, chosen, cfg, accelerator)
-    return evaluate_preference_sets(model, chosen, cfg, accelerator)
+        return evaluate_step_sets(model, chosen, cfg, accelerator, encodings)
+    return evaluate_preference_sets(model, chosen, cfg, accelerator, encodings)
 
 
 def evaluate_preference_sets(
-    model: torch.nn.Module, eval_sets: dict, cfg: RewardTrainingFields, accelerator: Accelerator | None = None
+    model: torch.nn.Module,
+    eval_sets: dict,
+    cfg: RewardTrainingFields,
+    accelerator: Accelerator | None = None,
+    encodings: dict[str, tuple] | None = None,
 ) -> tuple[dict[str, dict], list[dict]]:
-    """Pairwise metrics of every preference set for `model` (a run's model, or an ensemble), and each pair's score rows."""
+    """Pairwise metrics of every preference set for `model` (a run's model, or an ensemble), and each pair's score rows;
+    each set's encoding is read from `encodings`, or made and kept there."""
+    encodings = {} if encodings is None else encodings
     results, rows = {}, []
     for name, dataset in eval_sets.items():
+        if name not in encodings:
+            encodings[name] = encode_pairs(model.tokenizer, dataset.examples, cfg.max_length, cfg.truncation)
         results[name], raw = evaluate_preferences(
             model=model,
             examples=dataset.examples,
+            encoded=encodings[name],
             max_length=cfg.max_length,
             truncation=cfg.truncation,
             batch_size=cfg.per_device_eval_batch_size,
@@ -280,14 +293,23 @@ def evaluate_preference_sets(
 
 
 def evaluate_step_sets(
-    model: torch.nn.Module, eval_sets: dict, cfg: RewardTrainingFields, accelerator: Accelerator | None = None
+    model: torch.nn.Module,
+    eval_sets: dict,
+    cfg: RewardTrainingFields,
+    accelerator: Accelerator | None = None,
+    encodings: dict[str, tuple] | None = None,
 ) -> tuple[dict[str, dict], list[dict]]:
-    """A process reward model's step metrics of every step-labelled set, and each example's score rows."""
+    """A process reward model's step metrics of every step-labelled set, and each example's score rows; each set's
+    encoding is read from `encodings`, or made and kept there."""
+    encodings = {} if encodings is None else encodings
     results, rows = {}, []
     for name, dataset in eval_sets.items():
+        if name not in encodings:
+            encodings[name] = encode_step_examples(model.tokenizer, dataset.examples, cfg.max_length)
         results[name], logits = evaluate_steps(
-            model, dataset.examples, cfg.max_length, cfg.per_device_eval_batch_size, accelerator, desc=f"eval {name}"
-        )
+            model, dataset.examples, cfg.max_length, cfg.per_device_eval_batch_size, accelerator, desc=f"eval {name}",
+            encoded=encodings[name],
+        )  # fmt: skip
         rows += step_score_rows(name, dataset.examples, logits)
     return results, rows
 

@@ -301,15 +301,19 @@ def pretrain_base_policy(
 
 
 def get_base_policy(
-    config: BasePolicyConfig | None = None, cache_dir: str | Path | None = None, progress: bool = True
+    config: BasePolicyConfig | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    threads: int | None = None,
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, Path]:
-    """The cached base policy for `config` (trained and saved on first use): (model, tokenizer, path)."""
+    """The cached base policy for `config` (trained and saved on first use, on `threads` torch threads; None:
+    `training_threads()`): (model, tokenizer, path)."""
     config = config or BasePolicyConfig()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / "base-policy" / config.key()
     if not (path / "config.json").exists():
-        start = get_base_policy(config.base_config(), root, progress)[0] if config.warm_start_steps else None
-        with torch_threads(training_threads()):
+        start = get_base_policy(config.base_config(), root, progress, threads)[0] if config.warm_start_steps else None
+        with torch_threads(threads or training_threads()):
             model, tokenizer, stats = pretrain_base_policy(config, progress=progress, start=start)
         with atomic_directory(path, keep_existing=True) as tmp:  # whole or not at all; a concurrent copy wins
             model.save_pretrained(tmp)
