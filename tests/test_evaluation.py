@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -38,6 +40,12 @@ def test_packed_scoring_equals_padded(ensemble):
     # and each pair's rewards are those of its sequences scored alone (no batch effects at all)
     alone = score_pairs(model, pairs[3:4], batch_size=1, packed=False)
     torch.testing.assert_close(alone[0], packed[0][3:4], atol=1e-5, rtol=0)
+
+
+def test_preference_metrics_loss_is_the_mean_pairwise_log_loss():
+    chosen, rejected = torch.tensor([2.0, 1.0, 0.5, 30.0]), torch.tensor([1.0, 1.0, 0.7, -30.0])
+    by_hand = [math.log(1.0 + math.exp(-(c - r))) for c, r in zip(chosen.tolist(), rejected.tolist(), strict=True)]
+    assert preference_metrics(chosen, rejected)["loss"] == pytest.approx(sum(by_hand) / 4, rel=1e-12)
 
 
 def test_preference_metrics_count_ties_as_half():

@@ -244,6 +244,30 @@ def test_select_best_on_keeps_the_best_validation_weights_and_stops_early(easy_d
     assert stopped["train"]["steps"] == history[first_worse][0]
 
 
+def test_select_metric_loss_keeps_the_lowest_validation_loss(easy_data, tmp_path):
+    """`select_metric` loss: the kept weights are those with the lowest validation log-loss (earliest on ties), the
+    summary names the metric, and the final evaluation of val (on the restored weights) has that loss."""
+    cfg = RewardTrainingConfig(
+        train_data=str(easy_data / "train.jsonl"),
+        eval_data=[f"val={easy_data / 'small.jsonl'}"],
+        output_dir=str(tmp_path / "run"),
+        max_steps=12,
+        eval_steps=2,
+        select_best_on="val",
+        select_metric="loss",
+        **{**FAST, "learning_rate": 3e-2},
+    )
+    metrics = train_reward_model(cfg)
+    selection = metrics["train"]["selection"]
+    history = selection["history"]
+    best = min(loss for _, loss in history)
+    assert selection["metric"] == "loss" and selection["loss"] == best and "accuracy" not in selection
+    assert selection["step"] == next(step for step, loss in history if loss == best)
+    assert metrics["eval"]["val"]["loss"] == pytest.approx(best)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"]["val"] for r in log if r["kind"] == "eval"][: len(history)] == [loss for _, loss in history]
+
+
 def test_selection_config_validation():
     with pytest.raises(ValueError, match="eval_steps"):
         RewardTrainingConfig(train_data="x", select_best_on="val").validate()

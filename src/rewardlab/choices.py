@@ -21,6 +21,8 @@ Head = Literal["linear", "mlp"]
 HEAD_CHOICES: tuple[str, ...] = get_args(Head)
 Aggregate = Literal["mean", "min"]  # an ensemble's score from its members'
 AGGREGATES: tuple[str, ...] = get_args(Aggregate)
+SelectMetric = Literal["accuracy", "loss"]  # model selection: the validation set's best accuracy, or its lowest loss
+SELECT_METRICS: tuple[str, ...] = get_args(SelectMetric)
 
 # data
 Truncation = Literal["keep_end", "drop"]  # over-long sequences: drop their oldest tokens, or the whole pair

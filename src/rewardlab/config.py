@@ -26,6 +26,7 @@ from rewardlab.choices import (
     PAIR_MODES,
     REGULARIZERS,
     REWARD_LOSSES,
+    SELECT_METRICS,
     TRUNCATION_CHOICES,
     WORLD_VERSIONS,
     Aggregate,
@@ -37,6 +38,7 @@ from rewardlab.choices import (
     PairMode,
     Regularizer,
     RewardLoss,
+    SelectMetric,
     Truncation,
     WorldVersion,
     listed,
@@ -277,6 +279,14 @@ class EvaluationSpec:
         None,
         help="An --eval-data NAME (a validation set) scored every --eval-steps; training ends on the weights with its best "
         "accuracy, and the other eval sets are scored on those only.",
+    )
+    # what selection keeps: the best accuracy, or the lowest loss (`evaluation.preference_metrics`' and
+    # `step_evaluation.step_metrics`' `loss`), which moves while a PRM's thresholded step accuracy still sits at the
+    # share of correct steps
+    select_metric: SelectMetric = setting(
+        "accuracy",
+        help=f"What --select-best-on keeps: {listed(SELECT_METRICS, 'accuracy')}: the best accuracy, or the lowest loss "
+        "(pairs: -log sigmoid(chosen - rejected); a PRM: its labelled steps' cross-entropy).",
     )
     early_stopping_patience: int = setting(  # 0: never
         0, min=0, help="With --select-best-on: stop after N evaluations without a gain."

@@ -11,7 +11,7 @@ from rewardlab.config import EvalBatchingSpec
 from rewardlab.data.pairs import EncodedPair, encode_pairs
 from rewardlab.data.types import PreferenceExample
 from rewardlab.errors import UserError
-from rewardlab.losses import pairwise_accuracy
+from rewardlab.losses import bradley_terry_loss, pairwise_accuracy
 from rewardlab.modeling.service import PairBatch, ScoringService
 
 
@@ -62,6 +62,8 @@ def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, subsets: li
     metrics: dict = {
         "n": int(chosen.numel()),
         "accuracy": pairwise_accuracy(chosen, rejected, torch.float64).item() if chosen.numel() else float("nan"),
+        # the mean Bradley-Terry log-loss, -log sigmoid(r_c - r_r) (what `select_metric` "loss" keeps lowest)
+        "loss": bradley_terry_loss(chosen.double(), rejected.double()).item() if chosen.numel() else float("nan"),
         "mean_margin": (chosen - rejected).mean().item() if chosen.numel() else float("nan"),
         "mean_chosen_reward": chosen.mean().item() if chosen.numel() else float("nan"),
         "mean_rejected_reward": rejected.mean().item() if chosen.numel() else float("nan"),

@@ -3,6 +3,8 @@
 Each example's steps are scored in one forward pass (`rewardlab.data.step_encoding`, batched like eval-rm's pairs): the
 head's logit at each step's end, P(step correct) = sigmoid(logit). Figures:
     accuracy            the share of labelled steps on the right side of P = 1/2 (model selection reads it)
+    loss                the labelled steps' mean binary cross-entropy (the training loss; selection with
+                        `select_metric` "loss")
     processbench        first-error identification at P = 1/2 (`rewardlab.step_metrics.processbench_scores`): per subset
                         the accuracy on samples with an error, on samples without, and their harmonic mean (F1)
 """
@@ -70,6 +72,7 @@ def probability(logit: float) -> float:
 def step_metrics(examples: list[StepExample], logits: dict[int, list[float]]) -> dict:
     """The figures of the module docstring from each scored example's step logits (keys: dataset indices)."""
     right = total = 0
+    cross_entropy = 0.0
     subsets, labels, probabilities = [], [], []
     for i, step_logits in sorted(logits.items()):
         example = examples[i]
@@ -77,6 +80,9 @@ def step_metrics(examples: list[StepExample], logits: dict[int, list[float]]) ->
             if label is not None:
                 right += (logit > 0) == label
                 total += 1
+                # -log P(label): softplus(-logit) for a correct step, softplus(logit) for a wrong one
+                signed = -logit if label else logit
+                cross_entropy += max(signed, 0.0) + math.log1p(math.exp(-abs(signed)))
         subsets.append(example.subset or "all")
         labels.append(example.first_error)
         probabilities.append([probability(x) for x in step_logits])
@@ -84,6 +90,7 @@ def step_metrics(examples: list[StepExample], logits: dict[int, list[float]]) ->
         "n": len(logits),
         "steps": total,
         "accuracy": right / total if total else float("nan"),
+        "loss": cross_entropy / total if total else float("nan"),
         "processbench": processbench_scores(subsets, labels, probabilities, THRESHOLD),
     }
 

@@ -4,7 +4,7 @@ selectors and as PPO's reward, on the world's step tasks, judged by the world's 
 The step policy: the demo's base policy warm-started for `step_policy_steps` steps on a mix of the world's tasks and
 step tasks (`BasePolicyConfig.with_steps(warm_start_steps=...)`, cached). On its backbone, per seed:
     prm   `train-rm --objective prm` on step-labelled solutions (TRL stepwise; half all-correct, half with one planted
-          error), kept at its best step accuracy on validation solutions;
+          error), kept at its lowest step cross-entropy on validation solutions;
     orm   a plain reward model (`train-rm`, Bradley-Terry) on preference pairs of the same kind of tasks: the correct
           solution over one with a planted error, kept at its best pairwise accuracy on validation pairs.
 Best-of-N: for each of `prm_bon_prompts` test_id step tasks, `prm_bon_n` sampled solutions (each step computed from the
@@ -65,7 +65,9 @@ def step_cells(cfg: DemoConfig) -> list[StepCell]:
 
 def step_cell_config(cfg: DemoConfig, policy_path: Path, paths: dict[str, Path], out: Path, cell: StepCell):
     """A cell's train-rm run: the demo reward models' settings (learning rate, batch, epochs, evaluation every
-    `rm_eval_pairs` examples, early stopping, selection on validation), on step data (prm) or step pairs (orm)."""
+    `rm_eval_pairs` examples, early stopping, selection on validation), on step data (prm) or step pairs (orm). The PRM
+    is kept at its lowest validation loss: its thresholded step accuracy sits at the share of correct steps until the
+    head learns to call a step wrong, so selecting (and stopping) on it ended quick-size runs before they learnt."""
     from rewardlab.train_rm import RewardTrainingConfig
 
     prm = cell.kind == "prm"
@@ -77,7 +79,8 @@ def step_cell_config(cfg: DemoConfig, policy_path: Path, paths: dict[str, Path],
         eval_data=[f"val={paths[val]}"], output_dir=str(out / cell.dir_name), learning_rate=cfg.rm_lr,
         per_device_train_batch_size=cfg.rm_batch_size, num_train_epochs=cfg.rm_epochs, seed=cell.seed, logging_steps=10,
         progress=False, max_length=256, eval_steps=eval_steps, select_best_on="val",
-        early_stopping_patience=cfg.rm_patience, report_to=cfg.report_to, norm_samples=DEMO_NORM_SAMPLES,
+        select_metric="loss" if prm else "accuracy", early_stopping_patience=cfg.rm_patience, report_to=cfg.report_to,
+        norm_samples=DEMO_NORM_SAMPLES,
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 
-from rewardlab.choices import PRM
+from rewardlab.choices import PRM, SelectMetric
 from rewardlab.config import RewardTrainingFields
 from rewardlab.data.pairs import encode_pairs
 from rewardlab.data.step_encoding import encode_step_examples
@@ -96,7 +96,7 @@ class LoopResult:
 def train_loop(run: TrainingRun) -> LoopResult:
     """Train from where `run` stands to `total_steps`, or to an early stop."""
     cfg = run.cfg
-    selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, unwrapped(run))
+    selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, unwrapped(run), cfg.select_metric)
     run.model.train()
     bar = progress(total=run.total_steps, initial=run.global_step, desc="train-rm", enabled=run.show)
     running: dict[str, list[torch.Tensor]] = {}
@@ -164,17 +164,21 @@ class Throughput:
 
 
 class BestWeights:
-    """Keeps a CPU copy of the trainable weights with the best validation accuracy seen so far (earliest on ties)."""
+    """Keeps a CPU copy of the trainable weights with the best validation `metric` seen so far (earliest on ties): the
+    highest accuracy, or the lowest loss."""
 
-    def __init__(self, name: str, model: torch.nn.Module):
-        self.name, self.model = name, model
-        self.best_step, self.best_accuracy, self.state = -1, -math.inf, None
+    def __init__(self, name: str, model: torch.nn.Module, metric: SelectMetric = "accuracy"):
+        self.name, self.model, self.metric = name, model, metric
+        self.sign = -1.0 if metric == "loss" else 1.0  # compared as sign * value, higher is better
+        self.best_step, self.best_value, self.state = -1, -math.inf, None
         self.history: list[tuple[int, float]] = []
 
-    def offer(self, step: int, accuracy: float) -> None:
-        self.history.append((step, accuracy))
-        if accuracy > self.best_accuracy:
-            self.best_step, self.best_accuracy = step, accuracy
+    def offer(self, step: int, metrics: dict) -> None:
+        """The validation set's metrics (`evaluate`'s entry for it) at `step`."""
+        value = metrics[self.metric]
+        self.history.append((step, value))
+        if self.sign * value > self.best_value:
+            self.best_step, self.best_value = step, self.sign * value
             self.state = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
 
     @torch.no_grad()
@@ -191,7 +195,9 @@ class BestWeights:
         return sum(step > self.best_step for step, _ in self.history)
 
     def summary(self) -> dict:
-        return {"on": self.name, "step": self.best_step, "accuracy": self.best_accuracy, "history": self.history}
+        """The set, the metric, the step kept and its value (keyed by the metric: `accuracy` or `loss`), the history."""
+        best = self.sign * self.best_value
+        return {"on": self.name, "metric": self.metric, "step": self.best_step, self.metric: best, "history": self.history}
 
 
 def is_logging_step(run: TrainingRun, step: int) -> bool:
@@ -225,7 +231,7 @@ def after_update(run: TrainingRun, selection: BestWeights | None) -> bool:
         if selection is None:
             evaluate(run)
         else:
-            selection.offer(step, evaluate(run, [selection.name])[selection.name]["accuracy"])
+            selection.offer(step, evaluate(run, [selection.name])[selection.name])
             stop = bool(cfg.early_stopping_patience) and selection.stale_evaluations >= cfg.early_stopping_patience
     if cfg.save_steps > 0 and step % cfg.save_steps == 0 and step < run.total_steps:
         save_checkpoint(run)
@@ -239,9 +245,10 @@ def evaluate(run: TrainingRun, names: list[str] | None = None, scores: list[dict
     if scores is not None:
         scores += rows
     if results:
-        accuracy = {k: v["accuracy"] for k, v in results.items()}
-        run.log.append({"kind": "eval", "step": run.global_step, "accuracy": accuracy})
-        run.accelerator.log({f"eval/{k}/accuracy": v for k, v in accuracy.items()}, step=run.global_step)
+        accuracy, loss = ({k: v[metric] for k, v in results.items()} for metric in ("accuracy", "loss"))
+        run.log.append({"kind": "eval", "step": run.global_step, "accuracy": accuracy, "loss": loss})
+        scalars = {f"eval/{k}/{metric}": v[metric] for k, v in results.items() for metric in ("accuracy", "loss")}
+        run.accelerator.log(scalars, step=run.global_step)
         if run.show:
             write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
     return results
@@ -320,7 +327,7 @@ def final_evaluation(run: TrainingRun, loop: LoopResult) -> dict:
     selection, seconds = loop.selection, loop.seconds
     if selection is not None:
         if not selection.history or selection.history[-1][0] != run.global_step:  # early stopping has just evaluated it
-            selection.offer(run.global_step, evaluate(run, [selection.name])[selection.name]["accuracy"])
+            selection.offer(run.global_step, evaluate(run, [selection.name])[selection.name])
         selection.restore()
     run.final_scores = []
     eval_results = evaluate(run, scores=run.final_scores)
