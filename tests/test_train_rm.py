@@ -192,8 +192,8 @@ def test_select_best_on_keeps_the_best_validation_weights_and_stops_early(easy_d
     """Selection by a validation set: the saved model is the one with the best validation accuracy (earliest on ties),
     every other eval set is scored on it, and early stopping ends training after `patience` evaluations without gain.
     Each eval set is encoded once for the run (7 evaluations of val), and scores as a fresh encoding does."""
+    from rewardlab import evaluation
     from rewardlab.evaluation import evaluate_preferences
-    from rewardlab.rm_trainer import loop
 
     encoded_sets = []
 
@@ -201,8 +201,8 @@ def test_select_best_on_keeps_the_best_validation_weights_and_stops_early(easy_d
         encoded_sets.append(len(examples))
         return encode_pairs(tokenizer, examples, *args)
 
-    encode_pairs = loop.encode_pairs
-    monkeypatch.setattr(loop, "encode_pairs", counted)
+    encode_pairs = evaluation.encode_pairs
+    monkeypatch.setattr(evaluation, "encode_pairs", counted)
 
     val = f"val={easy_data / 'small.jsonl'}"
     cfg = RewardTrainingConfig(

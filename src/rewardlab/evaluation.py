@@ -94,11 +94,17 @@ def evaluate_preferences(
     accelerator=None,
     progress: bool = False,
     desc: str = "eval",
-    encoded: tuple[list[EncodedPair], dict[str, int]] | None = None,
+    encodings: dict[int, tuple[list[EncodedPair], dict[str, int]]] | None = None,
 ) -> tuple[dict, dict]:
-    """Metrics for one preference set, and the raw scores {index, chosen_reward, rejected_reward}. `encoded`: the
-    set's `encode_pairs` result for this model's tokenizer, max_length and truncation, where the caller keeps it."""
-    pairs, counts = encode_pairs(model.tokenizer, examples, max_length, truncation) if encoded is None else encoded
+    """Metrics for one preference set, and the raw scores {index, chosen_reward, rejected_reward}. `encodings`: the
+    caller's `encode_pairs` results by the id of their `examples` list, for one model, max_length and truncation, kept
+    while those lists live (a training run's eval sets: each is encoded once for all its evaluations)."""
+    encoded = None if encodings is None else encodings.get(id(examples))
+    if encoded is None:
+        encoded = encode_pairs(model.tokenizer, examples, max_length, truncation)
+        if encodings is not None:
+            encodings[id(examples)] = encoded
+    pairs, counts = encoded
     if not pairs:
         raise UserError("no pair left to evaluate after truncation")
     chosen, rejected, index = score_pairs(model, pairs, batch_size, accelerator, progress, desc)

@@ -103,12 +103,18 @@ def evaluate_steps(
     accelerator=None,
     progress: bool = False,
     desc: str = "eval",
-    encoded: tuple[list[EncodedStepExample], dict[str, int]] | None = None,
+    encodings: dict[int, tuple[list[EncodedStepExample], dict[str, int]]] | None = None,
 ) -> tuple[dict, dict[int, list[float]]]:
     """Metrics for one step-labelled set (see the module docstring) and each example's step logits by index. Over-long
-    examples keep the prompt and the whole steps that fit. `encoded`: the set's `encode_step_examples` result for this
-    model's tokenizer and max_length, where the caller keeps it."""
-    encoded, counts = encode_step_examples(model.tokenizer, examples, max_length) if encoded is None else encoded
+    examples keep the prompt and the whole steps that fit. `encodings`: the caller's `encode_step_examples` results by
+    the id of their `examples` list, for one model and max_length, kept while those lists live (as
+    `evaluation.evaluate_preferences`')."""
+    made = None if encodings is None else encodings.get(id(examples))
+    if made is None:
+        made = encode_step_examples(model.tokenizer, examples, max_length)
+        if encodings is not None:
+            encodings[id(examples)] = made
+    encoded, counts = made
     if not encoded:
         raise UserError("no example left to evaluate after truncation")
     logits = score_steps(model, encoded, batch_size, accelerator, progress, desc)

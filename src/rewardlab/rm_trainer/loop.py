@@ -14,8 +14,6 @@ from accelerate import Accelerator
 
 from rewardlab.choices import PRM, SelectMetric
 from rewardlab.config import RewardTrainingFields
-from rewardlab.data.pairs import encode_pairs
-from rewardlab.data.step_encoding import encode_step_examples
 from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.objective import compute_loss, compute_step_loss
 from rewardlab.progress import progress, write
@@ -260,7 +258,7 @@ def evaluate_sets(
     cfg: RewardTrainingFields,
     accelerator: Accelerator | None = None,
     names: list[str] | None = None,
-    encodings: dict[str, tuple] | None = None,
+    encodings: dict[int, tuple] | None = None,
 ) -> tuple[dict[str, dict], list[dict]]:
     """Metrics of every eval set (or those named) for one run's model, and every example's score rows (scores.jsonl):
     step-labelled sets for a process reward model, preference pairs otherwise. `encodings` keeps each set's encoding
@@ -276,19 +274,16 @@ def evaluate_preference_sets(
     eval_sets: dict,
     cfg: RewardTrainingFields,
     accelerator: Accelerator | None = None,
-    encodings: dict[str, tuple] | None = None,
+    encodings: dict[int, tuple] | None = None,
 ) -> tuple[dict[str, dict], list[dict]]:
     """Pairwise metrics of every preference set for `model` (a run's model, or an ensemble), and each pair's score rows;
-    each set's encoding is read from `encodings`, or made and kept there."""
-    encodings = {} if encodings is None else encodings
+    each set's encoding is read from `encodings` (`evaluate_preferences`), or made and kept there."""
     results, rows = {}, []
     for name, dataset in eval_sets.items():
-        if name not in encodings:
-            encodings[name] = encode_pairs(model.tokenizer, dataset.examples, cfg.max_length, cfg.truncation)
         results[name], raw = evaluate_preferences(
             model=model,
             examples=dataset.examples,
-            encoded=encodings[name],
+            encodings=encodings,
             max_length=cfg.max_length,
             truncation=cfg.truncation,
             batch_size=cfg.per_device_eval_batch_size,
@@ -304,18 +299,15 @@ def evaluate_step_sets(
     eval_sets: dict,
     cfg: RewardTrainingFields,
     accelerator: Accelerator | None = None,
-    encodings: dict[str, tuple] | None = None,
+    encodings: dict[int, tuple] | None = None,
 ) -> tuple[dict[str, dict], list[dict]]:
     """A process reward model's step metrics of every step-labelled set, and each example's score rows; each set's
-    encoding is read from `encodings`, or made and kept there."""
-    encodings = {} if encodings is None else encodings
+    encoding is read from `encodings` (`evaluate_steps`), or made and kept there."""
     results, rows = {}, []
     for name, dataset in eval_sets.items():
-        if name not in encodings:
-            encodings[name] = encode_step_examples(model.tokenizer, dataset.examples, cfg.max_length)
         results[name], logits = evaluate_steps(
             model, dataset.examples, cfg.max_length, cfg.per_device_eval_batch_size, accelerator, desc=f"eval {name}",
-            encoded=encodings[name],
+            encodings=encodings,
         )  # fmt: skip
         rows += step_score_rows(name, dataset.examples, logits)
     return results, rows

@@ -40,7 +40,7 @@ class TrainingRun:
     skip_batches: int = 0  # batches of start_epoch already trained on before a resume
     train_examples: list = field(default_factory=list)  # the training PreferenceExamples (for the reward statistics)
     final_scores: list[dict] = field(default_factory=list)  # the final evaluation's eval-rm-style score rows (scores.jsonl)
-    eval_encodings: dict[str, tuple] = field(default_factory=dict)  # each eval set's encoding, made at its first evaluation
+    eval_encodings: dict[int, tuple] = field(default_factory=dict)  # each eval set's encoding, made at its first evaluation
 
     @property
     def output_dir(self) -> Path:
