@@ -79,7 +79,13 @@ def render_prm(prm: dict) -> list[str]:
             "outcome RM and PPO's policy start from it.",
             "",
         ]
-    lines += ["| model | seed | validation accuracy | first-error F1 | steps trained |", "|---|---|---|---|---|"]
+    lines += [
+        "Each PRM is kept at its lowest validation loss (its step cross-entropy), each outcome RM at its best validation "
+        "accuracy.",
+        "",
+        "| model | seed | validation accuracy | first-error F1 | steps trained |",
+        "|---|---|---|---|---|",
+    ]
     for kind, label in (("prm", "PRM (step accuracy)"), ("orm", "outcome RM (pairwise accuracy)")):
         for seed, entry in enumerate(prm["validation"][kind]):
             f1 = entry.get("first_error_f1")
