@@ -224,7 +224,7 @@ def test_ppo_trackio_logs_equal_metrics_jsonl(ppo_tracked):
 
 def test_train_rm_tensorboard_scalars_equal_log_jsonl(easy_data, tmp_path):
     """Every train row of log.jsonl (losses, accuracy, margin, reward mean / std, lr, grad norm, tokens/s) is in the
-    event files as train/KEY at its step; the eval accuracy as eval/NAME/accuracy."""
+    event files as train/KEY at its step; the eval accuracy and loss as eval/NAME/accuracy and eval/NAME/loss."""
     pytest.importorskip("tensorboard")
     cfg = RewardTrainingConfig(
         train_data=str(easy_data / "small.jsonl"), eval_data=[f"small={easy_data / 'small.jsonl'}"],
@@ -237,10 +237,11 @@ def test_train_rm_tensorboard_scalars_equal_log_jsonl(easy_data, tmp_path):
     assert [r["step"] for r in train] == [1, 2, 3] and RM_KEYS | {"tokens_per_second"} <= set(train[0])
     assert all(r["tokens_per_second"] > 0 for r in train)
     scalars = tensorboard_scalars(tmp_path / "run" / "rewardlab")
-    expected = {f"train/{k}" for r in train for k in numbers(r)} | {"eval/small/accuracy"}
+    expected = {f"train/{k}" for r in train for k in numbers(r)} | {"eval/small/accuracy", "eval/small/loss"}
     assert set(scalars) == expected
     for row in train:
         for key, value in numbers(row).items():
             assert scalars[f"train/{key}"][row["step"]] == np.float32(value), (key, row["step"])
     final_eval = next(r for r in log if r["kind"] == "eval")
     assert scalars["eval/small/accuracy"][final_eval["step"]] == np.float32(final_eval["accuracy"]["small"])
+    assert scalars["eval/small/loss"][final_eval["step"]] == np.float32(final_eval["loss"]["small"])

@@ -274,11 +274,12 @@ class EvaluationSpec:
     logging_steps: int = setting(10, min=1, help="Log every N steps (default 10).")
     eval_steps: int = setting(0, min=0, help="Evaluate every N steps (default: at the end only).")
     # Model selection: the name of an eval set (a validation set) evaluated every eval_steps; training ends on the weights
-    # with its best accuracy (earliest on ties), and the other eval sets are evaluated on those weights only, at the end.
+    # with its best `select_metric` (earliest on ties), and the other eval sets are evaluated on those weights only, at
+    # the end.
     select_best_on: str | None = setting(
         None,
         help="An --eval-data NAME (a validation set) scored every --eval-steps; training ends on the weights with its best "
-        "accuracy, and the other eval sets are scored on those only.",
+        "accuracy (or lowest loss: --select-metric), and the other eval sets are scored on those only.",
     )
     # what selection keeps: the best accuracy, or the lowest loss (`evaluation.preference_metrics`' and
     # `step_evaluation.step_metrics`' `loss`), which moves while a PRM's thresholded step accuracy still sits at the
