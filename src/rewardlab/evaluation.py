@@ -99,12 +99,10 @@ def evaluate_preferences(
     """Metrics for one preference set, and the raw scores {index, chosen_reward, rejected_reward}. `encodings`: the
     caller's `encode_pairs` results by the id of their `examples` list, for one model, max_length and truncation, kept
     while those lists live (a training run's eval sets: each is encoded once for all its evaluations)."""
-    encoded = None if encodings is None else encodings.get(id(examples))
-    if encoded is None:
-        encoded = encode_pairs(model.tokenizer, examples, max_length, truncation)
-        if encodings is not None:
-            encodings[id(examples)] = encoded
-    pairs, counts = encoded
+    encodings = {} if encodings is None else encodings
+    if id(examples) not in encodings:
+        encodings[id(examples)] = encode_pairs(model.tokenizer, examples, max_length, truncation)
+    pairs, counts = encodings[id(examples)]
     if not pairs:
         raise UserError("no pair left to evaluate after truncation")
     chosen, rejected, index = score_pairs(model, pairs, batch_size, accelerator, progress, desc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from rewardlab.data.step_batches import StepCollator
@@ -69,10 +70,18 @@ def probability(logit: float) -> float:
     return 1.0 / (1.0 + math.exp(-logit)) if logit >= 0 else math.exp(logit) / (1.0 + math.exp(logit))
 
 
+def step_cross_entropy(logits: list[float], labels: list[float]) -> float:
+    """The mean binary cross-entropy of step logits against 1 (correct) / 0 (wrong) labels: the training loss
+    (`losses.step_bce_loss`), in float64."""
+    return F.binary_cross_entropy_with_logits(
+        torch.tensor(logits, dtype=torch.float64), torch.tensor(labels, dtype=torch.float64)
+    ).item()
+
+
 def step_metrics(examples: list[StepExample], logits: dict[int, list[float]]) -> dict:
     """The figures of the module docstring from each scored example's step logits (keys: dataset indices)."""
     right = total = 0
-    cross_entropy = 0.0
+    labelled_logits, step_labels = [], []
     subsets, labels, probabilities = [], [], []
     for i, step_logits in sorted(logits.items()):
         example = examples[i]
@@ -80,9 +89,8 @@ def step_metrics(examples: list[StepExample], logits: dict[int, list[float]]) ->
             if label is not None:
                 right += (logit > 0) == label
                 total += 1
-                # -log P(label): softplus(-logit) for a correct step, softplus(logit) for a wrong one
-                signed = -logit if label else logit
-                cross_entropy += max(signed, 0.0) + math.log1p(math.exp(-abs(signed)))
+                labelled_logits.append(logit)
+                step_labels.append(float(label))
         subsets.append(example.subset or "all")
         labels.append(example.first_error)
         probabilities.append([probability(x) for x in step_logits])
@@ -90,7 +98,7 @@ def step_metrics(examples: list[StepExample], logits: dict[int, list[float]]) ->
         "n": len(logits),
         "steps": total,
         "accuracy": right / total if total else float("nan"),
-        "loss": cross_entropy / total if total else float("nan"),
+        "loss": step_cross_entropy(labelled_logits, step_labels) if total else float("nan"),
         "processbench": processbench_scores(subsets, labels, probabilities, THRESHOLD),
     }
 
@@ -109,12 +117,10 @@ def evaluate_steps(
     examples keep the prompt and the whole steps that fit. `encodings`: the caller's `encode_step_examples` results by
     the id of their `examples` list, for one model and max_length, kept while those lists live (as
     `evaluation.evaluate_preferences`')."""
-    made = None if encodings is None else encodings.get(id(examples))
-    if made is None:
-        made = encode_step_examples(model.tokenizer, examples, max_length)
-        if encodings is not None:
-            encodings[id(examples)] = made
-    encoded, counts = made
+    encodings = {} if encodings is None else encodings
+    if id(examples) not in encodings:
+        encodings[id(examples)] = encode_step_examples(model.tokenizer, examples, max_length)
+    encoded, counts = encodings[id(examples)]
     if not encoded:
         raise UserError("no example left to evaluate after truncation")
     logits = score_steps(model, encoded, batch_size, accelerator, progress, desc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 
@@ -30,12 +31,9 @@ def run_jobs(
         for key, config, shared in jobs:
             on_done(key, runner(config, shared))
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+    with spawned_pool(workers, max(1, (os.cpu_count() or 1) // workers)) as pool:
         futures = {pool.submit(runner, config, shared): key for key, config, shared in jobs}
         for future in as_completed(futures):
             on_done(futures[future], future.result())
@@ -44,9 +42,13 @@ def run_jobs(
 def run_in_process(fn: Callable[..., Any], *args: Any, threads: int = 1) -> Any:
     """`fn(*args)` in one spawned worker process with `threads` torch threads (a job that should not share this
     process's interpreter with the work it runs beside); returns its result. `fn` is a module-level function."""
+    with spawned_pool(1, threads) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def spawned_pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    """`workers` spawned processes, each with `threads` torch threads and the libraries' bars quiet."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-        return pool.submit(fn, *args).result()
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,))

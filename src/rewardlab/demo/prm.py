@@ -95,11 +95,11 @@ def step_policy_config(cfg: DemoConfig):
     return cfg.base_policy_config().with_steps(warm_start_steps=cfg.step_policy_steps)
 
 
-def step_policy_path(cfg: DemoConfig, threads: int | None = None) -> Path:
+def step_policy_path(cfg: DemoConfig, threads: int | None = None, progress: bool = False) -> Path:
     """The step policy's directory, its warm start run first where it is not cached yet (on `threads` torch threads)."""
     from rewardlab.tasks.policy import get_base_policy
 
-    return get_base_policy(step_policy_config(cfg), progress=cfg.progress and threads is None, threads=threads)[2]
+    return get_base_policy(step_policy_config(cfg), progress=progress, threads=threads)[2]
 
 
 def warm_start_step_policy(cfg: DemoConfig) -> Path:
@@ -108,7 +108,9 @@ def warm_start_step_policy(cfg: DemoConfig) -> Path:
     there); else here."""
     from rewardlab.workers import run_in_process
 
-    return run_in_process(step_policy_path, cfg, 1) if cfg.workers > 1 else step_policy_path(cfg)
+    if cfg.workers > 1:
+        return run_in_process(step_policy_path, cfg, 1)  # no bar: the parent's bars are showing
+    return step_policy_path(cfg, progress=cfg.progress)
 
 
 def run_process_supervision(cfg: DemoConfig, out: Path) -> tuple[dict, dict[str, list[list[dict]]]]:

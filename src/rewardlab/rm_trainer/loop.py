@@ -243,12 +243,12 @@ def evaluate(run: TrainingRun, names: list[str] | None = None, scores: list[dict
     if scores is not None:
         scores += rows
     if results:
-        accuracy, loss = ({k: v[metric] for k, v in results.items()} for metric in ("accuracy", "loss"))
-        run.log.append({"kind": "eval", "step": run.global_step, "accuracy": accuracy, "loss": loss})
-        scalars = {f"eval/{k}/{metric}": v[metric] for k, v in results.items() for metric in ("accuracy", "loss")}
+        by_metric = {metric: {k: v[metric] for k, v in results.items()} for metric in ("accuracy", "loss")}
+        run.log.append({"kind": "eval", "step": run.global_step, **by_metric})
+        scalars = {f"eval/{k}/{metric}": v for metric, values in by_metric.items() for k, v in values.items()}
         run.accelerator.log(scalars, step=run.global_step)
         if run.show:
-            write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
+            write(f"eval step {run.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in by_metric["accuracy"].items()))
     return results
 
 
