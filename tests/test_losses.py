@@ -8,7 +8,7 @@ from rewardlab.losses import (
     centering_penalty,
     dpo_regularizer,
     gather_steps,
-    grm_total,
+    grm_stats,
     label_smoothing_loss,
     margin_loss,
     pairwise_accuracy,
@@ -82,8 +82,12 @@ def test_grm_regularisers():
 
 
 def test_grm_total_and_accuracy():
-    assert grm_total(torch.tensor(2.0), torch.tensor(10.0), 0.01).item() == pytest.approx(0.99 * 2 + 0.01 * 10)
-    assert grm_total(torch.tensor(2.0), None, 0.5).item() == 2.0
+    stats = grm_stats(torch.tensor(2.0), torch.tensor(10.0), 0.01, {})
+    assert stats["loss"].item() == pytest.approx(0.99 * 2 + 0.01 * 10)
+    assert (stats["reward_term"].item(), stats["reg_term"].item()) == pytest.approx((0.99 * 2, 0.01 * 10))
+    assert (stats["reward_loss"].item(), stats["reg_loss"].item()) == (2.0, 10.0)
+    plain = grm_stats(torch.tensor(2.0), None, 0.5, {})  # no regulariser: alpha is ignored
+    assert (plain["loss"].item(), plain["reg_term"].item()) == (2.0, 0.0) and "reg_loss" not in plain
     # a tie counts one half
     assert pairwise_accuracy(t([1.0, 0.0, 2.0, 1.0]), t([0.0, 1.0, 2.0, 0.5])).item() == pytest.approx(2.5 / 4)
 

@@ -13,6 +13,8 @@ GRM (Yang et al. 2024, Eq. 5-8): total = (1 - alpha) * L_reward + alpha * L_reg,
     sft        -log sigmoid(beta * log pi(y_c|x))                     (paper); `sft-nll`: -log pi(y_c|x)
     dpo        -log sigmoid(beta * ((log pi(y_c) - log pi(y_r)) - (log pi_ref(y_c) - log pi_ref(y_r))))
     dpo-noref  the same with the reference terms set to 0
+`grm_stats` forms that total from the two losses, with the statistics every objective reports, and on request each
+term's gradient norm at the last hidden layer (`gradient_norms`: the regulariser's strength).
 
 `REWARD_LOSS_TABLE` and `REGULARIZER_TABLE` (bottom of this file) map every name the CLI accepts to its function; the
 trainer's objective (`rewardlab.objective`) reads nothing else.
@@ -28,6 +30,8 @@ import torch.nn.functional as F
 
 from rewardlab.choices import REGULARIZERS, REWARD_LOSSES
 from rewardlab.errors import UserError
+
+Stats = dict[str, torch.Tensor]
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
@@ -82,10 +86,48 @@ def grm_terms(reward: torch.Tensor, regularizer: torch.Tensor | None, alpha: flo
     return (1.0 - alpha) * reward, alpha * regularizer
 
 
-def grm_total(reward: torch.Tensor, regularizer: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    """(1 - alpha) * L_reward + alpha * L_reg (GRM's total loss); alpha is ignored without a regulariser (plain reward model)."""
-    reward_term, reg_term = grm_terms(reward, regularizer, alpha)
-    return reward_term if reg_term is None else reward_term + reg_term
+def grm_stats(
+    l_reward: torch.Tensor,
+    l_reg: torch.Tensor | None,
+    alpha: float,
+    batch_stats: Stats,
+    head_input: torch.Tensor | None = None,
+) -> Stats:
+    """GRM's loss = (1 - alpha) * L_reward + alpha * L_reg (with its graph) and the detached statistics every objective
+    reports: reward_loss, the objective's own `batch_stats`, the two weighted terms (reg_term 0 without a regulariser),
+    reg_loss with one, and with `head_input` (the tensor the heads read) each term's gradient norm there."""
+    reward_term, reg_term = grm_terms(l_reward, l_reg, alpha)
+    stats = {
+        "loss": reward_term if reg_term is None else reward_term + reg_term,
+        "reward_loss": l_reward.detach(),
+        **batch_stats,
+        "reward_term": reward_term.detach(),
+        "reg_term": torch.zeros_like(reward_term.detach()) if reg_term is None else reg_term.detach(),
+    }
+    if l_reg is not None:
+        stats["reg_loss"] = l_reg.detach()
+    if head_input is not None:
+        stats |= gradient_norms(head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
+    return stats
+
+
+def gradient_norms(hidden: torch.Tensor, terms: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """name -> ||d term / d hidden||, the Frobenius norm over every token of the batch (float32, detached), for the terms of
+    one loss; 0 for a term that is None or does not reach `hidden`. One `torch.autograd.grad` per term, keeping the graph
+    for the training backward; no parameter's gradient is touched. {} when `hidden` carries no gradient (a frozen
+    backbone: nothing below the heads trains).
+
+    `hidden` is the tensor the heads read (`RewardOutput.head_input`); packed or padded, the norm is the same, since
+    neither term reads a padding position."""
+    if not hidden.requires_grad:
+        return {}
+    norms = {}
+    for name, term in terms.items():
+        grad = None
+        if term is not None and term.requires_grad:
+            (grad,) = torch.autograd.grad(term, hidden, retain_graph=True, allow_unused=True)
+        norms[name] = torch.zeros((), device=hidden.device) if grad is None else grad.detach().float().norm()
+    return norms
 
 
 def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -9,9 +9,10 @@ For a batch of B pairs (rows 0..B-1 chosen, B..2B-1 rejected, see `rewardlab.dat
     2. a regulariser that needs the reference (dpo) gets its log-probs from a pass without gradients: LoRA adapters
        disabled, or the frozen copy under full fine-tuning;
     3. L_reward and L_reg by name from `REWARD_LOSS_TABLE` / `REGULARIZER_TABLE`, and
-       loss = (1 - alpha) * L_reward + alpha * L_reg (GRM); the two terms are reported apart (`reward_term`, `reg_term`);
+       loss = (1 - alpha) * L_reward + alpha * L_reg (GRM, `losses.grm_stats`); the two terms are reported apart
+       (`reward_term`, `reg_term`);
     4. on request (the trainer asks on logging steps only), the regulariser's strength: the norm of each term's gradient
-       with respect to the last hidden layer, the hidden states both heads read (`gradient_norms`).
+       with respect to the last hidden layer, the hidden states both heads read (`losses.gradient_norms`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from rewardlab.losses import (
     REGULARIZER_TABLE,
     PairLogprobs,
     Regularizer,
+    Stats,
     gather_steps,
-    grm_terms,
+    grm_stats,
     pairwise_accuracy,
     regularizer_loss,
     reward_loss,
@@ -34,8 +36,6 @@ from rewardlab.losses import (
 
 if TYPE_CHECKING:
     from rewardlab.config import RewardObjectiveSpec
-
-Stats = dict[str, torch.Tensor]
 
 
 def compute_loss(
@@ -49,7 +49,7 @@ def compute_loss(
     pairs, run packed when `padding_free`: the loss (with gradients) and detached statistics: reward_loss, accuracy,
     margin, the mean and (population) std of the batch's 2B rewards, reg_loss with a regulariser, and the loss's two
     terms, reward_term = (1 - alpha) * L_reward and reg_term = alpha * L_reg (0 without a regulariser; they sum to loss).
-    `measure_gradients` adds reward_grad_norm and reg_grad_norm (`gradient_norms`): two more backward passes through the
+    `measure_gradients` adds reward_grad_norm and reg_grad_norm (`losses.gradient_norms`): two more backward passes through the
     heads only, so the trainer asks on logging steps alone."""
     regularizer = REGULARIZER_TABLE[objective.reg]
     n_pairs = batch["margin"].shape[0]
@@ -69,31 +69,6 @@ def compute_loss(
         "reward_std": out.sequence_rewards.detach().std(correction=0),
     }
     return grm_stats(l_reward, l_reg, objective.alpha, batch_stats, out.head_input if measure_gradients else None)
-
-
-def grm_stats(
-    l_reward: torch.Tensor,
-    l_reg: torch.Tensor | None,
-    alpha: float,
-    batch_stats: Stats,
-    head_input: torch.Tensor | None = None,
-) -> Stats:
-    """GRM's loss = (1 - alpha) * L_reward + alpha * L_reg (with its graph) and the detached statistics every objective
-    reports: reward_loss, the objective's own `batch_stats`, the two weighted terms (reg_term 0 without a regulariser),
-    reg_loss with one, and with `head_input` (the tensor the heads read) each term's gradient norm there."""
-    reward_term, reg_term = grm_terms(l_reward, l_reg, alpha)
-    stats = {
-        "loss": reward_term if reg_term is None else reward_term + reg_term,
-        "reward_loss": l_reward.detach(),
-        **batch_stats,
-        "reward_term": reward_term.detach(),
-        "reg_term": torch.zeros_like(reward_term.detach()) if reg_term is None else reg_term.detach(),
-    }
-    if l_reg is not None:
-        stats["reg_loss"] = l_reg.detach()
-    if head_input is not None:
-        stats |= gradient_norms(head_input, {"reward_grad_norm": reward_term, "reg_grad_norm": reg_term})
-    return stats
 
 
 def compute_step_loss(
@@ -155,25 +130,6 @@ def reference_logprobs(
         return None
     with torch.no_grad():
         return model(batch["input_ids"], batch["attention_mask"], response_mask, reference=True, packed=padding_free).logprobs
-
-
-def gradient_norms(hidden: torch.Tensor, terms: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
-    """name -> ||d term / d hidden||, the Frobenius norm over every token of the batch (float32, detached), for the terms of
-    one loss; 0 for a term that is None or does not reach `hidden`. One `torch.autograd.grad` per term, keeping the graph
-    for the training backward; no parameter's gradient is touched. {} when `hidden` carries no gradient (a frozen
-    backbone: nothing below the heads trains).
-
-    `hidden` is the tensor the heads read (`RewardOutput.head_input`); packed or padded, the norm is the same, since
-    neither term reads a padding position."""
-    if not hidden.requires_grad:
-        return {}
-    norms = {}
-    for name, term in terms.items():
-        grad = None
-        if term is not None and term.requires_grad:
-            (grad,) = torch.autograd.grad(term, hidden, retain_graph=True, allow_unused=True)
-        norms[name] = torch.zeros((), device=hidden.device) if grad is None else grad.detach().float().norm()
-    return norms
 
 
 def split_pairs(logprobs: torch.Tensor, reference: torch.Tensor | None, n_pairs: int) -> PairLogprobs:

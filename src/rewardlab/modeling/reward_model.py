@@ -161,7 +161,7 @@ class RewardOutput:
     there); `last_index` is always the column of the last real token in the padded (B, T) batch. `head_input` is the last
     layer's hidden states as the reward head and the LM head read them, in the layout the forward ran in: (N, H) packed
     (the batch's real tokens), the (B, T, H) `hidden_states` themselves padded. A loss's gradient with respect to it is that
-    loss's pull on the last hidden layer (`rewardlab.objective.gradient_norms`).
+    loss's pull on the last hidden layer (`rewardlab.losses.gradient_norms`).
     """
 
     position_rewards: torch.Tensor  # (B, T) float32: R(x, tokens<=t)
