@@ -93,20 +93,30 @@ def load_reward_model_head_init():
     return build_reward_model("tiny-llama", seed=42).head.net.weight.detach()
 
 
-def test_resume_gives_the_same_model(easy_data, tmp_path):
-    common = {"train_data": str(easy_data / "small.jsonl"), "max_steps": 6, "logging_steps": 1, "reg": "sft", **FAST}
-    straight = RewardTrainingConfig(output_dir=str(tmp_path / "a"), **common)
-    train_reward_model(straight)
-    # a run with a step-3 checkpoint, then a resume from it to step 6 must end where the straight run ended
-    train_reward_model(RewardTrainingConfig(output_dir=str(tmp_path / "b"), save_steps=3, **common))
-    assert (tmp_path / "b" / "checkpoints" / "step-3").exists()
-    resumed = RewardTrainingConfig(output_dir=str(tmp_path / "b"), resume=True, **common)
-    train_reward_model(resumed)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max_steps": 6, "save_steps": 3},  # 3 batches an epoch: the checkpoint ends epoch 0
+        {"max_steps": 6, "save_steps": 4, "per_device_train_batch_size": 8, "head_dropout": 0.1},  # mid-epoch, dropout
+        {"max_steps": 12, "save_steps": 8, "per_device_train_batch_size": 8, "group_by_length": False},  # in epoch 1
+    ],
+    ids=["epoch-end", "mid-epoch-dropout", "shuffled-second-epoch"],
+)
+def test_resume_gives_the_same_model(easy_data, tmp_path, settings):
+    """A run with a checkpoint, then a resume from it, ends where the straight run ended, to the bit: the data order
+    (each epoch's from the seed and the epoch) and the dropout that follows the checkpoint's RNG state included."""
+    common = {"train_data": str(easy_data / "small.jsonl"), "logging_steps": 1, "reg": "sft", **FAST}
+    common |= {k: v for k, v in settings.items() if k != "save_steps"}
+    train_reward_model(RewardTrainingConfig(output_dir=str(tmp_path / "a"), **common))
+    save = settings["save_steps"]
+    train_reward_model(RewardTrainingConfig(output_dir=str(tmp_path / "b"), save_steps=save, **common))
+    assert (tmp_path / "b" / "checkpoints" / f"step-{save}").exists()
+    train_reward_model(RewardTrainingConfig(output_dir=str(tmp_path / "b"), resume=True, **common))
     a = load_file(tmp_path / "a" / "model" / "reward_head.safetensors")["net.weight"]
     b = load_file(tmp_path / "b" / "model" / "reward_head.safetensors")["net.weight"]
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert torch.equal(a, b), (a - b).abs().max()
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in log if r["kind"] == "train"] == list(range(1, common["max_steps"] + 1))
 
 
 def test_ensemble_trains_members_and_scores_by_aggregate(easy_data, tmp_path):
@@ -266,6 +276,31 @@ def test_select_metric_loss_keeps_the_lowest_validation_loss(easy_data, tmp_path
     assert metrics["eval"]["val"]["loss"] == pytest.approx(best)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["loss"]["val"] for r in log if r["kind"] == "eval"][: len(history)] == [loss for _, loss in history]
+
+
+def test_a_resumed_run_selects_among_every_evaluation(easy_data, tmp_path):
+    """Killed after its step-8 checkpoint and resumed, a run with model selection keeps the same history and the same
+    weights as the run that never stopped: here its best validation loss is at step 6, before the checkpoint (checked
+    below, so the test cannot pass on the last weights alone)."""
+    common = {
+        "train_data": str(easy_data / "train.jsonl"),
+        "eval_data": [f"val={easy_data / 'small.jsonl'}"],
+        "max_steps": 12,
+        "eval_steps": 2,
+        "select_best_on": "val",
+        "select_metric": "loss",
+        **{**FAST, "learning_rate": 1e-1},  # a step size at which the loss stops falling after a few steps
+    }
+    straight = train_reward_model(RewardTrainingConfig(output_dir=str(tmp_path / "a"), **common))
+    best_step = straight["train"]["selection"]["step"]
+    assert best_step < 8  # else this test would not tell a resumed selection from a fresh one
+    train_reward_model(RewardTrainingConfig(output_dir=str(tmp_path / "b"), save_steps=8, **common))
+    resumed = train_reward_model(RewardTrainingConfig(output_dir=str(tmp_path / "b"), resume=True, **common))
+    a, b = straight["train"]["selection"], resumed["train"]["selection"]
+    assert b["step"] == best_step and [s for s, _ in b["history"]] == [2, 4, 6, 8, 10, 12]
+    assert [v for _, v in b["history"]] == pytest.approx([v for _, v in a["history"]], rel=1e-4)
+    heads = [load_file(tmp_path / run / "model" / "reward_head.safetensors")["net.weight"] for run in ("a", "b")]
+    torch.testing.assert_close(heads[0], heads[1], atol=1e-5, rtol=1e-4)
 
 
 def test_selection_config_validation():

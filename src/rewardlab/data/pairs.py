@@ -81,17 +81,30 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, mega_
     return batches
 
 
-class LengthGroupedBatchSampler(torch.utils.data.Sampler):
-    """Length-grouped batches, reshuffled each epoch (call `set_epoch`, as accelerate does)."""
+def shuffled_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    """A random order of n items cut into batches (the last one may be short)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
-        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Training batches drawn afresh each epoch (call `set_epoch`, as accelerate does) from seed + epoch alone,
+    length-grouped (less padding) or plainly shuffled: a run resumed in any epoch sees the order the uninterrupted run
+    saw."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_by_length: bool = True):
+        self.lengths, self.batch_size, self.seed, self.group_by_length, self.epoch = lengths, batch_size, seed, group_by_length, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        yield from length_grouped_batches(self.lengths, self.batch_size, self.seed + self.epoch)
+        seed = self.seed + self.epoch
+        if self.group_by_length:
+            yield from length_grouped_batches(self.lengths, self.batch_size, seed)
+        else:
+            yield from shuffled_batches(len(self.lengths), self.batch_size, seed)
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size

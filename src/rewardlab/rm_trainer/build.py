@@ -20,6 +20,7 @@ from rewardlab.modeling.reward_model import KernelSettings, LoraSettings, Reward
 from rewardlab.rm_trainer.checkpoints import resume_from_latest
 from rewardlab.rm_trainer.data import pair_loader, step_loader
 from rewardlab.rm_trainer.outputs import write_run_config
+from rewardlab.rm_trainer.selection import BestWeights
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import resolve_device, resolve_dtype
 from rewardlab.tracking import resolve_report_to
@@ -46,6 +47,8 @@ def build_run(cfg: RewardTrainingFields, train_set: PreferenceDataset, eval_sets
         sharded, total_steps, trackers,
     )  # fmt: skip
     run.train_examples = list(train_set.examples)
+    if cfg.select_best_on is not None:
+        run.selection = BestWeights(cfg.select_best_on, accelerator.unwrap_model(model), cfg.select_metric)
     if cfg.resume:
         resume_from_latest(run)
     write_run_config(run)

@@ -10,7 +10,7 @@ from rewardlab.errors import UserError
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import follow_umask, write_json
 
-STATE_NAME = "trainer_state.json"  # beside accelerate's state in every checkpoint: the step and the log so far
+STATE_NAME = "trainer_state.json"  # beside accelerate's state in every checkpoint: the step, the log, model selection
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
@@ -24,11 +24,17 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def save_checkpoint(run: TrainingRun) -> None:
-    """accelerate's state (model, optimiser, schedule, RNGs) and the trainer's; only the newest `save_total_limit` stay."""
+    """accelerate's state (model, optimiser, schedule, RNGs) and the trainer's, with model selection's history and best
+    weights; only the newest `save_total_limit` stay."""
     ckpt = run.output_dir / "checkpoints" / f"step-{run.global_step}"
     run.accelerator.save_state(str(ckpt))
+    selection = run.selection
+    if selection is not None:
+        selection.save_weights(ckpt, run.accelerator.process_index)
+    run.accelerator.wait_for_everyone()
     if run.accelerator.is_main_process:
-        write_json(ckpt / STATE_NAME, {"global_step": run.global_step, "log": run.log})
+        state = {"global_step": run.global_step, "log": run.log}
+        write_json(ckpt / STATE_NAME, state | ({} if selection is None else {"selection": selection.checkpoint_state()}))
         follow_umask(ckpt)
         old = checkpoints(run.output_dir)
         for stale in old[: max(0, len(old) - run.cfg.save_total_limit)]:
@@ -36,7 +42,8 @@ def save_checkpoint(run: TrainingRun) -> None:
 
 
 def resume_from_latest(run: TrainingRun) -> None:
-    """Load the newest checkpoint into `run`: its step and log, and where in which epoch the data continues."""
+    """Load the newest checkpoint into `run`: its step and log, model selection's history and best weights, and where in
+    which epoch the data continues."""
     ckpt = latest_checkpoint(run.output_dir)
     if ckpt is None:
         raise UserError(f"--resume: no checkpoint under {run.output_dir / 'checkpoints'}")
@@ -44,5 +51,9 @@ def resume_from_latest(run: TrainingRun) -> None:
     state = json.loads((ckpt / STATE_NAME).read_text())
     run.global_step, run.log = state["global_step"], state["log"]
     run.start_epoch, run.skip_batches = divmod(run.global_step * run.cfg.gradient_accumulation_steps, len(run.loader))
+    selection = run.selection
+    taken = selection is not None and selection.load(state.get("selection"), ckpt, run.accelerator.process_index)
     if run.show:
         print(f"resumed from {ckpt} at step {run.global_step}")
+        if selection is not None and not taken:
+            print(f"model selection on {selection.name}'s {selection.metric} starts afresh: the checkpoint did not select on it")

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 from torch.utils.data import DataLoader
 
 from rewardlab.choices import PRM
 from rewardlab.config import RewardDataSpec, RewardTrainingFields
-from rewardlab.data.pairs import LengthGroupedBatchSampler, PairCollator, encode_pairs
+from rewardlab.data.pairs import EpochBatchSampler, PairCollator, encode_pairs
 from rewardlab.data.step_batches import StepCollator
 from rewardlab.data.step_encoding import encode_step_examples
 from rewardlab.errors import UserError
@@ -65,9 +64,7 @@ def step_loader(cfg: RewardTrainingFields, tokenizer, train_set: StepDataset) ->
 
 
 def training_batches(cfg: RewardTrainingFields, items: list, collate) -> DataLoader:
-    """Shuffled batches of encoded items (each with a `length`): length-grouped unless `group_by_length` is off."""
-    if cfg.group_by_length:
-        sampler = LengthGroupedBatchSampler([item.length for item in items], cfg.per_device_train_batch_size, cfg.seed)
-        return DataLoader(items, batch_sampler=sampler, collate_fn=collate)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    return DataLoader(items, batch_size=cfg.per_device_train_batch_size, shuffle=True, generator=generator, collate_fn=collate)
+    """Shuffled batches of encoded items (each with a `length`): length-grouped unless `group_by_length` is off, each
+    epoch's order from the seed and the epoch alone (`EpochBatchSampler`), so that --resume continues it."""
+    sampler = EpochBatchSampler([item.length for item in items], cfg.per_device_train_batch_size, cfg.seed, cfg.group_by_length)
+    return DataLoader(items, batch_sampler=sampler, collate_fn=collate)

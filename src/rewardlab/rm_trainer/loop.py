@@ -4,20 +4,22 @@ configured. Then the final evaluation, on the best validation weights with model
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
 
-from rewardlab.choices import PRM, SelectMetric
+from rewardlab.choices import PRM
 from rewardlab.config import RewardTrainingFields
 from rewardlab.evaluation import evaluate_preferences, score_rows
 from rewardlab.objective import compute_loss, compute_step_loss
 from rewardlab.progress import progress, write
 from rewardlab.rm_trainer.checkpoints import latest_checkpoint, save_checkpoint
+from rewardlab.rm_trainer.selection import BestWeights
 from rewardlab.rm_trainer.state import TrainingRun
 from rewardlab.runtime import NonFiniteError, first_non_finite, write_jsonl
 from rewardlab.step_evaluation import evaluate_steps, step_score_rows
@@ -93,8 +95,7 @@ class LoopResult:
 
 def train_loop(run: TrainingRun) -> LoopResult:
     """Train from where `run` stands to `total_steps`, or to an early stop."""
-    cfg = run.cfg
-    selection = None if cfg.select_best_on is None else BestWeights(cfg.select_best_on, unwrapped(run), cfg.select_metric)
+    cfg, selection = run.cfg, run.selection
     run.model.train()
     bar = progress(total=run.total_steps, initial=run.global_step, desc="train-rm", enabled=run.show)
     running: dict[str, list[torch.Tensor]] = {}
@@ -134,10 +135,21 @@ def epoch_batches(run: TrainingRun) -> Iterator[tuple[int, dict[str, torch.Tenso
     skip = run.skip_batches
     for epoch in range(run.start_epoch, run.num_epochs):
         run.loader.set_epoch(epoch)
-        loader = run.accelerator.skip_first_batches(run.loader, skip) if skip else run.loader
+        batches = rest_of_epoch(run.accelerator.skip_first_batches(run.loader, skip)) if skip else run.loader
         skip = 0
-        for batch in loader:
+        for batch in batches:
             yield epoch, batch
+
+
+def rest_of_epoch(loader: Iterable) -> Iterator:
+    """The batches of an epoch that a checkpoint stopped in. Starting an epoch draws a seed from torch's RNG (the
+    DataLoader's); the uninterrupted run drew it at the epoch's start, before the checkpoint whose RNG state the resume
+    restored, so the state is put back after the draw and dropout goes on as it would have."""
+    state = torch.get_rng_state()
+    batches = iter(loader)
+    first = next(batches)  # accelerate's loader starts the DataLoader's iterator at the first batch
+    torch.set_rng_state(state)
+    return itertools.chain([first], batches)
 
 
 class Throughput:
@@ -159,43 +171,6 @@ class Throughput:
         self.tokens.zero_()
         self.start = now
         return rate
-
-
-class BestWeights:
-    """Keeps a CPU copy of the trainable weights with the best validation `metric` seen so far (earliest on ties): the
-    highest accuracy, or the lowest loss."""
-
-    def __init__(self, name: str, model: torch.nn.Module, metric: SelectMetric = "accuracy"):
-        self.name, self.model, self.metric = name, model, metric
-        self.sign = -1.0 if metric == "loss" else 1.0  # compared as sign * value, higher is better
-        self.best_step, self.best_value, self.state = -1, -math.inf, None
-        self.history: list[tuple[int, float]] = []
-
-    def offer(self, step: int, metrics: dict) -> None:
-        """The validation set's metrics (`evaluate`'s entry for it) at `step`."""
-        value = metrics[self.metric]
-        self.history.append((step, value))
-        if self.sign * value > self.best_value:
-            self.best_step, self.best_value = step, self.sign * value
-            self.state = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        if self.state is None:
-            return
-        for n, p in self.model.named_parameters():
-            if n in self.state:
-                p.copy_(self.state[n].to(p.device))
-
-    @property
-    def stale_evaluations(self) -> int:
-        """Evaluations since the best one."""
-        return sum(step > self.best_step for step, _ in self.history)
-
-    def summary(self) -> dict:
-        """The set, the metric, the step kept and its value (keyed by the metric: `accuracy` or `loss`), the history."""
-        best = self.sign * self.best_value
-        return {"on": self.name, "metric": self.metric, "step": self.best_step, self.metric: best, "history": self.history}
 
 
 def is_logging_step(run: TrainingRun, step: int) -> bool:

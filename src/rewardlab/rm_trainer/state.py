@@ -16,6 +16,7 @@ from rewardlab.config import RewardTrainingFields
 
 if TYPE_CHECKING:
     from rewardlab.data.loading import PreferenceDataset
+    from rewardlab.rm_trainer.selection import BestWeights
 
 
 @dataclass
@@ -41,6 +42,7 @@ class TrainingRun:
     train_examples: list = field(default_factory=list)  # the training PreferenceExamples (for the reward statistics)
     final_scores: list[dict] = field(default_factory=list)  # the final evaluation's eval-rm-style score rows (scores.jsonl)
     eval_encodings: dict[int, tuple] = field(default_factory=dict)  # each eval set's encoding, made at its first evaluation
+    selection: BestWeights | None = None  # with --select-best-on: the best validation weights so far
 
     @property
     def output_dir(self) -> Path:
