@@ -278,6 +278,23 @@ def test_select_metric_loss_keeps_the_lowest_validation_loss(easy_data, tmp_path
     assert [r["loss"]["val"] for r in log if r["kind"] == "eval"][: len(history)] == [loss for _, loss in history]
 
 
+def test_a_resume_trains_at_the_learning_rate_it_is_given(easy_data, tmp_path):
+    """Resumed with a lower --lr (what a non-finite stop suggests), the steps after the checkpoint run at the new rate,
+    as a run started at that rate runs them, not at the checkpoint's."""
+    common = {"train_data": str(easy_data / "small.jsonl"), "max_steps": 6, "logging_steps": 1, **FAST}
+    fresh = RewardTrainingConfig(output_dir=str(tmp_path / "low"), **{**common, "learning_rate": 1e-4})
+    train_reward_model(fresh)
+    train_reward_model(RewardTrainingConfig(output_dir=str(tmp_path / "b"), save_steps=3, **common))
+    train_reward_model(RewardTrainingConfig(output_dir=str(tmp_path / "b"), resume=True, **{**common, "learning_rate": 1e-4}))
+
+    def rates(run):
+        log = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        return [r["lr"] for r in log if r["kind"] == "train"]
+
+    low, resumed = rates("low"), rates("b")
+    assert resumed[3:] == low[3:] and resumed[2] == pytest.approx(30 * low[2])  # FAST's lr is 3e-3
+
+
 def test_a_resumed_run_selects_among_every_evaluation(easy_data, tmp_path):
     """Killed after its step-8 checkpoint and resumed, a run with model selection keeps the same history and the same
     weights as the run that never stopped: here its best validation loss is at step 6, before the checkpoint (checked

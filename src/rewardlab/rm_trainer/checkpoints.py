@@ -48,6 +48,7 @@ def resume_from_latest(run: TrainingRun) -> None:
     if ckpt is None:
         raise UserError(f"--resume: no checkpoint under {run.output_dir / 'checkpoints'}")
     run.accelerator.load_state(str(ckpt))
+    take_configured_optimisation(run)
     state = json.loads((ckpt / STATE_NAME).read_text())
     run.global_step, run.log = state["global_step"], state["log"]
     run.start_epoch, run.skip_batches = divmod(run.global_step * run.cfg.gradient_accumulation_steps, len(run.loader))
@@ -57,3 +58,16 @@ def resume_from_latest(run: TrainingRun) -> None:
         print(f"resumed from {ckpt} at step {run.global_step}")
         if selection is not None and not taken:
             print(f"model selection on {selection.name}'s {selection.metric} starts afresh: the checkpoint did not select on it")
+
+
+def take_configured_optimisation(run: TrainingRun) -> None:
+    """The run's own learning rate and weight decay, at the step the checkpoint stands at. accelerate's state brings back
+    the checkpoint's (the optimiser's groups, the schedule's base rates), so a resume with a lower --lr (what the
+    non-finite stop suggests) would go on at the old one while config.json recorded the new. Unchanged settings give
+    the same numbers as the checkpoint's, bit for bit. The schedule (`transformers.get_scheduler`: a LambdaLR) was built
+    for this run's total steps; its rate at step n is base * lr_lambda(n)."""
+    schedule, lr = run.scheduler, run.cfg.learning_rate
+    schedule.base_lrs = [lr] * len(schedule.base_lrs)
+    for group, factor in zip(run.optimizer.param_groups, schedule.lr_lambdas, strict=True):
+        group["initial_lr"], group["weight_decay"] = lr, run.cfg.weight_decay
+        group["lr"] = lr * factor(schedule.last_epoch)
