@@ -196,6 +196,16 @@ def test_train_rm_stops_at_the_first_non_finite_gradient(easy_data, tmp_path):
     _strict((out / "config.json").read_text())
     log = [_strict(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, len(log) + 1)) and len(log) >= 2
+    # what the line suggests: --resume from that checkpoint with a lower --lr, which the resumed steps train at
+    result = runner.invoke(
+        app,
+        ["train-rm", "--train-data", str(easy_data / "train.jsonl"), "--lr", "3e-3", "--max-steps", "4", "--resume",
+         "--logging-steps", "1", "--output-dir", str(out), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    log = [_strict(line) for line in (out / "log.jsonl").read_text().splitlines() if '"train"' in line]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and log[1]["lr"] > 1e3 and 0 < log[2]["lr"] <= 3e-3
+    assert (out / "metrics.json").exists()
 
 
 @pytest.mark.parametrize(
