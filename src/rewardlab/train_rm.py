@@ -26,13 +26,15 @@ last hidden layer), `scores.jsonl` (each eval pair's final scores, eval-rm's `--
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from rewardlab.choices import PRM
 from rewardlab.config import RewardTrainingFields, check_ranges
 from rewardlab.config import from_dict as config_from_dict
 from rewardlab.errors import UserError
+from rewardlab.rm_trainer.checkpoints import latest_checkpoint
 from rewardlab.rm_trainer.data import load_datasets
-from rewardlab.rm_trainer.ensemble import train_ensemble
+from rewardlab.rm_trainer.ensemble import member_config, train_ensemble
 from rewardlab.rm_trainer.single import train_one_model
 from rewardlab.runtime import claim_output_dir, is_main_process, seal_output_dir
 from rewardlab.tracking import resolve_report_to
@@ -60,6 +62,15 @@ class RewardTrainingConfig(RewardTrainingFields):
             self.check_prm()
         resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here, before anything loads
         self.check_output()
+        if self.resume:
+            self.check_checkpoints()
+
+    def check_checkpoints(self) -> None:
+        """--resume continues every run from its newest checkpoint (each member's, for an ensemble): one must be there."""
+        runs = [self] if self.ensemble_size == 1 else [member_config(self, k) for k in range(self.ensemble_size)]
+        for path in (Path(run.output_dir) for run in runs):
+            if latest_checkpoint(path) is None:
+                raise UserError(f"--resume: no checkpoint under {path / 'checkpoints'} (--save-steps N saves some)")
 
     def check_prm(self) -> None:
         """A process reward model reads step labels, not pairs: the settings that only pairs give meaning are refused."""
