@@ -99,8 +99,10 @@ def load_reward_model_head_init():
         {"max_steps": 6, "save_steps": 3},  # 3 batches an epoch: the checkpoint ends epoch 0
         {"max_steps": 6, "save_steps": 4, "per_device_train_batch_size": 8, "head_dropout": 0.1},  # mid-epoch, dropout
         {"max_steps": 12, "save_steps": 8, "per_device_train_batch_size": 8, "group_by_length": False},  # in epoch 1
+        # 6 batches an epoch, 4 to an update: each epoch's second update takes its last 2; the checkpoint is in epoch 1
+        {"max_steps": 6, "save_steps": 3, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4},
     ],
-    ids=["epoch-end", "mid-epoch-dropout", "shuffled-second-epoch"],
+    ids=["epoch-end", "mid-epoch-dropout", "shuffled-second-epoch", "accumulation-across-epochs"],
 )
 def test_resume_gives_the_same_model(easy_data, tmp_path, settings):
     """A run with a checkpoint, then a resume from it, ends where the straight run ended, to the bit: the data order

@@ -21,7 +21,7 @@ from rewardlab.rm_trainer.checkpoints import resume_from_latest
 from rewardlab.rm_trainer.data import pair_loader, step_loader
 from rewardlab.rm_trainer.outputs import write_run_config
 from rewardlab.rm_trainer.selection import BestWeights
-from rewardlab.rm_trainer.state import TrainingRun
+from rewardlab.rm_trainer.state import TrainingRun, updates_per_epoch
 from rewardlab.runtime import resolve_device, resolve_dtype
 from rewardlab.tracking import resolve_report_to
 
@@ -121,8 +121,8 @@ def schedule(
     cfg: OptimisationSpec, optimizer: torch.optim.Optimizer, batches_per_epoch: int
 ) -> tuple[int, torch.optim.lr_scheduler.LRScheduler]:
     """The number of optimiser updates and the learning-rate schedule over them."""
-    updates_per_epoch = max(1, math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps))
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * updates_per_epoch)
+    per_epoch = updates_per_epoch(batches_per_epoch, cfg.gradient_accumulation_steps)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * per_epoch)
     # Stepped by hand once per optimiser update (not prepared: accelerate would step it once per process).
     scheduler = get_scheduler(
         cfg.lr_scheduler_type,

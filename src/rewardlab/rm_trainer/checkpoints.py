@@ -51,7 +51,9 @@ def resume_from_latest(run: TrainingRun) -> None:
     take_configured_optimisation(run)
     state = json.loads((ckpt / STATE_NAME).read_text())
     run.global_step, run.log = state["global_step"], state["log"]
-    run.start_epoch, run.skip_batches = divmod(run.global_step * run.cfg.gradient_accumulation_steps, len(run.loader))
+    # Updates before the epoch's last are whole accumulations; the last may take fewer batches (the epoch's end updates)
+    run.start_epoch, updates_done = divmod(run.global_step, run.updates_per_epoch)
+    run.skip_batches = updates_done * run.cfg.gradient_accumulation_steps
     selection = run.selection
     taken = selection is not None and selection.load(state.get("selection"), ckpt, run.accelerator.process_index)
     if run.show:

@@ -54,6 +54,14 @@ class TrainingRun:
         return self.cfg.progress and self.accelerator.is_local_main_process
 
     @property
+    def updates_per_epoch(self) -> int:
+        return updates_per_epoch(len(self.loader), self.cfg.gradient_accumulation_steps)
+
+    @property
     def num_epochs(self) -> int:
-        updates_per_epoch = max(1, math.ceil(len(self.loader) / self.cfg.gradient_accumulation_steps))
-        return math.ceil(self.total_steps / updates_per_epoch)
+        return math.ceil(self.total_steps / self.updates_per_epoch)
+
+
+def updates_per_epoch(batches: int, accumulation: int) -> int:
+    """Optimiser updates in an epoch of `batches`: every `accumulation` batches, and at the epoch's end."""
+    return max(1, math.ceil(batches / accumulation))
