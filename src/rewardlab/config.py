@@ -294,7 +294,11 @@ class EvaluationSpec:
     )
     save_steps: int = setting(0, min=0, help="Checkpoint every N steps (for --resume).")  # 0: no intermediate checkpoints
     save_total_limit: int = setting(2, min=1, help="Checkpoints kept (default 2).")
-    resume: bool = setting(False, flags=("--resume",), help="Resume from the latest checkpoint in --output-dir.")
+    resume: bool = setting(
+        False,
+        flags=("--resume",),
+        help="Resume from the newest checkpoint in --output-dir (at the --lr and --weight-decay given).",
+    )
 
 
 @dataclass
