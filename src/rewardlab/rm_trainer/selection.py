@@ -25,11 +25,16 @@ class BestWeights:
 
     def offer(self, step: int, metrics: dict) -> None:
         """The validation set's metrics (`evaluate`'s entry for it) at `step`."""
-        value = metrics[self.metric]
-        self.history.append((step, value))
-        if self.sign * value > self.best_value:
-            self.best_step, self.best_value = step, self.sign * value
+        if self.record(step, metrics[self.metric]):
             self.state = {n: p.detach().to("cpu", copy=True) for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def record(self, step: int, value: float) -> bool:
+        """Add one evaluation to the history; True when it is the best so far."""
+        self.history.append((step, value))
+        better = self.sign * value > self.best_value  # a NaN is never better
+        if better:
+            self.best_step, self.best_value = step, self.sign * value
+        return better
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -65,9 +70,7 @@ class BestWeights:
         if not state or (state["on"], state["metric"]) != (self.name, self.metric):
             return False
         for step, value in state["history"]:
-            self.history.append((step, value))
-            if self.sign * value > self.best_value:
-                self.best_step, self.best_value = step, self.sign * value
+            self.record(step, value)
         self.state = load_file(weights_path(checkpoint, process_index)) if self.best_step >= 0 else None
         return True
 
